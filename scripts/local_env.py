@@ -1,0 +1,96 @@
+"""Where the demo, the tests and the benchmarks find a PostgreSQL server, and how they point Airflow at it.
+
+Order of preference for the server: ``$COLDCOPY_PG_ADMIN_DSN``; the local server on 127.0.0.1:5432
+(trust auth, user postgres) if it answers; otherwise an embedded PostgreSQL (the ``pgserver`` package)
+whose data directory lives in the git-ignored ``.pgdata/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def embedded_server_dsn(name: str = "embedded") -> str:
+    """Start (or reuse) an embedded PostgreSQL under ``.pgdata/<name>``; it stops when this process exits."""
+    import pgserver
+
+    server = pgserver.get_server(ROOT / ".pgdata" / name, cleanup_mode="stop")
+    return server.get_uri()
+
+
+def admin_dsn(*, prefer_local: bool = True) -> str:
+    """DSN of a superuser connection to the ``postgres`` database of the server to use."""
+    if os.environ.get("COLDCOPY_PG_ADMIN_DSN"):
+        return os.environ["COLDCOPY_PG_ADMIN_DSN"]
+    if prefer_local:
+        try:
+            psycopg.connect(LOCAL_SERVER_DSN, connect_timeout=3).close()
+            return LOCAL_SERVER_DSN
+        except psycopg.OperationalError:
+            pass
+    return embedded_server_dsn()
+
+
+def database_dsn(server_dsn: str, dbname: str) -> str:
+    return make_conninfo(server_dsn, dbname=dbname)
+
+
+def create_database(server_dsn: str, dbname: str, *, template: str | None = None, replace: bool = False) -> str:
+    """Create ``dbname`` (dropping it first if ``replace``) and return its DSN."""
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        if replace:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
+        if template:
+            create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(create)
+    return database_dsn(server_dsn, dbname)
+
+
+def drop_database(server_dsn: str, dbname: str) -> None:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def airflow_connection(dsn: str) -> str:
+    """The ``AIRFLOW_CONN_COLDCOPY_DB`` value (JSON form, which also carries Unix-socket hosts) for ``dsn``."""
+    params = conninfo_to_dict(dsn)
+    conn = {
+        "conn_type": "postgres",
+        "host": params.get("host", "localhost"),
+        "port": int(params.get("port", 5432)),
+        "login": params.get("user", "postgres"),
+        "password": params.get("password") or None,
+        "schema": params.get("dbname", "postgres"),
+    }
+    return json.dumps({k: v for k, v in conn.items() if v is not None})
+
+
+def dsn_from_airflow_connection(value: str) -> str:
+    """Inverse of :func:`airflow_connection`, also accepting the URI form of ``AIRFLOW_CONN_*``."""
+    if not value.lstrip().startswith("{"):
+        return value.replace("postgres://", "postgresql://", 1)
+    conn = json.loads(value)
+    return make_conninfo(
+        host=conn.get("host"), port=conn.get("port"), user=conn.get("login"),
+        password=conn.get("password"), dbname=conn.get("schema"),
+    )
+
+
+def airflow_env() -> dict[str, str]:
+    """Settings for an Airflow home in the repository: SQLite metadata, our dags/ and plugins/."""
+    return {
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }

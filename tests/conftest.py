@@ -1,0 +1,79 @@
+"""Shared fixtures: a real PostgreSQL server, throwaway databases, and an Airflow home on SQLite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
+
+import local_env  # noqa: E402
+
+os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow-test"))
+for key, value in local_env.airflow_env().items():
+    os.environ.setdefault(key, value)
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+
+from coldcopy.migrations import MigrationRunner, discover_migrations  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def admin_dsn() -> str:
+    return local_env.admin_dsn()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Airflow's metadata database (SQLite in AIRFLOW_HOME), migrated once per session."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+
+
+@pytest.fixture
+def new_database(admin_dsn):
+    """Factory of empty throwaway databases, dropped after the test."""
+    created: list[str] = []
+
+    def make(template: str | None = None) -> str:
+        name = f"cc_test_{uuid.uuid4().hex[:10]}"
+        created.append(name)
+        return local_env.create_database(admin_dsn, name, template=template)
+
+    yield make
+    for name in created:
+        local_env.drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+def empty_db(new_database) -> str:
+    return new_database()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(admin_dsn) -> str:
+    """A database with all migrations applied, built once; tests copy it (CREATE DATABASE ... TEMPLATE)."""
+    name = f"cc_template_{uuid.uuid4().hex[:8]}"
+    dsn = local_env.create_database(admin_dsn, name)
+    MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="pytest")
+    yield name
+    local_env.drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+def migrated_db(new_database, migrated_template) -> str:
+    return new_database(template=migrated_template)
+
+
+@pytest.fixture
+def coldcopy_conn(monkeypatch):
+    """Point the Airflow connection ``coldcopy_db`` at a DSN for the rest of the test."""
+
+    def point_at(dsn: str) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_DB", local_env.airflow_connection(dsn))
+
+    return point_at

@@ -1,0 +1,290 @@
+"""The migration operators and runner against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException
+
+from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
+from coldcopy.migrations import (
+    HISTORY_TABLE,
+    MigrationError,
+    MigrationRunner,
+    Status,
+    discover_migrations,
+)
+from coldcopy.operators.migrations import MigrationPlanOperator, PhaseGateOperator
+
+FAST_LOCKS = LockRetryPolicy(attempts=20, lock_timeout_ms=100, max_lock_timeout_ms=200, backoff_s=0.1)
+
+
+def runner_for(dsn: str, **kwargs) -> MigrationRunner:
+    return MigrationRunner(lambda: psycopg.connect(dsn), **kwargs)
+
+
+def write(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def history(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        query = f"SELECT version, name, checksum, applied_at FROM {HISTORY_TABLE} ORDER BY version"
+        return conn.execute(query).fetchall()
+
+
+def table_exists(dsn: str, name: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+
+
+def run_dag(dag, **conf):
+    run = dag.test(run_conf=conf)
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+@pytest.fixture
+def migrations_dag(airflow_db, coldcopy_conn):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "coldcopy_migrations.py"))
+    assert not bag.import_errors
+    return bag.get_dag("coldcopy_migrations")
+
+
+def test_dag_builds_empty_database_and_second_run_applies_nothing(empty_db, coldcopy_conn, migrations_dag):
+    coldcopy_conn(empty_db)
+    run, states = run_dag(migrations_dag)
+    assert run.state == "success", states
+    first = history(empty_db)
+    files = discover_migrations()
+    assert [(v, n, c) for v, n, c, _ in first] == [(m.version, m.name, m.checksum) for m in files]
+    assert len(first) == 22
+
+    run, _ = run_dag(migrations_dag)
+    assert run.state == "success"
+    assert history(empty_db) == first  # same rows, same applied_at: nothing re-applied
+
+
+def test_dry_run_changes_nothing(empty_db, coldcopy_conn, migrations_dag):
+    coldcopy_conn(empty_db)
+    run, states = run_dag(migrations_dag, dry_run=True)
+    assert run.state == "success", states
+    with psycopg.connect(empty_db) as conn:
+        objects = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
+        ).fetchone()[0]
+    assert objects == 0
+    assert not table_exists(empty_db, HISTORY_TABLE)
+
+
+SMALL_DAG = """
+from datetime import datetime
+from pathlib import Path
+
+from airflow.sdk import DAG, Param, chain
+
+from coldcopy.migrations import discover_migrations
+from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationPlanOperator
+
+MIGRATIONS = Path({directory!r})
+with DAG(
+    dag_id={dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1), template_searchpath=[str(MIGRATIONS)],
+    params={{"dry_run": Param(False, type="boolean")}}, default_args={{"retries": 2}},
+) as dag:
+    chain(
+        MigrationPlanOperator(task_id="plan", migrations_dir=MIGRATIONS),
+        *[ApplyMigrationOperator(task_id=f"m{{m.version}}", sql=m.file_name, migrations_dir=MIGRATIONS)
+          for m in discover_migrations(MIGRATIONS)],
+    )
+"""
+
+
+def small_dag(directory: Path, dag_id: str) -> DAG:
+    """A DAG over ``directory``'s migrations, in a DAGs folder of its own (dag.test() needs it parsed)."""
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    dags = directory.parent / "dags"
+    dags.mkdir()
+    (dags / f"{dag_id}.py").write_text(SMALL_DAG.format(directory=str(directory), dag_id=dag_id))
+    bag = DagBag(dag_folder=str(dags))
+    assert not bag.import_errors
+    sync_bag_to_db(bag, "dags-folder", None)
+    return bag.get_dag(dag_id)
+
+
+def test_broken_migration_rolls_back_and_fails_naming_the_file(tmp_path, empty_db, coldcopy_conn, airflow_db):
+    directory = write(tmp_path / "m", {
+        "100_good.sql": "CREATE TABLE good (id bigint PRIMARY KEY);\n",
+        "101_broken.sql": "CREATE TABLE half_done (id bigint);\nINSERT INTO good VALUES (1);\nCREATE TABLE oops (;\n",
+        "102_after.sql": "CREATE TABLE after_broken (id bigint);\n",
+    })
+    coldcopy_conn(empty_db)
+    run, states = run_dag(small_dag(directory, "broken_migration_test"))
+    assert run.state == "failed"
+    assert states["m100"] == "success" and states["m101"] == "failed" and states["m102"] == "upstream_failed"
+    # Deterministic failures are not retried.
+    assert [ti.try_number for ti in run.get_task_instances() if ti.task_id == "m101"] == [1]
+    assert [v for v, *_ in history(empty_db)] == [100]
+    assert not table_exists(empty_db, "half_done")
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT count(*) FROM good").fetchone()[0] == 0
+
+    migrations = discover_migrations(directory)
+    with pytest.raises(MigrationError, match=r"101_broken\.sql failed at line 3 and was rolled back: 42601"):
+        runner_for(empty_db).apply(migrations[1], applied_by="test", predecessors=migrations[:1])
+
+
+def test_edited_applied_file_is_refused(tmp_path, empty_db, coldcopy_conn):
+    coldcopy_conn(empty_db)
+    directory = write(tmp_path / "m", {"100_first.sql": "CREATE TABLE first (id bigint);\n"})
+    runner = runner_for(empty_db)
+    [migration] = discover_migrations(directory)
+    assert runner.apply(migration, applied_by="test") is True
+    assert runner.apply(migration, applied_by="test") is False
+
+    (directory / "100_first.sql").write_text("CREATE TABLE first (id bigint, extra text);\n")
+    with pytest.raises(MigrationError, match=r"100_first\.sql: already applied with checksum .* must not be edited"):
+        runner.apply(migration, applied_by="test")
+    assert runner.plan([migration])[0].status is Status.CHANGED
+    with pytest.raises(AirflowFailException, match="100_first.sql"):
+        MigrationPlanOperator(task_id="plan", migrations_dir=directory).execute({"params": {}})
+
+
+def test_refuses_to_apply_out_of_order(empty_db):
+    migrations = discover_migrations()
+    with pytest.raises(MigrationError, match="refusing to apply before 100_auth_and_workspaces.sql"):
+        runner_for(empty_db).apply(migrations[1], applied_by="test", predecessors=migrations[:1])
+
+
+def test_two_concurrent_runs_do_not_interleave(tmp_path, empty_db):
+    directory = write(tmp_path / "m", {
+        f"10{i}_step{i}.sql": f"SELECT pg_sleep(0.3);\nCREATE TABLE step{i} (id bigint);\n" for i in range(4)
+    })
+    migrations = discover_migrations(directory)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner_for(empty_db).apply_all(migrations, applied_by=threading.current_thread().name)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, name=f"run{i}") for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    with psycopg.connect(empty_db) as conn:
+        rows = conn.execute(
+            f"SELECT version, started_at, applied_at FROM {HISTORY_TABLE} ORDER BY started_at"
+        ).fetchall()
+    assert [r[0] for r in rows] == [100, 101, 102, 103]
+    for (_, _, end), (_, start, _) in zip(rows, rows[1:], strict=False):
+        assert end <= start, "two migrations ran at the same time"
+
+
+def test_lock_timeout_retries_until_the_blocker_goes(tmp_path, migrated_db):
+    directory = write(tmp_path / "m", {"305_alter.sql": "ALTER TABLE public.leads ADD COLUMN nickname text;\n"})
+    [migration] = discover_migrations(directory)
+    blocker = psycopg.connect(migrated_db)
+    blocker.execute("SELECT count(*) FROM public.leads")  # open transaction holding ACCESS SHARE
+    threading.Timer(1.0, blocker.rollback).start()
+    started = time.monotonic()
+    assert runner_for(migrated_db, lock_retry=FAST_LOCKS).apply(migration, applied_by="test")
+    assert time.monotonic() - started >= 1.0
+    blocker.close()
+    with psycopg.connect(migrated_db) as conn:
+        retries = conn.execute(f"SELECT lock_retries FROM {HISTORY_TABLE} WHERE version = 305").fetchone()[0]
+    assert retries >= 1
+
+
+def test_lock_timeout_gives_up_without_blocking_readers(tmp_path, migrated_db):
+    directory = write(tmp_path / "m", {"305_alter.sql": "ALTER TABLE public.leads ADD COLUMN nickname text;\n"})
+    [migration] = discover_migrations(directory)
+    policy = LockRetryPolicy(attempts=3, lock_timeout_ms=100, max_lock_timeout_ms=200, backoff_s=0.2)
+    with psycopg.connect(migrated_db) as blocker, psycopg.connect(migrated_db, autocommit=True) as reader:
+        blocker.execute("SELECT count(*) FROM public.leads")
+        outcome: list = []
+        attempt = threading.Thread(target=lambda: outcome.append(_apply_catching(migrated_db, migration, policy)))
+        attempt.start()
+        # While the ALTER retries, new readers are never queued behind it for longer than its lock_timeout.
+        worst = 0.0
+        while attempt.is_alive():
+            began = time.monotonic()
+            reader.execute("SELECT count(*) FROM public.leads")
+            worst = max(worst, time.monotonic() - began)
+        assert isinstance(outcome[0], LockRetriesExhausted)
+        assert "305_alter.sql" in str(outcome[0]) and "3 attempts" in str(outcome[0])
+        assert worst < 1.0
+    with psycopg.connect(migrated_db) as conn:
+        assert not conn.execute(f"SELECT count(*) FROM {HISTORY_TABLE} WHERE version = 305").fetchone()[0]
+
+
+def _apply_catching(dsn, migration, policy):
+    try:
+        return runner_for(dsn, lock_retry=policy).apply(migration, applied_by="test")
+    except Exception as error:  # noqa: BLE001 - the test inspects it
+        return error
+
+
+def test_concurrent_index_file_runs_outside_a_transaction_and_replaces_invalid_leftover(tmp_path, empty_db):
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.t (v bigint)")
+        conn.execute("INSERT INTO public.t VALUES (1), (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY t_v_uidx ON public.t (v)")
+        conn.execute("DELETE FROM public.t WHERE ctid = (SELECT min(ctid) FROM public.t)")
+    directory = write(tmp_path / "m", {
+        "100_index.sql": "-- runs outside a transaction\n"
+                         "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_v_uidx ON public.t (v);\n"
+                         "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_v_idx ON public.t (v);\n",
+    })
+    [migration] = discover_migrations(directory)
+    assert migration.transactional is False
+    runner_for(empty_db).apply(migration, applied_by="test")
+    with psycopg.connect(empty_db) as conn:
+        valid = conn.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'public.t'::regclass ORDER BY 1"
+        ).fetchall()
+    assert valid == [("t_v_idx", True), ("t_v_uidx", True)]
+
+
+def test_transactional_detection_ignores_comments():
+    migrations = {m.version: m for m in discover_migrations()}
+    assert migrations[109].transactional is False  # CREATE INDEX CONCURRENTLY
+    assert all(m.transactional for v, m in migrations.items() if v != 109)
+
+
+def test_discovery_rejects_stray_files(tmp_path):
+    directory = write(tmp_path / "m", {"100_ok.sql": "SELECT 1;", "notes.txt": "x"})
+    with pytest.raises(MigrationError, match="notes.txt: not a migration file name"):
+        discover_migrations(directory)
+    (directory / "notes.txt").unlink()
+    write(directory, {"100_dup.sql": "SELECT 1;"})
+    with pytest.raises(MigrationError, match="version 100 also used"):
+        discover_migrations(directory)
+
+
+def test_phase_gate(empty_db, coldcopy_conn, airflow_db):
+    coldcopy_conn(empty_db)
+    migrations = discover_migrations()
+    gate = PhaseGateOperator(task_id="gate", phase=2)
+    with pytest.raises(AirflowFailException, match="phase 2 .* not applied: 100_auth_and_workspaces.sql"):
+        gate.execute({"params": {"dry_run": False}})
+    gate.execute({"params": {"dry_run": True}})  # a dry run only reports
+    runner_for(empty_db).apply_all([m for m in migrations if m.phase == 1], applied_by="test")
+    gate.execute({"params": {"dry_run": False}})
+    with pytest.raises(AirflowFailException, match="phase 3 .* not applied: 201_"):
+        PhaseGateOperator(task_id="gate3", phase=3).execute({"params": {"dry_run": False}})
