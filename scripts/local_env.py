@@ -23,6 +23,7 @@ def embedded_server_dsn(name: str = "embedded") -> str:
     """Start (or reuse) an embedded PostgreSQL under ``.pgdata/<name>``; it stops when this process exits."""
     import pgserver
 
+    (ROOT / ".pgdata").mkdir(exist_ok=True)
     server = pgserver.get_server(ROOT / ".pgdata" / name, cleanup_mode="stop")
     return server.get_uri()
 

@@ -3,9 +3,8 @@
 -- On Supabase the auth schema, auth.uid() and the roles anon/authenticated/service_role already exist and
 -- are left untouched. On plain PostgreSQL a minimal compatible stand-in is created: auth.uid() reads the
 -- subject of the JWT claims that PostgREST puts in the request.jwt.claims setting.
-
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION IF NOT EXISTS citext;
+-- No extension is needed (gen_random_uuid() is core since PostgreSQL 13); e-mail addresses are stored
+-- lower-case, enforced by CHECK constraints, instead of relying on citext.
 
 CREATE SCHEMA IF NOT EXISTS auth;
 CREATE SCHEMA IF NOT EXISTS app;
@@ -47,7 +46,7 @@ GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 
 CREATE TABLE IF NOT EXISTS public.users (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  email citext NOT NULL UNIQUE,
+  email text NOT NULL UNIQUE CHECK (email = lower(email)),
   full_name text,
   avatar_url text,
   timezone text NOT NULL DEFAULT 'UTC',
@@ -86,7 +85,7 @@ CREATE INDEX IF NOT EXISTS workspace_members_workspace_status_idx ON public.work
 CREATE TABLE IF NOT EXISTS public.workspace_invitations (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   workspace_id uuid NOT NULL REFERENCES public.workspaces (id) ON DELETE CASCADE,
-  email citext NOT NULL,
+  email text NOT NULL CHECK (email = lower(email)),
   role text NOT NULL DEFAULT 'member' CHECK (role IN ('admin', 'member', 'viewer')),
   token_hash text NOT NULL UNIQUE,
   status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'accepted', 'expired', 'revoked')),

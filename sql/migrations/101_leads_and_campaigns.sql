@@ -3,7 +3,7 @@
 CREATE TABLE IF NOT EXISTS public.leads (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   workspace_id uuid NOT NULL REFERENCES public.workspaces (id) ON DELETE CASCADE,
-  email citext NOT NULL,
+  email text NOT NULL CHECK (email = lower(email)),
   first_name text,
   last_name text,
   company text,
@@ -101,7 +101,7 @@ CREATE INDEX IF NOT EXISTS campaign_leads_lead_campaign_idx ON public.campaign_l
 CREATE TABLE IF NOT EXISTS public.unsubscribes (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   workspace_id uuid NOT NULL REFERENCES public.workspaces (id) ON DELETE CASCADE,
-  email citext NOT NULL,
+  email text NOT NULL CHECK (email = lower(email)),
   reason text,
   created_at timestamptz NOT NULL DEFAULT now(),
   UNIQUE (workspace_id, email)

@@ -7,7 +7,7 @@
 CREATE TABLE IF NOT EXISTS public.email_accounts (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   workspace_id uuid NOT NULL REFERENCES public.workspaces (id) ON DELETE CASCADE,
-  email citext NOT NULL,
+  email text NOT NULL CHECK (email = lower(email)),
   display_name text,
   provider text NOT NULL DEFAULT 'smtp' CHECK (provider IN ('smtp', 'gmail', 'outlook', 'ses', 'sendgrid')),
   status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'warming', 'paused', 'error', 'disconnected')),

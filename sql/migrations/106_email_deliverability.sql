@@ -28,7 +28,7 @@ CREATE INDEX IF NOT EXISTS warmup_schedules_workspace_scheduled_idx ON public.wa
 CREATE TABLE IF NOT EXISTS public.suppression_list (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   workspace_id uuid NOT NULL REFERENCES public.workspaces (id) ON DELETE CASCADE,
-  email citext NOT NULL,
+  email text NOT NULL CHECK (email = lower(email)),
   reason text NOT NULL CHECK (reason IN ('hard_bounce', 'complaint', 'unsubscribe', 'manual', 'gdpr_erasure')),
   created_at timestamptz NOT NULL DEFAULT now(),
   UNIQUE (workspace_id, email)

@@ -8,8 +8,8 @@
 
 CREATE INDEX CONCURRENTLY IF NOT EXISTS leads_workspace_updated_idx
   ON public.leads (workspace_id, updated_at DESC);
-CREATE INDEX CONCURRENTLY IF NOT EXISTS leads_workspace_email_lower_idx
-  ON public.leads (workspace_id, lower(email::text));
+CREATE INDEX CONCURRENTLY IF NOT EXISTS leads_workspace_country_idx
+  ON public.leads (workspace_id, country);
 CREATE INDEX CONCURRENTLY IF NOT EXISTS campaign_leads_due_idx
   ON public.campaign_leads (next_send_at, workspace_id) WHERE status IN ('queued', 'in_progress');
 CREATE INDEX CONCURRENTLY IF NOT EXISTS email_messages_workspace_direction_created_idx

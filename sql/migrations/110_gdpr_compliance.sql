@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS public.consent_records (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   workspace_id uuid NOT NULL REFERENCES public.workspaces (id) ON DELETE CASCADE,
   lead_id uuid REFERENCES public.leads (id) ON DELETE SET NULL,
-  email citext NOT NULL,
+  email text NOT NULL CHECK (email = lower(email)),
   purpose text NOT NULL CHECK (purpose IN ('marketing', 'cold_outreach', 'analytics', 'profiling')),
   lawful_basis text NOT NULL DEFAULT 'legitimate_interest'
     CHECK (lawful_basis IN ('consent', 'legitimate_interest', 'contract', 'legal_obligation')),
@@ -22,7 +22,7 @@ CREATE INDEX IF NOT EXISTS consent_records_workspace_recorded_idx ON public.cons
 CREATE TABLE IF NOT EXISTS public.data_subject_requests (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   workspace_id uuid NOT NULL REFERENCES public.workspaces (id) ON DELETE CASCADE,
-  email citext NOT NULL,
+  email text NOT NULL CHECK (email = lower(email)),
   request_type text NOT NULL
     CHECK (request_type IN ('access', 'erasure', 'rectification', 'portability', 'restriction', 'objection')),
   status text NOT NULL DEFAULT 'received' CHECK (status IN ('received', 'verified', 'in_progress', 'completed', 'rejected')),
@@ -74,7 +74,7 @@ BEGIN
   IF TG_OP = 'UPDATE' THEN
     SELECT coalesce(array_agg(n.key ORDER BY n.key), '{}') INTO changed
     FROM jsonb_each(new_row) n
-    WHERE n.value IS DISTINCT FROM old_row -> n.key;
+    WHERE n.value IS DISTINCT FROM old_row -> n.key AND n.key <> 'updated_at';  -- bookkeeping, not data
     IF changed = '{}' THEN
       RETURN NULL;
     END IF;

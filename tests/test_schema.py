@@ -1,0 +1,345 @@
+"""The schema the migrations build: tenancy, RLS, indexes, partitions, views, GDPR, pooling, cache."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from coldcopy import MIGRATIONS_DIR, REPO_ROOT
+from coldcopy.migrations import MigrationRunner, discover_migrations
+
+
+def fetch(dsn: str, query: str, params=None) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+# -- tenancy and row-level security -----------------------------------------------------------------
+
+TENANT_RELATIONS = """
+SELECT n.nspname, c.relname, c.relkind
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE a.attname = 'workspace_id' AND NOT a.attisdropped
+  AND c.relkind IN ('r', 'p', 'v', 'm')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1, 2
+"""
+
+
+def generic_value(type_name: str, allowed: list[str]) -> str:
+    """A SQL expression valid for a NOT NULL column of this type (first allowed value if CHECK-listed)."""
+    if allowed:
+        return f"'{allowed[0]}'"
+    if type_name == "uuid":
+        return "gen_random_uuid()"
+    if type_name.endswith("[]"):
+        return "'{}'"
+    return {
+        "bigint": "1", "integer": "1", "boolean": "false", "jsonb": "'{}'", "inet": "'127.0.0.1'",
+        "date": "current_date", "interval": "'1 day'", "time without time zone": "'09:00'",
+        "timestamp with time zone": "now()",
+    }.get(type_name.split("(")[0], "'x-' || gen_random_uuid()" if "text" in type_name else "1")
+
+
+def insert_generic_row(conn, schema: str, table: str, workspace_id: str) -> None:
+    """Insert one row for ``workspace_id`` into any tenant table, filling NOT NULL columns generically.
+
+    Runs with session_replication_role = replica, so foreign keys and triggers do not get in the way:
+    the row only has to exist for the isolation checks.
+    """
+    columns = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
+        "  coalesce((SELECT array_agg(m[1]) FROM pg_constraint k, "
+        "    regexp_matches(pg_get_constraintdef(k.oid), '''([^'']+)''::text', 'g') m "
+        "    WHERE k.conrelid = a.attrelid AND k.contype = 'c' AND k.conkey = ARRAY[a.attnum]), '{}') "
+        "FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+        "  AND a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attname <> 'workspace_id'",
+        (f"{schema}.{table}",),
+    ).fetchall()
+    names = [sql.Identifier("workspace_id")] + [sql.Identifier(name) for name, _, _ in columns]
+    values = [sql.Literal(workspace_id)] + [
+        sql.SQL(f"({generic_value(type_name, allowed)})::{type_name}") for _, type_name, allowed in columns
+    ]
+    conn.execute(
+        sql.SQL("INSERT INTO {}.{} ({}) VALUES ({})").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(names), sql.SQL(", ").join(values)
+        )
+    )
+
+
+@pytest.fixture
+def two_workspaces(migrated_db):
+    """Workspaces A and B (one owner each) and a row of each in every tenant table."""
+    user_a, user_b = str(uuid.uuid4()), str(uuid.uuid4())
+    ws_a, ws_b = str(uuid.uuid4()), str(uuid.uuid4())
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        for user, ws in ((user_a, ws_a), (user_b, ws_b)):
+            conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (user, f"{user}@example.com"))
+            conn.execute(
+                "INSERT INTO workspaces (id, name, slug, owner_id) VALUES (%s, %s, %s, %s)", (ws, ws, ws, user)
+            )
+        conn.execute("SET session_replication_role = replica")
+        for schema, table, kind in conn.execute(TENANT_RELATIONS).fetchall():
+            is_partition = conn.execute("SELECT relispartition FROM pg_class WHERE oid = %s::regclass",
+                                        (f"{schema}.{table}",)).fetchone()[0]
+            if kind in "rp" and not is_partition:
+                for ws in (ws_a, ws_b):
+                    insert_generic_row(conn, schema, table, ws)
+        for view in conn.execute("SELECT matviewname FROM pg_matviews WHERE schemaname = 'analytics'").fetchall():
+            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW analytics.{}").format(sql.Identifier(view[0])))
+    return migrated_db, user_a, ws_a, ws_b
+
+
+def test_every_tenant_table_has_rls_enabled_and_forced(migrated_db):
+    rows = fetch(migrated_db, """
+        SELECT c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity,
+               EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname = 'public'
+          AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'workspace_id')""")
+    assert len(rows) > 60  # ~50 tables plus the email_events partitions
+    assert [r[0] for r in rows if not all(r[1:])] == []
+    # and every workspace_id references workspaces
+    missing_fk = fetch(migrated_db, """
+        SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname = 'public' AND NOT c.relispartition
+          AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'workspace_id')
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'f'
+                          AND k.confrelid = 'public.workspaces'::regclass)""")
+    assert missing_fk == []
+
+
+def test_workspace_isolation_for_every_table_with_workspace_id(two_workspaces):
+    dsn, user_a, ws_a, ws_b = two_workspaces
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        relations = conn.execute(TENANT_RELATIONS).fetchall()
+        assert len(relations) > 60
+        # Sanity: as the owner, B's rows are there to be hidden (every table that is not a partition).
+        for schema, table, kind in relations:
+            if kind in "rp" and not table.startswith("email_events_"):
+                count = conn.execute(sql.SQL("SELECT count(*) FROM {}.{} WHERE workspace_id = %s").format(
+                    sql.Identifier(schema), sql.Identifier(table)), (ws_b,)).fetchone()[0]
+                assert count >= 1, f"{schema}.{table}: seeding failed"
+
+        conn.execute("SET ROLE authenticated")
+        conn.execute("SELECT set_config('request.jwt.claims', %s, false)", (json.dumps({"sub": user_a}),))
+        assert conn.execute("SELECT auth.uid()::text").fetchone()[0] == user_a
+        leaks, writable, unreadable = [], [], []
+        for schema, table, kind in relations:
+            name = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            try:
+                with conn.transaction():
+                    seen_b = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE workspace_id = %s").format(name),
+                                          (ws_b,)).fetchone()[0]
+                    if seen_b:
+                        leaks.append(f"{schema}.{table}")
+            except psycopg.errors.InsufficientPrivilege:
+                # Not readable at all by the API role: materialized views in the private analytics schema.
+                unreadable.append(f"{schema}.{table}")
+            if kind in "rp":
+                try:
+                    with conn.transaction():
+                        conn.execute(sql.SQL("INSERT INTO {} (workspace_id) VALUES (%s)").format(name), (ws_b,))
+                    writable.append(f"{schema}.{table}")
+                except psycopg.errors.InsufficientPrivilege as error:
+                    assert "row-level security" in str(error) or "permission denied" in str(error)
+        assert leaks == [], f"workspace B rows visible to A: {leaks}"
+        assert writable == [], f"A could insert rows for B into: {writable}"
+        assert all(r.startswith("analytics.") for r in unreadable), unreadable
+
+        # A still sees its own rows in an ordinary table and through the dashboard views.
+        assert conn.execute("SELECT count(*) FROM leads WHERE workspace_id = %s", (ws_a,)).fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM dashboard_workspace_usage").fetchone()[0] == 1
+
+
+def test_service_role_bypasses_rls(two_workspaces):
+    dsn, _, ws_a, ws_b = two_workspaces
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET ROLE service_role")
+        seen = conn.execute("SELECT count(DISTINCT workspace_id) FROM leads").fetchone()[0]
+    assert seen == 2
+
+
+# -- indexes, partitions, materialized views -----------------------------------------------------------
+
+def test_composite_indexes(migrated_db):
+    composite = fetch(migrated_db, """
+        SELECT c.relname, pg_get_indexdef(i.indexrelid)
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE i.indnkeyatts >= 2 AND n.nspname IN ('public', 'analytics') AND NOT t.relispartition""")
+    assert len(composite) >= 50
+    definitions = [d for _, d in composite]
+    assert any(re.search(r"ON public\.leads USING btree \(workspace_id, email\)", d) for d in definitions)
+    assert sum("(workspace_id, created_at DESC)" in d for d in definitions) >= 8
+    assert sum("(workspace_id, status)" in d for d in definitions) >= 10
+
+
+def test_email_events_monthly_partitions_without_default(migrated_db):
+    [(strategy, keys)] = fetch(migrated_db, """
+        SELECT p.partstrat, pg_get_partkeydef(p.partrelid) FROM pg_partitioned_table p
+        WHERE p.partrelid = 'public.email_events'::regclass""")
+    assert strategy == "r" and keys == "RANGE (occurred_at)"
+    defaults = fetch(migrated_db, """SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'public.email_events'::regclass AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'""")
+    assert defaults == [(0,)]
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        parts = conn.execute(
+            "SELECT name, range_start, range_end FROM app.email_events_partitions ORDER BY range_start"
+        ).fetchall()
+    now = datetime.now(UTC)
+    expected = []
+    for offset in range(-12, 4):
+        year, month = divmod(now.year * 12 + now.month - 1 + offset, 12)
+        expected.append(f"email_events_{year:04d}_{month + 1:02d}")
+    assert [p[0] for p in parts] == expected
+    for (_, start, end), (_, next_start, _) in zip(parts, parts[1:], strict=False):
+        assert end == next_start and start.day == 1 and start.hour == 0 and start.tzinfo is not None
+    # each partition has the parent's indexes
+    [(parent_indexes,)] = fetch(migrated_db, "SELECT count(*) FROM pg_indexes WHERE tablename = 'email_events'")
+    [(child_indexes,)] = fetch(migrated_db, f"SELECT count(*) FROM pg_indexes WHERE tablename = '{expected[-1]}'")
+    assert child_indexes == parent_indexes
+
+
+def test_partition_helpers_use_utc_months_whatever_the_session_time_zone(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'America/New_York'")
+        # One month after March 2026 (DST starts mid-March) is April, not a day in late March.
+        [(start,)] = conn.execute(
+            "SELECT app.month_start_utc('2026-03-01 00:00+00', 1) AT TIME ZONE 'UTC'").fetchall()
+        assert start == datetime(2026, 4, 1)
+        created = conn.execute(
+            "SELECT * FROM app.ensure_email_events_partitions(0, 6, now() + interval '3 months')").fetchall()
+        assert len(created) == 6  # three already existed
+        assert conn.execute("SELECT * FROM app.ensure_email_events_partitions(0, 6, now() + interval '3 months')"
+                            ).fetchall() == []
+
+
+def test_materialized_views_refresh_concurrently(two_workspaces):
+    dsn = two_workspaces[0]
+    views = [v for (v,) in fetch(dsn, "SELECT matviewname FROM pg_matviews WHERE schemaname = 'analytics'")]
+    assert {"campaign_analytics", "workspace_usage", "lead_engagement", "email_deliverability"} <= set(views)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for view in views:
+            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.{}").format(sql.Identifier(view)))
+
+
+# -- GDPR, pooling, cache ------------------------------------------------------------------------------
+
+def test_gdpr_audit_trail_records_changes_without_values(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        user, ws = uuid.uuid4(), uuid.uuid4()
+        conn.execute("INSERT INTO users (id, email) VALUES (%s, 'owner@example.com')", (user,))
+        conn.execute("INSERT INTO workspaces (id, name, slug, owner_id) VALUES (%s, 'w', 'w', %s)", (ws, user))
+        lead = conn.execute("INSERT INTO leads (workspace_id, email, first_name) VALUES (%s, 'jane@example.com', "
+                            "'Jane') RETURNING id", (ws,)).fetchone()[0]
+        conn.execute("SELECT set_config('request.jwt.claims', %s, false)", (json.dumps({"sub": str(user)}),))
+        conn.execute("UPDATE leads SET first_name = 'Janet' WHERE id = %s", (lead,))
+        conn.execute("UPDATE leads SET first_name = 'Janet' WHERE id = %s", (lead,))  # no change: not logged
+        conn.execute("DELETE FROM leads WHERE id = %s", (lead,))
+        rows = conn.execute("SELECT action, changed_columns, actor_id, workspace_id FROM gdpr_audit_log "
+                            "WHERE table_name = 'public.leads' AND row_id = %s ORDER BY id", (str(lead),)).fetchall()
+        assert [r[0] for r in rows] == ["INSERT", "UPDATE", "DELETE"]
+        assert rows[1][1] == ["first_name"] and rows[1][2] == user and rows[1][3] == ws
+        log_text = conn.execute("SELECT string_agg(row_to_json(l)::text, '') FROM gdpr_audit_log l").fetchone()[0]
+        assert "Jane" not in log_text and "jane@example.com" not in log_text
+    tables = {t for (t,) in fetch(migrated_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"consent_records", "data_subject_requests", "data_retention_policies", "gdpr_audit_log"} <= tables
+
+
+def test_pgbouncer_auth_query(migrated_db):
+    role = f"cc_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'not-a-secret'").format(sql.Identifier(role)))
+        try:
+            conn.execute("SET ROLE pgbouncer")
+            [(user, hashed)] = conn.execute("SELECT * FROM pgbouncer.get_auth(%s)", (role,)).fetchall()
+            assert user == role and hashed.startswith(("SCRAM-SHA-256$", "md5"))
+            assert conn.execute("SELECT * FROM pgbouncer.get_auth('postgres')").fetchall() == []  # superuser
+            conn.execute("RESET ROLE")
+            conn.execute("SET ROLE authenticated")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT * FROM pgbouncer.get_auth(%s)", (role,))
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    ini = (REPO_ROOT / "include" / "pgbouncer.ini").read_text()
+    assert "auth_query = SELECT username, password FROM pgbouncer.get_auth($1)" in ini
+
+
+def test_cache_tables_are_unlogged_and_purged_in_batches(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        kinds = dict(conn.execute("SELECT relname, relpersistence FROM pg_class WHERE relname IN "
+                                  "('dashboard_cache', 'enrichment_cache', 'api_rate_limits')").fetchall())
+        assert kinds == {"dashboard_cache": "u", "enrichment_cache": "u", "api_rate_limits": "u"}
+        user, ws = uuid.uuid4(), uuid.uuid4()
+        conn.execute("INSERT INTO users (id, email) VALUES (%s, 'c@example.com')", (user,))
+        conn.execute("INSERT INTO workspaces (id, name, slug, owner_id) VALUES (%s, 'c', 'c', %s)", (ws, user))
+        conn.execute("INSERT INTO dashboard_cache (workspace_id, cache_key, expires_at) "
+                     "SELECT %s, 'k' || g, now() + CASE WHEN g <= 25 THEN interval '-1 hour' ELSE interval '1 hour' END "
+                     "FROM generate_series(1, 40) g", (ws,))
+        assert conn.execute("SELECT app.purge_expired_cache(10)").fetchone()[0] == 10
+        while conn.execute("SELECT app.purge_expired_cache(10)").fetchone()[0]:
+            pass
+        assert conn.execute("SELECT count(*) FROM dashboard_cache").fetchone()[0] == 15
+
+
+# -- the manual psql path, other server versions, lint ---------------------------------------------------
+
+def schema_dump(dsn: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    dump = subprocess.run(
+        ["pg_dump", "--schema-only", "--no-owner", "--exclude-schema=coldcopy_ops", "-h", params["host"],
+         "-p", str(params.get("port", 5432)), "-U", params["user"], params["dbname"]],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    # \restrict lines carry a random key per dump (pg_dump 15.14+).
+    return "\n".join(line for line in dump.splitlines() if not line.startswith(("-- Dumped", "\\restrict", "\\unrestrict")))
+
+
+@pytest.mark.skipif(not shutil.which("psql"), reason="psql not installed")
+def test_psql_runbook_path_gives_the_same_schema(empty_db, migrated_db):
+    params = psycopg.conninfo.conninfo_to_dict(empty_db)
+    for migration in discover_migrations():
+        subprocess.run(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", params["host"], "-p", str(params.get("port", 5432)),
+             "-U", params["user"], "-d", params["dbname"], "-f", str(migration.path)],
+            check=True, capture_output=True, text=True,
+        )
+    assert schema_dump(empty_db) == schema_dump(migrated_db)
+
+
+def test_migrations_apply_on_postgresql_16():
+    """The embedded server (pgserver) is PostgreSQL 16; the local one is 15."""
+    import local_env
+
+    server = local_env.embedded_server_dsn("pg16-test")
+    name = f"cc_pg16_{uuid.uuid4().hex[:8]}"
+    dsn = local_env.create_database(server, name)
+    try:
+        with psycopg.connect(dsn) as conn:
+            assert conn.info.server_version // 10000 == 16
+        runner = MigrationRunner(lambda: psycopg.connect(dsn))
+        assert len(runner.apply_all(discover_migrations(), applied_by="pytest")) == 22
+        assert len(runner.apply_all(discover_migrations(), applied_by="pytest")) == 0
+    finally:
+        local_env.drop_database(server, name)
+
+
+def test_squawk_lint_passes():
+    squawk = shutil.which("squawk")
+    assert squawk, "squawk-cli is in requirements-dev.txt"
+    result = subprocess.run([squawk, *sorted(str(p) for p in MIGRATIONS_DIR.glob("*.sql"))],
+                            cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
