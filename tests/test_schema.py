@@ -287,7 +287,8 @@ def test_cache_tables_are_unlogged_and_purged_in_batches(migrated_db):
         conn.execute("INSERT INTO users (id, email) VALUES (%s, 'c@example.com')", (user,))
         conn.execute("INSERT INTO workspaces (id, name, slug, owner_id) VALUES (%s, 'c', 'c', %s)", (ws, user))
         conn.execute("INSERT INTO dashboard_cache (workspace_id, cache_key, expires_at) "
-                     "SELECT %s, 'k' || g, now() + CASE WHEN g <= 25 THEN interval '-1 hour' ELSE interval '1 hour' END "
+                     "SELECT %s, 'k' || g, "
+                     "now() + CASE WHEN g <= 25 THEN interval '-1 hour' ELSE interval '1 hour' END "
                      "FROM generate_series(1, 40) g", (ws,))
         assert conn.execute("SELECT app.purge_expired_cache(10)").fetchone()[0] == 10
         while conn.execute("SELECT app.purge_expired_cache(10)").fetchone()[0]:
@@ -305,7 +306,8 @@ def schema_dump(dsn: str) -> str:
         check=True, capture_output=True, text=True,
     ).stdout
     # \restrict lines carry a random key per dump (pg_dump 15.14+).
-    return "\n".join(line for line in dump.splitlines() if not line.startswith(("-- Dumped", "\\restrict", "\\unrestrict")))
+    volatile = ("-- Dumped", "\\restrict", "\\unrestrict")
+    return "\n".join(line for line in dump.splitlines() if not line.startswith(volatile))
 
 
 @pytest.mark.skipif(not shutil.which("psql"), reason="psql not installed")
