@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -17,6 +20,33 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def executable(name: str) -> str:
+    """Path of a command: this venv's bin/ first (squawk), then PATH (psql, pg_dump), then pgserver's binaries."""
+    for directory in (Path(sys.executable).parent, None):
+        found = shutil.which(name, path=str(directory) if directory else None)
+        if found:
+            return found
+    import pgserver
+
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / name
+    if bundled.exists():
+        return str(bundled)
+    raise FileNotFoundError(f"{name}: not in {Path(sys.executable).parent}, on PATH, or bundled with pgserver")
+
+
+def client_args(dsn: str) -> list[str]:
+    """``-h -p -U -d`` arguments of the PostgreSQL command-line clients for ``dsn``."""
+    params = conninfo_to_dict(dsn)
+    return ["-h", params.get("host", "localhost"), "-p", str(params.get("port", 5432)),
+            "-U", params.get("user", "postgres"), "-d", params.get("dbname", "postgres")]
+
+
+def psql_file(dsn: str, path: Path) -> None:
+    """Apply one SQL file the runbook's manual way: ``psql -v ON_ERROR_STOP=1 -f``."""
+    subprocess.run([executable("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *client_args(dsn), "-f", str(path)],
+                   check=True, capture_output=True, text=True)
 
 
 def embedded_server_dsn(name: str = "embedded") -> str:

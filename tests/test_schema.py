@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import uuid
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+import local_env
 from coldcopy import MIGRATIONS_DIR, REPO_ROOT
 from coldcopy.migrations import MigrationRunner, discover_migrations
 
@@ -299,10 +299,9 @@ def test_cache_tables_are_unlogged_and_purged_in_batches(migrated_db):
 # -- the manual psql path, other server versions, lint ---------------------------------------------------
 
 def schema_dump(dsn: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
     dump = subprocess.run(
-        ["pg_dump", "--schema-only", "--no-owner", "--exclude-schema=coldcopy_ops", "-h", params["host"],
-         "-p", str(params.get("port", 5432)), "-U", params["user"], params["dbname"]],
+        [local_env.executable("pg_dump"), "--schema-only", "--no-owner", "--exclude-schema=coldcopy_ops",
+         *local_env.client_args(dsn)],
         check=True, capture_output=True, text=True,
     ).stdout
     # \restrict lines carry a random key per dump (pg_dump 15.14+).
@@ -310,22 +309,14 @@ def schema_dump(dsn: str) -> str:
     return "\n".join(line for line in dump.splitlines() if not line.startswith(volatile))
 
 
-@pytest.mark.skipif(not shutil.which("psql"), reason="psql not installed")
 def test_psql_runbook_path_gives_the_same_schema(empty_db, migrated_db):
-    params = psycopg.conninfo.conninfo_to_dict(empty_db)
     for migration in discover_migrations():
-        subprocess.run(
-            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", params["host"], "-p", str(params.get("port", 5432)),
-             "-U", params["user"], "-d", params["dbname"], "-f", str(migration.path)],
-            check=True, capture_output=True, text=True,
-        )
+        local_env.psql_file(empty_db, migration.path)
     assert schema_dump(empty_db) == schema_dump(migrated_db)
 
 
 def test_migrations_apply_on_postgresql_16():
     """The embedded server (pgserver) is PostgreSQL 16; the local one is 15."""
-    import local_env
-
     server = local_env.embedded_server_dsn("pg16-test")
     name = f"cc_pg16_{uuid.uuid4().hex[:8]}"
     dsn = local_env.create_database(server, name)
@@ -340,8 +331,6 @@ def test_migrations_apply_on_postgresql_16():
 
 
 def test_squawk_lint_passes():
-    squawk = shutil.which("squawk")
-    assert squawk, "squawk-cli is in requirements-dev.txt"
-    result = subprocess.run([squawk, *sorted(str(p) for p in MIGRATIONS_DIR.glob("*.sql"))],
+    result = subprocess.run([local_env.executable("squawk"), *sorted(str(p) for p in MIGRATIONS_DIR.glob("*.sql"))],
                             cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
