@@ -23,7 +23,8 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
 import psycopg  # noqa: E402
 
 import local_env  # noqa: E402
-from coldcopy.migrations import MigrationRunner, discover_migrations  # noqa: E402
+from coldcopy.migration_runner import MigrationRunner  # noqa: E402
+from coldcopy.migrations import discover_migrations  # noqa: E402
 
 
 def time_runner(dsn: str) -> float:

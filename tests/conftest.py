@@ -20,7 +20,8 @@ for key, value in local_env.airflow_env().items():
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
-from coldcopy.migrations import MigrationRunner, discover_migrations  # noqa: E402
+from coldcopy.migration_runner import MigrationRunner  # noqa: E402
+from coldcopy.migrations import discover_migrations  # noqa: E402
 
 
 @pytest.fixture(scope="session")

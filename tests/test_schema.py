@@ -14,7 +14,8 @@ from psycopg import sql
 
 import local_env
 from coldcopy import MIGRATIONS_DIR, REPO_ROOT
-from coldcopy.migrations import MigrationRunner, discover_migrations
+from coldcopy.migration_runner import MigrationRunner
+from coldcopy.migrations import discover_migrations
 
 
 def fetch(dsn: str, query: str, params=None) -> list[tuple]:

@@ -12,13 +12,8 @@ from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
-from coldcopy.migrations import (
-    HISTORY_TABLE,
-    MigrationError,
-    MigrationRunner,
-    Status,
-    discover_migrations,
-)
+from coldcopy.migration_runner import HISTORY_TABLE, MigrationRunner
+from coldcopy.migrations import MigrationError, Status, discover_migrations
 from coldcopy.operators.migrations import MigrationPlanOperator, PhaseGateOperator
 
 FAST_LOCKS = LockRetryPolicy(attempts=20, lock_timeout_ms=100, max_lock_timeout_ms=200, backoff_s=0.1)

@@ -1,17 +1,23 @@
-"""Operators of the ``coldcopy_migrations`` DAG: plan, phase gate, and apply one migration file."""
+"""Operators of the ``coldcopy_migrations`` DAG: plan, phase gate, and apply one migration file.
+
+The database side (hook, driver, runner) is imported when a task runs, not when the scheduler parses
+the DAG file.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, MIGRATIONS_DIR
-from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
-from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
-from coldcopy.migrations import PHASE_NAMES, Migration, MigrationError, MigrationRunner, Status, discover_migrations
+from coldcopy.migrations import PHASE_NAMES, Migration, MigrationError, Status, discover_migrations
+
+if TYPE_CHECKING:
+    from coldcopy.migration_runner import MigrationRunner
 
 
 class BaseMigrationOperator(BaseOperator):
@@ -44,6 +50,10 @@ class BaseMigrationOperator(BaseOperator):
         self.statement_timeout = statement_timeout
 
     def runner(self) -> MigrationRunner:
+        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+        from coldcopy.lock_retries import LockRetryPolicy
+        from coldcopy.migration_runner import MigrationRunner
+
         hook = ColdCopyPostgresHook(
             postgres_conn_id=self.conn_id, application_name=f"coldcopy-migrations:{self.task_id}"
         )
@@ -128,6 +138,8 @@ class ApplyMigrationOperator(BaseMigrationOperator):
         self.file_name = sql
 
     def execute(self, context: Context) -> bool:
+        from coldcopy.lock_retries import LockRetriesExhausted
+
         # Checksum and execution use the file's bytes on disk, not the Jinja-rendered copy in self.sql.
         migrations = self.migrations()
         by_name = {m.file_name: m for m in migrations}

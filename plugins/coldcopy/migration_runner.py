@@ -1,0 +1,258 @@
+"""Applying one migration file safely: :class:`MigrationRunner`.
+
+Each file is applied:
+
+* under a session-level advisory lock, so two runs never interleave;
+* in one transaction, so a failure leaves nothing behind, unless the file holds statements PostgreSQL
+  refuses in a transaction block (``CREATE INDEX CONCURRENTLY`` and the like): such a file runs one
+  statement at a time in autocommit mode, after dropping INVALID indexes a failed earlier build left;
+* with ``lock_timeout`` and ``statement_timeout``, retrying with backoff when the lock timeout fires;
+* recording version, name, phase, checksum, duration, mode and who applied it in
+  ``coldcopy_ops.schema_migrations``; an applied file is skipped, and refused if its checksum changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
+from coldcopy.migrations import Migration, MigrationError, PlanEntry, Status, strip_sql_comments
+
+log = logging.getLogger(__name__)
+
+HISTORY_TABLE = "coldcopy_ops.schema_migrations"
+# pg_advisory_lock key of migration runs: an arbitrary large constant, far from the application's keys.
+ADVISORY_LOCK_KEY = 4_206_318_711_032_001
+_CONCURRENT_INDEX = re.compile(
+    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<index>\"?\w+\"?)\s+"
+    r"ON\s+(?:ONLY\s+)?(?:(?P<schema>\"?\w+\"?)\.)?\"?\w+\"?",
+    re.IGNORECASE,
+)
+_HISTORY_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS coldcopy_ops;
+CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+  version integer PRIMARY KEY,
+  name text NOT NULL,
+  phase integer NOT NULL,
+  checksum text NOT NULL,
+  transactional boolean NOT NULL,
+  lock_retries integer NOT NULL,
+  duration_ms bigint NOT NULL,
+  applied_by text NOT NULL,
+  started_at timestamptz NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"""
+
+
+
+class MigrationRunner:
+    """Applies migrations to one database.
+
+    :param connect: returns a new psycopg connection (e.g. ``ColdCopyPostgresHook().get_conn``).
+    :param lock_retry: lock_timeout and retry schedule for each attempt.
+    :param statement_timeout: ceiling for each statement (PostgreSQL syntax, e.g. ``"15min"``).
+    :param advisory_lock_wait_s: how long to wait for another run holding the migration lock.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        *,
+        lock_retry: LockRetryPolicy = LockRetryPolicy(),
+        statement_timeout: str = "15min",
+        advisory_lock_wait_s: float = 600.0,
+    ) -> None:
+        self._connect = connect
+        self.lock_retry = lock_retry
+        self.statement_timeout = statement_timeout
+        self.advisory_lock_wait_s = advisory_lock_wait_s
+
+    # -- reading state -------------------------------------------------------------------------------
+
+    def _open(self) -> psycopg.Connection:
+        conn = self._connect()
+        conn.autocommit = True
+        return conn
+
+    @staticmethod
+    def _history(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (HISTORY_TABLE,)).fetchone()[0]
+        if not exists:
+            return {}
+        rows = conn.execute(f"SELECT version, name, checksum FROM {HISTORY_TABLE}").fetchall()
+        return {version: (name, checksum) for version, name, checksum in rows}
+
+    def applied(self) -> dict[int, tuple[str, str]]:
+        """``{version: (name, checksum)}`` of every applied migration."""
+        with self._open() as conn:
+            return self._history(conn)
+
+    def plan(self, migrations: list[Migration]) -> list[PlanEntry]:
+        """What applying ``migrations`` would do, changing nothing."""
+        history = self.applied()
+        return [PlanEntry(m, self._status(m, history)) for m in migrations]
+
+    @staticmethod
+    def _status(migration: Migration, history: dict[int, tuple[str, str]]) -> Status:
+        if migration.version not in history:
+            return Status.PENDING
+        return Status.APPLIED if history[migration.version][1] == migration.checksum else Status.CHANGED
+
+    @staticmethod
+    def changed_error(migration: Migration, history: dict[int, tuple[str, str]]) -> MigrationError:
+        return MigrationError(
+            f"{migration.file_name}: already applied with checksum {history[migration.version][1][:12]}…, "
+            f"but the file now has {migration.checksum[:12]}…. Applied migrations must not be edited: "
+            f"restore the file and put the change in a new migration."
+        )
+
+    # -- applying ------------------------------------------------------------------------------------
+
+    def apply(self, migration: Migration, *, applied_by: str, predecessors: list[Migration] = ()) -> bool:
+        """Apply ``migration`` unless already applied; returns whether it ran.
+
+        :param predecessors: migrations that must already be applied (with unchanged files) first.
+        :raises MigrationError: the file failed (rolled back), was edited after being applied, or comes
+            before its predecessors.
+        """
+        with self._open() as conn:
+            self._acquire_advisory_lock(conn, migration)
+            try:
+                conn.execute(_HISTORY_DDL)
+                history = self._history(conn)
+                status = self._status(migration, history)
+                if status is Status.CHANGED:
+                    raise self.changed_error(migration, history)
+                if status is Status.APPLIED:
+                    log.info("%s: already applied, skipping", migration.file_name)
+                    return False
+                missing = [p.file_name for p in predecessors if self._status(p, history) is not Status.APPLIED]
+                if missing:
+                    raise MigrationError(f"{migration.file_name}: refusing to apply before {', '.join(missing)}")
+                self._run(conn, migration, applied_by)
+                return True
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+    def apply_all(self, migrations: list[Migration], *, applied_by: str) -> list[Migration]:
+        """Apply ``migrations`` in order (outside Airflow: bench/, tools); returns the ones that ran."""
+        return [
+            m for i, m in enumerate(migrations) if self.apply(m, applied_by=applied_by, predecessors=migrations[:i])
+        ]
+
+    def _acquire_advisory_lock(self, conn: psycopg.Connection, migration: Migration) -> None:
+        deadline = time.monotonic() + self.advisory_lock_wait_s
+        announced = False
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise MigrationError(
+                    f"{migration.file_name}: another migration run held the migration lock for over "
+                    f"{self.advisory_lock_wait_s:.0f} s; not applying"
+                )
+            if not announced:
+                holder = conn.execute(
+                    "SELECT string_agg(pid::text, ', ') FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = %s",
+                    (ADVISORY_LOCK_KEY,),
+                ).fetchone()[0]
+                log.info("%s: waiting for another migration run (backend pid %s)", migration.file_name, holder)
+                announced = True
+            time.sleep(0.2)
+
+    def _run(self, conn: psycopg.Connection, migration: Migration, applied_by: str) -> None:
+        attempts = 0  # executions, including those that hit lock_timeout
+        started = time.monotonic()
+        started_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        text = migration.read()
+
+        def record(cur) -> None:
+            cur.execute(
+                f"INSERT INTO {HISTORY_TABLE} (version, name, phase, checksum, transactional, lock_retries, "
+                "duration_ms, applied_by, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (migration.version, migration.name, migration.phase, migration.checksum,
+                 migration.transactional, attempts - executions, int((time.monotonic() - started) * 1000), applied_by,
+                 started_at),
+            )
+
+        def run_in_transaction(lock_timeout_ms: int) -> None:
+            nonlocal attempts
+            attempts += 1
+            with conn.transaction(), conn.cursor() as cur:
+                self._set_timeouts(cur, lock_timeout_ms, local=True)
+                self._execute(cur, text, migration, transactional=True)
+                record(cur)
+
+        if migration.transactional:
+            executions = 1
+            log.info("%s: applying in one transaction", migration.file_name)
+            with_lock_retries(run_in_transaction, self.lock_retry, what=migration.file_name)
+        else:
+            log.info("%s: applying outside a transaction block, statement by statement", migration.file_name)
+            statements = migration.statements()
+            executions = len(statements)
+            for statement in statements:
+                self._drop_invalid_index_left_by(conn, statement)
+
+                def run_statement(lock_timeout_ms: int, statement: str = statement) -> None:
+                    nonlocal attempts
+                    attempts += 1
+                    with conn.cursor() as cur:
+                        self._set_timeouts(cur, lock_timeout_ms, local=False)
+                        self._execute(cur, statement, migration, transactional=False)
+
+                with_lock_retries(run_statement, self.lock_retry, what=migration.file_name)
+            with conn.transaction(), conn.cursor() as cur:
+                record(cur)
+            conn.execute("RESET lock_timeout; RESET statement_timeout")
+        log.info("%s: applied in %.2f s (%d lock retries)", migration.file_name, time.monotonic() - started,
+                 attempts - executions)
+
+    def _set_timeouts(self, cur, lock_timeout_ms: int, *, local: bool) -> None:
+        cur.execute(
+            "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', %s, %s)",
+            (f"{lock_timeout_ms}ms", local, self.statement_timeout, local),
+        )
+
+    @staticmethod
+    def _execute(cur, text: str, migration: Migration, *, transactional: bool) -> None:
+        try:
+            cur.execute(text.encode("utf-8"))
+        except psycopg.errors.LockNotAvailable:
+            raise
+        except psycopg.Error as error:
+            where = ""
+            position = getattr(error.diag, "statement_position", None)
+            if position:
+                where = f" at line {text[: int(position)].count(chr(10)) + 1}"
+            outcome = (
+                "and was rolled back" if transactional
+                else "(it runs outside a transaction: earlier statements stay, and a retry re-runs the file)"
+            )
+            raise MigrationError(
+                f"{migration.file_name} failed{where} {outcome}: {error.diag.sqlstate} {str(error).strip()}"
+            ) from error
+
+    @staticmethod
+    def _drop_invalid_index_left_by(conn: psycopg.Connection, statement: str) -> None:
+        """Drop the INVALID index an interrupted ``CREATE INDEX CONCURRENTLY`` of this name left behind."""
+        match = _CONCURRENT_INDEX.search(strip_sql_comments(statement))
+        if not match:
+            return
+        index, schema = match["index"].strip('"'), (match["schema"] or "public").strip('"')
+        invalid = conn.execute(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = %s AND n.nspname = %s AND NOT i.indisvalid",
+            (index, schema),
+        ).fetchone()
+        if invalid:
+            log.warning("dropping INVALID index %s.%s left by an interrupted concurrent build", schema, index)
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(index)))
