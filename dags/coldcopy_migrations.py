@@ -24,25 +24,21 @@ Target: the Airflow connection `coldcopy_db`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, Param, TaskGroup, chain
 
 from coldcopy import MIGRATIONS_DIR
+from coldcopy.dag_defaults import START_DATE, default_args
 from coldcopy.migrations import PHASE_NAMES, discover_migrations
 from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationPlanOperator, PhaseGateOperator
 
-DEFAULT_ARGS = {
-    "owner": "db-oncall",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-}
+DEFAULT_ARGS = default_args(retries=2, retry_delay=timedelta(minutes=1))
 
 with DAG(
     dag_id="coldcopy_migrations",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

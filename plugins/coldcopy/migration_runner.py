@@ -21,6 +21,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from coldcopy import ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 from coldcopy.migrations import Migration, MigrationError, PlanEntry, Status, strip_sql_comments
 
@@ -34,21 +35,6 @@ _CONCURRENT_INDEX = re.compile(
     r"ON\s+(?:ONLY\s+)?(?:(?P<schema>\"?\w+\"?)\.)?\"?\w+\"?",
     re.IGNORECASE,
 )
-_HISTORY_DDL = f"""
-CREATE SCHEMA IF NOT EXISTS coldcopy_ops;
-CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
-  version integer PRIMARY KEY,
-  name text NOT NULL,
-  phase integer NOT NULL,
-  checksum text NOT NULL,
-  transactional boolean NOT NULL,
-  lock_retries integer NOT NULL,
-  duration_ms bigint NOT NULL,
-  applied_by text NOT NULL,
-  started_at timestamptz NOT NULL,
-  applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-"""
 
 
 
@@ -125,7 +111,7 @@ class MigrationRunner:
         with self._open() as conn:
             self._acquire_advisory_lock(conn, migration)
             try:
-                conn.execute(_HISTORY_DDL)
+                ops_schema.ensure(conn, "schema_migrations")
                 history = self._history(conn)
                 status = self._status(migration, history)
                 if status is Status.CHANGED:

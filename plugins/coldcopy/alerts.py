@@ -1,0 +1,148 @@
+"""One place for alerts: task failures, missed deadlines and threshold breaches, for every DAG.
+
+Delivery goes through Airflow notifiers, one per alert connection that exists:
+
+* ``coldcopy_alerts_webhook`` (type http): JSON POSTed to the connection's URL, Slack-compatible
+  (``{"text": ...}``) plus the structured ``alert``. Host may be a full URL, e.g.
+  ``https://hooks.slack.com/services/…``.
+* ``coldcopy_alerts_smtp`` (type smtp): an e-mail to the addresses in the extra field ``to``.
+
+With neither configured, the alert is logged as a warning and nothing fails: an alert must never be
+the reason a maintenance task fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_CONN_ID = "coldcopy_alerts_webhook"
+SMTP_CONN_ID = "coldcopy_alerts_smtp"
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str  # task_failed | deadline_missed | threshold_breached
+    summary: str
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        where = " / ".join(p for p in (self.dag_id, self.task_id, self.run_id) if p)
+        return f"[ColdCopy DB Ops] {self.kind}: {self.summary}" + (f" ({where})" if where else "")
+
+
+def _connection(conn_id: str):
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def notifiers(alert: Alert) -> list:
+    """A notifier for each alert connection that exists."""
+    found = []
+    if _connection(WEBHOOK_CONN_ID) is not None:
+        from airflow.providers.http.notifications.http import HttpNotifier
+
+        found.append(HttpNotifier(http_conn_id=WEBHOOK_CONN_ID, json={"text": alert.text, "alert": asdict(alert)}))
+    smtp = _connection(SMTP_CONN_ID)
+    if smtp is not None:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        recipients = smtp.extra_dejson.get("to")
+        if recipients:
+            found.append(SmtpNotifier(
+                smtp_conn_id=SMTP_CONN_ID, to=recipients, from_email=smtp.extra_dejson.get("from_email"),
+                subject=alert.text, html_content=f"<pre>{alert.text}\n\n{alert.details}</pre>",
+            ))
+        else:
+            log.warning("connection %s has no 'to' in its extra: no e-mail sent", SMTP_CONN_ID)
+    return found
+
+
+def _no_channel(alert: Alert) -> None:
+    log.warning("ALERT not delivered, no alert connection (%s or %s) configured: %s",
+                WEBHOOK_CONN_ID, SMTP_CONN_ID, alert.text)
+
+
+def send(alert: Alert) -> int:
+    """Deliver ``alert`` on every configured channel; returns how many took it. Never raises."""
+    channels = notifiers(alert)
+    if not channels:
+        _no_channel(alert)
+    delivered = 0
+    for notifier in channels:
+        try:
+            notifier.notify({})
+            delivered += 1
+        except Exception:  # noqa: BLE001 - a broken channel must not fail the task that raised the alert
+            log.exception("alert channel %s failed for: %s", type(notifier).__name__, alert.text)
+    return delivered
+
+
+async def send_async(alert: Alert) -> int:
+    """:func:`send` for the triggerer's event loop."""
+    channels = notifiers(alert)
+    if not channels:
+        _no_channel(alert)
+    delivered = 0
+    for notifier in channels:
+        try:
+            await notifier.async_notify({})
+            delivered += 1
+        except Exception:  # noqa: BLE001 - see send()
+            log.exception("alert channel %s failed for: %s", type(notifier).__name__, alert.text)
+    return delivered
+
+
+def on_task_failure(context) -> None:
+    """``on_failure_callback`` of every ColdCopy task."""
+    ti = context["ti"]
+    error = context.get("exception")
+    send(Alert(
+        kind="task_failed",
+        summary=f"{ti.task_id} failed (try {ti.try_number}): {error}",
+        dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+        details={"error": str(error), "try_number": ti.try_number},
+    ))
+
+
+async def on_deadline_missed(*, deadline_name: str, expected: str, context: dict | None = None, **_) -> int:
+    """Deadline callback; runs in the triggerer (hence importable from plugins/ and async)."""
+    dag_run = (context or {}).get("dag_run", {})
+    deadline = (context or {}).get("deadline", {})
+    return await send_async(Alert(
+        kind="deadline_missed",
+        summary=f"{deadline_name}: {expected} — not finished by {deadline.get('deadline_time')}",
+        dag_id=dag_run.get("dag_id"), run_id=dag_run.get("dag_run_id") or dag_run.get("run_id"),
+        details={"state": dag_run.get("state"), "queued_at": dag_run.get("queued_at")},
+    ))
+
+
+def deadline(interval: timedelta, expected: str):
+    """The DAG run must finish within ``interval`` of being queued, or on-call is alerted.
+
+    Measured from when the run was queued (not its logical date), so a backfill of old intervals does
+    not page for every run the moment it is created.
+    """
+    from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    name = f"finish within {interval}"
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=interval,
+        callback=AsyncCallback("coldcopy.alerts.on_deadline_missed",
+                               kwargs={"deadline_name": name, "expected": expected}),
+        name=name,
+    )

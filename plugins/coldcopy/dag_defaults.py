@@ -1,0 +1,29 @@
+"""Conventions every ColdCopy DAG shares: owner, retries, alerts, and the heavy-maintenance pool."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from coldcopy import alerts
+
+OWNER = "db-oncall"
+START_DATE = datetime(2026, 1, 1)
+# One pool for every job that puts real load on the database (refreshes, vacuum, reindex, archive,
+# backups), so they never pile up on it together. Created by `make demo`; in production:
+#   airflow pools set coldcopy_db_heavy 2 "Heavy ColdCopy database maintenance"
+HEAVY_POOL = "coldcopy_db_heavy"
+HEAVY_POOL_SLOTS = 2
+HEAVY_POOL_DESCRIPTION = "Heavy ColdCopy database maintenance (refreshes, vacuum, reindex, archive, backups)"
+
+
+def default_args(**overrides) -> dict:
+    """``default_args`` of a ColdCopy DAG: retried with exponential backoff, alerting on final failure."""
+    return {
+        "owner": OWNER,
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=15),
+        "on_failure_callback": alerts.on_task_failure,
+        **overrides,
+    }

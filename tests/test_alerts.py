@@ -1,0 +1,121 @@
+"""Alerts really arrive: a failing task and a missed deadline each POST to a webhook sink on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from coldcopy import alerts
+from coldcopy.dag_test import run_dag
+from tests.alert_sink import AlertSink
+
+FAILING_DAG = '''
+"""Fails on purpose: a test of alert delivery."""
+from datetime import timedelta
+
+from airflow.sdk import DAG, task
+
+from coldcopy import alerts
+from coldcopy.dag_defaults import START_DATE, default_args
+
+with DAG(
+    dag_id="alert_test_failing", schedule=None, start_date=START_DATE, default_args=default_args(retries=0),
+    deadline=alerts.deadline(timedelta(minutes=5), expected="the alert test"),
+):
+    @task
+    def breaks():
+        raise RuntimeError("disk on fire")
+
+    breaks()
+'''
+
+
+@pytest.fixture
+def sink(monkeypatch):
+    with AlertSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
+        yield sink
+
+
+@pytest.fixture
+def failing_dag(tmp_path, airflow_db):
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    (tmp_path / "alert_test_failing.py").write_text(FAILING_DAG)
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert not bag.import_errors
+    sync_bag_to_db(bag, "dags-folder", None)
+    return bag.get_dag("alert_test_failing")
+
+
+def test_failing_task_alert_is_delivered(sink, failing_dag):
+    run = run_dag(failing_dag)
+    assert run.state == "failed"
+    [text] = sink.texts()
+    assert "task_failed" in text and "breaks failed" in text and "disk on fire" in text
+    assert sink.received[0]["body"]["alert"]["dag_id"] == "alert_test_failing"
+
+
+def test_missed_deadline_alert_is_delivered_through_the_scheduler_and_triggerer_code(sink, failing_dag):
+    """The scheduler's Deadline.handle_miss queues the DAG's callback; the triggerer's CallbackTrigger runs it."""
+    from airflow.models.deadline import Deadline
+    from airflow.models.trigger import Trigger
+    from airflow.triggers.callback import CallbackTrigger
+    from airflow.utils import timezone
+    from airflow.utils.session import create_session
+
+    run = run_dag(failing_dag)
+    [alert] = failing_dag.deadline
+    with create_session() as session:
+        deadline = Deadline(
+            deadline_time=timezone.utcnow() - timedelta(minutes=1), callback=alert.callback,
+            dagrun_id=run.id, deadline_alert_id=None, dag_id=failing_dag.dag_id,
+        )
+        session.add(deadline)
+        session.flush()
+        deadline.handle_miss(session=session)
+        session.flush()
+        trigger = session.get(Trigger, deadline.callback.trigger_id)
+        classpath, kwargs = trigger.classpath, dict(trigger.kwargs)
+    assert classpath == "airflow.triggers.callback.CallbackTrigger"
+    assert kwargs["callback_path"] == "coldcopy.alerts.on_deadline_missed"
+
+    async def run_trigger() -> list:
+        return [event.payload async for event in CallbackTrigger(**kwargs).run()]
+
+    delivered_before = len(sink.received)  # the run's own task_failed alert
+    events = asyncio.run(run_trigger())
+    assert events[-1]["state"] == "success", events
+    [text] = sink.texts()[delivered_before:]
+    assert "deadline_missed" in text and "finish within 0:05:00" in text and "alert_test_failing" in text
+
+
+def test_without_an_alert_connection_it_warns_and_does_not_fail(caplog, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_COLDCOPY_ALERTS_SMTP", raising=False)
+    with caplog.at_level(logging.WARNING, logger="coldcopy.alerts"):
+        assert alerts.send(alerts.Alert(kind="threshold_breached", summary="dead tuples at 40%")) == 0
+    assert "no alert connection" in caplog.text and "dead tuples at 40%" in caplog.text
+
+
+def test_a_broken_channel_does_not_raise(monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", '{"conn_type": "http", "host": "http://127.0.0.1:9"}')
+    with caplog.at_level(logging.ERROR, logger="coldcopy.alerts"):
+        assert alerts.send(alerts.Alert(kind="task_failed", summary="x")) == 0
+    assert "alert channel HttpNotifier failed" in caplog.text
+
+
+def test_every_dag_alerts_on_failure_and_has_a_deadline():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "dags"))
+    for dag_id, dag in bag.dags.items():
+        for task in dag.tasks:
+            assert alerts.on_task_failure in (task.on_failure_callback or []), f"{dag_id}.{task.task_id}"
+        if dag_id != "coldcopy_migrations":  # triggered by hand; a person is watching it
+            assert dag.deadline, f"{dag_id} has no deadline"
+            assert dag.deadline[0].callback.path == "coldcopy.alerts.on_deadline_missed"
