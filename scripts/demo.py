@@ -8,7 +8,6 @@ is dropped there); otherwise an embedded PostgreSQL (``pgserver``, data in ``.pg
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -78,8 +77,8 @@ def print_schema_summary(dsn: str) -> None:
 
 def main() -> None:
     dsn = target_database()
-    print("Preparing Airflow metadata (SQLite) ...")
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    print("Preparing Airflow metadata (SQLite) and the coldcopy_db_heavy pool ...")
+    local_env.prepare_airflow()
 
     from airflow.dag_processing.dagbag import DagBag
 

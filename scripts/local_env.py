@@ -117,6 +117,16 @@ def dsn_from_airflow_connection(value: str) -> str:
     )
 
 
+def prepare_airflow() -> None:
+    """Migrate Airflow's metadata database and create the heavy-maintenance pool (idempotent)."""
+    from coldcopy.dag_defaults import HEAVY_POOL, HEAVY_POOL_DESCRIPTION, HEAVY_POOL_SLOTS
+
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], check=True, capture_output=True)
+    subprocess.run([*airflow, "pools", "set", HEAVY_POOL, str(HEAVY_POOL_SLOTS), HEAVY_POOL_DESCRIPTION],
+                   check=True, capture_output=True)
+
+
 def airflow_env() -> dict[str, str]:
     """Settings for an Airflow home in the repository: SQLite metadata, our dags/ and plugins/."""
     return {

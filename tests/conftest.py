@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -32,7 +31,7 @@ def admin_dsn() -> str:
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """Airflow's metadata database (SQLite in AIRFLOW_HOME), migrated once per session."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    local_env.prepare_airflow()
 
 
 @pytest.fixture
@@ -68,6 +67,22 @@ def migrated_template(admin_dsn) -> str:
 @pytest.fixture
 def migrated_db(new_database, migrated_template) -> str:
     return new_database(template=migrated_template)
+
+
+@pytest.fixture(scope="session")
+def generated_template(admin_dsn, migrated_template) -> str:
+    """Migrated and filled with scale-1 generated data, built once; tests copy it."""
+    import generate_data
+
+    name = f"cc_generated_{uuid.uuid4().hex[:8]}"
+    generate_data.generate(local_env.create_database(admin_dsn, name, template=migrated_template), scale=1)
+    yield name
+    local_env.drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+def generated_db(new_database, generated_template) -> str:
+    return new_database(template=generated_template)
 
 
 @pytest.fixture

@@ -64,8 +64,8 @@ def test_missed_deadline_alert_is_delivered_through_the_scheduler_and_triggerer_
     """The scheduler's Deadline.handle_miss queues the DAG's callback; the triggerer's CallbackTrigger runs it."""
     from airflow.models.deadline import Deadline
     from airflow.models.trigger import Trigger
+    from airflow.sdk import timezone
     from airflow.triggers.callback import CallbackTrigger
-    from airflow.utils import timezone
     from airflow.utils.session import create_session
 
     run = run_dag(failing_dag)

@@ -26,7 +26,7 @@ def run_dag(dag, *, conf: dict[str, Any] | None = None, **test_kwargs):
     """``dag.test(run_conf=conf, **test_kwargs)``; returns the finished DagRun (its state from the database)."""
     from airflow.models import DagRun
     from airflow.models.dagbag import DBDagBag
-    from airflow.utils import timezone
+    from airflow.sdk import timezone
     from airflow.utils.session import create_session
     from sqlalchemy import select
     from sqlalchemy.exc import StatementError

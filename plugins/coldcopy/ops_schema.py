@@ -1,29 +1,64 @@
 """The ``coldcopy_ops`` schema: bookkeeping tables of the ops jobs, defined in ``sql/ops/*.sql``.
 
 Each file is idempotent and applied on first use by the job that needs it, so the application's
-migrations stay exactly the application's.
+migrations stay exactly the application's. A file is applied only when ``coldcopy_ops.ops_objects``
+does not hold its current checksum: jobs run every hour, and DDL on every run would take locks that
+queue behind (and in front of) application writes. When it is applied, it runs under ``lock_timeout``
+with retries, like every other DDL of ours.
 """
 
 from __future__ import annotations
 
-from functools import cache
+import hashlib
 
 import psycopg
 
 from coldcopy import SQL_DIR
+from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 
 OPS_SQL_DIR = SQL_DIR / "ops"
 # Serializes concurrent first uses: two sessions running CREATE TABLE IF NOT EXISTS at once can collide.
 _ENSURE_LOCK_KEY = 4_206_318_711_032_002
+_REGISTRY_DDL = """
+CREATE SCHEMA IF NOT EXISTS coldcopy_ops;
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ops_objects (
+  name text PRIMARY KEY,
+  checksum text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
 
 
-@cache
-def _ddl(name: str) -> bytes:
-    return (OPS_SQL_DIR / f"{name}.sql").read_bytes()
+def _applied_checksum(conn: psycopg.Connection, name: str) -> str | None:
+    if not conn.execute("SELECT to_regclass('coldcopy_ops.ops_objects') IS NOT NULL").fetchone()[0]:
+        return None
+    row = conn.execute("SELECT checksum FROM coldcopy_ops.ops_objects WHERE name = %s", (name,)).fetchone()
+    return row[0] if row else None
 
 
-def ensure(conn: psycopg.Connection, name: str) -> None:
-    """Apply ``sql/ops/<name>.sql`` in its own transaction (``conn`` must be in autocommit mode)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ENSURE_LOCK_KEY,))
-        conn.execute(_ddl(name))
+def ensure(conn: psycopg.Connection, name: str, policy: LockRetryPolicy = LockRetryPolicy()) -> bool:
+    """Apply ``sql/ops/<name>.sql`` unless already applied; returns whether it ran.
+
+    ``conn`` must be in autocommit mode; the file runs in a transaction of its own.
+    """
+    ddl = (OPS_SQL_DIR / f"{name}.sql").read_bytes()
+    checksum = hashlib.sha256(ddl).hexdigest()
+    if _applied_checksum(conn, name) == checksum:
+        return False
+
+    def apply(lock_timeout_ms: int) -> bool:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ENSURE_LOCK_KEY,))
+            if _applied_checksum(conn, name) == checksum:
+                return False  # another session got here first
+            conn.execute(_REGISTRY_DDL)
+            conn.execute(ddl)
+            conn.execute(
+                "INSERT INTO coldcopy_ops.ops_objects (name, checksum) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()",
+                (name, checksum),
+            )
+            return True
+
+    return with_lock_retries(apply, policy, what=f"coldcopy_ops objects {name}.sql")

@@ -1,0 +1,218 @@
+"""Materialized-view refreshes against real PostgreSQL with generated data."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from coldcopy.dag_test import run_dag
+from coldcopy.lock_retries import LockRetryPolicy
+from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+REFRESH_DAGS = {
+    "refresh_campaign_analytics": ["analytics.campaign_analytics", "analytics.sequence_step_performance"],
+    "refresh_email_deliverability": ["analytics.email_deliverability", "analytics.daily_workspace_activity"],
+    "refresh_lead_engagement": ["analytics.lead_engagement", "analytics.lead_intent_summary"],
+    "refresh_workspace_usage": ["analytics.workspace_usage"],
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def refresh(dsn: str, view: str, run_id: str, interval_end: datetime | None = None, **kwargs):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return MaterializedViewRefresher(conn, view, **kwargs).run(RefreshRun(run_id=run_id, interval_end=interval_end))
+
+
+def log_rows(dsn: str, view: str | None = None) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT view_name, action, mode, reason, run_id FROM coldcopy_ops.mv_refresh_log "
+            "WHERE %s::text IS NULL OR view_name = %s ORDER BY id", (view, view),
+        ).fetchall()
+
+
+def view_equals_its_query(conn, view: str) -> bool:
+    definition = conn.execute("SELECT pg_get_viewdef(%s::regclass)", (view,)).fetchone()[0].rstrip().rstrip(";")
+    both_ways = sql.SQL("SELECT count(*) FROM ((TABLE {v} EXCEPT ALL ({q})) UNION ALL (({q}) EXCEPT ALL TABLE {v})) d")
+    diff = conn.execute(both_ways.format(v=sql.SQL(view), q=sql.SQL(definition))).fetchone()[0]
+    return diff == 0
+
+
+def test_each_refresh_dag_end_to_end_matches_the_base_tables(generated_db, coldcopy_conn, dagbag, airflow_db):
+    coldcopy_conn(generated_db)
+    for dag_id, views in REFRESH_DAGS.items():
+        run = run_dag(dagbag.get_dag(dag_id), conf={"force": False})
+        assert run.state == "success", dag_id
+        assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {
+            f"refresh_{v.split('.')[1]}": "success" for v in views
+        }
+    with psycopg.connect(generated_db) as conn:
+        for views in REFRESH_DAGS.values():
+            for view in views:
+                assert view_equals_its_query(conn, view), view
+        # The same aggregates computed independently from the base tables:
+        per_campaign = conn.execute("""
+            SELECT c.id, count(e.*) FILTER (WHERE e.event_type = 'sent'),
+                   count(DISTINCT e.message_id) FILTER (WHERE e.event_type = 'opened'),
+                   count(e.*) FILTER (WHERE e.event_type = 'replied')
+            FROM campaigns c LEFT JOIN email_events e ON e.campaign_id = c.id GROUP BY c.id ORDER BY 1""").fetchall()
+        from_view = conn.execute(
+            "SELECT campaign_id, sent, opened, replied FROM analytics.campaign_analytics ORDER BY 1").fetchall()
+        assert from_view == per_campaign and sum(r[1] for r in from_view) > 10_000
+        [(leads_total, leads_in_view)] = conn.execute(
+            "SELECT (SELECT count(*) FROM leads), (SELECT sum(leads) FROM analytics.workspace_usage)").fetchall()
+        assert leads_total == leads_in_view == 6000
+        [(opens, opens_in_view)] = conn.execute(
+            "SELECT (SELECT count(*) FROM email_events WHERE event_type = 'opened' AND lead_id IS NOT NULL), "
+            "(SELECT sum(opens) FROM analytics.lead_engagement)").fetchall()
+        assert opens == opens_in_view > 0
+        [(bounces, bounces_in_view)] = conn.execute(
+            "SELECT (SELECT count(*) FROM email_events WHERE event_type = 'bounced' "
+            "        AND occurred_at >= date_trunc('day', now()) - interval '90 days'), "
+            "(SELECT sum(bounced) FROM analytics.email_deliverability)").fetchall()
+        assert bounces == bounces_in_view > 0
+    first = [r for r in log_rows(generated_db) if r[1] == "refreshed"]
+    assert len(first) == 7 and {r[2] for r in first} == {"plain"}  # created WITH NO DATA: first fill is plain
+
+
+def test_skip_unchanged_then_refresh_after_any_change(generated_db):
+    view = "analytics.campaign_analytics"
+    assert refresh(generated_db, view, "r1").mode == "plain"
+    quiet = refresh(generated_db, view, "r2")
+    assert quiet.action == "skipped" and "no source table changed" in quiet.reason
+
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        campaign, sent_before = conn.execute(
+            "SELECT campaign_id, sent FROM analytics.campaign_analytics ORDER BY sent DESC LIMIT 1").fetchone()
+        changes = {
+            "insert": ("INSERT INTO email_events (workspace_id, campaign_id, event_type) "
+                       "SELECT workspace_id, id, 'sent' FROM campaigns WHERE id = %s", (campaign,)),
+            # straight into the current month's partition, bypassing the parent
+            "insert into a partition": (
+                sql.SQL("INSERT INTO {} (id, workspace_id, campaign_id, event_type, occurred_at) "
+                        "SELECT -1, workspace_id, id, 'sent', now() FROM campaigns WHERE id = %s").format(
+                    sql.Identifier(conn.execute("SELECT app.email_events_partition_name(now())").fetchone()[0])),
+                (campaign,)),
+            "update": ("UPDATE campaigns SET name = name || ' (renamed)' WHERE id = %s", (campaign,)),
+            "delete": ("DELETE FROM email_events WHERE id = -1", ()),
+        }
+        for label, (statement, params) in changes.items():
+            conn.execute(statement, params)
+            outcome = refresh(generated_db, view, f"after {label}")
+            assert outcome.action == "refreshed" and "changed" in outcome.reason, label
+            assert refresh(generated_db, view, f"quiet after {label}").action == "skipped", label
+        sent_after, name = conn.execute(
+            "SELECT sent, name FROM analytics.campaign_analytics WHERE campaign_id = %s", (campaign,)).fetchone()
+        assert sent_after == sent_before + 1 and name.endswith("(renamed)")
+
+        # an aborted write is no change
+        with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+            conn.execute("UPDATE campaigns SET name = 'x' WHERE id = %s", (campaign,))
+            conn.execute("SELECT 1 / 0")
+        assert refresh(generated_db, view, "after rollback").action == "skipped"
+
+
+def test_a_write_in_flight_during_a_refresh_is_not_lost(generated_db):
+    """A write that commits after the refresh took its snapshot makes the next run refresh."""
+    view = "analytics.lead_engagement"
+    refresh(generated_db, view, "fill")
+    with psycopg.connect(generated_db) as writer:
+        writer.execute("INSERT INTO email_events (workspace_id, lead_id, event_type) "
+                       "SELECT workspace_id, id, 'replied' FROM leads ORDER BY id LIMIT 1")  # not committed yet
+        with psycopg.connect(generated_db, autocommit=True) as other:
+            other.execute("UPDATE email_events SET metadata = metadata WHERE id = (SELECT max(id) FROM email_events)")
+        during = refresh(generated_db, view, "during")  # sees the committed update, not the open insert
+        assert during.action == "refreshed"
+        writer.commit()
+    after = refresh(generated_db, view, "after")
+    assert after.action == "refreshed" and "changed" in after.reason
+    assert refresh(generated_db, view, "quiet").action == "skipped"
+    with psycopg.connect(generated_db) as conn:
+        assert view_equals_its_query(conn, view)
+
+
+def test_readers_keep_reading_while_a_refresh_runs(generated_db):
+    refresh(generated_db, "analytics.campaign_analytics", "fill")
+    refresh(generated_db, "analytics.sequence_step_performance", "fill-seq")
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        conn.execute("UPDATE campaign_sequences SET subject = subject || '!'")
+    # Hold a source table so the refresh, once it has locked the view, waits ~1.5 s on it.
+    blocker = psycopg.connect(generated_db)
+    blocker.execute("LOCK TABLE public.campaign_sequences IN ACCESS EXCLUSIVE MODE")
+    threading.Timer(1.5, blocker.rollback).start()
+    outcome: list = []
+    policy = LockRetryPolicy(attempts=2, lock_timeout_ms=5000, max_lock_timeout_ms=5000)
+    refresher = threading.Thread(target=lambda: outcome.append(
+        refresh(generated_db, "analytics.sequence_step_performance", "seq", lock_retry=policy)))
+    refresher.start()
+    reads, worst = 0, 0.0
+    with psycopg.connect(generated_db, autocommit=True) as reader:
+        reader.execute("SET statement_timeout = '1s'")
+        while refresher.is_alive():
+            began = time.monotonic()
+            reader.execute("SELECT count(*), sum(sent) FROM analytics.sequence_step_performance s "
+                           "JOIN analytics.campaign_analytics c USING (campaign_id)")
+            worst = max(worst, time.monotonic() - began)
+            reads += 1
+    blocker.close()
+    assert outcome and outcome[0].action == "refreshed" and outcome[0].mode == "concurrent"
+    assert outcome[0].duration_ms >= 1000  # the reads really overlapped the refresh
+    assert reads > 10 and worst < 0.5
+
+
+def test_plain_refresh_would_block_readers(generated_db):
+    """Control for the test above: what CONCURRENTLY saves readers from."""
+    with psycopg.connect(generated_db, autocommit=True) as setup:
+        setup.execute("REFRESH MATERIALIZED VIEW analytics.campaign_analytics")
+    with psycopg.connect(generated_db) as refresher, psycopg.connect(generated_db, autocommit=True) as reader:
+        refresher.execute("REFRESH MATERIALIZED VIEW analytics.campaign_analytics")  # open transaction
+        reader.execute("SET statement_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            reader.execute("SELECT count(*) FROM analytics.campaign_analytics")
+        refresher.rollback()
+        refresher.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.campaign_analytics")
+        assert reader.execute("SELECT count(*) FROM analytics.campaign_analytics").fetchone()[0] == 20
+
+
+def test_backfill_of_unchanged_intervals_refreshes_once(generated_db, coldcopy_conn, dagbag, airflow_db):
+    coldcopy_conn(generated_db)
+    dag = dagbag.get_dag("refresh_lead_engagement")
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    logical_dates = [now - timedelta(hours=6 * k) for k in (8, 7, 6, 5)]  # oldest first, like a backfill
+    for logical_date in logical_dates:
+        assert run_dag(dag, conf={"force": False}, logical_date=logical_date).state == "success"
+    actions = [r[1] for r in log_rows(generated_db, "analytics.lead_engagement")]
+    assert actions == ["refreshed", "skipped", "skipped", "skipped"]
+    reasons = [r[3] for r in log_rows(generated_db, "analytics.lead_engagement")]
+    assert all("already covered by the refresh" in r for r in reasons[1:])
+    # the clock-dependent view too: one refresh, then covered
+    assert [r[1] for r in log_rows(generated_db, "analytics.lead_intent_summary")] == [
+        "refreshed", "skipped", "skipped", "skipped"]
+
+
+def test_failure_is_logged_and_raised(generated_db):
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        MaterializedViewRefresher(conn, "analytics.campaign_analytics").run(RefreshRun(run_id="fill"))
+        conn.execute("UPDATE campaigns SET name = name")
+        refresher = MaterializedViewRefresher(conn, "analytics.campaign_analytics", statement_timeout="1ms")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            refresher.run(RefreshRun(run_id="too slow"))
+    assert log_rows(generated_db)[-1][1] == "failed" and "statement timeout" in log_rows(generated_db)[-1][3]
+
+
+def test_unknown_view_is_a_clear_error(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as conn, pytest.raises(ValueError, match="no such materialized"):
+        MaterializedViewRefresher(conn, "analytics.nope")
