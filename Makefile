@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/scripts
 
-.PHONY: install demo test lint bench lock clean
+.PHONY: install demo test lint bench lock clean data
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ $(VENV)/.installed: requirements.lock
 demo: install
 	$(BIN)/python scripts/demo.py
 
+# Generated data into the coldcopy_db connection's database: make data SCALE=32 (about 1M email_events).
+SCALE ?= 1
+data: install
+	$(BIN)/python scripts/generate_data.py --scale $(SCALE)
+
 test: install lint
 	$(BIN)/python -m pytest
 
@@ -30,6 +35,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/migrations_apply.py
 	$(BIN)/python bench/dag_parse.py
+	$(BIN)/python bench/refresh.py
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.
 lock:

@@ -4,8 +4,9 @@ Decision, in order (each outcome goes to ``coldcopy_ops.mv_refresh_log`` with it
 
 1. never populated (created ``WITH NO DATA``) → plain ``REFRESH`` (CONCURRENTLY needs a populated view;
    nobody can be reading an unpopulated one);
-2. a successful refresh started at or after the end of this run's data interval → **skip**: the interval
-   is covered (backfills and catch-up runs of past intervals cost one refresh, not one each);
+2. a successful refresh started at or after the time this run stands for (the end of its data interval;
+   for a manual run, its logical date) → **skip**: covered (backfills and catch-up runs of past
+   intervals cost one refresh, not one each);
 3. the view depends on the clock (``now()``, ``current_date``…) → refresh: its content moves with time;
 4. no committed change in any source table since the snapshot of the last refresh → **skip**;
 5. otherwise → ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` under ``lock_timeout`` with retries.
@@ -43,12 +44,26 @@ _CLOCK_FUNCTIONS = re.compile(
 
 @dataclass(frozen=True)
 class RefreshRun:
-    """Which Airflow run asks for the refresh, and the data interval it stands for."""
+    """Which Airflow run asks for the refresh, and the point in time it stands for.
+
+    ``covers_until``: the view must reflect the data as of this time. For scheduled and backfill runs it
+    is the end of the data interval; for a manual run, its logical date (the trigger time unless one was
+    chosen), so "trigger now" means now. :meth:`for_context` works it out from the task context.
+    """
 
     run_id: str
     dag_id: str | None = None
     interval_start: datetime | None = None
     interval_end: datetime | None = None
+    covers_until: datetime | None = None
+
+    @classmethod
+    def for_context(cls, context) -> RefreshRun:
+        ti = context["ti"]
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        points = [p for p in (end, context.get("logical_date")) if p is not None]
+        return cls(run_id=ti.run_id, dag_id=ti.dag_id, interval_start=start, interval_end=end,
+                   covers_until=max(points) if points else None)
 
 
 @dataclass
@@ -178,8 +193,8 @@ class MaterializedViewRefresher:
         if not self.is_populated():
             return "plain", "never populated: a plain refresh fills it (CONCURRENTLY needs a populated view)"
         last = self.last_refresh()
-        if last and run.interval_end is not None and last[0] >= run.interval_end:
-            return None, (f"interval ending {run.interval_end.isoformat()} already covered by the refresh at "
+        if last and run.covers_until is not None and last[0] >= run.covers_until:
+            return None, (f"data up to {run.covers_until.isoformat()} already covered by the refresh at "
                           f"{last[0].isoformat()} (run {last[1]})")
         if not self.has_unique_plain_index():
             raise ValueError(f"{self.view}: REFRESH CONCURRENTLY needs a unique index on plain columns")

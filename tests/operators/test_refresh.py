@@ -31,9 +31,9 @@ def dagbag():
     return DagBag(dag_folder=str(DAGS))
 
 
-def refresh(dsn: str, view: str, run_id: str, interval_end: datetime | None = None, **kwargs):
+def refresh(dsn: str, view: str, run_id: str, **kwargs):
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return MaterializedViewRefresher(conn, view, **kwargs).run(RefreshRun(run_id=run_id, interval_end=interval_end))
+        return MaterializedViewRefresher(conn, view, **kwargs).run(RefreshRun(run_id=run_id))
 
 
 def log_rows(dsn: str, view: str | None = None) -> list[tuple]:
@@ -86,6 +86,16 @@ def test_each_refresh_dag_end_to_end_matches_the_base_tables(generated_db, coldc
         assert bounces == bounces_in_view > 0
     first = [r for r in log_rows(generated_db) if r[1] == "refreshed"]
     assert len(first) == 7 and {r[2] for r in first} == {"plain"}  # created WITH NO DATA: first fill is plain
+
+    # A manual trigger stands for "now": nothing changed → skipped; after an application write → refreshed.
+    dag = dagbag.get_dag("refresh_campaign_analytics")
+    assert run_dag(dag, conf={"force": False}).state == "success"
+    assert [r[1:3] for r in log_rows(generated_db, "analytics.campaign_analytics")][-1] == ("skipped", None)
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO email_events (workspace_id, campaign_id, event_type) "
+                     "SELECT workspace_id, id, 'replied' FROM campaigns ORDER BY id LIMIT 1")
+    assert run_dag(dag, conf={"force": False}).state == "success"
+    assert [r[1:3] for r in log_rows(generated_db, "analytics.campaign_analytics")][-1] == ("refreshed", "concurrent")
 
 
 def test_skip_unchanged_then_refresh_after_any_change(generated_db):
@@ -198,6 +208,10 @@ def test_backfill_of_unchanged_intervals_refreshes_once(generated_db, coldcopy_c
     assert actions == ["refreshed", "skipped", "skipped", "skipped"]
     reasons = [r[3] for r in log_rows(generated_db, "analytics.lead_engagement")]
     assert all("already covered by the refresh" in r for r in reasons[1:])
+    with psycopg.connect(generated_db) as conn:
+        intervals = conn.execute("SELECT data_interval_end FROM coldcopy_ops.mv_refresh_log "
+                                 "WHERE view_name = 'analytics.lead_engagement' ORDER BY id").fetchall()
+    assert [i for (i,) in intervals] == sorted(i for (i,) in intervals) and intervals[-1][0] < now
     # the clock-dependent view too: one refresh, then covered
     assert [r[1] for r in log_rows(generated_db, "analytics.lead_intent_summary")] == [
         "refreshed", "skipped", "skipped", "skipped"]

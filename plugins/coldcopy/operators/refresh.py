@@ -48,11 +48,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         from coldcopy.lock_retries import LockRetryPolicy
         from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
 
-        ti = context["ti"]
-        run = RefreshRun(
-            run_id=ti.run_id, dag_id=ti.dag_id,
-            interval_start=context.get("data_interval_start"), interval_end=context.get("data_interval_end"),
-        )
+        run = RefreshRun.for_context(context)
         hook = ColdCopyPostgresHook(
             postgres_conn_id=self.conn_id, application_name=f"coldcopy-refresh:{self.view}",
             statement_timeout=self.statement_timeout,
