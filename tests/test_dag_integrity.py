@@ -46,3 +46,22 @@ def test_migrations_dag_shape(dagbag):
             dag.get_task(later).upstream_task_ids
         )
         assert chain_ok, f"{later} does not wait for {earlier}"
+
+
+def test_refresh_dags_schedules_pool_and_deadlines(dagbag):
+    from coldcopy.dag_defaults import HEAVY_POOL
+
+    expected = {
+        "refresh_campaign_analytics": ("0 * * * *", 20),
+        "refresh_email_deliverability": ("0 */2 * * *", 40),
+        "refresh_lead_engagement": ("0 */6 * * *", 60),
+        "refresh_workspace_usage": ("0 2 * * *", 120),
+    }
+    for dag_id, (cron, deadline_minutes) in expected.items():
+        dag = dagbag.get_dag(dag_id)
+        assert dag.timetable.expression == cron and str(dag.timetable.timezone) in ("UTC", "Timezone('UTC')")
+        [deadline] = dag.deadline
+        assert deadline.interval.total_seconds() == deadline_minutes * 60
+        assert all(task.pool == HEAVY_POOL for task in dag.tasks)
+    refreshed = {t.view for dag_id in expected for t in dagbag.get_dag(dag_id).tasks}
+    assert len(refreshed) == 7  # every materialized view of 201 and 301 has a cadence
