@@ -14,6 +14,8 @@ the reason a maintenance task fails.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -71,38 +73,39 @@ def notifiers(alert: Alert) -> list:
     return found
 
 
-def _no_channel(alert: Alert) -> None:
-    log.warning("ALERT not delivered, no alert connection (%s or %s) configured: %s",
-                WEBHOOK_CONN_ID, SMTP_CONN_ID, alert.text)
+def _channels(alert: Alert) -> list:
+    channels = notifiers(alert)
+    if not channels:
+        log.warning("ALERT not delivered, no alert connection (%s or %s) configured: %s",
+                    WEBHOOK_CONN_ID, SMTP_CONN_ID, alert.text)
+    return channels
+
+
+@contextmanager
+def _failure_logged(notifier, alert: Alert) -> Iterator[None]:
+    try:
+        yield
+    except Exception:  # noqa: BLE001 - a broken channel must not fail the task that raised the alert
+        log.exception("alert channel %s failed for: %s", type(notifier).__name__, alert.text)
 
 
 def send(alert: Alert) -> int:
     """Deliver ``alert`` on every configured channel; returns how many took it. Never raises."""
-    channels = notifiers(alert)
-    if not channels:
-        _no_channel(alert)
     delivered = 0
-    for notifier in channels:
-        try:
+    for notifier in _channels(alert):
+        with _failure_logged(notifier, alert):
             notifier.notify({})
             delivered += 1
-        except Exception:  # noqa: BLE001 - a broken channel must not fail the task that raised the alert
-            log.exception("alert channel %s failed for: %s", type(notifier).__name__, alert.text)
     return delivered
 
 
 async def send_async(alert: Alert) -> int:
     """:func:`send` for the triggerer's event loop."""
-    channels = notifiers(alert)
-    if not channels:
-        _no_channel(alert)
     delivered = 0
-    for notifier in channels:
-        try:
+    for notifier in _channels(alert):
+        with _failure_logged(notifier, alert):
             await notifier.async_notify({})
             delivered += 1
-        except Exception:  # noqa: BLE001 - see send()
-            log.exception("alert channel %s failed for: %s", type(notifier).__name__, alert.text)
     return delivered
 
 
