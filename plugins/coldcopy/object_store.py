@@ -1,0 +1,113 @@
+"""DigitalOcean Spaces (S3 protocol) through the amazon provider's ``S3Hook``: streamed uploads and reads.
+
+The connection ``coldcopy_spaces`` (type aws) holds the keys, ``endpoint_url`` in its extra, and the bucket
+in ``service_config.s3.bucket_name``, which S3Hook already reads. Uploads are multipart and streamed:
+memory holds one part (8 MiB) at a time whatever the object's size, and a failed upload is aborted so no
+partial object is ever left that could be taken for a complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+
+SPACES_CONN_ID = "coldcopy_spaces"
+PART_SIZE = 8 * 1024 * 1024  # S3 parts must be at least 5 MiB, except the last
+
+
+def spaces_hook(conn_id: str = SPACES_CONN_ID):
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=conn_id)
+
+
+def bucket_of(hook) -> str:
+    bucket = hook.service_config.get("bucket_name")
+    if not bucket:
+        raise ValueError(f"connection {hook.aws_conn_id}: set the bucket in extra service_config.s3.bucket_name")
+    return bucket
+
+
+class MultipartUpload:
+    """A write-only stream into one object: ``write()`` bytes, then ``complete()``; ``abort()`` on failure.
+
+    Use as a context manager: leaving it with an exception aborts the upload. ``sha256`` and ``size`` are
+    of the bytes stored.
+    """
+
+    def __init__(self, client, bucket: str, key: str, *, part_size: int = PART_SIZE,
+                 extra_args: dict | None = None, progress_every_s: float = 30.0) -> None:
+        self.client, self.bucket, self.key, self.part_size = client, bucket, key, part_size
+        self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **(extra_args or {}))["UploadId"]
+        self.parts: list[dict] = []
+        self.buffer = bytearray()
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.started = self.last_report = time.monotonic()
+        self.progress_every_s = progress_every_s
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        self.digest.update(data)
+        self.size += len(data)
+        while len(self.buffer) >= self.part_size:
+            self._send(bytes(self.buffer[: self.part_size]))
+            del self.buffer[: self.part_size]
+        return len(data)
+
+    def _send(self, body: bytes) -> None:
+        number = len(self.parts) + 1
+        etag = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                       PartNumber=number, Body=body)["ETag"]
+        self.parts.append({"PartNumber": number, "ETag": etag})
+        now = time.monotonic()
+        if now - self.last_report >= self.progress_every_s:
+            elapsed = now - self.started
+            log.info("%s: %d parts, %.1f MiB uploaded, %.1f MiB/s", self.key, number, self.size / 2**20,
+                     self.size / 2**20 / elapsed if elapsed else 0)
+            self.last_report = now
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hexdigest()
+
+    def complete(self) -> None:
+        if self.buffer or not self.parts:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+        self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                              MultipartUpload={"Parts": self.parts})
+
+    def abort(self) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except Exception:  # noqa: BLE001 - the original error matters more; the bucket's lifecycle rule cleans up
+            log.exception("%s: could not abort multipart upload %s", self.key, self.upload_id)
+
+    def __enter__(self) -> MultipartUpload:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def read_object(client, bucket: str, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    """The object's bytes, streamed in chunks."""
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        yield from body.iter_chunks(chunk_size)
+    finally:
+        body.close()
+
+
+def object_sha256(client, bucket: str, key: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    for chunk in read_object(client, bucket, key):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
