@@ -93,3 +93,27 @@ def coldcopy_conn(monkeypatch):
         monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_DB", local_env.airflow_connection(dsn))
 
     return point_at
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on loopback for the whole session."""
+    from tests.s3_endpoint import MotoServer
+
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spaces(s3_endpoint, monkeypatch):
+    """A fresh bucket, with the ``coldcopy_spaces`` connection pointing at it; yields (boto3 client, bucket)."""
+    from tests.s3_endpoint import aws_connection
+
+    bucket = f"coldcopy-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", aws_connection(s3_endpoint.url, bucket))
+    from coldcopy.object_store import spaces_hook
+
+    client = spaces_hook().get_conn()
+    client.create_bucket(Bucket=bucket)
+    return client, bucket

@@ -1,0 +1,65 @@
+"""
+# partition_maintenance — daily at 01:00 UTC
+
+Rotates the monthly partitions of `email_events` (no DEFAULT partition: a month without a partition
+refuses inserts).
+
+1. **premake** — partitions for the current month and the next 3 (UTC), created then ATTACHed under
+   `lock_timeout` with retries, so it never queues in front of application writes.
+2. **horizon_check** — alerts and fails if fewer than 2 future months have a partition.
+3. **archive** (one mapped task per month older than 12 months) — `COPY … TO STDOUT` → gzip → multipart
+   upload to the `coldcopy_spaces` bucket at `archive/email_events/YYYY/MM/`, a `manifest.json` beside it,
+   verified by reading the object back (sha256, row count, row checksum), then
+   `DETACH PARTITION … CONCURRENTLY` (or `… FINALIZE` after an interrupted one). Any failure: that month
+   stays attached with all its rows, the alert names the month, and the next run starts it over.
+4. **drop_detached** — drops months detached over 7 days ago, only if still detached and their archive
+   still verifies.
+
+Idempotent: a second run, or a week of catch-up, changes nothing more than one run. State per month:
+`coldcopy_ops.partition_archive`. Pool `coldcopy_db_heavy`; deadline 3 h from queued.
+Manual run from the Airflow UI or CLI: `airflow dags trigger partition_maintenance`.
+
+| Symptom | Meaning | Action |
+|---|---|---|
+| horizon_check failed | premake kept failing; future months are missing | read premake's log (lock timeouts? permissions?) and run it again |
+| archive[YYYY_MM] failed: *archive does not verify* | the object in the bucket is not what was exported | check the bucket; the retry re-exports |
+| archive failed: *could not get its lock* | a long transaction holds the partition | find it in `pg_stat_activity`; the retry finalizes the detach |
+| drop_detached failed | an archive no longer matches its sha256 | the month is kept; investigate the bucket before anything else |
+
+To bring a month back, run `partition_restore` (README runbook).
+"""
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule
+
+from coldcopy import alerts
+from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
+from coldcopy.operators.partitions import (
+    ArchivePartitionOperator,
+    DropDetachedPartitionsOperator,
+    HorizonCheckOperator,
+    ListArchiveCandidatesOperator,
+    PremakePartitionsOperator,
+)
+
+with DAG(
+    dag_id="partition_maintenance",
+    schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(pool=HEAVY_POOL),
+    deadline=alerts.deadline(timedelta(hours=3), expected="partition rotation of email_events"),
+    tags=["coldcopy", "partitions", "archive"],
+    doc_md=__doc__,
+):
+    premake = PremakePartitionsOperator(task_id="premake", months_ahead=3)
+    horizon = HorizonCheckOperator(task_id="horizon_check", min_future_months=2)
+    candidates = ListArchiveCandidatesOperator(task_id="archive_candidates", retain_months=12)
+    archive = ArchivePartitionOperator.partial(task_id="archive", map_index_template="{{ task.partition }}").expand(
+        partition=candidates.output
+    )
+    # Runs when there was nothing to archive (the mapped task is then skipped), not after a failed month.
+    drop = DropDetachedPartitionsOperator(task_id="drop_detached", grace_days=7, trigger_rule=TriggerRule.NONE_FAILED)
+    premake >> horizon >> candidates >> archive >> drop

@@ -1,0 +1,30 @@
+"""
+# partition_restore — bring an archived month of email_events back
+
+**Trigger by hand** with param `month` = `YYYY-MM`. Reads `archive/email_events/YYYY/MM/` from the
+`coldcopy_spaces` bucket, checks the object against its manifest (sha256, size), loads it into a new table
+with `COPY … FROM STDIN`, checks rows and row checksum against the manifest (rolled back if they differ),
+then ATTACHes it as the month's partition under `lock_timeout` with retries.
+
+Refuses when the month is attached already, or still exists detached (in its grace period: re-attach it,
+as the error message shows). CLI: `airflow dags trigger partition_restore --conf '{"month": "2025-10"}'`.
+"""
+
+from airflow.sdk import DAG, Param
+
+from coldcopy.dag_defaults import START_DATE, default_args
+from coldcopy.operators.partitions import RestorePartitionOperator
+
+with DAG(
+    dag_id="partition_restore",
+    schedule=None,
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(retries=2),
+    params={"month": Param("2025-01", type="string", pattern=r"^\d{4}-\d{2}$",
+                           description="The month to restore, YYYY-MM (UTC).")},
+    tags=["coldcopy", "partitions", "restore"],
+    doc_md=__doc__,
+):
+    RestorePartitionOperator(task_id="restore", month="{{ params.month }}")

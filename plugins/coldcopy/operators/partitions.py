@@ -1,0 +1,178 @@
+"""Operators of ``partition_maintenance`` and ``partition_restore`` (see :mod:`coldcopy.partitions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from coldcopy import DB_CONN_ID, alerts
+from coldcopy.object_store import SPACES_CONN_ID
+
+
+class BasePartitionOperator(BaseOperator):
+    """Shared parts: the database and Spaces connections and the lock retry schedule.
+
+    :param conn_id: Airflow connection of the database.
+    :param spaces_conn_id: Airflow connection (aws type) of the archive bucket.
+    :param lock_timeout_ms: lock_timeout of the first attempt of each locking step (grows on retries).
+    :param lock_attempts: attempts before a lock timeout fails the try.
+    """
+
+    ui_color = "#fdf2e3"
+
+    def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
+                 lock_timeout_ms: int = 2000, lock_attempts: int = 6, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+        self.spaces_conn_id = spaces_conn_id
+        self.lock_timeout_ms = lock_timeout_ms
+        self.lock_attempts = lock_attempts
+
+    @contextmanager
+    def manager(self):
+        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+        from coldcopy.lock_retries import LockRetryPolicy
+        from coldcopy.partitions import PartitionManager
+
+        hook = ColdCopyPostgresHook(postgres_conn_id=self.conn_id, statement_timeout="2h",
+                                    application_name=f"coldcopy-partitions:{self.task_id}")
+        policy = LockRetryPolicy(attempts=self.lock_attempts, lock_timeout_ms=self.lock_timeout_ms,
+                                 max_lock_timeout_ms=5 * self.lock_timeout_ms)
+        with hook.session() as conn:
+            yield PartitionManager(conn, lock_retry=policy)
+
+    def bucket(self):
+        from coldcopy.object_store import bucket_of, spaces_hook
+
+        hook = spaces_hook(self.spaces_conn_id)
+        return hook.get_conn(), bucket_of(hook)
+
+
+class PremakePartitionsOperator(BasePartitionOperator):
+    """Create the partitions missing from the current month to ``months_ahead`` (UTC months).
+
+    :param months_ahead: months after the current one that must have a partition.
+    """
+
+    def __init__(self, *, months_ahead: int = 3, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.months_ahead = months_ahead
+
+    def execute(self, context: Context) -> list[str]:
+        with self.manager() as manager:
+            created = manager.premake(self.months_ahead, now=context.get("data_interval_end"))
+        self.log.info("created %d partition(s): %s", len(created), ", ".join(created) or "none needed")
+        return created
+
+
+class HorizonCheckOperator(BasePartitionOperator):
+    """Alert (and fail) when fewer than ``min_future_months`` months after the current one have a partition.
+
+    There is no DEFAULT partition: an insert into a month without one fails.
+    """
+
+    def __init__(self, *, min_future_months: int = 2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.min_future_months = min_future_months
+
+    def execute(self, context: Context) -> int:
+        with self.manager() as manager:
+            ahead = manager.future_months(now=context.get("data_interval_end"))
+        if ahead < self.min_future_months:
+            ti = context["ti"]
+            alerts.send(alerts.Alert(
+                kind="threshold_breached", dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                summary=f"email_events has partitions for only {ahead} future month(s) (need {self.min_future_months}):"
+                        " inserts will fail when the month runs out",
+            ))
+            raise AirflowFailException(f"only {ahead} future month(s) of email_events partitions")
+        self.log.info("%d future month(s) of partitions", ahead)
+        return ahead
+
+
+class ListArchiveCandidatesOperator(BasePartitionOperator):
+    """The months to archive: attached partitions whose whole range is older than ``retain_months``."""
+
+    def __init__(self, *, retain_months: int = 12, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.retain_months = retain_months
+
+    def execute(self, context: Context) -> list[str]:
+        with self.manager() as manager:
+            candidates = manager.archive_candidates(self.retain_months, now=context.get("data_interval_end"))
+        names = [p.name for p in candidates]
+        self.log.info("to archive: %s", ", ".join(names) or "nothing")
+        return names
+
+
+class ArchivePartitionOperator(BasePartitionOperator):
+    """Export one month to Spaces, verify it from the bucket, then detach it concurrently.
+
+    :param partition: partition name (mapped: one task instance per month).
+    """
+
+    template_fields: Sequence[str] = ("partition",)
+
+    def __init__(self, *, partition: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.partition = partition
+
+    def execute(self, context: Context) -> dict:
+        from coldcopy.partitions import ArchiveError
+
+        client, bucket = self.bucket()
+        with self.manager() as manager:
+            match = [p for p in manager.partitions() if p.name == self.partition]
+            if not match:
+                self.log.info("%s is no longer attached: archived already", self.partition)
+                return {}
+            try:
+                manifest = manager.archive(match[0], client, bucket)
+            except ArchiveError as error:
+                ti = context["ti"]
+                alerts.send(alerts.Alert(kind="task_failed", summary=str(error), dag_id=ti.dag_id,
+                                         run_id=ti.run_id, task_id=ti.task_id))
+                raise
+        return {k: manifest[k] for k in ("partition", "rows", "byte_size", "sha256", "object_key")}
+
+
+class DropDetachedPartitionsOperator(BasePartitionOperator):
+    """Drop archived months detached more than ``grace_days`` ago, if still detached and still verifiable."""
+
+    def __init__(self, *, grace_days: float = 7, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.grace_days = grace_days
+
+    def execute(self, context: Context) -> list[str]:
+        client, bucket = self.bucket()
+        with self.manager() as manager:
+            return manager.drop_detached(client, bucket, grace=timedelta(days=self.grace_days))
+
+
+class RestorePartitionOperator(BasePartitionOperator):
+    """Bring an archived month back as an attached partition, verified against its manifest.
+
+    :param month: ``YYYY-MM`` (templated, e.g. ``{{ params.month }}``).
+    """
+
+    template_fields: Sequence[str] = ("month",)
+
+    def __init__(self, *, month: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.month = month
+
+    def execute(self, context: Context) -> dict:
+        from datetime import UTC, datetime
+
+        try:
+            month = datetime.strptime(self.month, "%Y-%m").replace(tzinfo=UTC)
+        except ValueError as error:
+            raise AirflowFailException(f"month must be YYYY-MM, got {self.month!r}") from error
+        client, bucket = self.bucket()
+        with self.manager() as manager:
+            manifest = manager.restore(month, client, bucket)
+        return {k: manifest[k] for k in ("partition", "rows", "row_checksum")}

@@ -1,0 +1,378 @@
+"""The email_events partition manager: premake, archive to Spaces, detach, drop after a grace period, restore.
+
+Each step is one named piece (like GitLab's partition manager and detached-partition dropper) that the
+``partition_maintenance`` and ``partition_restore`` DAGs call:
+
+* :meth:`PartitionManager.premake` — partitions for the current month and N ahead, via
+  ``app.create_email_events_partition`` (create, then ATTACH: SHARE UPDATE EXCLUSIVE on the parent), under
+  ``lock_timeout`` with retries;
+* :meth:`PartitionManager.archive` — for one month: export (``COPY … TO STDOUT`` → gzip → multipart upload,
+  streamed), manifest, verify by reading the object back, then ``DETACH PARTITION … CONCURRENTLY`` (or
+  ``FINALIZE`` an interrupted one). A failure stops that month where it is, with the partition attached;
+  a retry starts the month over from the export;
+* :meth:`PartitionManager.drop_detached` — drops a detached month only after the grace period, only if it
+  is still detached and its archive still verifies;
+* :meth:`PartitionManager.restore` — brings a month back from its archive as an attached partition,
+  verified against the manifest.
+
+Archives are ``archive/email_events/YYYY/MM/email_events_YYYY_MM.csv.gz`` (CSV with a header row, gzip: any
+stock tool reads it back) with ``manifest.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from coldcopy import ops_schema
+from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
+from coldcopy.object_store import MultipartUpload, object_sha256, read_object
+
+log = logging.getLogger(__name__)
+
+PARENT = "public.email_events"
+ARCHIVE_PREFIX = "archive/email_events"
+# Order-independent fingerprint of a partition's rows, comparable between the live table and a restore.
+ROW_CHECKSUM_SQL = "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} t"
+
+
+class ArchiveError(RuntimeError):
+    """A month could not be archived, verified, dropped or restored; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    range_start: datetime
+    range_end: datetime
+    detach_pending: bool = False
+
+    @property
+    def month(self) -> str:
+        return self.range_start.strftime("%Y-%m")
+
+    @property
+    def object_key(self) -> str:
+        return f"{ARCHIVE_PREFIX}/{self.range_start:%Y/%m}/{self.name}.csv.gz"
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{ARCHIVE_PREFIX}/{self.range_start:%Y/%m}/manifest.json"
+
+
+class PartitionManager:
+    """Partition rotation on one autocommit connection (``ColdCopyPostgresHook().session()``).
+
+    :param lock_retry: lock_timeout and retry schedule for every step that locks the parent.
+    """
+
+    def __init__(self, conn: psycopg.Connection, *, lock_retry: LockRetryPolicy = LockRetryPolicy()) -> None:
+        self.conn = conn
+        self.lock_retry = lock_retry
+        self.conn.execute("SET TimeZone = 'UTC'")
+        ops_schema.ensure(conn, "partition_rotation")
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def partitions(self) -> list[Partition]:
+        rows = self.conn.execute(
+            "SELECT name, range_start, range_end, detach_pending FROM app.email_events_partitions "
+            "ORDER BY range_start").fetchall()
+        return [Partition(*row) for row in rows]
+
+    def month_start(self, offset: int = 0, now: datetime | None = None) -> datetime:
+        return self.conn.execute("SELECT app.month_start_utc(coalesce(%s, now()), %s)", (now, offset)).fetchone()[0]
+
+    def future_months(self, now: datetime | None = None) -> int:
+        """Partitions wholly after the current month: how far ahead inserts are safe."""
+        boundary = self.month_start(1, now)
+        return sum(1 for p in self.partitions() if p.range_start >= boundary)
+
+    def archive_candidates(self, retain_months: int = 12, now: datetime | None = None) -> list[Partition]:
+        """Attached months whose whole range is older than ``retain_months`` before the current month."""
+        cutoff = self.month_start(-retain_months, now)
+        return [p for p in self.partitions() if p.range_end <= cutoff]
+
+    # -- premake ---------------------------------------------------------------------------------------
+
+    def premake(self, months_ahead: int = 3, now: datetime | None = None) -> list[str]:
+        """Create the missing partitions from the current month to ``months_ahead``; returns the created ones."""
+        existing = {p.range_start for p in self.partitions()}
+        created = []
+        for offset in range(months_ahead + 1):
+            month = self.month_start(offset, now)
+            if month in existing:
+                continue
+
+            def create(lock_timeout_ms: int, month=month) -> str | None:
+                with self.conn.transaction():
+                    self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
+                    name = self.conn.execute("SELECT app.create_email_events_partition(%s)", (month,)).fetchone()[0]
+                    if name:
+                        self._track_changes_on(name)
+                    return name
+
+            name = with_lock_retries(create, self.lock_retry, what=f"premake of email_events {month:%Y-%m}")
+            if name:
+                log.info("created partition %s", name)
+                created.append(name)
+        return created
+
+    def _track_changes_on(self, partition: str) -> None:
+        """Give a new partition the refresh jobs' change trigger, if they track email_events already."""
+        tracked = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass "
+            "AND tgname = 'coldcopy_track_changes')", (PARENT,),
+        ).fetchone()[0]
+        if tracked:
+            self.conn.execute(sql.SQL(
+                "CREATE TRIGGER coldcopy_track_changes AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON public.{} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION coldcopy_ops.record_source_change()"
+            ).format(sql.Identifier(partition)))
+
+    def _record_parent_change(self) -> None:
+        """Attaching or detaching changes what email_events returns: tell the refresh jobs (DDL fires no trigger)."""
+        if self.conn.execute("SELECT to_regclass('coldcopy_ops.source_changes') IS NOT NULL").fetchone()[0]:
+            self.conn.execute(
+                "INSERT INTO coldcopy_ops.source_changes (relid, txid) VALUES (%s::regclass, pg_current_xact_id()) "
+                "ON CONFLICT DO NOTHING", (PARENT,))
+
+    # -- archive ---------------------------------------------------------------------------------------
+
+    def archive(self, partition: Partition, client, bucket: str) -> dict:
+        """Export, verify, then detach one month. Returns its manifest."""
+        try:
+            if partition.detach_pending:
+                manifest = self.verify(partition, client, bucket)
+            else:
+                manifest = self.export(partition, client, bucket)
+                self.verify(partition, client, bucket)
+            self.detach(partition)
+            return manifest
+        except Exception as error:
+            raise ArchiveError(f"email_events {partition.month} ({partition.name}) not archived, partition left "
+                               f"attached with all its rows: {type(error).__name__}: {error}") from error
+
+    def _fingerprint(self, table: str) -> tuple[int, str]:
+        return self.conn.execute(sql.SQL(ROW_CHECKSUM_SQL).format(sql.Identifier(table))).fetchone()
+
+    def _schema_version(self) -> int | None:
+        if not self.conn.execute("SELECT to_regclass('coldcopy_ops.schema_migrations') IS NOT NULL").fetchone()[0]:
+            return None
+        return self.conn.execute("SELECT max(version) FROM coldcopy_ops.schema_migrations").fetchone()[0]
+
+    def export(self, partition: Partition, client, bucket: str) -> dict:
+        """Stream the partition into the bucket as gzip'd CSV, then write its manifest; returns the manifest."""
+        table = sql.Identifier(partition.name)
+        # One snapshot for the data and its statistics, so the manifest describes exactly what was exported.
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows, row_checksum = cur.execute(sql.SQL(ROW_CHECKSUM_SQL).format(table)).fetchone()
+            low, high = cur.execute(
+                sql.SQL("SELECT min(occurred_at), max(occurred_at) FROM {}").format(table)).fetchone()
+            columns = [c.name for c in cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(table)).description]
+            with MultipartUpload(client, bucket, partition.object_key) as upload:
+                compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip container
+                copy_sql = sql.SQL("COPY (SELECT * FROM {} ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)")
+                with cur.copy(copy_sql.format(table)) as copy:
+                    for chunk in copy:
+                        upload.write(compressor.compress(chunk))
+                upload.write(compressor.flush())
+                upload.complete()
+        manifest = {
+            "table": PARENT, "partition": partition.name,
+            "range_start": partition.range_start.isoformat(), "range_end": partition.range_end.isoformat(),
+            "rows": rows, "row_checksum": row_checksum,
+            "min_occurred_at": low.isoformat() if low else None, "max_occurred_at": high.isoformat() if high else None,
+            "object_key": partition.object_key, "byte_size": upload.size, "sha256": upload.sha256,
+            "format": "csv, header row, gzip", "columns": columns,
+            "schema_version": self._schema_version(),
+            "exported_at": self.conn.execute("SELECT now()").fetchone()[0].isoformat(),
+        }
+        client.put_object(Bucket=bucket, Key=partition.manifest_key, Body=json.dumps(manifest, indent=2).encode(),
+                          ContentType="application/json")
+        self._set_state(partition, manifest, "exported")
+        log.info("exported %s: %d rows, %d bytes, sha256 %s", partition.name, rows, upload.size, upload.sha256)
+        return manifest
+
+    def read_manifest(self, partition: Partition, client, bucket: str) -> dict:
+        return json.loads(b"".join(read_object(client, bucket, partition.manifest_key)))
+
+    def count_archived_rows(self, client, bucket: str, key: str) -> int:
+        """Rows in the archived CSV, read back from the bucket and decompressed as a stream."""
+        stream = gzip.GzipFile(fileobj=_ChunkReader(read_object(client, bucket, key)))
+        reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
+        next(reader, None)  # header
+        return sum(1 for _ in reader)
+
+    def verify(self, partition: Partition, client, bucket: str) -> dict:
+        """The archive in the bucket matches its manifest and the live partition (bytes, rows, checksum)."""
+        manifest = self.read_manifest(partition, client, bucket)
+        sha256, size = object_sha256(client, bucket, partition.object_key)
+        problems = []
+        if (sha256, size) != (manifest["sha256"], manifest["byte_size"]):
+            problems.append(f"object sha256/size {sha256[:12]}…/{size} ≠ manifest {manifest['sha256'][:12]}…/"
+                            f"{manifest['byte_size']}")
+        archived_rows = self.count_archived_rows(client, bucket, partition.object_key)
+        live_rows, live_checksum = self._fingerprint(partition.name)
+        if not archived_rows == live_rows == manifest["rows"]:
+            problems.append(f"rows: archive {archived_rows}, partition {live_rows}, manifest {manifest['rows']}")
+        if live_checksum != manifest["row_checksum"]:
+            problems.append("the partition's row checksum differs from the manifest's (rows changed since export)")
+        if problems:
+            raise ArchiveError(f"{partition.name}: archive does not verify: " + "; ".join(problems))
+        self._set_state(partition, manifest, "verified")
+        return manifest
+
+    def detach(self, partition: Partition) -> None:
+        """``DETACH PARTITION … CONCURRENTLY`` (outside a transaction block), finishing an interrupted one."""
+
+        def attempt(lock_timeout_ms: int) -> None:
+            self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{lock_timeout_ms}ms",))
+            pending = self.conn.execute(
+                "SELECT detach_pending FROM app.email_events_partitions WHERE name = %s", (partition.name,)
+            ).fetchone()
+            if pending is None:
+                return  # already detached
+            mode = "FINALIZE" if pending[0] else "CONCURRENTLY"
+            try:
+                self.conn.execute(sql.SQL("ALTER TABLE public.email_events DETACH PARTITION public.{} " + mode)
+                                  .format(sql.Identifier(partition.name)))
+            finally:
+                self.conn.execute("RESET lock_timeout")
+
+        with_lock_retries(attempt, self.lock_retry, what=f"detach of {partition.name}")
+        with self.conn.transaction():
+            self._record_parent_change()
+            self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "
+                              "updated_at = now() WHERE partition_name = %s", (partition.name,))
+        log.info("detached %s", partition.name)
+
+    def _set_state(self, partition: Partition, manifest: dict, state: str) -> None:
+        stamp = {"exported": "exported_at", "verified": "verified_at"}[state]
+        self.conn.execute(
+            "INSERT INTO coldcopy_ops.partition_archive (partition_name, range_start, range_end, object_key, "
+            "manifest_key, row_count, row_checksum, sha256, byte_size, state, exported_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
+            "ON CONFLICT (partition_name) DO UPDATE SET row_count = EXCLUDED.row_count, "
+            "row_checksum = EXCLUDED.row_checksum, sha256 = EXCLUDED.sha256, byte_size = EXCLUDED.byte_size, "
+            f"state = EXCLUDED.state, {stamp} = now(), updated_at = now()",
+            (partition.name, partition.range_start, partition.range_end, partition.object_key,
+             partition.manifest_key, manifest["rows"], manifest["row_checksum"], manifest["sha256"],
+             manifest["byte_size"], state),
+        )
+
+    # -- drop after the grace period -------------------------------------------------------------------
+
+    def drop_detached(self, client, bucket: str, grace: timedelta = timedelta(days=7)) -> list[str]:
+        """Drop months detached longer than ``grace`` ago that are still detached and whose archive verifies."""
+        due = self.conn.execute(
+            "SELECT partition_name, object_key, sha256, byte_size "
+            "FROM coldcopy_ops.partition_archive WHERE state = 'detached' AND detached_at <= now() - %s "
+            "ORDER BY range_start", (grace,),
+        ).fetchall()
+        dropped = []
+        for name, key, sha256, size in due:
+            attached = self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s))", (f"public.{name}",)
+            ).fetchone()[0]
+            if attached:
+                log.warning("%s is attached again; not dropping it", name)
+                continue
+            if object_sha256(client, bucket, key) != (sha256, size):
+                raise ArchiveError(f"{name}: its archive {key} no longer matches the recorded sha256; not dropping")
+            rows, _ = self._fingerprint(name)
+            if rows != self.conn.execute("SELECT row_count FROM coldcopy_ops.partition_archive "
+                                         "WHERE partition_name = %s", (name,)).fetchone()[0]:
+                raise ArchiveError(f"{name}: row count changed since it was archived; not dropping")
+
+            def drop(lock_timeout_ms: int, name=name) -> None:
+                with self.conn.transaction():
+                    self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
+                    self.conn.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(name)))
+                    self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'dropped', "
+                                      "dropped_at = now(), updated_at = now() WHERE partition_name = %s", (name,))
+
+            with_lock_retries(drop, self.lock_retry, what=f"drop of detached {name}")
+            log.info("dropped %s (archived at %s)", name, key)
+            dropped.append(name)
+        return dropped
+
+    # -- restore ---------------------------------------------------------------------------------------
+
+    def restore(self, month: datetime, client, bucket: str) -> dict:
+        """Load a month back from its archive into a new table, verify it, and attach it. Returns the manifest."""
+        start = self.month_start(0, month)
+        partition = Partition(
+            self.conn.execute("SELECT app.email_events_partition_name(%s)", (start,)).fetchone()[0],
+            start, self.month_start(1, month))
+        if any(p.name == partition.name for p in self.partitions()):
+            raise ArchiveError(f"{partition.name} is attached: nothing to restore")
+        if self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{partition.name}",)).fetchone()[0]:
+            raise ArchiveError(f"{partition.name} exists detached (in its grace period): re-attach it instead: "
+                               f"ALTER TABLE email_events ATTACH PARTITION {partition.name} FOR VALUES FROM "
+                               f"('{partition.range_start.isoformat()}') TO ('{partition.range_end.isoformat()}')")
+        manifest = self.read_manifest(partition, client, bucket)
+        if object_sha256(client, bucket, partition.object_key) != (manifest["sha256"], manifest["byte_size"]):
+            raise ArchiveError(f"{partition.object_key}: object does not match its manifest; not restoring")
+        table = sql.Identifier(partition.name)
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in manifest["columns"])
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("CREATE TABLE public.{} (LIKE public.email_events INCLUDING DEFAULTS "
+                                      "INCLUDING CONSTRAINTS INCLUDING STORAGE)").format(table))
+            with self.conn.cursor() as cur, cur.copy(sql.SQL(
+                    "COPY public.{} ({}) FROM STDIN WITH (FORMAT csv, HEADER)").format(table, columns)) as copy:
+                decompressor = zlib.decompressobj(31)
+                for chunk in read_object(client, bucket, partition.object_key):
+                    copy.write(decompressor.decompress(chunk))
+                copy.write(decompressor.flush())
+            rows, checksum = self._fingerprint(partition.name)
+            if (rows, checksum) != (manifest["rows"], manifest["row_checksum"]):
+                raise ArchiveError(f"{partition.name}: restored {rows} rows with checksum {checksum}, manifest says "
+                                   f"{manifest['rows']} / {manifest['row_checksum']}; rolled back")
+        self._attach(partition)
+        self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'restored', restored_at = now(), "
+                          "updated_at = now() WHERE partition_name = %s", (partition.name,))
+        log.info("restored %s: %d rows", partition.name, manifest["rows"])
+        return manifest
+
+    def _attach(self, partition: Partition) -> None:
+        def attach(lock_timeout_ms: int) -> None:
+            with self.conn.transaction():
+                self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
+                self.conn.execute(
+                    sql.SQL("ALTER TABLE public.email_events ATTACH PARTITION public.{} FOR VALUES FROM ({}) TO ({})")
+                    .format(sql.Identifier(partition.name), sql.Literal(partition.range_start),
+                            sql.Literal(partition.range_end)))
+                self._record_parent_change()
+
+        with_lock_retries(attach, self.lock_retry, what=f"attach of {partition.name}")
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file object over an iterator of byte chunks (for streaming gzip decompression)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.pending = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending:
+            self.pending = next(self.chunks, b"")
+            if not self.pending:
+                return 0
+        size = min(len(buffer), len(self.pending))
+        buffer[:size], self.pending = self.pending[:size], self.pending[size:]
+        return size

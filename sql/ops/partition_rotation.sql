@@ -1,0 +1,23 @@
+-- Archive state of email_events partitions, owned by ColdCopy DB Ops; applied by coldcopy.ops_schema.ensure().
+-- One row per month that rotation has touched: exported → verified → detached → dropped (→ restored).
+
+CREATE SCHEMA IF NOT EXISTS coldcopy_ops;
+
+CREATE TABLE IF NOT EXISTS coldcopy_ops.partition_archive (
+  partition_name text PRIMARY KEY,
+  range_start timestamptz NOT NULL,
+  range_end timestamptz NOT NULL,
+  object_key text NOT NULL,
+  manifest_key text NOT NULL,
+  row_count bigint NOT NULL,
+  row_checksum text NOT NULL,
+  sha256 text NOT NULL,
+  byte_size bigint NOT NULL,
+  state text NOT NULL CHECK (state IN ('exported', 'verified', 'detached', 'dropped', 'restored')),
+  exported_at timestamptz NOT NULL,
+  verified_at timestamptz,
+  detached_at timestamptz,
+  dropped_at timestamptz,
+  restored_at timestamptz,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);

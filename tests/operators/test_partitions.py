@@ -1,0 +1,231 @@
+"""Partition rotation of email_events against real PostgreSQL and a real S3 endpoint (moto server)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import botocore.exceptions
+import psycopg
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from coldcopy.dag_test import run_dag
+from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
+from coldcopy.object_store import spaces_hook
+from coldcopy.operators.partitions import HorizonCheckOperator
+from coldcopy.partitions import ArchiveError, PartitionManager
+from tests.alert_sink import AlertSink
+from tests.s3_endpoint import FaultyProxy, aws_connection
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+FAST = LockRetryPolicy(attempts=20, lock_timeout_ms=200, max_lock_timeout_ms=400, backoff_s=0.1)
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def fingerprints(dsn: str) -> dict[str, tuple]:
+    with psycopg.connect(dsn) as conn:
+        names = [n for (n,) in conn.execute("SELECT name FROM app.email_events_partitions ORDER BY 1")]
+        return {n: conn.execute(f"SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text "
+                                f"FROM public.{n} t").fetchone() for n in names}
+
+
+def attached(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [n for (n,) in conn.execute("SELECT name FROM app.email_events_partitions ORDER BY range_start")]
+
+
+def manager(conn, policy=FAST) -> PartitionManager:
+    return PartitionManager(conn, lock_retry=policy)
+
+
+def test_premake_creates_exactly_the_missing_months(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        future = attached(migrated_db)[-3:]
+        for name in future:
+            conn.execute(f"DROP TABLE public.{name}")
+        assert manager(conn).future_months() == 0
+        assert manager(conn).premake(3) == future
+        assert manager(conn).premake(3) == []
+        assert manager(conn).future_months() == 3
+
+
+def test_horizon_check_alerts_when_future_months_run_short(migrated_db, coldcopy_conn, monkeypatch):
+    coldcopy_conn(migrated_db)
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        for name in attached(migrated_db)[-2:]:
+            conn.execute(f"DROP TABLE public.{name}")
+    ti = SimpleNamespace(dag_id="partition_maintenance", run_id="r", task_id="horizon_check")
+    with AlertSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
+        with pytest.raises(AirflowFailException, match="only 1 future month"):
+            HorizonCheckOperator(task_id="horizon_check").execute({"ti": ti})
+        assert "threshold_breached" in sink.texts()[0] and "only 1 future month" in sink.texts()[0]
+
+
+def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces, dagbag, airflow_db):
+    client, bucket = spaces
+    coldcopy_conn(generated_db)
+    before = fingerprints(generated_db)
+    run = run_dag(dagbag.get_dag("partition_maintenance"))
+    assert run.state == "success"
+    with psycopg.connect(generated_db) as conn:
+        archived = [r for r in conn.execute(
+            "SELECT partition_name, state, row_count, object_key FROM coldcopy_ops.partition_archive ORDER BY 1")]
+        cutoff = conn.execute("SELECT app.month_start_utc(now(), -12)").fetchone()[0]
+    expected = sorted(n for n, _ in before.items() if n < f"email_events_{cutoff:%Y_%m}")
+    assert [a[0] for a in archived] == expected and len(expected) >= 3
+    assert {a[1] for a in archived} == {"detached"}
+    assert not set(expected) & set(attached(generated_db))
+    for name, _, rows, key in archived:
+        manifest_key = key.rsplit("/", 1)[0] + "/manifest.json"
+        manifest = json.loads(client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+        assert manifest["rows"] == rows == before[name][0] and manifest["row_checksum"] == before[name][1]
+        csv_text = gzip.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read()).decode()
+        assert csv_text.startswith("id,workspace_id,") and csv_text.count("\n") == rows + 1
+    assert sum(before[n][0] for n in expected) > 2000
+
+    # a second run changes nothing
+    assert run_dag(dagbag.get_dag("partition_maintenance")).state == "success"
+    assert attached(generated_db) == [n for n in before if n not in expected]
+
+    # the grace period passes: detached months are dropped
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        conn.execute("UPDATE coldcopy_ops.partition_archive SET detached_at = detached_at - interval '8 days'")
+    assert run_dag(dagbag.get_dag("partition_maintenance")).state == "success"
+    with psycopg.connect(generated_db) as conn:
+        assert {s for (s,) in conn.execute("SELECT state FROM coldcopy_ops.partition_archive")} == {"dropped"}
+        assert all(conn.execute("SELECT to_regclass(%s)", (f"public.{n}",)).fetchone()[0] is None for n in expected)
+
+    # restore one month: identical rows, attached again
+    month = expected[-1]
+    run = run_dag(dagbag.get_dag("partition_restore"), conf={"month": f"{month[13:17]}-{month[18:20]}"})
+    assert run.state == "success"
+    assert month in attached(generated_db)
+    assert fingerprints(generated_db)[month] == before[month]
+
+
+def test_upload_failure_leaves_the_month_attached_and_the_retry_completes(generated_db, s3_endpoint, monkeypatch):
+    proxy = FaultyProxy(s3_endpoint.port)
+    bucket = "coldcopy-faults"
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", aws_connection(proxy.url, bucket))
+    hook = spaces_hook()
+    client = hook.get_conn()
+    client.create_bucket(Bucket=bucket)
+    try:
+        with psycopg.connect(generated_db, autocommit=True) as conn:
+            rotation = manager(conn)
+            month = rotation.archive_candidates()[-1]
+            before = fingerprints(generated_db)[month.name]
+            proxy.fail_after(2_000)  # lets the upload start, then the endpoint goes away
+            with pytest.raises(ArchiveError, match=f"email_events {month.month} .* left attached with all its rows"):
+                rotation.archive(month, client, bucket)
+            proxy.heal()
+            assert month.name in attached(generated_db)
+            assert fingerprints(generated_db)[month.name] == before
+            for key in (month.object_key, month.manifest_key):  # nothing that could pass for an archive
+                with pytest.raises(botocore.exceptions.ClientError, match="404|Not Found"):
+                    client.head_object(Bucket=bucket, Key=key)
+            manifest = rotation.archive(month, client, bucket)
+            assert manifest["rows"] == before[0] and month.name not in attached(generated_db)
+    finally:
+        proxy.close()
+
+
+def test_writers_are_not_blocked_during_premake_archive_and_detach(generated_db, spaces):
+    client, bucket = spaces
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        for name in attached(generated_db)[-3:]:
+            conn.execute(f"DROP TABLE public.{name}")
+        workspace = conn.execute("SELECT id FROM workspaces LIMIT 1").fetchone()[0]
+    stop, waits, written = threading.Event(), [], []
+
+    def write() -> None:
+        with psycopg.connect(generated_db, autocommit=True) as writer:
+            writer.execute("SET lock_timeout = '2s'")
+            while not stop.is_set():
+                began = time.monotonic()
+                row = writer.execute("INSERT INTO email_events (workspace_id, event_type, metadata) "
+                                     "VALUES (%s, 'sent', '{\"probe\": true}') RETURNING id", (workspace,)).fetchone()
+                waits.append(time.monotonic() - began)
+                written.append(row[0])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        with psycopg.connect(generated_db, autocommit=True) as conn:
+            rotation = manager(conn)
+            assert len(rotation.premake(3)) == 3
+            for month in rotation.archive_candidates():
+                rotation.archive(month, client, bucket)
+    finally:
+        stop.set()
+        writer.join()
+    assert len(written) > 50 and max(waits) < 1.0
+    with psycopg.connect(generated_db) as conn:
+        found = conn.execute("SELECT count(*) FROM email_events WHERE metadata ? 'probe'").fetchone()[0]
+    assert found == len(written)
+
+
+def test_a_conflicting_lock_makes_premake_time_out_and_retry_not_hang(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        name = attached(migrated_db)[-1]
+        conn.execute(f"DROP TABLE public.{name}")
+    with psycopg.connect(migrated_db) as blocker, psycopg.connect(migrated_db, autocommit=True) as conn:
+        blocker.execute("LOCK TABLE public.email_events IN SHARE MODE")  # conflicts with ATTACH's lock
+        started = time.monotonic()
+        policy = LockRetryPolicy(attempts=3, lock_timeout_ms=200, max_lock_timeout_ms=200, backoff_s=0.1)
+        with pytest.raises(LockRetriesExhausted, match="premake of email_events .* 3 attempts"):
+            manager(conn, policy).premake(3)
+        assert time.monotonic() - started < 5
+        threading.Timer(0.5, blocker.rollback).start()
+        assert manager(conn).premake(3) == [name]  # retries until the blocker is gone
+
+
+def test_detach_waits_out_an_old_reader_with_lock_timeout_and_finalizes(generated_db, spaces):
+    client, bucket = spaces
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        month = rotation.archive_candidates()[-1]
+        rotation.export(month, client, bucket)
+        rotation.verify(month, client, bucket)
+        with psycopg.connect(generated_db) as reader:
+            reader.execute("SELECT count(*) FROM email_events")  # open transaction that has seen the partition
+            threading.Timer(1.5, reader.rollback).start()
+            started = time.monotonic()
+            rotation.detach(month)
+            assert time.monotonic() - started >= 1.0
+        assert month.name not in attached(generated_db)
+        assert conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{month.name}",)).fetchone()[0]
+
+
+def test_restore_refuses_an_attached_month(migrated_db, spaces):
+    client, bucket = spaces
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        month = rotation.partitions()[0]
+        with pytest.raises(ArchiveError, match="is attached: nothing to restore"):
+            rotation.restore(month.range_start, client, bucket)
+
+
+def test_drop_keeps_a_month_whose_archive_was_tampered_with(generated_db, spaces):
+    client, bucket = spaces
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        month = rotation.archive_candidates()[-1]
+        rotation.archive(month, client, bucket)
+        client.put_object(Bucket=bucket, Key=month.object_key, Body=b"not the archive")
+        with pytest.raises(ArchiveError, match="no longer matches the recorded sha256; not dropping"):
+            rotation.drop_detached(client, bucket, grace=timedelta(0))
+        assert conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{month.name}",)).fetchone()[0]
