@@ -18,6 +18,7 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
 import generate_data  # noqa: E402
 
 import local_env  # noqa: E402
+from local_env import LocalS3  # noqa: E402
 
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 for key, value in local_env.airflow_env().items():
@@ -34,6 +35,20 @@ def target_database() -> str:
     dsn = local_env.create_database(local_env.embedded_server_dsn("demo"), "coldcopy", replace=True)
     os.environ["AIRFLOW_CONN_COLDCOPY_DB"] = local_env.airflow_connection(dsn)
     return dsn
+
+
+def target_bucket() -> LocalS3 | None:
+    """The coldcopy_spaces connection if given, else a local S3 endpoint (moto) with a fresh bucket."""
+    if os.environ.get("AIRFLOW_CONN_COLDCOPY_SPACES"):
+        print("Object storage: the coldcopy_spaces connection from AIRFLOW_CONN_COLDCOPY_SPACES")
+        return None
+    endpoint = local_env.LocalS3().start()
+    os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(endpoint.url, "coldcopy-demo")
+    from coldcopy.object_store import spaces_hook
+
+    spaces_hook().get_conn().create_bucket(Bucket="coldcopy-demo")
+    print(f"Object storage: local S3 endpoint (moto) at {endpoint.url}, bucket coldcopy-demo")
+    return endpoint
 
 
 REFRESH_DAGS = ["refresh_campaign_analytics", "refresh_email_deliverability", "refresh_lead_engagement",
@@ -94,8 +109,20 @@ def print_refresh_summary(dsn: str) -> None:
         print(f"  {view:38} {action:9} {mode:10} {ms:>6} ms {rows_:>6} rows  {reason[:70]}")
 
 
+def print_partition_summary(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT partition_name, state, row_count, byte_size, object_key "
+                            "FROM coldcopy_ops.partition_archive ORDER BY 1").fetchall()
+        attached = conn.execute("SELECT min(name), max(name), count(*) FROM app.email_events_partitions").fetchone()
+    print("\nPartition rotation (coldcopy_ops.partition_archive):")
+    for name, state, rows_, size, key in rows:
+        print(f"  {name:22} {state:9} {rows_:>7} rows {size:>9} bytes  s3://…/{key}")
+    print(f"  attached now: {attached[2]} partitions, {attached[0]} .. {attached[1]}")
+
+
 def main() -> None:
     dsn = target_database()
+    endpoint = target_bucket()
     print("Preparing Airflow metadata (SQLite) and the coldcopy_db_heavy pool ...")
     local_env.prepare_airflow()
 
@@ -119,8 +146,13 @@ def main() -> None:
         run(bag.get_dag(dag_id), "first run", force=False)
     for dag_id in REFRESH_DAGS:
         run(bag.get_dag(dag_id), "again, nothing changed", force=False)
+    run(bag.get_dag("partition_maintenance"), "archive months older than 12")
+    run(bag.get_dag("partition_maintenance"), "again: nothing left to do")
     print_schema_summary(dsn)
     print_refresh_summary(dsn)
+    print_partition_summary(dsn)
+    if endpoint:
+        endpoint.stop()
     print("\nDemo finished.")
 
 

@@ -117,6 +117,40 @@ def dsn_from_airflow_connection(value: str) -> str:
     )
 
 
+class LocalS3:
+    """moto's S3 server on a free loopback port: the S3 endpoint of the demo and the tests."""
+
+    def __init__(self) -> None:
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LocalS3:
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def spaces_connection(endpoint_url: str, bucket: str) -> str:
+    """``AIRFLOW_CONN_COLDCOPY_SPACES`` (aws type) for an S3 endpoint and bucket (moto accepts any key)."""
+    return json.dumps({
+        "conn_type": "aws", "login": "local-key-id", "password": "local-secret",
+        "extra": {"endpoint_url": endpoint_url, "region_name": "us-east-1",
+                  "service_config": {"s3": {"bucket_name": bucket}}},
+    })
+
+
 def prepare_airflow() -> None:
     """Migrate Airflow's metadata database and create the heavy-maintenance pool (idempotent)."""
     from coldcopy.dag_defaults import HEAVY_POOL, HEAVY_POOL_DESCRIPTION, HEAVY_POOL_SLOTS

@@ -98,9 +98,7 @@ def coldcopy_conn(monkeypatch):
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's S3 server on loopback for the whole session."""
-    from tests.s3_endpoint import MotoServer
-
-    server = MotoServer().start()
+    server = local_env.LocalS3().start()
     yield server
     server.stop()
 
@@ -108,10 +106,8 @@ def s3_endpoint():
 @pytest.fixture
 def spaces(s3_endpoint, monkeypatch):
     """A fresh bucket, with the ``coldcopy_spaces`` connection pointing at it; yields (boto3 client, bucket)."""
-    from tests.s3_endpoint import aws_connection
-
     bucket = f"coldcopy-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", aws_connection(s3_endpoint.url, bucket))
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(s3_endpoint.url, bucket))
     from coldcopy.object_store import spaces_hook
 
     client = spaces_hook().get_conn()

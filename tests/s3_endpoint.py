@@ -1,41 +1,9 @@
-"""A real S3-protocol endpoint for tests (moto in server mode), and a faulty proxy to put in front of it."""
+"""A faulty proxy to put in front of the tests' S3 endpoint (local_env.LocalS3)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MotoServer:
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self.port = free_port()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> MotoServer:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-def aws_connection(endpoint_url: str, bucket: str) -> str:
-    """``AIRFLOW_CONN_COLDCOPY_SPACES`` for an endpoint and bucket (moto accepts any key)."""
-    return json.dumps({
-        "conn_type": "aws", "login": "test-key-id", "password": "test-secret",
-        "extra": {"endpoint_url": endpoint_url, "region_name": "us-east-1",
-                  "service_config": {"s3": {"bucket_name": bucket}}},
-    })
 
 
 class FaultyProxy:

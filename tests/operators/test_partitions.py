@@ -15,13 +15,14 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+import local_env
 from coldcopy.dag_test import run_dag
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.object_store import spaces_hook
 from coldcopy.operators.partitions import HorizonCheckOperator
 from coldcopy.partitions import ArchiveError, PartitionManager
 from tests.alert_sink import AlertSink
-from tests.s3_endpoint import FaultyProxy, aws_connection
+from tests.s3_endpoint import FaultyProxy
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 FAST = LockRetryPolicy(attempts=20, lock_timeout_ms=200, max_lock_timeout_ms=400, backoff_s=0.1)
@@ -119,7 +120,7 @@ def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces
 def test_upload_failure_leaves_the_month_attached_and_the_retry_completes(generated_db, s3_endpoint, monkeypatch):
     proxy = FaultyProxy(s3_endpoint.port)
     bucket = "coldcopy-faults"
-    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", aws_connection(proxy.url, bucket))
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, bucket))
     hook = spaces_hook()
     client = hook.get_conn()
     client.create_bucket(Bucket=bucket)
