@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/migrations_apply.py
 	$(BIN)/python bench/dag_parse.py
 	$(BIN)/python bench/refresh.py
+	$(BIN)/python bench/partitions.py
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.
 lock:
