@@ -113,3 +113,16 @@ def spaces(s3_endpoint, monkeypatch):
     client = spaces_hook().get_conn()
     client.create_bucket(Bucket=bucket)
     return client, bucket
+
+
+BACKUP_PASSPHRASE = "correct horse battery staple (test only)"
+
+
+@pytest.fixture
+def backup_key(monkeypatch) -> str:
+    """The ``coldcopy_backup_key`` connection, whose password is the encryption passphrase."""
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_BACKUP_KEY",
+                       json.dumps({"conn_type": "generic", "password": BACKUP_PASSPHRASE}))
+    return BACKUP_PASSPHRASE

@@ -33,6 +33,14 @@ class ColdCopyPostgresHook(PostgresHook):
         self.application_name = application_name
         self.statement_timeout = statement_timeout
 
+    def dsn(self, dbname: str | None = None) -> str:
+        """libpq connection string of the connection (for pg_dump and friends), optionally another database."""
+        from psycopg.conninfo import make_conninfo
+
+        conn = self.get_connection(self.postgres_conn_id)
+        return make_conninfo(host=conn.host or None, port=conn.port or None, user=conn.login or None,
+                             password=conn.password or None, dbname=dbname or conn.schema or None)
+
     @contextmanager
     def session(self, *, autocommit: bool = True) -> Iterator:
         """A connection with the session settings applied, closed on exit.

@@ -1,0 +1,143 @@
+"""Operators of ``backup_to_spaces`` and ``restore_from_spaces`` (see :mod:`coldcopy.backups`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from coldcopy import DB_CONN_ID, alerts
+from coldcopy.object_store import SPACES_CONN_ID
+
+
+class BaseBackupOperator(BaseOperator):
+    """Shared parts: the database, Spaces and backup-key connections.
+
+    :param conn_id: the database to back up (and the server restores are verified on).
+    :param spaces_conn_id: the bucket (aws connection).
+    :param key_conn_id: connection whose password is the encryption passphrase.
+    """
+
+    ui_color = "#eef3e2"
+
+    def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
+                 key_conn_id: str = "coldcopy_backup_key", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id, self.spaces_conn_id, self.key_conn_id = conn_id, spaces_conn_id, key_conn_id
+
+    def hook(self):
+        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+
+        return ColdCopyPostgresHook(postgres_conn_id=self.conn_id)
+
+    def runner(self):
+        from coldcopy.backups import BackupRunner, backup_passphrase
+        from coldcopy.object_store import bucket_of, spaces_hook
+
+        spaces = spaces_hook(self.spaces_conn_id)
+        passphrase = backup_passphrase(self.key_conn_id)
+        return BackupRunner(self.hook().dsn(), spaces.get_conn(), bucket_of(spaces), passphrase)
+
+    def alert_and_fail(self, context: Context, error: Exception) -> None:
+        ti = context["ti"]
+        alerts.send(alerts.Alert(kind="task_failed", summary=str(error), dag_id=ti.dag_id, run_id=ti.run_id,
+                                 task_id=ti.task_id))
+        raise AirflowFailException(str(error)) from error
+
+
+class BackupDatabaseOperator(BaseBackupOperator):
+    """Back up the whole database, or only ``tables``, into the bucket; returns the object key.
+
+    :param tables: schema-qualified tables for a per-table backup; empty for the whole database.
+    """
+
+    template_fields: Sequence[str] = ("tables",)
+
+    def __init__(self, *, tables: list[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tables = tables or []
+
+    def execute(self, context: Context) -> str:
+        return self.runner().backup(tables=self.tables or None).object_key
+
+
+class VerifyBackupOperator(BaseBackupOperator):
+    """Restore a backup into a scratch database, compare row counts with its manifest, drop the scratch
+    database; alerts and fails on any difference.
+
+    :param backup_key: object key (templated; usually the backup task's XCom).
+    """
+
+    template_fields: Sequence[str] = ("backup_key",)
+
+    def __init__(self, *, backup_key: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.backup_key = backup_key
+
+    def execute(self, context: Context) -> dict:
+        from coldcopy.backups import BackupError
+
+        try:
+            return self.runner().verify(self.backup_key, self.hook().dsn(dbname="postgres"))
+        except BackupError as error:
+            self.alert_and_fail(context, error)
+
+
+class BackupRetentionOperator(BaseBackupOperator):
+    """Delete backups past retention (30 days standard, 1 year compliance), never the newest verified one.
+    DAG param ``retention_dry_run`` lists instead of deleting."""
+
+    def execute(self, context: Context) -> list[str]:
+        dry_run = bool(context["params"].get("retention_dry_run", False))
+        deleted = self.runner().apply_retention(dry_run=dry_run)
+        self.log.info("%s %d expired backup(s): %s", "would delete" if dry_run else "deleted", len(deleted),
+                      ", ".join(deleted) or "none")
+        return deleted
+
+
+class RestoreFromSpacesOperator(BaseBackupOperator):
+    """Restore a backup (``latest``, a ``YYYY-MM-DD`` date, or an object key) into ``target_database``.
+
+    Refuses the live database of ``conn_id`` unless ``confirm_overwrite_live`` is true. With ``tables``,
+    only their rows are restored into a target that already has the schema.
+    """
+
+    template_fields: Sequence[str] = ("backup", "target_database", "tables", "confirm_overwrite_live")
+
+    def __init__(self, *, backup: str, target_database: str, tables: list[str] | str | None = None,
+                 confirm_overwrite_live: bool | str = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.backup, self.target_database = backup, target_database
+        self.tables, self.confirm_overwrite_live = tables, confirm_overwrite_live
+
+    def execute(self, context: Context) -> dict:
+        import psycopg
+        from psycopg import sql
+
+        from coldcopy.backups import BackupError
+
+        tables = [t for t in (self.tables or []) if t] if not isinstance(self.tables, str) else (
+            [t.strip() for t in self.tables.split(",") if t.strip()])
+        target = (self.target_database or "").strip()
+        if not target:
+            raise AirflowFailException("target_database is required")
+        hook = self.hook()
+        live = hook.get_connection(self.conn_id).schema
+        if target == live and str(self.confirm_overwrite_live).lower() not in ("true", "1"):
+            raise AirflowFailException(f"refusing to restore into the live database {live!r}: "
+                                       "set confirm_overwrite_live to true if that is really meant")
+        runner = self.runner()
+        try:
+            key = runner.resolve(self.backup)
+            with psycopg.connect(hook.dsn(dbname="postgres"), autocommit=True) as admin:
+                exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
+                if not exists:
+                    if tables:
+                        raise AirflowFailException(f"{target!r} does not exist: a table restore needs its schema")
+                    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+            runner.restore(key, hook.dsn(dbname=target), tables=tables or None)
+        except BackupError as error:
+            self.alert_and_fail(context, error)
+        self.log.info("restored %s into %s%s", key, target, f" (tables {', '.join(tables)})" if tables else "")
+        return {"object_key": key, "target_database": target, "tables": tables}

@@ -1,0 +1,173 @@
+"""Backups to a real S3 endpoint, restored by real pg_restore into real databases."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import botocore.exceptions
+import psycopg
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+import local_env
+from coldcopy.backups import BackupError, BackupRunner
+from coldcopy.dag_test import run_dag
+from coldcopy.object_store import spaces_hook
+from coldcopy.operators.backups import VerifyBackupOperator
+from tests.alert_sink import AlertSink
+from tests.s3_endpoint import FaultyProxy
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+KEY_TABLES = ["public.workspaces", "public.leads", "public.email_events", "public.gdpr_audit_log"]
+
+
+def table_facts(dsn: str) -> dict[str, tuple]:
+    with psycopg.connect(dsn) as conn:
+        tables = [t for (t,) in conn.execute(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'coldcopy_ops') ORDER BY 1")]
+        facts = {t: (conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0],) for t in tables}
+        for t in KEY_TABLES:  # and a checksum of every row of the key tables (email_events: all partitions)
+            facts[f"checksum {t}"] = conn.execute(
+                f"SELECT count(*), coalesce(sum(hashtextextended(x::text, 0)), 0) FROM {t} x").fetchone()
+    return facts
+
+
+@pytest.fixture
+def runner(generated_db, spaces, backup_key) -> BackupRunner:
+    client, bucket = spaces
+    return BackupRunner(generated_db, client, bucket, backup_key)
+
+
+def test_round_trip_restores_every_table(runner, generated_db, new_database):
+    result = runner.backup()
+    counts = result.manifest["row_counts"]
+    assert sum(n for t, n in counts.items() if t.startswith("public.email_events_")) > 30_000
+    target = new_database()
+    runner.restore(result.object_key, target)
+    source, restored = table_facts(generated_db), table_facts(target)
+    assert len(source) > 60 and restored == source
+
+
+def test_object_is_really_encrypted_and_opens_with_stock_tools(runner, spaces, backup_key, tmp_path):
+    client, bucket = spaces
+    key = runner.backup().object_key
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert b"PGDMP" not in body and b"email_events" not in body and b"workspaces" not in body
+    (tmp_path / "backup.gpg").write_bytes(body)
+    decrypted = subprocess.run(
+        f"gpg --batch --pinentry-mode loopback --passphrase-fd 0 --decrypt {tmp_path / 'backup.gpg'} | zstd -d -c",
+        shell=True, input=backup_key.encode(), capture_output=True, check=True).stdout
+    assert decrypted.startswith(b"PGDMP")
+    packets = subprocess.run(["gpg", "--list-packets", "--batch", "--pinentry-mode", "loopback", "--passphrase",
+                              backup_key, str(tmp_path / "backup.gpg")], capture_output=True, text=True).stdout
+    assert "symkey enc packet" in packets and "cipher 9" in packets  # 9 = AES256
+
+
+def test_tampered_object_or_wrong_key_fails_verification_and_alerts(runner, spaces, generated_db, admin_dsn,
+                                                                     coldcopy_conn, monkeypatch):
+    client, bucket = spaces
+    key = runner.backup().object_key
+    assert runner.verify(key, admin_dsn)["tables"] > 60
+
+    wrong_key = BackupRunner(generated_db, client, bucket, "not the passphrase")
+    with pytest.raises(BackupError, match="gpg exited 2"):
+        wrong_key.verify(key, admin_dsn)
+
+    body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    coldcopy_conn(generated_db)
+    with AlertSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
+        ti = SimpleNamespace(dag_id="backup_to_spaces", run_id="r", task_id="verify_database")
+        with pytest.raises(AirflowFailException, match="restore of .* failed"):
+            VerifyBackupOperator(task_id="verify_database", backup_key=key).execute({"ti": ti, "params": {}})
+        assert "task_failed" in sink.texts()[0] and key in sink.texts()[0]
+    with psycopg.connect(generated_db) as conn:
+        assert conn.execute("SELECT verification FROM coldcopy_ops.backup_log WHERE object_key = %s",
+                            (key,)).fetchone()[0] == "failed"
+
+
+def test_upload_failure_half_way_leaves_nothing_and_the_retry_succeeds(generated_db, s3_endpoint, backup_key,
+                                                                       monkeypatch):
+    proxy = FaultyProxy(s3_endpoint.port)
+    bucket = "coldcopy-backup-faults"
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, bucket))
+    client = spaces_hook().get_conn()
+    client.create_bucket(Bucket=bucket)
+    runner = BackupRunner(generated_db, client, bucket, backup_key)
+    try:
+        proxy.fail_after(1024 * 1024)  # the upload starts, then the endpoint goes away in the middle of it
+        with pytest.raises((BackupError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)):
+            runner.backup()
+        proxy.heal()
+        assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # no object, no manifest
+        with psycopg.connect(generated_db) as conn:
+            assert conn.execute("SELECT count(*) FROM coldcopy_ops.backup_log").fetchone()[0] == 0
+        result = runner.backup()
+        keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+        assert keys == {result.object_key, result.object_key.removesuffix(".dump.zst.gpg") + ".manifest.json"}
+    finally:
+        proxy.close()
+
+
+def test_retention_deletes_exactly_the_expired(runner, spaces, generated_db):
+    client, bucket = spaces
+    now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+
+    def place(klass: str, age_days: int) -> str:
+        stamp = now - timedelta(days=age_days)
+        key = f"backups/{klass}/{stamp:%Y/%m/%d}/coldcopy-{stamp:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+        client.put_object(Bucket=bucket, Key=key.removesuffix(".dump.zst.gpg") + ".manifest.json", Body=b"{}")
+        return key
+
+    standard = {age: place("standard", age) for age in (1, 10, 29, 31, 45, 90)}
+    compliance = {age: place("compliance", age) for age in (40, 200, 364, 366, 500)}
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        runner._log_table(conn)
+        for key in (standard[45], compliance[500]):  # only old verified ones: the newest of them survives
+            conn.execute("INSERT INTO coldcopy_ops.backup_log (object_key, manifest_key, kind, retention_class, "
+                         "byte_size, sha256, started_at, finished_at, verification) "
+                         "VALUES (%s, '', 'database', 'standard', 1, '', now(), now(), 'verified')", (key,))
+    expected = sorted([standard[31], standard[90], compliance[366], compliance[500]])
+    assert sorted(runner.apply_retention(dry_run=True, now=now)) == expected
+    assert len(client.list_objects_v2(Bucket=bucket)["Contents"]) == 22  # dry run deleted nothing
+    assert sorted(runner.apply_retention(dry_run=False, now=now)) == expected
+    left = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"] if o["Key"].endswith(".gpg")}
+    assert standard[45] in left and compliance[364] in left and not set(expected) & left
+    assert len(client.list_objects_v2(Bucket=bucket)["Contents"]) == 2 * len(left)  # manifests went too
+
+
+def test_backup_and_restore_dags_end_to_end(generated_db, spaces, backup_key, coldcopy_conn, airflow_db,
+                                            admin_dsn):
+    from airflow.dag_processing.dagbag import DagBag
+
+    coldcopy_conn(generated_db)
+    bag = DagBag(dag_folder=str(DAGS))
+    run = run_dag(bag.get_dag("backup_to_spaces"), conf={"retention_dry_run": False})
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+    with psycopg.connect(generated_db) as conn:
+        rows = conn.execute("SELECT kind, tables, retention_class, verification FROM coldcopy_ops.backup_log "
+                            "ORDER BY kind, tables").fetchall()
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        ("database", None, "verified"), ("tables", ["public.users"], "verified"),
+        ("tables", ["public.workspaces"], "verified")]
+    assert "compliance" in {r[2] for r in rows}  # the first backup of the month
+
+    live = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
+    refused = run_dag(bag.get_dag("restore_from_spaces"), conf={
+        "backup": "latest", "target_database": live, "tables": [], "confirm_overwrite_live": False})
+    assert refused.state == "failed"
+    target = f"{live}_restored"
+    try:
+        restored = run_dag(bag.get_dag("restore_from_spaces"), conf={
+            "backup": "latest", "target_database": target, "tables": [], "confirm_overwrite_live": False})
+        assert restored.state == "success"
+        assert table_facts(local_env.database_dsn(admin_dsn, target)) == table_facts(generated_db)
+    finally:
+        local_env.drop_database(admin_dsn, target)
