@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/dag_parse.py
 	$(BIN)/python bench/refresh.py
 	$(BIN)/python bench/partitions.py
+	$(BIN)/python bench/backups.py
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.
 lock:

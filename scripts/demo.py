@@ -51,6 +51,18 @@ def target_bucket() -> LocalS3 | None:
     return endpoint
 
 
+def backup_key() -> None:
+    """The coldcopy_backup_key connection if given, else a throwaway passphrase for this demo run only."""
+    if os.environ.get("AIRFLOW_CONN_COLDCOPY_BACKUP_KEY"):
+        return
+    import json
+    import secrets
+
+    os.environ["AIRFLOW_CONN_COLDCOPY_BACKUP_KEY"] = json.dumps(
+        {"conn_type": "generic", "password": secrets.token_urlsafe(24)})
+    print("Backup key: a random passphrase for this run only (set AIRFLOW_CONN_COLDCOPY_BACKUP_KEY to keep one)")
+
+
 REFRESH_DAGS = ["refresh_campaign_analytics", "refresh_email_deliverability", "refresh_lead_engagement",
                 "refresh_workspace_usage"]
 
@@ -120,9 +132,19 @@ def print_partition_summary(dsn: str) -> None:
     print(f"  attached now: {attached[2]} partitions, {attached[0]} .. {attached[1]}")
 
 
+def print_backup_summary(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT object_key, retention_class, byte_size, verification, verification_ms "
+                            "FROM coldcopy_ops.backup_log ORDER BY started_at").fetchall()
+    print("\nBackups (coldcopy_ops.backup_log):")
+    for key, klass, size, verification, ms in rows:
+        print(f"  {klass:10} {size:>10} bytes  {verification:8} ({ms} ms)  {key}")
+
+
 def main() -> None:
     dsn = target_database()
     endpoint = target_bucket()
+    backup_key()
     print("Preparing Airflow metadata (SQLite) and the coldcopy_db_heavy pool ...")
     local_env.prepare_airflow()
 
@@ -148,9 +170,11 @@ def main() -> None:
         run(bag.get_dag(dag_id), "again, nothing changed", force=False)
     run(bag.get_dag("partition_maintenance"), "archive months older than 12")
     run(bag.get_dag("partition_maintenance"), "again: nothing left to do")
+    run(bag.get_dag("backup_to_spaces"), "backup, verify by restoring, retention", retention_dry_run=False)
     print_schema_summary(dsn)
     print_refresh_summary(dsn)
     print_partition_summary(dsn)
+    print_backup_summary(dsn)
     if endpoint:
         endpoint.stop()
     print("\nDemo finished.")

@@ -65,3 +65,15 @@ def test_refresh_dags_schedules_pool_and_deadlines(dagbag):
         assert all(task.pool == HEAVY_POOL for task in dag.tasks)
     refreshed = {t.view for dag_id in expected for t in dagbag.get_dag(dag_id).tasks}
     assert len(refreshed) == 7  # every materialized view of 201 and 301 has a cadence
+
+
+def test_maintenance_dags_schedules_pool_and_deadlines(dagbag):
+    from coldcopy.dag_defaults import HEAVY_POOL
+
+    for dag_id, cron, hours in (("partition_maintenance", "0 1 * * *", 3), ("backup_to_spaces", "0 3 * * *", 2)):
+        dag = dagbag.get_dag(dag_id)
+        assert dag.timetable.expression == cron
+        assert dag.deadline[0].interval.total_seconds() == hours * 3600
+        assert all(task.pool == HEAVY_POOL for task in dag.tasks)
+    for dag_id in ("partition_restore", "restore_from_spaces"):
+        assert dagbag.get_dag(dag_id).schedule is None
