@@ -72,6 +72,37 @@ def _passphrase_pipe(passphrase: str) -> int:
     return read_fd
 
 
+class _Pipeline:
+    """Processes piped one into the next: drains their stderr, and says which failed and why."""
+
+    def __init__(self, stages: dict[str, subprocess.Popen]) -> None:
+        self.stages = stages
+        self.errors: dict[str, bytes] = {}
+        self.readers = [threading.Thread(target=self._drain, args=(name, process), daemon=True)
+                        for name, process in stages.items()]
+        for reader in self.readers:
+            reader.start()
+
+    def _drain(self, name: str, process: subprocess.Popen) -> None:
+        self.errors[name] = process.stderr.read()
+
+    def failures(self) -> str | None:
+        """Wait for every stage; ``None`` when all exited 0, else what each failed one said."""
+        codes = {name: process.wait() for name, process in self.stages.items()}
+        for reader in self.readers:
+            reader.join()
+        failed = {name: code for name, code in codes.items() if code != 0}
+        if not failed:
+            return None
+        return "; ".join(f"{name} exited {code}: {self.errors.get(name, b'').decode(errors='replace').strip()[:500]}"
+                         for name, code in failed.items())
+
+    def kill(self) -> None:
+        for process in self.stages.values():
+            if process.poll() is None:
+                process.kill()
+
+
 @dataclass(frozen=True)
 class BackupResult:
     object_key: str
@@ -185,29 +216,16 @@ class BackupRunner:
         os.close(passphrase_fd)
         dump.stdout.close()
         zstd.stdout.close()
-        stages = {"pg_dump": dump, "zstd": zstd, "gpg": gpg}
-        errors: dict[str, bytes] = {}
-        readers = [threading.Thread(target=lambda n=n, p=p: errors.__setitem__(n, p.stderr.read()), daemon=True)
-                   for n, p in stages.items()]
-        for reader in readers:
-            reader.start()
+        pipeline = _Pipeline({"pg_dump": dump, "zstd": zstd, "gpg": gpg})
         try:
             with MultipartUpload(self.client, self.bucket, key) as upload:
                 while chunk := gpg.stdout.read(1024 * 1024):
                     upload.write(chunk)
-                codes = {name: process.wait() for name, process in stages.items()}
-                for reader in readers:
-                    reader.join()
-                failed = {n: c for n, c in codes.items() if c != 0}
-                if failed:
-                    detail = "; ".join(f"{n} exited {c}: {errors.get(n, b'').decode(errors='replace').strip()}"
-                                       for n, c in failed.items())
-                    raise BackupError(f"{key}: backup pipeline failed ({detail}); upload aborted")
+                if failures := pipeline.failures():
+                    raise BackupError(f"{key}: backup pipeline failed ({failures}); upload aborted")
                 upload.complete()
         except BaseException:
-            for process in stages.values():
-                if process.poll() is None:
-                    process.kill()
+            pipeline.kill()
             raise
         return upload
 
@@ -239,26 +257,18 @@ class BackupRunner:
                                    env=_libpq_env(target_dsn))
         gpg.stdout.close()
         zstd.stdout.close()
-        stages = {"gpg": gpg, "zstd": zstd, "pg_restore": restore}
-        errors: dict[str, bytes] = {}
-        readers = [threading.Thread(target=lambda n=n, p=p: errors.__setitem__(n, p.stderr.read()), daemon=True)
-                   for n, p in stages.items()]
-        for reader in readers:
-            reader.start()
+        pipeline = _Pipeline({"gpg": gpg, "zstd": zstd, "pg_restore": restore})
         try:
             for chunk in read_object(self.client, self.bucket, key):
                 gpg.stdin.write(chunk)
             gpg.stdin.close()
         except BrokenPipeError:
-            pass
-        codes = {name: process.wait() for name, process in stages.items()}
-        for reader in readers:
-            reader.join()
-        failed = {n: c for n, c in codes.items() if c != 0}
-        if failed:
-            detail = "; ".join(f"{n} exited {c}: {errors.get(n, b'').decode(errors='replace').strip()[:500]}"
-                               for n, c in failed.items())
-            raise BackupError(f"restore of {key} failed: {detail}")
+            pass  # a stage gave up early; failures() says which and why
+        except BaseException:
+            pipeline.kill()
+            raise
+        if failures := pipeline.failures():
+            raise BackupError(f"restore of {key} failed: {failures}")
 
     def _copy_schema(self, target_dsn: str) -> None:
         """The source database's schema (no data) into ``target_dsn``: ``pg_dump -s | pg_restore``."""
