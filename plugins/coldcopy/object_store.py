@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 
@@ -35,11 +37,12 @@ def bucket_of(hook) -> str:
 class MultipartUpload:
     """A write-only stream into one object: ``write()`` bytes, then ``complete()``; ``abort()`` on failure.
 
-    Use as a context manager: leaving it with an exception aborts the upload. ``sha256`` and ``size`` are
-    of the bytes stored.
+    Parts go up from a background thread while the caller keeps producing the next ones (at most
+    ``max_pending`` parts wait, so memory stays at a few parts). Use as a context manager: leaving it with
+    an exception aborts the upload. ``sha256`` and ``size`` are of the bytes stored.
     """
 
-    def __init__(self, client, bucket: str, key: str, *, part_size: int = PART_SIZE,
+    def __init__(self, client, bucket: str, key: str, *, part_size: int = PART_SIZE, max_pending: int = 2,
                  extra_args: dict | None = None, progress_every_s: float = 30.0) -> None:
         self.client, self.bucket, self.key, self.part_size = client, bucket, key, part_size
         self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **(extra_args or {}))["UploadId"]
@@ -47,23 +50,46 @@ class MultipartUpload:
         self.buffer = bytearray()
         self.digest = hashlib.sha256()
         self.size = 0
+        self.part_count = 0
         self.started = self.last_report = time.monotonic()
         self.progress_every_s = progress_every_s
+        self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.error: BaseException | None = None
+        self.worker = threading.Thread(target=self._upload_parts, daemon=True)
+        self.worker.start()
 
     def write(self, data: bytes) -> int:
-        self.buffer += data
         self.digest.update(data)
         self.size += len(data)
+        if not self.buffer and len(data) == self.part_size:
+            self._send(data)  # the common case when reading part-sized chunks: no copy
+            return len(data)
+        self.buffer += data
         while len(self.buffer) >= self.part_size:
             self._send(bytes(self.buffer[: self.part_size]))
             del self.buffer[: self.part_size]
         return len(data)
 
     def _send(self, body: bytes) -> None:
-        number = len(self.parts) + 1
-        etag = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                       PartNumber=number, Body=body)["ETag"]
-        self.parts.append({"PartNumber": number, "ETag": etag})
+        if self.error:
+            raise self.error
+        self.part_count += 1
+        self.queue.put((self.part_count, body))
+
+    def _upload_parts(self) -> None:
+        while (item := self.queue.get()) is not None:
+            number, body = item
+            if self.error:
+                continue
+            try:
+                etag = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                               PartNumber=number, Body=body)["ETag"]
+                self.parts.append({"PartNumber": number, "ETag": etag})
+                self._report(number)
+            except BaseException as error:  # noqa: BLE001 - handed to the producer
+                self.error = error
+
+    def _report(self, number: int) -> None:
         now = time.monotonic()
         if now - self.last_report >= self.progress_every_s:
             elapsed = now - self.started
@@ -71,18 +97,29 @@ class MultipartUpload:
                      self.size / 2**20 / elapsed if elapsed else 0)
             self.last_report = now
 
+    def _drain(self) -> None:
+        self.queue.put(None)
+        self.worker.join()
+
     @property
     def sha256(self) -> str:
         return self.digest.hexdigest()
 
     def complete(self) -> None:
-        if self.buffer or not self.parts:
+        if self.buffer or not self.part_count:
             self._send(bytes(self.buffer))
             self.buffer.clear()
+        self._drain()
+        if self.error:
+            raise self.error
+        parts = sorted(self.parts, key=lambda p: p["PartNumber"])
         self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                              MultipartUpload={"Parts": self.parts})
+                                              MultipartUpload={"Parts": parts})
 
     def abort(self) -> None:
+        if self.worker.is_alive():
+            self.error = self.error or RuntimeError("aborted")
+            self._drain()
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
         except Exception:  # noqa: BLE001 - the original error matters more; the bucket's lifecycle rule cleans up
