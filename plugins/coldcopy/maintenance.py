@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # Estimated size of a table or btree index if it were rewritten now, from row counts and pg_stats widths.
 _TABLE_BLOAT_SQL = """
-SELECT c.oid::regclass::text, pg_relation_size(c.oid),
+SELECT format('%I.%I', n.nspname, c.relname), pg_relation_size(c.oid),
        greatest(0, 1 - (ceil(c.reltuples * (24 + coalesce(w.width, 32)) / (8192 * 0.9)) * 8192)
                        / nullif(pg_relation_size(c.oid), 0)::float8)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -43,7 +43,8 @@ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') 
   AND c.reltuples >= 0
 """
 _INDEX_BLOAT_SQL = """
-SELECT i.indexrelid::regclass::text, t.oid::regclass::text, pg_relation_size(i.indexrelid),
+SELECT format('%I.%I', n.nspname, ic.relname), format('%I.%I', n.nspname, t.relname),
+       pg_relation_size(i.indexrelid),
        greatest(0, 1 - (ceil(ic.reltuples * (16 + coalesce(w.width, 8)) / (8192 * 0.9)) * 8192)
                        / nullif(pg_relation_size(i.indexrelid), 0)::float8)
 FROM pg_index i
@@ -99,10 +100,10 @@ class Maintenance:
     def vacuum_plan(self, *, everything: bool = False) -> tuple[list[Target], list[Target]]:
         """``(to vacuum, not needed)``, each with its reason; every user table is in one of the two lists."""
         rows = self.conn.execute("""
-            SELECT format('%%I.%%I', schemaname, relname), n_live_tup, n_dead_tup, n_mod_since_analyze,
-                   greatest(last_vacuum, last_autovacuum), age(c.relfrozenxid)
+            SELECT format('%I.%I', s.schemaname, s.relname), s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze,
+                   greatest(s.last_vacuum, s.last_autovacuum), age(c.relfrozenxid)
             FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-            WHERE c.relkind = 'r' AND schemaname <> 'coldcopy_ops' ORDER BY 1""").fetchall()
+            WHERE c.relkind = 'r' AND s.schemaname <> 'coldcopy_ops' ORDER BY 1""").fetchall()
         now = self.conn.execute("SELECT now()").fetchone()[0]
         picked, skipped = [], []
         for name, live, dead, modified, last_vacuum, xid_age in rows:
@@ -193,10 +194,17 @@ class Maintenance:
             (action, target, self.dag_id, self.run_id, started_at, int((time.monotonic() - started) * 1000),
              before, after, outcome, detail[:2000]))
 
+    def report(self, target: Target) -> None:
+        """Log a target that needs work this job will not do (e.g. too big for VACUUM FULL)."""
+        log.warning("reported, not done: %s %s — %s", target.action, target.name, target.reason)
+        self.record(target.action, target.name, self.conn.execute("SELECT clock_timestamp()").fetchone()[0],
+                    time.monotonic(), "reported", target.reason)
+
     def invalid_leftovers(self) -> list[Target]:
         """INVALID indexes left by failed concurrent builds (``*_ccnew*``, ``*_ccold*``)."""
         rows = self.conn.execute(
-            "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE NOT i.indisvalid AND (c.relname LIKE '%\\_ccnew%' OR c.relname LIKE '%\\_ccold%')").fetchall()
         return [Target(name, "drop_invalid_index", "INVALID leftover of a failed concurrent build") for (name,) in rows]
 

@@ -1,0 +1,95 @@
+"""Operators of ``db_maintenance_daily`` and ``db_maintenance_weekly`` (see :mod:`coldcopy.maintenance`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+from airflow.sdk import BaseOperator, Context
+
+from coldcopy import DB_CONN_ID
+
+
+class BaseMaintenanceOperator(BaseOperator):
+    """Shared parts: the connection, timeouts and lock retries.
+
+    :param statement_timeout: ceiling for each maintenance statement.
+    :param lock_timeout_ms: lock_timeout of the first attempt (grows on retries, up to 5×).
+    :param lock_attempts: attempts before a table that stays locked is skipped for this run.
+    """
+
+    ui_color = "#f3e8f6"
+
+    def __init__(self, *, conn_id: str = DB_CONN_ID, statement_timeout: str = "1h", lock_timeout_ms: int = 1000,
+                 lock_attempts: int = 4, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id, self.statement_timeout = conn_id, statement_timeout
+        self.lock_timeout_ms, self.lock_attempts = lock_timeout_ms, lock_attempts
+
+    @contextmanager
+    def maintenance(self, context: Context):
+        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+        from coldcopy.lock_retries import LockRetryPolicy
+        from coldcopy.maintenance import Maintenance
+
+        hook = ColdCopyPostgresHook(postgres_conn_id=self.conn_id, application_name=f"coldcopy-maint:{self.task_id}",
+                                    statement_timeout=self.statement_timeout)
+        policy = LockRetryPolicy(attempts=self.lock_attempts, lock_timeout_ms=self.lock_timeout_ms,
+                                 max_lock_timeout_ms=5 * self.lock_timeout_ms)
+        ti = context["ti"]
+        with hook.session() as conn:
+            yield Maintenance(conn, statement_timeout=self.statement_timeout, lock_retry=policy,
+                              dag_id=ti.dag_id, run_id=ti.run_id)
+
+
+class PlanMaintenanceOperator(BaseMaintenanceOperator):
+    """List what needs ``kind`` of maintenance (and, for vacuum, what does not and why); returns the targets.
+
+    :param kind: ``vacuum`` (daily; DAG param ``all_tables`` takes every table), ``reindex``, ``vacuum_full``,
+        ``analyze`` or ``invalid_indexes``.
+    """
+
+    def __init__(self, *, kind: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+
+    def execute(self, context: Context) -> list[dict]:
+        with self.maintenance(context) as m:
+            if self.kind == "vacuum":
+                picked, skipped = m.vacuum_plan(everything=bool(context["params"].get("all_tables", False)))
+                for target in skipped:
+                    self.log.info("not vacuumed: %s — %s", target.name, target.reason)
+            elif self.kind == "vacuum_full":
+                picked, too_big = m.full_vacuum_plan()
+                for target in too_big:
+                    m.report(target)
+            else:
+                picked = {"reindex": m.reindex_plan, "analyze": m.stale_statistics,
+                          "invalid_indexes": m.invalid_leftovers}[self.kind]()
+        for target in picked:
+            self.log.info("%s: %s — %s", target.action, target.name, target.reason)
+        return [{"name": t.name, "action": t.action, "reason": t.reason} for t in picked]
+
+
+class MaintainOperator(BaseMaintenanceOperator):
+    """Carry out one planned action (mapped over the plan: one task instance per table or index)."""
+
+    template_fields: Sequence[str] = ("target",)
+
+    def __init__(self, *, target: dict, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.target = target
+
+    def execute(self, context: Context) -> str:
+        from coldcopy.maintenance import Target
+
+        with self.maintenance(context) as m:
+            return m.run(Target(**self.target))
+
+
+class PurgeCacheOperator(BaseMaintenanceOperator):
+    """Delete expired rows of the cache tables in batches."""
+
+    def execute(self, context: Context) -> int:
+        with self.maintenance(context) as m:
+            return m.purge_cache()
