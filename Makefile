@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python bench/refresh.py
 	$(BIN)/python bench/partitions.py
 	$(BIN)/python bench/backups.py
+	$(BIN)/python bench/maintenance.py
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.
 lock:

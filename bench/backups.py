@@ -113,6 +113,7 @@ def main() -> None:
         with psycopg.connect(dsn) as conn:
             version, db_size = conn.execute(
                 "SELECT current_setting('server_version'), pg_database_size(current_database())").fetchone()
+        backup_once(dsn, endpoint)  # warm-up, untimed: caches and the S3 server settle
         ours, plain = [], []
         for _ in range(args.runs):  # side by side, alternating
             ours.append(backup_once(dsn, endpoint))

@@ -7,7 +7,7 @@ Replaces `weekly_vacuum.sh` (VACUUM FULL of everything), `reindex.sh` and `updat
    `DROP INDEX CONCURRENTLY`.
 2. **reindex** — btree indexes over 10 MB with over 30 % estimated bloat, not reindexed in 7 days, at most
    5 a run: `REINDEX INDEX CONCURRENTLY` under an explicit `statement_timeout`; size before and after logged.
-3. **vacuum_full** — tables over 30 % estimated bloat and under 1 GB: `VACUUM (FULL)` takes ACCESS EXCLUSIVE
+3. **vacuum_full** — tables over 30 % estimated bloat and under 32 MB: `VACUUM (FULL)` takes ACCESS EXCLUSIVE
    for the whole rewrite, so it runs only under a 1 s `lock_timeout` (never queued in front of the app) and
    only for tables small enough to rewrite in seconds. Bigger bloated tables are **reported** for pg_repack
    (online) instead of being locked.

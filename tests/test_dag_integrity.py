@@ -70,7 +70,8 @@ def test_refresh_dags_schedules_pool_and_deadlines(dagbag):
 def test_maintenance_dags_schedules_pool_and_deadlines(dagbag):
     from coldcopy.dag_defaults import HEAVY_POOL
 
-    for dag_id, cron, hours in (("partition_maintenance", "0 1 * * *", 3), ("backup_to_spaces", "0 3 * * *", 2)):
+    for dag_id, cron, hours in (("partition_maintenance", "0 1 * * *", 3), ("backup_to_spaces", "0 3 * * *", 2),
+                                ("db_maintenance_daily", "30 4 * * *", 2), ("db_maintenance_weekly", "0 5 * * 0", 4)):
         dag = dagbag.get_dag(dag_id)
         assert dag.timetable.expression == cron
         assert dag.deadline[0].interval.total_seconds() == hours * 3600

@@ -13,7 +13,7 @@ Selection (all thresholds are parameters; defaults follow autovacuum's):
 * **reindex**: btree indexes over 10 MB whose estimated bloat is over 30 %, not reindexed in 7 days,
   at most 5 a run, ``REINDEX INDEX CONCURRENTLY``; leftovers of failed concurrent builds
   (INVALID ``*_ccnew*``/``*_ccold*``) are dropped first;
-* **VACUUM FULL**: tables over 30 % estimated bloat and under 1 GB (it holds ACCESS EXCLUSIVE for the whole
+* **VACUUM FULL**: tables over 30 % estimated bloat and under 32 MB (it holds ACCESS EXCLUSIVE for the whole
   rewrite, so only under a short lock_timeout); bigger ones are reported for pg_repack instead.
 """
 
@@ -71,7 +71,7 @@ class Thresholds:
     reindex_cooldown_days: int = 7
     full_bloat: float = 0.3
     full_min_bytes: int = 1 * 2**20
-    full_max_bytes: int = 2**30
+    full_max_bytes: int = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class Maintenance:
             if size <= self.t.full_max_bytes:
                 now.append(Target(table, "vacuum_full", reason))
             else:
-                report.append(Target(table, "vacuum_full", reason + f": over {self.t.full_max_bytes / 2**30:.0f} GB, "
+                report.append(Target(table, "vacuum_full", reason + f": over {self.t.full_max_bytes / 2**20:.0f} MB, "
                                      "use pg_repack (online) instead of an ACCESS EXCLUSIVE rewrite"))
         return now, report
 
