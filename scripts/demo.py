@@ -141,6 +141,15 @@ def print_backup_summary(dsn: str) -> None:
         print(f"  {klass:10} {size:>10} bytes  {verification:8} ({ms} ms)  {key}")
 
 
+def print_maintenance_summary(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT action, outcome, count(*), sum(duration_ms) FROM coldcopy_ops.maintenance_log "
+                            "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+    print("\nMaintenance (coldcopy_ops.maintenance_log):")
+    for action, outcome, n, ms in rows:
+        print(f"  {action:20} {outcome:9} {n:>4} action(s) {ms:>7} ms")
+
+
 def main() -> None:
     dsn = target_database()
     endpoint = target_bucket()
@@ -171,10 +180,13 @@ def main() -> None:
     run(bag.get_dag("partition_maintenance"), "archive months older than 12")
     run(bag.get_dag("partition_maintenance"), "again: nothing left to do")
     run(bag.get_dag("backup_to_spaces"), "backup, verify by restoring, retention", retention_dry_run=False)
+    run(bag.get_dag("db_maintenance_daily"), "targeted vacuum, cache purge", all_tables=False)
+    run(bag.get_dag("db_maintenance_weekly"), "invalid indexes, reindex, VACUUM FULL, analyze")
     print_schema_summary(dsn)
     print_refresh_summary(dsn)
     print_partition_summary(dsn)
     print_backup_summary(dsn)
+    print_maintenance_summary(dsn)
     if endpoint:
         endpoint.stop()
     print("\nDemo finished.")
