@@ -61,7 +61,8 @@ def runner(dsn: str, endpoint: str) -> BackupRunner:
     client = spaces_hook().get_conn()
     if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
         client.create_bucket(Bucket=BUCKET)
-    return BackupRunner(dsn, client, BUCKET, PASSPHRASE)
+    threads = int(os.environ.get("BENCH_ZSTD_THREADS", "0"))
+    return BackupRunner(dsn, client, BUCKET, PASSPHRASE, **({"zstd_threads": threads} if threads else {}))
 
 
 def backup_once(dsn: str, endpoint: str) -> tuple[float, int]:
