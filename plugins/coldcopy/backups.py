@@ -1,8 +1,8 @@
 """Backups to Spaces: streamed ``pg_dump | zstd | gpg`` into a multipart upload, verified by a real restore.
 
 * **Format** anyone can open in an emergency with stock tools: ``pg_dump -Fc`` (custom format, so
-  ``pg_restore`` can restore single tables), compressed by ``zstd -1 -T2`` (multi-threaded; level 1 was
-  both faster and smaller than 3 on our dumps), encrypted by
+  ``pg_restore`` can restore single tables), compressed by multi-threaded ``zstd -1`` (level 1 was both faster
+  and smaller than 3 on our dumps), encrypted by
   ``gpg --symmetric --cipher-algo AES256`` (OpenPGP). Restore by hand:
   ``gpg --decrypt backup.dump.zst.gpg | zstd -d | pg_restore -d target``.
 * **Streamed**: the pipeline's output goes to S3 part by part; memory holds one 8 MiB part, nothing
@@ -116,13 +116,15 @@ class BackupRunner:
     :param dsn: libpq connection string of the database (a role that can read every table).
     :param client: boto3 S3 client (``S3Hook(...).get_conn()``); ``bucket``: the bucket.
     :param passphrase: OpenPGP symmetric passphrase.
-    :param zstd_threads: compression threads.
+    :param zstd_threads: compression threads; default: the cores pg_dump, gpg and the upload leave over
+        (cpu_count − 1). On 2 cores one zstd thread beat two: 0.59× vs 0.70× of plain pg_dump (bench/).
     """
 
-    def __init__(self, dsn: str, client, bucket: str, passphrase: str, *, zstd_threads: int = 2,
+    def __init__(self, dsn: str, client, bucket: str, passphrase: str, *, zstd_threads: int | None = None,
                  zstd_level: int = 1) -> None:
         self.dsn, self.client, self.bucket, self.passphrase = dsn, client, bucket, passphrase
-        self.zstd_threads, self.zstd_level = zstd_threads, zstd_level
+        self.zstd_threads = zstd_threads or max(1, (os.cpu_count() or 2) - 1)
+        self.zstd_level = zstd_level
 
     # -- helpers -------------------------------------------------------------------------------------
 
