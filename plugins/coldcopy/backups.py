@@ -134,11 +134,13 @@ class BackupRunner:
     def _log_table(self, conn) -> None:
         ops_schema.ensure(conn, "backups")
 
-    def retention_class(self, now: datetime) -> str:
-        """``compliance`` for the first backup of the month, else ``standard``."""
+    def retention_class(self, now: datetime, label: str) -> str:
+        """``compliance`` for the month's first backup of ``label`` (the database, or its table set), else
+        ``standard``: every kind of backup keeps one a month for a year."""
         month = now.strftime("%Y/%m")
         first_of_month = not any(
-            _KEY.match(o["Key"]) for o in self._list(f"{PREFIX}/compliance/{month}/"))
+            (match := _KEY.match(o["Key"])) and match["name"] == label
+            for o in self._list(f"{PREFIX}/compliance/{month}/"))
         return "compliance" if first_of_month else "standard"
 
     def _list(self, prefix: str) -> list[dict]:
@@ -155,8 +157,8 @@ class BackupRunner:
             self._log_table(conn)
             dbname = conn.info.dbname
             server_major = conn.info.server_version // 10000
-        klass = retention_class or self.retention_class(now)
         label = dbname + (f"-{'-'.join(t.split('.')[-1] for t in tables)}" if tables else "")
+        klass = retention_class or self.retention_class(now, label)
         key = f"{PREFIX}/{klass}/{now:%Y/%m/%d}/{label}-{now:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
         manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
         pg_dump = pg_program("pg_dump", server_major)

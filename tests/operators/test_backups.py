@@ -157,7 +157,12 @@ def test_backup_and_restore_dags_end_to_end(generated_db, spaces, backup_key, co
     assert [(r[0], r[1], r[3]) for r in rows] == [
         ("database", None, "verified"), ("tables", ["public.users"], "verified"),
         ("tables", ["public.workspaces"], "verified")]
-    assert "compliance" in {r[2] for r in rows}  # the first backup of the month
+    assert {r[2] for r in rows} == {"compliance"}  # each the first of its kind this month
+    second = run_dag(bag.get_dag("backup_to_spaces"), conf={"retention_dry_run": True})
+    assert second.state == "success"
+    with psycopg.connect(generated_db) as conn:
+        classes = conn.execute("SELECT retention_class, count(*) FROM coldcopy_ops.backup_log GROUP BY 1").fetchall()
+    assert sorted(classes) == [("compliance", 3), ("standard", 3)]
 
     live = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
     refused = run_dag(bag.get_dag("restore_from_spaces"), conf={
