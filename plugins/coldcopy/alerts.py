@@ -109,16 +109,19 @@ async def send_async(alert: Alert) -> int:
     return delivered
 
 
+def send_for_task(context, summary: str, *, kind: str = "task_failed", **details) -> int:
+    """:func:`send` an alert about the running task instance (DAG, task and run taken from ``context``)."""
+    ti = context["ti"]
+    return send(Alert(kind=kind, summary=summary, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                      details=details))
+
+
 def on_task_failure(context) -> None:
     """``on_failure_callback`` of every ColdCopy task."""
     ti = context["ti"]
     error = context.get("exception")
-    send(Alert(
-        kind="task_failed",
-        summary=f"{ti.task_id} failed (try {ti.try_number}): {error}",
-        dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
-        details={"error": str(error), "try_number": ti.try_number},
-    ))
+    send_for_task(context, f"{ti.task_id} failed (try {ti.try_number}): {error}", error=str(error),
+                  try_number=ti.try_number)
 
 
 async def on_deadline_missed(*, deadline_name: str, expected: str, context: dict | None = None, **_) -> int:

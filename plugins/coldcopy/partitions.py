@@ -37,6 +37,7 @@ from psycopg import sql
 from coldcopy import ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 from coldcopy.object_store import MultipartUpload, object_sha256, read_object
+from coldcopy.refresh import TRACKING_TRIGGER, create_tracking_trigger, record_change
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +132,16 @@ class PartitionManager:
     def _track_changes_on(self, partition: str) -> None:
         """Give a new partition the refresh jobs' change trigger, if they track email_events already."""
         tracked = self.conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass "
-            "AND tgname = 'coldcopy_track_changes')", (PARENT,),
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s)",
+            (PARENT, TRACKING_TRIGGER),
         ).fetchone()[0]
         if tracked:
-            self.conn.execute(sql.SQL(
-                "CREATE TRIGGER coldcopy_track_changes AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON public.{} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION coldcopy_ops.record_source_change()"
-            ).format(sql.Identifier(partition)))
+            create_tracking_trigger(self.conn, sql.Identifier("public", partition).as_string(self.conn))
 
     def _record_parent_change(self) -> None:
         """Attaching or detaching changes what email_events returns: tell the refresh jobs (DDL fires no trigger)."""
         if self.conn.execute("SELECT to_regclass('coldcopy_ops.source_changes') IS NOT NULL").fetchone()[0]:
-            self.conn.execute(
-                "INSERT INTO coldcopy_ops.source_changes (relid, txid) VALUES (%s::regclass, pg_current_xact_id()) "
-                "ON CONFLICT DO NOTHING", (PARENT,))
+            record_change(self.conn, PARENT)
 
     # -- archive ---------------------------------------------------------------------------------------
 

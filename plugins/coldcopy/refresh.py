@@ -42,6 +42,27 @@ _CLOCK_FUNCTIONS = re.compile(
 )
 
 
+def create_tracking_trigger(conn: psycopg.Connection, relation: str) -> None:
+    """Put the change trigger on ``relation`` (a qualified, quoted name, e.g. from ``oid::regclass``)."""
+    conn.execute(sql.SQL(
+        "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION coldcopy_ops.record_source_change()"
+    ).format(sql.Identifier(TRACKING_TRIGGER), sql.SQL(relation)))
+
+
+def record_change(conn: psycopg.Connection, relation: str) -> None:
+    """Mark ``relation`` (for a partition: its partitioned table) changed by the current transaction.
+
+    For what no DML trigger sees: attaching or detaching a partition, or a table whose history before its
+    trigger existed is unknown.
+    """
+    conn.execute(
+        "INSERT INTO coldcopy_ops.source_changes (relid, txid) "
+        "VALUES (coalesce(pg_partition_root(%s::regclass), %s::regclass), pg_current_xact_id()) "
+        "ON CONFLICT DO NOTHING", (relation, relation),
+    )
+
+
 @dataclass(frozen=True)
 class RefreshRun:
     """Which Airflow run asks for the refresh, and the point in time it stands for.
@@ -150,21 +171,13 @@ class MaterializedViewRefresher:
             "  WHERE g.tgrelid = t.oid AND g.tgname = %s)",
             (self.sources(), TRACKING_TRIGGER),
         ).fetchall()
-        for oid, name in missing:
-            statement = sql.SQL(
-                "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION coldcopy_ops.record_source_change()"
-            ).format(sql.Identifier(TRACKING_TRIGGER), sql.SQL(name))
+        for _, name in missing:
 
-            def install(lock_timeout_ms: int, statement=statement, oid=oid) -> None:
+            def install(lock_timeout_ms: int, name=name) -> None:
                 with self.conn.transaction():
                     self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
-                    self.conn.execute(statement)
-                    self.conn.execute(
-                        "INSERT INTO coldcopy_ops.source_changes (relid, txid) "
-                        "VALUES (coalesce(pg_partition_root(%s::oid), %s::oid), pg_current_xact_id()) "
-                        "ON CONFLICT DO NOTHING", (oid, oid),
-                    )
+                    create_tracking_trigger(self.conn, name)
+                    record_change(self.conn, name)
 
             with_lock_retries(install, self.lock_retry, what=f"change tracking on {name}")
             log.info("%s: change tracking installed on %s", self.view, name)

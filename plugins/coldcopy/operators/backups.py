@@ -40,9 +40,7 @@ class BaseBackupOperator(BaseOperator):
         return BackupRunner(self.hook().dsn(), spaces.get_conn(), bucket_of(spaces), passphrase)
 
     def alert_and_fail(self, context: Context, error: Exception) -> None:
-        ti = context["ti"]
-        alerts.send(alerts.Alert(kind="task_failed", summary=str(error), dag_id=ti.dag_id, run_id=ti.run_id,
-                                 task_id=ti.task_id))
+        alerts.send_for_task(context, str(error))
         raise AirflowFailException(str(error)) from error
 
 

@@ -83,12 +83,11 @@ class HorizonCheckOperator(BasePartitionOperator):
         with self.manager() as manager:
             ahead = manager.future_months(now=context.get("data_interval_end"))
         if ahead < self.min_future_months:
-            ti = context["ti"]
-            alerts.send(alerts.Alert(
-                kind="threshold_breached", dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+            alerts.send_for_task(
+                context, kind="threshold_breached",
                 summary=f"email_events has partitions for only {ahead} future month(s) (need {self.min_future_months}):"
                         " inserts will fail when the month runs out",
-            ))
+            )
             raise AirflowFailException(f"only {ahead} future month(s) of email_events partitions")
         self.log.info("%d future month(s) of partitions", ahead)
         return ahead
@@ -133,9 +132,7 @@ class ArchivePartitionOperator(BasePartitionOperator):
             try:
                 manifest = manager.archive(match[0], client, bucket)
             except ArchiveError as error:
-                ti = context["ti"]
-                alerts.send(alerts.Alert(kind="task_failed", summary=str(error), dag_id=ti.dag_id,
-                                         run_id=ti.run_id, task_id=ti.task_id))
+                alerts.send_for_task(context, str(error))
                 raise
         return {k: manifest[k] for k in ("partition", "rows", "byte_size", "sha256", "object_key")}
 
