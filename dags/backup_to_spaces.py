@@ -36,6 +36,7 @@ BACKUP_TABLES = ["public.workspaces", "public.users"]
 
 with DAG(
     dag_id="backup_to_spaces",
+    description="Daily 03:00 UTC: encrypted streamed backup to Spaces, restore-verified, retention applied",
     schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,

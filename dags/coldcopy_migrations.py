@@ -37,6 +37,7 @@ DEFAULT_ARGS = default_args(retries=2, retry_delay=timedelta(minutes=1))
 
 with DAG(
     dag_id="coldcopy_migrations",
+    description="Apply sql/migrations phase by phase: tracked, checksummed, locked, lock-timeout-safe",
     schedule=None,
     start_date=START_DATE,
     catchup=False,

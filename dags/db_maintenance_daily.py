@@ -26,6 +26,7 @@ from coldcopy.operators.maintenance import MaintainOperator, PlanMaintenanceOper
 
 with DAG(
     dag_id="db_maintenance_daily",
+    description="Daily 04:30 UTC: targeted VACUUM/freeze of the tables that need it, expired cache purge",
     schedule=CronDataIntervalTimetable("30 4 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,

@@ -27,6 +27,7 @@ from coldcopy.operators.maintenance import MaintainOperator, PlanMaintenanceOper
 
 with DAG(
     dag_id="db_maintenance_weekly",
+    description="Sundays 05:00 UTC: invalid-index cleanup, REINDEX CONCURRENTLY of bloated indexes, capped VACUUM FULL, ANALYZE",
     schedule=CronDataIntervalTimetable("0 5 * * 0", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,

@@ -7,12 +7,16 @@ refuses inserts).
 1. **premake** — partitions for the current month and the next 3 (UTC), created then ATTACHed under
    `lock_timeout` with retries, so it never queues in front of application writes.
 2. **horizon_check** — alerts and fails if fewer than 2 future months have a partition.
-3. **archive** (one mapped task per month older than 12 months) — `COPY … TO STDOUT` → gzip → multipart
-   upload to the `coldcopy_spaces` bucket at `archive/email_events/YYYY/MM/`, a `manifest.json` beside it,
-   verified by reading the object back (sha256, row count, row checksum), then
-   `DETACH PARTITION … CONCURRENTLY` (or `… FINALIZE` after an interrupted one). Any failure: that month
-   stays attached with all its rows, the alert names the month, and the next run starts it over.
-4. **drop_detached** — drops months detached over 7 days ago, only if still detached and their archive
+3. **archive** (one mapped task per month older than 12 months, in parallel within the pool) —
+   `COPY … TO STDOUT` → gzip → multipart upload to the `coldcopy_spaces` bucket at
+   `archive/email_events/YYYY/MM/`, a `manifest.json` beside it, verified by reading the object back
+   (sha256, row count, row checksum). Any failure: that month stays attached with all its rows, the alert
+   names the month, and the next run starts it over.
+4. **detach_archived** — `DETACH PARTITION … CONCURRENTLY` of each verified month, one at a time
+   (PostgreSQL allows one pending detach per table; an advisory lock serializes detaches across runs),
+   finalizing an interrupted detach (`… FINALIZE`) first. Runs after the exports, whatever their outcome,
+   so a failed month does not hold back the verified ones.
+5. **drop_detached** — drops months detached over 7 days ago, only if still detached and their archive
    still verifies.
 
 Idempotent: a second run, or a week of catch-up, changes nothing more than one run. State per month:
@@ -23,7 +27,7 @@ Manual run from the Airflow UI or CLI: `airflow dags trigger partition_maintenan
 |---|---|---|
 | horizon_check failed | premake kept failing; future months are missing | read premake's log (lock timeouts? permissions?) and run it again |
 | archive[YYYY_MM] failed: *archive does not verify* | the object in the bucket is not what was exported | check the bucket; the retry re-exports |
-| archive failed: *could not get its lock* | a long transaction holds the partition | find it in `pg_stat_activity`; the retry finalizes the detach |
+| detach_archived failed: *could not get its lock* | a long transaction holds the partition | find it in `pg_stat_activity`; the retry finalizes the detach |
 | drop_detached failed | an archive no longer matches its sha256 | the month is kept; investigate the bucket before anything else |
 
 To bring a month back, run `partition_restore` (README runbook).
@@ -37,6 +41,7 @@ from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
 from coldcopy.operators.partitions import (
     ArchivePartitionOperator,
+    DetachArchivedPartitionsOperator,
     DropDetachedPartitionsOperator,
     HorizonCheckOperator,
     ListArchiveCandidatesOperator,
@@ -45,6 +50,7 @@ from coldcopy.operators.partitions import (
 
 with DAG(
     dag_id="partition_maintenance",
+    description="Daily 01:00 UTC: email_events partitions 3 months ahead; months past 12 archived, detached, dropped",
     schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
@@ -60,6 +66,7 @@ with DAG(
     archive = ArchivePartitionOperator.partial(task_id="archive", map_index_template="{{ task.partition }}").expand(
         partition=candidates.output
     )
-    # Runs when there was nothing to archive (the mapped task is then skipped), not after a failed month.
-    drop = DropDetachedPartitionsOperator(task_id="drop_detached", grace_days=7, trigger_rule=TriggerRule.NONE_FAILED)
-    premake >> horizon >> candidates >> archive >> drop
+    # After every export, failed or not: the months that verified are detached either way.
+    detach = DetachArchivedPartitionsOperator(task_id="detach_archived", trigger_rule=TriggerRule.ALL_DONE)
+    drop = DropDetachedPartitionsOperator(task_id="drop_detached", grace_days=7)
+    premake >> horizon >> candidates >> archive >> detach >> drop

@@ -17,6 +17,7 @@ from coldcopy.operators.partitions import RestorePartitionOperator
 
 with DAG(
     dag_id="partition_restore",
+    description="By hand: bring an archived month of email_events back from Spaces (param month=YYYY-MM)",
     schedule=None,
     start_date=START_DATE,
     catchup=False,

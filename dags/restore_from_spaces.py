@@ -22,6 +22,7 @@ from coldcopy.operators.backups import RestoreFromSpacesOperator
 
 with DAG(
     dag_id="restore_from_spaces",
+    description="By hand: restore a backup from Spaces into a database (refuses the live one without confirm)",
     schedule=None,
     start_date=START_DATE,
     catchup=False,

@@ -23,6 +23,8 @@ def test_no_import_errors(dagbag):
 def test_every_dag_is_documented_owned_tagged_and_retried(dagbag):
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id}: no tags"
+        assert dag.description and len(dag.description) <= 200 and "\n" not in dag.description, \
+            f"{dag_id}: needs a one-line description for the DAG list"
         assert dag.doc_md and len(dag.doc_md) > 200, f"{dag_id}: doc_md missing or too thin for on-call"
         assert dag.max_active_runs == 1, f"{dag_id}: max_active_runs must be 1"
         for task in dag.tasks:

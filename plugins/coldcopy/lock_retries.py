@@ -31,12 +31,14 @@ class LockRetryPolicy:
     :param lock_timeout_ms: ``lock_timeout`` of the first attempt.
     :param max_lock_timeout_ms: ceiling for later attempts, which wait a little longer each time.
     :param backoff_s: sleep after the first failed attempt; doubles after each further one.
+    :param max_backoff_s: ceiling of that sleep.
     """
 
     attempts: int = 6
     lock_timeout_ms: int = 1000
     max_lock_timeout_ms: int = 5000
     backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.lock_timeout_ms < 1 or self.backoff_s < 0:
@@ -46,7 +48,7 @@ class LockRetryPolicy:
         """Yield ``(lock_timeout_ms, sleep_s_after_failure)`` for each attempt."""
         for attempt in range(self.attempts):
             timeout = min(self.lock_timeout_ms * 2**attempt, self.max_lock_timeout_ms)
-            yield max(timeout, self.lock_timeout_ms), self.backoff_s * 2**attempt
+            yield max(timeout, self.lock_timeout_ms), min(self.backoff_s * 2**attempt, self.max_backoff_s)
 
 
 def is_lock_timeout(error: BaseException) -> bool:

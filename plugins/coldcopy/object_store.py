@@ -148,3 +148,16 @@ def object_sha256(client, bucket: str, key: str) -> tuple[str, int]:
         digest.update(chunk)
         size += len(chunk)
     return digest.hexdigest(), size
+
+
+def object_exists(client, bucket: str, key: str) -> bool:
+    """Whether ``key`` exists; any error other than "not found" (access, network) propagates."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise

@@ -26,8 +26,10 @@ import gzip
 import io
 import json
 import logging
+import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,13 +38,14 @@ from psycopg import sql
 
 from coldcopy import ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
-from coldcopy.object_store import MultipartUpload, object_sha256, read_object
+from coldcopy.object_store import MultipartUpload, object_exists, object_sha256, read_object
 from coldcopy.refresh import TRACKING_TRIGGER, create_tracking_trigger, record_change
 
 log = logging.getLogger(__name__)
 
 PARENT = "public.email_events"
 ARCHIVE_PREFIX = "archive/email_events"
+DETACH_LOCK = f"coldcopy: detach from {PARENT}"  # advisory lock key (hashed) serializing detaches
 # Order-independent fingerprint of a partition's rows, comparable between the live table and a restore.
 ROW_CHECKSUM_SQL = "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} t"
 
@@ -136,7 +139,8 @@ class PartitionManager:
             (PARENT, TRACKING_TRIGGER),
         ).fetchone()[0]
         if tracked:
-            create_tracking_trigger(self.conn, sql.Identifier("public", partition).as_string(self.conn))
+            create_tracking_trigger(
+                self.conn, self.conn.execute("SELECT %s::regclass::oid", (f"public.{partition}",)).fetchone()[0])
 
     def _record_parent_change(self) -> None:
         """Attaching or detaching changes what email_events returns: tell the refresh jobs (DDL fires no trigger)."""
@@ -145,15 +149,21 @@ class PartitionManager:
 
     # -- archive ---------------------------------------------------------------------------------------
 
-    def archive(self, partition: Partition, client, bucket: str) -> dict:
-        """Export, verify, then detach one month. Returns its manifest."""
+    def archive(self, partition: Partition, client, bucket: str, *, detach: bool = True) -> dict:
+        """Export, verify, then (unless ``detach`` is false) detach one month. Returns its manifest.
+
+        The DAG exports months in parallel with ``detach=False`` and detaches them in one step afterwards
+        (:meth:`detach_verified`): a ``DETACH … CONCURRENTLY`` waits for every older snapshot, and the export
+        of another month is one.
+        """
         try:
             if partition.detach_pending:
                 manifest = self.verify(partition, client, bucket)
             else:
                 manifest = self.export(partition, client, bucket)
                 self.verify(partition, client, bucket)
-            self.detach(partition)
+            if detach:
+                self.detach(partition)
             return manifest
         except Exception as error:
             raise ArchiveError(f"email_events {partition.month} ({partition.name}) not archived, partition left "
@@ -231,28 +241,66 @@ class PartitionManager:
         return manifest
 
     def detach(self, partition: Partition) -> None:
-        """``DETACH PARTITION … CONCURRENTLY`` (outside a transaction block), finishing an interrupted one."""
+        """``DETACH PARTITION … CONCURRENTLY`` (outside a transaction block), finishing an interrupted one.
 
+        PostgreSQL allows one pending detach per partitioned table, and archive tasks of several months run
+        in parallel: a session advisory lock on the parent serializes the detaches (exports stay parallel),
+        and a detach some earlier session left pending is finalized first.
+        """
+        with self._detach_lock():
+            for pending in [p for p in self.partitions() if p.detach_pending and p.name != partition.name]:
+                log.warning("%s: a detach left pending by an interrupted run; finalizing it first", pending.name)
+                self._detach_one(pending.name)
+            self._detach_one(partition.name)
+        log.info("detached %s", partition.name)
+
+    def detach_verified(self) -> list[str]:
+        """Detach every attached month whose archive verified (``partition_archive.state = 'verified'``)."""
+        verified = {name for (name,) in self.conn.execute(
+            "SELECT partition_name FROM coldcopy_ops.partition_archive WHERE state = 'verified'")}
+        detached = []
+        for partition in self.partitions():
+            if partition.name in verified:
+                self.detach(partition)
+                detached.append(partition.name)
+        return detached
+
+    @contextmanager
+    def _detach_lock(self, poll_s: float = 0.5) -> Iterator[None]:
+        # Polled with pg_try_advisory_lock, never waited for in a statement: a waiting statement holds a
+        # snapshot, and the DETACH CONCURRENTLY that holds the lock waits for every older snapshot.
+        waited = 0.0
+        while not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (DETACH_LOCK,)
+                                    ).fetchone()[0]:
+            if waited % 60 < poll_s:
+                log.info("waiting for another detach from %s to finish (%.0f s so far)", PARENT, waited)
+            time.sleep(poll_s)
+            waited += poll_s
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (DETACH_LOCK,))
+
+    def _detach_one(self, name: str) -> None:
         def attempt(lock_timeout_ms: int) -> None:
             self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{lock_timeout_ms}ms",))
             pending = self.conn.execute(
-                "SELECT detach_pending FROM app.email_events_partitions WHERE name = %s", (partition.name,)
+                "SELECT detach_pending FROM app.email_events_partitions WHERE name = %s", (name,)
             ).fetchone()
             if pending is None:
                 return  # already detached
             mode = "FINALIZE" if pending[0] else "CONCURRENTLY"
             try:
                 self.conn.execute(sql.SQL("ALTER TABLE public.email_events DETACH PARTITION public.{} " + mode)
-                                  .format(sql.Identifier(partition.name)))
+                                  .format(sql.Identifier(name)))
             finally:
                 self.conn.execute("RESET lock_timeout")
 
-        with_lock_retries(attempt, self.lock_retry, what=f"detach of {partition.name}")
+        with_lock_retries(attempt, self.lock_retry, what=f"detach of {name}")
         with self.conn.transaction():
             self._record_parent_change()
             self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "
-                              "updated_at = now() WHERE partition_name = %s", (partition.name,))
-        log.info("detached %s", partition.name)
+                              "updated_at = now() WHERE partition_name = %s", (name,))
 
     def _set_state(self, partition: Partition, manifest: dict, state: str) -> None:
         stamp = {"exported": "exported_at", "verified": "verified_at"}[state]
@@ -318,6 +366,9 @@ class PartitionManager:
             raise ArchiveError(f"{partition.name} exists detached (in its grace period): re-attach it instead: "
                                f"ALTER TABLE email_events ATTACH PARTITION {partition.name} FOR VALUES FROM "
                                f"('{partition.range_start.isoformat()}') TO ('{partition.range_end.isoformat()}')")
+        if not object_exists(client, bucket, partition.manifest_key):
+            raise ArchiveError(f"no archive for {partition.month} under "
+                               f"s3://{bucket}/{partition.manifest_key.rsplit('/', 1)[0]}/ (never archived?)")
         manifest = self.read_manifest(partition, client, bucket)
         if object_sha256(client, bucket, partition.object_key) != (manifest["sha256"], manifest["byte_size"]):
             raise ArchiveError(f"{partition.object_key}: object does not match its manifest; not restoring")

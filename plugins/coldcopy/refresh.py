@@ -42,12 +42,26 @@ _CLOCK_FUNCTIONS = re.compile(
 )
 
 
-def create_tracking_trigger(conn: psycopg.Connection, relation: str) -> None:
-    """Put the change trigger on ``relation`` (a qualified, quoted name, e.g. from ``oid::regclass``)."""
+def create_tracking_trigger(conn: psycopg.Connection, relid: int) -> bool:
+    """Put the change trigger on the table ``relid`` unless it has it; returns whether it was created.
+
+    Call inside a transaction (with ``lock_timeout`` set). Safe when several tasks install tracking at once
+    (refresh DAGs started together share source tables): the table is locked in the mode CREATE TRIGGER
+    takes before looking, so a second session waits for the first, then finds the trigger and leaves it.
+    """
+    schema, name = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = %s", (relid,)).fetchone()
+    table = sql.Identifier(schema, name)
+    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s AND tgname = %s)",
+                    (relid, TRACKING_TRIGGER)).fetchone()[0]:
+        return False
     conn.execute(sql.SQL(
         "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
         "FOR EACH STATEMENT EXECUTE FUNCTION coldcopy_ops.record_source_change()"
-    ).format(sql.Identifier(TRACKING_TRIGGER), sql.SQL(relation)))
+    ).format(sql.Identifier(TRACKING_TRIGGER), table))
+    return True
 
 
 def record_change(conn: psycopg.Connection, relation: str) -> None:
@@ -123,12 +137,14 @@ class MaterializedViewRefresher:
         self.lock_retry = lock_retry
         self.statement_timeout = statement_timeout
         self.force = force
-        oid = conn.execute(
-            "SELECT c.oid FROM pg_class c WHERE c.oid = to_regclass(%s) AND c.relkind = 'm'", (view,)
+        found = conn.execute(
+            "SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = to_regclass(%s) AND c.relkind = 'm'", (view,)
         ).fetchone()
-        if oid is None:
+        if found is None:
             raise ValueError(f"{view}: no such materialized view")
-        self.oid = oid[0]
+        self.oid = found[0]
+        self.identifier = sql.Identifier(found[1], found[2])  # from the catalog: never the caller's text
 
     # -- facts about the view -------------------------------------------------------------------------
 
@@ -171,17 +187,21 @@ class MaterializedViewRefresher:
             "  WHERE g.tgrelid = t.oid AND g.tgname = %s)",
             (self.sources(), TRACKING_TRIGGER),
         ).fetchall()
-        for _, name in missing:
+        installed = []
+        for relid, name in missing:
 
-            def install(lock_timeout_ms: int, name=name) -> None:
+            def install(lock_timeout_ms: int, relid=relid, name=name) -> bool:
                 with self.conn.transaction():
                     self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
-                    create_tracking_trigger(self.conn, name)
+                    if not create_tracking_trigger(self.conn, relid):
+                        return False  # another task installed it meanwhile
                     record_change(self.conn, name)
+                    return True
 
-            with_lock_retries(install, self.lock_retry, what=f"change tracking on {name}")
-            log.info("%s: change tracking installed on %s", self.view, name)
-        return [name for _, name in missing]
+            if with_lock_retries(install, self.lock_retry, what=f"change tracking on {name}"):
+                log.info("%s: change tracking installed on %s", self.view, name)
+                installed.append(name)
+        return installed
 
     def last_refresh(self) -> tuple | None:
         """``(started_at, run_id, covered_snapshot, is_recent)`` of the latest successful refresh."""
@@ -249,7 +269,7 @@ class MaterializedViewRefresher:
 
     def _refresh(self, mode: str, lock_timeout_ms: int):
         statement = sql.SQL("REFRESH MATERIALIZED VIEW {}{}").format(
-            sql.SQL("CONCURRENTLY " if mode == "concurrent" else ""), sql.SQL(self.view)
+            sql.SQL("CONCURRENTLY " if mode == "concurrent" else ""), self.identifier
         )
         with self.conn.transaction():
             self.conn.execute(
@@ -259,7 +279,7 @@ class MaterializedViewRefresher:
             # Taken before the refresh's own snapshot, so it can only under-state what the refresh saw.
             snapshot = self.conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
             self.conn.execute(statement)
-            rows = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(self.view))).fetchone()[0]
+            rows = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.identifier)).fetchone()[0]
         return snapshot, rows
 
     def _log(self, run: RefreshRun, started_at, started: float, outcome: RefreshOutcome, snapshot) -> None:

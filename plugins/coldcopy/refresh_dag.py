@@ -19,6 +19,7 @@ def build_refresh_dag(*, dag_id: str, cron: str, views: list[str], deadline: tim
     """
     with DAG(
         dag_id=dag_id,
+        description=f"Refresh {', '.join(views)} (cron {cron} UTC); unchanged or covered runs are skipped",
         schedule=CronDataIntervalTimetable(cron, timezone="UTC"),
         start_date=START_DATE,
         catchup=False,

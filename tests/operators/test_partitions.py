@@ -16,6 +16,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 import local_env
+from coldcopy import alerts
 from coldcopy.dag_test import run_dag
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.object_store import spaces_hook
@@ -70,9 +71,12 @@ def test_horizon_check_alerts_when_future_months_run_short(migrated_db, coldcopy
     ti = SimpleNamespace(dag_id="partition_maintenance", run_id="r", task_id="horizon_check")
     with AlertSink() as sink:
         monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
-        with pytest.raises(AirflowFailException, match="only 1 future month"):
+        with pytest.raises(AirflowFailException, match="only 1 future month") as failure:
             HorizonCheckOperator(task_id="horizon_check").execute({"ti": ti})
-        assert "threshold_breached" in sink.texts()[0] and "only 1 future month" in sink.texts()[0]
+        assert sink.texts() == []  # the page goes out once, from on_failure_callback, with this reason
+        alerts.on_task_failure({"ti": SimpleNamespace(**vars(ti), try_number=1), "exception": failure.value})
+        [text] = sink.texts()
+        assert "horizon_check failed for good" in text and "only 1 future month" in text
 
 
 def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces, dagbag, airflow_db):
@@ -230,3 +234,60 @@ def test_drop_keeps_a_month_whose_archive_was_tampered_with(generated_db, spaces
         with pytest.raises(ArchiveError, match="no longer matches the recorded sha256; not dropping"):
             rotation.drop_detached(client, bucket, grace=timedelta(0))
         assert conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{month.name}",)).fetchone()[0]
+
+
+def test_parallel_archives_serialize_their_detaches_and_finalize_an_interrupted_one(generated_db, spaces):
+    """Mapped archive tasks run in parallel; PostgreSQL allows one pending detach per partitioned table."""
+    client, bucket = spaces
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        months = manager(conn).archive_candidates()
+    assert len(months) >= 3
+    interrupted, parallel = months[0], months[1:4]
+    with psycopg.connect(generated_db, autocommit=True) as conn:  # leave a detach pending, as a killed task would
+        with psycopg.connect(generated_db) as reader:
+            reader.execute("SELECT count(*) FROM email_events")  # an old snapshot makes DETACH wait in phase 2
+            detacher = psycopg.connect(generated_db, autocommit=True)
+            pid = detacher.info.backend_pid
+            threading.Timer(0.5, lambda: conn.execute("SELECT pg_cancel_backend(%s)", (pid,))).start()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                detacher.execute(f"ALTER TABLE email_events DETACH PARTITION public.{interrupted.name} CONCURRENTLY")
+            detacher.close()
+    assert [p.name for p in manager(psycopg.connect(generated_db, autocommit=True)).partitions()
+            if p.detach_pending] == [interrupted.name]
+
+    errors: list[BaseException] = []
+
+    def archive(month) -> None:
+        try:
+            with psycopg.connect(generated_db, autocommit=True) as conn:
+                manager(conn).archive(month, client, bucket)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=archive, args=(m,)) for m in parallel]
+    with psycopg.connect(generated_db) as reader:  # a reader that keeps detaches waiting a little
+        reader.execute("SELECT count(*) FROM email_events")
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        reader.rollback()
+    for t in threads:
+        t.join()
+    assert errors == []
+    left = attached(generated_db)
+    assert not {m.name for m in (interrupted, *parallel)} & set(left)
+
+
+def test_restore_of_a_month_never_archived_fails_at_once_with_where_it_looked(migrated_db, spaces, coldcopy_conn):
+    from datetime import UTC, datetime
+
+    from coldcopy.operators.partitions import RestorePartitionOperator
+
+    client, bucket = spaces
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        with pytest.raises(ArchiveError, match=f"no archive for 1999-01 under s3://{bucket}/archive/email_events/"
+                                               "1999/01/"):
+            manager(conn).restore(datetime(1999, 1, 1, tzinfo=UTC), client, bucket)
+    coldcopy_conn(migrated_db)
+    with pytest.raises(AirflowFailException, match="no archive for 1999-01"):  # fail, not retry 3 times
+        RestorePartitionOperator(task_id="restore", month="1999-01").execute({})

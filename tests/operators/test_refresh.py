@@ -230,3 +230,33 @@ def test_failure_is_logged_and_raised(generated_db):
 def test_unknown_view_is_a_clear_error(migrated_db):
     with psycopg.connect(migrated_db, autocommit=True) as conn, pytest.raises(ValueError, match="no such materialized"):
         MaterializedViewRefresher(conn, "analytics.nope")
+
+
+def test_refreshes_installing_tracking_at_once_do_not_collide(generated_db):
+    """Refresh DAGs started together on a fresh database share source tables (email_events and partitions)."""
+    views = ["analytics.campaign_analytics", "analytics.email_deliverability", "analytics.lead_engagement",
+             "analytics.daily_workspace_activity"]
+    barrier, errors, installed = threading.Barrier(len(views)), [], []
+
+    def install(view: str) -> None:
+        try:
+            with psycopg.connect(generated_db, autocommit=True) as conn:
+                refresher = MaterializedViewRefresher(conn, view)
+                barrier.wait()
+                installed.extend(refresher.ensure_change_tracking())
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=install, args=(v,)) for v in views]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(installed) == len(set(installed)) and "email_events" in installed  # each table exactly once
+    with psycopg.connect(generated_db) as conn:
+        missing = conn.execute(
+            "SELECT count(*) FROM pg_class c WHERE c.relname LIKE 'email_events%%' AND c.relkind IN ('r', 'p') "
+            "AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = %s)",
+            ("coldcopy_track_changes",)).fetchone()[0]
+    assert missing == 0

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import DB_CONN_ID, alerts
+from coldcopy import DB_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID
 
 
@@ -39,8 +39,9 @@ class BaseBackupOperator(BaseOperator):
         passphrase = backup_passphrase(self.key_conn_id)
         return BackupRunner(self.hook().dsn(), spaces.get_conn(), bucket_of(spaces), passphrase)
 
-    def alert_and_fail(self, context: Context, error: Exception) -> None:
-        alerts.send_for_task(context, str(error))
+    @staticmethod
+    def fail_for_good(error: Exception) -> None:
+        """Fail without retries (the failure alert goes out once, from ``on_failure_callback``)."""
         raise AirflowFailException(str(error)) from error
 
 
@@ -79,7 +80,7 @@ class VerifyBackupOperator(BaseBackupOperator):
         try:
             return self.runner().verify(self.backup_key, self.hook().dsn(dbname="postgres"))
         except BackupError as error:
-            self.alert_and_fail(context, error)
+            self.fail_for_good(error)
 
 
 class BackupRetentionOperator(BaseBackupOperator):
@@ -136,6 +137,6 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                     admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
             runner.restore(key, hook.dsn(dbname=target), tables=tables or None)
         except BackupError as error:
-            self.alert_and_fail(context, error)
+            self.fail_for_good(error)
         self.log.info("restored %s into %s%s", key, target, f" (tables {', '.join(tables)})" if tables else "")
         return {"object_key": key, "target_database": target, "tables": tables}

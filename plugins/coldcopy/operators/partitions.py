@@ -9,7 +9,7 @@ from datetime import timedelta
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import DB_CONN_ID, alerts
+from coldcopy import DB_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID
 
 
@@ -83,12 +83,9 @@ class HorizonCheckOperator(BasePartitionOperator):
         with self.manager() as manager:
             ahead = manager.future_months(now=context.get("data_interval_end"))
         if ahead < self.min_future_months:
-            alerts.send_for_task(
-                context, kind="threshold_breached",
-                summary=f"email_events has partitions for only {ahead} future month(s) (need {self.min_future_months}):"
-                        " inserts will fail when the month runs out",
-            )
-            raise AirflowFailException(f"only {ahead} future month(s) of email_events partitions")
+            raise AirflowFailException(
+                f"email_events has partitions for only {ahead} future month(s) (need {self.min_future_months}): "
+                "inserts will fail when the month runs out")
         self.log.info("%d future month(s) of partitions", ahead)
         return ahead
 
@@ -109,7 +106,8 @@ class ListArchiveCandidatesOperator(BasePartitionOperator):
 
 
 class ArchivePartitionOperator(BasePartitionOperator):
-    """Export one month to Spaces, verify it from the bucket, then detach it concurrently.
+    """Export one month to Spaces and verify it from the bucket (mapped months run in parallel); the month
+    stays attached until :class:`DetachArchivedPartitionsOperator` detaches the verified ones.
 
     :param partition: partition name (mapped: one task instance per month).
     """
@@ -121,20 +119,25 @@ class ArchivePartitionOperator(BasePartitionOperator):
         self.partition = partition
 
     def execute(self, context: Context) -> dict:
-        from coldcopy.partitions import ArchiveError
-
         client, bucket = self.bucket()
         with self.manager() as manager:
             match = [p for p in manager.partitions() if p.name == self.partition]
             if not match:
                 self.log.info("%s is no longer attached: archived already", self.partition)
                 return {}
-            try:
-                manifest = manager.archive(match[0], client, bucket)
-            except ArchiveError as error:
-                alerts.send_for_task(context, str(error))
-                raise
+            manifest = manager.archive(match[0], client, bucket, detach=False)
         return {k: manifest[k] for k in ("partition", "rows", "byte_size", "sha256", "object_key")}
+
+
+class DetachArchivedPartitionsOperator(BasePartitionOperator):
+    """``DETACH PARTITION … CONCURRENTLY`` of every month whose archive verified, one after another
+    (PostgreSQL allows one pending detach per partitioned table); finalizes an interrupted detach first."""
+
+    def execute(self, context: Context) -> list[str]:
+        with self.manager() as manager:
+            detached = manager.detach_verified()
+        self.log.info("detached %d month(s): %s", len(detached), ", ".join(detached) or "none verified")
+        return detached
 
 
 class DropDetachedPartitionsOperator(BasePartitionOperator):
@@ -169,7 +172,12 @@ class RestorePartitionOperator(BasePartitionOperator):
             month = datetime.strptime(self.month, "%Y-%m").replace(tzinfo=UTC)
         except ValueError as error:
             raise AirflowFailException(f"month must be YYYY-MM, got {self.month!r}") from error
+        from coldcopy.partitions import ArchiveError
+
         client, bucket = self.bucket()
         with self.manager() as manager:
-            manifest = manager.restore(month, client, bucket)
+            try:
+                manifest = manager.restore(month, client, bucket)
+            except ArchiveError as error:  # no archive, month present, archive mismatch: a retry changes nothing
+                raise AirflowFailException(str(error)) from error
         return {k: manifest[k] for k in ("partition", "rows", "row_checksum")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
 
 from coldcopy import DB_CONN_ID
 
@@ -12,7 +13,8 @@ from coldcopy import DB_CONN_ID
 class RefreshMaterializedViewOperator(BaseOperator):
     """Refresh ``view`` concurrently when its sources changed; skip (and log why) when nothing can change.
 
-    Every decision is recorded in ``coldcopy_ops.mv_refresh_log``; the outcome is also returned to XCom.
+    Every decision is recorded in ``coldcopy_ops.mv_refresh_log``. A refresh returns its outcome to XCom; a
+    skip ends the task in Airflow's *skipped* state with the reason, so the grid tells the two apart.
 
     :param view: schema-qualified materialized view, e.g. ``analytics.campaign_analytics``.
     :param conn_id: Airflow connection of the database.
@@ -60,4 +62,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
                 conn, self.view, lock_retry=policy, statement_timeout=self.statement_timeout,
                 force=bool(context["params"].get("force", False)),
             )
-            return refresher.run(run).as_dict()
+            outcome = refresher.run(run)
+        if outcome.action == "skipped":
+            raise AirflowSkipException(f"{self.view} not refreshed: {outcome.reason}")
+        return outcome.as_dict()
