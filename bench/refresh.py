@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
 
-import generate_data  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+import generate_data  # noqa: E402
 import local_env  # noqa: E402
 from coldcopy.migration_runner import MigrationRunner  # noqa: E402
 from coldcopy.migrations import discover_migrations  # noqa: E402

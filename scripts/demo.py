@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
 
 import generate_data  # noqa: E402
-
 import local_env  # noqa: E402
 from local_env import LocalS3  # noqa: E402
 

@@ -1,0 +1,228 @@
+"""A complete local Airflow 3.3 — api-server, scheduler, dag-processor, triggerer, LocalExecutor — as child
+processes, for `make airflow` and the end-to-end tests.
+
+:class:`AirflowStack` owns the processes: each runs in a process group of its own (LocalExecutor's workers
+and the api-server's workers included), its output goes to ``<home>/logs/<component>.log``, and
+:meth:`AirflowStack.stop` ends every group it started and nothing else. Metadata lives in PostgreSQL
+(backfill creation is refused on SQLite under concurrent access).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+ADMIN_USER = "admin"
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says what to fix."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """Airflow's ``sql_alchemy_conn`` for a libpq DSN (URI or key=value; Unix-socket hosts too)."""
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy.engine import URL
+
+    params = conninfo_to_dict(dsn)
+    host = params.get("host", "localhost")
+    on_socket = host.startswith("/")
+    return URL.create(
+        "postgresql+psycopg2", username=params.get("user"), password=params.get("password") or None,
+        host=None if on_socket else host, port=None if on_socket else int(params.get("port", 5432)),
+        database=params.get("dbname"), query={"host": host} if on_socket else {},
+    ).render_as_string(hide_password=False)
+
+
+class AirflowStack:
+    """The four Airflow components on loopback, sharing one environment.
+
+    :param home: AIRFLOW_HOME (config, logs, generated secrets); created if missing.
+    :param metadata_dsn: libpq DSN of Airflow's metadata database (PostgreSQL).
+    :param connections: ``{"COLDCOPY_DB": json_or_uri, ...}``, exported as ``AIRFLOW_CONN_<ID>``.
+    :param port: the api-server's port (the UI and REST API).
+    :param dags_folder: defaults to the repository's dags/.
+    :param parallelism: task slots of the LocalExecutor (a few: this is a small machine).
+    :param extra_env: further ``AIRFLOW__…`` settings (tests shorten intervals).
+    """
+
+    def __init__(self, home: Path, metadata_dsn: str, connections: dict[str, str], *, port: int = 8080,
+                 dags_folder: Path | None = None, parallelism: int = 4, extra_env: dict[str, str] | None = None):
+        self.home = Path(home).resolve()
+        self.metadata_dsn = metadata_dsn
+        self.connections = connections
+        self.port = port
+        self.dags_folder = Path(dags_folder or ROOT / "dags").resolve()
+        self.parallelism = parallelism
+        self.extra_env = extra_env or {}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.url = f"http://127.0.0.1:{port}"
+
+    # -- configuration -----------------------------------------------------------------------------
+
+    def _secret(self, name: str) -> str:
+        """A random secret generated once per home and kept there (never in the repository)."""
+        path = self.home / f".{name}"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
+    @property
+    def admin_password(self) -> str:
+        return json.loads(self.passwords_file.read_text())[ADMIN_USER]
+
+    def env(self) -> dict[str, str]:
+        """The environment of every component and CLI call: the parent's, minus other AIRFLOW settings."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
+        env.update({
+            "AIRFLOW_HOME": str(self.home),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "scripts")]),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(self.metadata_dsn),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": self._secret("api_secret_key"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+        })
+        env.update({f"AIRFLOW_CONN_{conn_id.upper()}": value for conn_id, value in self.connections.items()})
+        env.update(self.extra_env)
+        return env
+
+    def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run the ``airflow`` CLI against this stack."""
+        result = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env(), capture_output=True,
+                                text=True)
+        if check and result.returncode != 0:
+            raise StackError(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        return result
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Migrate the metadata database, create the heavy pool, and the admin password on first use."""
+        from coldcopy.dag_defaults import HEAVY_POOL, HEAVY_POOL_DESCRIPTION, HEAVY_POOL_SLOTS
+
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        if not self.passwords_file.exists():
+            self.passwords_file.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
+            self.passwords_file.chmod(0o600)
+        self.airflow("db", "migrate")
+        # Without the pool, every heavy task stays "scheduled" for ever and only the scheduler log says why.
+        self.airflow("pools", "set", HEAVY_POOL, str(HEAVY_POOL_SLOTS), HEAVY_POOL_DESCRIPTION)
+
+    def start(self, timeout_s: float = 180) -> AirflowStack:
+        if port_in_use(self.port):
+            raise StackError(f"port {self.port} is in use: stop what listens there, or choose another port "
+                             f"(AIRFLOW_PORT=8081 make airflow)")
+        self.prepare()
+        env = self.env()
+        for component in COMPONENTS:
+            log = open(self.home / "logs" / f"{component}.log", "ab")  # noqa: SIM115 - owned by the child
+            self.processes[component] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", component], env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home)
+            log.close()
+        self.wait_healthy(timeout_s)
+        return self
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for component, process in self.processes.items():
+                if process.poll() is not None:
+                    self.stop()
+                    raise StackError(f"{component} exited with {process.returncode}; see "
+                                     f"{self.home / 'logs' / (component + '.log')}")
+            try:
+                health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+                if all(health.get(c, {}).get("status") == "healthy"
+                       for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(1)
+        self.stop()
+        raise StackError(f"Airflow was not healthy within {timeout_s:.0f} s; logs in {self.home / 'logs'}")
+
+    def stop(self, grace_s: float = 20) -> None:
+        """SIGTERM every component's process group, then SIGKILL what is left after ``grace_s``."""
+        for process in self.processes.values():
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        self.processes.clear()
+
+    def pids(self) -> list[int]:
+        """Every live process of the stack (components and their children), for RSS figures and checks."""
+        import psutil
+
+        found = []
+        for process in self.processes.values():
+            try:
+                root = psutil.Process(process.pid)
+                found += [root.pid, *(c.pid for c in root.children(recursive=True))]
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    # -- REST API ----------------------------------------------------------------------------------
+
+    def client(self) -> httpx.Client:
+        """An ``httpx.Client`` on the REST API, logged in as the admin (a JWT from ``/auth/token``)."""
+        token = httpx.post(f"{self.url}/auth/token", json={"username": ADMIN_USER, "password": self.admin_password},
+                           timeout=30)
+        token.raise_for_status()
+        return httpx.Client(base_url=f"{self.url}/api/v2", timeout=60,
+                            headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,130 @@
+"""One live Airflow for the end-to-end tests: api-server, scheduler, dag-processor and triggerer with the
+LocalExecutor, metadata in a throwaway PostgreSQL database, driven only through the REST API and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import local_env
+from airflow_stack import AirflowStack, free_port
+from tests.alert_sink import AlertSink
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSPHRASE = "e2e passphrase (test only)"
+
+
+@dataclass
+class Live:
+    stack: AirflowStack
+    admin_dsn: str
+    metadata_dsn: str
+    target: str  # the database coldcopy_db points at; tests recreate it from a template
+    s3_client: object
+    bucket: str
+    sink: AlertSink
+
+    @property
+    def target_dsn(self) -> str:
+        return local_env.database_dsn(self.admin_dsn, self.target)
+
+    def reset_target(self, template: str | None = None) -> str:
+        """Recreate the target database (empty, or a copy of ``template``) under the same name."""
+        return local_env.create_database(self.admin_dsn, self.target, template=template, replace=True)
+
+    def set_paused(self, api, dag_id: str, paused: bool) -> None:
+        assert api.patch(f"/dags/{dag_id}", json={"is_paused": paused}).status_code == 200
+
+    def trigger(self, api, dag_id: str, **conf) -> str:
+        """A manual run, the DAG unpaused first (as the UI's trigger offers): a paused DAG's runs stay queued."""
+        self.set_paused(api, dag_id, False)
+        response = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        assert response.status_code == 200, response.text
+        return response.json()["dag_run_id"]
+
+    def scheduled_run(self, api, dag_id: str, timeout_s: float = 300, while_waiting=lambda run: None) -> dict:
+        """Unpause ``dag_id``, wait for the scheduler's run of the latest interval to finish, pause it again."""
+        self.set_paused(api, dag_id, False)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                runs = api.get(f"/dags/{dag_id}/dagRuns", params={"run_type": "scheduled"}).json()["dag_runs"]
+                if runs:
+                    while_waiting(runs[0])
+                    if runs[0]["state"] in ("success", "failed"):
+                        return runs[0]
+                time.sleep(0.3)
+        finally:
+            self.set_paused(api, dag_id, True)
+        raise AssertionError(f"{dag_id}: no finished scheduled run within {timeout_s} s")
+
+    def wait_run(self, api, dag_id: str, run_id: str, timeout_s: float = 300) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(1)
+        raise AssertionError(f"{dag_id} {run_id} not finished within {timeout_s} s")
+
+    def task_instances(self, api, dag_id: str, run_id: str) -> list[dict]:
+        return api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 200}).json()[
+            "task_instances"]
+
+
+@pytest.fixture(scope="session")
+def live(admin_dsn, s3_endpoint, tmp_path_factory):
+    suffix = uuid.uuid4().hex[:8]
+    metadata = local_env.create_database(admin_dsn, f"cc_airflow_{suffix}")
+    target = f"cc_e2e_{suffix}"
+    local_env.create_database(admin_dsn, target)
+    bucket = f"coldcopy-e2e-{suffix}"
+    spaces = local_env.spaces_connection(s3_endpoint.url, bucket)
+    shutil.rmtree(ROOT / ".airflow-e2e", ignore_errors=True)  # the last session's logs are kept until now
+    dags = tmp_path_factory.mktemp("dags")
+    for dag_file in [*(ROOT / "dags").glob("*.py"), Path(__file__).with_name("e2e_dags.py")]:
+        shutil.copy(dag_file, dags / dag_file.name)
+    with AlertSink() as sink:
+        stack = AirflowStack(
+            ROOT / ".airflow-e2e" / suffix, metadata, port=free_port(), dags_folder=dags,
+            connections={
+                "coldcopy_db": local_env.airflow_connection(local_env.database_dsn(admin_dsn, target)),
+                "coldcopy_spaces": spaces,
+                "coldcopy_backup_key": json.dumps({"conn_type": "generic", "password": PASSPHRASE}),
+                "coldcopy_alerts_webhook": sink.airflow_connection(),
+            },
+        )
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=s3_endpoint.url, region_name="us-east-1",
+                              aws_access_key_id="k", aws_secret_access_key="s")
+        client.create_bucket(Bucket=bucket)
+        stack.start()
+        try:
+            yield Live(stack, admin_dsn, metadata, target, client, bucket, sink)
+        finally:
+            stack.stop()
+            local_env.drop_database(admin_dsn, target)
+            local_env.drop_database(admin_dsn, f"cc_airflow_{suffix}")
+
+
+@pytest.fixture(scope="session")
+def api(live):
+    with live.stack.client() as client:
+        deadline = time.monotonic() + 120
+        while client.get("/dags", params={"limit": 1}).json()["total_entries"] < 13:  # 11 + 2 e2e DAGs
+            assert time.monotonic() < deadline, "the dag-processor did not serialize every DAG in 120 s"
+            time.sleep(2)
+        yield client
+
+
+def metadata_query(live: Live, query: str, params=()) -> list[tuple]:
+    with psycopg.connect(live.metadata_dsn) as conn:
+        return conn.execute(query, params).fetchall()

@@ -1,0 +1,36 @@
+"""DAGs that exist only in the end-to-end tests' dags folder (copied beside the real ones)."""
+from datetime import timedelta
+
+from airflow.sdk import DAG, task
+
+from coldcopy import alerts
+from coldcopy.dag_defaults import START_DATE, default_args
+
+with DAG(
+    dag_id="e2e_slow", description="Misses its 5 s deadline on purpose", schedule=None, start_date=START_DATE,
+    default_args=default_args(retries=0), deadline=alerts.deadline(timedelta(seconds=5), expected="the slow e2e task"),
+):
+    @task
+    def sleeps():
+        import time
+
+        time.sleep(40)
+
+    sleeps()
+
+with DAG(
+    dag_id="e2e_failures", description="One task fails once then passes, one fails for good", schedule=None,
+    start_date=START_DATE, default_args=default_args(retries=1, retry_delay=timedelta(seconds=1),
+                                                     retry_exponential_backoff=False),
+):
+    @task
+    def flaky(ti=None):
+        if ti.try_number == 1:
+            raise RuntimeError("transient: connection reset by peer")
+
+    @task
+    def broken():
+        raise RuntimeError("disk on fire\nDETAIL: Key (email)=(someone@example.com) already exists.")
+
+    flaky()
+    broken()
