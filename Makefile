@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/scripts
 
-.PHONY: install demo test lint bench lock clean data
+.PHONY: install system-deps demo test lint bench lock clean data airflow airflow-stop
 
 install: $(VENV)/.installed
 
@@ -16,15 +16,32 @@ $(VENV)/.installed: requirements.lock
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	touch $@
 
+# Debian packages the jobs and tests drive: pg_dump's companions (gpg, zstd), headless chromium for the UI
+# test (Playwright drives it; no browser download) and docker-compose to validate docker-compose.yaml.
+SYSTEM_PACKAGES := gnupg zstd chromium docker-compose
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 demo: install
 	$(BIN)/python scripts/demo.py
+
+# A complete local Airflow (UI on http://127.0.0.1:8080, AIRFLOW_PORT to change) on the embedded default.
+airflow: install
+	$(BIN)/python scripts/airflow_local.py
+
+airflow-stop:
+	$(BIN)/python scripts/airflow_local.py --stop
 
 # Generated data into the coldcopy_db connection's database: make data SCALE=32 (about 1M email_events).
 SCALE ?= 1
 data: install
 	$(BIN)/python scripts/generate_data.py --scale $(SCALE)
 
-test: install lint
+test: install system-deps lint
 	$(BIN)/python -m pytest
 
 lint: install
@@ -49,4 +66,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .airflow .airflow-test .pgdata .demo
+	rm -rf $(VENV) .airflow .airflow-test .airflow-e2e .artifacts .pgdata .demo

@@ -141,6 +141,42 @@ class LocalS3:
     def stop(self) -> None:
         self.server.stop()
 
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id="local-key-id", aws_secret_access_key="local-secret")
+
+    def save(self, directory: Path) -> int:
+        """Copy every bucket and object to ``directory/<bucket>/<key>`` (moto keeps nothing on disk).
+
+        Written beside the previous copy and swapped in at the end, so an interrupted save loses nothing.
+        """
+        client, staging = self.client(), directory.with_name(directory.name + ".saving")
+        shutil.rmtree(staging, ignore_errors=True)
+        count = 0
+        for bucket in client.list_buckets()["Buckets"]:
+            (staging / bucket["Name"]).mkdir(parents=True)
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
+                for item in page.get("Contents", []):
+                    target = staging / bucket["Name"] / item["Key"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    client.download_file(bucket["Name"], item["Key"], str(target))
+                    count += 1
+        shutil.rmtree(directory, ignore_errors=True)
+        staging.rename(directory)
+        return count
+
+    def load(self, directory: Path) -> int:
+        """Recreate the buckets and objects a :meth:`save` wrote; returns the number of objects."""
+        client, count = self.client(), 0
+        for bucket in sorted(p for p in directory.glob("*") if p.is_dir()) if directory.exists() else []:
+            client.create_bucket(Bucket=bucket.name)
+            for path in sorted(p for p in bucket.rglob("*") if p.is_file()):
+                client.upload_file(str(path), bucket.name, path.relative_to(bucket).as_posix())
+                count += 1
+        return count
+
 
 def spaces_connection(endpoint_url: str, bucket: str) -> str:
     """``AIRFLOW_CONN_COLDCOPY_SPACES`` (aws type) for an S3 endpoint and bucket (moto accepts any key)."""

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from alert_sink import AlertSink
 from coldcopy import alerts
 from coldcopy.dag_test import run_dag
-from tests.alert_sink import AlertSink
 
 FAILING_DAG = '''
 """Fails on purpose: a test of alert delivery."""

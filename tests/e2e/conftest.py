@@ -15,7 +15,7 @@ import pytest
 
 import local_env
 from airflow_stack import AirflowStack, free_port
-from tests.alert_sink import AlertSink
+from alert_sink import AlertSink
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "e2e passphrase (test only)"

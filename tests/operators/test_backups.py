@@ -13,11 +13,11 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 import local_env
+from alert_sink import AlertSink
 from coldcopy.backups import BackupError, BackupRunner
 from coldcopy.dag_test import run_dag
 from coldcopy.object_store import spaces_hook
 from coldcopy.operators.backups import VerifyBackupOperator
-from tests.alert_sink import AlertSink
 from tests.s3_endpoint import FaultyProxy
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"

@@ -16,13 +16,13 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 import local_env
+from alert_sink import AlertSink
 from coldcopy import alerts
 from coldcopy.dag_test import run_dag
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.object_store import spaces_hook
 from coldcopy.operators.partitions import HorizonCheckOperator
 from coldcopy.partitions import ArchiveError, PartitionManager
-from tests.alert_sink import AlertSink
 from tests.s3_endpoint import FaultyProxy
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"

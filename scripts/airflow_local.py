@@ -1,0 +1,165 @@
+"""`make airflow`: a complete local Airflow 3.3 with the ColdCopy DAGs, on the embedded default.
+
+* Airflow's metadata: database ``airflow`` of an embedded PostgreSQL (``pgserver``, data in ``.pgdata/airflow``);
+* ``coldcopy_db``: database ``coldcopy`` of the same server, migrated and filled at ``SCALE`` (default 1) on
+  first start — or your own database via ``AIRFLOW_CONN_COLDCOPY_DB`` (checked, never changed here);
+* ``coldcopy_spaces``: a local S3 endpoint (moto), bucket ``coldcopy-local``, saved to ``.airflow/s3/`` on stop
+  and loaded on the next start;
+* alerts: a local webhook sink appending each alert to ``.airflow/alerts.jsonl``;
+* ``coldcopy_backup_key``: a random passphrase kept in ``.airflow/.backup_passphrase``;
+* the ``coldcopy_db_heavy`` pool, created on every start.
+
+Ctrl-C (or ``make airflow-stop`` from another shell) stops every process this started and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
+
+import psycopg  # noqa: E402
+
+import local_env  # noqa: E402
+from airflow_stack import AirflowStack, StackError, port_in_use  # noqa: E402
+from alert_sink import AlertSink  # noqa: E402
+
+HOME = ROOT / ".airflow"
+PID_FILE = HOME / "stack.pid"
+BUCKET = "coldcopy-local"
+
+
+def running_pid() -> int | None:
+    try:
+        pid = int(PID_FILE.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+
+
+def stop_running() -> None:
+    pid = running_pid()
+    if pid is None:
+        print("make airflow is not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(120):
+        if running_pid() is None:
+            print(f"stopped (pid {pid})")
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"pid {pid} did not stop within 60 s; see {HOME / 'logs'}")
+
+
+def ensure_database(server_dsn: str, name: str) -> str:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return local_env.database_dsn(server_dsn, name) if exists else local_env.create_database(server_dsn, name)
+
+
+def coldcopy_database(server_dsn: str) -> str:
+    """The ``AIRFLOW_CONN_COLDCOPY_DB`` value: the user's, if it answers; else the embedded one, filled once."""
+    if os.environ.get("AIRFLOW_CONN_COLDCOPY_DB"):
+        value = os.environ["AIRFLOW_CONN_COLDCOPY_DB"]
+        try:
+            psycopg.connect(local_env.dsn_from_airflow_connection(value), connect_timeout=5).close()
+        except psycopg.OperationalError as error:
+            raise SystemExit(f"coldcopy_db (AIRFLOW_CONN_COLDCOPY_DB) does not answer: {error}".strip()) from None
+        print("coldcopy_db: your database from AIRFLOW_CONN_COLDCOPY_DB (not changed here)")
+        return value
+    dsn = ensure_database(server_dsn, "coldcopy")
+    with psycopg.connect(dsn) as conn:
+        migrated = conn.execute("SELECT to_regclass('coldcopy_ops.schema_migrations') IS NOT NULL").fetchone()[0]
+    if not migrated:
+        import generate_data
+        from coldcopy.migration_runner import MigrationRunner
+        from coldcopy.migrations import discover_migrations
+
+        scale = int(os.environ.get("SCALE", "1"))
+        print(f"coldcopy_db: first start: applying the migrations and generating data at SCALE={scale} ...")
+        MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="make airflow")
+        generate_data.generate(dsn, scale=scale)
+    return local_env.airflow_connection(dsn)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stop", action="store_true", help="stop a running `make airflow`")
+    args = parser.parse_args()
+    if args.stop:
+        return stop_running()
+    if (pid := running_pid()) is not None:
+        raise SystemExit(f"make airflow is already running (pid {pid}): `make airflow-stop` first")
+    port = int(os.environ.get("AIRFLOW_PORT", "8080"))
+    if port_in_use(port):
+        raise SystemExit(f"port {port} is in use: stop what listens there, or choose another: "
+                         f"AIRFLOW_PORT=8081 make airflow")
+    started = time.monotonic()
+    HOME.mkdir(exist_ok=True)
+    server = local_env.embedded_server_dsn("airflow")
+    metadata = ensure_database(server, "airflow")
+    coldcopy_db = coldcopy_database(server)
+
+    s3 = local_env.LocalS3().start()
+    restored = s3.load(HOME / "s3")
+    if BUCKET not in {b["Name"] for b in s3.client().list_buckets()["Buckets"]}:
+        s3.client().create_bucket(Bucket=BUCKET)
+    sink = AlertSink(record_to=HOME / "alerts.jsonl").__enter__()
+    stack = AirflowStack(HOME, metadata, port=port, parallelism=4, connections={
+        "coldcopy_db": coldcopy_db,
+        "coldcopy_spaces": local_env.spaces_connection(s3.url, BUCKET),
+        "coldcopy_alerts_webhook": sink.airflow_connection(),
+    })
+    stack.connections["coldcopy_backup_key"] = json.dumps(
+        {"conn_type": "generic", "password": stack._secret("backup_passphrase")})
+
+    stopping = False
+
+    def request_stop(*_) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        try:
+            stack.start()
+        except StackError as error:
+            raise SystemExit(str(error)) from None
+        PID_FILE.write_text(str(os.getpid()))
+        print(f"""
+Airflow 3.3 is up in {time.monotonic() - started:.0f} s: {stack.url}
+  log in as:     admin / {stack.admin_password}   (kept in {stack.passwords_file.relative_to(ROOT)})
+  REST API:      {stack.url}/api/v2  (token: POST {stack.url}/auth/token with that user and password)
+  component logs: .airflow/logs/<api-server|scheduler|dag-processor|triggerer>.log; task logs beside them
+  alerts:        tail -f .airflow/alerts.jsonl   (every alert the DAGs send, one JSON per line)
+  coldcopy_db:   {local_env.dsn_from_airflow_connection(coldcopy_db)}
+  Spaces:        {s3.url} bucket {BUCKET} ({restored} object(s) from the last run)
+DAGs start paused: unpause them in the UI. Ctrl-C or `make airflow-stop` stops everything started here.""",
+              flush=True)
+        while not stopping:
+            for component, process in stack.processes.items():
+                if process.poll() is not None:
+                    print(f"{component} exited ({process.returncode}); see .airflow/logs/{component}.log. Stopping.")
+                    stopping = True
+            time.sleep(1)
+    finally:
+        print("stopping Airflow ...", flush=True)
+        stack.stop()
+        saved = s3.save(HOME / "s3")
+        s3.stop()
+        sink.__exit__(None, None, None)
+        PID_FILE.unlink(missing_ok=True)
+        print(f"stopped; {saved} object(s) of the local S3 saved to .airflow/s3/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The Airflow UI in headless Chromium (Debian's package, driven by Playwright; no browser download):
+the DAG list shows every DAG and a DAG's page shows its runbook (doc_md). Screenshots: .artifacts/ui/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "ui"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed (make test installs it)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live, api):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{live.stack.url}/")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", live.stack.admin_password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live.stack.url}/**")
+    yield page
+    page.close()
+
+
+def test_the_dag_list_shows_every_dag(page, live):
+    page.goto(f"{live.stack.url}/dags")
+    expected = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "dags").glob("*.py"))
+    for dag_id in expected:
+        page.get_by_text(dag_id, exact=True).first.wait_for(timeout=30_000)
+    page.screenshot(path=ARTIFACTS / "dag_list.png", full_page=True)
+    assert len(expected) == 11
+
+
+def test_a_dag_page_shows_its_runbook(page, live):
+    page.goto(f"{live.stack.url}/dags/partition_maintenance")
+    page.get_by_role("button", name="Dag Docs").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("partition_maintenance — daily at 01:00 UTC").wait_for(timeout=30_000)
+    page.screenshot(path=ARTIFACTS / "partition_maintenance_runbook.png")
+    text = dialog.inner_text()
+    assert "detach_archived" in text and "Symptom" in text  # the runbook's steps and its symptom table
