@@ -32,6 +32,7 @@ from psycopg import sql  # noqa: E402
 
 import generate_data  # noqa: E402
 import local_env  # noqa: E402
+from coldcopy import manifests  # noqa: E402
 from coldcopy.migration_runner import MigrationRunner  # noqa: E402
 from coldcopy.migrations import discover_migrations  # noqa: E402
 from coldcopy.object_store import spaces_hook  # noqa: E402
@@ -52,7 +53,7 @@ def archive_one(dsn: str, endpoint: str, partition: str) -> float:
     """Export + verify one partition (no detach); returns seconds. Also the child-process entry point."""
     client = connect_spaces(endpoint)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        manager = PartitionManager(conn)
+        manager = PartitionManager(conn, manifest_key=manifests.signing_key("bench only"))
         [target] = [p for p in manager.partitions() if p.name == partition]
         started = time.perf_counter()
         manager.export(target, client, BUCKET)
@@ -126,7 +127,7 @@ def rotation_writer_wait(dsn: str, endpoint: str, concurrent: bool) -> dict:
     started = time.perf_counter()
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            manager = PartitionManager(conn)
+            manager = PartitionManager(conn, manifest_key=manifests.signing_key("bench only"))
             manager.premake(3)
             months = manager.archive_candidates()
             for month in months:

@@ -63,12 +63,11 @@ def test_every_mounted_and_built_path_exists(compose):
 
 
 def test_every_connection_the_dags_use_is_set_and_parses(compose):
-    from coldcopy import DB_CONN_ID
+    from coldcopy import DB_CONN_ID, KEY_CONN_ID
     from coldcopy.alerts import WEBHOOK_CONN_ID
     from coldcopy.object_store import SPACES_CONN_ID
 
-    used = {DB_CONN_ID, SPACES_CONN_ID, "coldcopy_backup_key", WEBHOOK_CONN_ID}
-    assert "coldcopy_backup_key" in (ROOT / "plugins/coldcopy/operators/backups.py").read_text()
+    used = {DB_CONN_ID, SPACES_CONN_ID, KEY_CONN_ID, WEBHOOK_CONN_ID}
     env = compose["x-airflow-common"]["environment"]
     for conn_id in used:
         value = env[f"AIRFLOW_CONN_{conn_id.upper()}"]

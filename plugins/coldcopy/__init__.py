@@ -3,6 +3,8 @@
 from pathlib import Path
 
 DB_CONN_ID = "coldcopy_db"
+# Its password is the backup passphrase; it also keys the signatures of backup and archive manifests.
+KEY_CONN_ID = "coldcopy_backup_key"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO_ROOT / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"

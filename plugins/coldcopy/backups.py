@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -30,15 +29,13 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
-from coldcopy import ops_schema
+from coldcopy import KEY_CONN_ID, catalog, manifests, ops_schema
 from coldcopy.object_store import PART_SIZE, MultipartUpload, read_object
-from coldcopy.pg_tools import pg_program
+from coldcopy.pg_tools import client_popen, minimal_env, pg_program
 
 log = logging.getLogger(__name__)
 
-KEY_CONN_ID = "coldcopy_backup_key"
 PREFIX = "backups"
 RETENTION = {"standard": timedelta(days=30), "compliance": timedelta(days=365)}
 _KEY = re.compile(r"^backups/(?P<cls>standard|compliance)/\d{4}/\d{2}/\d{2}/(?P<name>[^/]+)-(?P<stamp>\d{8}T\d{6}Z)"
@@ -49,6 +46,14 @@ class BackupError(RuntimeError):
     """A backup, verification or restore failed; the message says which step and why."""
 
 
+def _count(conn: psycopg.Connection, table: str) -> int:
+    """Rows of ``table``, a name from a manifest or a DAG param: checked against the catalog first."""
+    try:
+        return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(catalog.relation(conn, table))).fetchone()[0]
+    except catalog.UnknownRelation as error:
+        raise BackupError(str(error)) from error
+
+
 def backup_passphrase(conn_id: str = KEY_CONN_ID) -> str:
     from airflow.sdk import BaseHook
 
@@ -56,13 +61,6 @@ def backup_passphrase(conn_id: str = KEY_CONN_ID) -> str:
     if not password:
         raise BackupError(f"connection {conn_id} has no password: it is the backup encryption passphrase")
     return password
-
-
-def _libpq_env(dsn: str) -> dict[str, str]:
-    params = conninfo_to_dict(dsn)
-    mapping = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
-               "dbname": "PGDATABASE", "sslmode": "PGSSLMODE"}
-    return {**os.environ, **{env: str(params[k]) for k, env in mapping.items() if params.get(k)}}
 
 
 def _passphrase_pipe(passphrase: str) -> int:
@@ -123,6 +121,7 @@ class BackupRunner:
     def __init__(self, dsn: str, client, bucket: str, passphrase: str, *, zstd_threads: int | None = None,
                  zstd_level: int = 1) -> None:
         self.dsn, self.client, self.bucket, self.passphrase = dsn, client, bucket, passphrase
+        self.manifest_key = manifests.signing_key(passphrase)
         self.zstd_threads = zstd_threads or max(1, (os.cpu_count() or 2) - 1)
         self.zstd_level = zstd_level
 
@@ -172,7 +171,8 @@ class BackupRunner:
             facts = snap_conn.execute(
                 "SELECT pg_database_size(current_database()), current_setting('server_version')").fetchone()
             dump_args = [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "--no-password"]
-            dump_args += [f"--table={t}" for t in tables or []]
+            # Quoted from the catalog: pg_dump reads --table as a pattern (wildcards, case folding).
+            dump_args += [f"--table={catalog.relation(snap_conn, t).as_string(snap_conn)}" for t in tables or []]
             upload = self._stream(dump_args, key)
         finished_at = datetime.now(UTC)
         manifest = {
@@ -186,7 +186,7 @@ class BackupRunner:
             "retention_class": klass, "expires_after_days": RETENTION[klass].days,
             "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
         }
-        self.client.put_object(Bucket=self.bucket, Key=manifest_key, Body=json.dumps(manifest, indent=2).encode(),
+        self.client.put_object(Bucket=self.bucket, Key=manifest_key, Body=manifests.dump(manifest, self.manifest_key),
                                ContentType="application/json")
         with self._connect(autocommit=True) as conn:
             conn.execute(
@@ -203,21 +203,20 @@ class BackupRunner:
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
             "AND n.nspname NOT LIKE 'pg_toast%' AND c.relpersistence = 'p' ORDER BY 1").fetchall()]
-        return {name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(name))).fetchone()[0]
-                for name in names}
+        return {name: _count(conn, name) for name in names}
 
     def _stream(self, dump_args: list[str], key: str) -> MultipartUpload:
         """Run ``pg_dump | zstd | gpg`` and upload gpg's output; abort the upload if any stage fails."""
-        env = _libpq_env(self.dsn)
         passphrase_fd = _passphrase_pipe(self.passphrase)
-        dump = subprocess.Popen(dump_args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        dump = client_popen(dump_args, self.dsn, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         zstd = subprocess.Popen(["zstd", "-q", f"-{self.zstd_level}", f"-T{self.zstd_threads}", "-c"],
-                                stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=minimal_env())
         gpg = subprocess.Popen(
             ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--symmetric",
              "--cipher-algo", "AES256", "--compress-algo", "none", "--passphrase-fd", str(passphrase_fd),
              "--output", "-"],
-            stdin=zstd.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,))
+            stdin=zstd.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,),
+            env=minimal_env())
         os.close(passphrase_fd)
         dump.stdout.close()
         zstd.stdout.close()
@@ -242,10 +241,10 @@ class BackupRunner:
         With ``tables``, only their rows are loaded (``--data-only --disable-triggers``) into a target that
         already has the schema, the way a single table is put back into a live-shaped database.
         """
+        self.manifest(key)  # a backup whose signed manifest does not verify is not ours: never restored
         with psycopg.connect(target_dsn) as conn:
             server_major = conn.info.server_version // 10000
-        args = [pg_program("pg_restore", server_major), "--no-owner", "--exit-on-error", "--single-transaction",
-                "-d", conninfo_to_dict(target_dsn)["dbname"]]
+        args = [pg_program("pg_restore", server_major), "--no-owner", "--exit-on-error", "--single-transaction"]
         if tables:
             args += ["--data-only", "--disable-triggers"]
         for table in tables or []:
@@ -254,12 +253,12 @@ class BackupRunner:
         gpg = subprocess.Popen(
             ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--decrypt",
              "--passphrase-fd", str(passphrase_fd)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,))
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,),
+            env=minimal_env())
         os.close(passphrase_fd)
         zstd = subprocess.Popen(["zstd", "-q", "-d", "-c"], stdin=gpg.stdout, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        restore = subprocess.Popen(args, stdin=zstd.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   env=_libpq_env(target_dsn))
+                                stderr=subprocess.PIPE, env=minimal_env())
+        restore = client_popen(args, target_dsn, stdin=zstd.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         gpg.stdout.close()
         zstd.stdout.close()
         pipeline = _Pipeline({"gpg": gpg, "zstd": zstd, "pg_restore": restore})
@@ -279,14 +278,14 @@ class BackupRunner:
         """The source database's schema (no data) into ``target_dsn``: ``pg_dump -s | pg_restore``."""
         with self._connect() as conn:
             major = conn.info.server_version // 10000
-        dump = subprocess.Popen([pg_program("pg_dump", major), "-Fc", "-s", "--no-password"], stdout=subprocess.PIPE,
-                                env=_libpq_env(self.dsn))
-        restored = subprocess.run([pg_program("pg_restore", major), "--no-owner", "--exit-on-error", "-d",
-                                   conninfo_to_dict(target_dsn)["dbname"]], stdin=dump.stdout,
-                                  capture_output=True, env=_libpq_env(target_dsn))
+        dump = client_popen([pg_program("pg_dump", major), "-Fc", "-s", "--no-password"], self.dsn,
+                            stdout=subprocess.PIPE)
+        restore = client_popen([pg_program("pg_restore", major), "--no-owner", "--exit-on-error"], target_dsn,
+                               stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         dump.stdout.close()
-        if dump.wait() or restored.returncode:
-            raise BackupError(f"could not copy the schema for verification: {restored.stderr.decode()[:500]}")
+        _, errors = restore.communicate()
+        if dump.wait() or restore.returncode:
+            raise BackupError(f"could not copy the schema for verification: {errors.decode()[:500]}")
 
     def resolve(self, which: str) -> str:
         """Object key of ``latest`` (newest whole-database backup), of the newest one on a ``YYYY-MM-DD``,
@@ -304,17 +303,22 @@ class BackupRunner:
         return max(candidates)[1]
 
     def manifest(self, key: str) -> dict:
+        """The backup's manifest, once its signature verifies (:class:`BackupError` otherwise)."""
         manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
-        return json.loads(b"".join(read_object(self.client, self.bucket, manifest_key)))
+        raw = b"".join(read_object(self.client, self.bucket, manifest_key))
+        try:
+            return manifests.load(raw, self.manifest_key, where=f"s3://{self.bucket}/{manifest_key}")
+        except manifests.ManifestRejected as error:
+            raise BackupError(str(error)) from error
 
     def verify(self, key: str, scratch_admin_dsn: str) -> dict:
         """Restore ``key`` into a scratch database, compare every table's row count with the manifest,
         drop the scratch database, and record the result in ``coldcopy_ops.backup_log``."""
         started = time.monotonic()
-        manifest = self.manifest(key)
         scratch = f"coldcopy_verify_{datetime.now(UTC):%Y%m%d%H%M%S}_{os.getpid()}"
-        error = None
+        error, manifest = None, {"row_counts": {}}
         try:
+            manifest = self.manifest(key)  # refused before anything is restored if its signature fails
             with psycopg.connect(scratch_admin_dsn, autocommit=True) as admin:
                 admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
             scratch_dsn = psycopg.conninfo.make_conninfo(scratch_admin_dsn, dbname=scratch)
@@ -325,7 +329,7 @@ class BackupRunner:
                 with psycopg.connect(scratch_dsn) as conn:
                     mismatches = {}
                     for table, expected in manifest["row_counts"].items():
-                        got = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table))).fetchone()[0]
+                        got = _count(conn, table)
                         if got != expected:
                             mismatches[table] = (expected, got)
                 if mismatches:
@@ -350,26 +354,30 @@ class BackupRunner:
     # -- retention -----------------------------------------------------------------------------------------
 
     def expired(self, now: datetime | None = None) -> list[str]:
-        """Backup objects past their class's retention, never the newest verified backup."""
+        """Backup objects past their class's retention, never the newest verified backup of each kind (the
+        whole database, and each table set, separately)."""
         now = now or datetime.now(UTC)
         backups = []
         for obj in self._list(f"{PREFIX}/"):
             match = _KEY.match(obj["Key"])
             if match:
                 stamp = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-                backups.append((stamp, obj["Key"], match["cls"]))
+                backups.append((stamp, obj["Key"], match["cls"], match["name"]))
         with self._connect(autocommit=True) as conn:
             self._log_table(conn)
             verified = {k for (k,) in conn.execute(
                 "SELECT object_key FROM coldcopy_ops.backup_log WHERE verification = 'verified'").fetchall()}
-        newest_verified = max((b for b in backups if b[1] in verified), default=None)
-        return [key for stamp, key, klass in sorted(backups)
-                if now - stamp > RETENTION[klass] and (newest_verified is None or key != newest_verified[1])]
+        newest_verified: dict[str, tuple] = {}
+        for backup in sorted(b for b in backups if b[1] in verified):
+            newest_verified[backup[3]] = backup  # sorted by stamp: the last one of each kind stays
+        kept = {b[1] for b in newest_verified.values()}
+        return [key for stamp, key, klass, _ in sorted(backups) if now - stamp > RETENTION[klass] and key not in kept]
 
     def apply_retention(self, *, dry_run: bool, now: datetime | None = None) -> list[str]:
         """Delete expired backups and their manifests (``dry_run``: only list them)."""
         doomed = self.expired(now)
         for key in doomed:
+            self.manifest(key)  # only objects whose signed manifest verifies are ours to delete
             if dry_run:
                 log.info("dry run: would delete %s", key)
                 continue

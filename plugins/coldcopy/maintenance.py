@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from coldcopy import ops_schema
+from coldcopy import catalog, ops_schema
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy, with_lock_retries
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,9 @@ class Maintenance:
             "drop_invalid_index": "DROP INDEX CONCURRENTLY IF EXISTS {}",
         }[target.action]
         started, started_at = time.monotonic(), self.conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        relation = catalog.relation(  # the target arrives through XCom: only the catalog's name reaches SQL
+            self.conn, target.name,
+            kinds=catalog.INDEX_KINDS if target.action in ("reindex", "drop_invalid_index") else catalog.TABLE_KINDS)
         before = self.size_of(target.name) if target.action != "drop_invalid_index" else None
 
         def attempt(lock_timeout_ms: int) -> None:
@@ -172,7 +175,7 @@ class Maintenance:
                 "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                 (f"{lock_timeout_ms}ms", self.statement_timeout))
             try:
-                self.conn.execute(sql.SQL(statement).format(sql.SQL(target.name)))
+                self.conn.execute(sql.SQL(statement).format(relation))
             finally:
                 self.conn.execute("RESET lock_timeout; RESET statement_timeout")
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import logging
 import time
 import zlib
@@ -36,7 +35,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from coldcopy import ops_schema
+from coldcopy import manifests, ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 from coldcopy.object_store import MultipartUpload, object_exists, object_sha256, read_object
 from coldcopy.refresh import TRACKING_TRIGGER, create_tracking_trigger, record_change
@@ -77,11 +76,14 @@ class Partition:
 class PartitionManager:
     """Partition rotation on one autocommit connection (``ColdCopyPostgresHook().session()``).
 
+    :param manifest_key: signs and checks the archives' manifests (:func:`coldcopy.manifests.signing_key`).
     :param lock_retry: lock_timeout and retry schedule for every step that locks the parent.
     """
 
-    def __init__(self, conn: psycopg.Connection, *, lock_retry: LockRetryPolicy = LockRetryPolicy()) -> None:
+    def __init__(self, conn: psycopg.Connection, *, manifest_key: bytes,
+                 lock_retry: LockRetryPolicy = LockRetryPolicy()) -> None:
         self.conn = conn
+        self.manifest_key = manifest_key
         self.lock_retry = lock_retry
         self.conn.execute("SET TimeZone = 'UTC'")
         ops_schema.ensure(conn, "partition_rotation")
@@ -205,14 +207,19 @@ class PartitionManager:
             "schema_version": self._schema_version(),
             "exported_at": self.conn.execute("SELECT now()").fetchone()[0].isoformat(),
         }
-        client.put_object(Bucket=bucket, Key=partition.manifest_key, Body=json.dumps(manifest, indent=2).encode(),
+        client.put_object(Bucket=bucket, Key=partition.manifest_key, Body=manifests.dump(manifest, self.manifest_key),
                           ContentType="application/json")
         self._set_state(partition, manifest, "exported")
         log.info("exported %s: %d rows, %d bytes, sha256 %s", partition.name, rows, upload.size, upload.sha256)
         return manifest
 
     def read_manifest(self, partition: Partition, client, bucket: str) -> dict:
-        return json.loads(b"".join(read_object(client, bucket, partition.manifest_key)))
+        """The month's manifest once its signature verifies (:class:`ArchiveError` otherwise)."""
+        raw = b"".join(read_object(client, bucket, partition.manifest_key))
+        try:
+            return manifests.load(raw, self.manifest_key, where=f"s3://{bucket}/{partition.manifest_key}")
+        except manifests.ManifestRejected as error:
+            raise ArchiveError(str(error)) from error
 
     def count_archived_rows(self, client, bucket: str, key: str) -> int:
         """Rows in the archived CSV, read back from the bucket and decompressed as a stream."""
@@ -321,12 +328,15 @@ class PartitionManager:
     def drop_detached(self, client, bucket: str, grace: timedelta = timedelta(days=7)) -> list[str]:
         """Drop months detached longer than ``grace`` ago that are still detached and whose archive verifies."""
         due = self.conn.execute(
-            "SELECT partition_name, object_key, sha256, byte_size "
+            "SELECT partition_name, object_key, sha256, byte_size, range_start, range_end "
             "FROM coldcopy_ops.partition_archive WHERE state = 'detached' AND detached_at <= now() - %s "
             "ORDER BY range_start", (grace,),
         ).fetchall()
         dropped = []
-        for name, key, sha256, size in due:
+        for name, key, sha256, size, range_start, range_end in due:
+            manifest = self.read_manifest(Partition(name, range_start, range_end), client, bucket)
+            if (manifest["sha256"], manifest["byte_size"]) != (sha256, size):
+                raise ArchiveError(f"{name}: its signed manifest does not describe the archive recorded; not dropping")
             attached = self.conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s))", (f"public.{name}",)
             ).fetchone()[0]

@@ -6,10 +6,31 @@ the programs bundled with the embedded server (``pgserver``), then PATH.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+# What a child process may see of ours: nothing else (the parent can hold every AIRFLOW_CONN_* secret).
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "GNUPGHOME")
+
+
+def minimal_env(**extra: str) -> dict[str, str]:
+    """The environment of every child process we start: locale, paths, and ``extra``."""
+    return {**{k: os.environ[k] for k in _PASSED_ENV if k in os.environ}, **extra}
+
+
+def client_popen(argv: list[str], dsn: str, **popen_kwargs) -> subprocess.Popen:
+    """Start a client program (pg_dump, pg_restore, psql) on ``dsn``: every libpq setting of the DSN
+    (``sslmode`` and the rest) in ``--dbname``, the password alone in PGPASSWORD of a minimal environment
+    (never in argv, where ``ps`` shows it)."""
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    env = minimal_env(**({"PGPASSWORD": password} if password else {}))
+    return subprocess.Popen([*argv, f"--dbname={make_conninfo(**params)}"], env=env, **popen_kwargs)
 
 
 def client_major(program: str) -> int:

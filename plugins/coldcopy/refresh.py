@@ -28,7 +28,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from coldcopy import ops_schema
+from coldcopy import catalog, ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 
 log = logging.getLogger(__name__)
@@ -137,14 +137,11 @@ class MaterializedViewRefresher:
         self.lock_retry = lock_retry
         self.statement_timeout = statement_timeout
         self.force = force
-        found = conn.execute(
-            "SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.oid = to_regclass(%s) AND c.relkind = 'm'", (view,)
-        ).fetchone()
-        if found is None:
-            raise ValueError(f"{view}: no such materialized view")
-        self.oid = found[0]
-        self.identifier = sql.Identifier(found[1], found[2])  # from the catalog: never the caller's text
+        try:
+            self.identifier = catalog.relation(conn, view, kinds=("m",))  # the catalog's name, never the caller's
+        except catalog.UnknownRelation as error:
+            raise ValueError(f"{view}: no such materialized view ({error})") from error
+        self.oid = conn.execute("SELECT %s::regclass::oid", (self.identifier.as_string(conn),)).fetchone()[0]
 
     # -- facts about the view -------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 import local_env
 from alert_sink import AlertSink
+from coldcopy import manifests
 from coldcopy.backups import BackupError, BackupRunner
 from coldcopy.dag_test import run_dag
 from coldcopy.object_store import spaces_hook
@@ -74,7 +75,7 @@ def test_tampered_object_or_wrong_key_fails_verification_and_alerts(runner, spac
     assert runner.verify(key, admin_dsn)["tables"] > 60
 
     wrong_key = BackupRunner(generated_db, client, bucket, "not the passphrase")
-    with pytest.raises(BackupError, match="gpg exited 2"):
+    with pytest.raises(BackupError, match="signature does not verify"):  # the manifest is refused first
         wrong_key.verify(key, admin_dsn)
 
     body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -119,27 +120,30 @@ def test_retention_deletes_exactly_the_expired(runner, spaces, generated_db):
     client, bucket = spaces
     now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 
-    def place(klass: str, age_days: int) -> str:
+    def place(klass: str, age_days: int, label: str = "coldcopy") -> str:
         stamp = now - timedelta(days=age_days)
-        key = f"backups/{klass}/{stamp:%Y/%m/%d}/coldcopy-{stamp:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
+        key = f"backups/{klass}/{stamp:%Y/%m/%d}/{label}-{stamp:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
         client.put_object(Bucket=bucket, Key=key, Body=b"x")
-        client.put_object(Bucket=bucket, Key=key.removesuffix(".dump.zst.gpg") + ".manifest.json", Body=b"{}")
+        client.put_object(Bucket=bucket, Key=key.removesuffix(".dump.zst.gpg") + ".manifest.json",
+                          Body=manifests.dump({"kind": "database", "tables": None}, runner.manifest_key))
         return key
 
     standard = {age: place("standard", age) for age in (1, 10, 29, 31, 45, 90)}
     compliance = {age: place("compliance", age) for age in (40, 200, 364, 366, 500)}
+    leads = {age: place("standard", age, "coldcopy-leads") for age in (35, 60)}  # another kind: a table set
     with psycopg.connect(generated_db, autocommit=True) as conn:
         runner._log_table(conn)
-        for key in (standard[45], compliance[500]):  # only old verified ones: the newest of them survives
+        # only old verified ones: the newest verified of each kind survives
+        for key in (standard[45], compliance[500], leads[35], leads[60]):
             conn.execute("INSERT INTO coldcopy_ops.backup_log (object_key, manifest_key, kind, retention_class, "
                          "byte_size, sha256, started_at, finished_at, verification) "
                          "VALUES (%s, '', 'database', 'standard', 1, '', now(), now(), 'verified')", (key,))
-    expected = sorted([standard[31], standard[90], compliance[366], compliance[500]])
+    expected = sorted([standard[31], standard[90], compliance[366], compliance[500], leads[60]])
     assert sorted(runner.apply_retention(dry_run=True, now=now)) == expected
-    assert len(client.list_objects_v2(Bucket=bucket)["Contents"]) == 22  # dry run deleted nothing
+    assert len(client.list_objects_v2(Bucket=bucket)["Contents"]) == 26  # dry run deleted nothing
     assert sorted(runner.apply_retention(dry_run=False, now=now)) == expected
     left = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"] if o["Key"].endswith(".gpg")}
-    assert standard[45] in left and compliance[364] in left and not set(expected) & left
+    assert standard[45] in left and compliance[364] in left and leads[35] in left and not set(expected) & left
     assert len(client.list_objects_v2(Bucket=bucket)["Contents"]) == 2 * len(left)  # manifests went too
 
 

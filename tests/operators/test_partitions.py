@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 import local_env
 from alert_sink import AlertSink
-from coldcopy import alerts
+from coldcopy import alerts, manifests
 from coldcopy.dag_test import run_dag
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.object_store import spaces_hook
@@ -48,8 +48,11 @@ def attached(dsn: str) -> list[str]:
         return [n for (n,) in conn.execute("SELECT name FROM app.email_events_partitions ORDER BY range_start")]
 
 
+MANIFEST_KEY = manifests.signing_key("archive manifests (test only)")
+
+
 def manager(conn, policy=FAST) -> PartitionManager:
-    return PartitionManager(conn, lock_retry=policy)
+    return PartitionManager(conn, lock_retry=policy, manifest_key=MANIFEST_KEY)
 
 
 def test_premake_creates_exactly_the_missing_months(migrated_db):
@@ -63,7 +66,7 @@ def test_premake_creates_exactly_the_missing_months(migrated_db):
         assert manager(conn).future_months() == 3
 
 
-def test_horizon_check_alerts_when_future_months_run_short(migrated_db, coldcopy_conn, monkeypatch):
+def test_horizon_check_alerts_when_future_months_run_short(migrated_db, coldcopy_conn, monkeypatch, backup_key):
     coldcopy_conn(migrated_db)
     with psycopg.connect(migrated_db, autocommit=True) as conn:
         for name in attached(migrated_db)[-2:]:
@@ -79,7 +82,7 @@ def test_horizon_check_alerts_when_future_months_run_short(migrated_db, coldcopy
         assert "horizon_check failed for good" in text and "only 1 future month" in text
 
 
-def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces, dagbag, airflow_db):
+def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces, dagbag, airflow_db, backup_key):
     client, bucket = spaces
     coldcopy_conn(generated_db)
     before = fingerprints(generated_db)
@@ -278,7 +281,8 @@ def test_parallel_archives_serialize_their_detaches_and_finalize_an_interrupted_
     assert not {m.name for m in (interrupted, *parallel)} & set(left)
 
 
-def test_restore_of_a_month_never_archived_fails_at_once_with_where_it_looked(migrated_db, spaces, coldcopy_conn):
+def test_restore_of_a_month_never_archived_fails_at_once_with_where_it_looked(migrated_db, spaces, coldcopy_conn,
+                                                                              backup_key):
     from datetime import UTC, datetime
 
     from coldcopy.operators.partitions import RestorePartitionOperator

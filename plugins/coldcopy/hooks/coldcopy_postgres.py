@@ -33,13 +33,20 @@ class ColdCopyPostgresHook(PostgresHook):
         self.application_name = application_name
         self.statement_timeout = statement_timeout
 
+    def libpq_params(self, dbname: str | None = None) -> dict[str, str]:
+        """The connection's libpq settings, its extra included (``sslmode``, ``sslrootcert``, ``options``…),
+        as :meth:`get_conn` passes them: every other path (backups, client programs) starts from these."""
+        conn = self.get_connection(self.postgres_conn_id)
+        params = {"host": conn.host, "port": conn.port, "user": conn.login, "password": conn.password,
+                  "dbname": dbname or self.database or conn.schema}
+        params.update({k: v for k, v in conn.extra_dejson.items() if k not in self.ignored_extra_options})
+        return {k: str(v) for k, v in params.items() if v not in (None, "")}
+
     def dsn(self, dbname: str | None = None) -> str:
-        """libpq connection string of the connection (for pg_dump and friends), optionally another database."""
+        """libpq connection string of the connection (extras included), optionally of another database."""
         from psycopg.conninfo import make_conninfo
 
-        conn = self.get_connection(self.postgres_conn_id)
-        return make_conninfo(host=conn.host or None, port=conn.port or None, user=conn.login or None,
-                             password=conn.password or None, dbname=dbname or conn.schema or None)
+        return make_conninfo(**self.libpq_params(dbname))
 
     @contextmanager
     def session(self, *, autocommit: bool = True) -> Iterator:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import DB_CONN_ID
+from coldcopy import DB_CONN_ID, KEY_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID
 
 
@@ -22,7 +22,7 @@ class BaseBackupOperator(BaseOperator):
     ui_color = "#eef3e2"
 
     def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
-                 key_conn_id: str = "coldcopy_backup_key", **kwargs) -> None:
+                 key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:
         super().__init__(**kwargs)
         self.conn_id, self.spaces_conn_id, self.key_conn_id = conn_id, spaces_conn_id, key_conn_id
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import DB_CONN_ID
+from coldcopy import DB_CONN_ID, KEY_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID
 
 
@@ -18,6 +18,7 @@ class BasePartitionOperator(BaseOperator):
 
     :param conn_id: Airflow connection of the database.
     :param spaces_conn_id: Airflow connection (aws type) of the archive bucket.
+    :param key_conn_id: connection whose password (the backup passphrase) keys the manifests' signatures.
     :param lock_timeout_ms: lock_timeout of the first attempt of each locking step (grows on retries).
     :param lock_attempts: attempts before a lock timeout fails the try.
     """
@@ -25,15 +26,19 @@ class BasePartitionOperator(BaseOperator):
     ui_color = "#fdf2e3"
 
     def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
-                 lock_timeout_ms: int = 2000, lock_attempts: int = 6, **kwargs) -> None:
+                 key_conn_id: str = KEY_CONN_ID, lock_timeout_ms: int = 2000, lock_attempts: int = 6,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.spaces_conn_id = spaces_conn_id
+        self.key_conn_id = key_conn_id
         self.lock_timeout_ms = lock_timeout_ms
         self.lock_attempts = lock_attempts
 
     @contextmanager
     def manager(self):
+        from coldcopy import manifests
+        from coldcopy.backups import backup_passphrase
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
         from coldcopy.lock_retries import LockRetryPolicy
         from coldcopy.partitions import PartitionManager
@@ -43,7 +48,8 @@ class BasePartitionOperator(BaseOperator):
         policy = LockRetryPolicy(attempts=self.lock_attempts, lock_timeout_ms=self.lock_timeout_ms,
                                  max_lock_timeout_ms=5 * self.lock_timeout_ms)
         with hook.session() as conn:
-            yield PartitionManager(conn, lock_retry=policy)
+            yield PartitionManager(conn, lock_retry=policy,
+                                   manifest_key=manifests.signing_key(backup_passphrase(self.key_conn_id)))
 
     def bucket(self):
         from coldcopy.object_store import bucket_of, spaces_hook

@@ -1,0 +1,94 @@
+"""`make airflow` figures: seconds from the command to the UI answering (warm venv, data kept from the first
+start), the resident memory of the stack's processes once idle, and the wall time of the end-to-end tests.
+
+    make bench            # or: .venv/bin/python bench/airflow_stack.py [--starts 3] [--idle 30]
+
+Uses the real `make airflow` home (.airflow/, .pgdata/airflow) on a free port; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "scripts")]
+
+from airflow_stack import free_port  # noqa: E402
+
+
+def tree_rss_mb(pid: int) -> dict[str, float]:
+    """RSS per kind of process in the launcher's tree (Airflow components and their workers, postgres)."""
+    totals: dict[str, float] = {}
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            cmdline = " ".join(process.cmdline())
+            kind = next((c for c in ("api-server", "scheduler", "dag-processor", "triggerer") if c in cmdline),
+                        "postgres" if "postgres" in process.name() else "other (launcher, task workers)")
+            totals[kind] = totals.get(kind, 0) + process.memory_info().rss / 2**20
+        except psutil.NoSuchProcess:
+            pass
+    return {k: round(v, 1) for k, v in sorted(totals.items())}
+
+
+def one_start(port: int, idle_s: float) -> tuple[float, dict]:
+    env = {**os.environ, "AIRFLOW_PORT": str(port)}
+    started = time.perf_counter()
+    launcher = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "airflow_local.py")], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            if launcher.poll() is not None:
+                raise SystemExit(f"make airflow exited with {launcher.returncode}; see .airflow/logs/")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2, follow_redirects=True).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        to_ui = time.perf_counter() - started
+        time.sleep(idle_s)
+        return to_ui, tree_rss_mb(launcher.pid)
+    finally:
+        launcher.terminate()
+        launcher.wait(120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=30, help="seconds idle before RSS is read")
+    args = parser.parse_args()
+    one_start(free_port(), 0)  # warm-up: first-start work (migrations, data) is not part of the figure
+    starts, rss = [], []
+    for _ in range(args.starts):
+        seconds, memory = one_start(free_port(), args.idle)
+        starts.append(round(seconds, 1))
+        rss.append(memory)
+    started = time.perf_counter()
+    e2e = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/e2e"], cwd=ROOT, capture_output=True,
+                         text=True)
+    e2e_s = time.perf_counter() - started
+    result = {
+        "settings": {"starts": args.starts, "idle_s": args.idle, "cpus": os.cpu_count(), "parallelism": 4},
+        "start_to_ui_s": {"min": min(starts), "median": statistics.median(starts), "max": max(starts)},
+        "rss_mb_by_kind": rss[-1],
+        "rss_mb_total": round(sum(rss[-1].values()), 1),
+        "e2e_tests": {"seconds": round(e2e_s, 1), "outcome": e2e.stdout.strip().splitlines()[-1]},
+    }
+    (ROOT / "bench" / "results" / "airflow_stack.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

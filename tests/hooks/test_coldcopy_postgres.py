@@ -1,0 +1,52 @@
+"""One way to connect: the connection's extras reach psycopg sessions and client programs alike, and a
+client program sees no secret of the parent's environment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+from coldcopy.pg_tools import client_popen, pg_program
+
+
+def with_extra(monkeypatch, dsn: str, **extra) -> ColdCopyPostgresHook:
+    params = conninfo_to_dict(dsn)
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_DB", json.dumps({
+        "conn_type": "postgres", "host": params["host"], "port": int(params.get("port", 5432)),
+        "login": params.get("user"), "schema": params["dbname"], "extra": extra}))
+    return ColdCopyPostgresHook()
+
+
+def test_sslmode_require_reaches_psycopg_and_pg_dump(empty_db, monkeypatch):
+    """The test server has no TLS: sslmode=require must make every path refuse to connect."""
+    hook = with_extra(monkeypatch, empty_db, sslmode="require")
+    assert conninfo_to_dict(hook.dsn())["sslmode"] == "require"
+    with pytest.raises(psycopg.OperationalError, match="SSL"), hook.session():
+        pass
+    with pytest.raises(psycopg.OperationalError, match="SSL"):
+        psycopg.connect(hook.dsn()).close()  # the path of the backups
+    dump = client_popen([pg_program("pg_dump", 15), "-s"], hook.dsn(), stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE)
+    _, errors = dump.communicate()
+    assert dump.returncode != 0 and b"SSL" in errors
+    plain = with_extra(monkeypatch, empty_db, options="-c work_mem=7MB")
+    with plain.session() as conn:  # and options= arrives too
+        assert conn.execute("SHOW work_mem").fetchone()[0] == "7MB"
+    with psycopg.connect(plain.dsn()) as conn:
+        assert conn.execute("SHOW work_mem").fetchone()[0] == "7MB"
+
+
+def test_client_programs_get_no_airflow_secret_and_no_password_in_argv(empty_db, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SOMETHING_ELSE", "postgresql://admin:hunter2@elsewhere/db")
+    hook = with_extra(monkeypatch, empty_db, application_name="coldcopy-env-test")
+    psql = client_popen([pg_program("psql", 15), "-X", "-At", "-c", r"\! env; ps -o args= -p $PPID"],
+                        hook.dsn(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = psql.communicate()
+    assert psql.returncode == 0, err
+    assert "AIRFLOW_CONN_" not in out and "hunter2" not in out
+    assert "application_name=coldcopy-env-test" in out  # the extra arrived in --dbname

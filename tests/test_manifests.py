@@ -1,0 +1,108 @@
+"""Manifests read back from the bucket are authenticated, and no name in them reaches SQL unchecked."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from coldcopy import manifests
+from coldcopy.backups import BackupError, BackupRunner
+from coldcopy.partitions import ArchiveError, PartitionManager
+
+KEY = manifests.signing_key("test passphrase")
+
+
+def test_sign_and_load_round_trip_and_every_kind_of_tampering_is_refused():
+    manifest = {"rows": 10, "row_counts": {"public.leads": 10}}
+    raw = manifests.dump(manifest, KEY)
+    assert manifests.load(raw, KEY, where="m") == manifest
+    edited = json.loads(raw)
+    edited["rows"] = 11
+    tables_added = json.loads(raw)
+    tables_added["row_counts"]["public.workspaces"] = 1
+    unsigned = dict(manifest)
+    for bad, why in ((json.dumps(edited).encode(), "does not verify"),
+                     (json.dumps(tables_added).encode(), "does not verify"),
+                     (json.dumps(unsigned).encode(), "not a signed manifest"),
+                     (manifests.dump(manifest, manifests.signing_key("another key")), "does not verify"),
+                     (b"not json", "not a signed manifest")):
+        with pytest.raises(manifests.ManifestRejected, match=why):
+            manifests.load(bad, KEY, where="m")
+
+
+def replace_manifest(client, bucket: str, key: str, edit) -> None:
+    document = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    edit(document)
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(document).encode())
+
+
+def test_an_edited_backup_manifest_is_refused_by_verify_restore_resolve_and_retention(
+        generated_db, spaces, backup_key, admin_dsn, new_database):
+    client, bucket = spaces
+    runner = BackupRunner(generated_db, client, bucket, backup_key)
+    key = runner.backup(tables=["public.workspaces"]).object_key
+    manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
+    replace_manifest(client, bucket, manifest_key, lambda m: m["row_counts"].update({"public.leads": 0}))
+    with pytest.raises(BackupError, match="signature does not verify"):
+        runner.verify(key, admin_dsn)
+    with pytest.raises(BackupError, match="signature does not verify"):
+        runner.restore(key, new_database(), tables=["public.workspaces"])
+    with pytest.raises(BackupError, match="signature does not verify"):
+        runner.manifest(key)
+    with pytest.raises(BackupError, match="signature does not verify"):
+        BackupRunner(generated_db, client, bucket, "another passphrase").manifest(key)
+    from datetime import UTC, datetime, timedelta
+
+    with pytest.raises(BackupError, match="signature does not verify"):  # never deletes what it cannot trust
+        runner.apply_retention(dry_run=False, now=datetime.now(UTC) + timedelta(days=400))
+    assert client.head_object(Bucket=bucket, Key=key)
+
+
+def test_a_planted_table_name_is_refused_before_any_sql_runs(generated_db, spaces, backup_key, admin_dsn):
+    """Even with a valid signature (a stolen key), a name in a manifest never becomes SQL text."""
+    client, bucket = spaces
+    runner = BackupRunner(generated_db, client, bucket, backup_key)
+    key = runner.backup().object_key
+    manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
+    document = runner.manifest(key)
+    document["row_counts"]["public.workspaces; DROP TABLE public.leads; --"] = 1
+    client.put_object(Bucket=bucket, Key=manifest_key, Body=manifests.dump(document, runner.manifest_key))
+    with pytest.raises(BackupError, match="not a relation name: 'public.workspaces; DROP TABLE public.leads; --'"):
+        runner.verify(key, admin_dsn)
+    with psycopg.connect(generated_db) as conn:
+        assert conn.execute("SELECT to_regclass('public.leads') IS NOT NULL").fetchone()[0]
+    with pytest.raises(BackupError, match="not a relation name"):
+        runner.backup(tables=["public.leads; DROP TABLE public.leads"])
+
+
+def test_an_edited_archive_manifest_is_refused_by_verify_restore_and_drop(generated_db, spaces):
+    from datetime import timedelta
+
+    client, bucket = spaces
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = PartitionManager(conn, manifest_key=KEY)
+        month = rotation.archive_candidates()[-1]
+        rotation.archive(month, client, bucket)
+        replace_manifest(client, bucket, month.manifest_key, lambda m: m.update(rows=m["rows"] + 1))
+        with pytest.raises(ArchiveError, match="signature does not verify"):
+            rotation.drop_detached(client, bucket, grace=timedelta(0))
+        assert conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{month.name}",)).fetchone()[0]
+        conn.execute(f"DROP TABLE public.{month.name}")
+        with pytest.raises(ArchiveError, match="signature does not verify"):
+            rotation.restore(month.range_start, client, bucket)
+        other = rotation.archive_candidates()[-1]
+        rotation.export(other, client, bucket)
+        with pytest.raises(ArchiveError, match="signature does not verify"):
+            PartitionManager(conn, manifest_key=manifests.signing_key("another key")).verify(other, client, bucket)
+
+
+def test_a_view_name_with_a_quote_is_a_clear_error(generated_db):
+    from coldcopy.refresh import MaterializedViewRefresher
+
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        for name in ('analytics.campaign_analytics"; DROP TABLE public.leads; --', "analytics.nope"):
+            with pytest.raises(ValueError, match="no such materialized view"):
+                MaterializedViewRefresher(conn, name)
+        assert conn.execute("SELECT to_regclass('public.leads') IS NOT NULL").fetchone()[0]
