@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from coldcopy import KEY_CONN_ID, catalog, manifests, ops_schema
+from coldcopy import KEY_CONN_ID, catalog, manifests, ops_schema, sessions
 from coldcopy.object_store import PART_SIZE, MultipartUpload, read_object
 from coldcopy.pg_tools import client_popen, minimal_env, pg_program
 
@@ -128,7 +128,9 @@ class BackupRunner:
     # -- helpers -------------------------------------------------------------------------------------
 
     def _connect(self, **kwargs) -> psycopg.Connection:
-        return psycopg.connect(self.dsn, **kwargs)
+        conn = psycopg.connect(self.dsn, **kwargs)
+        sessions.track_connection(conn)
+        return conn
 
     def _log_table(self, conn) -> None:
         ops_schema.ensure(conn, "backups")
@@ -209,9 +211,9 @@ class BackupRunner:
         """Run ``pg_dump | zstd | gpg`` and upload gpg's output; abort the upload if any stage fails."""
         passphrase_fd = _passphrase_pipe(self.passphrase)
         dump = client_popen(dump_args, self.dsn, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        zstd = subprocess.Popen(["zstd", "-q", f"-{self.zstd_level}", f"-T{self.zstd_threads}", "-c"],
+        zstd = sessions.popen(["zstd", "-q", f"-{self.zstd_level}", f"-T{self.zstd_threads}", "-c"],
                                 stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=minimal_env())
-        gpg = subprocess.Popen(
+        gpg = sessions.popen(
             ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--symmetric",
              "--cipher-algo", "AES256", "--compress-algo", "none", "--passphrase-fd", str(passphrase_fd),
              "--output", "-"],
@@ -250,13 +252,13 @@ class BackupRunner:
         for table in tables or []:
             args += ["--table", table.split(".")[-1]]
         passphrase_fd = _passphrase_pipe(self.passphrase)
-        gpg = subprocess.Popen(
+        gpg = sessions.popen(
             ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--decrypt",
              "--passphrase-fd", str(passphrase_fd)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,),
             env=minimal_env())
         os.close(passphrase_fd)
-        zstd = subprocess.Popen(["zstd", "-q", "-d", "-c"], stdin=gpg.stdout, stdout=subprocess.PIPE,
+        zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=gpg.stdout, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=minimal_env())
         restore = client_popen(args, target_dsn, stdin=zstd.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         gpg.stdout.close()

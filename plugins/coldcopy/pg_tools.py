@@ -14,6 +14,8 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from coldcopy import sessions
+
 # What a child process may see of ours: nothing else (the parent can hold every AIRFLOW_CONN_* secret).
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "GNUPGHOME")
 
@@ -28,9 +30,10 @@ def client_popen(argv: list[str], dsn: str, **popen_kwargs) -> subprocess.Popen:
     (``sslmode`` and the rest) in ``--dbname``, the password alone in PGPASSWORD of a minimal environment
     (never in argv, where ``ps`` shows it)."""
     params = conninfo_to_dict(dsn)
+    params["application_name"] = sessions.client_application_name(Path(argv[0]).name)
     password = params.pop("password", None)
     env = minimal_env(**({"PGPASSWORD": password} if password else {}))
-    return subprocess.Popen([*argv, f"--dbname={make_conninfo(**params)}"], env=env, **popen_kwargs)
+    return sessions.popen([*argv, f"--dbname={make_conninfo(**params)}"], env=env, **popen_kwargs)
 
 
 def client_major(program: str) -> int:

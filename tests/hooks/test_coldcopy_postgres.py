@@ -43,10 +43,10 @@ def test_sslmode_require_reaches_psycopg_and_pg_dump(empty_db, monkeypatch):
 
 def test_client_programs_get_no_airflow_secret_and_no_password_in_argv(empty_db, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SOMETHING_ELSE", "postgresql://admin:hunter2@elsewhere/db")
-    hook = with_extra(monkeypatch, empty_db, application_name="coldcopy-env-test")
+    hook = with_extra(monkeypatch, empty_db, sslmode="disable")
     psql = client_popen([pg_program("psql", 15), "-X", "-At", "-c", r"\! env; ps -o args= -p $PPID"],
                         hook.dsn(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = psql.communicate()
     assert psql.returncode == 0, err
     assert "AIRFLOW_CONN_" not in out and "hunter2" not in out
-    assert "application_name=coldcopy-env-test" in out  # the extra arrived in --dbname
+    assert "sslmode=disable" in out  # the extra arrived in --dbname

@@ -48,6 +48,14 @@ class ColdCopyPostgresHook(PostgresHook):
 
         return make_conninfo(**self.libpq_params(dbname))
 
+    def get_conn(self):
+        """The provider's connection, recorded so the task's ``on_kill`` can stop what it runs."""
+        from coldcopy import sessions
+
+        conn = super().get_conn()
+        sessions.track_connection(conn)
+        return conn
+
     @contextmanager
     def session(self, *, autocommit: bool = True) -> Iterator:
         """A connection with the session settings applied, closed on exit.

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, KEY_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID
+from coldcopy.operators.base import ColdCopyOperator
 
 
-class BaseBackupOperator(BaseOperator):
+class BaseBackupOperator(ColdCopyOperator):
     """Shared parts: the database, Spaces and backup-key connections.
 
     :param conn_id: the database to back up (and the server restores are verified on).
@@ -20,6 +22,7 @@ class BaseBackupOperator(BaseOperator):
     """
 
     ui_color = "#eef3e2"
+    default_execution_timeout = timedelta(hours=3)
 
     def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
                  key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
 from coldcopy import DB_CONN_ID
+from coldcopy.operators.base import ColdCopyOperator
 
 
-class BaseMaintenanceOperator(BaseOperator):
+class BaseMaintenanceOperator(ColdCopyOperator):
     """Shared parts: the connection, timeouts and lock retries.
 
     :param statement_timeout: ceiling for each maintenance statement.
@@ -19,6 +21,7 @@ class BaseMaintenanceOperator(BaseOperator):
     """
 
     ui_color = "#f3e8f6"
+    default_execution_timeout = timedelta(hours=2)
 
     def __init__(self, *, conn_id: str = DB_CONN_ID, statement_timeout: str = "1h", lock_timeout_ms: int = 1000,
                  lock_attempts: int = 4, **kwargs) -> None:

@@ -7,20 +7,22 @@ the DAG file.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, MIGRATIONS_DIR
 from coldcopy.migrations import PHASE_NAMES, Migration, MigrationError, Status, discover_migrations
+from coldcopy.operators.base import ColdCopyOperator
 
 if TYPE_CHECKING:
     from coldcopy.migration_runner import MigrationRunner
 
 
-class BaseMigrationOperator(BaseOperator):
+class BaseMigrationOperator(ColdCopyOperator):
     """Shared parts: the connection, the migrations directory and the ``dry_run`` DAG param.
 
     :param migrations_dir: directory of ``NNN_name.sql`` files.
@@ -31,6 +33,7 @@ class BaseMigrationOperator(BaseOperator):
     """
 
     ui_color = "#e8f4ea"
+    default_execution_timeout = timedelta(hours=1)
 
     def __init__(
         self,

@@ -6,14 +6,15 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, KEY_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID
+from coldcopy.operators.base import ColdCopyOperator
 
 
-class BasePartitionOperator(BaseOperator):
+class BasePartitionOperator(ColdCopyOperator):
     """Shared parts: the database and Spaces connections and the lock retry schedule.
 
     :param conn_id: Airflow connection of the database.
@@ -24,6 +25,7 @@ class BasePartitionOperator(BaseOperator):
     """
 
     ui_color = "#fdf2e3"
+    default_execution_timeout = timedelta(hours=3)
 
     def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
                  key_conn_id: str = KEY_CONN_ID, lock_timeout_ms: int = 2000, lock_attempts: int = 6,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from coldcopy import DB_CONN_ID
+from coldcopy.operators.base import ColdCopyOperator
 
 
-class RefreshMaterializedViewOperator(BaseOperator):
+class RefreshMaterializedViewOperator(ColdCopyOperator):
     """Refresh ``view`` concurrently when its sources changed; skip (and log why) when nothing can change.
 
     Every decision is recorded in ``coldcopy_ops.mv_refresh_log``. A refresh returns its outcome to XCom; a
@@ -27,6 +29,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("view",)
     ui_color = "#e6f0fa"
+    default_execution_timeout = timedelta(minutes=45)
 
     def __init__(
         self,
