@@ -28,6 +28,11 @@ def relation(conn: psycopg.Connection, name: str, kinds: tuple[str, ...] = TABLE
     :raises UnknownRelation: ``name`` is not a plain (optionally quoted, schema-qualified) name, or no
         relation of one of ``kinds`` has it.
     """
+    return sql.Identifier(*relation_parts(conn, name, kinds))
+
+
+def relation_parts(conn: psycopg.Connection, name: str, kinds: tuple[str, ...] = TABLE_KINDS) -> tuple[str, str]:
+    """``(schema, name)`` as the catalog spells them; see :func:`relation`."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise UnknownRelation(f"not a relation name: {name!r}")
     found = conn.execute(
@@ -35,4 +40,4 @@ def relation(conn: psycopg.Connection, name: str, kinds: tuple[str, ...] = TABLE
         "WHERE c.oid = to_regclass(%s)", (name,)).fetchone()
     if found is None or found[2] not in kinds:
         raise UnknownRelation(f"no {'/'.join(kinds)} relation named {name!r} in database {conn.info.dbname!r}")
-    return sql.Identifier(found[0], found[1])
+    return found[0], found[1]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import sql
@@ -30,6 +30,9 @@ from coldcopy import catalog, ops_schema
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy, with_lock_retries
 
 log = logging.getLogger(__name__)
+# VACUUM FULL holds ACCESS EXCLUSIVE (no reads, no writes) for its whole rewrite: its lock wait is capped here,
+# whatever the retry policy grows other waits to.
+ACCESS_EXCLUSIVE_LOCK_TIMEOUT_MS = 1000
 
 # Estimated size of a table or btree index if it were rewritten now, from row counts and pg_stats widths.
 _TABLE_BLOAT_SQL = """
@@ -165,9 +168,10 @@ class Maintenance:
             "drop_invalid_index": "DROP INDEX CONCURRENTLY IF EXISTS {}",
         }[target.action]
         started, started_at = time.monotonic(), self.conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        relation = catalog.relation(  # the target arrives through XCom: only the catalog's name reaches SQL
+        schema, name = catalog.relation_parts(  # the target arrives through XCom: only the catalog's name is used
             self.conn, target.name,
             kinds=catalog.INDEX_KINDS if target.action in ("reindex", "drop_invalid_index") else catalog.TABLE_KINDS)
+        relation = sql.Identifier(schema, name)
         before = self.size_of(target.name) if target.action != "drop_invalid_index" else None
 
         def attempt(lock_timeout_ms: int) -> None:
@@ -179,15 +183,37 @@ class Maintenance:
             finally:
                 self.conn.execute("RESET lock_timeout; RESET statement_timeout")
 
+        policy = self.lock_retry
+        if target.action == "vacuum_full":  # ACCESS EXCLUSIVE for the whole rewrite: never wait over 1 s for it
+            policy = replace(policy, lock_timeout_ms=min(policy.lock_timeout_ms, ACCESS_EXCLUSIVE_LOCK_TIMEOUT_MS),
+                             max_lock_timeout_ms=ACCESS_EXCLUSIVE_LOCK_TIMEOUT_MS)
         try:
-            with_lock_retries(attempt, self.lock_retry, what=f"{target.action} {target.name}")
+            with_lock_retries(attempt, policy, what=f"{target.action} {target.name}")
             outcome, detail = "done", target.reason
         except LockRetriesExhausted as error:
             outcome, detail = "skipped", f"stayed locked, skipped this run: {error}"
             log.warning("%s %s: %s", target.action, target.name, detail)
+        except Exception:
+            if target.action == "reindex":
+                self._drop_ccnew_of(schema, name)
+            raise
+        if outcome == "skipped" and target.action == "reindex":
+            self._drop_ccnew_of(schema, name)
         after = self.size_of(target.name) if outcome == "done" and before is not None else None
         self.record(target.action, target.name, started_at, started, outcome, detail, before, after)
         return outcome
+
+    def _drop_ccnew_of(self, schema: str, name: str) -> None:
+        """A failed ``REINDEX … CONCURRENTLY`` leaves an INVALID ``<index>_ccnew`` that every write still
+        maintains: drop it now, not at next week's cleanup."""
+        leftovers = self.conn.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid AND n.nspname = %s "
+            "AND c.relname LIKE %s", (schema, name[:59].replace("_", "\\_") + "\\_ccnew%")).fetchall()
+        for (leftover,) in leftovers:
+            self.conn.execute("RESET statement_timeout")
+            self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, leftover)))
+            log.warning("dropped %s.%s, left INVALID by the failed REINDEX CONCURRENTLY", schema, leftover)
 
     def record(self, action: str, target: str, started_at, started: float, outcome: str, detail: str,
                before: int | None = None, after: int | None = None) -> None:
