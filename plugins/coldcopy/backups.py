@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import KEY_CONN_ID, catalog, manifests, ops_schema, sessions
+from coldcopy.alerts import reason_of
 from coldcopy.object_store import PART_SIZE, MultipartUpload, read_object
 from coldcopy.pg_tools import client_popen, minimal_env, pg_program
 
@@ -347,7 +348,7 @@ class BackupRunner:
             conn.execute(
                 "UPDATE coldcopy_ops.backup_log SET verification = %s, verified_at = now(), verification_ms = %s, "
                 "verification_error = %s WHERE object_key = %s",
-                ("failed" if error else "verified", elapsed_ms, str(error)[:2000] if error else None, key))
+                ("failed" if error else "verified", elapsed_ms, reason_of(error)[:2000] if error else None, key))
         if error:
             raise error if isinstance(error, BackupError) else BackupError(f"{key}: {error}") from error
         log.info("verified %s: %d tables match in %d ms", key, len(manifest["row_counts"]), elapsed_ms)

@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import catalog, ops_schema
+from coldcopy.alerts import reason_of
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 
 log = logging.getLogger(__name__)
@@ -254,8 +255,8 @@ class MaterializedViewRefresher:
                     what=f"refresh of {self.view}",
                 )
         except Exception as error:
-            self._log(run, started_at, started, RefreshOutcome(self.view, "failed", f"{type(error).__name__}: "
-                                                                f"{str(error).strip()}"[:2000]), None)
+            # reason_of: class and first line only; PostgreSQL's DETAIL lines can quote row values.
+            self._log(run, started_at, started, RefreshOutcome(self.view, "failed", reason_of(error)[:2000]), None)
             raise
         self._log(run, started_at, started, outcome, snapshot)
         self.conn.execute("DELETE FROM coldcopy_ops.source_changes WHERE changed_at < now() - %s::interval",

@@ -260,3 +260,17 @@ def test_refreshes_installing_tracking_at_once_do_not_collide(generated_db):
             "AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = %s)",
             ("coldcopy_track_changes",)).fetchone()[0]
     assert missing == 0
+
+
+def test_a_failure_quoting_row_values_is_logged_without_them(generated_db):
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.pii_probe (k int, email text)")
+        conn.execute("INSERT INTO public.pii_probe VALUES (1, 'first@example.com')")
+        conn.execute("CREATE MATERIALIZED VIEW analytics.pii_probe_mv AS SELECT k, email FROM public.pii_probe")
+        conn.execute("CREATE UNIQUE INDEX ON analytics.pii_probe_mv (email)")
+        conn.execute("INSERT INTO public.pii_probe VALUES (2, 'first@example.com')")  # duplicates the key
+        with pytest.raises(psycopg.Error) as failure:
+            MaterializedViewRefresher(conn, "analytics.pii_probe_mv", force=True).run(RefreshRun(run_id="pii"))
+    assert "first@example.com" in str(failure.value)  # PostgreSQL's DETAIL quotes the row...
+    [row] = [r for r in log_rows(generated_db, "analytics.pii_probe_mv") if r[1] == "failed"]
+    assert "first@example.com" not in row[3] and row[3].startswith(type(failure.value).__name__)
