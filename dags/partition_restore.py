@@ -6,6 +6,12 @@
 with `COPY … FROM STDIN`, checks rows and row checksum against the manifest (rolled back if they differ),
 then ATTACHes it as the month's partition under `lock_timeout` with retries.
 
+The month is **held** attached for `hold_days` (default 30; recorded in `coldcopy_ops.partition_archive`
+with who restored it and until when): `partition_maintenance` leaves it alone, saying so in its log, until
+the hold ends; then it verifies the month against its existing archive (no re-upload), detaches it, and
+drops it after the usual grace period. Rows written into the month meanwhile fail that verification and
+keep it attached (alert).
+
 Refuses when the month is attached already, or still exists detached (in its grace period: re-attach it,
 as the error message shows). CLI: `airflow dags trigger partition_restore --conf '{"month": "2025-10"}'`.
 """
@@ -24,8 +30,10 @@ with DAG(
     max_active_runs=1,
     default_args=default_args(retries=2),
     params={"month": Param("2025-01", type="string", pattern=r"^\d{4}-\d{2}$",
-                           description="The month to restore, YYYY-MM (UTC).")},
+                           description="The month to restore, YYYY-MM (UTC)."),
+            "hold_days": Param(30, type="integer", minimum=1, maximum=366,
+                               description="Days partition_maintenance leaves the month attached.")},
     tags=["coldcopy", "partitions", "restore"],
     doc_md=__doc__,
 ):
-    RestorePartitionOperator(task_id="restore", month="{{ params.month }}")
+    RestorePartitionOperator(task_id="restore", month="{{ params.month }}", hold_days="{{ params.hold_days }}")

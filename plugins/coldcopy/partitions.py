@@ -105,9 +105,22 @@ class PartitionManager:
         return sum(1 for p in self.partitions() if p.range_start >= boundary)
 
     def archive_candidates(self, retain_months: int = 12, now: datetime | None = None) -> list[Partition]:
-        """Attached months whose whole range is older than ``retain_months`` before the current month."""
+        """Attached months whose whole range is older than ``retain_months`` before the current month, except
+        restored months still held (:meth:`held`)."""
         cutoff = self.month_start(-retain_months, now)
-        return [p for p in self.partitions() if p.range_end <= cutoff]
+        held = {name for name, _, _ in self.held(now)}
+        return [p for p in self.partitions() if p.range_end <= cutoff and p.name not in held]
+
+    def held(self, now: datetime | None = None) -> list[tuple[str, datetime, str | None]]:
+        """``(partition, held_until, restored_by)`` of restored months whose hold has not ended."""
+        return self.conn.execute(
+            "SELECT partition_name, held_until, restored_by FROM coldcopy_ops.partition_archive "
+            "WHERE state = 'restored' AND held_until > coalesce(%s, now()) ORDER BY 1", (now,)).fetchall()
+
+    def _state(self, partition: Partition) -> str | None:
+        row = self.conn.execute("SELECT state FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
+                                (partition.name,)).fetchone()
+        return row[0] if row else None
 
     # -- premake ---------------------------------------------------------------------------------------
 
@@ -159,7 +172,9 @@ class PartitionManager:
         of another month is one.
         """
         try:
-            if partition.detach_pending:
+            if partition.detach_pending or self._state(partition) == "restored":
+                # A restored month's archive exists already: it must still describe the partition (rows
+                # written into the month since the restore fail this, and the month stays attached).
                 manifest = self.verify(partition, client, bucket)
             else:
                 manifest = self.export(partition, client, bucket)
@@ -310,7 +325,7 @@ class PartitionManager:
                               "updated_at = now() WHERE partition_name = %s", (name,))
 
     def _set_state(self, partition: Partition, manifest: dict, state: str) -> None:
-        stamp = {"exported": "exported_at", "verified": "verified_at"}[state]
+        stamp = {"exported": "exported_at", "verified": "verified_at", "restored": "restored_at"}[state]
         self.conn.execute(
             "INSERT INTO coldcopy_ops.partition_archive (partition_name, range_start, range_end, object_key, "
             "manifest_key, row_count, row_checksum, sha256, byte_size, state, exported_at) "
@@ -364,8 +379,10 @@ class PartitionManager:
 
     # -- restore ---------------------------------------------------------------------------------------
 
-    def restore(self, month: datetime, client, bucket: str) -> dict:
-        """Load a month back from its archive into a new table, verify it, and attach it. Returns the manifest."""
+    def restore(self, month: datetime, client, bucket: str, *, hold: timedelta = timedelta(days=30),
+                restored_by: str | None = None) -> dict:
+        """Load a month back from its archive into a new table, verify it, and attach it, held there for
+        ``hold`` (rotation leaves it alone until then). Returns the manifest."""
         start = self.month_start(0, month)
         partition = Partition(
             self.conn.execute("SELECT app.email_events_partition_name(%s)", (start,)).fetchone()[0],
@@ -398,8 +415,9 @@ class PartitionManager:
                 raise ArchiveError(f"{partition.name}: restored {rows} rows with checksum {checksum}, manifest says "
                                    f"{manifest['rows']} / {manifest['row_checksum']}; rolled back")
         self._attach(partition)
-        self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'restored', restored_at = now(), "
-                          "updated_at = now() WHERE partition_name = %s", (partition.name,))
+        self._set_state(partition, manifest, "restored")  # also when this database never archived it itself
+        self.conn.execute("UPDATE coldcopy_ops.partition_archive SET restored_by = %s, held_until = now() + %s "
+                          "WHERE partition_name = %s", (restored_by, hold, partition.name))
         log.info("restored %s: %d rows", partition.name, manifest["rows"])
         return manifest
 

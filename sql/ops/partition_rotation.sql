@@ -1,5 +1,6 @@
 -- Archive state of email_events partitions, owned by ColdCopy DB Ops; applied by coldcopy.ops_schema.ensure().
--- One row per month that rotation has touched: exported → verified → detached → dropped (→ restored).
+-- One row per month that rotation has touched: exported → verified → detached → dropped (→ restored, held
+-- until held_until, then verified against its existing archive → detached → dropped).
 
 CREATE SCHEMA IF NOT EXISTS coldcopy_ops;
 
@@ -21,3 +22,7 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.partition_archive (
   restored_at timestamptz,
   updated_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- A restored month is held attached until held_until: rotation leaves it alone until then.
+ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS restored_by text;
+ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS held_until timestamptz;

@@ -295,3 +295,31 @@ def test_restore_of_a_month_never_archived_fails_at_once_with_where_it_looked(mi
     coldcopy_conn(migrated_db)
     with pytest.raises(AirflowFailException, match="no archive for 1999-01"):  # fail, not retry 3 times
         RestorePartitionOperator(task_id="restore", month="1999-01").execute({})
+
+
+def test_a_restored_month_is_held_then_detached_and_dropped_without_a_new_upload(generated_db, spaces):
+    from datetime import UTC, datetime
+
+    client, bucket = spaces
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        month = rotation.archive_candidates()[-1]
+        rotation.archive(month, client, bucket)
+        rotation.drop_detached(client, bucket, grace=timedelta(0))
+        uploaded = client.head_object(Bucket=bucket, Key=month.object_key)
+        rotation.restore(month.range_start, client, bucket, hold=timedelta(days=30), restored_by="alice")
+        assert month.name in attached(generated_db)
+
+        in_ten_days, in_forty_days = (datetime.now(UTC) + timedelta(days=d) for d in (10, 40))
+        assert month.name not in {p.name for p in rotation.archive_candidates(now=in_ten_days)}
+        [(name, held_until, who)] = rotation.held(now=in_ten_days)
+        assert (name, who) == (month.name, "alice") and held_until > in_ten_days
+
+        due = {p.name: p for p in rotation.archive_candidates(now=in_forty_days)}
+        assert month.name in due and rotation.held(now=in_forty_days) == []
+        rotation.archive(due[month.name], client, bucket, detach=False)  # verifies the existing archive
+        assert rotation.detach_verified() == [month.name]
+        assert rotation.drop_detached(client, bucket, grace=timedelta(0)) == [month.name]
+    again = client.head_object(Bucket=bucket, Key=month.object_key)
+    assert (again["ETag"], again["LastModified"]) == (uploaded["ETag"], uploaded["LastModified"])  # not re-uploaded
+    assert month.name not in attached(generated_db)

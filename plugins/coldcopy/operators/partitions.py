@@ -106,8 +106,12 @@ class ListArchiveCandidatesOperator(BasePartitionOperator):
         self.retain_months = retain_months
 
     def execute(self, context: Context) -> list[str]:
+        now = context.get("data_interval_end")
         with self.manager() as manager:
-            candidates = manager.archive_candidates(self.retain_months, now=context.get("data_interval_end"))
+            candidates = manager.archive_candidates(self.retain_months, now=now)
+            for name, held_until, restored_by in manager.held(now):
+                self.log.info("not archived: %s was restored by %s and is held until %s", name,
+                              restored_by or "someone", held_until)
         names = [p.name for p in candidates]
         self.log.info("to archive: %s", ", ".join(names) or "nothing")
         return names
@@ -165,13 +169,15 @@ class RestorePartitionOperator(BasePartitionOperator):
     """Bring an archived month back as an attached partition, verified against its manifest.
 
     :param month: ``YYYY-MM`` (templated, e.g. ``{{ params.month }}``).
+    :param hold_days: days the month stays attached before rotation archives it again (templated).
     """
 
-    template_fields: Sequence[str] = ("month",)
+    template_fields: Sequence[str] = ("month", "hold_days")
 
-    def __init__(self, *, month: str, **kwargs) -> None:
+    def __init__(self, *, month: str, hold_days: int | str = 30, **kwargs) -> None:
         super().__init__(**kwargs)
         self.month = month
+        self.hold_days = hold_days
 
     def execute(self, context: Context) -> dict:
         from datetime import UTC, datetime
@@ -185,7 +191,9 @@ class RestorePartitionOperator(BasePartitionOperator):
         client, bucket = self.bucket()
         with self.manager() as manager:
             try:
-                manifest = manager.restore(month, client, bucket)
+                dag_run = context.get("dag_run")
+                manifest = manager.restore(month, client, bucket, hold=timedelta(days=float(self.hold_days)),
+                                           restored_by=getattr(dag_run, "triggering_user_name", None))
             except ArchiveError as error:  # no archive, month present, archive mismatch: a retry changes nothing
                 raise AirflowFailException(str(error)) from error
         return {k: manifest[k] for k in ("partition", "rows", "row_checksum")}
