@@ -1,13 +1,16 @@
 """
 # backup_to_spaces — daily at 03:00 UTC
 
-1. **backup_database** — `pg_dump -Fc` of the whole database, piped through `zstd -T2` and
+1. **backup_database** — `pg_dump -Fc` of the whole database, piped through `zstd -1` (threads: the cores left, cpu_count − 1) and
    `gpg --symmetric --cipher-algo AES256` straight into a multipart upload to the `coldcopy_spaces` bucket
    (`backups/<standard|compliance>/YYYY/MM/DD/…dump.zst.gpg`), with a manifest beside it: sizes, versions,
    per-table row counts taken in the dump's own snapshot, sha256, retention class.
 2. **verify_database** — downloads it, decrypts, `pg_restore`s it into a scratch database, compares every
    table's row count with the manifest, drops the scratch database; the result goes to
-   `coldcopy_ops.backup_log`. A failed verification alerts.
+   `coldcopy_ops.backup_log`. On the `coldcopy_verify_db` connection's server when it exists (which needs
+   the same roles: `pg_dumpall --globals-only`), else on the database's own server (disk and I/O of a
+   full restore there). A mismatch, a refused manifest or a failed decryption fails at once and alerts; a
+   transient S3 or network failure is retried.
 3. **backup_table / verify_table** — the same for each table in `BACKUP_TABLES` (the runbook's
    `pg_dump -t`), verified by loading its rows into a scratch copy of the schema.
 4. **retention** — deletes standard backups after 30 days and compliance ones (the first of each month)

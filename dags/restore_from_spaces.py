@@ -5,8 +5,11 @@
 
 - `backup`: `latest` (newest whole-database backup), a date `YYYY-MM-DD` (newest of that day), or an
   object key `backups/…dump.zst.gpg`;
-- `target_database`: where to restore; created if missing. The live database of `coldcopy_db` is refused
-  unless `confirm_overwrite_live` is true;
+- `target_database`: where to restore: a new database (created) or an empty one. A populated database is
+  refused (`pg_restore --clean` cannot replace partitioned tables, and a half-overwritten database is
+  worse than none): restore into a new database and point the application at it. The live database of
+  `coldcopy_db` is refused unless `confirm_overwrite_live` is true (for a live database that was lost and
+  recreated empty);
 - `tables`: optional list, e.g. `["public.workspaces"]`: only their rows, into a target that already has
   the schema (`pg_restore --data-only --disable-triggers`).
 

@@ -350,7 +350,7 @@ class BackupRunner:
                 "verification_error = %s WHERE object_key = %s",
                 ("failed" if error else "verified", elapsed_ms, reason_of(error)[:2000] if error else None, key))
         if error:
-            raise error if isinstance(error, BackupError) else BackupError(f"{key}: {error}") from error
+            raise error  # BackupError: the backup is bad; anything else (S3, network) is worth a retry
         log.info("verified %s: %d tables match in %d ms", key, len(manifest["row_counts"]), elapsed_ms)
         return {"object_key": key, "tables": len(manifest["row_counts"]), "verification_ms": elapsed_ms}
 

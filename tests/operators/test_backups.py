@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -180,3 +181,49 @@ def test_backup_and_restore_dags_end_to_end(generated_db, spaces, backup_key, co
         assert table_facts(local_env.database_dsn(admin_dsn, target)) == table_facts(generated_db)
     finally:
         local_env.drop_database(admin_dsn, target)
+
+
+def test_verification_runs_on_the_verify_connection_and_transient_failures_are_retried(
+        generated_db, spaces, backup_key, coldcopy_conn, monkeypatch):
+    """coldcopy_verify_db (here: the embedded PostgreSQL 16 server) takes the scratch database; an
+    unreachable one is a transient failure (Airflow retries it), not a bad backup (which fails for good)."""
+    client, bucket = spaces
+    coldcopy_conn(generated_db)
+    key = BackupRunner(generated_db, client, bucket, backup_key).backup(tables=["public.workspaces"]).object_key
+    verify_server = local_env.embedded_server_dsn()
+    with psycopg.connect(verify_server, autocommit=True) as conn:  # a verification server needs the roles
+        for role in ("anon", "authenticated", "service_role", "pgbouncer"):  # pg_dumpall --globals-only
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(f"CREATE ROLE {role} NOLOGIN")
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_VERIFY_DB", local_env.airflow_connection(verify_server))
+    operator = VerifyBackupOperator(task_id="verify_table", backup_key=key)
+    with psycopg.connect(verify_server) as conn:
+        before = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'").fetchone()[0]
+    assert operator.execute({"ti": None, "params": {}})["tables"] == 1
+    with psycopg.connect(verify_server) as conn:  # CREATE/DROP DATABASE ran there
+        after = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'").fetchone()[0]
+    assert after > before
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_VERIFY_DB", json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "login": "postgres", "schema": "postgres"}))
+    with pytest.raises(psycopg.OperationalError):  # not AirflowFailException: retried like any task
+        operator.execute({"ti": None, "params": {}})
+
+
+def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db, spaces, backup_key,
+                                                                   coldcopy_conn, new_database):
+    from coldcopy.operators.backups import RestoreFromSpacesOperator
+
+    client, bucket = spaces
+    coldcopy_conn(generated_db)
+    key = BackupRunner(generated_db, client, bucket, backup_key).backup().object_key
+    live = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
+    with pytest.raises(AirflowFailException, match="refusing to restore into the live database"):
+        RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute({})
+    with pytest.raises(AirflowFailException, match="has [0-9]+ tables: a whole-database restore goes into an empty"):
+        RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live,
+                                  confirm_overwrite_live="true").execute({})
+    empty = psycopg.conninfo.conninfo_to_dict(new_database())["dbname"]  # e.g. the live one, lost and recreated
+    RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=empty).execute({})
+    with psycopg.connect(generated_db) as source, psycopg.connect(local_env.database_dsn(generated_db, empty)) as copy:
+        query = "SELECT count(*) FROM workspaces"
+        assert copy.execute(query).fetchone()[0] == source.execute(query).fetchone()[0] > 0

@@ -66,22 +66,39 @@ class BackupDatabaseOperator(BaseBackupOperator):
 
 class VerifyBackupOperator(BaseBackupOperator):
     """Restore a backup into a scratch database, compare row counts with its manifest, drop the scratch
-    database; alerts and fails on any difference.
+    database. A mismatch, a refused manifest or a failed decryption fails for good (one alert); a transient
+    failure (S3 timeout, connection reset) is retried like any task.
 
     :param backup_key: object key (templated; usually the backup task's XCom).
+    :param verify_conn_id: where the scratch database is created, when this connection exists (e.g. a small
+        verification instance); otherwise the server of ``conn_id``, which then carries the disk and I/O
+        of a full restore.
     """
 
     template_fields: Sequence[str] = ("backup_key",)
 
-    def __init__(self, *, backup_key: str, **kwargs) -> None:
+    def __init__(self, *, backup_key: str, verify_conn_id: str = "coldcopy_verify_db", **kwargs) -> None:
         super().__init__(**kwargs)
         self.backup_key = backup_key
+        self.verify_conn_id = verify_conn_id
+
+    def scratch_server_dsn(self) -> str:
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+
+        try:
+            ColdCopyPostgresHook.get_connection(self.verify_conn_id)
+        except AirflowNotFoundException:
+            return self.hook().dsn(dbname="postgres")
+        self.log.info("verifying on the %s connection's server", self.verify_conn_id)
+        return ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(dbname="postgres")
 
     def execute(self, context: Context) -> dict:
         from coldcopy.backups import BackupError
 
         try:
-            return self.runner().verify(self.backup_key, self.hook().dsn(dbname="postgres"))
+            return self.runner().verify(self.backup_key, self.scratch_server_dsn())
         except BackupError as error:
             self.fail_for_good(error)
 
@@ -101,8 +118,9 @@ class BackupRetentionOperator(BaseBackupOperator):
 class RestoreFromSpacesOperator(BaseBackupOperator):
     """Restore a backup (``latest``, a ``YYYY-MM-DD`` date, or an object key) into ``target_database``.
 
-    Refuses the live database of ``conn_id`` unless ``confirm_overwrite_live`` is true. With ``tables``,
-    only their rows are restored into a target that already has the schema.
+    A whole-database restore goes into a new or empty database only (created if missing). The live database
+    of ``conn_id`` is refused unless ``confirm_overwrite_live`` is true (for a live database that was lost
+    and recreated empty). With ``tables``, only their rows are restored into a target that has the schema.
     """
 
     template_fields: Sequence[str] = ("backup", "target_database", "tables", "confirm_overwrite_live")
@@ -138,6 +156,17 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                     if tables:
                         raise AirflowFailException(f"{target!r} does not exist: a table restore needs its schema")
                     admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+            if exists and not tables:
+                with psycopg.connect(hook.dsn(dbname=target)) as conn:
+                    populated = conn.execute(
+                        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                        "AND n.nspname NOT LIKE 'pg_toast%'").fetchone()[0]
+                if populated:  # pg_restore --clean cannot replace partitioned tables: never half-overwrite
+                    raise AirflowFailException(
+                        f"{target!r} has {populated} tables: a whole-database restore goes into an empty database "
+                        "only. Restore into a new database and point the application at it (README runbook), "
+                        "or drop and recreate this one first")
             runner.restore(key, hook.dsn(dbname=target), tables=tables or None)
         except BackupError as error:
             self.fail_for_good(error)
