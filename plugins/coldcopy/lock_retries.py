@@ -44,6 +44,11 @@ class LockRetryPolicy:
         if self.attempts < 1 or self.lock_timeout_ms < 1 or self.backoff_s < 0:
             raise ValueError(f"invalid lock retry policy: {self}")
 
+    @classmethod
+    def growing(cls, lock_timeout_ms: int, attempts: int) -> LockRetryPolicy:
+        """The operators' policy: ``attempts`` tries whose lock wait grows from ``lock_timeout_ms`` to 5× it."""
+        return cls(attempts=attempts, lock_timeout_ms=lock_timeout_ms, max_lock_timeout_ms=5 * lock_timeout_ms)
+
     def schedule(self) -> Iterator[tuple[int, float]]:
         """Yield ``(lock_timeout_ms, sleep_s_after_failure)`` for each attempt."""
         for attempt in range(self.attempts):
@@ -85,3 +90,37 @@ def with_lock_retries(
         f"{what}: could not get its lock in {policy.attempts} attempts (lock_timeout up to "
         f"{policy.max_lock_timeout_ms} ms); another session holds a conflicting lock. Last error: {last_error}"
     )
+
+
+def under_lock_timeout(
+    conn: psycopg.Connection,
+    work: Callable[[], T],
+    policy: LockRetryPolicy = LockRetryPolicy(),
+    *,
+    what: str,
+    transaction: bool = True,
+    statement_timeout: str | None = None,
+) -> T:
+    """Run ``work()`` on the autocommit connection ``conn`` under ``lock_timeout``, retried per ``policy``.
+
+    With ``transaction`` (the default) each attempt is one transaction with ``SET LOCAL`` timeouts, rolled
+    back when it fails. Without (VACUUM, ``… CONCURRENTLY``, which refuse a transaction block) the timeouts
+    are set for the session and reset afterwards.
+    """
+
+    def attempt(lock_timeout_ms: int) -> T:
+        settings = "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', " \
+                   "coalesce(%s, current_setting('statement_timeout')), %s)"
+        if transaction:
+            with conn.transaction():
+                conn.execute(settings, (f"{lock_timeout_ms}ms", True, statement_timeout, True))
+                return work()
+        saved = conn.execute("SELECT current_setting('statement_timeout')").fetchone()[0]
+        conn.execute(settings, (f"{lock_timeout_ms}ms", False, statement_timeout, False))
+        try:
+            return work()
+        finally:
+            conn.execute("RESET lock_timeout")
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (saved,))
+
+    return with_lock_retries(attempt, policy, what=what)

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import catalog, ops_schema
-from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy, with_lock_retries
+from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy, under_lock_timeout
 
 log = logging.getLogger(__name__)
 # VACUUM FULL holds ACCESS EXCLUSIVE (no reads, no writes) for its whole rewrite: its lock wait is capped here,
@@ -174,21 +174,16 @@ class Maintenance:
         relation = sql.Identifier(schema, name)
         before = self.size_of(target.name) if target.action != "drop_invalid_index" else None
 
-        def attempt(lock_timeout_ms: int) -> None:
-            self.conn.execute(
-                "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                (f"{lock_timeout_ms}ms", self.statement_timeout))
-            try:
-                self.conn.execute(sql.SQL(statement).format(relation))
-            finally:
-                self.conn.execute("RESET lock_timeout; RESET statement_timeout")
 
         policy = self.lock_retry
         if target.action == "vacuum_full":  # ACCESS EXCLUSIVE for the whole rewrite: never wait over 1 s for it
             policy = replace(policy, lock_timeout_ms=min(policy.lock_timeout_ms, ACCESS_EXCLUSIVE_LOCK_TIMEOUT_MS),
                              max_lock_timeout_ms=ACCESS_EXCLUSIVE_LOCK_TIMEOUT_MS)
         try:
-            with_lock_retries(attempt, policy, what=f"{target.action} {target.name}")
+            # VACUUM and … CONCURRENTLY refuse a transaction block.
+            under_lock_timeout(self.conn, lambda: self.conn.execute(sql.SQL(statement).format(relation)), policy,
+                               what=f"{target.action} {target.name}", transaction=False,
+                               statement_timeout=self.statement_timeout)
             outcome, detail = "done", target.reason
         except LockRetriesExhausted as error:
             outcome, detail = "skipped", f"stayed locked, skipped this run: {error}"
@@ -211,7 +206,6 @@ class Maintenance:
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid AND n.nspname = %s "
             "AND c.relname LIKE %s", (schema, name[:59].replace("_", "\\_") + "\\_ccnew%")).fetchall()
         for (leftover,) in leftovers:
-            self.conn.execute("RESET statement_timeout")
             self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, leftover)))
             log.warning("dropped %s.%s, left INVALID by the failed REINDEX CONCURRENTLY", schema, leftover)
 

@@ -14,7 +14,7 @@ import hashlib
 import psycopg
 
 from coldcopy import SQL_DIR
-from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 
 OPS_SQL_DIR = SQL_DIR / "ops"
 # Serializes concurrent first uses: two sessions running CREATE TABLE IF NOT EXISTS at once can collide.
@@ -46,19 +46,17 @@ def ensure(conn: psycopg.Connection, name: str, policy: LockRetryPolicy = LockRe
     if _applied_checksum(conn, name) == checksum:
         return False
 
-    def apply(lock_timeout_ms: int) -> bool:
-        with conn.transaction():
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ENSURE_LOCK_KEY,))
-            if _applied_checksum(conn, name) == checksum:
-                return False  # another session got here first
-            conn.execute(_REGISTRY_DDL)
-            conn.execute(ddl)
-            conn.execute(
-                "INSERT INTO coldcopy_ops.ops_objects (name, checksum) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()",
-                (name, checksum),
-            )
-            return True
+    def apply() -> bool:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ENSURE_LOCK_KEY,))
+        if _applied_checksum(conn, name) == checksum:
+            return False  # another session got here first
+        conn.execute(_REGISTRY_DDL)
+        conn.execute(ddl)
+        conn.execute(
+            "INSERT INTO coldcopy_ops.ops_objects (name, checksum) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()",
+            (name, checksum),
+        )
+        return True
 
-    return with_lock_retries(apply, policy, what=f"coldcopy_ops objects {name}.sql")
+    return under_lock_timeout(conn, apply, policy, what=f"coldcopy_ops objects {name}.sql")

@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import manifests, ops_schema
-from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import MultipartUpload, object_exists, object_sha256, read_object
 from coldcopy.refresh import TRACKING_TRIGGER, create_tracking_trigger, record_change
 
@@ -133,15 +133,13 @@ class PartitionManager:
             if month in existing:
                 continue
 
-            def create(lock_timeout_ms: int, month=month) -> str | None:
-                with self.conn.transaction():
-                    self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
-                    name = self.conn.execute("SELECT app.create_email_events_partition(%s)", (month,)).fetchone()[0]
-                    if name:
-                        self._track_changes_on(name)
-                    return name
+            def create(month=month) -> str | None:
+                name = self.conn.execute("SELECT app.create_email_events_partition(%s)", (month,)).fetchone()[0]
+                if name:
+                    self._track_changes_on(name)
+                return name
 
-            name = with_lock_retries(create, self.lock_retry, what=f"premake of email_events {month:%Y-%m}")
+            name = under_lock_timeout(self.conn, create, self.lock_retry, what=f"premake of email_events {month:%Y-%m}")
             if name:
                 log.info("created partition %s", name)
                 created.append(name)
@@ -304,21 +302,18 @@ class PartitionManager:
             self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (DETACH_LOCK,))
 
     def _detach_one(self, name: str) -> None:
-        def attempt(lock_timeout_ms: int) -> None:
-            self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{lock_timeout_ms}ms",))
+        def detach() -> None:
             pending = self.conn.execute(
                 "SELECT detach_pending FROM app.email_events_partitions WHERE name = %s", (name,)
             ).fetchone()
             if pending is None:
                 return  # already detached
             mode = "FINALIZE" if pending[0] else "CONCURRENTLY"
-            try:
-                self.conn.execute(sql.SQL("ALTER TABLE public.email_events DETACH PARTITION public.{} " + mode)
-                                  .format(sql.Identifier(name)))
-            finally:
-                self.conn.execute("RESET lock_timeout")
+            self.conn.execute(sql.SQL("ALTER TABLE public.email_events DETACH PARTITION public.{} " + mode)
+                              .format(sql.Identifier(name)))
 
-        with_lock_retries(attempt, self.lock_retry, what=f"detach of {name}")
+        # DETACH … CONCURRENTLY refuses a transaction block.
+        under_lock_timeout(self.conn, detach, self.lock_retry, what=f"detach of {name}", transaction=False)
         with self.conn.transaction():
             self._record_parent_change()
             self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "
@@ -365,14 +360,12 @@ class PartitionManager:
                                          "WHERE partition_name = %s", (name,)).fetchone()[0]:
                 raise ArchiveError(f"{name}: row count changed since it was archived; not dropping")
 
-            def drop(lock_timeout_ms: int, name=name) -> None:
-                with self.conn.transaction():
-                    self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
-                    self.conn.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(name)))
-                    self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'dropped', "
-                                      "dropped_at = now(), updated_at = now() WHERE partition_name = %s", (name,))
+            def drop(name=name) -> None:
+                self.conn.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(name)))
+                self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'dropped', "
+                                  "dropped_at = now(), updated_at = now() WHERE partition_name = %s", (name,))
 
-            with_lock_retries(drop, self.lock_retry, what=f"drop of detached {name}")
+            under_lock_timeout(self.conn, drop, self.lock_retry, what=f"drop of detached {name}")
             log.info("dropped %s (archived at %s)", name, key)
             dropped.append(name)
         return dropped
@@ -422,16 +415,14 @@ class PartitionManager:
         return manifest
 
     def _attach(self, partition: Partition) -> None:
-        def attach(lock_timeout_ms: int) -> None:
-            with self.conn.transaction():
-                self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
-                self.conn.execute(
-                    sql.SQL("ALTER TABLE public.email_events ATTACH PARTITION public.{} FOR VALUES FROM ({}) TO ({})")
-                    .format(sql.Identifier(partition.name), sql.Literal(partition.range_start),
-                            sql.Literal(partition.range_end)))
-                self._record_parent_change()
+        def attach() -> None:
+            self.conn.execute(
+                sql.SQL("ALTER TABLE public.email_events ATTACH PARTITION public.{} FOR VALUES FROM ({}) TO ({})")
+                .format(sql.Identifier(partition.name), sql.Literal(partition.range_start),
+                        sql.Literal(partition.range_end)))
+            self._record_parent_change()
 
-        with_lock_retries(attach, self.lock_retry, what=f"attach of {partition.name}")
+        under_lock_timeout(self.conn, attach, self.lock_retry, what=f"attach of {partition.name}")
 
 
 class _ChunkReader(io.RawIOBase):

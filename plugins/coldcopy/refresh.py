@@ -30,7 +30,7 @@ from psycopg import sql
 
 from coldcopy import catalog, ops_schema
 from coldcopy.alerts import reason_of
-from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +188,13 @@ class MaterializedViewRefresher:
         installed = []
         for relid, name in missing:
 
-            def install(lock_timeout_ms: int, relid=relid, name=name) -> bool:
-                with self.conn.transaction():
-                    self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
-                    if not create_tracking_trigger(self.conn, relid):
-                        return False  # another task installed it meanwhile
-                    record_change(self.conn, name)
-                    return True
+            def install(relid=relid, name=name) -> bool:
+                if not create_tracking_trigger(self.conn, relid):
+                    return False  # another task installed it meanwhile
+                record_change(self.conn, name)
+                return True
 
-            if with_lock_retries(install, self.lock_retry, what=f"change tracking on {name}"):
+            if under_lock_timeout(self.conn, install, self.lock_retry, what=f"change tracking on {name}"):
                 log.info("%s: change tracking installed on %s", self.view, name)
                 installed.append(name)
         return installed
@@ -250,10 +248,9 @@ class MaterializedViewRefresher:
             outcome = RefreshOutcome(self.view, "skipped" if mode is None else "refreshed", reason, mode)
             snapshot = None
             if mode is not None:
-                snapshot, outcome.row_count = with_lock_retries(
-                    lambda lock_timeout_ms: self._refresh(mode, lock_timeout_ms), self.lock_retry,
-                    what=f"refresh of {self.view}",
-                )
+                snapshot, outcome.row_count = under_lock_timeout(
+                    self.conn, lambda: self._refresh(mode), self.lock_retry, what=f"refresh of {self.view}",
+                    statement_timeout=self.statement_timeout)
         except Exception as error:
             # reason_of: class and first line only; PostgreSQL's DETAIL lines can quote row values.
             self._log(run, started_at, started, RefreshOutcome(self.view, "failed", reason_of(error)[:2000]), None)
@@ -265,19 +262,15 @@ class MaterializedViewRefresher:
                  outcome.duration_ms, outcome.reason)
         return outcome
 
-    def _refresh(self, mode: str, lock_timeout_ms: int):
+    def _refresh(self, mode: str):
+        """In the caller's transaction: ``(snapshot before the refresh, rows after it)``."""
         statement = sql.SQL("REFRESH MATERIALIZED VIEW {}{}").format(
             sql.SQL("CONCURRENTLY " if mode == "concurrent" else ""), self.identifier
         )
-        with self.conn.transaction():
-            self.conn.execute(
-                "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                (f"{lock_timeout_ms}ms", self.statement_timeout),
-            )
-            # Taken before the refresh's own snapshot, so it can only under-state what the refresh saw.
-            snapshot = self.conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
-            self.conn.execute(statement)
-            rows = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.identifier)).fetchone()[0]
+        # Taken before the refresh's own snapshot, so it can only under-state what the refresh saw.
+        snapshot = self.conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+        self.conn.execute(statement)
+        rows = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.identifier)).fetchone()[0]
         return snapshot, rows
 
     def _log(self, run: RefreshRun, started_at, started: float, outcome: RefreshOutcome, snapshot) -> None:

@@ -29,11 +29,6 @@ class BaseBackupOperator(ColdCopyOperator):
         super().__init__(**kwargs)
         self.conn_id, self.spaces_conn_id, self.key_conn_id = conn_id, spaces_conn_id, key_conn_id
 
-    def hook(self):
-        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
-
-        return ColdCopyPostgresHook(postgres_conn_id=self.conn_id)
-
     def runner(self):
         from coldcopy.backups import BackupRunner, backup_passphrase
         from coldcopy.object_store import bucket_of, spaces_hook

@@ -14,18 +14,33 @@ class ColdCopyOperator(BaseOperator):
     ``on_kill`` that terminates the task's backends and kills its child processes (:mod:`coldcopy.sessions`),
     so nothing it started keeps running on the server after the task is killed or times out.
 
-    Subclasses set ``self.conn_id``: the database whose backends are stopped.
+    Subclasses set ``self.conn_id`` (the database), and ``lock_timeout_ms`` / ``lock_attempts`` for
+    :meth:`lock_policy`.
     """
 
     default_execution_timeout = timedelta(hours=1)
     conn_id: str = DB_CONN_ID
+    lock_timeout_ms: int = 2000
+    lock_attempts: int = 6
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("execution_timeout", self.default_execution_timeout)
         super().__init__(**kwargs)
 
-    def on_kill(self) -> None:
-        from coldcopy import sessions
+    def hook(self, *, statement_timeout: str = "15min"):
+        """The database hook, its sessions named ``coldcopy:<dag>.<task>`` in ``pg_stat_activity``."""
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
 
-        sessions.stop_all(ColdCopyPostgresHook(postgres_conn_id=self.conn_id).dsn())
+        return ColdCopyPostgresHook(postgres_conn_id=self.conn_id, statement_timeout=statement_timeout,
+                                    application_name=f"coldcopy:{self.dag_id}.{self.task_id}")
+
+    def lock_policy(self):
+        """Lock retries from the operator's ``lock_timeout_ms`` and ``lock_attempts``."""
+        from coldcopy.lock_retries import LockRetryPolicy
+
+        return LockRetryPolicy.growing(self.lock_timeout_ms, self.lock_attempts)
+
+    def on_kill(self) -> None:
+        from coldcopy import sessions
+
+        sessions.stop_all(self.hook().dsn())

@@ -31,17 +31,11 @@ class BaseMaintenanceOperator(ColdCopyOperator):
 
     @contextmanager
     def maintenance(self, context: Context):
-        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
-        from coldcopy.lock_retries import LockRetryPolicy
         from coldcopy.maintenance import Maintenance
 
-        hook = ColdCopyPostgresHook(postgres_conn_id=self.conn_id, application_name=f"coldcopy-maint:{self.task_id}",
-                                    statement_timeout=self.statement_timeout)
-        policy = LockRetryPolicy(attempts=self.lock_attempts, lock_timeout_ms=self.lock_timeout_ms,
-                                 max_lock_timeout_ms=5 * self.lock_timeout_ms)
         ti = context["ti"]
-        with hook.session() as conn:
-            yield Maintenance(conn, statement_timeout=self.statement_timeout, lock_retry=policy,
+        with self.hook(statement_timeout=self.statement_timeout).session() as conn:
+            yield Maintenance(conn, statement_timeout=self.statement_timeout, lock_retry=self.lock_policy(),
                               dag_id=ti.dag_id, run_id=ti.run_id)
 
 

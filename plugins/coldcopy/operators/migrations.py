@@ -53,18 +53,10 @@ class BaseMigrationOperator(ColdCopyOperator):
         self.statement_timeout = statement_timeout
 
     def runner(self) -> MigrationRunner:
-        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
-        from coldcopy.lock_retries import LockRetryPolicy
         from coldcopy.migration_runner import MigrationRunner
 
-        hook = ColdCopyPostgresHook(
-            postgres_conn_id=self.conn_id, application_name=f"coldcopy-migrations:{self.task_id}"
-        )
-        policy = LockRetryPolicy(
-            attempts=self.lock_attempts, lock_timeout_ms=self.lock_timeout_ms,
-            max_lock_timeout_ms=5 * self.lock_timeout_ms,
-        )
-        return MigrationRunner(hook.get_conn, lock_retry=policy, statement_timeout=self.statement_timeout)
+        return MigrationRunner(self.hook().get_conn, lock_retry=self.lock_policy(),
+                               statement_timeout=self.statement_timeout)
 
     def migrations(self) -> list[Migration]:
         try:

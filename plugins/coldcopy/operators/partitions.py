@@ -41,16 +41,10 @@ class BasePartitionOperator(ColdCopyOperator):
     def manager(self):
         from coldcopy import manifests
         from coldcopy.backups import backup_passphrase
-        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
-        from coldcopy.lock_retries import LockRetryPolicy
         from coldcopy.partitions import PartitionManager
 
-        hook = ColdCopyPostgresHook(postgres_conn_id=self.conn_id, statement_timeout="2h",
-                                    application_name=f"coldcopy-partitions:{self.task_id}")
-        policy = LockRetryPolicy(attempts=self.lock_attempts, lock_timeout_ms=self.lock_timeout_ms,
-                                 max_lock_timeout_ms=5 * self.lock_timeout_ms)
-        with hook.session() as conn:
-            yield PartitionManager(conn, lock_retry=policy,
+        with self.hook(statement_timeout="2h").session() as conn:
+            yield PartitionManager(conn, lock_retry=self.lock_policy(),
                                    manifest_key=manifests.signing_key(backup_passphrase(self.key_conn_id)))
 
     def bucket(self):

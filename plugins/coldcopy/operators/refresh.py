@@ -49,20 +49,12 @@ class RefreshMaterializedViewOperator(ColdCopyOperator):
         self.lock_attempts = lock_attempts
 
     def execute(self, context: Context) -> dict:
-        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
-        from coldcopy.lock_retries import LockRetryPolicy
         from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
 
         run = RefreshRun.for_context(context)
-        hook = ColdCopyPostgresHook(
-            postgres_conn_id=self.conn_id, application_name=f"coldcopy-refresh:{self.view}",
-            statement_timeout=self.statement_timeout,
-        )
-        policy = LockRetryPolicy(attempts=self.lock_attempts, lock_timeout_ms=self.lock_timeout_ms,
-                                 max_lock_timeout_ms=5 * self.lock_timeout_ms)
-        with hook.session() as conn:
+        with self.hook(statement_timeout=self.statement_timeout).session() as conn:
             refresher = MaterializedViewRefresher(
-                conn, self.view, lock_retry=policy, statement_timeout=self.statement_timeout,
+                conn, self.view, lock_retry=self.lock_policy(), statement_timeout=self.statement_timeout,
                 force=bool(context["params"].get("force", False)),
             )
             outcome = refresher.run(run)
