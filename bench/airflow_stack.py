@@ -1,5 +1,5 @@
 """`make airflow` figures: seconds from the command to the UI answering (warm venv, data kept from the first
-start), the resident memory of the stack's processes once idle, and the wall time of the end-to-end tests.
+start), the memory of the stack's processes once idle (PSS and RSS), and the wall time of the end-to-end tests.
 
     make bench            # or: .venv/bin/python bench/airflow_stack.py [--starts 3] [--idle 30]
 
@@ -25,20 +25,36 @@ sys.path[:0] = [str(ROOT / "scripts")]
 
 from airflow_stack import free_port  # noqa: E402
 
+KINDS = (("api_server", "api-server"), ("api-server", "api-server"), ("LocalExecutor", "LocalExecutor workers"),
+         ("serve-logs", "log servers"), ("scheduler", "scheduler"), ("dag-processor", "dag-processor"),
+         ("triggerer", "triggerer"), ("airflow_local.py", "launcher (moto S3, webhook sink)"))
 
-def tree_rss_mb(pid: int) -> dict[str, float]:
-    """RSS per kind of process in the launcher's tree (Airflow components and their workers, postgres)."""
-    totals: dict[str, float] = {}
+
+def stack_memory_mb(pid: int) -> dict[str, dict[str, float]]:
+    """PSS and RSS per kind of process: the launcher's tree and the embedded PostgreSQL it started.
+
+    PSS splits shared pages between the processes sharing them (LocalExecutor workers are forks of the
+    scheduler): its total is what the stack really occupies; the RSS total counts shared pages many times.
+    """
     root = psutil.Process(pid)
-    for process in [root, *root.children(recursive=True)]:
+    processes = [root, *root.children(recursive=True)]
+    postmasters = [p for p in psutil.process_iter(["cmdline"]) if ".pgdata/airflow" in " ".join(p.info["cmdline"] or [])
+                   and p.pid not in {q.pid for q in processes}]
+    processes += [q for p in postmasters for q in (p, *p.children())]
+    totals: dict[str, dict[str, float]] = {}
+    for process in processes:
         try:
             cmdline = " ".join(process.cmdline())
-            kind = next((c for c in ("api-server", "scheduler", "dag-processor", "triggerer") if c in cmdline),
-                        "postgres" if "postgres" in process.name() else "other (launcher, task workers)")
-            totals[kind] = totals.get(kind, 0) + process.memory_info().rss / 2**20
-        except psutil.NoSuchProcess:
+            kind = next((name for key, name in KINDS if key in cmdline),
+                        "embedded postgres" if "postgres" in cmdline else "other")
+            memory = process.memory_full_info()
+            entry = totals.setdefault(kind, {"pss": 0.0, "rss": 0.0, "processes": 0})
+            entry["pss"] += memory.pss / 2**20
+            entry["rss"] += memory.rss / 2**20
+            entry["processes"] += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return {k: round(v, 1) for k, v in sorted(totals.items())}
+    return {k: {m: round(v, 1) for m, v in e.items()} for k, e in sorted(totals.items())}
 
 
 def one_start(port: int, idle_s: float) -> tuple[float, dict]:
@@ -58,7 +74,7 @@ def one_start(port: int, idle_s: float) -> tuple[float, dict]:
             time.sleep(0.2)
         to_ui = time.perf_counter() - started
         time.sleep(idle_s)
-        return to_ui, tree_rss_mb(launcher.pid)
+        return to_ui, stack_memory_mb(launcher.pid)
     finally:
         launcher.terminate()
         launcher.wait(120)
@@ -82,8 +98,9 @@ def main() -> None:
     result = {
         "settings": {"starts": args.starts, "idle_s": args.idle, "cpus": os.cpu_count(), "parallelism": 4},
         "start_to_ui_s": {"min": min(starts), "median": statistics.median(starts), "max": max(starts)},
-        "rss_mb_by_kind": rss[-1],
-        "rss_mb_total": round(sum(rss[-1].values()), 1),
+        "memory_mb_by_kind": rss[-1],
+        "pss_mb_total": round(sum(e["pss"] for e in rss[-1].values()), 1),
+        "rss_mb_total": round(sum(e["rss"] for e in rss[-1].values()), 1),
         "e2e_tests": {"seconds": round(e2e_s, 1), "outcome": e2e.stdout.strip().splitlines()[-1]},
     }
     (ROOT / "bench" / "results" / "airflow_stack.json").write_text(json.dumps(result, indent=2) + "\n")

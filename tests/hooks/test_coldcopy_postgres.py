@@ -50,3 +50,11 @@ def test_client_programs_get_no_airflow_secret_and_no_password_in_argv(empty_db,
     assert psql.returncode == 0, err
     assert "AIRFLOW_CONN_" not in out and "hunter2" not in out
     assert "sslmode=disable" in out  # the extra arrived in --dbname
+
+
+def test_the_dsn_carries_the_session_settings(empty_db, monkeypatch):
+    with_extra(monkeypatch, empty_db)
+    hook = ColdCopyPostgresHook(application_name="coldcopy:backup_to_spaces.backup_database", statement_timeout="3h")
+    with psycopg.connect(hook.dsn()) as conn:  # the backups' path
+        assert conn.execute("SHOW application_name").fetchone()[0] == "coldcopy:backup_to_spaces.backup_database"
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "3h"

@@ -40,6 +40,10 @@ class ColdCopyPostgresHook(PostgresHook):
         params = {"host": conn.host, "port": conn.port, "user": conn.login, "password": conn.password,
                   "dbname": dbname or self.database or conn.schema}
         params.update({k: v for k, v in conn.extra_dejson.items() if k not in self.ignored_extra_options})
+        # The session settings travel as startup parameters, so connections made from the DSN (backups) get
+        # them too; client programs get their own application_name (coldcopy.sessions).
+        params.setdefault("application_name", self.application_name[:63])
+        params["options"] = f"{params.get('options', '')} -c statement_timeout={self.statement_timeout}".strip()
         return {k: str(v) for k, v in params.items() if v not in (None, "")}
 
     def dsn(self, dbname: str | None = None) -> str:

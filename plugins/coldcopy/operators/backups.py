@@ -23,6 +23,7 @@ class BaseBackupOperator(ColdCopyOperator):
 
     ui_color = "#eef3e2"
     default_execution_timeout = timedelta(hours=3)
+    default_statement_timeout = "3h"  # counting every table's rows in the dump's snapshot takes a while
 
     def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
                  key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:

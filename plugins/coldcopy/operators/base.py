@@ -19,6 +19,7 @@ class ColdCopyOperator(BaseOperator):
     """
 
     default_execution_timeout = timedelta(hours=1)
+    default_statement_timeout = "15min"
     conn_id: str = DB_CONN_ID
     lock_timeout_ms: int = 2000
     lock_attempts: int = 6
@@ -27,11 +28,12 @@ class ColdCopyOperator(BaseOperator):
         kwargs.setdefault("execution_timeout", self.default_execution_timeout)
         super().__init__(**kwargs)
 
-    def hook(self, *, statement_timeout: str = "15min"):
+    def hook(self, *, statement_timeout: str | None = None):
         """The database hook, its sessions named ``coldcopy:<dag>.<task>`` in ``pg_stat_activity``."""
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
 
-        return ColdCopyPostgresHook(postgres_conn_id=self.conn_id, statement_timeout=statement_timeout,
+        return ColdCopyPostgresHook(postgres_conn_id=self.conn_id,
+                                    statement_timeout=statement_timeout or self.default_statement_timeout,
                                     application_name=f"coldcopy:{self.dag_id}.{self.task_id}")
 
     def lock_policy(self):
