@@ -119,7 +119,7 @@ def main() -> None:
         "coldcopy_alerts_webhook": sink.airflow_connection(),
     })
     stack.connections["coldcopy_backup_key"] = json.dumps(
-        {"conn_type": "generic", "password": stack._secret("backup_passphrase")})
+        {"conn_type": "generic", "password": stack.secret("backup_passphrase")})
 
     stopping = False
 

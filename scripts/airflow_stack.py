@@ -82,7 +82,7 @@ class AirflowStack:
 
     # -- configuration -----------------------------------------------------------------------------
 
-    def _secret(self, name: str) -> str:
+    def secret(self, name: str) -> str:
         """A random secret generated once per home and kept there (never in the repository)."""
         path = self.home / f".{name}"
         if not path.exists():
@@ -117,8 +117,8 @@ class AirflowStack:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": self._secret("api_secret_key"),
-            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret"),
+            "AIRFLOW__API__SECRET_KEY": self.secret("api_secret_key"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": self.secret("jwt_secret"),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
@@ -196,19 +196,6 @@ class AirflowStack:
             _signal_group(process, signal.SIGKILL)
             process.wait()
         self.processes.clear()
-
-    def pids(self) -> list[int]:
-        """Every live process of the stack (components and their children), for RSS figures and checks."""
-        import psutil
-
-        found = []
-        for process in self.processes.values():
-            try:
-                root = psutil.Process(process.pid)
-                found += [root.pid, *(c.pid for c in root.children(recursive=True))]
-            except psutil.NoSuchProcess:
-                pass
-        return found
 
     # -- REST API ----------------------------------------------------------------------------------
 
