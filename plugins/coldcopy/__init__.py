@@ -8,3 +8,14 @@ KEY_CONN_ID = "coldcopy_backup_key"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO_ROOT / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
+
+
+def optional_connection(conn_id: str):
+    """The Airflow connection ``conn_id``, or None when it is not configured (optional features)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None

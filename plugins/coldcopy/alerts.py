@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from coldcopy import optional_connection
+
 log = logging.getLogger(__name__)
 
 WEBHOOK_CONN_ID = "coldcopy_alerts_webhook"
@@ -41,24 +43,14 @@ class Alert:
         return f"[ColdCopy DB Ops] {self.kind}: {self.summary}" + (f" ({where})" if where else "")
 
 
-def _connection(conn_id: str):
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return None
-
-
 def notifiers(alert: Alert) -> list:
     """A notifier for each alert connection that exists."""
     found = []
-    if _connection(WEBHOOK_CONN_ID) is not None:
+    if optional_connection(WEBHOOK_CONN_ID) is not None:
         from airflow.providers.http.notifications.http import HttpNotifier
 
         found.append(HttpNotifier(http_conn_id=WEBHOOK_CONN_ID, json={"text": alert.text, "alert": asdict(alert)}))
-    smtp = _connection(SMTP_CONN_ID)
+    smtp = optional_connection(SMTP_CONN_ID)
     if smtp is not None:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 

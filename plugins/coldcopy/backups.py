@@ -213,7 +213,7 @@ class BackupRunner:
         passphrase_fd = _passphrase_pipe(self.passphrase)
         dump = client_popen(dump_args, self.dsn, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         zstd = sessions.popen(["zstd", "-q", f"-{self.zstd_level}", f"-T{self.zstd_threads}", "-c"],
-                                stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=minimal_env())
+                              stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=minimal_env())
         gpg = sessions.popen(
             ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--symmetric",
              "--cipher-algo", "AES256", "--compress-algo", "none", "--passphrase-fd", str(passphrase_fd),
@@ -260,7 +260,7 @@ class BackupRunner:
             env=minimal_env())
         os.close(passphrase_fd)
         zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=gpg.stdout, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=minimal_env())
+                              stderr=subprocess.PIPE, env=minimal_env())
         restore = client_popen(args, target_dsn, stdin=zstd.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         gpg.stdout.close()
         zstd.stdout.close()

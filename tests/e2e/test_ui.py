@@ -32,7 +32,9 @@ def page(browser, live, api):
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", live.stack.admin_password)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{live.stack.url}/**")
+    # Logged in once the app has left /auth/ and settled; navigating earlier aborts the login's redirect.
+    page.wait_for_url(lambda url: "/auth/" not in url)
+    page.wait_for_load_state("networkidle")
     yield page
     page.close()
 

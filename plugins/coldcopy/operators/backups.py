@@ -79,13 +79,10 @@ class VerifyBackupOperator(BaseBackupOperator):
         self.verify_conn_id = verify_conn_id
 
     def scratch_server_dsn(self) -> str:
-        from airflow.sdk.exceptions import AirflowNotFoundException
-
+        from coldcopy import optional_connection
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
 
-        try:
-            ColdCopyPostgresHook.get_connection(self.verify_conn_id)
-        except AirflowNotFoundException:
+        if optional_connection(self.verify_conn_id) is None:
             return self.hook().dsn(dbname="postgres")
         self.log.info("verifying on the %s connection's server", self.verify_conn_id)
         return ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(dbname="postgres")

@@ -26,6 +26,7 @@ class BasePartitionOperator(ColdCopyOperator):
 
     ui_color = "#fdf2e3"
     default_execution_timeout = timedelta(hours=3)
+    default_statement_timeout = "2h"  # one month's export, read back, or restore
 
     def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
                  key_conn_id: str = KEY_CONN_ID, lock_timeout_ms: int = 2000, lock_attempts: int = 6,
@@ -43,7 +44,7 @@ class BasePartitionOperator(ColdCopyOperator):
         from coldcopy.backups import backup_passphrase
         from coldcopy.partitions import PartitionManager
 
-        with self.hook(statement_timeout="2h").session() as conn:
+        with self.hook().session() as conn:
             yield PartitionManager(conn, lock_retry=self.lock_policy(),
                                    manifest_key=manifests.signing_key(backup_passphrase(self.key_conn_id)))
 
