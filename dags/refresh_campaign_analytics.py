@@ -22,14 +22,6 @@ The first run refreshes; every later run's interval is then covered and skips in
 | deadline missed | the run did not finish in 20 min | look at the task log and `pg_stat_activity` |
 """
 
-from datetime import timedelta
-
 from coldcopy.refresh_dag import build_refresh_dag
 
-dag = build_refresh_dag(
-    dag_id="refresh_campaign_analytics",
-    cron="0 * * * *",
-    deadline=timedelta(minutes=20),
-    views=["analytics.campaign_analytics", "analytics.sequence_step_performance"],
-    doc_md=__doc__,
-)
+dag = build_refresh_dag(dag_id="refresh_campaign_analytics", doc_md=__doc__)

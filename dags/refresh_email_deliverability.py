@@ -20,14 +20,6 @@ The first run refreshes; every later run's interval is then covered and skips in
 | deadline missed | the run did not finish in 40 min | look at the task log and `pg_stat_activity` |
 """
 
-from datetime import timedelta
-
 from coldcopy.refresh_dag import build_refresh_dag
 
-dag = build_refresh_dag(
-    dag_id="refresh_email_deliverability",
-    cron="0 */2 * * *",
-    deadline=timedelta(minutes=40),
-    views=["analytics.email_deliverability", "analytics.daily_workspace_activity"],
-    doc_md=__doc__,
-)
+dag = build_refresh_dag(dag_id="refresh_email_deliverability", doc_md=__doc__)

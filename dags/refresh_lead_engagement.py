@@ -20,14 +20,6 @@ The first run refreshes; every later run's interval is then covered and skips in
 | deadline missed | the run did not finish in 1 h | look at the task log and `pg_stat_activity` |
 """
 
-from datetime import timedelta
-
 from coldcopy.refresh_dag import build_refresh_dag
 
-dag = build_refresh_dag(
-    dag_id="refresh_lead_engagement",
-    cron="0 */6 * * *",
-    deadline=timedelta(hours=1),
-    views=["analytics.lead_engagement", "analytics.lead_intent_summary"],
-    doc_md=__doc__,
-)
+dag = build_refresh_dag(dag_id="refresh_lead_engagement", doc_md=__doc__)

@@ -19,14 +19,6 @@ The first run refreshes; every later run's interval is then covered and skips in
 | deadline missed | not finished by about 04:00 UTC | look at the task log and `pg_stat_activity` |
 """
 
-from datetime import timedelta
-
 from coldcopy.refresh_dag import build_refresh_dag
 
-dag = build_refresh_dag(
-    dag_id="refresh_workspace_usage",
-    cron="0 2 * * *",
-    deadline=timedelta(hours=2),
-    views=["analytics.workspace_usage"],
-    doc_md=__doc__,
-)
+dag = build_refresh_dag(dag_id="refresh_workspace_usage", doc_md=__doc__)

@@ -205,3 +205,61 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     }
+
+
+class ThrowawayCluster:
+    """A PostgreSQL cluster of its own (initdb, pg_ctl) on a free loopback port, for what the shared server
+    cannot do in a test: other ``shared_preload_libraries``, a restart in the middle of a job.
+
+    Uses the system's PostgreSQL binaries (Debian's /usr/lib/postgresql/<v>/bin), else pgserver's. As root,
+    the cluster runs as the ``postgres`` user (PostgreSQL refuses to run as root).
+
+    :param settings: server settings (``-c name=value``), e.g. ``{"shared_preload_libraries": "pg_stat_statements"}``.
+    """
+
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        import glob
+        import socket
+        import tempfile
+
+        # Its own top directory: the postgres user cannot enter root's private temporary directories.
+        self.home = Path(tempfile.mkdtemp(prefix="coldcopy-pg-"))
+        self.directory = self.home / "data"
+        self.settings = settings or {}
+        system = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        self.bindir = Path(system[-1]).parent if system else Path(executable("initdb")).parent
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run([*prefix, *args], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+
+    def start(self) -> ThrowawayCluster:
+        if not (self.directory / "PG_VERSION").exists():
+            if os.geteuid() == 0:
+                shutil.chown(self.home, "postgres", "postgres")
+            self._run(str(self.bindir / "initdb"), "-D", str(self.directory), "-U", "postgres", "-A", "trust",
+                      "--no-sync")
+        options = " ".join([f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
+                            *(f"-c {k}={v}" for k, v in self.settings.items())])
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.directory), "-o", options, "-w", "-t", "60",
+                  "-l", str(self.directory / "server.log"), "start")
+        return self
+
+    def restart(self, mode: str = "fast") -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.directory), "-m", mode, "-w", "-t", "60",
+                  "-l", str(self.directory / "server.log"), "restart")
+
+    def stop(self) -> None:
+        """Stop the server and delete the cluster."""
+        if (self.directory / "postmaster.pid").exists():
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.directory), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.home, ignore_errors=True)

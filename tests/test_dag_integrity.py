@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ DAGS = Path(__file__).resolve().parents[1] / "dags"
 
 
 @pytest.fixture(scope="module")
-def dagbag() -> DagBag:
+def dagbag(airflow_db) -> DagBag:
+    # DagBag.get_dag looks at Airflow's metadata database: migrated first, so the module also runs alone.
     return DagBag(dag_folder=str(DAGS))
 
 
@@ -67,6 +69,26 @@ def test_refresh_dags_schedules_pool_and_deadlines(dagbag):
         assert all(task.pool == HEAVY_POOL for task in dag.tasks)
     refreshed = {t.view for dag_id in expected for t in dagbag.get_dag(dag_id).tasks}
     assert len(refreshed) == 7  # every materialized view of 201 and 301 has a cadence
+
+
+def test_refresh_cadences_match_their_crons():
+    from croniter import croniter
+
+    from coldcopy.refresh_jobs import REFRESH_JOBS
+
+    for dag_id, job in REFRESH_JOBS.items():
+        runs = croniter(job.cron, datetime(2026, 1, 1, 3, 30))
+        first, second = runs.get_next(datetime), runs.get_next(datetime)
+        assert second - first == job.cadence, dag_id
+
+
+def test_db_health_every_10_minutes_one_task_per_check_group(dagbag):
+    from coldcopy.health import CHECKS
+
+    dag = dagbag.get_dag("db_health")
+    assert dag.timetable.expression == "*/10 * * * *" and dag.max_active_runs == 1
+    assert {t.task_id for t in dag.tasks} == {*CHECKS, "prune_history"}
+    assert dag.deadline[0].interval.total_seconds() == 8 * 60
 
 
 def test_maintenance_dags_schedules_pool_and_deadlines(dagbag):

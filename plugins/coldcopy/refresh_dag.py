@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
 from coldcopy.operators.refresh import RefreshMaterializedViewOperator
+from coldcopy.refresh_jobs import REFRESH_JOBS
 
 
-def build_refresh_dag(*, dag_id: str, cron: str, views: list[str], deadline: timedelta, doc_md: str) -> DAG:
-    """A DAG refreshing ``views`` on ``cron`` (UTC) that must finish within ``deadline`` of being queued.
+def build_refresh_dag(*, dag_id: str, doc_md: str) -> DAG:
+    """The DAG ``dag_id`` of :data:`REFRESH_JOBS`: refreshes its views on its cron (UTC) and must finish
+    within its deadline of being queued.
 
     Data intervals (not trigger points) so every run knows which interval it stands for: a run whose
     interval a newer refresh already covers skips, which is what makes backfills cheap.
     """
+    job = REFRESH_JOBS[dag_id]
+    cron, views, deadline = job.cron, job.views, job.deadline
     with DAG(
         dag_id=dag_id,
         description=f"Refresh {', '.join(views)} (cron {cron} UTC); unchanged or covered runs are skipped",
