@@ -278,6 +278,7 @@ def test_every_group_runs_on_a_generated_database(checker, generated_db):
 def test_prune_keeps_90_days(checker):
     c = checker()
     c.conn.execute("INSERT INTO coldcopy_ops.health_snapshot (check_name, taken_at, state, summary) "
-                   "SELECT 'storage', now() - g * interval '1 day', 'ok', 'x' FROM generate_series(0, 99) g")
-    assert health.prune(c.conn, 90, batch=7) == 9
-    assert c.conn.execute("SELECT count(*) AS n FROM coldcopy_ops.health_snapshot").fetchone()["n"] == 91
+                   "SELECT 'storage', now() - g * interval '1 day' - interval '1 hour', 'ok', 'x' "
+                   "FROM generate_series(0, 99) g")
+    assert health.prune(c.conn, 90, batch=7) == 10
+    assert c.conn.execute("SELECT count(*) AS n FROM coldcopy_ops.health_snapshot").fetchone()["n"] == 90

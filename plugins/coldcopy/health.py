@@ -585,8 +585,11 @@ def record(conn: psycopg.Connection, results: list[Result], t: Thresholds, run_i
         with conn.transaction():
             now = conn.execute("SELECT now() AS now").fetchone()["now"]
             conn.execute(
-                "INSERT INTO coldcopy_ops.health_snapshot (check_name, state, value, unit, summary, details, run_id) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "WITH s AS (INSERT INTO coldcopy_ops.health_snapshot "
+                "(check_name, state, value, unit, summary, details, run_id) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING check_name, id) "
+                "INSERT INTO coldcopy_ops.health_latest SELECT check_name, id FROM s "
+                "ON CONFLICT (check_name) DO UPDATE SET snapshot_id = EXCLUDED.snapshot_id",
                 (result.check, result.state, result.value, result.unit, result.summary,
                  psycopg.types.json.Jsonb(_jsonable(result.details)), run_id))
             if result.state == "unknown":

@@ -27,3 +27,9 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.health_alert_state (
   alerted_state text,
   alerted_value double precision
 );
+
+-- The latest snapshot of each check: the health page reads the current state without scanning the history.
+CREATE TABLE IF NOT EXISTS coldcopy_ops.health_latest (
+  check_name text PRIMARY KEY,
+  snapshot_id bigint NOT NULL
+);

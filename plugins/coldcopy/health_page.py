@@ -1,0 +1,181 @@
+"""The "ColdCopy DB health" page inside the Airflow UI, and its JSON twin, served by a plugin FastAPI app.
+
+Reads only db_health's history (``coldcopy_ops.health_latest`` → ``health_snapshot``; charts: hourly maxima of
+the last 7 days through the ``(check_name, taken_at)`` index), never the live catalog, so it stays fast and
+cheap however often it is opened. Plugin apps are not behind Airflow's auth by default: every route here
+depends on Airflow's own authentication and on read access to the ``db_health`` DAG.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+
+import psycopg
+from fastapi import Depends, FastAPI
+from fastapi.responses import HTMLResponse
+from psycopg.rows import dict_row
+
+PAGE_DAG_ID = "db_health"
+CHARTED = {  # check → chart title
+    "storage": "Storage used (% of allocated)",
+    "connections": "Connections used (%)",
+    "slow_queries": "Worst estimated p95 (ms)",
+    "cache_hit": "Cache hit (%)",
+    "cpu_load": "Active backends per core (%)",
+    "lock_waits": "Longest lock wait (s)",
+    "long_transactions": "Longest idle-in-transaction / statement (s)",
+    "partition_horizon": "Partition months ahead",
+}
+SHOWN_FIRST = ["breach", "unknown", "warning", "ok"]
+STATE_COLORS = {"ok": "#2e7d32", "warning": "#ed8a00", "breach": "#c62828", "unknown": "#757575"}
+
+
+def read_health(conn: psycopg.Connection) -> dict:
+    """The latest snapshot of every check and 7 days of hourly maxima of the charted ones."""
+    try:
+        latest = conn.execute(
+            "SELECT s.check_name, s.taken_at, s.state, s.value, s.unit, s.summary, s.details "
+            "FROM coldcopy_ops.health_latest l JOIN coldcopy_ops.health_snapshot s ON s.id = l.snapshot_id "
+            "ORDER BY s.check_name").fetchall()
+        points = conn.execute(
+            "SELECT check_name, date_bin('1 hour', taken_at, 'epoch') AS hour, max(value) AS value "
+            "FROM coldcopy_ops.health_snapshot WHERE check_name = ANY(%s) AND taken_at > now() - interval '7 days' "
+            "GROUP BY 1, 2 ORDER BY 1, 2", (list(CHARTED),)).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return {"checks": [], "series": {}, "note": "db_health has not run yet"}
+    series: dict[str, list] = {name: [] for name in CHARTED}
+    for p in points:
+        series[p["check_name"]].append([p["hour"].isoformat(), p["value"]])
+    checks = sorted(latest, key=lambda c: (SHOWN_FIRST.index(c["state"]), c["check_name"]))
+    return {"checks": [{**c, "taken_at": c["taken_at"].isoformat()} for c in checks], "series": series}
+
+
+def _connect() -> psycopg.Connection:
+    from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+
+    hook = ColdCopyPostgresHook(statement_timeout="5s", application_name="coldcopy:health-page")
+    return psycopg.connect(hook.dsn(), autocommit=True, row_factory=dict_row, connect_timeout=5)
+
+
+def _authorized():
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return Depends(requires_access_dag("GET", param_dag_id=PAGE_DAG_ID))
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="ColdCopy DB health", dependencies=[_authorized()])
+
+    @app.get("/api", summary="The health page's data: latest state of every check, 7 days of hourly maxima")
+    def health_json() -> dict:
+        with _connect() as conn:
+            return read_health(conn)
+
+    @app.get("/", response_class=HTMLResponse)
+    def health_page() -> str:
+        with _connect() as conn:
+            return render(read_health(conn))
+
+    return app
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _number(value, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}".rstrip("0").rstrip(".")
+    return f"{text} {unit}".strip()
+
+
+def sparkline(points: list, width: int = 260, height: int = 56) -> str:
+    """An inline SVG line of ``[[iso time, value], …]`` with its min and max; nothing fetched at run time."""
+    values = [(datetime.fromisoformat(t).timestamp(), v) for t, v in points if v is not None]
+    if len(values) < 2:
+        return (f'<svg class="spark" width="{width}" height="{height}">'
+                '<text x="4" y="30">not enough history</text></svg>')
+    t0, t1 = values[0][0], values[-1][0]
+    low, high = min(v for _, v in values), max(v for _, v in values)
+    span = (high - low) or 1.0
+    xy = " ".join(f"{4 + (t - t0) / ((t1 - t0) or 1) * (width - 8):.1f},"
+                  f"{height - 14 - (v - low) / span * (height - 22):.1f}" for t, v in values)
+    return (f'<svg class="spark" width="{width}" height="{height}" role="img">'
+            f'<polyline fill="none" stroke="#1565c0" stroke-width="1.5" points="{xy}"/>'
+            f'<text x="4" y="{height - 2}">min {_number(low)} · max {_number(high)} · {len(values)} h</text></svg>')
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]], empty: str) -> str:
+    if not rows:
+        return f"<p class='empty'>{_e(empty)}</p>"
+    head = "".join(f"<th>{_e(title)}</th>" for _, title in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_e(row.get(key))}</td>" for key, _ in columns) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _badge(state: str) -> str:
+    return f'<span class="badge" style="background:{STATE_COLORS.get(state, "#757575")}">{_e(state)}</span>'
+
+
+def _section(title: str, body: str) -> str:
+    return f"<section><h2>{_e(title)}</h2>{body}</section>"
+
+
+def render(data: dict) -> str:
+    checks = {c["check_name"]: c for c in data["checks"]}
+
+    def details(name: str) -> dict:
+        return (checks.get(name) or {}).get("details") or {}
+
+    def summary(name: str) -> str:
+        check = checks.get(name)
+        return f"{_badge(check['state'])} {_e(check['summary'])}" if check else "<span class='empty'>no data</span>"
+
+    rows = "".join(
+        f"<tr><td>{_badge(c['state'])}</td><td>{_e(c['check_name'])}</td><td>{_e(_number(c['value'], c['unit']))}</td>"
+        f"<td>{_e(c['summary'])}</td><td class='when'>{_e(c['taken_at'][:19].replace('T', ' '))}</td></tr>"
+        for c in data["checks"])
+    charts = "".join(f"<figure><figcaption>{_e(title)}</figcaption>{sparkline(data['series'].get(name, []))}</figure>"
+                     for name, title in CHARTED.items())
+    sections = [
+        _section("Checks", f"<table><tr><th>state</th><th>check</th><th>value</th><th>summary</th><th>at (UTC)</th>"
+                           f"</tr>{rows}</table>" if rows else f"<p class='empty'>{_e(data.get('note'))}</p>"),
+        _section("Last 7 days (hourly maxima)", f"<div class='charts'>{charts}</div>"),
+        _section("Materialized views", _table(details("view_freshness").get("views", []), [
+            ("view", "view"), ("state", "state"), ("fresh_at", "fresh as of"), ("age_s", "age (s)"),
+            ("cadence_s", "cadence (s)")], "no refresh recorded")),
+        _section("Partitions and backups", f"<p>{summary('partition_horizon')}</p><p>{summary('backup_age')}</p>"),
+        _section("Recent maintenance", f"<p>{summary('maintenance_age')}</p>" + _table(
+            details("maintenance_age").get("recent", []), [
+                ("started_at", "started"), ("action", "action"), ("target", "target"), ("outcome", "outcome"),
+                ("duration_ms", "ms"), ("detail", "detail")], "no maintenance recorded")),
+        _section("Top statements by total time", f"<p>{summary('slow_queries')}</p>" + _table(
+            details("slow_queries").get("by_total_time", []), [
+                ("calls", "calls"), ("total_ms", "total ms"), ("mean_ms", "mean ms"),
+                ("p95_estimate_ms", "p95 est. ms"), ("query", "statement")], "no statements")),
+        _section("Unused indexes", _table(details("unused_indexes").get("indexes", []), [
+            ("index", "index"), ("table", "table"), ("bytes", "bytes")], "none")),
+        _section("Sessions waiting on locks", _table(details("lock_waits").get("waiting", []), [
+            ("pid", "pid"), ("application", "application"), ("waiting_s", "waiting s"), ("relation", "relation"),
+            ("blocked_by", "blocked by")], "none")),
+        _section("Largest tables", _table(details("storage").get("tables", [])[:10], [
+            ("name", "table"), ("total_bytes", "total"), ("table_bytes", "table"), ("index_bytes", "indexes"),
+            ("toast_bytes", "TOAST"), ("growth_bytes_per_day", "growth/day")], "no data")),
+    ]
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>ColdCopy DB health</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 16px; color: #1a1a1a; }}
+h1 {{ font-size: 20px; }} h2 {{ font-size: 16px; margin: 20px 0 6px; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ border-bottom: 1px solid #ddd; padding: 3px 6px;
+  text-align: left; vertical-align: top; }}
+.badge {{ color: #fff; border-radius: 8px; padding: 1px 7px; font-size: 12px; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 12px; }} figure {{ margin: 0; }}
+figcaption {{ font-size: 12px; color: #555; }} .spark text {{ font-size: 10px; fill: #555; }}
+.empty, .when {{ color: #777; }}
+</style></head><body><h1>ColdCopy DB health</h1>
+<p class="when">From db_health's history (every 10 minutes). JSON: <a href="api">api</a>.</p>
+{"".join(sections)}</body></html>"""

@@ -1,0 +1,38 @@
+"""The health page's data and HTML from db_health's history (the live page, its auth and the browser: tests/e2e)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import dict_row
+
+import health_history
+from coldcopy import health_page
+
+
+def test_the_page_shows_every_section_from_30_days_of_history(generated_db):
+    assert health_history.fill(generated_db, days=30) == 17 * (1 + 30 * 144)
+    with psycopg.connect(generated_db, row_factory=dict_row) as conn:
+        data = health_page.read_health(conn)
+    assert len(data["checks"]) == 17
+    assert [c["state"] for c in data["checks"]][0] == "breach"  # breaches first (views never refreshed, no backup)
+    assert all(160 <= len(data["series"][name]) <= 170 for name in ("storage", "connections", "partition_horizon"))
+    html = health_page.render(data)
+    for section in ("Checks", "Last 7 days", "Materialized views", "Partitions and backups", "Recent maintenance",
+                    "Top statements by total time", "Unused indexes", "Sessions waiting on locks", "Largest tables"):
+        assert f"<h2>{section}" in html, section
+    assert html.count("<polyline") >= 5 and "analytics.campaign_analytics" in html
+
+
+def test_text_from_the_database_is_escaped():
+    data = {"checks": [{"check_name": "slow_queries", "taken_at": "2026-11-25T10:00:00+00:00", "state": "breach",
+                        "value": 300.0, "unit": "ms", "summary": "<b>x</b>",
+                        "details": {"by_total_time": [{"calls": 1, "query": "SELECT '<script>alert(1)</script>'"}]}}],
+            "series": {}}
+    html = health_page.render(data)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<b>x</b>" not in html
+
+
+def test_before_the_first_run_the_page_says_so(migrated_db):
+    with psycopg.connect(migrated_db, row_factory=dict_row) as conn:
+        data = health_page.read_health(conn)
+    assert data["checks"] == [] and "has not run yet" in health_page.render(data)
