@@ -21,7 +21,9 @@ def fill(dsn: str, days: int) -> int:
             INSERT INTO coldcopy_ops.health_snapshot
               (check_name, taken_at, state, value, unit, summary, details, run_id)
             SELECT s.check_name, s.taken_at - g * interval '10 minutes', s.state,
-                   s.value * (1 + 0.3 * sin(g / 36.0) + 0.05 * random()), s.unit, s.summary, s.details, 'history'
+                   CASE WHEN s.unit = '%%' THEN least(100, s.value * (1 + 0.3 * sin(g / 36.0) + 0.05 * random()))
+                        ELSE s.value * (1 + 0.3 * sin(g / 36.0) + 0.05 * random()) END,
+                   s.unit, s.summary, s.details, 'history'
             FROM coldcopy_ops.health_snapshot s, generate_series(1, %s * 144) g
             WHERE s.run_id = 'history' AND s.taken_at >= now() - interval '1 minute'""", (days,))
         conn.execute("ANALYZE coldcopy_ops.health_snapshot")

@@ -569,12 +569,12 @@ def alert_for(result: Result, previous: dict | None, now: datetime, t: Threshold
     return None
 
 
-def _message(result: Result, reason: str) -> alerts.Alert:
+def _message(result: Result, reason: str, run_id: str | None) -> alerts.Alert:
     kind = "resolved" if reason == "resolved" else "threshold_breached"
     lead = {"entered": result.state, "worse": f"{result.state}, worse", "reminder": f"still {result.state}",
             "resolved": "resolved"}[reason]
     return alerts.Alert(kind=kind, summary=f"{result.check} {lead}: {result.summary}", dag_id="db_health",
-                        details={"check": result.check, "state": result.state, "value": result.value,
+                        run_id=run_id, details={"check": result.check, "state": result.state, "value": result.value,
                                  "unit": result.unit, "reason": reason})
 
 
@@ -598,7 +598,7 @@ def record(conn: psycopg.Connection, results: list[Result], t: Thresholds, run_i
                                     (result.check,)).fetchone()
             reason = alert_for(result, previous, now, t)
             if reason:
-                alert = _message(result, reason)
+                alert = _message(result, reason, run_id)
                 alerts.send(alert)  # before the state is saved: a crash here repeats the alert, never loses it
                 sent.append(alert.text)
             changed = previous is None or previous["state"] != result.state

@@ -109,11 +109,18 @@ def sparkline(points: list, width: int = 260, height: int = 56) -> str:
             f'<text x="4" y="{height - 2}">min {_number(low)} · max {_number(high)} · {len(values)} h</text></svg>')
 
 
+def _cell(key: str, value):
+    if key.endswith("bytes") or key.endswith("bytes_per_day"):
+        return None if value is None else f"{value / 1024**2:,.1f} MB"
+    return value
+
+
 def _table(rows: list[dict], columns: list[tuple[str, str]], empty: str) -> str:
     if not rows:
         return f"<p class='empty'>{_e(empty)}</p>"
     head = "".join(f"<th>{_e(title)}</th>" for _, title in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_e(row.get(key))}</td>" for key, _ in columns) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(key, row.get(key)))}</td>" for key, _ in columns) + "</tr>"
+                   for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

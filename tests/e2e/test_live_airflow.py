@@ -214,3 +214,37 @@ def test_deadline_callback_pages_for_runs_but_not_backfill_runs(live, run_type, 
         assert asyncio.run(alerts.on_deadline_missed(deadline_name="d", expected="e", context=context)) == pages
     finally:
         del os.environ["AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK"]
+
+
+def test_db_health_runs_every_check_alerts_once_and_its_page_is_behind_airflow_auth(live, api, generated_template):
+    import httpx
+
+    live.reset_target(generated_template)
+    run = live.scheduled_run(api, "db_health")
+    assert run["state"] == "success"
+    first = run["dag_run_id"]
+    tis = live.task_instances(api, "db_health", first)
+    assert len(tis) == 8 and first_try_successes(tis)
+    time.sleep(3)
+    told = [a["details"]["check"] for a in alerts_for(live, "db_health", first)]
+    assert "view_freshness" in told and "backup_age" in told  # a fresh copy: never refreshed, never backed up
+    assert len(told) == len(set(told))  # one alert per check in breach
+    second = live.trigger(api, "db_health")
+    try:
+        assert live.wait_run(api, "db_health", second) == "success"
+    finally:
+        live.set_paused(api, "db_health", True)
+    time.sleep(3)
+    every = [a["body"]["alert"] for a in live.sink.received if a["body"]["alert"].get("dag_id") == "db_health"]
+    assert all(a["run_id"] == first for a in every)  # nothing changed afterwards: nothing repeated
+
+    page = f"{live.stack.url}/coldcopy-health/"
+    assert httpx.get(page).status_code in (401, 403)
+    assert httpx.get(f"{page}api", headers={"Authorization": "Bearer forged"}).status_code in (401, 403)
+    data = httpx.get(f"{page}api", headers=api.headers).json()
+    assert {c["check_name"] for c in data["checks"]} >= {"storage", "view_freshness", "partition_horizon"}
+    assert len(data["checks"]) == 17
+    served = httpx.get(page, headers=api.headers)
+    assert served.status_code == 200 and "<h2>Materialized views" in served.text
+    [plugin] = [p for p in api.get("/plugins").json()["plugins"] if p["name"] == "coldcopy_health"]
+    assert plugin["external_views"][0]["href"] == "/coldcopy-health/"

@@ -56,3 +56,21 @@ def test_a_dag_page_shows_its_runbook(page, live):
     page.screenshot(path=ARTIFACTS / "partition_maintenance_runbook.png")
     text = dialog.inner_text()
     assert "detach_archived" in text and "Symptom" in text  # the runbook's steps and its symptom table
+
+
+def test_the_health_page_in_the_airflow_nav(page, live, generated_template):
+    import health_history
+
+    live.reset_target(generated_template)
+    health_history.fill(live.target_dsn, days=7)
+    page.goto(f"{live.stack.url}/plugin/coldcopy-health")  # the nav entry's route: the page in an iframe
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name="ColdCopy DB health").wait_for(timeout=30_000)
+    page.screenshot(path=ARTIFACTS / "health_in_airflow.png")
+    page.goto(f"{live.stack.url}/coldcopy-health/")
+    for section in ("Checks", "Last 7 days (hourly maxima)", "Materialized views", "Partitions and backups",
+                    "Recent maintenance", "Top statements by total time", "Unused indexes", "Largest tables"):
+        page.get_by_role("heading", name=section).wait_for(timeout=10_000)
+    assert page.locator("svg.spark polyline").count() >= 5
+    assert page.get_by_text("view_freshness", exact=True).count() == 1
+    page.screenshot(path=ARTIFACTS / "health_page.png", full_page=True)
