@@ -12,7 +12,8 @@ import html
 from datetime import datetime
 
 import psycopg
-from fastapi import Depends, FastAPI
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from psycopg.rows import dict_row
 
@@ -58,14 +59,13 @@ def _connect() -> psycopg.Connection:
     return psycopg.connect(hook.dsn(), autocommit=True, row_factory=dict_row, connect_timeout=5)
 
 
-def _authorized():
-    from airflow.api_fastapi.core_api.security import requires_access_dag
-
-    return Depends(requires_access_dag("GET", param_dag_id=PAGE_DAG_ID))
+def authorize(request: Request, user: GetUserDep) -> None:
+    """Airflow's authentication (JWT in the header or the UI's cookie) and read access to ``db_health``."""
+    requires_access_dag("GET", param_dag_id=PAGE_DAG_ID)(request, user)
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="ColdCopy DB health", dependencies=[_authorized()])
+    app = FastAPI(title="ColdCopy DB health", dependencies=[Depends(authorize)])
 
     @app.get("/api", summary="The health page's data: latest state of every check, 7 days of hourly maxima")
     def health_json() -> dict:

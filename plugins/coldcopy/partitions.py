@@ -170,7 +170,8 @@ class PartitionManager:
         of another month is one.
         """
         try:
-            if partition.detach_pending or self._state(partition) == "restored":
+            if partition.detach_pending or (self._state(partition) == "restored" and not self._erased_on_restore(
+                    partition)):
                 # A restored month's archive exists already: it must still describe the partition (rows
                 # written into the month since the restore fail this, and the month stays attached).
                 manifest = self.verify(partition, client, bucket)
@@ -183,6 +184,12 @@ class PartitionManager:
         except Exception as error:
             raise ArchiveError(f"email_events {partition.month} ({partition.name}) not archived, partition left "
                                f"attached with all its rows: {type(error).__name__}: {error}") from error
+
+    def _erased_on_restore(self, partition: Partition) -> bool:
+        """A restored month that lost erased subjects' rows no longer matches its archive: export it afresh
+        (which replaces the archive with one without them)."""
+        return bool(self.conn.execute("SELECT coalesce(erased_rows, 0) > 0 FROM coldcopy_ops.partition_archive "
+                                      "WHERE partition_name = %s", (partition.name,)).fetchone()[0])
 
     def _fingerprint(self, table: str) -> tuple[int, str]:
         return self.conn.execute(sql.SQL(ROW_CHECKSUM_SQL).format(sql.Identifier(table))).fetchone()
@@ -407,12 +414,24 @@ class PartitionManager:
             if (rows, checksum) != (manifest["rows"], manifest["row_checksum"]):
                 raise ArchiveError(f"{partition.name}: restored {rows} rows with checksum {checksum}, manifest says "
                                    f"{manifest['rows']} / {manifest['row_checksum']}; rolled back")
+            erased = self._drop_erased(partition.name)
         self._attach(partition)
         self._set_state(partition, manifest, "restored")  # also when this database never archived it itself
-        self.conn.execute("UPDATE coldcopy_ops.partition_archive SET restored_by = %s, held_until = now() + %s "
-                          "WHERE partition_name = %s", (restored_by, hold, partition.name))
+        self.conn.execute("UPDATE coldcopy_ops.partition_archive SET restored_by = %s, held_until = now() + %s, "
+                          "erased_rows = %s WHERE partition_name = %s", (restored_by, hold, erased, partition.name))
         log.info("restored %s: %d rows", partition.name, manifest["rows"])
         return manifest
+
+    def _drop_erased(self, table: str) -> int:
+        """Rows of subjects erased since the month was archived (the GDPR erasure ledger) never come back."""
+        if not self.conn.execute("SELECT to_regclass('coldcopy_ops.erasure_ledger') IS NOT NULL").fetchone()[0]:
+            return 0
+        from coldcopy.gdpr import drop_erased_rows
+
+        erased = drop_erased_rows(self.conn, f"public.{table}")
+        if erased:
+            log.info("%s: %d rows of erased subjects left out of the restore", table, erased)
+        return erased
 
     def _attach(self, partition: Partition) -> None:
         def attach() -> None:

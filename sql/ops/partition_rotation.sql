@@ -26,3 +26,5 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.partition_archive (
 -- A restored month is held attached until held_until: rotation leaves it alone until then.
 ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS restored_by text;
 ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS held_until timestamptz;
+-- Rows of erased data subjects dropped when the month was restored (GDPR ledger): its next archive is a new export.
+ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS erased_rows bigint;

@@ -119,7 +119,7 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
 def api(live):
     with live.stack.client() as client:
         deadline = time.monotonic() + 120
-        while client.get("/dags", params={"limit": 1}).json()["total_entries"] < 14:  # 12 + 2 e2e DAGs
+        while client.get("/dags", params={"limit": 1}).json()["total_entries"] < 16:  # 14 + 2 e2e DAGs
             assert time.monotonic() < deadline, "the dag-processor did not serialize every DAG in 120 s"
             time.sleep(2)
         yield client

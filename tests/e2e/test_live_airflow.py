@@ -25,7 +25,7 @@ def first_try_successes(tis: list[dict]) -> bool:
 def test_every_dag_is_listed_without_import_errors(live, api):
     dags = {d["dag_id"]: d for d in api.get("/dags", params={"limit": 100}).json()["dags"]}
     repo_dags = {p.stem for p in (live.stack.dags_folder).glob("*.py")} - {"e2e_dags"}
-    assert repo_dags <= set(dags) and len(repo_dags) == 12
+    assert repo_dags <= set(dags) and len(repo_dags) == 14
     assert api.get("/importErrors").json()["total_entries"] == 0
     assert all(dags[d]["description"] for d in repo_dags)
 

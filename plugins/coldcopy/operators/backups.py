@@ -161,7 +161,19 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                         "only. Restore into a new database and point the application at it (README runbook), "
                         "or drop and recreate this one first")
             runner.restore(key, hook.dsn(dbname=target), tables=tables or None)
+            erasures = self.reapply_erasures(runner, key, hook.dsn(dbname=target))
         except BackupError as error:
             self.fail_for_good(error)
-        self.log.info("restored %s into %s%s", key, target, f" (tables {', '.join(tables)})" if tables else "")
-        return {"object_key": key, "target_database": target, "tables": tables}
+        self.log.info("restored %s into %s%s; %d erasure(s) re-applied", key, target,
+                      f" (tables {', '.join(tables)})" if tables else "", len(erasures))
+        return {"object_key": key, "target_database": target, "tables": tables, "erasures_reapplied": len(erasures)}
+
+    @staticmethod
+    def reapply_erasures(runner, key: str, target_dsn: str) -> dict:
+        """Backups are immutable: every erasure since the backup began is applied again before hand-over."""
+        from datetime import datetime
+
+        from coldcopy.gdpr import reapply_after_restore
+
+        since = datetime.fromisoformat(runner.manifest(key)["started_at"]) - timedelta(hours=1)  # clock margin
+        return reapply_after_restore(target_dsn, runner.client, runner.bucket, runner.manifest_key, since)

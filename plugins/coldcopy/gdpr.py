@@ -1,0 +1,561 @@
+"""GDPR: data-subject requests (access, portability, erasure) and retention policies.
+
+**Where personal data is** (:func:`personal_data_map`), discovered from the catalog on every run so a new
+table is not silently missed: ``public`` tables with a ``workspace_id`` and an ``email`` column (matched on the
+address), every foreign key to ``leads`` (on the subject's lead ids) and to ``email_messages`` (on their
+messages), plus what the catalog cannot tell (:data:`NO_FOREIGN_KEY`: ``email_events``, partitioned, keeps
+``lead_id``/``message_id`` without foreign keys). ``users`` and ``email_accounts`` are the workspace's own
+accounts, not the people it e-mails: out of scope (account deletion handles them).
+
+**Erasure**, per table: rows are deleted, except where the foreign key is ``ON DELETE SET NULL`` (the row
+belongs to someone else, e.g. a workflow run): the reference is nulled. ``data_subject_requests`` keeps the
+request with the address replaced by its one-way key, ``suppression_list`` gets the key with reason
+``gdpr_erasure`` (a trigger on ``leads`` then refuses the address in that workspace), and audit-trail rows
+naming the erased rows get ``row_id = 'erased'``. Batches of :data:`BATCH` rows, each its own transaction
+under ``lock_timeout`` with retries, children before parents.
+
+**Backups and archives** are not rewritten: the erasure ledger (``coldcopy_ops.erasure_ledger``, mirrored,
+signed, under ``gdpr/erasures/`` in the bucket) holds one-way keys of the subject and of the erased rows' ids,
+and every way back into the database applies it — ``restore_from_spaces`` before handing the database over,
+``partition_restore`` before attaching a month (whose next archive is then a fresh export without those
+rows). Why not rewrite archives: each month is verified, signed evidence of what left the database; rewriting
+every archived month on every erasure means downloading and re-verifying years of objects per request, racing
+rotation, while the rows can only come back through these two doors, both of which apply the ledger.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from coldcopy import catalog, manifests, ops_schema
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
+from coldcopy.pg_tools import minimal_env
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000
+EXPORT_PREFIX = "gdpr/exports"
+LEDGER_PREFIX = "gdpr/erasures"
+RETENTION_PREFIX = "gdpr/retention"
+EXPORT_URL_TTL = timedelta(days=7)
+HANDLED_TYPES = {"access": "export", "portability": "export", "erasure": "erase"}
+MANUAL_TYPES = {"rectification", "restriction", "objection"}  # a person decides; never automated
+OUT_OF_SCOPE = {"public.users", "public.email_accounts"}  # the workspace's own accounts, not its recipients
+NO_FOREIGN_KEY = [("public.email_events", "lead_id", "lead"), ("public.email_events", "message_id", "message")]
+REFUSE_TRIGGER = "coldcopy_refuse_erased_subject"
+AGE_COLUMNS = ("occurred_at", "created_at", "recorded_at", "sent_at")  # what "older than retain_for" is measured on
+PERSONAL_COLUMNS = ("email", "first_name", "last_name", "phone", "linkedin_url", "ip_address", "user_agent",
+                    "body_text", "subject", "company", "title", "website", "custom_fields", "metadata", "url")
+
+
+class GdprError(RuntimeError):
+    """A request or policy that cannot be carried out as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """Rows of ``table`` about the subject: those whose ``column`` holds the subject's address (``via`` email),
+    lead ids (``lead``) or message ids (``message``). ``on_erase``: ``delete`` or ``nullify``."""
+
+    table: str
+    column: str
+    via: str
+    on_erase: str = "delete"
+
+
+def personal_data_map(conn: psycopg.Connection) -> list[Link]:
+    """Every place the catalog says holds a subject's rows, in erasure order (children before parents)."""
+    by_email = [Link(t, "email", "email") for (t,) in conn.execute("""
+        SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+          AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'email'
+                      AND NOT a.attisdropped)
+          AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'workspace_id'
+                      AND NOT a.attisdropped)
+        ORDER BY 1""") if t not in OUT_OF_SCOPE]
+    by_key = [Link(t, col, "lead" if parent == "public.leads" else "message", "nullify" if rule == "n" else "delete")
+              for t, col, parent, rule in conn.execute("""
+        SELECT format('%I.%I', n.nspname, c.relname), a.attname,
+               (SELECT format('%I.%I', pn.nspname, p.relname) FROM pg_class p JOIN pg_namespace pn
+                  ON pn.oid = p.relnamespace WHERE p.oid = k.confrelid), k.confdeltype
+        FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+        WHERE k.contype = 'f' AND k.conparentid = 0 AND cardinality(k.conkey) = 1 AND NOT c.relispartition
+          AND k.confrelid IN ('public.leads'::regclass, 'public.email_messages'::regclass)
+        ORDER BY 1, 2""")]
+    found = {(link.table, link.column) for link in by_key}
+    explicit = [Link(t, c, v) for t, c, v in NO_FOREIGN_KEY if (t, c) not in found]
+    message_children = [link for link in by_key if link.via == "message"]
+    lead_children = [link for link in by_key if link.via == "lead" and link.table != "public.email_messages"]
+    messages = [link for link in by_key if link.table == "public.email_messages"]
+    email_tables = [link for link in by_email if link.table != "public.leads"]
+    leads = [link for link in by_email if link.table == "public.leads"]
+    return message_children + explicit + lead_children + messages + email_tables + leads
+
+
+@dataclass
+class Subject:
+    workspace_id: str
+    subject_hash: str
+    email: str | None = None  # None when re-applying from the ledger (only one-way keys are kept)
+    lead_ids: list = field(default_factory=list)
+    message_ids: list = field(default_factory=list)
+
+    def values(self, via: str) -> list:
+        return {"lead": self.lead_ids, "message": self.message_ids}.get(via, [])
+
+
+class Gdpr:
+    """GDPR work on one (autocommit) connection.
+
+    :param lock_retry: lock_timeout and retries of every batch.
+    :param manifest_key: signs and authenticates the ledger objects in the bucket.
+    """
+
+    def __init__(self, conn: psycopg.Connection, *, manifest_key: bytes | None = None,
+                 lock_retry: LockRetryPolicy = LockRetryPolicy(), batch: int = BATCH) -> None:
+        self.conn = conn
+        self.manifest_key = manifest_key
+        self.lock_retry = lock_retry
+        self.batch = batch
+        ops_schema.ensure(conn, "gdpr", lock_retry)
+
+    # -- the subject ------------------------------------------------------------------------------------
+
+    def subject_hash(self, workspace_id: str, email: str) -> str:
+        return self.conn.execute("SELECT coldcopy_ops.subject_hash(%s, %s)", (workspace_id, email)).fetchone()[0]
+
+    def find(self, workspace_id: str, *, email: str | None = None, subject_hash: str | None = None,
+             id_hashes: list[str] = ()) -> Subject:
+        """The subject's lead and message ids in the workspace, by address or by the ledger's one-way keys."""
+        subject_hash = subject_hash or self.subject_hash(workspace_id, email)
+        lead_ids = [r for (r,) in self.conn.execute(
+            "SELECT id FROM public.leads WHERE workspace_id = %s "
+            "AND (coldcopy_ops.subject_hash(workspace_id, email) = %s OR coldcopy_ops.id_hash(id) = ANY(%s))",
+            (workspace_id, subject_hash, list(id_hashes)))]
+        message_ids = [r for (r,) in self.conn.execute(
+            "SELECT id FROM public.email_messages WHERE workspace_id = %s AND (lead_id = ANY(%s) "
+            "OR coldcopy_ops.id_hash(id) = ANY(%s))", (workspace_id, lead_ids, list(id_hashes)))]
+        return Subject(workspace_id, subject_hash, email, lead_ids, message_ids)
+
+    def _where(self, link: Link, subject: Subject) -> tuple[sql.Composable, tuple] | None:
+        table = catalog.relation(self.conn, link.table)
+        column = sql.Identifier(link.column)
+        if link.via == "email":
+            return (sql.SQL("FROM {} t WHERE t.workspace_id = %s "
+                            "AND coldcopy_ops.subject_hash(t.workspace_id, t.{}) = %s").format(table, column),
+                    (subject.workspace_id, subject.subject_hash))
+        values = subject.values(link.via)
+        if not values:
+            return None
+        return sql.SQL("FROM {} t WHERE t.workspace_id = %s AND t.{} = ANY(%s)").format(table, column), (
+            subject.workspace_id, values)
+
+    # -- access / portability ---------------------------------------------------------------------------
+
+    def collect(self, subject: Subject) -> dict[str, list[dict]]:
+        """Every row about the subject, per table (tables without any left out)."""
+        found: dict[str, list[dict]] = {}
+        for link in personal_data_map(self.conn):
+            where = self._where(link, subject)
+            if where is None:
+                continue
+            rows = [r for (r,) in self.conn.execute(sql.SQL("SELECT to_jsonb(t) ") + where[0], where[1])]
+            if rows:
+                found.setdefault(link.table, [])
+                known = {json.dumps(r, sort_keys=True) for r in found[link.table]}
+                found[link.table].extend(r for r in rows if json.dumps(r, sort_keys=True) not in known)
+        return found
+
+    def export(self, request: dict, client, bucket: str) -> dict:
+        """The subject's data as one JSON document, OpenPGP-encrypted (AES256) with a passphrase of its own,
+        uploaded under ``gdpr/exports/``; returns where, the 7-day URL and the passphrase (for the requester,
+        by another channel)."""
+        subject = self.find(request["workspace_id"], email=request["email"])
+        tables = self.collect(subject)
+        document = {"request_id": str(request["id"]), "workspace_id": str(request["workspace_id"]),
+                    "email": request["email"], "generated_at": datetime.now().astimezone().isoformat(),
+                    "request_type": request["request_type"], "tables": tables}
+        passphrase = secrets.token_urlsafe(24)
+        body = gpg_symmetric(json.dumps(document, default=str, indent=1).encode(), passphrase)
+        key = f"{EXPORT_PREFIX}/{request['workspace_id']}/{request['id']}.json.gpg"
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/pgp-encrypted")
+        url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                            ExpiresIn=int(EXPORT_URL_TTL.total_seconds()))
+        rows = sum(len(r) for t, r in tables.items() if t != "public.data_subject_requests")  # not the request itself
+        return {"key": key, "url": url, "passphrase": passphrase, "rows": rows, "tables": sorted(tables)}
+
+    # -- erasure ----------------------------------------------------------------------------------------
+
+    def erase(self, subject: Subject, request_id: str) -> dict[str, int]:
+        """Erase everything about ``subject`` (see the module doc); returns rows touched per table."""
+        counts: dict[str, int] = {}
+        erased_ids: list[str] = []
+        id_hashes = [h for (h,) in self.conn.execute(
+            "SELECT coldcopy_ops.id_hash(x) FROM unnest(%s::uuid[]) x", (subject.lead_ids + subject.message_ids,))]
+        for link in personal_data_map(self.conn):
+            if link.table in ("public.suppression_list", "public.data_subject_requests"):
+                continue  # keep the request and the suppression, by one-way key (below)
+            where = self._where(link, subject)
+            if where is None:
+                continue
+            touched, ids = self._in_batches(link, *where)
+            if touched:
+                counts[f"{link.table}.{link.column}" if link.on_erase == "nullify" else link.table] = (
+                    counts.get(link.table, 0) + touched)
+                erased_ids += ids
+        key = f"sha256:{subject.subject_hash}"
+
+        def finish() -> None:
+            done = self.conn.execute(
+                "DELETE FROM public.suppression_list WHERE workspace_id = %s "
+                "AND coldcopy_ops.subject_hash(workspace_id, email) = %s", (subject.workspace_id, subject.subject_hash))
+            self.conn.execute(
+                "INSERT INTO public.suppression_list (workspace_id, email, reason) VALUES (%s, %s, 'gdpr_erasure') "
+                "ON CONFLICT (workspace_id, email) DO UPDATE SET reason = 'gdpr_erasure'", (subject.workspace_id, key))
+            requests = self.conn.execute(
+                "UPDATE public.data_subject_requests SET email = %s WHERE workspace_id = %s "
+                "AND coldcopy_ops.subject_hash(workspace_id, email) = %s", (key, subject.workspace_id,
+                                                                           subject.subject_hash))
+            audit = self.conn.execute(
+                "UPDATE public.gdpr_audit_log SET row_id = 'erased' WHERE workspace_id = %s AND row_id = ANY(%s)",
+                (subject.workspace_id, erased_ids + [str(i) for i in subject.lead_ids + subject.message_ids]))
+            counts.update({"public.suppression_list": done.rowcount, "public.data_subject_requests": requests.rowcount,
+                           "public.gdpr_audit_log.row_id": audit.rowcount})
+            self.conn.execute(
+                "INSERT INTO public.gdpr_audit_log (workspace_id, table_name, row_id, action, changed_columns) "
+                "VALUES (%s, 'public.data_subject_requests', %s, 'DELETE', %s)",
+                (subject.workspace_id, str(request_id), [f"{t}={n}" for t, n in sorted(counts.items()) if n]))
+            self.conn.execute(
+                "INSERT INTO coldcopy_ops.erasure_ledger AS l (request_id, workspace_id, subject_hash, id_hashes, "
+                "row_counts) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (request_id) DO UPDATE SET "
+                "id_hashes = (SELECT array_agg(DISTINCT h) FROM unnest(l.id_hashes || EXCLUDED.id_hashes) h), "
+                "row_counts = EXCLUDED.row_counts", (request_id, subject.workspace_id, subject.subject_hash, id_hashes,
+                                                      psycopg.types.json.Jsonb(counts)))
+
+        under_lock_timeout(self.conn, finish, self.lock_retry, what=f"erasure record of request {request_id}")
+        self.ensure_refuse_trigger()
+        return {t: n for t, n in counts.items() if n}
+
+    def _in_batches(self, link: Link, where: sql.Composable, params: tuple) -> tuple[int, list[str]]:
+        """Delete (or nullify) the matching rows ``self.batch`` at a time, each batch its own transaction."""
+        table = catalog.relation(self.conn, link.table)
+        has_id = self.conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass "
+                                   "AND attname = 'id' AND NOT attisdropped", (link.table,)).fetchone()[0]
+        returning = sql.SQL(" RETURNING id::text") if has_id else sql.SQL(" RETURNING NULL")
+        pick = sql.SQL("SELECT t.tableoid, t.ctid ") + where + sql.SQL(" LIMIT %s")
+        if link.on_erase == "nullify":
+            change = sql.SQL("UPDATE {} SET {} = NULL WHERE (tableoid, ctid) IN (").format(
+                table, sql.Identifier(link.column)) + pick + sql.SQL(")") + returning
+        else:
+            change = (sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table) + pick + sql.SQL(")")
+                      + returning)
+        total, ids = 0, []
+        while True:
+            rows = under_lock_timeout(self.conn, lambda: self.conn.execute(change, (*params, self.batch)).fetchall(),
+                                      self.lock_retry, what=f"erasure batch in {link.table}")
+            total += len(rows)
+            ids += [r for (r,) in rows if r]
+            if len(rows) < self.batch:
+                return total, ids
+
+    def ensure_refuse_trigger(self) -> None:
+        """Put the trigger that refuses erased addresses on ``leads``, once (CREATE TRIGGER locks the table)."""
+        exists = "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'public.leads'::regclass AND tgname = %s)"
+        if self.conn.execute(exists, (REFUSE_TRIGGER,)).fetchone()[0]:
+            return
+
+        def create() -> None:
+            self.conn.execute("LOCK TABLE public.leads IN SHARE ROW EXCLUSIVE MODE")
+            if not self.conn.execute(exists, (REFUSE_TRIGGER,)).fetchone()[0]:
+                self.conn.execute(sql.SQL(
+                    "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF email, workspace_id ON public.leads "
+                    "FOR EACH ROW EXECUTE FUNCTION coldcopy_ops.refuse_erased_subject()").format(
+                    sql.Identifier(REFUSE_TRIGGER)))
+
+        under_lock_timeout(self.conn, create, self.lock_retry, what="the erased-address guard on leads")
+
+    def views_reading(self, tables: list[str]) -> list[str]:
+        """Materialized views that read any of ``tables`` (directly), to refresh after an erasure."""
+        relids = [self.conn.execute("SELECT to_regclass(%s)::oid", (t,)).fetchone()[0] for t in tables]
+        return [v for (v,) in self.conn.execute("""
+            SELECT DISTINCT format('%%I.%%I', n.nspname, c.relname) FROM pg_rewrite r
+            JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+            JOIN pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass
+            WHERE c.relkind = 'm' AND d.refobjid = ANY(%s) ORDER BY 1""", ([r for r in relids if r],))]
+
+    # -- requests ---------------------------------------------------------------------------------------
+
+    def pending(self, limit: int = 100) -> list[str]:
+        """Requests to process: ``verified`` (or ``in_progress`` left by a failed try), of a handled type."""
+        return [str(r) for (r,) in self.conn.execute(
+            "SELECT id FROM public.data_subject_requests WHERE status IN ('verified', 'in_progress') "
+            "AND request_type = ANY(%s) ORDER BY due_at LIMIT %s", (list(HANDLED_TYPES), limit))]
+
+    def handle(self, request_id: str, client, bucket: str, run_id: str | None = None) -> dict:
+        """Carry out one request; it ends ``completed`` with a note, or stays ``in_progress`` (raise)."""
+        request = self.conn.execute(
+            "UPDATE public.data_subject_requests SET status = 'in_progress' WHERE id = %s "
+            "AND status IN ('verified', 'in_progress') RETURNING id, workspace_id, email, request_type",
+            (request_id,)).fetchone()
+        if request is None:
+            status = self.conn.execute("SELECT status FROM public.data_subject_requests WHERE id = %s",
+                                       (request_id,)).fetchone()
+            raise GdprError(f"request {request_id}: " + (f"status {status[0]!r}, only verified requests are processed"
+                                                         if status else "no such request"))
+        request = dict(zip(("id", "workspace_id", "email", "request_type"), request, strict=True))
+        kind = HANDLED_TYPES.get(request["request_type"])
+        if kind is None:
+            raise GdprError(f"request {request_id}: request_type {request['request_type']!r} is not handled by a job "
+                            f"(handled: {', '.join(HANDLED_TYPES)}); a person must act on it")
+        if kind == "export":
+            if request["email"].startswith("sha256:"):
+                raise GdprError(f"request {request_id}: the address was erased; nothing can be exported")
+            result = self.export(request, client, bucket)
+            note = (f"export of {result['rows']} rows from {len(result['tables'])} tables: {result['url']} (valid "
+                    f"{EXPORT_URL_TTL.days} days); passphrase {result['passphrase']} (send by another channel)"
+                    if result["rows"] else "nothing found: no data about this address in the workspace")
+        else:
+            email = request["email"]
+            subject = (self.find(request["workspace_id"], subject_hash=email.removeprefix("sha256:"))
+                       if email.startswith("sha256:") else self.find(request["workspace_id"], email=email))
+            counts = self.erase(subject, request_id)
+            if client is not None:
+                self.publish_ledger(request_id, client, bucket)
+            views = self.views_reading(sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for t in counts}))
+            self.refresh(views, run_id or f"gdpr:{request_id}")
+            data_rows = sum(n for t, n in counts.items()
+                            if t not in ("public.suppression_list", "public.data_subject_requests"))
+            result = {"rows": counts, "views_refreshed": views}
+            note = (f"erased {data_rows} rows in {len(counts)} tables; address suppressed; views refreshed: "
+                    f"{', '.join(views) or 'none'}" if data_rows else
+                    "nothing found: no data about this address in the workspace; address suppressed")
+        self.conn.execute("UPDATE public.data_subject_requests SET status = 'completed', completed_at = now(), "
+                          "notes = %s WHERE id = %s", (note, request_id))
+        return {"request_id": request_id, "type": request["request_type"], "note": note, **result}
+
+    def refresh(self, views: list[str], run_id: str) -> None:
+        from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+
+        for view in views:
+            MaterializedViewRefresher(self.conn, view, lock_retry=self.lock_retry, force=True).run(
+                RefreshRun(run_id=run_id, dag_id="gdpr_requests"))
+
+    def record_failure(self, request_id: str, reason: str) -> None:
+        self.conn.execute("UPDATE public.data_subject_requests SET notes = %s WHERE id = %s AND status = 'in_progress'",
+                          (f"failed, will be retried: {reason}"[:2000], request_id))
+
+    def due_soon(self, within: timedelta = timedelta(days=3)) -> list[dict]:
+        """Open requests due within ``within`` not yet warned about today (recorded as warned)."""
+        rows = self.conn.execute("""
+            WITH due AS (
+              SELECT id, workspace_id, request_type, status, due_at FROM public.data_subject_requests
+              WHERE status NOT IN ('completed', 'rejected') AND due_at < now() + %s),
+            fresh AS (
+              INSERT INTO coldcopy_ops.gdpr_deadline_alerts (request_id, alerted_on)
+              SELECT id, current_date FROM due ON CONFLICT DO NOTHING RETURNING request_id)
+            SELECT due.* FROM due JOIN fresh ON fresh.request_id = due.id ORDER BY due.due_at""", (within,)).fetchall()
+        return [dict(zip(("id", "workspace_id", "request_type", "status", "due_at"), r, strict=True)) for r in rows]
+
+    # -- the ledger -------------------------------------------------------------------------------------
+
+    def publish_ledger(self, request_id: str, client, bucket: str) -> str:
+        """Mirror one ledger entry, signed, to ``gdpr/erasures/`` in the bucket; returns its key."""
+        row = self.conn.execute(
+            "SELECT request_id::text, workspace_id::text, subject_hash, id_hashes, row_counts, erased_at "
+            "FROM coldcopy_ops.erasure_ledger WHERE request_id = %s", (request_id,)).fetchone()
+        entry = dict(zip(("request_id", "workspace_id", "subject_hash", "id_hashes", "row_counts"), row[:5],
+                         strict=True)) | {"erased_at": row[5].isoformat()}
+        key = f"{LEDGER_PREFIX}/{row[5]:%Y%m%dT%H%M%S}-{request_id}.json"
+        client.put_object(Bucket=bucket, Key=key, Body=manifests.dump(entry, self.manifest_key),
+                          ContentType="application/json")
+        return key
+
+    def ledger_from_bucket(self, client, bucket: str, since: datetime | None = None) -> list[dict]:
+        """Every signed ledger entry in the bucket erased at or after ``since``; a forged one is refused."""
+        entries = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{LEDGER_PREFIX}/"):
+            for item in page.get("Contents", []):
+                raw = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                entry = manifests.load(raw, self.manifest_key, where=f"s3://{bucket}/{item['Key']}")
+                if since is None or datetime.fromisoformat(entry["erased_at"]) >= since:
+                    entries.append(entry)
+        return sorted(entries, key=lambda e: e["erased_at"])
+
+    def reapply(self, entries: list[dict]) -> dict[str, dict]:
+        """Re-apply ledger entries to this database (a restored backup); returns rows touched per request."""
+        done = {}
+        for entry in entries:
+            if not self.conn.execute("SELECT EXISTS (SELECT 1 FROM public.workspaces WHERE id = %s)",
+                                     (entry["workspace_id"],)).fetchone()[0]:
+                continue
+            subject = self.find(entry["workspace_id"], subject_hash=entry["subject_hash"],
+                                id_hashes=entry["id_hashes"])
+            done[entry["request_id"]] = self.erase(subject, entry["request_id"])
+            self.conn.execute("UPDATE coldcopy_ops.erasure_ledger SET id_hashes = %s, erased_at = %s "
+                              "WHERE request_id = %s", (entry["id_hashes"], entry["erased_at"], entry["request_id"]))
+        return done
+
+    # -- retention --------------------------------------------------------------------------------------
+
+    def policy(self, policy_id: str) -> dict:
+        row = self.conn.execute(
+            "SELECT id, workspace_id, table_name, retain_for, action, clock_timestamp() "
+            "FROM public.data_retention_policies WHERE id = %s", (policy_id,)).fetchone()
+        if row is None:
+            raise GdprError(f"no retention policy {policy_id}")
+        return dict(zip(("id", "workspace_id", "table_name", "retain_for", "action", "started_at"), row, strict=True))
+
+    def log_retention(self, policy: dict, outcome: str, *, rows: int = 0, batches: int = 0,
+                      detail: str | None = None) -> None:
+        """Record what a policy did (and stamp it applied when it ran)."""
+        self.conn.execute(
+            "INSERT INTO coldcopy_ops.retention_log (policy_id, workspace_id, table_name, action, outcome, rows, "
+            "batches, detail, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (policy["id"], policy["workspace_id"], policy["table_name"], policy["action"], outcome, rows, batches,
+             detail, policy["started_at"]))
+        if outcome == "done":
+            self.conn.execute("UPDATE public.data_retention_policies SET last_applied_at = now() WHERE id = %s",
+                              (policy["id"],))
+
+    def retention_target(self, policy: dict) -> tuple[sql.Identifier, str]:
+        """The policy's table (checked in the catalog: a public tenant table) and the column rows age by."""
+        try:
+            schema, name = catalog.relation_parts(self.conn, policy["table_name"]
+                                                  if "." in policy["table_name"] else f"public.{policy['table_name']}",
+                                                  kinds=("r", "p"))
+        except catalog.UnknownRelation as error:
+            raise GdprError(f"policy {policy['id']}: {error}") from error
+        columns = {c for (c,) in self.conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (f'"{schema}"."{name}"',))}
+        if schema != "public" or "workspace_id" not in columns:
+            raise GdprError(f"policy {policy['id']}: {schema}.{name} is not a tenant table (no workspace_id)")
+        age = next((c for c in AGE_COLUMNS if c in columns), None)
+        if age is None:
+            raise GdprError(f"policy {policy['id']}: {schema}.{name} has none of {', '.join(AGE_COLUMNS)} to age by")
+        return sql.Identifier(schema, name), age
+
+    def apply_retention(self, policy: dict, client=None, bucket: str | None = None) -> dict:
+        """Delete, anonymize or archive (then delete) the policy's expired rows of its workspace, in batches."""
+        table, age = self.retention_target(policy)
+        expired = sql.SQL("SELECT t.tableoid, t.ctid FROM {} t WHERE t.workspace_id = %s AND t.{} < now() - %s "
+                          "LIMIT %s").format(table, sql.Identifier(age))
+        params = (policy["workspace_id"], policy["retain_for"], self.batch)
+        action = policy["action"]
+        if action == "anonymize":
+            assignments = self._anonymizing(table)
+            if assignments is None:
+                raise GdprError(f"policy {policy['id']}: {table.as_string(self.conn)} has no personal column to "
+                                "anonymize")
+            expired = sql.SQL("SELECT t.tableoid, t.ctid FROM {} t WHERE t.workspace_id = %s AND t.{} < now() - %s "
+                              "AND NOT ({}) LIMIT %s").format(table, sql.Identifier(age), assignments[1])
+        rows = batches = 0
+        while True:
+            if action == "delete":
+                statement = sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table) + expired + sql.SQL(")")
+                count = under_lock_timeout(self.conn, lambda s=statement: self.conn.execute(s, params).rowcount,
+                                           self.lock_retry, what=f"retention batch in {table.as_string(self.conn)}")
+            elif action == "anonymize":
+                statement = (sql.SQL("UPDATE {} SET ").format(table) + assignments[0]
+                             + sql.SQL(" WHERE (tableoid, ctid) IN (") + expired + sql.SQL(")"))
+                count = under_lock_timeout(self.conn, lambda s=statement: self.conn.execute(s, params).rowcount,
+                                           self.lock_retry, what=f"retention batch in {table.as_string(self.conn)}")
+            elif action == "archive":
+                count = under_lock_timeout(
+                    self.conn, lambda n=batches: self._archive_batch(table, expired, params, policy, n, client, bucket),
+                    self.lock_retry, what=f"retention archive batch in {table.as_string(self.conn)}")
+            else:
+                raise GdprError(f"policy {policy['id']}: unknown action {action!r}")
+            rows += count
+            batches += 1 if count else 0
+            if count < self.batch:
+                return {"rows": rows, "batches": batches}
+
+    def _anonymizing(self, table: sql.Identifier) -> tuple[sql.Composable, sql.Composable] | None:
+        """``SET`` list blanking the table's personal columns (nullable → NULL, a NOT NULL address → its key)
+        and the condition that a row is already anonymized."""
+        columns = self.conn.execute(
+            "SELECT attname, attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped AND attname = ANY(%s) ORDER BY attnum",
+            (table.as_string(self.conn), list(PERSONAL_COLUMNS))).fetchall()
+        sets, done = [], []
+        for name, not_null in columns:
+            column = sql.Identifier(name)
+            if name == "email" and not_null:
+                sets.append(sql.SQL("{} = 'sha256:' || coldcopy_ops.subject_hash(workspace_id, {})").format(column,
+                                                                                                        column))
+                done.append(sql.SQL("{} LIKE 'sha256:%%'").format(column))
+            elif not not_null:
+                sets.append(sql.SQL("{} = NULL").format(column))
+                done.append(sql.SQL("{} IS NULL").format(column))
+        if not sets:
+            return None
+        return sql.SQL(", ").join(sets), sql.SQL(" AND ").join(done)
+
+    def _archive_batch(self, table, expired, params, policy, number: int, client, bucket) -> int:
+        """One transaction: lock the batch, upload it (CSV, gzip), check the object, delete the rows. Any
+        failure rolls the delete back: a row is gone only once its copy is in the bucket."""
+        with self.conn.transaction():
+            rows = self.conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE (tableoid, ctid) IN (").format(table)
+                                     + expired + sql.SQL(") FOR UPDATE"), params).fetchall()
+            if not rows:
+                return 0
+            body = gzip.compress("".join(json.dumps(r, default=str) + "\n" for (r,) in rows).encode())
+            stamp = self.conn.execute("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD\"T\"HH24MISS')").fetchone()[0]
+            key = (f"{RETENTION_PREFIX}/{table.as_string(self.conn).replace(chr(34), '')}/{policy['workspace_id']}/"
+                   f"{stamp}-{number:05d}.jsonl.gz")
+            client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/gzip")
+            head = client.head_object(Bucket=bucket, Key=key)
+            if head["ContentLength"] != len(body):
+                raise GdprError(f"s3://{bucket}/{key}: {head['ContentLength']} bytes stored of {len(body)}")
+            return self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table)
+                                     + expired + sql.SQL(")"), params).rowcount
+
+
+def gpg_symmetric(data: bytes, passphrase: str) -> bytes:
+    """OpenPGP symmetric encryption (AES256), as the backups: opens with ``gpg --decrypt`` and the passphrase."""
+    read, write = os.pipe()
+    os.write(write, passphrase.encode() + b"\n")
+    os.close(write)
+    try:
+        done = subprocess.run(
+            ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--symmetric",
+             "--cipher-algo", "AES256", "--passphrase-fd", str(read), "--output", "-"],
+            input=data, capture_output=True, pass_fds=(read,), env=minimal_env(), check=False)
+    finally:
+        os.close(read)
+    if done.returncode:
+        raise GdprError(f"gpg failed ({done.returncode}): {done.stderr.decode(errors='replace').strip()[:300]}")
+    return done.stdout
+
+
+
+def reapply_after_restore(dsn: str, client, bucket: str, manifest_key: bytes, since: datetime | None) -> dict:
+    """Re-apply every erasure of the bucket's ledger erased at or after ``since`` to the restored database at
+    ``dsn``, before anyone is handed it; returns rows touched per request."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        gdpr = Gdpr(conn, manifest_key=manifest_key)
+        done = gdpr.reapply(gdpr.ledger_from_bucket(client, bucket, since))
+    log.info("re-applied %d erasure(s) newer than %s to the restored database", len(done), since)
+    return done
+
+
+def drop_erased_rows(conn: psycopg.Connection, table: str) -> int:
+    """Delete from ``table`` (an email_events month being restored, not yet attached) the rows of leads and
+    messages erased since (the ledger's one-way keys of their ids); returns how many."""
+    return conn.execute(sql.SQL(
+        "WITH l AS (SELECT coalesce(array_agg(h), '{{}}') AS h FROM coldcopy_ops.erasure_ledger, unnest(id_hashes) h) "
+        "DELETE FROM {} t USING l "
+        "WHERE coldcopy_ops.id_hash(t.lead_id) = ANY(l.h) OR coldcopy_ops.id_hash(t.message_id) = ANY(l.h)"
+    ).format(catalog.relation(conn, table))).rowcount

@@ -1,0 +1,141 @@
+"""Operators of ``gdpr_requests`` and ``gdpr_retention`` (see :mod:`coldcopy.gdpr`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
+
+from coldcopy import KEY_CONN_ID
+from coldcopy.object_store import SPACES_CONN_ID
+from coldcopy.operators.base import ColdCopyOperator
+
+
+class BaseGdprOperator(ColdCopyOperator):
+    """Shared parts: the database, the bucket, and the key that signs the erasure ledger.
+
+    :param spaces_conn_id: Airflow connection (aws type) of the bucket (exports, ledger, retention archives).
+    :param key_conn_id: connection whose password (the backup passphrase) keys the ledger's signatures.
+    """
+
+    ui_color = "#eef1fb"
+    default_execution_timeout = timedelta(hours=1)
+    default_statement_timeout = "15min"
+
+    def __init__(self, *, spaces_conn_id: str = SPACES_CONN_ID, key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.spaces_conn_id, self.key_conn_id = spaces_conn_id, key_conn_id
+
+    @contextmanager
+    def gdpr(self):
+        from coldcopy import manifests
+        from coldcopy.backups import backup_passphrase
+        from coldcopy.gdpr import Gdpr
+
+        with self.hook().session() as conn:
+            yield Gdpr(conn, lock_retry=self.lock_policy(),
+                       manifest_key=manifests.signing_key(backup_passphrase(self.key_conn_id)))
+
+    def bucket(self):
+        from coldcopy.object_store import bucket_of, spaces_hook
+
+        hook = spaces_hook(self.spaces_conn_id)
+        return hook.get_conn(), bucket_of(hook)
+
+
+class PendingRequestsOperator(BaseGdprOperator):
+    """The verified access, portability and erasure requests to process (``received`` ones wait for a person)."""
+
+    def execute(self, context: Context) -> list[str]:
+        with self.gdpr() as gdpr:
+            pending = gdpr.pending()
+        self.log.info("%d request(s) to process", len(pending))
+        return pending
+
+
+class HandleRequestOperator(BaseGdprOperator):
+    """Carry out one request (mapped: one task instance per request). On failure the request stays
+    ``in_progress`` with the reason in its notes, and the task's last failure alerts.
+
+    :param request_id: ``data_subject_requests.id``.
+    """
+
+    template_fields: Sequence[str] = ("request_id",)
+
+    def __init__(self, *, request_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.request_id = request_id
+
+    def execute(self, context: Context) -> dict:
+        from coldcopy.alerts import reason_of
+
+        client, bucket = self.bucket()
+        with self.gdpr() as gdpr:
+            try:
+                result = gdpr.handle(self.request_id, client, bucket, run_id=context["run_id"])
+            except Exception as error:
+                gdpr.record_failure(self.request_id, reason_of(error))
+                raise
+        result.pop("passphrase", None)
+        self.log.info("request %s (%s): %s", self.request_id, result["type"], result["note"].split(";")[0])
+        return {"request_id": self.request_id, "type": result["type"]}
+
+
+class RequestDeadlinesOperator(BaseGdprOperator):
+    """Alert (``threshold_breached``) once per request per day when an open request is due within 3 days."""
+
+    def execute(self, context: Context) -> int:
+        from coldcopy import alerts
+
+        with self.gdpr() as gdpr:
+            due = gdpr.due_soon()
+        for request in due:
+            alerts.send_for_task(
+                context, f"data subject request {request['id']} ({request['request_type']}, {request['status']}) is "
+                         f"due {request['due_at']:%Y-%m-%d %H:%M} UTC (GDPR Art. 12(3): one month)",
+                kind="threshold_breached", request_id=str(request["id"]), workspace_id=str(request["workspace_id"]))
+        return len(due)
+
+
+class RetentionPoliciesOperator(BaseGdprOperator):
+    """Every retention policy (one mapped task each applies it)."""
+
+    def execute(self, context: Context) -> list[str]:
+        with self.gdpr() as gdpr:
+            return [str(r) for (r,) in gdpr.conn.execute(
+                "SELECT id FROM public.data_retention_policies ORDER BY workspace_id, table_name")]
+
+
+class ApplyRetentionOperator(BaseGdprOperator):
+    """Apply one retention policy in batches. A policy naming a missing or non-tenant table is reported
+    (logged, ``coldcopy_ops.retention_log``) and skipped, never executed.
+
+    :param policy_id: ``data_retention_policies.id``.
+    """
+
+    template_fields: Sequence[str] = ("policy_id",)
+    default_execution_timeout = timedelta(hours=2)
+
+    def __init__(self, *, policy_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.policy_id = policy_id
+
+    def execute(self, context: Context) -> dict:
+        from coldcopy.gdpr import GdprError
+
+        client, bucket = self.bucket()
+        with self.gdpr() as gdpr:
+            policy = gdpr.policy(self.policy_id)
+            try:
+                result = gdpr.apply_retention(policy, client, bucket)
+            except GdprError as error:
+                gdpr.log_retention(policy, "skipped", detail=str(error))
+                self.log.warning("policy %s skipped: %s", self.policy_id, error)
+                raise AirflowSkipException(str(error)) from error
+            gdpr.log_retention(policy, "done", **result)
+        self.log.info("policy %s (%s of %s older than %s): %d rows in %d batches", self.policy_id, policy["action"],
+                      policy["table_name"], policy["retain_for"], result["rows"], result["batches"])
+        return result

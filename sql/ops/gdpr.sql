@@ -1,0 +1,67 @@
+-- GDPR jobs' objects, owned by ColdCopy DB Ops: the erasure ledger, deadline alerts sent, retention log,
+-- and the guard that refuses to bring an erased person back.
+
+CREATE SCHEMA IF NOT EXISTS coldcopy_ops;
+
+-- The one-way key of a data subject: sha256 of '<workspace id>:<lower(email)>' (per workspace, so the same
+-- address in two workspaces gives two unrelated keys). What the suppression list and the ledger keep.
+CREATE OR REPLACE FUNCTION coldcopy_ops.subject_hash(workspace uuid, email text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = ''
+AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(workspace::text || ':' || pg_catalog.lower(email), 'UTF8')), 'hex') $$;
+
+-- The one-way key of an erased row id (lead, message): applied to restored backups and archived months.
+CREATE OR REPLACE FUNCTION coldcopy_ops.id_hash(id uuid)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = ''
+AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(id::text, 'UTF8')), 'hex') $$;
+
+-- Every erasure: no personal data, only one-way keys and counts. Mirrored, signed, under gdpr/erasures/ in the
+-- bucket, so a restore re-applies every erasure newer than the backup even when this database is gone.
+CREATE TABLE IF NOT EXISTS coldcopy_ops.erasure_ledger (
+  request_id uuid PRIMARY KEY,
+  workspace_id uuid NOT NULL,
+  subject_hash text NOT NULL,
+  id_hashes text[] NOT NULL DEFAULT '{}',
+  row_counts jsonb NOT NULL DEFAULT '{}',
+  erased_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS erasure_ledger_erased_at_idx ON coldcopy_ops.erasure_ledger (erased_at);
+
+-- Once per request per day: the deadline warning for a request due within 3 days.
+CREATE TABLE IF NOT EXISTS coldcopy_ops.gdpr_deadline_alerts (
+  request_id uuid NOT NULL,
+  alerted_on date NOT NULL,
+  PRIMARY KEY (request_id, alerted_on)
+);
+
+CREATE TABLE IF NOT EXISTS coldcopy_ops.retention_log (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  policy_id uuid NOT NULL,
+  workspace_id uuid NOT NULL,
+  table_name text NOT NULL,
+  action text NOT NULL,
+  outcome text NOT NULL CHECK (outcome IN ('done', 'skipped', 'failed')),
+  rows bigint NOT NULL DEFAULT 0,
+  batches integer NOT NULL DEFAULT 0,
+  detail text,
+  started_at timestamptz NOT NULL,
+  finished_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- A lead whose address was erased in its workspace is refused (a re-import must not bring the person back).
+CREATE OR REPLACE FUNCTION coldcopy_ops.refuse_erased_subject()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM public.suppression_list s
+             WHERE s.workspace_id = NEW.workspace_id AND s.reason = 'gdpr_erasure'
+               AND s.email = 'sha256:' || coldcopy_ops.subject_hash(NEW.workspace_id, NEW.email)) THEN
+    RAISE EXCEPTION 'this address was erased on the data subject''s request (GDPR Art. 17) and is suppressed'
+      USING ERRCODE = 'check_violation';
+  END IF;
+  RETURN NEW;
+END
+$$;

@@ -1,0 +1,318 @@
+"""GDPR requests and retention against real PostgreSQL and a real S3 endpoint: exports hold exactly the
+subject's rows, erasure leaves nothing (tables, views, restored backups, restored months), retention batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from coldcopy import manifests
+from coldcopy.gdpr import Gdpr, GdprError, personal_data_map, reapply_after_restore
+from coldcopy.lock_retries import LockRetryPolicy
+from tests.conftest import BACKUP_PASSPHRASE
+
+KEY = manifests.signing_key(BACKUP_PASSPHRASE)
+
+
+def subject_of(dsn: str) -> dict:
+    """A lead with messages and events, and its workspace."""
+    with psycopg.connect(dsn) as conn:
+        lead_id, workspace_id, email = conn.execute("""
+            SELECT l.id, l.workspace_id, l.email FROM leads l
+            WHERE EXISTS (SELECT 1 FROM email_events e WHERE e.lead_id = l.id)
+              AND EXISTS (SELECT 1 FROM email_messages m WHERE m.lead_id = l.id) ORDER BY l.id LIMIT 1""").fetchone()
+    return {"lead_id": lead_id, "workspace_id": workspace_id, "email": email}
+
+
+def request(dsn: str, subject: dict, request_type: str, status: str = "verified", email: str | None = None) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return str(conn.execute(
+            "INSERT INTO data_subject_requests (workspace_id, email, request_type, status) VALUES (%s, %s, %s, %s) "
+            "RETURNING id", (subject["workspace_id"], email or subject["email"], request_type, status)).fetchone()[0])
+
+
+def gdpr_on(dsn: str) -> tuple[psycopg.Connection, Gdpr]:
+    conn = psycopg.connect(dsn, autocommit=True)
+    return conn, Gdpr(conn, manifest_key=KEY, lock_retry=LockRetryPolicy(attempts=3, lock_timeout_ms=500))
+
+
+def decrypt(data: bytes, passphrase: str) -> bytes:
+    """Stock gpg, as the person receiving the export would run it."""
+    read, write = os.pipe()
+    os.write(write, passphrase.encode() + b"\n")
+    os.close(write)
+    done = subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase-fd", str(read),
+                           "--decrypt"], input=data, capture_output=True, pass_fds=(read,), check=True)
+    os.close(read)
+    return done.stdout
+
+
+def occurrences(dsn: str, needle: str) -> list[str]:
+    """Every table and materialized view column (text, json, uuid…) whose values contain ``needle``."""
+    found = []
+    with psycopg.connect(dsn) as conn:
+        columns = conn.execute("""
+            SELECT n.nspname, c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE (c.relkind = 'r' OR (c.relkind = 'm' AND c.relispopulated)) AND a.attnum > 0 AND NOT a.attisdropped
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+              AND format_type(a.atttypid, NULL) IN ('text', 'character varying', 'jsonb', 'json', 'uuid', 'text[]',
+                                                    'uuid[]', 'citext')""").fetchall()
+        for schema, table, column in columns:
+            hit = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {}::text LIKE %s)").format(
+                sql.Identifier(schema, table), sql.Identifier(column)), (f"%{needle}%",)).fetchone()[0]
+            if hit:
+                found.append(f"{schema}.{table}.{column}")
+    return found
+
+
+def test_the_catalog_finds_personal_data_including_a_new_table(generated_db):
+    conn, gdpr = gdpr_on(generated_db)
+    tables = {link.table for link in personal_data_map(conn)}
+    assert {"public.leads", "public.email_messages", "public.email_events", "public.campaign_leads",
+            "public.consent_records", "public.reply_classifications"} <= tables
+    assert "public.users" not in tables
+    conn.execute("CREATE TABLE public.lead_notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                 "workspace_id uuid NOT NULL, lead_id uuid REFERENCES public.leads (id) ON DELETE CASCADE, note text)")
+    assert "public.lead_notes" in {link.table for link in personal_data_map(conn)}
+    conn.close()
+
+
+def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, spaces, backup_key):
+    client, bucket = spaces
+    subject = subject_of(generated_db)
+    conn, gdpr = gdpr_on(generated_db)
+    conn.execute("CREATE TABLE public.lead_notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                 "workspace_id uuid NOT NULL, lead_id uuid REFERENCES public.leads (id) ON DELETE CASCADE, note text)")
+    conn.execute("INSERT INTO public.lead_notes (workspace_id, lead_id, note) SELECT workspace_id, id, 'called' "
+                 "FROM leads WHERE workspace_id = %s AND id <> %s ORDER BY id LIMIT 5",
+                 (subject["workspace_id"], subject["lead_id"]))
+    conn.execute("INSERT INTO public.lead_notes (workspace_id, lead_id, note) VALUES (%s, %s, 'mine')",
+                 (subject["workspace_id"], subject["lead_id"]))
+    request_id = request(generated_db, subject, "access")
+    gdpr.handle(request_id, client, bucket)
+    status, notes = conn.execute("SELECT status, notes FROM data_subject_requests WHERE id = %s",
+                                 (request_id,)).fetchone()
+    assert status == "completed" and "valid 7 days" in notes
+    url, passphrase = re.search(r"(http\S+) \(valid", notes).group(1), re.search(r"passphrase (\S+)", notes).group(1)
+    import httpx
+
+    encrypted = httpx.get(url).content
+    assert b'"tables"' not in encrypted  # really encrypted
+    document = json.loads(decrypt(encrypted, passphrase))
+    tables = document["tables"]
+    assert [r["id"] for r in tables["public.leads"]] == [str(subject["lead_id"])]
+    assert {r["note"] for r in tables["public.lead_notes"]} == {"mine"}  # the new table, and only the subject's
+    expected = {
+        "public.email_events": "SELECT count(*) FROM email_events WHERE lead_id = %s",
+        "public.email_messages": "SELECT count(*) FROM email_messages WHERE lead_id = %s",
+        "public.campaign_leads": "SELECT count(*) FROM campaign_leads WHERE lead_id = %s",
+    }
+    for table, query in expected.items():
+        assert len(tables[table]) == conn.execute(query, (subject["lead_id"],)).fetchone()[0] > 0, table
+    for table, rows in tables.items():
+        for row in rows:
+            assert row.get("workspace_id") in (None, str(subject["workspace_id"])), table
+            if "lead_id" in row and table != "public.data_subject_requests":
+                assert row["lead_id"] in (None, str(subject["lead_id"])), table
+    conn.close()
+
+
+def test_erasure_leaves_no_trace_suppresses_and_records_without_the_address(generated_db, spaces, backup_key):
+    client, bucket = spaces
+    subject = subject_of(generated_db)
+    conn, gdpr = gdpr_on(generated_db)
+    conn.execute("REFRESH MATERIALIZED VIEW analytics.lead_engagement")
+    assert occurrences(generated_db, str(subject["lead_id"]))  # the view holds the subject before
+    request_id = request(generated_db, subject, "erasure")
+    result = gdpr.handle(request_id, client, bucket)
+    assert result["rows"]["public.email_events"] > 0 and "analytics.lead_engagement" in result["views_refreshed"]
+    assert occurrences(generated_db, subject["email"]) == []
+    assert occurrences(generated_db, str(subject["lead_id"])) == []
+    status, completed_at, email, notes = conn.execute(
+        "SELECT status, completed_at, email, notes FROM data_subject_requests WHERE id = %s", (request_id,)).fetchone()
+    assert status == "completed" and completed_at and email.startswith("sha256:") and notes.startswith("erased ")
+    [audit] = conn.execute("SELECT changed_columns FROM gdpr_audit_log WHERE row_id = %s AND action = 'DELETE'",
+                           (request_id,)).fetchone()
+    assert any(c.startswith("public.email_events=") for c in audit)
+    with pytest.raises(psycopg.errors.CheckViolation, match="erased on the data subject's request"):
+        conn.execute("INSERT INTO leads (workspace_id, email) VALUES (%s, %s)",
+                     (subject["workspace_id"], subject["email"].upper().lower()))
+    other_workspace = conn.execute("SELECT id FROM workspaces WHERE id <> %s LIMIT 1",
+                                   (subject["workspace_id"],)).fetchone()[0]
+    conn.execute("INSERT INTO leads (workspace_id, email) VALUES (%s, %s)", (other_workspace, subject["email"]))
+    [ledger_key] = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="gdpr/erasures/")["Contents"]]
+    assert subject["email"].encode() not in client.get_object(Bucket=bucket, Key=ledger_key)["Body"].read()
+    conn.close()
+
+
+def test_nothing_found_unknown_types_and_unverified_requests(generated_db, spaces, backup_key):
+    client, bucket = spaces
+    subject = {**subject_of(generated_db), "email": "nobody-here@example.org"}
+    conn, gdpr = gdpr_on(generated_db)
+    for kind in ("access", "erasure"):
+        request_id = request(generated_db, subject, kind)
+        assert gdpr.handle(request_id, client, bucket)["note"].startswith("nothing found")
+    manual = request(generated_db, subject, "rectification")
+    received = request(generated_db, subject, "erasure", status="received")
+    assert manual not in gdpr.pending() and received not in gdpr.pending()
+    with pytest.raises(GdprError, match="'rectification' is not handled by a job"):
+        gdpr.handle(manual, client, bucket)
+    with pytest.raises(GdprError, match="only verified requests are processed"):
+        gdpr.handle(received, client, bucket)
+    conn.close()
+
+
+def test_a_restored_backup_does_not_bring_an_erased_subject_back(generated_db, new_database, spaces, backup_key):
+    from coldcopy.backups import BackupRunner
+
+    client, bucket = spaces
+    subject = subject_of(generated_db)
+    runner = BackupRunner(generated_db, client, bucket, BACKUP_PASSPHRASE)
+    key = runner.backup().object_key
+    conn, gdpr = gdpr_on(generated_db)
+    gdpr.handle(request(generated_db, subject, "erasure"), client, bucket)
+    conn.close()
+    target = new_database()
+    runner.restore(key, target)
+    assert occurrences(target, str(subject["lead_id"]))  # the backup holds the subject, as backups do
+    from coldcopy.operators.backups import RestoreFromSpacesOperator
+
+    done = RestoreFromSpacesOperator.reapply_erasures(runner, key, target)
+    assert len(done) == 1
+    assert occurrences(target, subject["email"]) == [] and occurrences(target, str(subject["lead_id"])) == []
+    with psycopg.connect(target) as restored_conn, pytest.raises(psycopg.errors.CheckViolation):
+        restored_conn.execute("INSERT INTO leads (workspace_id, email) VALUES (%s, %s)",
+                              (subject["workspace_id"], subject["email"]))
+
+
+def test_a_forged_ledger_entry_is_refused(generated_db, spaces, backup_key):
+    client, bucket = spaces
+    client.put_object(Bucket=bucket, Key="gdpr/erasures/20990101T000000-forged.json",
+                      Body=manifests.dump({"request_id": "x", "erased_at": "2099-01-01T00:00:00+00:00"}, b"other key"))
+    with pytest.raises(manifests.ManifestRejected):
+        reapply_after_restore(generated_db, client, bucket, KEY, None)
+
+
+def test_a_restored_month_leaves_out_erased_subjects(generated_db, spaces, backup_key):
+    from coldcopy.partitions import PartitionManager
+
+    client, bucket = spaces
+    conn, gdpr = gdpr_on(generated_db)
+    manager = PartitionManager(conn, manifest_key=KEY)
+    for oldest in manager.archive_candidates():  # the oldest month with a lead's events
+        found = conn.execute(
+            f"SELECT l.id, l.workspace_id, l.email FROM public.{oldest.name} e JOIN leads l ON l.id = e.lead_id "
+            "ORDER BY e.id LIMIT 1").fetchone()
+        if found:
+            break
+    lead_id, workspace_id, email = found
+    before = conn.execute(f"SELECT count(*) FROM public.{oldest.name}").fetchone()[0]
+    mine = conn.execute(f"SELECT count(*) FROM public.{oldest.name} WHERE lead_id = %s", (lead_id,)).fetchone()[0]
+    manager.archive(oldest, client, bucket)
+    conn.execute(f"DROP TABLE public.{oldest.name}")
+    gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), client, bucket)
+    manager.restore(oldest.range_start, client, bucket)
+    assert conn.execute(f"SELECT count(*) FROM public.{oldest.name}").fetchone()[0] == before - mine
+    assert conn.execute(f"SELECT count(*) FROM public.{oldest.name} WHERE lead_id = %s", (lead_id,)).fetchone()[0] == 0
+    conn.close()
+
+
+def test_retention_per_workspace_in_batches_without_making_the_application_wait(generated_db, spaces, backup_key):
+    client, bucket = spaces
+    conn, gdpr = gdpr_on(generated_db)
+    gdpr.batch = 500
+    first, second = [r for (r,) in conn.execute("SELECT id FROM workspaces ORDER BY id LIMIT 2")]
+    for workspace, age in ((first, "90 days"), (second, "300 days")):
+        conn.execute("INSERT INTO data_retention_policies (workspace_id, table_name, retain_for, action) "
+                     "VALUES (%s, 'email_events', %s, 'delete')", (workspace, age))
+
+    def count(workspace, age):
+        return conn.execute("SELECT count(*) FROM email_events WHERE workspace_id = %s AND occurred_at < now() - %s::interval",
+                            (workspace, age)).fetchone()[0]
+
+    expired = {first: count(first, "90 days"), second: count(second, "300 days")}
+    kept = {first: count(first, "-1 day") - expired[first], second: count(second, "-1 day") - expired[second]}
+    assert all(expired.values()) and all(kept.values())
+    stop, waits = threading.Event(), []
+
+    def application() -> None:
+        with psycopg.connect(generated_db, autocommit=True) as app:
+            while not stop.is_set():
+                began = time.perf_counter()
+                app.execute("INSERT INTO email_events (workspace_id, event_type) VALUES (%s, 'sent')", (first,))
+                waits.append(time.perf_counter() - began)
+
+    writer = threading.Thread(target=application)
+    writer.start()
+    try:
+        results = {}
+        for (policy_id,) in conn.execute("SELECT id FROM data_retention_policies ORDER BY workspace_id").fetchall():
+            policy = gdpr.policy(policy_id)
+            results[policy["workspace_id"]] = gdpr.apply_retention(policy, client, bucket)
+            gdpr.log_retention(policy, "done", **results[policy["workspace_id"]])
+    finally:
+        stop.set()
+        writer.join()
+    assert results[first]["rows"] == expired[first] and results[first]["batches"] >= expired[first] // 500
+    assert count(first, "90 days") == 0 and count(second, "300 days") == 0
+    assert count(first, "-1 day") >= kept[first] and count(second, "-1 day") == kept[second]
+    assert max(waits) < 0.5  # each batch is short; the writer never queues behind a long delete
+    assert conn.execute("SELECT count(*) FROM data_retention_policies WHERE last_applied_at IS NULL").fetchone()[0] == 0
+    conn.close()
+
+
+def test_retention_archive_and_anonymize_and_bad_policies(generated_db, spaces, backup_key):
+    client, bucket = spaces
+    conn, gdpr = gdpr_on(generated_db)
+    workspace = conn.execute("SELECT id FROM workspaces ORDER BY id LIMIT 1").fetchone()[0]
+    old = conn.execute("SELECT count(*) FROM leads WHERE workspace_id = %s AND created_at < now() - interval '30 days'",
+                       (workspace,)).fetchone()[0]
+    policies = {}
+    for table, action in (("leads", "anonymize"), ("consent_records", "archive"), ("no_such_table", "delete"),
+                          ("warmup_schedules; DROP TABLE leads", "delete"), ("workspaces", "delete")):
+        policies[table] = conn.execute(
+            "INSERT INTO data_retention_policies (workspace_id, table_name, retain_for, action) "
+            "VALUES (%s, %s, %s, %s) RETURNING id", (workspace, table, "30 days", action)).fetchone()[0]
+    anonymized = gdpr.apply_retention(gdpr.policy(policies["leads"]), client, bucket)
+    assert anonymized["rows"] == old > 0
+    assert conn.execute("SELECT count(*) FROM leads WHERE workspace_id = %s "
+                        "AND created_at < now() - interval '30 days' "
+                        "AND (email NOT LIKE 'sha256:%%' OR first_name IS NOT NULL)", (workspace,)).fetchone()[0] == 0
+    assert gdpr.apply_retention(gdpr.policy(policies["leads"]), client, bucket)["rows"] == 0  # already done
+    conn.execute("INSERT INTO consent_records (workspace_id, email, purpose, granted, recorded_at) "
+                 "SELECT %s, 'c' || g || '@example.com', 'marketing', true, now() - interval '60 days' "
+                 "FROM generate_series(1, 25) g", (workspace,))
+    archived = gdpr.apply_retention(gdpr.policy(policies["consent_records"]), client, bucket)
+    assert archived["rows"] >= 25
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="gdpr/retention/")["Contents"]]
+    import gzip
+
+    stored = sum(len(gzip.decompress(client.get_object(Bucket=bucket, Key=k)["Body"].read()).splitlines())
+                 for k in keys)
+    assert stored == archived["rows"]
+    for bad, reason in (("no_such_table", "no r/p relation"), ("warmup_schedules; DROP TABLE leads", "not a relation"),
+                        ("workspaces", "not a tenant table")):
+        with pytest.raises(GdprError, match=reason):
+            gdpr.apply_retention(gdpr.policy(policies[bad]), client, bucket)
+    assert conn.execute("SELECT to_regclass('public.leads') IS NOT NULL").fetchone()[0]
+    conn.close()
+
+
+def test_deadline_warnings_once_per_request_per_day(generated_db, backup_key):
+    subject = subject_of(generated_db)
+    conn, gdpr = gdpr_on(generated_db)
+    soon = request(generated_db, subject, "erasure", status="received")
+    conn.execute("UPDATE data_subject_requests SET due_at = now() + interval '2 days' WHERE id = %s", (soon,))
+    request(generated_db, subject, "access", status="received")  # due in 30 days
+    assert [str(r["id"]) for r in gdpr.due_soon()] == [soon]
+    assert gdpr.due_soon() == []
+    conn.close()
