@@ -236,8 +236,8 @@ def test_retention_per_workspace_in_batches_without_making_the_application_wait(
                      "VALUES (%s, 'email_events', %s, 'delete')", (workspace, age))
 
     def count(workspace, age):
-        return conn.execute("SELECT count(*) FROM email_events WHERE workspace_id = %s AND occurred_at < now() - %s::interval",
-                            (workspace, age)).fetchone()[0]
+        return conn.execute("SELECT count(*) FROM email_events WHERE workspace_id = %s "
+                            "AND occurred_at < now() - %s::interval", (workspace, age)).fetchone()[0]
 
     expired = {first: count(first, "90 days"), second: count(second, "300 days")}
     kept = {first: count(first, "-1 day") - expired[first], second: count(second, "-1 day") - expired[second]}

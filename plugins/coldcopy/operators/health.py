@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy.operators.base import ColdCopyOperator
 
@@ -38,8 +39,11 @@ class HealthOperator(ColdCopyOperator):
 
         from coldcopy.health import THRESHOLDS_VARIABLE, Thresholds
 
-        return Thresholds.from_overrides(Variable.get(THRESHOLDS_VARIABLE, default=None, deserialize_json=True),
-                                         context["params"].get("thresholds"))
+        try:
+            return Thresholds.from_overrides(Variable.get(THRESHOLDS_VARIABLE, default=None, deserialize_json=True),
+                                             context["params"].get("thresholds"))
+        except ValueError as error:  # a configuration error: no retry can fix it
+            raise AirflowFailException(str(error)) from error
 
 
 class HealthCheckOperator(HealthOperator):
