@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/backups.py
 	$(BIN)/python bench/maintenance.py
 	$(BIN)/python bench/health.py
+	$(BIN)/python bench/gdpr.py
 	$(BIN)/python bench/airflow_stack.py
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +18,7 @@ from psycopg import sql
 from coldcopy import manifests
 from coldcopy.gdpr import Gdpr, GdprError, personal_data_map, reapply_after_restore
 from coldcopy.lock_retries import LockRetryPolicy
-from tests.conftest import BACKUP_PASSPHRASE
+from tests.conftest import BACKUP_PASSPHRASE, ROOT
 
 KEY = manifests.signing_key(BACKUP_PASSPHRASE)
 
@@ -192,6 +193,12 @@ def test_a_restored_backup_does_not_bring_an_erased_subject_back(generated_db, n
     with psycopg.connect(target) as restored_conn, pytest.raises(psycopg.errors.CheckViolation):
         restored_conn.execute("INSERT INTO leads (workspace_id, email) VALUES (%s, %s)",
                               (subject["workspace_id"], subject["email"]))
+
+    by_hand = new_database()  # the stock-tools runbook: pg_restore by hand, then scripts/gdpr_reapply.py
+    runner.restore(key, by_hand)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "gdpr_reapply.py"), "--dsn", by_hand, "--since",
+                    runner.manifest(key)["started_at"]], check=True, capture_output=True, env=os.environ)
+    assert occurrences(by_hand, subject["email"]) == [] and occurrences(by_hand, str(subject["lead_id"])) == []
 
 
 def test_a_forged_ledger_entry_is_refused(generated_db, spaces, backup_key):

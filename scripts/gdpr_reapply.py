@@ -1,0 +1,39 @@
+"""Re-apply the GDPR erasure ledger to a database restored by hand (README, Runbook: restore), before anyone
+is handed it: every erasure in the bucket's signed ledger erased at or after --since is carried out again.
+
+    AIRFLOW_CONN_COLDCOPY_SPACES=… AIRFLOW_CONN_COLDCOPY_BACKUP_KEY=… \\
+      .venv/bin/python scripts/gdpr_reapply.py --dsn postgresql://…/coldcopy_restored --since 2026-11-24T03:00:00Z
+
+--since: the backup's started_at (its manifest); omit it to re-apply every erasure ever recorded (safe, slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+
+from coldcopy import manifests  # noqa: E402
+from coldcopy.backups import backup_passphrase  # noqa: E402
+from coldcopy.gdpr import reapply_after_restore  # noqa: E402
+from coldcopy.object_store import bucket_of, spaces_hook  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", required=True, help="libpq connection string of the restored database")
+    parser.add_argument("--since", help="the backup's started_at (ISO 8601)")
+    args = parser.parse_args()
+    since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) - timedelta(hours=1) if args.since else None
+    hook = spaces_hook()
+    done = reapply_after_restore(args.dsn, hook.get_conn(), bucket_of(hook),
+                                 manifests.signing_key(backup_passphrase()), since)
+    print(json.dumps(done, indent=2))
+
+
+if __name__ == "__main__":
+    main()
