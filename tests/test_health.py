@@ -282,3 +282,21 @@ def test_prune_keeps_90_days(checker):
                    "FROM generate_series(0, 99) g")
     assert health.prune(c.conn, 90, batch=7) == 10
     assert c.conn.execute("SELECT count(*) AS n FROM coldcopy_ops.health_snapshot").fetchone()["n"] == 90
+
+
+def test_on_the_embedded_server_without_pg_stat_statements():
+    """The embedded PostgreSQL (pgserver, what `make demo` and `make airflow` use) has no pg_stat_statements."""
+    import uuid
+
+    server = local_env.embedded_server_dsn()
+    name = f"cc_health_{uuid.uuid4().hex[:8]}"
+    dsn = local_env.create_database(server, name)
+    c = Checker(dsn)
+    try:
+        result = c.run("slow_queries")["slow_queries"]
+        assert result.state == "unknown" and not result.failed and "not installed" in result.summary
+        for group in ("sizes", "indexes", "connections", "engine", "cpu"):
+            assert not any(r.failed for r in c.run(group).values()), group
+    finally:
+        c.close()
+        local_env.drop_database(server, name)
