@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from airflow.sdk import BaseOperator
 
-from coldcopy import DB_CONN_ID
+from coldcopy import DB_CONN_ID, KEY_CONN_ID
+from coldcopy.object_store import SPACES_CONN_ID
 
 
 class ColdCopyOperator(BaseOperator):
@@ -14,13 +15,15 @@ class ColdCopyOperator(BaseOperator):
     ``on_kill`` that terminates the task's backends and kills its child processes (:mod:`coldcopy.sessions`),
     so nothing it started keeps running on the server after the task is killed or times out.
 
-    Subclasses set ``self.conn_id`` (the database), and ``lock_timeout_ms`` / ``lock_attempts`` for
-    :meth:`lock_policy`.
+    Subclasses set ``self.conn_id`` (the database), ``spaces_conn_id`` and ``key_conn_id`` (bucket and backup key,
+    for :meth:`bucket` and :meth:`manifest_key`), and ``lock_timeout_ms`` / ``lock_attempts`` for :meth:`lock_policy`.
     """
 
     default_execution_timeout = timedelta(hours=1)
     default_statement_timeout = "15min"
     conn_id: str = DB_CONN_ID
+    spaces_conn_id: str = SPACES_CONN_ID
+    key_conn_id: str = KEY_CONN_ID
     lock_timeout_ms: int = 2000
     lock_attempts: int = 6
 
@@ -41,6 +44,21 @@ class ColdCopyOperator(BaseOperator):
         from coldcopy.lock_retries import LockRetryPolicy
 
         return LockRetryPolicy.growing(self.lock_timeout_ms, self.lock_attempts)
+
+    def bucket(self):
+        """``(boto3 client, bucket name)`` of the ``spaces_conn_id`` connection (``coldcopy_spaces``)."""
+        from coldcopy.object_store import bucket_of, spaces_hook
+
+        hook = spaces_hook(self.spaces_conn_id)
+        return hook.get_conn(), bucket_of(hook)
+
+    def manifest_key(self) -> bytes:
+        """The key that signs and authenticates manifests and ledger entries, derived from the backup passphrase
+        (the ``key_conn_id`` connection, ``coldcopy_backup_key``)."""
+        from coldcopy import manifests
+        from coldcopy.backups import backup_passphrase
+
+        return manifests.signing_key(backup_passphrase(self.key_conn_id))
 
     def on_kill(self) -> None:
         from coldcopy import sessions

@@ -31,19 +31,11 @@ class BaseGdprOperator(ColdCopyOperator):
 
     @contextmanager
     def gdpr(self):
-        from coldcopy import manifests
-        from coldcopy.backups import backup_passphrase
         from coldcopy.gdpr import Gdpr
 
         with self.hook().session() as conn:
             yield Gdpr(conn, lock_retry=self.lock_policy(),
-                       manifest_key=manifests.signing_key(backup_passphrase(self.key_conn_id)))
-
-    def bucket(self):
-        from coldcopy.object_store import bucket_of, spaces_hook
-
-        hook = spaces_hook(self.spaces_conn_id)
-        return hook.get_conn(), bucket_of(hook)
+                       manifest_key=self.manifest_key())
 
 
 class PendingRequestsOperator(BaseGdprOperator):

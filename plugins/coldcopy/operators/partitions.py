@@ -40,19 +40,11 @@ class BasePartitionOperator(ColdCopyOperator):
 
     @contextmanager
     def manager(self):
-        from coldcopy import manifests
-        from coldcopy.backups import backup_passphrase
         from coldcopy.partitions import PartitionManager
 
         with self.hook().session() as conn:
             yield PartitionManager(conn, lock_retry=self.lock_policy(),
-                                   manifest_key=manifests.signing_key(backup_passphrase(self.key_conn_id)))
-
-    def bucket(self):
-        from coldcopy.object_store import bucket_of, spaces_hook
-
-        hook = spaces_hook(self.spaces_conn_id)
-        return hook.get_conn(), bucket_of(hook)
+                                   manifest_key=self.manifest_key())
 
 
 class PremakePartitionsOperator(BasePartitionOperator):
