@@ -17,8 +17,9 @@ $(VENV)/.installed: requirements.lock
 	touch $@
 
 # Debian packages the jobs and tests drive: pg_dump's companions (gpg, zstd), headless chromium for the UI
-# test (Playwright drives it; no browser download) and docker-compose to validate docker-compose.yaml.
-SYSTEM_PACKAGES := gnupg zstd chromium docker-compose
+# test (Playwright drives it; no browser download), docker-compose to validate docker-compose.yaml, and
+# PgBouncer for the pooling tests and bench/load.py.
+SYSTEM_PACKAGES := gnupg zstd chromium docker-compose pgbouncer
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -58,6 +59,7 @@ bench: install
 	$(BIN)/python bench/maintenance.py
 	$(BIN)/python bench/health.py
 	$(BIN)/python bench/gdpr.py
+	$(BIN)/python bench/load.py
 	$(BIN)/python bench/airflow_stack.py
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.

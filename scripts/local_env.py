@@ -263,3 +263,77 @@ class ThrowawayCluster:
         if (self.directory / "postmaster.pid").exists():
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.directory), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+class LocalPgBouncer:
+    """Debian's PgBouncer on a free loopback port with ``include/pgbouncer.ini`` (transaction pooling,
+    ``auth_query`` through migration 203's ``pgbouncer.get_auth()``), in front of ``server_dsn``'s server.
+
+    Only what a test machine must change is changed: the port, the files under a directory of its own, and
+    ``[databases]`` (a wildcard to the given server, so every throwaway database is reachable). As root it
+    runs as the ``postgres`` user (PgBouncer refuses root).
+    """
+
+    def __init__(self, server_dsn: str, *, settings: dict[str, str] | None = None) -> None:
+        import configparser
+        import socket
+        import tempfile
+
+        self.server = conninfo_to_dict(server_dsn)
+        self.home = Path(tempfile.mkdtemp(prefix="coldcopy-pgbouncer-"))
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+        config.optionxform = str
+        config.read(ROOT / "include" / "pgbouncer.ini")
+        config["databases"] = {"*": f"host={self.server.get('host', '127.0.0.1')} port={self.server.get('port', 5432)} "
+                                    "auth_user=pgbouncer"}
+        config["pgbouncer"].update({
+            "listen_port": str(self.port), "unix_socket_dir": "", "auth_file": str(self.home / "userlist.txt"),
+            "logfile": str(self.home / "pgbouncer.log"), "pidfile": str(self.home / "pgbouncer.pid"),
+            **(settings or {})})
+        with open(self.home / "pgbouncer.ini", "w") as out:
+            config.write(out)
+        # The pgbouncer role's own secret, for PgBouncer's auth_query login (the test server trusts loopback).
+        (self.home / "userlist.txt").write_text('"pgbouncer" "local-test-only"\n')
+        self.process: subprocess.Popen | None = None
+
+    def dsn(self, dbname: str, user: str = "postgres", password: str | None = None) -> str:
+        return make_conninfo(host="127.0.0.1", port=self.port, dbname=dbname, user=user, password=password)
+
+    def start(self) -> LocalPgBouncer:
+        import time
+
+        if os.geteuid() == 0:
+            for path in [self.home, *self.home.iterdir()]:
+                shutil.chown(path, "postgres", "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.process = subprocess.Popen([*prefix, shutil.which("pgbouncer") or "/usr/sbin/pgbouncer",
+                                         str(self.home / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            import socket
+
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        log = (self.home / "pgbouncer.log").read_text() if (self.home / "pgbouncer.log").exists() else ""
+        raise RuntimeError(f"PgBouncer did not start on port {self.port}: {log[-2000:]}")
+
+    def stop(self) -> None:
+        """Stop PgBouncer and delete its directory."""
+        if self.process and self.process.poll() is None:
+            import signal
+
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        shutil.rmtree(self.home, ignore_errors=True)

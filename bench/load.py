@@ -1,0 +1,203 @@
+"""Application traffic through a real PgBouncer while every ops job runs, beside the runbook's naive commands.
+
+At scale 32 (about 1M email_events): pgbench, ``--clients`` (100) through Debian's PgBouncer with
+include/pgbouncer.ini (transaction pooling, auth_query), ``bench/load/coldcopy_app.sql`` (inserts into
+email_events, lead and campaign updates, dashboard and recent-events reads), for ``--seconds`` per phase at
+least, the job starting 2 s in (the load runs in 5 s rounds until the job is done); the jobs connect
+directly. Per phase: TPS, p50/p95/p99/max latency, errors, the job's own time, and the longest lock wait of
+any session seen by sampling ``pg_locks.waitstart`` every 100 ms.
+Phases: idle; each job the way its DAG's tasks run it; then the runbook's naive command for the same work.
+
+    make bench            # or: .venv/bin/python bench/load.py [--scale 32 --clients 100 --seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
+
+import psycopg  # noqa: E402
+
+import app_load  # noqa: E402
+import generate_data  # noqa: E402
+import local_env  # noqa: E402
+from coldcopy import manifests  # noqa: E402
+from coldcopy.backups import BackupRunner  # noqa: E402
+from coldcopy.lock_retries import LockRetryPolicy  # noqa: E402
+from coldcopy.maintenance import Maintenance  # noqa: E402
+from coldcopy.migration_runner import MigrationRunner  # noqa: E402
+from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations  # noqa: E402
+from coldcopy.partitions import PartitionManager  # noqa: E402
+from coldcopy.refresh import MaterializedViewRefresher, RefreshRun  # noqa: E402
+from coldcopy.refresh_jobs import REFRESH_JOBS  # noqa: E402
+
+POLICY = LockRetryPolicy.growing(1000, 6)
+VIEWS = [v for job in REFRESH_JOBS.values() for v in job.views]
+
+
+class LockWaitSampler:
+    """The longest lock wait of any session, from ``pg_locks.waitstart`` every 100 ms."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn, self.longest_ms, self.stop = dsn, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                waited = conn.execute("SELECT coalesce(max(extract(epoch FROM now() - waitstart)) * 1000, 0) "
+                                      "FROM pg_locks WHERE NOT granted AND waitstart IS NOT NULL").fetchone()[0]
+                self.longest_ms = max(self.longest_ms, float(waited))
+                time.sleep(0.1)
+
+    def __enter__(self) -> LockWaitSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def phase(name: str, dsn: str, bouncer, dbname: str, password: str, clients: int, seconds: int, job) -> dict:
+    """Load in 5-second pgbench rounds until the job is done and at least ``seconds`` have passed."""
+    rounds: list[app_load.LoadResult] = []
+    job_done = threading.Event()
+    began = time.perf_counter()
+
+    def load() -> None:
+        while not (job_done.is_set() and time.perf_counter() - began >= seconds):
+            rounds.append(app_load.run(bouncer, dbname, password, clients=clients, seconds=5))
+
+    loader = threading.Thread(target=load)
+    with LockWaitSampler(dsn) as sampler:
+        loader.start()
+        time.sleep(2)
+        job_began = time.perf_counter()
+        try:
+            detail = job() if job else None
+        finally:
+            job_s = time.perf_counter() - job_began
+            job_done.set()
+            loader.join()
+    total = app_load.LoadResult(sum(r.transactions for r in rounds), sum(r.errors for r in rounds),
+                                sum(r.seconds for r in rounds), [x for r in rounds for x in r.latencies_ms],
+                                [x for r in rounds for x in r.error_lines])
+    summary = {"phase": name, **total.summary, "job_s": round(job_s, 2) if job else None,
+               "longest_lock_wait_ms": round(sampler.longest_ms, 1), "detail": detail,
+               "errors_seen": total.error_lines[:3]}
+    print(json.dumps(summary, default=str), flush=True)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    server = local_env.admin_dsn()
+    name = f"cc_bench_load_{uuid.uuid4().hex[:6]}"
+    dsn = local_env.create_database(server, name)
+    s3 = local_env.LocalS3().start()
+    bouncer = local_env.LocalPgBouncer(server).start()
+    try:
+        MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="bench")
+        generate_data.generate(dsn, scale=args.scale)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ANALYZE")
+            version = conn.execute("SHOW server_version").fetchone()[0]
+            events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
+            for view in VIEWS:  # populated once, as production views are
+                conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
+        password = app_load.prepare(dsn)
+        client = s3.client()
+        bucket = "coldcopy-load"
+        client.create_bucket(Bucket=bucket)
+        key = manifests.signing_key("bench")
+        conn = psycopg.connect(dsn, autocommit=True)
+
+        def migrations():
+            with tempfile.TemporaryDirectory() as folder:
+                for path in [*MIGRATIONS_DIR.glob("*.sql"), *(ROOT / "bench" / "load" / "migrations").glob("*.sql")]:
+                    (Path(folder) / path.name).symlink_to(path)
+                applied = MigrationRunner(lambda: psycopg.connect(dsn), lock_retry=POLICY).apply_all(
+                    discover_migrations(Path(folder)), applied_by="bench")
+            return [m.file_name for m in applied]
+
+        def refreshes():
+            return [MaterializedViewRefresher(conn, v, lock_retry=POLICY, force=True).run(RefreshRun("load")).mode
+                    for v in VIEWS]
+
+        manager = PartitionManager(conn, manifest_key=key, lock_retry=POLICY)
+        months = manager.archive_candidates()
+
+        def partitions():
+            made = manager.premake(months_ahead=4)
+            manager.archive(months[0], client, bucket)
+            return {"premade": made, "archived": months[0].name}
+
+        def backup():
+            return BackupRunner(dsn, client, bucket, "bench").backup().manifest["byte_size"]
+
+        maintenance = Maintenance(conn, lock_retry=POLICY)
+
+        def daily():
+            return [maintenance.run(t) for t in maintenance.vacuum_plan()[0]]
+
+        def weekly():
+            for statement in ("UPDATE campaigns SET name = name",
+                              "UPDATE leads SET status = status WHERE hashtext(id::text) % 3 = 0",
+                              "DELETE FROM intent_signals WHERE hashtext(id::text) % 2 = 0"):
+                conn.execute(statement)
+            conn.execute("ANALYZE")
+            planned = maintenance.invalid_leftovers() + maintenance.reindex_plan() + maintenance.full_vacuum_plan()[0]
+            return [maintenance.run(t) for t in planned]
+
+        def naive_refresh():
+            for view in VIEWS:
+                conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
+
+        def naive_detach():
+            conn.execute(f"ALTER TABLE public.email_events DETACH PARTITION public.{months[1].name}")
+
+        def naive_vacuum_full():
+            conn.execute("VACUUM FULL")
+            conn.execute(f'REINDEX DATABASE "{name}"')
+
+        def naive_dump():
+            dump = subprocess.Popen([local_env.executable("pg_dump"), "-Fc", "-d", dsn], stdout=subprocess.PIPE)
+            subprocess.run(["gzip", "-c"], stdin=dump.stdout, stdout=subprocess.DEVNULL, check=True)
+            dump.wait()
+
+        jobs = [("idle", None), ("coldcopy_migrations (305 index concurrently, 306 column)", migrations),
+                ("refreshes: all 7 views, concurrently", refreshes), ("runbook: plain REFRESH of all 7", naive_refresh),
+                ("partition_maintenance (premake, archive + detach concurrently)", partitions),
+                ("runbook: plain DETACH PARTITION", naive_detach),
+                ("backup_to_spaces (pg_dump | zstd | gpg → S3)", backup), ("runbook: pg_dump | gzip", naive_dump),
+                ("db_maintenance_daily", daily), ("db_maintenance_weekly, bloat present", weekly),
+                ("runbook: VACUUM FULL + REINDEX DATABASE", naive_vacuum_full)]
+        phases = [phase(label, dsn, bouncer, name, password, args.clients, args.seconds, job) for label, job in jobs]
+        conn.close()
+    finally:
+        bouncer.stop()
+        s3.stop()
+        local_env.drop_database(server, name)
+    summary = {"postgresql": version, "scale": args.scale, "email_events": events, "clients": args.clients,
+               "seconds_per_phase": args.seconds, "pgbouncer": "1.18, include/pgbouncer.ini, transaction pooling",
+               "phases": phases}
+    (ROOT / "bench" / "results" / "load.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
