@@ -35,6 +35,10 @@ def prepare(dsn: str) -> str:
                      "cl.lead_id, cl.campaign_id, l.workspace_id "
                      "FROM campaign_leads cl JOIN leads l ON l.id = cl.lead_id")
         conn.execute("ALTER TABLE coldcopy_load.leads ADD PRIMARY KEY (n)")
+        for (view,) in conn.execute("SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews "
+                                    "WHERE NOT ispopulated").fetchall():  # dashboards read populated views
+            conn.execute(psycopg.sql.SQL("REFRESH MATERIALIZED VIEW {}").format(
+                psycopg.sql.Identifier(*view.split("."))))
         for grant in ("GRANT USAGE ON SCHEMA public, analytics, app, coldcopy_load TO {}",
                       "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {}",
                       "GRANT SELECT ON ALL TABLES IN SCHEMA analytics, coldcopy_load TO {}",

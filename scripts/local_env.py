@@ -325,8 +325,7 @@ class LocalPgBouncer:
         log = (self.home / "pgbouncer.log").read_text() if (self.home / "pgbouncer.log").exists() else ""
         raise RuntimeError(f"PgBouncer did not start on port {self.port}: {log[-2000:]}")
 
-    def stop(self) -> None:
-        """Stop PgBouncer and delete its directory."""
+    def _terminate(self) -> None:
         if self.process and self.process.poll() is None:
             import signal
 
@@ -336,4 +335,13 @@ class LocalPgBouncer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: every client connection is cut."""
+        self._terminate()
+        self.start()
+
+    def stop(self) -> None:
+        """Stop PgBouncer and delete its directory."""
+        self._terminate()
         shutil.rmtree(self.home, ignore_errors=True)
