@@ -211,8 +211,8 @@ class Gdpr:
                 continue
             touched, ids = self._in_batches(link, *where)
             if touched:
-                counts[f"{link.table}.{link.column}" if link.on_erase == "nullify" else link.table] = (
-                    counts.get(link.table, 0) + touched)
+                name = f"{link.table}.{link.column}" if link.on_erase == "nullify" else link.table
+                counts[name] = counts.get(name, 0) + touched
                 erased_ids += ids
         key = f"sha256:{subject.subject_hash}"
 
