@@ -213,7 +213,8 @@ class Gdpr:
             if touched:
                 name = f"{link.table}.{link.column}" if link.on_erase == "nullify" else link.table
                 counts[name] = counts.get(name, 0) + touched
-                erased_ids += ids
+                if link.on_erase == "delete":  # nulled rows belong to someone else: their audit trail stays
+                    erased_ids += ids
         key = f"sha256:{subject.subject_hash}"
 
         def finish() -> None:
