@@ -216,8 +216,9 @@ def markdown_table(summary: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for p in summary["phases"]:
         job = f"{p['job_s']:.1f} s" if p["job_s"] is not None else "—"
-        rows.append(f"| {p['phase']} | {job} | {p['tps']:,.0f} | {p['p50_ms']:.0f} ms | {p['p95_ms']:.0f} ms | "
-                    f"{p['p99_ms']:.0f} ms | {p['max_ms']:,.0f} ms | {p['errors']} | "
+        phase_name = p["phase"].replace("|", "\\|")
+        rows.append(f"| {phase_name} | {job} | {p['tps']:,.0f} | {p['p50_ms']:,.0f} ms | {p['p95_ms']:,.0f} ms | "
+                    f"{p['p99_ms']:,.0f} ms | {p['max_ms']:,.0f} ms | {p['errors']} | "
                     f"{p['longest_lock_wait_ms']:,.0f} ms |")
     return "\n".join(rows)
 
