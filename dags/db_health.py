@@ -38,7 +38,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import START_DATE, default_args
-from coldcopy.operators.health import HealthCheckOperator, PruneHealthHistoryOperator
+from coldcopy.operators.health import CHECK_GROUPS, HealthCheckOperator, PruneHealthHistoryOperator
 
 with DAG(
     dag_id="db_health",
@@ -54,6 +54,5 @@ with DAG(
     tags=["coldcopy", "health", "monitoring"],
     doc_md=__doc__,
 ):
-    checks = [HealthCheckOperator(task_id=group, group=group) for group in
-              ("sizes", "slow_queries", "indexes", "connections", "engine", "cpu", "ops_freshness")]
+    checks = [HealthCheckOperator(task_id=group, group=group) for group in CHECK_GROUPS]
     checks >> PruneHealthHistoryOperator(task_id="prune_history", trigger_rule="all_done")
