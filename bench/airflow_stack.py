@@ -23,7 +23,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts")]
 
-from airflow_stack import free_port  # noqa: E402
+from local_env import free_port  # noqa: E402
 
 KINDS = (("api_server", "api-server"), ("api-server", "api-server"), ("LocalExecutor", "LocalExecutor workers"),
          ("serve-logs", "log servers"), ("scheduler", "scheduler"), ("dag-processor", "dag-processor"),

@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
 import psycopg  # noqa: E402
 
 import local_env  # noqa: E402
-from airflow_stack import AirflowStack, StackError, port_in_use  # noqa: E402
+from airflow_stack import AirflowStack, StackError  # noqa: E402
 from alert_sink import AlertSink  # noqa: E402
 
 HOME = ROOT / ".airflow"
@@ -99,7 +99,7 @@ def main() -> None:
     if (pid := running_pid()) is not None:
         raise SystemExit(f"make airflow is already running (pid {pid}): `make airflow-stop` first")
     port = int(os.environ.get("AIRFLOW_PORT", "8080"))
-    if port_in_use(port):
+    if local_env.port_in_use(port):
         raise SystemExit(f"port {port} is in use: stop what listens there, or choose another: "
                          f"AIRFLOW_PORT=8081 make airflow")
     started = time.monotonic()

@@ -22,6 +22,32 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on at 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def as_postgres(argv: list[str], *owned: Path) -> list[str]:
+    """``argv`` run as the ``postgres`` user when we are root (PostgreSQL and PgBouncer refuse root), the
+    ``owned`` paths handed to that user first."""
+    if os.geteuid() != 0:
+        return argv
+    for path in owned:
+        shutil.chown(path, "postgres", "postgres")
+    return ["runuser", "-u", "postgres", "--", *argv]
+
+
 def executable(name: str) -> str:
     """Path of a command: this venv's bin/ first (squawk), then PATH (psql, pg_dump), then pgserver's binaries."""
     for directory in (Path(sys.executable).parent, None):
@@ -121,13 +147,9 @@ class LocalS3:
     """moto's S3 server on a free loopback port: the S3 endpoint of the demo and the tests."""
 
     def __init__(self) -> None:
-        import socket
-
         from moto.server import ThreadedMotoServer
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -219,7 +241,6 @@ class ThrowawayCluster:
 
     def __init__(self, settings: dict[str, str] | None = None) -> None:
         import glob
-        import socket
         import tempfile
 
         # Its own top directory: the postgres user cannot enter root's private temporary directories.
@@ -228,26 +249,21 @@ class ThrowawayCluster:
         self.settings = settings or {}
         system = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         self.bindir = Path(system[-1]).parent if system else Path(executable("initdb")).parent
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
 
     @property
     def dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _run(self, *args: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        done = subprocess.run([*prefix, *args], capture_output=True, text=True)
+    def _run(self, *args: str, owned: tuple[Path, ...] = ()) -> None:
+        done = subprocess.run(as_postgres(list(args), *owned), capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
 
     def start(self) -> ThrowawayCluster:
         if not (self.directory / "PG_VERSION").exists():
-            if os.geteuid() == 0:
-                shutil.chown(self.home, "postgres", "postgres")
             self._run(str(self.bindir / "initdb"), "-D", str(self.directory), "-U", "postgres", "-A", "trust",
-                      "--no-sync")
+                      "--no-sync", owned=(self.home,))
         options = " ".join([f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
                             *(f"-c {k}={v}" for k, v in self.settings.items())])
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.directory), "-o", options, "-w", "-t", "60",
@@ -276,14 +292,11 @@ class LocalPgBouncer:
 
     def __init__(self, server_dsn: str, *, settings: dict[str, str] | None = None) -> None:
         import configparser
-        import socket
         import tempfile
 
         self.server = conninfo_to_dict(server_dsn)
         self.home = Path(tempfile.mkdtemp(prefix="coldcopy-pgbouncer-"))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         config = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
         config.optionxform = str
         config.read(ROOT / "include" / "pgbouncer.ini")
@@ -305,20 +318,13 @@ class LocalPgBouncer:
     def start(self) -> LocalPgBouncer:
         import time
 
-        if os.geteuid() == 0:
-            for path in [self.home, *self.home.iterdir()]:
-                shutil.chown(path, "postgres", "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        self.process = subprocess.Popen([*prefix, shutil.which("pgbouncer") or "/usr/sbin/pgbouncer",
-                                         str(self.home / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        argv = [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", str(self.home / "pgbouncer.ini")]
+        self.process = subprocess.Popen(as_postgres(argv, self.home, *self.home.iterdir()),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            import socket
-
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
+            if port_in_use(self.port):
+                return self
             if self.process.poll() is not None:
                 break
             time.sleep(0.1)

@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 import local_env
-from airflow_stack import AirflowStack, free_port
+from airflow_stack import AirflowStack
 from alert_sink import AlertSink
+from local_env import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "e2e passphrase (test only)"
