@@ -64,12 +64,18 @@ def backup_passphrase(conn_id: str = KEY_CONN_ID) -> str:
     return password
 
 
-def _passphrase_pipe(passphrase: str) -> int:
+def passphrase_pipe(passphrase: str) -> int:
     """A pipe whose read end gpg reads the passphrase from (``--passphrase-fd``)."""
     read_fd, write_fd = os.pipe()
     os.write(write_fd, passphrase.encode() + b"\n")
     os.close(write_fd)
     return read_fd
+
+
+def gpg_encrypt_argv(passphrase_fd: int, *options: str) -> list[str]:
+    """gpg encrypting stdin to stdout, OpenPGP symmetric AES256, the passphrase read from ``passphrase_fd``."""
+    return ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--symmetric",
+            "--cipher-algo", "AES256", *options, "--passphrase-fd", str(passphrase_fd), "--output", "-"]
 
 
 class _Pipeline:
@@ -210,14 +216,12 @@ class BackupRunner:
 
     def _stream(self, dump_args: list[str], key: str) -> MultipartUpload:
         """Run ``pg_dump | zstd | gpg`` and upload gpg's output; abort the upload if any stage fails."""
-        passphrase_fd = _passphrase_pipe(self.passphrase)
+        passphrase_fd = passphrase_pipe(self.passphrase)
         dump = client_popen(dump_args, self.dsn, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         zstd = sessions.popen(["zstd", "-q", f"-{self.zstd_level}", f"-T{self.zstd_threads}", "-c"],
                               stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=minimal_env())
         gpg = sessions.popen(
-            ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--symmetric",
-             "--cipher-algo", "AES256", "--compress-algo", "none", "--passphrase-fd", str(passphrase_fd),
-             "--output", "-"],
+            gpg_encrypt_argv(passphrase_fd, "--compress-algo", "none"),  # zstd has compressed it already
             stdin=zstd.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,),
             env=minimal_env())
         os.close(passphrase_fd)
@@ -252,7 +256,7 @@ class BackupRunner:
             args += ["--data-only", "--disable-triggers"]
         for table in tables or []:
             args += ["--table", table.split(".")[-1]]
-        passphrase_fd = _passphrase_pipe(self.passphrase)
+        passphrase_fd = passphrase_pipe(self.passphrase)
         gpg = sessions.popen(
             ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--decrypt",
              "--passphrase-fd", str(passphrase_fd)],

@@ -49,7 +49,6 @@ LEDGER_PREFIX = "gdpr/erasures"
 RETENTION_PREFIX = "gdpr/retention"
 EXPORT_URL_TTL = timedelta(days=7)
 HANDLED_TYPES = {"access": "export", "portability": "export", "erasure": "erase"}
-MANUAL_TYPES = {"rectification", "restriction", "objection"}  # a person decides; never automated
 OUT_OF_SCOPE = {"public.users", "public.email_accounts"}  # the workspace's own accounts, not its recipients
 NO_FOREIGN_KEY = [("public.email_events", "lead_id", "lead"), ("public.email_events", "message_id", "message")]
 REFUSE_TRIGGER = "coldcopy_refuse_erased_subject"
@@ -230,7 +229,7 @@ class Gdpr:
                                                                            subject.subject_hash))
             audit = self.conn.execute(
                 "UPDATE public.gdpr_audit_log SET row_id = 'erased' WHERE workspace_id = %s AND row_id = ANY(%s)",
-                (subject.workspace_id, erased_ids + [str(i) for i in subject.lead_ids + subject.message_ids]))
+                (subject.workspace_id, erased_ids))  # the deleted leads' and messages' ids among them
             counts.update({"public.suppression_list": done.rowcount, "public.data_subject_requests": requests.rowcount,
                            "public.gdpr_audit_log.row_id": audit.rowcount})
             self.conn.execute(
@@ -526,14 +525,12 @@ class Gdpr:
 
 def gpg_symmetric(data: bytes, passphrase: str) -> bytes:
     """OpenPGP symmetric encryption (AES256), as the backups: opens with ``gpg --decrypt`` and the passphrase."""
-    read, write = os.pipe()
-    os.write(write, passphrase.encode() + b"\n")
-    os.close(write)
+    from coldcopy.backups import gpg_encrypt_argv, passphrase_pipe
+
+    read = passphrase_pipe(passphrase)
     try:
-        done = subprocess.run(
-            ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--symmetric",
-             "--cipher-algo", "AES256", "--passphrase-fd", str(read), "--output", "-"],
-            input=data, capture_output=True, pass_fds=(read,), env=minimal_env(), check=False)
+        done = subprocess.run(gpg_encrypt_argv(read), input=data, capture_output=True, pass_fds=(read,),
+                              env=minimal_env(), check=False)
     finally:
         os.close(read)
     if done.returncode:
