@@ -42,7 +42,7 @@ class ColdCopyPostgresHook(PostgresHook):
     def libpq_params(self, dbname: str | None = None) -> dict[str, str]:
         """The connection's libpq settings, its extra included (``sslmode``, ``sslrootcert``, ``options``…),
         as :meth:`get_conn` passes them: every other path (backups, client programs) starts from these."""
-        conn = self.get_connection(self.postgres_conn_id)
+        conn = self.connection  # looked up once per hook; get_conn() uses the same
         params = {"host": conn.host, "port": conn.port, "user": conn.login, "password": conn.password,
                   "dbname": dbname or self.database or conn.schema}
         params.update({k: v for k, v in conn.extra_dejson.items() if k not in self.ignored_extra_options})
