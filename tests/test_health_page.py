@@ -36,3 +36,18 @@ def test_before_the_first_run_the_page_says_so(migrated_db):
     with psycopg.connect(migrated_db, row_factory=dict_row) as conn:
         data = health_page.read_health(conn)
     assert data["checks"] == [] and "has not run yet" in health_page.render(data)
+
+
+def test_loading_the_plugin_does_not_build_the_page_app():
+    """Every task process loads the plugins folder (for macros); only the api-server needs the page's app,
+    whose import (Airflow's auth dependencies, FastAPI) once cost each task about a second."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    plugins = Path(__file__).resolve().parents[1] / "plugins"
+    probe = ("import sys, airflow.plugins_manager, coldcopy_health_plugin\n"
+             "print('airflow.api_fastapi.core_api.security' in sys.modules, 'coldcopy.health_page' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          cwd=plugins)
+    assert done.stdout.strip().splitlines()[-1] == "False False"
