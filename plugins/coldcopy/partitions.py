@@ -17,14 +17,25 @@ Each step is one named piece (like GitLab's partition manager and detached-parti
 
 Archives are ``archive/email_events/YYYY/MM/email_events_YYYY_MM.csv.gz`` (CSV with a header row, gzip: any
 stock tool reads it back) with ``manifest.json`` beside it.
+
+The export reads the partition once for its data (``COPY``, gzip'd in a second thread while the next rows
+arrive) and once, in the same snapshot, for its *row versions*: the count and an order-independent sum over
+``(id, xmin)``. Every insert, update or delete gives a row a new version, so the same sum later proves the
+partition unchanged since the export without turning every row into text again (freezing, ``VACUUM FULL`` and
+``CLUSTER`` keep ``xmin``). The manifest holds the sha256 of the CSV as exported; verification streams the
+object back once, through gunzip and that hash. Manifests written before this (``row_checksum``: a hash of
+every row's text) are still verified and restored the old way.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import logging
+import queue
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -45,8 +56,14 @@ log = logging.getLogger(__name__)
 PARENT = "public.email_events"
 ARCHIVE_PREFIX = "archive/email_events"
 DETACH_LOCK = f"coldcopy: detach from {PARENT}"  # advisory lock key (hashed) serializing detaches
-# Order-independent fingerprint of a partition's rows, comparable between the live table and a restore.
+# Order-independent fingerprint of a partition's rows, comparable between the live table and a restore
+# (manifests before row versions; still used to verify and restore those archives).
 ROW_CHECKSUM_SQL = "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} t"
+# Order-independent fingerprint of a partition's row versions (see the module docstring), with the range of
+# occurred_at the manifest records: one scan of three columns.
+ROW_VERSIONS_SQL = ("SELECT count(*), coalesce(sum(hashint8extended(id, xmin::text::bigint)), 0)::text, "
+                    "min(occurred_at), max(occurred_at) FROM {}")
+COPY_OUT_SQL = "COPY (SELECT * FROM {} ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)"
 
 
 class ArchiveError(RuntimeError):
@@ -194,6 +211,14 @@ class PartitionManager:
     def _fingerprint(self, table: str) -> tuple[int, str]:
         return self.conn.execute(sql.SQL(ROW_CHECKSUM_SQL).format(sql.Identifier(table))).fetchone()
 
+    def _row_versions(self, table: str) -> tuple[int, str]:
+        rows, versions, _, _ = self.conn.execute(sql.SQL(ROW_VERSIONS_SQL).format(sql.Identifier(table))).fetchone()
+        return rows, versions
+
+    def _columns(self, table: str) -> list[str]:
+        return [c.name for c in self.conn.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(
+            sql.Identifier(table))).description]
+
     def _schema_version(self) -> int | None:
         if not self.conn.execute("SELECT to_regclass('coldcopy_ops.schema_migrations') IS NOT NULL").fetchone()[0]:
             return None
@@ -202,25 +227,23 @@ class PartitionManager:
     def export(self, partition: Partition, client, bucket: str) -> dict:
         """Stream the partition into the bucket as gzip'd CSV, then write its manifest; returns the manifest."""
         table = sql.Identifier(partition.name)
-        # One snapshot for the data and its statistics, so the manifest describes exactly what was exported.
+        # One snapshot for the data and its row versions, so the manifest describes exactly what was exported.
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            rows, row_checksum = cur.execute(sql.SQL(ROW_CHECKSUM_SQL).format(table)).fetchone()
-            low, high = cur.execute(
-                sql.SQL("SELECT min(occurred_at), max(occurred_at) FROM {}").format(table)).fetchone()
-            columns = [c.name for c in cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(table)).description]
+            rows, row_versions, low, high = cur.execute(sql.SQL(ROW_VERSIONS_SQL).format(table)).fetchone()
+            columns = self._columns(partition.name)
             with MultipartUpload(client, bucket, partition.object_key) as upload:
-                compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip container
-                copy_sql = sql.SQL("COPY (SELECT * FROM {} ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)")
-                with cur.copy(copy_sql.format(table)) as copy:
+                gzipper = _GzipInThread(upload)
+                with gzipper, cur.copy(sql.SQL(COPY_OUT_SQL).format(table)) as copy:
                     for chunk in copy:
-                        upload.write(compressor.compress(chunk))
-                upload.write(compressor.flush())
+                        gzipper.write(chunk)
                 upload.complete()
+            if cur.rowcount != rows:
+                raise ArchiveError(f"{partition.name}: COPY wrote {cur.rowcount} rows, the snapshot holds {rows}")
         manifest = {
             "table": PARENT, "partition": partition.name,
             "range_start": partition.range_start.isoformat(), "range_end": partition.range_end.isoformat(),
-            "rows": rows, "row_checksum": row_checksum,
+            "rows": rows, "row_versions": row_versions, "content_sha256": gzipper.content_sha256,
             "min_occurred_at": low.isoformat() if low else None, "max_occurred_at": high.isoformat() if high else None,
             "object_key": partition.object_key, "byte_size": upload.size, "sha256": upload.sha256,
             "format": "csv, header row, gzip", "columns": columns,
@@ -229,7 +252,7 @@ class PartitionManager:
         }
         client.put_object(Bucket=bucket, Key=partition.manifest_key, Body=manifests.dump(manifest, self.manifest_key),
                           ContentType="application/json")
-        self._set_state(partition, manifest, "exported")
+        self._set_state(partition, manifest, "exported", fingerprint=(rows, row_versions))
         log.info("exported %s: %d rows, %d bytes, sha256 %s", partition.name, rows, upload.size, upload.sha256)
         return manifest
 
@@ -249,8 +272,32 @@ class PartitionManager:
         return sum(1 for _ in reader)
 
     def verify(self, partition: Partition, client, bucket: str) -> dict:
-        """The archive in the bucket matches its manifest and the live partition (bytes, rows, checksum)."""
+        """The archive in the bucket matches its manifest, and the live partition still holds what it describes."""
         manifest = self.read_manifest(partition, client, bucket)
+        if "content_sha256" not in manifest:
+            return self._verify_row_checksum(partition, manifest, client, bucket)
+        problems = _object_problems(manifest, _read_back(client, bucket, partition.object_key))
+        recorded = self.conn.execute(
+            "SELECT row_count, row_checksum, sha256 FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
+            (partition.name,)).fetchone()
+        if recorded is None or recorded[2] != manifest["sha256"]:
+            problems.append("this database has no record of exporting or restoring this archive")
+        else:
+            live = self._row_versions(partition.name)
+            if live != (recorded[0], recorded[1]):
+                problems.append(f"the partition changed since the archive was made (rows {live[0]}, "
+                                f"{recorded[0]} then)")
+            if recorded[0] != manifest["rows"]:
+                problems.append(f"rows: recorded {recorded[0]}, manifest {manifest['rows']}")
+        if self._columns(partition.name) != manifest["columns"]:
+            problems.append(f"columns differ from the manifest's: {manifest['columns']}")
+        if problems:
+            raise ArchiveError(f"{partition.name}: archive does not verify: " + "; ".join(problems))
+        self._set_state(partition, manifest, "verified")
+        return manifest
+
+    def _verify_row_checksum(self, partition: Partition, manifest: dict, client, bucket: str) -> dict:
+        """Verification of an archive whose manifest predates row versions (a hash of every row's text)."""
         sha256, size = object_sha256(client, bucket, partition.object_key)
         problems = []
         if (sha256, size) != (manifest["sha256"], manifest["byte_size"]):
@@ -264,7 +311,7 @@ class PartitionManager:
             problems.append("the partition's row checksum differs from the manifest's (rows changed since export)")
         if problems:
             raise ArchiveError(f"{partition.name}: archive does not verify: " + "; ".join(problems))
-        self._set_state(partition, manifest, "verified")
+        self._set_state(partition, manifest, "verified", fingerprint=(live_rows, live_checksum))
         return manifest
 
     def detach(self, partition: Partition) -> None:
@@ -326,18 +373,23 @@ class PartitionManager:
             self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "
                               "updated_at = now() WHERE partition_name = %s", (name,))
 
-    def _set_state(self, partition: Partition, manifest: dict, state: str) -> None:
+    def _set_state(self, partition: Partition, manifest: dict, state: str,
+                   fingerprint: tuple[int, str] | None = None) -> None:
+        """Record ``state``; ``fingerprint`` (rows, row versions or row checksum) is what the live partition
+        must keep showing from now on: set when the partition's rows are known to match the archive."""
         stamp = {"exported": "exported_at", "verified": "verified_at", "restored": "restored_at"}[state]
+        keep = "partition_archive.row_count" if fingerprint is None else "EXCLUDED.row_count"
+        keep_sum = "partition_archive.row_checksum" if fingerprint is None else "EXCLUDED.row_checksum"
+        rows, checksum = fingerprint or (manifest["rows"], manifest.get("row_versions", manifest.get("row_checksum")))
         self.conn.execute(
             "INSERT INTO coldcopy_ops.partition_archive (partition_name, range_start, range_end, object_key, "
             "manifest_key, row_count, row_checksum, sha256, byte_size, state, exported_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-            "ON CONFLICT (partition_name) DO UPDATE SET row_count = EXCLUDED.row_count, "
-            "row_checksum = EXCLUDED.row_checksum, sha256 = EXCLUDED.sha256, byte_size = EXCLUDED.byte_size, "
+            f"ON CONFLICT (partition_name) DO UPDATE SET row_count = {keep}, row_checksum = {keep_sum}, "
+            "sha256 = EXCLUDED.sha256, byte_size = EXCLUDED.byte_size, "
             f"state = EXCLUDED.state, {stamp} = now(), updated_at = now()",
             (partition.name, partition.range_start, partition.range_end, partition.object_key,
-             partition.manifest_key, manifest["rows"], manifest["row_checksum"], manifest["sha256"],
-             manifest["byte_size"], state),
+             partition.manifest_key, rows, checksum, manifest["sha256"], manifest["byte_size"], state),
         )
 
     # -- drop after the grace period -------------------------------------------------------------------
@@ -362,7 +414,8 @@ class PartitionManager:
                 continue
             if object_sha256(client, bucket, key) != (sha256, size):
                 raise ArchiveError(f"{name}: its archive {key} no longer matches the recorded sha256; not dropping")
-            rows, _ = self._fingerprint(name)
+            rows = self.conn.execute(sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(name))
+                                     ).fetchone()[0]
             if rows != self.conn.execute("SELECT row_count FROM coldcopy_ops.partition_archive "
                                          "WHERE partition_name = %s", (name,)).fetchone()[0]:
                 raise ArchiveError(f"{name}: row count changed since it was archived; not dropping")
@@ -397,26 +450,35 @@ class PartitionManager:
             raise ArchiveError(f"no archive for {partition.month} under "
                                f"s3://{bucket}/{partition.manifest_key.rsplit('/', 1)[0]}/ (never archived?)")
         manifest = self.read_manifest(partition, client, bucket)
-        if object_sha256(client, bucket, partition.object_key) != (manifest["sha256"], manifest["byte_size"]):
+        legacy = "content_sha256" not in manifest
+        if legacy and object_sha256(client, bucket, partition.object_key) != (manifest["sha256"],
+                                                                               manifest["byte_size"]):
             raise ArchiveError(f"{partition.object_key}: object does not match its manifest; not restoring")
         table = sql.Identifier(partition.name)
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in manifest["columns"])
         with self.conn.transaction():
             self.conn.execute(sql.SQL("CREATE TABLE public.{} (LIKE public.email_events INCLUDING DEFAULTS "
                                       "INCLUDING CONSTRAINTS INCLUDING STORAGE)").format(table))
-            with self.conn.cursor() as cur, cur.copy(sql.SQL(
-                    "COPY public.{} ({}) FROM STDIN WITH (FORMAT csv, HEADER)").format(table, columns)) as copy:
-                decompressor = zlib.decompressobj(31)
-                for chunk in read_object(client, bucket, partition.object_key):
-                    copy.write(decompressor.decompress(chunk))
-                copy.write(decompressor.flush())
-            rows, checksum = self._fingerprint(partition.name)
-            if (rows, checksum) != (manifest["rows"], manifest["row_checksum"]):
-                raise ArchiveError(f"{partition.name}: restored {rows} rows with checksum {checksum}, manifest says "
-                                   f"{manifest['rows']} / {manifest['row_checksum']}; rolled back")
+            with self.conn.cursor() as cur:
+                with cur.copy(sql.SQL("COPY public.{} ({}) FROM STDIN WITH (FORMAT csv, HEADER)").format(
+                        table, columns)) as copy:
+                    read = _read_back(client, bucket, partition.object_key, into=copy.write)
+                loaded = cur.rowcount
+            if legacy:
+                rows, checksum = self._fingerprint(partition.name)
+                if (rows, checksum) != (manifest["rows"], manifest["row_checksum"]):
+                    raise ArchiveError(f"{partition.name}: restored {rows} rows with checksum {checksum}, manifest "
+                                       f"says {manifest['rows']} / {manifest['row_checksum']}; rolled back")
+            else:
+                problems = _object_problems(manifest, read)
+                if loaded != manifest["rows"]:
+                    problems.append(f"loaded {loaded} rows, manifest says {manifest['rows']}")
+                if problems:
+                    raise ArchiveError(f"{partition.name}: not restored (rolled back): " + "; ".join(problems))
             erased = self._drop_erased(partition.name)
+            fingerprint = self._fingerprint(partition.name) if legacy else self._row_versions(partition.name)
         self._attach(partition)
-        self._set_state(partition, manifest, "restored")  # also when this database never archived it itself
+        self._set_state(partition, manifest, "restored", fingerprint=fingerprint)  # also when this database never archived it itself
         self.conn.execute("UPDATE coldcopy_ops.partition_archive SET restored_by = %s, held_until = now() + %s, "
                           "erased_rows = %s WHERE partition_name = %s", (restored_by, hold, erased, partition.name))
         log.info("restored %s: %d rows", partition.name, manifest["rows"])
@@ -442,6 +504,94 @@ class PartitionManager:
             self._record_parent_change()
 
         under_lock_timeout(self.conn, attach, self.lock_retry, what=f"attach of {partition.name}")
+
+
+class _GzipInThread:
+    """Hashes what is written (the CSV as exported) and gzips it in a second thread into ``sink.write``, so
+    compressing overlaps reading the next rows (zlib and hashlib release the GIL on large buffers)."""
+
+    BATCH = 1 << 20
+
+    def __init__(self, sink, level: int = 6) -> None:
+        self.sink, self.content = sink, hashlib.sha256()
+        self.compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip container
+        self.batch = bytearray()
+        self.batches: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._compress, daemon=True)
+        self.thread.start()
+
+    def write(self, data) -> None:
+        self.batch += data
+        if len(self.batch) >= self.BATCH:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self.error:
+            raise self.error
+        batch, self.batch = bytes(self.batch), bytearray()
+        self.content.update(batch)
+        self.batches.put(batch)
+
+    def _compress(self) -> None:
+        while (batch := self.batches.get()) is not None:
+            if self.error is None:
+                try:
+                    self.sink.write(self.compressor.compress(batch))
+                except BaseException as error:  # noqa: BLE001 - raised in the writer's thread
+                    self.error = error
+
+    def __enter__(self) -> _GzipInThread:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.batch:
+            self._hand_over()
+        self.batches.put(None)
+        self.thread.join()
+        if exc_type is None:
+            if self.error:
+                raise self.error
+            self.sink.write(self.compressor.flush())
+
+    @property
+    def content_sha256(self) -> str:
+        return self.content.hexdigest()
+
+
+@dataclass(frozen=True)
+class _ReadBack:
+    sha256: str
+    byte_size: int
+    content_sha256: str
+
+
+def _read_back(client, bucket: str, key: str, into=None) -> _ReadBack:
+    """Stream an archive object once: hash it, gunzip it, hash the CSV (and hand it to ``into``, if given)."""
+    stored, content, size = hashlib.sha256(), hashlib.sha256(), 0
+    decompressor = zlib.decompressobj(31)
+    for chunk in read_object(client, bucket, key):
+        stored.update(chunk)
+        size += len(chunk)
+        data = decompressor.decompress(chunk)
+        content.update(data)
+        if into is not None:
+            into(data)
+    tail = decompressor.flush()
+    content.update(tail)
+    if into is not None and tail:
+        into(tail)
+    return _ReadBack(stored.hexdigest(), size, content.hexdigest())
+
+
+def _object_problems(manifest: dict, read: _ReadBack) -> list[str]:
+    problems = []
+    if (read.sha256, read.byte_size) != (manifest["sha256"], manifest["byte_size"]):
+        problems.append(f"object sha256/size {read.sha256[:12]}…/{read.byte_size} ≠ manifest "
+                        f"{manifest['sha256'][:12]}…/{manifest['byte_size']}")
+    elif read.content_sha256 != manifest["content_sha256"]:
+        problems.append("the object's CSV does not hash to the manifest's content_sha256")
+    return problems
 
 
 class _ChunkReader(io.RawIOBase):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import threading
 import time
@@ -99,9 +100,10 @@ def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces
     for name, _, rows, key in archived:
         manifest_key = key.rsplit("/", 1)[0] + "/manifest.json"
         manifest = json.loads(client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-        assert manifest["rows"] == rows == before[name][0] and manifest["row_checksum"] == before[name][1]
-        csv_text = gzip.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read()).decode()
-        assert csv_text.startswith("id,workspace_id,") and csv_text.count("\n") == rows + 1
+        assert manifest["rows"] == rows == before[name][0]
+        csv_bytes = gzip.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        assert hashlib.sha256(csv_bytes).hexdigest() == manifest["content_sha256"]
+        assert csv_bytes.startswith(b"id,workspace_id,") and csv_bytes.count(b"\n") == rows + 1
     assert sum(before[n][0] for n in expected) > 2000
 
     # a second run changes nothing
@@ -323,3 +325,69 @@ def test_a_restored_month_is_held_then_detached_and_dropped_without_a_new_upload
     again = client.head_object(Bucket=bucket, Key=month.object_key)
     assert (again["ETag"], again["LastModified"]) == (uploaded["ETag"], uploaded["LastModified"])  # not re-uploaded
     assert month.name not in attached(generated_db)
+
+
+def test_verify_accepts_freezing_and_rewrites_but_refuses_any_row_changed_since_the_export(generated_db, spaces):
+    client, bucket = spaces
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        month = rotation.archive_candidates()[-1]
+        rotation.export(month, client, bucket)
+        conn.execute(f"VACUUM (FREEZE) public.{month.name}")
+        conn.execute(f"VACUUM FULL public.{month.name}")
+        rotation.verify(month, client, bucket)  # same row versions: freezing and rewrites keep xmin
+
+        first = conn.execute(f"SELECT min(id) FROM public.{month.name}").fetchone()[0]
+        conn.execute(f"UPDATE public.{month.name} SET bounce_type = 'hard' WHERE id = %s", (first,))
+        with pytest.raises(ArchiveError, match="changed since the archive was made"):
+            rotation.verify(month, client, bucket)
+
+        rotation.export(month, client, bucket)  # the retry exports the month afresh
+        conn.execute(f"WITH gone AS (DELETE FROM public.{month.name} WHERE id = %s RETURNING *) "
+                     f"INSERT INTO public.{month.name} SELECT * FROM gone", (first,))  # same row, new version
+        with pytest.raises(ArchiveError, match="changed since the archive was made"):
+            rotation.verify(month, client, bucket)
+        rotation.archive(month, client, bucket, detach=False)
+        csv_bytes = gzip.decompress(client.get_object(Bucket=bucket, Key=month.object_key)["Body"].read())
+        assert f"\n{first},".encode() in csv_bytes and b",hard," in csv_bytes
+
+
+def test_archives_with_a_row_checksum_manifest_still_verify_drop_and_restore(generated_db, spaces):
+    """Manifests written before row versions carry ``row_checksum`` (a hash of every row's text)."""
+    from coldcopy.partitions import ROW_CHECKSUM_SQL
+
+    client, bucket = spaces
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        month = rotation.archive_candidates()[-1]
+        before = fingerprints(generated_db)[month.name]
+        manifest = rotation.export(month, client, bucket)
+        legacy = {k: v for k, v in manifest.items() if k not in ("row_versions", "content_sha256")}
+        legacy["row_checksum"] = conn.execute(ROW_CHECKSUM_SQL.format(f"public.{month.name}")).fetchone()[1]
+        client.put_object(Bucket=bucket, Key=month.manifest_key, Body=manifests.dump(legacy, MANIFEST_KEY))
+        rotation.verify(month, client, bucket)
+        rotation.detach(month)
+        assert rotation.drop_detached(client, bucket, grace=timedelta(0)) == [month.name]
+        rotation.restore(month.range_start, client, bucket)
+        assert fingerprints(generated_db)[month.name] == before
+        rotation.verify(month, client, bucket)  # a restored legacy month still verifies against its archive
+
+
+def test_restore_loads_exactly_the_exported_rows_and_refuses_a_swapped_object(generated_db, spaces):
+    client, bucket = spaces
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        first, second = rotation.archive_candidates()[-2:]
+        before = fingerprints(generated_db)
+        for month in (first, second):
+            rotation.archive(month, client, bucket)
+        rotation.drop_detached(client, bucket, grace=timedelta(0))
+        rotation.restore(first.range_start, client, bucket)
+        assert fingerprints(generated_db)[first.name] == before[first.name]
+
+        # another month's valid archive under this month's key: sha256 differs from the signed manifest
+        client.copy_object(Bucket=bucket, Key=second.object_key,
+                           CopySource={"Bucket": bucket, "Key": first.object_key})
+        with pytest.raises(ArchiveError, match="not restored .rolled back.: object sha256/size"):
+            rotation.restore(second.range_start, client, bucket)
+        assert conn.execute("SELECT to_regclass(%s)", (f"public.{second.name}",)).fetchone()[0] is None

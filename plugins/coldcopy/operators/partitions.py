@@ -183,4 +183,4 @@ class RestorePartitionOperator(BasePartitionOperator):
                                            restored_by=getattr(dag_run, "triggering_user_name", None))
             except ArchiveError as error:  # no archive, month present, archive mismatch: a retry changes nothing
                 raise AirflowFailException(str(error)) from error
-        return {k: manifest[k] for k in ("partition", "rows", "row_checksum")}
+        return {k: manifest[k] for k in ("partition", "rows", "sha256")}

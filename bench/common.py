@@ -1,0 +1,184 @@
+"""What every benchmark shares, so each script measures only its own subject.
+
+* :func:`template_database` — a migrated database filled by ``generate_data`` at one scale, built once and kept
+  as a template (keyed by the migrations, the generator and the day, since the data is dated from today);
+  :func:`bench_database` clones it per measurement and drops the clone afterwards. The generator's time is
+  kept with the template (:func:`generator_seconds`).
+* :func:`spread` — min / median / max of a noisy figure; :func:`alternating` — runs the variants in turn,
+  changing which goes first every round, so no variant is always second.
+* :class:`PeakRss` — peak resident memory of a whole process tree (the process and every child it starts),
+  sampled while it runs.
+* :func:`write_results` — ``bench/results/<name>.json`` with the settings the figures came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+sys.path[:0] = [p for p in (str(ROOT / "plugins"), str(ROOT / "scripts")) if p not in sys.path]
+
+import psutil  # noqa: E402
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+import generate_data  # noqa: E402
+import local_env  # noqa: E402
+
+
+def _data_fingerprint() -> str:
+    digest = hashlib.sha256(datetime.now(UTC).strftime("%Y-%m-%d").encode())
+    for path in sorted((ROOT / "sql" / "migrations").glob("*.sql")) + [ROOT / "scripts" / "generate_data.py"]:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def template_database(server: str, scale: int) -> str:
+    """Name of the template database at ``scale``, built (migrated + generated) if this day has none yet."""
+    name = f"cc_bench_tpl_s{scale}_{_data_fingerprint()}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        stale = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
+                             (f"cc_bench_tpl_s{scale}_%", name)).fetchall()
+    for (old,) in stale:
+        local_env.drop_database(server, old)
+    if exists:
+        return name
+    from coldcopy.migration_runner import MigrationRunner
+    from coldcopy.migrations import discover_migrations
+
+    building = f"{name}_building"
+    dsn = local_env.create_database(server, building, replace=True)
+    MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="bench")
+    started = time.perf_counter()
+    counts = generate_data.generate(dsn, scale=scale)
+    seconds = time.perf_counter() - started
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(building), sql.Identifier(name)))
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(json.dumps({"generate_s": round(seconds, 1), "counts": counts}))))
+    return name
+
+
+def template_info(server: str, scale: int) -> dict:
+    """``{"generate_s": …, "counts": {…}}`` recorded when the template at ``scale`` was built."""
+    name = template_database(server, scale)
+    with psycopg.connect(server) as conn:
+        comment = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                               (name,)).fetchone()[0]
+    return json.loads(comment)
+
+
+@contextmanager
+def bench_database(server: str, scale: int, label: str) -> Iterator[str]:
+    """A fresh copy of the template at ``scale``; yields its DSN and drops it afterwards."""
+    template = template_database(server, scale)
+    name = f"cc_bench_{label}_s{scale}_{os.getpid()}"
+    dsn = local_env.create_database(server, name, template=template, replace=True)
+    try:
+        yield dsn
+    finally:
+        local_env.drop_database(server, name)
+
+
+def spread(values: list[float], digits: int = 2) -> dict:
+    ordered = sorted(values)
+    return {"min": round(ordered[0], digits), "median": round(statistics.median(ordered), digits),
+            "max": round(ordered[-1], digits), "runs": len(ordered)}
+
+
+def alternating(runs: int, variants: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """``runs`` rounds of every variant; the order is reversed every other round."""
+    names = list(variants)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(runs):
+        for name in names if round_number % 2 == 0 else reversed(names):
+            results[name].append(variants[name]())
+    return results
+
+
+class PeakRss:
+    """Peak summed RSS of a process and all its descendants, sampled every ``interval_s`` in a thread.
+
+    ``with PeakRss(pid) as peak: …`` then ``peak.mb``; children that start and end between two samples are
+    missed, so the interval is short and the figure a lower bound.
+    """
+
+    def __init__(self, pid: int | None = None, interval_s: float = 0.02) -> None:
+        self.root = psutil.Process(pid or os.getpid())
+        self.interval_s, self.peak = interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for process in processes:
+                try:
+                    total += process.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mb(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def peak_rss_of_call(module: str, function: str, *args) -> tuple[float, float]:
+    """Run ``bench/<module>.<function>(*args)`` in a fresh interpreter; returns (seconds, peak tree RSS MB)."""
+    import subprocess
+
+    code = (f"import sys; sys.path[:0] = [{str(ROOT / 'bench')!r}]; import {module} as m; "
+            f"m.{function}(*{args!r})")
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", code],
+                               env={**os.environ, "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT / 'scripts'}"})
+    with PeakRss(process.pid) as peak:
+        if process.wait():
+            raise RuntimeError(f"{module}.{function}{args!r} failed with exit code {process.returncode}")
+    return time.perf_counter() - started, peak.mb
+
+
+def machine(dsn: str) -> dict:
+    with psycopg.connect(dsn) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    return {"cores": os.cpu_count(), "python": platform.python_version(), "postgresql": version.split()[0]}
+
+
+def write_results(name: str, settings: dict, results: dict, dsn: str) -> dict:
+    summary = {"settings": settings, "machine": machine(dsn), **results}
+    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def load_results(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
