@@ -1,39 +1,37 @@
-"""Backup figures at about 1 million email_events (scale 32), against plain ``pg_dump -Fc -f`` in the same run.
+"""Backup figures against the physical limit of a logical backup and the runbook's command.
 
-1. end-to-end backup time (pg_dump -Z0 | zstd -T2 | gpg AES256 → multipart upload to a local S3 endpoint
-   running in its own process) vs ``pg_dump -Fc -f local.dump`` of the same database: median of 3 each,
-   side by side; object size vs dump size;
-2. peak resident memory of the backup, in a fresh child process, at two database sizes (scale 8 and 32);
-3. restore-verification time (download, decrypt, decompress, pg_restore into a scratch database, compare
-   row counts, drop it).
+1. end to end (the backup task's code: snapshot, per-table counts, ``pg_dump -Z0 | zstd | gpg AES256`` →
+   multipart upload to a local S3 endpoint in its own process, manifest) vs the physical limit
+   ``pg_dump -Fc -Z0 --no-sync -f /dev/null`` (reading and serializing the data, nothing else) vs the
+   runbook's ``pg_dump -Fc -f backup.dump``, alternating which goes first, ``--runs`` each at ``--scale``;
+   object size vs the runbook's dump;
+2. what each stage adds: the pipeline built up one stage at a time into /dev/null, and variants of the
+   backup (zstd level and threads), each alternating with the default;
+3. the backup, the physical limit and the runbook at each of ``--scales``, with the peak resident memory of
+   the backup's whole process tree (Python, pg_dump, zstd, gpg) and the generator's time per scale;
+4. restore verification (download, decrypt, decompress, pg_restore into a scratch database, count, drop).
 
-    make bench            # or: .venv/bin/python bench/backups.py
+    make bench            # or: .venv/bin/python bench/backups.py [--scale 32 --scales 8,32,96 --runs 5]
+    .venv/bin/python bench/backups.py --table        # the README's tables from bench/results/backups.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import socket
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
 
+import common  # noqa: E402
 import psycopg  # noqa: E402
 
-import generate_data  # noqa: E402
 import local_env  # noqa: E402
 from coldcopy.backups import BackupRunner  # noqa: E402
-from coldcopy.migration_runner import MigrationRunner  # noqa: E402
-from coldcopy.migrations import discover_migrations  # noqa: E402
 from coldcopy.object_store import spaces_hook  # noqa: E402
 from coldcopy.pg_tools import pg_program  # noqa: E402
 
@@ -41,109 +39,178 @@ BUCKET = "coldcopy-bench-backups"
 PASSPHRASE = "bench-only passphrase"
 
 
-def s3_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return server, f"http://127.0.0.1:{port}"
-
-
-def runner(dsn: str, endpoint: str) -> BackupRunner:
+def runner(dsn: str, endpoint: str, **options) -> BackupRunner:
     os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(endpoint, BUCKET)
     client = spaces_hook().get_conn()
     if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
         client.create_bucket(Bucket=BUCKET)
-    threads = int(os.environ.get("BENCH_ZSTD_THREADS", "0"))
-    return BackupRunner(dsn, client, BUCKET, PASSPHRASE, **({"zstd_threads": threads} if threads else {}))
+    return BackupRunner(dsn, client, BUCKET, PASSPHRASE, **options)
 
 
-def backup_once(dsn: str, endpoint: str) -> tuple[float, int]:
+def backup_once(dsn: str, endpoint: str, options: dict | None = None) -> tuple[float, int]:
     """One backup; returns (seconds, object bytes). Also the child-process entry point."""
+    backups = runner(dsn, endpoint, **(options or {}))
     started = time.perf_counter()
-    result = runner(dsn, endpoint).backup(retention_class="standard")
+    result = backups.backup(retention_class="standard")
     return time.perf_counter() - started, result.manifest["byte_size"]
 
 
-def plain_dump(dsn: str, path: Path) -> tuple[float, int]:
+def pg_dump(dsn: str) -> str:
     with psycopg.connect(dsn) as conn:
-        major = conn.info.server_version // 10000
+        return pg_program("pg_dump", conn.info.server_version // 10000)
+
+
+def shell(command: str) -> float:
     started = time.perf_counter()
-    subprocess.run([pg_program("pg_dump", major), "-Fc", "-f", str(path), "-d", dsn], check=True)
-    elapsed = time.perf_counter() - started
-    size = path.stat().st_size
-    path.unlink()
-    return elapsed, size
+    subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True)
+    return time.perf_counter() - started
 
 
-def peak_rss_mb(dsn: str, endpoint: str) -> float:
-    code = (f"import sys; sys.path[:0] = [{str(ROOT / 'bench')!r}]; import backups as b; "
-            f"b.backup_once({dsn!r}, {endpoint!r})")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")})
-    return round(max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1)
+def physical_limit(dsn: str) -> float:
+    return shell(f"{pg_dump(dsn)} -Fc -Z0 --no-sync -f /dev/null -d '{dsn}'")
 
 
-def database(server: str, scale: int, created: list[str]) -> str:
-    name = f"cc_bench_backup_{scale}_{uuid.uuid4().hex[:6]}"
-    created.append(name)
-    dsn = local_env.create_database(server, name)
-    MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="bench")
-    generate_data.generate(dsn, scale=scale)
-    return dsn
+def runbook(dsn: str, sizes: list[int]) -> float:
+    with tempfile.TemporaryDirectory() as scratch:
+        seconds = shell(f"{pg_dump(dsn)} -Fc -f {scratch}/backup.dump -d '{dsn}'")
+        sizes.append(Path(scratch, "backup.dump").stat().st_size)
+    return seconds
+
+
+STAGES = {
+    "pg_dump -Fc -Z0 > /dev/null (the physical limit)": "{dump} > /dev/null",
+    "… | zstd -1 -T1 > /dev/null": "{dump} | zstd -q -1 -T1 -c > /dev/null",
+    "… | zstd -1 -T1 | gpg AES256 > /dev/null": "{dump} | zstd -q -1 -T1 -c | {gpg} > /dev/null",
+}
+
+
+def stages(dsn: str, runs: int) -> dict:
+    """The pipeline built up one stage at a time, into /dev/null (no upload), alternating."""
+    gpg = ("gpg --batch --quiet --no-tty --pinentry-mode loopback --symmetric --cipher-algo AES256 "
+           "--compress-algo none --passphrase bench -o -")
+    dump = f"{pg_dump(dsn)} -Fc -Z0 -d '{dsn}'"
+    variants = {name: (lambda c=command: shell(c.format(dump=dump, gpg=gpg))) for name, command in STAGES.items()}
+    return {name: common.spread(times) for name, times in common.alternating(runs, variants).items()}
+
+
+VARIANTS = {"default (zstd -1, one thread on 2 cores)": {}, "zstd -1 -T2": {"zstd_threads": 2},
+            "zstd -3 -T1": {"zstd_level": 3, "zstd_threads": 1}}
+
+
+def variants(dsn: str, endpoint: str, runs: int) -> dict:
+    calls = {name: (lambda o=options: backup_once(dsn, endpoint, o)[0]) for name, options in VARIANTS.items()}
+    return {name: common.spread(times) for name, times in common.alternating(runs, calls).items()}
+
+
+def three_way(dsn: str, endpoint: str, runs: int) -> dict:
+    backup_once(dsn, endpoint)  # warm-up, untimed: caches and the S3 server settle
+    objects, dumps = [], []
+
+    def ours() -> float:
+        seconds, size = backup_once(dsn, endpoint)
+        objects.append(size)
+        return seconds
+
+    times = common.alternating(runs, {"backup": ours, "physical_limit": lambda: physical_limit(dsn),
+                                      "runbook": lambda: runbook(dsn, dumps)})
+    spreads = {name: common.spread(values) for name, values in times.items()}
+    median = {name: s["median"] for name, s in spreads.items()}
+    return {**{f"{name}_s": s for name, s in spreads.items()},
+            "ratio_to_physical_limit": round(median["backup"] / median["physical_limit"], 2),
+            "ratio_to_runbook": round(median["backup"] / median["runbook"], 2),
+            "object_mb": round(objects[-1] / 2**20, 1), "runbook_dump_mb": round(dumps[-1] / 2**20, 1)}
+
+
+def database_mb(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return round(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=32)
-    parser.add_argument("--small-scale", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scales", default="8,32,96")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--growth-runs", type=int, default=3)
+    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
     args = parser.parse_args()
+    if args.table:
+        print(table(common.load_results("backups")))
+        return
+    scales = [int(s) for s in args.scales.split(",")]
     server = local_env.admin_dsn()
-    s3, endpoint = s3_server()
-    created: list[str] = []
+    endpoint = local_env.LocalS3().start()
     try:
-        dsn = database(server, args.scale, created)
-        with psycopg.connect(dsn) as conn:
-            version, db_size = conn.execute(
-                "SELECT current_setting('server_version'), pg_database_size(current_database())").fetchone()
-        backup_once(dsn, endpoint)  # warm-up, untimed: caches and the S3 server settle
-        ours, plain = [], []
-        for _ in range(args.runs):  # side by side, alternating
-            ours.append(backup_once(dsn, endpoint))
-            plain.append(plain_dump(dsn, ROOT / "bench" / "results" / "plain.dump.tmp"))
-        keys = runner(dsn, endpoint)
-        latest = keys.resolve("latest")
-        verify = keys.verify(latest, local_env.database_dsn(server, "postgres"))
-        small = database(server, args.small_scale, created)
-        with psycopg.connect(small) as conn:
-            small_size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-        memory = {f"scale {args.small_scale} ({small_size // 2**20} MB)": peak_rss_mb(small, endpoint),
-                  f"scale {args.scale} ({db_size // 2**20} MB)": peak_rss_mb(dsn, endpoint)}
+        with common.bench_database(server, args.scale, "backup") as dsn:
+            main_figure = {"database_mb": database_mb(dsn), **three_way(dsn, endpoint.url, args.runs)}
+            by_stage = stages(dsn, args.runs)
+            by_variant = variants(dsn, endpoint.url, args.runs)
+            backups = runner(dsn, endpoint.url)
+            verification = backups.verify(backups.resolve("latest"), local_env.database_dsn(server, "postgres"))
+        growth = {}
+        for scale in scales:
+            with common.bench_database(server, scale, "backup_grow") as dsn:
+                _, peak = common.peak_rss_of_call("backups", "backup_once", dsn, endpoint.url)
+                info = common.template_info(server, scale)
+                growth[scale] = {"email_events": info["counts"]["email_events"], "generate_s": info["generate_s"],
+                                 "database_mb": database_mb(dsn), "peak_rss_mb": peak,
+                                 **three_way(dsn, endpoint.url, args.growth_runs)}
     finally:
-        for name in created:
-            local_env.drop_database(server, name)
-        s3.terminate()
-    ours_s, plain_s = statistics.median(t for t, _ in ours), statistics.median(t for t, _ in plain)
-    summary = {
-        "postgresql": version, "scale": args.scale, "database_size_mb": round(db_size / 2**20),
-        "backup_s": {"coldcopy_pipeline_median": round(ours_s, 2), "plain_pg_dump_Fc_median": round(plain_s, 2),
-                     "ratio": round(ours_s / plain_s, 2), "runs": args.runs,
-                     "all": {"coldcopy": [round(t, 2) for t, _ in ours], "plain": [round(t, 2) for t, _ in plain]}},
-        "size_mb": {"object": round(ours[-1][1] / 2**20, 1), "plain_dump": round(plain[-1][1] / 2**20, 1),
-                    "ratio": round(ours[-1][1] / plain[-1][1], 2)},
-        "peak_rss_mb": memory,
-        "restore_verification_s": round(verify["verification_ms"] / 1000, 1),
-    }
-    (ROOT / "bench" / "results" / "backups.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+        endpoint.stop()
+    common.write_results(
+        "backups",
+        {"scale": args.scale, "scales": scales, "runs": args.runs, "growth_runs": args.growth_runs, "warm_up": 1,
+         "order": "alternating", "endpoint": "moto server in its own process on loopback",
+         "backup": "BackupRunner defaults: pg_dump -Fc -Z0 | zstd -1 -T(cores-1) | gpg AES256 --compress-algo none"},
+        {"email_events": common.template_info(server, args.scale)["counts"]["email_events"],
+         "end_to_end": main_figure, "stages_into_dev_null": by_stage, "variants": by_variant, "growth": growth,
+         "restore_verification_s": round(verification["verification_ms"] / 1000, 1)}, server)
+
+
+def table(results: dict) -> str:
+    s, e2e = results["settings"], results["end_to_end"]
+
+    def mmm(spread: dict) -> str:
+        return f"{spread['min']:.2f}–**{spread['median']:.2f}**–{spread['max']:.2f} s"
+
+    return "\n".join([
+        f"Scale {s['scale']} ({results['email_events']:,} email_events, {e2e['database_mb']:,} MB database), "
+        f"PostgreSQL {results['machine']['postgresql']}, {results['machine']['cores']} cores, {s['endpoint']}; one "
+        f"warm-up, then {s['runs']} runs of each, alternating which goes first (`make bench`; "
+        f"`python bench/backups.py --table` reprints these tables from `bench/results/backups.json`).",
+        "",
+        "| | min–median–max | backup's ratio to it (median) |",
+        "|---|---|---|",
+        f"| backup end to end (snapshot, counts, `pg_dump -Z0 \\| zstd \\| gpg` → multipart upload, manifest) | "
+        f"{mmm(e2e['backup_s'])} | |",
+        f"| physical limit: `pg_dump -Fc -Z0 --no-sync -f /dev/null` | {mmm(e2e['physical_limit_s'])} | "
+        f"**{e2e['ratio_to_physical_limit']}×** (goal ≤ 1.25×) |",
+        f"| runbook: `pg_dump -Fc -f backup.dump` | {mmm(e2e['runbook_s'])} | **{e2e['ratio_to_runbook']}×** "
+        f"(goal ≤ 0.6×) |",
+        f"| size: our object vs the runbook's dump | {e2e['object_mb']} MB vs {e2e['runbook_dump_mb']} MB | "
+        f"{round(e2e['object_mb'] / e2e['runbook_dump_mb'], 2)}× |",
+        f"| restore verification (download, decrypt, decompress, pg_restore, count, drop) | "
+        f"{results['restore_verification_s']} s | |",
+        "",
+        "What each stage costs, the pipeline built up into /dev/null (no upload), and variants of the whole "
+        "backup, each set alternating:",
+        "",
+        "| pipeline | min–median–max |",
+        "|---|---|",
+        *[f"| `{name}` | {mmm(spread)} |" for name, spread in results["stages_into_dev_null"].items()],
+        *[f"| backup end to end, {name} | {mmm(spread)} |" for name, spread in results["variants"].items()],
+        "",
+        f"How it grows ({s['growth_runs']} runs each, alternating; peak RSS of the backup's whole process tree — "
+        "Python with Airflow's imports, pg_dump, zstd, gpg — sampled every 20 ms):",
+        "",
+        "| scale | email_events (generated in) | database | backup, median | physical limit | runbook | "
+        "ratio to limit / runbook | peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {scale} | {g['email_events']:,} ({g['generate_s']:.0f} s) | {g['database_mb']:,} MB | "
+          f"{g['backup_s']['median']:.2f} s | {g['physical_limit_s']['median']:.2f} s | "
+          f"{g['runbook_s']['median']:.2f} s | {g['ratio_to_physical_limit']}× / {g['ratio_to_runbook']}× | "
+          f"{g['peak_rss_mb']:.0f} MB |" for scale, g in results["growth"].items()],
+    ])
 
 
 if __name__ == "__main__":
