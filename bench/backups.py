@@ -94,7 +94,9 @@ def stages(dsn: str, runs: int) -> dict:
 
 
 VARIANTS = {"default (zstd -1, one thread on 2 cores)": {}, "zstd -1 -T2": {"zstd_threads": 2},
-            "zstd -3 -T1": {"zstd_level": 3, "zstd_threads": 1}}
+            "zstd -3 -T1": {"zstd_level": 3}, "zstd --fast=1 -T1": {"zstd_level": -1},
+            "pipes of 1 MiB": {"pipe_bytes": 2**20}, "parts of 16 MiB": {"part_size": 16 * 2**20},
+            "parts of 5 MiB": {"part_size": 5 * 2**20}}
 
 
 def variants(dsn: str, endpoint: str, runs: int) -> dict:
@@ -139,24 +141,21 @@ def main() -> None:
         return
     scales = [int(s) for s in args.scales.split(",")]
     server = local_env.admin_dsn()
-    endpoint = local_env.LocalS3().start()
-    try:
+    with common.s3_endpoint() as endpoint:
         with common.bench_database(server, args.scale, "backup") as dsn:
-            main_figure = {"database_mb": database_mb(dsn), **three_way(dsn, endpoint.url, args.runs)}
+            main_figure = {"database_mb": database_mb(dsn), **three_way(dsn, endpoint, args.runs)}
             by_stage = stages(dsn, args.runs)
-            by_variant = variants(dsn, endpoint.url, args.runs)
-            backups = runner(dsn, endpoint.url)
+            by_variant = variants(dsn, endpoint, args.runs)
+            backups = runner(dsn, endpoint)
             verification = backups.verify(backups.resolve("latest"), local_env.database_dsn(server, "postgres"))
         growth = {}
         for scale in scales:
             with common.bench_database(server, scale, "backup_grow") as dsn:
-                _, peak = common.peak_rss_of_call("backups", "backup_once", dsn, endpoint.url)
+                _, peak = common.peak_rss_of_call("backups", "backup_once", dsn, endpoint)
                 info = common.template_info(server, scale)
                 growth[scale] = {"email_events": info["counts"]["email_events"], "generate_s": info["generate_s"],
                                  "database_mb": database_mb(dsn), "peak_rss_mb": peak,
-                                 **three_way(dsn, endpoint.url, args.growth_runs)}
-    finally:
-        endpoint.stop()
+                                 **three_way(dsn, endpoint, args.growth_runs)}
     common.write_results(
         "backups",
         {"scale": args.scale, "scales": scales, "runs": args.runs, "growth_runs": args.growth_runs, "warm_up": 1,

@@ -8,6 +8,8 @@
   changing which goes first every round, so no variant is always second.
 * :class:`PeakRss` — peak resident memory of a whole process tree (the process and every child it starts),
   sampled while it runs.
+* :func:`s3_endpoint` — moto's S3 server in a process of its own (as a real endpoint is elsewhere: in-process
+  it would take the measured code's CPU and GIL).
 * :func:`write_results` — ``bench/results/<name>.json`` with the settings the figures came from.
 """
 
@@ -93,6 +95,28 @@ def bench_database(server: str, scale: int, label: str) -> Iterator[str]:
         yield dsn
     finally:
         local_env.drop_database(server, name)
+
+
+@contextmanager
+def s3_endpoint() -> Iterator[str]:
+    """URL of moto's S3 server running in its own process for the duration."""
+    import socket
+    import subprocess
+
+    port = local_env.free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def spread(values: list[float], digits: int = 2) -> dict:

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import subprocess
@@ -97,19 +98,22 @@ def pieces(dsn: str, endpoint: str, partition: str, runs: int) -> dict:
                     return b"".join(copy)
 
             csv_bytes = timed("COPY … ORDER BY id to the client", copy_out)
-            gzipped = timed("gzip -6 of the CSV (one thread)",
-                            lambda: (lambda c: c.compress(csv_bytes) + c.flush())(
-                                zlib.compressobj(6, zlib.DEFLATED, 31)))
-
-            def upload() -> None:
-                with MultipartUpload(client, BUCKET, key) as parts:
-                    parts.write(gzipped)
-                    parts.complete()
-
-            timed("multipart upload to the S3 endpoint", upload)
+            gzipped = timed("gzip -6 of the CSV (one thread)", functools.partial(gzip_all, csv_bytes))
+            timed("multipart upload to the S3 endpoint", functools.partial(upload, client, key, gzipped))
             timed("read back: download, sha256, gunzip, sha256", lambda: _read_back(client, BUCKET, key))
     return {"csv_mb": round(len(csv_bytes) / 2**20, 1), "gzip_mb": round(len(gzipped) / 2**20, 1),
             "seconds": {name: round(statistics.median(values), 3) for name, values in timings.items()}}
+
+
+def gzip_all(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
+def upload(client, key: str, data: bytes) -> None:
+    with MultipartUpload(client, BUCKET, key) as parts:
+        parts.write(data)
+        parts.complete()
 
 
 def archive_vs_runbook(dsn: str, endpoint: str, partition: str, runs: int) -> dict:
@@ -187,31 +191,28 @@ def main() -> None:
         return
     scales = [int(s) for s in args.scales.split(",")]
     server = local_env.admin_dsn()
-    endpoint = local_env.LocalS3().start()
-    try:
+    with common.s3_endpoint() as endpoint:
         with common.bench_database(server, args.scale, "parts") as dsn:
             month, rows = month_of(dsn)
-            main_figure = {"partition": month, "rows": rows, **archive_vs_runbook(dsn, endpoint.url, month, args.runs)}
-            profile = pieces(dsn, endpoint.url, month, args.runs)
+            main_figure = {"partition": month, "rows": rows, **archive_vs_runbook(dsn, endpoint, month, args.runs)}
+            profile = pieces(dsn, endpoint, month, args.runs)
             waits = {}
             for label, concurrent in (("detach_concurrently", True), ("plain_detach", False)):
                 with common.bench_database(server, args.scale, f"rot_{label[:5]}") as copy:
-                    waits[label] = rotation_writer_wait(copy, endpoint.url, concurrent)
+                    waits[label] = rotation_writer_wait(copy, endpoint, concurrent)
         growth = {}
         for scale in scales:
             with common.bench_database(server, scale, "parts_grow") as dsn:
                 month, rows = month_of(dsn)
-                figure = archive_vs_runbook(dsn, endpoint.url, month, args.runs)
-                _, peak = common.peak_rss_of_call("partitions", "archive_one", dsn, endpoint.url, month)
+                figure = archive_vs_runbook(dsn, endpoint, month, args.runs)
+                _, peak = common.peak_rss_of_call("partitions", "archive_one", dsn, endpoint, month)
                 growth[scale] = {"email_events": common.template_info(server, scale)["counts"]["email_events"],
                                  "generate_s": common.template_info(server, scale)["generate_s"],
                                  "partition": month, "rows": rows, "peak_rss_mb": peak, **figure}
-    finally:
-        endpoint.stop()
     common.write_results(
         "partitions",
         {"scale": args.scale, "scales": scales, "runs": args.runs, "warm_up": 1, "order": "alternating",
-         "endpoint": "moto server on loopback", "gzip_level": 6},
+         "endpoint": "moto's S3 server in its own process on loopback", "gzip_level": 6},
         {"email_events": common.template_info(server, args.scale)["counts"]["email_events"],
          "archive_one_month": main_figure, "archive_pieces": profile, "growth": growth,
          "rotation_writer_wait": waits}, server)
@@ -226,8 +227,9 @@ def table(results: dict) -> str:
         return f"{spread['min']:.2f}–**{spread['median']:.2f}**–{spread['max']:.2f} s"
 
     lines = [
-        f"Scale {s['scale']} ({results['email_events']:,} email_events), PostgreSQL {results['machine']['postgresql']}, "
-        f"{results['machine']['cores']} cores, moto's S3 server on loopback; one warm-up, then {s['runs']} runs of "
+        f"Scale {s['scale']} ({results['email_events']:,} email_events), PostgreSQL "
+        f"{results['machine']['postgresql']}, {results['machine']['cores']} cores, "
+        f"{s['endpoint']}; one warm-up, then {s['runs']} runs of "
         f"each, alternating which goes first (`make bench`; `python bench/partitions.py --table` reprints these "
         f"tables from `bench/results/partitions.json`).",
         "",
