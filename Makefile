@@ -50,7 +50,7 @@ lint: install
 	$(BIN)/ruff check --select AIR3 dags plugins
 	$(BIN)/squawk sql/migrations/*.sql
 
-bench: install
+bench: install system-deps
 	$(BIN)/python bench/migrations_apply.py
 	$(BIN)/python bench/dag_parse.py
 	$(BIN)/python bench/refresh.py
@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python bench/gdpr.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/airflow_stack.py
+	$(BIN)/python bench/readme.py
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.
 lock:

@@ -2,6 +2,7 @@
 start), the memory of the stack's processes once idle (PSS and RSS), and the wall time of the end-to-end tests.
 
     make bench            # or: .venv/bin/python bench/airflow_stack.py [--starts 3] [--idle 30]
+    .venv/bin/python bench/airflow_stack.py --table  # the README's tables from bench/results/airflow_stack.json
 
 Uses the real `make airflow` home (.airflow/, .pgdata/airflow) on a free port; nothing else is touched.
 """
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts")]
 
 from local_env import free_port  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "airflow_stack.json"
 
 KINDS = (("api_server", "api-server"), ("api-server", "api-server"), ("LocalExecutor", "LocalExecutor workers"),
          ("serve-logs", "log servers"), ("scheduler", "scheduler"), ("dag-processor", "dag-processor"),
@@ -84,7 +87,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--idle", type=float, default=30, help="seconds idle before RSS is read")
+    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(RESULTS.read_text())))
+        return
     one_start(free_port(), 0)  # warm-up: first-start work (migrations, data) is not part of the figure
     starts, rss = [], []
     for _ in range(args.starts):
@@ -103,8 +110,36 @@ def main() -> None:
         "rss_mb_total": round(sum(e["rss"] for e in rss[-1].values()), 1),
         "e2e_tests": {"seconds": round(e2e_s, 1), "outcome": e2e.stdout.strip().splitlines()[-1]},
     }
-    (ROOT / "bench" / "results" / "airflow_stack.json").write_text(json.dumps(result, indent=2) + "\n")
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def table(results: dict) -> str:
+    s, start, e2e = results["settings"], results["start_to_ui_s"], results["e2e_tests"]
+    tests = e2e["outcome"].split(" passed")[0]
+    by_pss = sorted(results["memory_mb_by_kind"].items(), key=lambda item: -item[1]["pss"])
+    return "\n".join([
+        f"Defaults of the script (`make bench`; `python bench/airflow_stack.py --table` reprints this from "
+        f"`bench/results/airflow_stack.json`): one warm-up start (first-start work such as migrating and filling "
+        f"`coldcopy_db` is not part of the figure), then {s['starts']} starts of `scripts/airflow_local.py` on a "
+        f"free port, each timed from the command to `GET /` answering 200, memory read after {s['idle_s']:g} s "
+        f"idle; then `pytest tests/e2e` timed once. Warm venv, data kept from the warm-up, {s['cpus']} cores, "
+        f"parallelism {s['parallelism']}.",
+        "",
+        "| figure | result |",
+        "|---|---|",
+        f"| `make airflow` → the UI answering (min–median–max of {s['starts']}) | **{start['median']} s** "
+        f"({start['min']}–{start['max']} s) |",
+        f"| memory of the stack once idle: PSS (shared pages split between the processes sharing them) | "
+        f"**{results['pss_mb_total']:.0f} MB** PSS; {results['rss_mb_total']:.0f} MB summed RSS (counts the "
+        f"executor's forked workers' shared pages four times) |",
+        f"| the end-to-end tests (`tests/e2e`, {tests} tests: live stack start, every scenario, UI in Chromium) | "
+        f"**{e2e['seconds']:.0f} s** ({e2e['outcome']}) |",
+        "",
+        "| process | PSS MB | RSS MB | processes |",
+        "|---|---|---|---|",
+        *[f"| {kind} | {m['pss']:.0f} | {m['rss']:.0f} | {m['processes']} |" for kind, m in by_pss],
+    ])
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def s3_endpoint() -> Iterator[str]:
 def spread(values: list[float], digits: int = 2) -> dict:
     ordered = sorted(values)
     return {"min": round(ordered[0], digits), "median": round(statistics.median(ordered), digits),
-            "max": round(ordered[-1], digits), "runs": len(ordered)}
+            "max": round(ordered[-1], digits), "runs": len(ordered),
+            "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], digits)}
 
 
 def alternating(runs: int, variants: dict[str, Callable[[], float]]) -> dict[str, list[float]]:

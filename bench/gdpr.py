@@ -8,35 +8,30 @@
    while an application writer inserts events into that workspace: ``apply_retention`` (batches of 2,000)
    vs one ``DELETE``: time, batches, and the writer's longest wait.
 
-    make bench            # or: .venv/bin/python bench/gdpr.py [--scale 32 --subjects 5 --expired 100000]
+    make bench            # or: .venv/bin/python bench/gdpr.py [--scale 32 --subjects 5 --expired 100000 --runs 2]
+    .venv/bin/python bench/gdpr.py --table           # the README's tables from bench/results/gdpr.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
 
+import common  # noqa: E402
 import psycopg  # noqa: E402
 
-import generate_data  # noqa: E402
 import local_env  # noqa: E402
 from coldcopy.gdpr import Gdpr  # noqa: E402
-from coldcopy.migration_runner import MigrationRunner  # noqa: E402
-from coldcopy.migrations import discover_migrations  # noqa: E402
 
 
 def spread(values: list[float]) -> dict:
-    values = sorted(values)
-    return {"min": round(values[0], 1), "median": round(statistics.median(values), 1), "max": round(values[-1], 1)}
+    return common.spread(values, 1)
 
 
 def erasures(dsn: str, subjects: int) -> dict:
@@ -91,17 +86,15 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=32)
     parser.add_argument("--subjects", type=int, default=5)
     parser.add_argument("--expired", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
     args = parser.parse_args()
+    if args.table:
+        print(table(common.load_results("gdpr")))
+        return
     server = local_env.admin_dsn()
-    base = f"cc_bench_gdpr_{uuid.uuid4().hex[:6]}"
-    created = [base]
-    try:
-        dsn = local_env.create_database(server, base)
-        MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="bench")
-        generate_data.generate(dsn, scale=args.scale)
+    with common.bench_database(server, args.scale, "gdpr") as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
-            events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
             workspace = conn.execute("SELECT id FROM workspaces ORDER BY id LIMIT 1").fetchone()[0]
             conn.execute("INSERT INTO email_events (workspace_id, event_type, occurred_at) SELECT %s, 'sent', "
                          "now() - interval '200 days' - g * interval '1 second' FROM generate_series(1, %s) g",
@@ -111,32 +104,71 @@ def main() -> None:
             expired = conn.execute("SELECT count(*) FROM email_events WHERE workspace_id = %s "
                                    "AND occurred_at < now() - interval '180 days'", (workspace,)).fetchone()[0]
             conn.execute("ANALYZE")
-        results = {"erasure": None, "retention": {}}
-        for label in ("policy_batches", "one_delete", "policy_batches_again", "one_delete_again"):
-            copy = f"{base}_{len(created)}"
-            created.append(copy)
-            copy_dsn = local_env.create_database(server, copy, template=base)
-            with psycopg.connect(copy_dsn, autocommit=True) as conn:
-                if label.startswith("policy"):
-                    gdpr = Gdpr(conn, manifest_key=b"bench")
+        base = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
 
-                    def work(gdpr=gdpr):
-                        return gdpr.apply_retention(gdpr.policy(policy_id))
-                else:
-                    def work(conn=conn):
+        def on_copy(policy: bool) -> dict:
+            copy = f"{base}_{uuid.uuid4().hex[:4]}"
+            copy_dsn = local_env.create_database(server, copy, template=base)
+            try:
+                with psycopg.connect(copy_dsn, autocommit=True) as conn:
+                    if policy:
+                        gdpr = Gdpr(conn, manifest_key=b"bench")
+                        return with_writer(copy_dsn, workspace, lambda: gdpr.apply_retention(gdpr.policy(policy_id)))
+
+                    def delete() -> dict:
                         deleted = conn.execute("DELETE FROM email_events WHERE workspace_id = %s AND occurred_at < "
                                                "now() - interval '180 days'", (workspace,)).rowcount
                         return {"rows": deleted, "batches": 1}
-                results["retention"][label] = with_writer(copy_dsn, workspace, work)
-            local_env.drop_database(server, copy)
-        results["erasure"] = erasures(dsn, args.subjects)
-    finally:
-        for name in created:
-            local_env.drop_database(server, name)
-    summary = {"postgresql": version, "scale": args.scale, "email_events": events, "expired_rows": expired,
-               "subjects": args.subjects, **results}
-    (ROOT / "bench" / "results" / "gdpr.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(json.dumps(summary, indent=2, default=str))
+                    return with_writer(copy_dsn, workspace, delete)
+            finally:
+                local_env.drop_database(server, copy)
+
+        retention = common.alternating(args.runs, {"policy_batches": lambda: on_copy(True),
+                                                   "one_delete": lambda: on_copy(False)})
+        erasure = erasures(dsn, args.subjects)
+    common.write_results(
+        "gdpr", {"scale": args.scale, "subjects": args.subjects, "expired": args.expired, "runs": args.runs,
+                 "order": "alternating", "batch_size": 2000},
+        {"email_events": common.template_info(server, args.scale)["counts"]["email_events"],
+         "expired_rows": expired, "erasure": erasure, "retention": retention}, server)
+
+
+def table(results: dict) -> str:
+    s, e, r = results["settings"], results["erasure"], results["retention"]
+
+    def mmm(spread: dict, unit: str, bold: bool = False) -> str:
+        median = f"**{spread['median']:g}**" if bold else f"{spread['median']:g}"
+        return f"{spread['min']:g}–{median}–{spread['max']:g} {unit}"
+
+    def runs(kind: str, key: str, fmt: str) -> str:
+        return ", ".join(fmt.format(run[key]) for run in r[kind])
+
+    return "\n".join([
+        f"Scale {s['scale']} ({results['email_events']:,} email_events), PostgreSQL "
+        f"{results['machine']['postgresql']}, {results['machine']['cores']} cores: {s['subjects']} subjects per "
+        f"variant, alternating (`make bench`; `python bench/gdpr.py --table` reprints these tables from "
+        f"`bench/results/gdpr.json`).",
+        "",
+        "| | time (min–median–max) | rows |",
+        "|---|---|---|",
+        f"| erasure of one subject (`Gdpr.erase`: every personal-data table found in the catalog, batches under "
+        f"lock_timeout, suppression, audit, ledger) | {mmm(e['erase_ms'], 'ms', True)} | "
+        f"{e['erase_rows_touched']['min']:g}–{e['erase_rows_touched']['max']:g} touched |",
+        f"| naive `DELETE FROM leads …` relying on ON DELETE CASCADE | {mmm(e['naive_cascade_delete_ms'], 'ms')} | "
+        f"{e['naive_leads_deleted']['max']:g} lead (its events, consent records and audit rows stay behind) |",
+        "",
+        f"Retention of one policy over {results['expired_rows']:,} expired email_events of one workspace, on a copy "
+        f"each ({s['runs']} runs each, alternating which goes first), while an application writer inserts into "
+        f"that workspace:",
+        "",
+        "| | time | batches | writer's longest wait |",
+        "|---|---|---|---|",
+        f"| `gdpr_retention` (`apply_retention`, {s['batch_size']:,} per batch) | "
+        f"{runs('policy_batches', 'seconds', '{:.2f} s')} | {r['policy_batches'][0]['batches']} | "
+        f"{runs('policy_batches', 'writer_longest_wait_ms', '{:.1f} ms')} |",
+        f"| one `DELETE` | {runs('one_delete', 'seconds', '{:.2f} s')} | 1 | "
+        f"{runs('one_delete', 'writer_longest_wait_ms', '{:.1f} ms')} |",
+    ])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ any session seen by sampling ``pg_locks.waitstart`` every 100 ms.
 Phases: idle; each job the way its DAG's tasks run it; then the runbook's naive command for the same work.
 
     make bench            # or: .venv/bin/python bench/load.py [--scale 32 --clients 100 --seconds 30]
+    .venv/bin/python bench/load.py --table           # the README's table from bench/results/load.json
 """
 
 from __future__ import annotations
@@ -20,16 +21,15 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
 
+import boto3  # noqa: E402
+import common  # noqa: E402
 import psycopg  # noqa: E402
 
 import app_load  # noqa: E402
-import generate_data  # noqa: E402
 import local_env  # noqa: E402
 from coldcopy import manifests  # noqa: E402
 from coldcopy.backups import BackupRunner  # noqa: E402
@@ -108,24 +108,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
     if args.table:
-        print(markdown_table(json.loads((ROOT / "bench" / "results" / "load.json").read_text())))
+        print(table(common.load_results("load")))
         return
     server = local_env.admin_dsn()
-    name = f"cc_bench_load_{uuid.uuid4().hex[:6]}"
-    dsn = local_env.create_database(server, name)
-    s3 = local_env.LocalS3().start()
-    bouncer = local_env.LocalPgBouncer(server).start()
-    try:
-        MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="bench")
-        generate_data.generate(dsn, scale=args.scale)
+    with (common.bench_database(server, args.scale, "load") as dsn, common.s3_endpoint() as endpoint,
+          local_env.LocalPgBouncer(server) as bouncer):
+        name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("ANALYZE")
-            version = conn.execute("SHOW server_version").fetchone()[0]
             events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
             for view in VIEWS:  # populated once, as production views are
                 conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
         password = app_load.prepare(dsn)
-        client = s3.client()
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="bench", aws_secret_access_key="bench")
         bucket = "coldcopy-load"
         client.create_bucket(Bucket=bucket)
         key = manifests.signing_key("bench")
@@ -133,7 +128,8 @@ def main() -> None:
 
         def migrations():
             with tempfile.TemporaryDirectory() as folder:
-                for path in [*MIGRATIONS_DIR.glob("*.sql"), *(ROOT / "bench" / "load" / "migrations").glob("*.sql")]:
+                extra = common.ROOT / "bench" / "load" / "migrations"
+                for path in [*MIGRATIONS_DIR.glob("*.sql"), *extra.glob("*.sql")]:
                     (Path(folder) / path.name).symlink_to(path)
                 applied = MigrationRunner(lambda: psycopg.connect(dsn), lock_retry=POLICY).apply_all(
                     discover_migrations(Path(folder)), applied_by="bench")
@@ -199,20 +195,24 @@ def main() -> None:
                 bloat()
             phases.append(phase(label, dsn, bouncer, name, password, args.clients, args.seconds, job))
         conn.close()
-    finally:
-        bouncer.stop()
-        s3.stop()
-        local_env.drop_database(server, name)
-    summary = {"postgresql": version, "scale": args.scale, "email_events": events, "clients": args.clients,
-               "seconds_per_phase": args.seconds, "pgbouncer": "1.18, include/pgbouncer.ini, transaction pooling",
-               "phases": phases}
-    (ROOT / "bench" / "results" / "load.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(markdown_table(summary))
+    common.write_results(
+        "load", {"scale": args.scale, "clients": args.clients, "seconds_per_phase": args.seconds,
+                 "pgbouncer": "1.18, include/pgbouncer.ini, transaction pooling"},
+        {"email_events": events, "phases": phases}, server)
 
 
-def markdown_table(summary: dict) -> str:
+def table(summary: dict) -> str:
     """The README's table, from the results file (``python bench/load.py --table`` reprints it)."""
-    rows = ["| phase | job | TPS | p50 | p95 | p99 | max | errors | longest lock wait |",
+    s = summary["settings"]
+    rows = [f"Scale {s['scale']} ({summary['email_events']:,} email_events), {s['clients']} pgbench clients of the "
+            f"ColdCopy workload through PgBouncer {s['pgbouncer']} (pool of 25), every phase at least "
+            f"{s['seconds_per_phase']} s, the job starting 2 s in and the load going on until it is done; the jobs "
+            f"run the same code as their DAGs' tasks, on a direct connection; lock waits sampled from "
+            f"`pg_locks.waitstart` every 100 ms (`make bench`; `python bench/load.py --table` reprints this table "
+            f"from `bench/results/load.json`). {summary['machine']['cores']} cores shared by PostgreSQL "
+            f"{summary['machine']['postgresql']}, PgBouncer, pgbench, moto's S3 server and the jobs.",
+            "",
+            "| phase | job | TPS | p50 | p95 | p99 | max | errors | longest lock wait |",
             "|---|---|---|---|---|---|---|---|---|"]
     for p in summary["phases"]:
         job = f"{p['job_s']:.1f} s" if p["job_s"] is not None else "—"
@@ -220,6 +220,11 @@ def markdown_table(summary: dict) -> str:
         rows.append(f"| {phase_name} | {job} | {p['tps']:,.0f} | {p['p50_ms']:,.0f} ms | {p['p95_ms']:,.0f} ms | "
                     f"{p['p99_ms']:,.0f} ms | {p['max_ms']:,.0f} ms | {p['errors']} | "
                     f"{p['longest_lock_wait_ms']:,.0f} ms |")
+    idle = summary["phases"][0]
+    ours = [p for p in summary["phases"][1:] if not p["phase"].startswith("runbook")]
+    rows += ["", f"Every job: {sum(p['errors'] for p in ours)} application errors, p99 within "
+                 f"{max(p['p99_ms'] for p in ours) / idle['p99_ms']:.2f}× of idle (goal 2×), max ≤ "
+                 f"{max(p['max_ms'] for p in ours):,.0f} ms (goal < 1 s)."]
     return "\n".join(rows)
 
 

@@ -3,31 +3,32 @@
 1. the weekly job (targeted: invalid leftovers, reindex, VACUUM FULL under the cap, analyze) vs the
    runbook's blanket ``VACUUM FULL`` + ``REINDEX DATABASE``, each on its own copy of the same bloated
    database: time, bytes reclaimed, and the longest wait of a concurrent application writer;
-2. the daily job's targeted vacuum vs a blanket ``VACUUM ANALYZE``: tables vacuumed and skipped, and time.
+2. the daily job's targeted vacuum vs a blanket ``VACUUM ANALYZE``, each on its own copy: tables vacuumed
+   and skipped, and time;
+3. how the daily job's planning grows: the vacuum and reindex plans (catalog and statistics queries) at each
+   of ``--scales``, after the same bloat, with the peak resident memory of a fresh process planning.
 
-    make bench            # or: .venv/bin/python bench/maintenance.py [--scale 32]
+Each pair alternates which goes first, ``--runs`` times.
+
+    make bench            # or: .venv/bin/python bench/maintenance.py [--scale 32 --scales 8,32,96 --runs 3]
+    .venv/bin/python bench/maintenance.py --table    # the README's tables from bench/results/maintenance.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
 
+import common  # noqa: E402
 import psycopg  # noqa: E402
 
-import generate_data  # noqa: E402
 import local_env  # noqa: E402
 from coldcopy.maintenance import Maintenance  # noqa: E402
-from coldcopy.migration_runner import MigrationRunner  # noqa: E402
-from coldcopy.migrations import discover_migrations  # noqa: E402
 
 BLOAT = [  # deliberate bloat, the way a busy week makes it
     "UPDATE campaigns SET name = name",
@@ -94,51 +95,134 @@ def blanket_weekly(dsn: str) -> dict:
     return {}
 
 
-def daily(dsn: str) -> dict:
+def targeted_daily(dsn: str) -> dict:
     with psycopg.connect(dsn, autocommit=True) as conn:
         m = Maintenance(conn)
-        picked, skipped = m.vacuum_plan()
         started = time.perf_counter()
+        picked, skipped = m.vacuum_plan()
         for target in picked:
             m.run(target)
-        targeted_s = time.perf_counter() - started
+    return {"seconds": time.perf_counter() - started, "vacuumed": len(picked), "skipped": len(skipped)}
+
+
+def blanket_daily(dsn: str) -> dict:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_stat_user_tables").fetchone()[0]
         started = time.perf_counter()
         conn.execute("VACUUM ANALYZE")
-        blanket_s = time.perf_counter() - started
-    return {"tables": len(picked) + len(skipped), "targeted_vacuumed": len(picked), "targeted_skipped": len(skipped),
-            "targeted_s": round(targeted_s, 1), "blanket_vacuum_analyze_s": round(blanket_s, 1),
-            "blanket_vacuumed": len(picked) + len(skipped)}
+    return {"seconds": time.perf_counter() - started, "vacuumed": tables, "skipped": 0}
+
+
+def plan_once(dsn: str) -> float:
+    """The daily and weekly plans; returns seconds. Also the child-process entry point."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        m = Maintenance(conn)
+        started = time.perf_counter()
+        m.vacuum_plan()
+        m.reindex_plan()
+        m.full_vacuum_plan()
+        return time.perf_counter() - started
+
+
+def bloat(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in BLOAT:
+            conn.execute(statement)
+        conn.execute("ANALYZE")
+
+
+def on_copy(server: str, template_dsn: str, work):
+    """``work(dsn)`` on a fresh copy of ``template_dsn``'s database."""
+    template = psycopg.conninfo.conninfo_to_dict(template_dsn)["dbname"]
+    name = f"{template}_copy"
+    dsn = local_env.create_database(server, name, template=template, replace=True)
+    try:
+        return work(dsn)
+    finally:
+        local_env.drop_database(server, name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=32)
+    parser.add_argument("--scales", default="8,32,96")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
     args = parser.parse_args()
+    if args.table:
+        print(table(common.load_results("maintenance")))
+        return
+    scales = [int(s) for s in args.scales.split(",")]
     server = local_env.admin_dsn()
-    base = f"cc_bench_maint_{uuid.uuid4().hex[:6]}"
-    created = [base]
-    try:
-        dsn = local_env.create_database(server, base)
-        MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="bench")
-        generate_data.generate(dsn, scale=args.scale)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
-            for statement in BLOAT:
-                conn.execute(statement)
-            conn.execute("ANALYZE")
-        results = {}
-        for label, work in (("targeted_weekly", targeted_weekly), ("blanket_vacuum_full_reindex", blanket_weekly)):
-            copy = f"{base}_{label[:5]}"
-            created.append(copy)
-            copy_dsn = local_env.create_database(server, copy, template=base)
-            results[label] = with_writer(copy_dsn, lambda d=copy_dsn, w=work: w(d))
-        results["daily"] = daily(dsn)
-    finally:
-        for name in created:
-            local_env.drop_database(server, name)
-    summary = {"postgresql": version, "scale": args.scale, **results}
-    (ROOT / "bench" / "results" / "maintenance.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    with common.bench_database(server, args.scale, "maint") as base:
+        bloat(base)
+        weekly = common.alternating(args.runs, {
+            "targeted": lambda: on_copy(server, base, lambda d: with_writer(d, lambda: targeted_weekly(d))),
+            "blanket": lambda: on_copy(server, base, lambda d: with_writer(d, lambda: blanket_weekly(d)))})
+        daily = common.alternating(args.runs, {"targeted": lambda: on_copy(server, base, targeted_daily),
+                                               "blanket": lambda: on_copy(server, base, blanket_daily)})
+    growth = {}
+    for scale in scales:
+        with common.bench_database(server, scale, "maint_grow") as dsn:
+            bloat(dsn)
+            plans = [plan_once(dsn) for _ in range(args.runs)]
+            _, peak = common.peak_rss_of_call("maintenance", "plan_once", dsn)
+            info = common.template_info(server, scale)
+            growth[scale] = {"email_events": info["counts"]["email_events"], "generate_s": info["generate_s"],
+                             "plan_s": common.spread(plans, 3), "peak_rss_mb": peak,
+                             "daily_targeted_s": round(targeted_daily(dsn)["seconds"], 2)}
+    common.write_results(
+        "maintenance", {"scale": args.scale, "scales": scales, "runs": args.runs, "order": "alternating",
+                        "bloat": BLOAT, "writer": "inserts an event, updates a lead and the campaigns every 10 ms"},
+        {"weekly": {kind: {"seconds": common.spread([r["seconds"] for r in runs], 1),
+                           "reclaimed_mb": common.spread([r["reclaimed_mb"] for r in runs], 1),
+                           "writer_max_wait_ms": common.spread([r["writer_max_wait_ms"] for r in runs], 0),
+                           "actions": runs[-1].get("actions")} for kind, runs in weekly.items()},
+         "daily": {kind: {"seconds": common.spread([r["seconds"] for r in runs], 1),
+                          "vacuumed": runs[-1]["vacuumed"], "skipped": runs[-1]["skipped"]}
+                   for kind, runs in daily.items()},
+         "growth": growth}, server)
+
+
+def table(results: dict) -> str:
+    s, weekly, daily = results["settings"], results["weekly"], results["daily"]
+
+    def mmm(spread: dict, unit: str = " s", bold: bool = False) -> str:
+        median = f"**{spread['median']:,g}**" if bold else f"{spread['median']:,g}"
+        return f"{spread['min']:,g}–{median}–{spread['max']:,g}{unit}"
+
+    tables = daily["targeted"]["vacuumed"] + daily["targeted"]["skipped"]
+    return "\n".join([
+        f"Scale {s['scale']}, then a week's worth of bloat (every campaign, sequence, workspace and account row "
+        f"updated, a third of the leads and half of the enrolments updated, half of the intent signals deleted); "
+        f"each variant on its own copy of that database, {s['runs']} runs each, alternating which goes first "
+        f"(min–median–max), while an application writer inserts events and updates leads and campaigns "
+        f"(`make bench`; `python bench/maintenance.py --table` reprints these tables from "
+        f"`bench/results/maintenance.json`):",
+        "",
+        "| | time | reclaimed | writer's longest wait |",
+        "|---|---|---|---|",
+        *[f"| {label} | {mmm(w['seconds'], bold=ours)} | {mmm(w['reclaimed_mb'], ' MB')} | "
+          f"{mmm(w['writer_max_wait_ms'], ' ms', ours)} |"
+          for label, w, ours in ((f"weekly job (targeted: {weekly['targeted']['actions']} actions)",
+                                  weekly["targeted"], True),
+                                 ("runbook: `VACUUM FULL` + `REINDEX DATABASE`", weekly["blanket"], False))],
+        "",
+        "| daily | tables vacuumed | skipped (with reason) | time |",
+        "|---|---|---|---|",
+        f"| targeted vacuum (plan included) | {daily['targeted']['vacuumed']} of {tables} | "
+        f"{daily['targeted']['skipped']} | {mmm(daily['targeted']['seconds'], bold=True)} |",
+        f"| blanket `VACUUM ANALYZE` | {daily['blanket']['vacuumed']} | 0 | {mmm(daily['blanket']['seconds'])} |",
+        "",
+        "How the planning grows (vacuum, reindex and VACUUM FULL plans after the same bloat; peak RSS of a fresh "
+        "process planning, its whole tree, sampled every 20 ms):",
+        "",
+        "| scale | email_events (generated in) | plans, min–median–max | daily job (plan + vacuums) | peak RSS |",
+        "|---|---|---|---|---|",
+        *[f"| {scale} | {g['email_events']:,} ({g['generate_s']:.0f} s) | "
+          f"{mmm({k: round(v * 1000) for k, v in g['plan_s'].items() if k != 'runs'}, ' ms')} | "
+          f"{g['daily_targeted_s']:.2f} s | {g['peak_rss_mb']:.0f} MB |" for scale, g in results["growth"].items()],
+    ])
 
 
 if __name__ == "__main__":

@@ -1,25 +1,24 @@
-"""Time to apply all 22 migrations to an empty database: median of 5, migration runner vs plain psql.
+"""Time to apply every migration to an empty database: migration runner vs plain psql, alternating.
 
 The runner is what each ApplyMigrationOperator task does (advisory lock, checksum, history row,
 lock_timeout, one transaction per file); plain ``psql -f`` of the same files is the baseline, measured in
 the same run on the same server. Airflow's own task overhead is not included (see the README).
 
     make bench            # or: .venv/bin/python bench/migrations_apply.py [--runs 5]
+    .venv/bin/python bench/migrations_apply.py --table     # the README's row from its results
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
 
+import common  # noqa: E402
 import psycopg  # noqa: E402
 
 import local_env  # noqa: E402
@@ -41,32 +40,40 @@ def time_psql(dsn: str) -> float:
     return time.perf_counter() - started
 
 
+def on_fresh_database(server: str, measure) -> float:
+    dbname = f"cc_bench_{uuid.uuid4().hex[:8]}"
+    dsn = local_env.create_database(server, dbname)
+    try:
+        return measure(dsn)
+    finally:
+        local_env.drop_database(server, dbname)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--table", action="store_true", help="print the README's row of the last results")
     args = parser.parse_args()
+    if args.table:
+        print(table(common.load_results("migrations_apply")))
+        return
     server = local_env.admin_dsn()
-    with psycopg.connect(server) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0]
-    results: dict[str, list[float]] = {"runner": [], "psql": []}
-    for _ in range(args.runs):
-        for name, measure in (("runner", time_runner), ("psql", time_psql)):
-            dbname = f"cc_bench_{uuid.uuid4().hex[:8]}"
-            dsn = local_env.create_database(server, dbname)
-            try:
-                results[name].append(measure(dsn))
-            finally:
-                local_env.drop_database(server, dbname)
-    summary = {
-        "postgresql": version,
-        "runs": args.runs,
-        "median_s": {name: round(statistics.median(times), 3) for name, times in results.items()},
-        "all_s": {name: [round(t, 3) for t in times] for name, times in results.items()},
-    }
-    (ROOT / "bench" / "results" / "migrations_apply.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"PostgreSQL {version}, {args.runs} runs, all 22 migrations on an empty database:")
-    for name, median in summary["median_s"].items():
-        print(f"  {name:6} median {median:.3f} s   runs: {summary['all_s'][name]}")
+    times = common.alternating(args.runs, {"runner": lambda: on_fresh_database(server, time_runner),
+                                           "psql": lambda: on_fresh_database(server, time_psql)})
+    common.write_results(
+        "migrations_apply", {"runs": args.runs, "order": "alternating", "database": "a fresh one per run"},
+        {"migrations": len(discover_migrations()), "seconds": {name: common.spread(t) for name, t in times.items()}},
+        server)
+
+
+def table(results: dict) -> str:
+    runner, psql = results["seconds"]["runner"], results["seconds"]["psql"]
+    header = "| figure | how | result |\n|---|---|---|\n"
+    return header + (f"| apply all {results['migrations']} migrations to an empty database | "
+            f"`bench/migrations_apply.py`: "
+            f"{results['settings']['runs']} runs each, alternating, each on a fresh database; baseline: `psql -f` of "
+            f"the same files | runner **{runner['median']:.2f} s** ({runner['min']:.2f}–{runner['max']:.2f}), "
+            f"psql {psql['median']:.2f} s ({psql['min']:.2f}–{psql['max']:.2f}) |")
 
 
 if __name__ == "__main__":

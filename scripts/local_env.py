@@ -347,6 +347,12 @@ class LocalPgBouncer:
         self._terminate()
         self.start()
 
+    def __enter__(self) -> LocalPgBouncer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """Stop PgBouncer and delete its directory."""
         self._terminate()

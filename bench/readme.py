@@ -1,0 +1,53 @@
+"""Writes the README's benchmark tables from ``bench/results/*.json``, so the figures cannot drift.
+
+Each ``<!-- bench:NAME -->`` … ``<!-- /bench:NAME -->`` block of README.md is replaced by
+``bench/NAME.py``'s ``table()`` of ``bench/results/NAME.json``. ``make bench`` runs this after the benchmarks;
+``--check`` exits 1 when the README differs from what the results say (a test runs it).
+
+    .venv/bin/python bench/readme.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH)]
+README = BENCH.parent / "README.md"
+BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
+
+
+def generated(readme: str) -> str:
+    import common
+
+    def fill(match: re.Match) -> str:
+        name = match["name"]
+        module = importlib.import_module(name)
+        return f"{match.group(1)}{module.table(common.load_results(name)).rstrip()}\n{match.group(4)}"
+
+    return BLOCK.sub(fill, readme)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    current = README.read_text()
+    wanted = generated(current)
+    if args.check:
+        if wanted != current:
+            names = [m["name"] for m in BLOCK.finditer(current) if m.group(0) not in wanted]
+            print(f"README.md's benchmark tables differ from bench/results/ for: {', '.join(names)}; "
+                  "run .venv/bin/python bench/readme.py")
+            return 1
+        return 0
+    README.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
