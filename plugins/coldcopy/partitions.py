@@ -478,7 +478,8 @@ class PartitionManager:
             erased = self._drop_erased(partition.name)
             fingerprint = self._fingerprint(partition.name) if legacy else self._row_versions(partition.name)
         self._attach(partition)
-        self._set_state(partition, manifest, "restored", fingerprint=fingerprint)  # also when this database never archived it itself
+        # Recorded also when this database never archived the month itself.
+        self._set_state(partition, manifest, "restored", fingerprint=fingerprint)
         self.conn.execute("UPDATE coldcopy_ops.partition_archive SET restored_by = %s, held_until = now() + %s, "
                           "erased_rows = %s WHERE partition_name = %s", (restored_by, hold, erased, partition.name))
         log.info("restored %s: %d rows", partition.name, manifest["rows"])
