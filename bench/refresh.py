@@ -4,9 +4,11 @@
    the campaigns (so the view's rows change), the two kinds alternating which goes first, ``--runs`` each;
    min–median–max, and the longest a dashboard reader of that view waited during each kind;
 2. p50/p95 latency of typical dashboard queries on the views vs the same aggregates from base tables;
-3. what skip-unchanged saves in a quiet hour (no writes): refreshes avoided and database time avoided.
+3. what skip-unchanged saves in a quiet hour (no writes): refreshes avoided and database time avoided;
+4. how it grows: every view refreshed CONCURRENTLY after the same change at each of ``--scales``, with the
+   peak RSS of the refreshing backend (it includes the shared buffers that backend touched).
 
-    make bench            # or: .venv/bin/python bench/refresh.py [--scale 32 --runs 3 --queries 200]
+    make bench            # or: .venv/bin/python bench/refresh.py [--scale 32 --scales 8,32,96 --runs 3]
     .venv/bin/python bench/refresh.py --table        # the README's tables from bench/results/refresh.json
 """
 
@@ -127,6 +129,24 @@ def refresh_times(dsn: str, conn, runs: int) -> dict:
     return results
 
 
+def all_views_concurrently(conn, runs: int) -> dict:
+    """Every view refreshed CONCURRENTLY after new events, ``runs`` times: seconds per round, the slowest view
+    and the refreshing backend's peak RSS."""
+    rounds, slowest = [], {}
+    with common.PeakRss(conn.info.backend_pid) as backend:
+        for _ in range(runs):
+            total = 0.0
+            for view in VIEWS:
+                conn.execute(NEW_EVENTS)
+                seconds = timed(conn, sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}").format(sql.SQL(view)))
+                slowest[view] = max(slowest.get(view, 0.0), seconds)
+                total += seconds
+            rounds.append(total)
+    view = max(slowest, key=slowest.get)
+    return {"all_views_s": common.spread(rounds), "slowest_view": view, "slowest_view_s": round(slowest[view], 2),
+            "backend_peak_rss_mb": backend.mb}
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -174,6 +194,7 @@ def quiet_hour(conn) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=32)
+    parser.add_argument("--scales", default="8,32,96")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
@@ -188,10 +209,21 @@ def main() -> None:
         results = {"refresh": refresh_times(dsn, conn, args.runs),
                    "dashboard_queries": query_latencies(conn, args.queries),
                    "skip_unchanged": quiet_hour(conn)}
+    scales = [int(s) for s in args.scales.split(",")]
+    growth = {}
+    for scale in scales:
+        with (common.bench_database(server, scale, "refresh_grow") as dsn,
+              psycopg.connect(dsn, autocommit=True) as conn):
+            for view in VIEWS:
+                MaterializedViewRefresher(conn, view).run(RefreshRun(run_id="bench-fill"))
+            info = common.template_info(server, scale)
+            growth[scale] = {"email_events": info["counts"]["email_events"], "generate_s": info["generate_s"],
+                             **all_views_concurrently(conn, args.runs)}
     common.write_results(
-        "refresh", {"scale": args.scale, "runs": args.runs, "queries": args.queries, "order": "alternating",
+        "refresh", {"scale": args.scale, "scales": scales, "runs": args.runs, "queries": args.queries,
+                    "order": "alternating",
                     "change_before_each_refresh": "20 'opened' events for each of 5 % of the campaigns"},
-        {"rows": common.template_info(server, args.scale)["counts"], **results}, server)
+        {"rows": common.template_info(server, args.scale)["counts"], **results, "growth": growth}, server)
 
 
 def table(results: dict) -> str:
@@ -224,6 +256,18 @@ def table(results: dict) -> str:
         f"{quiet['quiet_hour']['db_ms_avoided'] / 1000:.1f} s of refresh work avoided per hour; over a quiet day "
         f"{quiet['quiet_day']['refreshes_avoided']} of {quiet['quiet_day']['refreshes_due']} scheduled refreshes "
         f"are avoided (the clock-dependent views still refresh every run).",
+        "",
+        f"How it grows: all {len(VIEWS)} views refreshed CONCURRENTLY, each after the same change, {s['runs']} "
+        f"rounds per scale (peak RSS of the refreshing backend, sampled every 20 ms; it includes the shared "
+        f"buffers that backend touched):",
+        "",
+        "| scale | email_events (generated in) | all views, min–median–max | slowest view (its slowest run) | "
+        "backend peak RSS |",
+        "|---|---|---|---|---|",
+        *[f"| {scale} | {g['email_events']:,} ({g['generate_s']:.0f} s) | {g['all_views_s']['min']:.1f}–"
+          f"**{g['all_views_s']['median']:.1f}**–{g['all_views_s']['max']:.1f} s | "
+          f"{g['slowest_view'].split('.')[-1]} ({g['slowest_view_s']:.2f} s) | {g['backend_peak_rss_mb']:.0f} MB |"
+          for scale, g in results["growth"].items()],
     ])
 
 
