@@ -9,8 +9,9 @@ refuses inserts).
 2. **horizon_check** — alerts and fails if fewer than 2 future months have a partition.
 3. **archive** (one mapped task per month older than 12 months, in parallel within the pool) —
    `COPY … TO STDOUT` → gzip → multipart upload to the `coldcopy_spaces` bucket at
-   `archive/email_events/YYYY/MM/`, a `manifest.json` beside it, verified by reading the object back
-   (sha256, row count, row checksum). Any failure: that month stays attached with all its rows, the alert
+   `archive/email_events/YYYY/MM/`, a signed `manifest.json` beside it, verified by streaming the object
+   back once (its sha256, the CSV's sha256) and by the partition's row versions (unchanged since the
+   export: no row written, changed or deleted in between). Any failure: that month stays attached with all its rows, the alert
    names the month, and the next run starts it over.
 4. **detach_archived** — `DETACH PARTITION … CONCURRENTLY` of each verified month, one at a time
    (PostgreSQL allows one pending detach per table; an advisory lock serializes detaches across runs),

@@ -2,9 +2,10 @@
 # partition_restore — bring an archived month of email_events back
 
 **Trigger by hand** with param `month` = `YYYY-MM`. Reads `archive/email_events/YYYY/MM/` from the
-`coldcopy_spaces` bucket, checks the object against its manifest (sha256, size), loads it into a new table
-with `COPY … FROM STDIN`, checks rows and row checksum against the manifest (rolled back if they differ),
-then ATTACHes it as the month's partition under `lock_timeout` with retries.
+`coldcopy_spaces` bucket and, in one pass, checks the object's sha256 and size, gunzips it, hashes the CSV
+and loads it into a new table with `COPY … FROM STDIN`; all of them and the loaded row count must match the
+signed manifest (rolled back if any differs); then ATTACHes it as the month's partition under
+`lock_timeout` with retries.
 
 The month is **held** attached for `hold_days` (default 30; recorded in `coldcopy_ops.partition_archive`
 with who restored it and until when): `partition_maintenance` leaves it alone, saying so in its log, until
