@@ -196,7 +196,8 @@ def table(results: dict) -> str:
         "",
         "| pipeline | min–median–max |",
         "|---|---|",
-        *[f"| `{name}` | {mmm(spread)} |" for name, spread in results["stages_into_dev_null"].items()],
+        *[f"| `{name}` | {mmm(spread)} |".replace(" | zstd", " \\| zstd").replace(" | gpg", " \\| gpg")
+          for name, spread in results["stages_into_dev_null"].items()],
         *[f"| backup end to end, {name} | {mmm(spread)} |" for name, spread in results["variants"].items()],
         "",
         f"How it grows ({s['growth_runs']} runs each, alternating; peak RSS of the backup's whole process tree — "
