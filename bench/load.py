@@ -189,6 +189,7 @@ def main() -> None:
                 ("backup_to_spaces (pg_dump | zstd | gpg → S3)", backup), ("runbook: pg_dump | gzip", naive_dump),
                 ("db_maintenance_daily", daily), ("db_maintenance_weekly, bloat present", weekly),
                 ("runbook: VACUUM FULL + REINDEX DATABASE", naive_vacuum_full)]
+        phase("warm-up (not reported)", dsn, bouncer, name, password, args.clients, 10, None)
         phases = []
         for label, job in jobs:
             if job is weekly:
@@ -196,7 +197,7 @@ def main() -> None:
             phases.append(phase(label, dsn, bouncer, name, password, args.clients, args.seconds, job))
         conn.close()
     common.write_results(
-        "load", {"scale": args.scale, "clients": args.clients, "seconds_per_phase": args.seconds,
+        "load", {"scale": args.scale, "clients": args.clients, "seconds_per_phase": args.seconds, "warm_up_s": 10,
                  "pgbouncer": "1.18, include/pgbouncer.ini, transaction pooling"},
         {"email_events": events, "phases": phases}, server)
 
@@ -222,9 +223,10 @@ def table(summary: dict) -> str:
                     f"{p['longest_lock_wait_ms']:,.0f} ms |")
     idle = summary["phases"][0]
     ours = [p for p in summary["phases"][1:] if not p["phase"].startswith("runbook")]
-    rows += ["", f"Every job: {sum(p['errors'] for p in ours)} application errors, p99 within "
-                 f"{max(p['p99_ms'] for p in ours) / idle['p99_ms']:.2f}× of idle (goal 2×), max ≤ "
-                 f"{max(p['max_ms'] for p in ours):,.0f} ms (goal < 1 s)."]
+    rows += ["", f"Every job: {sum(p['errors'] for p in ours)} application errors, p99 at most "
+                 f"{max(p['p99_ms'] for p in ours):,.0f} ms against {idle['p99_ms']:,.0f} ms idle (goal: within 2× "
+                 f"of idle), max ≤ {max(p['max_ms'] for p in ours):,.0f} ms (goal < 1 s). An untimed 10 s of load "
+                 f"warms the caches first."]
     return "\n".join(rows)
 
 
