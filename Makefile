@@ -60,7 +60,7 @@ bench: install system-deps
 	$(BIN)/python bench/health.py
 	$(BIN)/python bench/gdpr.py
 	$(BIN)/python bench/load.py
-	$(BIN)/python bench/airflow_stack.py
+	$(BIN)/python bench/make_airflow.py
 	$(BIN)/python bench/readme.py
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.

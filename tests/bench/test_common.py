@@ -37,3 +37,11 @@ def test_alternating_changes_which_variant_goes_first_every_round():
 
 def test_spread_reports_min_median_max():
     assert common.spread([3.0, 1.0, 2.0, 10.0]) == {"min": 1.0, "median": 2.5, "max": 10.0, "runs": 4, "p95": 10.0}
+
+
+def test_no_bench_script_shadows_a_module_of_scripts_or_plugins():
+    """The bench folder goes on sys.path (for ``common``): a same-named script would be imported instead
+    (bench/airflow_stack.py once hid scripts/airflow_stack.py from the e2e tests)."""
+    root = BENCH.parent
+    others = {p.stem for folder in ("scripts", "plugins") for p in (root / folder).glob("*.py")}
+    assert not {p.stem for p in BENCH.glob("*.py")} & others

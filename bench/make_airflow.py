@@ -1,8 +1,8 @@
 """`make airflow` figures: seconds from the command to the UI answering (warm venv, data kept from the first
 start), the memory of the stack's processes once idle (PSS and RSS), and the wall time of the end-to-end tests.
 
-    make bench            # or: .venv/bin/python bench/airflow_stack.py [--starts 3] [--idle 30]
-    .venv/bin/python bench/airflow_stack.py --table  # the README's tables from bench/results/airflow_stack.json
+    make bench            # or: .venv/bin/python bench/make_airflow.py [--starts 3] [--idle 30]
+    .venv/bin/python bench/make_airflow.py --table  # the README's tables from bench/results/make_airflow.json
 
 Uses the real `make airflow` home (.airflow/, .pgdata/airflow) on a free port; nothing else is touched.
 """
@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT / "scripts")]
 
 from local_env import free_port  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "airflow_stack.json"
+RESULTS = ROOT / "bench" / "results" / "make_airflow.json"
 
 KINDS = (("api_server", "api-server"), ("api-server", "api-server"), ("LocalExecutor", "LocalExecutor workers"),
          ("serve-logs", "log servers"), ("scheduler", "scheduler"), ("dag-processor", "dag-processor"),
@@ -119,8 +119,8 @@ def table(results: dict) -> str:
     tests = e2e["outcome"].split(" passed")[0]
     by_pss = sorted(results["memory_mb_by_kind"].items(), key=lambda item: -item[1]["pss"])
     return "\n".join([
-        f"Defaults of the script (`make bench`; `python bench/airflow_stack.py --table` reprints this from "
-        f"`bench/results/airflow_stack.json`): one warm-up start (first-start work such as migrating and filling "
+        f"Defaults of the script (`make bench`; `python bench/make_airflow.py --table` reprints this from "
+        f"`bench/results/make_airflow.json`): one warm-up start (first-start work such as migrating and filling "
         f"`coldcopy_db` is not part of the figure), then {s['starts']} starts of `scripts/airflow_local.py` on a "
         f"free port, each timed from the command to `GET /` answering 200, memory read after {s['idle_s']:g} s "
         f"idle; then `pytest tests/e2e` timed once. Warm venv, data kept from the warm-up, {s['cpus']} cores, "
