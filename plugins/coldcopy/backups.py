@@ -49,12 +49,17 @@ class BackupError(RuntimeError):
     """A backup, verification or restore failed; the message says which step and why."""
 
 
-def _count(conn: psycopg.Connection, table: str) -> int:
-    """Rows of ``table``, a name from a manifest or a DAG param: checked against the catalog first."""
+def _relation(conn: psycopg.Connection, table: str) -> sql.Identifier:
+    """``table``, a name from a manifest or a DAG param, as the catalog spells it (:class:`BackupError` if none)."""
     try:
-        return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(catalog.relation(conn, table))).fetchone()[0]
+        return catalog.relation(conn, table)
     except catalog.UnknownRelation as error:
         raise BackupError(str(error)) from error
+
+
+def _count(conn: psycopg.Connection, table: str) -> int:
+    """Rows of ``table``: checked against the catalog first."""
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_relation(conn, table))).fetchone()[0]
 
 
 def backup_passphrase(conn_id: str = KEY_CONN_ID) -> str:
@@ -185,7 +190,7 @@ class BackupRunner:
                 "SELECT pg_database_size(current_database()), current_setting('server_version')").fetchone()
             dump_args = [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "--no-password"]
             # Quoted from the catalog: pg_dump reads --table as a pattern (wildcards, case folding).
-            dump_args += [f"--table={catalog.relation(snap_conn, t).as_string(snap_conn)}" for t in tables or []]
+            dump_args += [f"--table={_relation(snap_conn, t).as_string(snap_conn)}" for t in tables or []]
             # The counts (a scan of every table) read the dump's snapshot while pg_dump streams, not before it.
             with ThreadPoolExecutor(1, thread_name_prefix="backup-counts") as counting:
                 counted = counting.submit(self._row_counts, snap_conn, tables)
