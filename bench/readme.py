@@ -10,7 +10,7 @@ Each ``<!-- bench:NAME -->`` … ``<!-- /bench:NAME -->`` block of README.md is 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -21,13 +21,21 @@ README = BENCH.parent / "README.md"
 BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
 
 
+def bench_module(name: str):
+    """``bench/NAME.py`` loaded from its path: Airflow's plugin loader registers every file under plugins/ by
+    its bare name (``refresh``, ``partitions``…), so ``import NAME`` may find that module instead."""
+    spec = importlib.util.spec_from_file_location(f"coldcopy_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def generated(readme: str) -> str:
     import common
 
     def fill(match: re.Match) -> str:
         name = match["name"]
-        module = importlib.import_module(name)
-        return f"{match.group(1)}{module.table(common.load_results(name)).rstrip()}\n{match.group(4)}"
+        return f"{match.group(1)}{bench_module(name).table(common.load_results(name)).rstrip()}\n{match.group(4)}"
 
     return BLOCK.sub(fill, readme)
 
