@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,6 @@ import psycopg  # noqa: E402
 
 import local_env  # noqa: E402
 from coldcopy.backups import BackupRunner  # noqa: E402
-from coldcopy.object_store import spaces_hook  # noqa: E402
 from coldcopy.pg_tools import pg_program  # noqa: E402
 
 BUCKET = "coldcopy-bench-backups"
@@ -40,11 +38,7 @@ PASSPHRASE = "bench-only passphrase"
 
 
 def runner(dsn: str, endpoint: str, **options) -> BackupRunner:
-    os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(endpoint, BUCKET)
-    client = spaces_hook().get_conn()
-    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=BUCKET)
-    return BackupRunner(dsn, client, BUCKET, PASSPHRASE, **options)
+    return BackupRunner(dsn, common.spaces_client(endpoint, BUCKET), BUCKET, PASSPHRASE, **options)
 
 
 def backup_once(dsn: str, endpoint: str, options: dict | None = None) -> tuple[float, int]:

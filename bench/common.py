@@ -86,15 +86,35 @@ def template_info(server: str, scale: int) -> dict:
 
 
 @contextmanager
-def bench_database(server: str, scale: int, label: str) -> Iterator[str]:
-    """A fresh copy of the template at ``scale``; yields its DSN and drops it afterwards."""
-    template = template_database(server, scale)
-    name = f"cc_bench_{label}_s{scale}_{os.getpid()}"
+def scratch_database(server: str, label: str, template: str | None = None) -> Iterator[str]:
+    """A new database (a copy of ``template``, or empty); yields its DSN and drops it afterwards."""
+    name = f"cc_bench_{label}_{os.getpid()}"
     dsn = local_env.create_database(server, name, template=template, replace=True)
     try:
         yield dsn
     finally:
         local_env.drop_database(server, name)
+
+
+def bench_database(server: str, scale: int, label: str):
+    """A fresh copy of the template at ``scale`` (:func:`scratch_database`)."""
+    return scratch_database(server, f"{label}_s{scale}", template_database(server, scale))
+
+
+def copy_of(server: str, dsn: str, label: str = "copy"):
+    """A fresh copy of ``dsn``'s database (:func:`scratch_database`)."""
+    return scratch_database(server, label, psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+
+
+def spaces_client(endpoint: str, bucket: str):
+    """An S3 client of the ``coldcopy_spaces`` connection, pointed at ``endpoint``, with ``bucket`` created."""
+    from coldcopy.object_store import spaces_hook
+
+    os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(endpoint, bucket)
+    client = spaces_hook().get_conn()
+    if bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=bucket)
+    return client
 
 
 @contextmanager

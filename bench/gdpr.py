@@ -104,24 +104,18 @@ def main() -> None:
             expired = conn.execute("SELECT count(*) FROM email_events WHERE workspace_id = %s "
                                    "AND occurred_at < now() - interval '180 days'", (workspace,)).fetchone()[0]
             conn.execute("ANALYZE")
-        base = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
 
         def on_copy(policy: bool) -> dict:
-            copy = f"{base}_{uuid.uuid4().hex[:4]}"
-            copy_dsn = local_env.create_database(server, copy, template=base)
-            try:
-                with psycopg.connect(copy_dsn, autocommit=True) as conn:
-                    if policy:
-                        gdpr = Gdpr(conn, manifest_key=b"bench")
-                        return with_writer(copy_dsn, workspace, lambda: gdpr.apply_retention(gdpr.policy(policy_id)))
+            with common.copy_of(server, dsn) as copy_dsn, psycopg.connect(copy_dsn, autocommit=True) as conn:
+                if policy:
+                    gdpr = Gdpr(conn, manifest_key=b"bench")
+                    return with_writer(copy_dsn, workspace, lambda: gdpr.apply_retention(gdpr.policy(policy_id)))
 
-                    def delete() -> dict:
-                        deleted = conn.execute("DELETE FROM email_events WHERE workspace_id = %s AND occurred_at < "
-                                               "now() - interval '180 days'", (workspace,)).rowcount
-                        return {"rows": deleted, "batches": 1}
-                    return with_writer(copy_dsn, workspace, delete)
-            finally:
-                local_env.drop_database(server, copy)
+                def delete() -> dict:
+                    deleted = conn.execute("DELETE FROM email_events WHERE workspace_id = %s AND occurred_at < "
+                                           "now() - interval '180 days'", (workspace,)).rowcount
+                    return {"rows": deleted, "batches": 1}
+                return with_writer(copy_dsn, workspace, delete)
 
         retention = common.alternating(args.runs, {"policy_batches": lambda: on_copy(True),
                                                    "one_delete": lambda: on_copy(False)})

@@ -25,7 +25,6 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 
-import boto3  # noqa: E402
 import common  # noqa: E402
 import psycopg  # noqa: E402
 
@@ -119,10 +118,8 @@ def main() -> None:
             for view in VIEWS:  # populated once, as production views are
                 conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
         password = app_load.prepare(dsn)
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="bench", aws_secret_access_key="bench")
         bucket = "coldcopy-load"
-        client.create_bucket(Bucket=bucket)
+        client = common.spaces_client(endpoint, bucket)
         key = manifests.signing_key("bench")
         conn = psycopg.connect(dsn, autocommit=True)
 

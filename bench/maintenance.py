@@ -133,13 +133,8 @@ def bloat(dsn: str) -> None:
 
 def on_copy(server: str, template_dsn: str, work):
     """``work(dsn)`` on a fresh copy of ``template_dsn``'s database."""
-    template = psycopg.conninfo.conninfo_to_dict(template_dsn)["dbname"]
-    name = f"{template}_copy"
-    dsn = local_env.create_database(server, name, template=template, replace=True)
-    try:
+    with common.copy_of(server, template_dsn) as dsn:
         return work(dsn)
-    finally:
-        local_env.drop_database(server, name)
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
@@ -41,12 +40,8 @@ def time_psql(dsn: str) -> float:
 
 
 def on_fresh_database(server: str, measure) -> float:
-    dbname = f"cc_bench_{uuid.uuid4().hex[:8]}"
-    dsn = local_env.create_database(server, dbname)
-    try:
+    with common.scratch_database(server, "migrations") as dsn:
         return measure(dsn)
-    finally:
-        local_env.drop_database(server, dbname)
 
 
 def main() -> None:

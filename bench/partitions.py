@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import subprocess
 import sys
@@ -37,24 +36,16 @@ from psycopg import sql  # noqa: E402
 
 import local_env  # noqa: E402
 from coldcopy import manifests  # noqa: E402
-from coldcopy.object_store import MultipartUpload, spaces_hook  # noqa: E402
+from coldcopy.object_store import MultipartUpload  # noqa: E402
 from coldcopy.partitions import COPY_OUT_SQL, ROW_VERSIONS_SQL, PartitionManager, _read_back  # noqa: E402
 
 BUCKET = "coldcopy-bench"
 KEY = manifests.signing_key("bench only")
 
 
-def connect_spaces(endpoint: str):
-    os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(endpoint, BUCKET)
-    client = spaces_hook().get_conn()
-    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=BUCKET)
-    return client
-
-
 def archive_one(dsn: str, endpoint: str, partition: str) -> float:
     """Export + verify one partition (no detach); returns seconds. Also the child-process entry point."""
-    client = connect_spaces(endpoint)
+    client = common.spaces_client(endpoint, BUCKET)
     with psycopg.connect(dsn, autocommit=True) as conn:
         manager = PartitionManager(conn, manifest_key=KEY)
         [target] = [p for p in manager.partitions() if p.name == partition]
@@ -77,7 +68,7 @@ def runbook_archive(dsn: str, partition: str) -> float:
 
 def pieces(dsn: str, endpoint: str, partition: str, runs: int) -> dict:
     """Each piece of the archive on its own, median of ``runs`` (seconds)."""
-    client = connect_spaces(endpoint)
+    client = common.spaces_client(endpoint, BUCKET)
     table = sql.Identifier(partition)
     key = f"bench/pieces/{partition}.csv.gz"
     timings: dict[str, list[float]] = {}
@@ -134,7 +125,7 @@ def month_of(dsn: str, offset: int = 3) -> tuple[str, int]:
 
 def rotation_writer_wait(dsn: str, endpoint: str, concurrent: bool) -> dict:
     """Full rotation under a writer and a slow reader; returns the writer's longest wait and counts."""
-    client = connect_spaces(endpoint)
+    client = common.spaces_client(endpoint, BUCKET)
     stop = threading.Event()
     waits: list[float] = []
 
