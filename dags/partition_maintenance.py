@@ -11,8 +11,8 @@ refuses inserts).
    `COPY … TO STDOUT` → gzip → multipart upload to the `coldcopy_spaces` bucket at
    `archive/email_events/YYYY/MM/`, a signed `manifest.json` beside it, verified by streaming the object
    back once (its sha256, the CSV's sha256) and by the partition's row versions (unchanged since the
-   export: no row written, changed or deleted in between). Any failure: that month stays attached with all its rows, the alert
-   names the month, and the next run starts it over.
+   export: no row written, changed or deleted in between). Any failure: that month stays attached with
+   all its rows, the alert names the month, and the next run starts it over.
 4. **detach_archived** — `DETACH PARTITION … CONCURRENTLY` of each verified month, one at a time
    (PostgreSQL allows one pending detach per table; an advisory lock serializes detaches across runs),
    finalizing an interrupted detach (`… FINALIZE`) first. Runs after the exports, whatever their outcome,

@@ -293,7 +293,7 @@ class PartitionManager:
             problems.append(f"columns differ from the manifest's: {manifest['columns']}")
         if problems:
             raise ArchiveError(f"{partition.name}: archive does not verify: " + "; ".join(problems))
-        self._set_state(partition, manifest, "verified")
+        self._set_state(partition, manifest, "verified", fingerprint=(recorded[0], recorded[1]))
         return manifest
 
     def _verify_row_checksum(self, partition: Partition, manifest: dict, client, bucket: str) -> dict:
@@ -373,23 +373,19 @@ class PartitionManager:
             self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "
                               "updated_at = now() WHERE partition_name = %s", (name,))
 
-    def _set_state(self, partition: Partition, manifest: dict, state: str,
-                   fingerprint: tuple[int, str] | None = None) -> None:
-        """Record ``state``; ``fingerprint`` (rows, row versions or row checksum) is what the live partition
-        must keep showing from now on: set when the partition's rows are known to match the archive."""
+    def _set_state(self, partition: Partition, manifest: dict, state: str, fingerprint: tuple[int, str]) -> None:
+        """Record ``state`` and ``fingerprint`` (rows, and row versions or row checksum): what the live partition
+        must keep showing for the archive to describe it."""
         stamp = {"exported": "exported_at", "verified": "verified_at", "restored": "restored_at"}[state]
-        keep = "partition_archive.row_count" if fingerprint is None else "EXCLUDED.row_count"
-        keep_sum = "partition_archive.row_checksum" if fingerprint is None else "EXCLUDED.row_checksum"
-        rows, checksum = fingerprint or (manifest["rows"], manifest.get("row_versions", manifest.get("row_checksum")))
         self.conn.execute(
             "INSERT INTO coldcopy_ops.partition_archive (partition_name, range_start, range_end, object_key, "
             "manifest_key, row_count, row_checksum, sha256, byte_size, state, exported_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-            f"ON CONFLICT (partition_name) DO UPDATE SET row_count = {keep}, row_checksum = {keep_sum}, "
-            "sha256 = EXCLUDED.sha256, byte_size = EXCLUDED.byte_size, "
+            "ON CONFLICT (partition_name) DO UPDATE SET row_count = EXCLUDED.row_count, "
+            "row_checksum = EXCLUDED.row_checksum, sha256 = EXCLUDED.sha256, byte_size = EXCLUDED.byte_size, "
             f"state = EXCLUDED.state, {stamp} = now(), updated_at = now()",
             (partition.name, partition.range_start, partition.range_end, partition.object_key,
-             partition.manifest_key, rows, checksum, manifest["sha256"], manifest["byte_size"], state),
+             partition.manifest_key, *fingerprint, manifest["sha256"], manifest["byte_size"], state),
         )
 
     # -- drop after the grace period -------------------------------------------------------------------
