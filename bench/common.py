@@ -120,7 +120,6 @@ def spaces_client(endpoint: str, bucket: str):
 @contextmanager
 def s3_endpoint() -> Iterator[str]:
     """URL of moto's S3 server running in its own process for the duration."""
-    import socket
     import subprocess
 
     port = local_env.free_port()
@@ -128,11 +127,9 @@ def s3_endpoint() -> Iterator[str]:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            if local_env.port_in_use(port):
                 break
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
