@@ -38,7 +38,8 @@ PASSPHRASE = "bench-only passphrase"
 
 
 def runner(dsn: str, endpoint: str, **options) -> BackupRunner:
-    return BackupRunner(dsn, common.spaces_client(endpoint, BUCKET), BUCKET, PASSPHRASE, **options)
+    return BackupRunner(dsn, common.spaces_client(endpoint, BUCKET), BUCKET, PASSPHRASE, keyring=common.KEYRING,
+                        **options)
 
 
 def backup_once(dsn: str, endpoint: str, options: dict | None = None) -> tuple[float, int]:
@@ -141,7 +142,7 @@ def main() -> None:
             by_stage = stages(dsn, args.runs)
             by_variant = variants(dsn, endpoint, args.runs)
             backups = runner(dsn, endpoint)
-            verification = backups.verify(backups.resolve("latest"), local_env.database_dsn(server, "postgres"))
+            verification = backups.verify(backups.resolve("latest")[0], local_env.database_dsn(server, "postgres"))
         growth = {}
         for scale in scales:
             with common.bench_database(server, scale, "backup_grow") as dsn:

@@ -38,6 +38,9 @@ from psycopg import sql  # noqa: E402
 
 import generate_data  # noqa: E402
 import local_env  # noqa: E402
+from coldcopy import manifests  # noqa: E402
+
+KEYRING = manifests.Keyring.from_secret("bench manifest signing secret, 32+ characters")
 
 
 def _data_fingerprint() -> str:

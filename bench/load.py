@@ -30,7 +30,6 @@ import psycopg  # noqa: E402
 
 import app_load  # noqa: E402
 import local_env  # noqa: E402
-from coldcopy import manifests  # noqa: E402
 from coldcopy.backups import BackupRunner  # noqa: E402
 from coldcopy.lock_retries import LockRetryPolicy  # noqa: E402
 from coldcopy.maintenance import Maintenance  # noqa: E402
@@ -120,7 +119,7 @@ def main() -> None:
         password = app_load.prepare(dsn)
         bucket = "coldcopy-load"
         client = common.spaces_client(endpoint, bucket)
-        key = manifests.signing_key("bench")
+        key = common.KEYRING
         conn = psycopg.connect(dsn, autocommit=True)
 
         def migrations():
@@ -136,7 +135,7 @@ def main() -> None:
             return [MaterializedViewRefresher(conn, v, lock_retry=POLICY, force=True).run(RefreshRun("load")).mode
                     for v in VIEWS]
 
-        manager = PartitionManager(conn, manifest_key=key, lock_retry=POLICY)
+        manager = PartitionManager(conn, keyring=key, lock_retry=POLICY)
         months = manager.archive_candidates()
 
         def partitions():
@@ -145,7 +144,7 @@ def main() -> None:
             return {"premade": made, "archived": months[0].name}
 
         def backup():
-            return BackupRunner(dsn, client, bucket, "bench").backup().manifest["byte_size"]
+            return BackupRunner(dsn, client, bucket, "bench", keyring=common.KEYRING).backup().manifest["byte_size"]
 
         maintenance = Maintenance(conn, lock_retry=POLICY)
 

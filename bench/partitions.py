@@ -35,19 +35,18 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 import local_env  # noqa: E402
-from coldcopy import manifests  # noqa: E402
 from coldcopy.object_store import MultipartUpload  # noqa: E402
 from coldcopy.partitions import COPY_OUT_SQL, ROW_VERSIONS_SQL, PartitionManager, _read_back  # noqa: E402
 
 BUCKET = "coldcopy-bench"
-KEY = manifests.signing_key("bench only")
+KEY = common.KEYRING
 
 
 def archive_one(dsn: str, endpoint: str, partition: str) -> float:
     """Export + verify one partition (no detach); returns seconds. Also the child-process entry point."""
     client = common.spaces_client(endpoint, BUCKET)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        manager = PartitionManager(conn, manifest_key=KEY)
+        manager = PartitionManager(conn, keyring=KEY)
         [target] = [p for p in manager.partitions() if p.name == partition]
         started = time.perf_counter()
         manager.export(target, client, BUCKET)
@@ -150,7 +149,7 @@ def rotation_writer_wait(dsn: str, endpoint: str, concurrent: bool) -> dict:
     started = time.perf_counter()
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            manager = PartitionManager(conn, manifest_key=KEY)
+            manager = PartitionManager(conn, keyring=KEY)
             manager.premake(3)
             months = manager.archive_candidates()
             for month in months:

@@ -120,6 +120,9 @@ def main() -> None:
     })
     stack.connections["coldcopy_backup_key"] = json.dumps(
         {"conn_type": "generic", "password": stack.secret("backup_passphrase")})
+    stack.connections["coldcopy_manifest_key"] = json.dumps(
+        {"conn_type": "generic", "password": stack.secret("manifest_key")})
+    stack.connections["coldcopy_dpo"] = sink.airflow_connection()
 
     stopping = False
 

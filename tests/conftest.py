@@ -19,6 +19,7 @@ for key, value in local_env.airflow_env().items():
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
+from coldcopy import manifests  # noqa: E402
 from coldcopy.migration_runner import MigrationRunner  # noqa: E402
 from coldcopy.migrations import discover_migrations  # noqa: E402
 
@@ -116,6 +117,8 @@ def spaces(s3_endpoint, monkeypatch):
 
 
 BACKUP_PASSPHRASE = "correct horse battery staple (test only)"
+MANIFEST_SECRET = "manifest signing secret, 32+ characters (test only)"
+KEYRING = manifests.Keyring.from_secret(MANIFEST_SECRET)
 
 
 @pytest.fixture
@@ -125,4 +128,6 @@ def backup_key(monkeypatch) -> str:
 
     monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_BACKUP_KEY",
                        json.dumps({"conn_type": "generic", "password": BACKUP_PASSPHRASE}))
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_MANIFEST_KEY",
+                       json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET}))
     return BACKUP_PASSPHRASE

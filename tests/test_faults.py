@@ -13,11 +13,10 @@ import pytest
 import app_load
 import generate_data
 import local_env
-from coldcopy import manifests
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
-from tests.conftest import BACKUP_PASSPHRASE
+from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 
 PATIENT = LockRetryPolicy(attempts=20, lock_timeout_ms=1000, max_lock_timeout_ms=1000, backoff_s=0.2, max_backoff_s=0.2)
 
@@ -107,10 +106,10 @@ def test_an_archive_interrupted_by_a_database_restart_loses_nothing_and_its_retr
     from coldcopy.partitions import PartitionManager
 
     client, bucket = spaces
-    key = manifests.signing_key(BACKUP_PASSPHRASE)
+    key = KEYRING
     dsn = cluster.coldcopy_dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
-        manager = PartitionManager(conn, manifest_key=key)
+        manager = PartitionManager(conn, keyring=key)
         month = manager.archive_candidates()[0]
         rows = conn.execute(f"SELECT count(*) FROM public.{month.name}").fetchone()[0]
         manager.archive(month, client, bucket, detach=False)  # exported and verified, as the mapped task does
@@ -118,7 +117,7 @@ def test_an_archive_interrupted_by_a_database_restart_loses_nothing_and_its_retr
     snapshot.execute("SELECT count(*) FROM public.email_events")  # a reader DETACH CONCURRENTLY must wait for
     restart = restart_in(cluster, 2)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        manager = PartitionManager(conn, manifest_key=key, lock_retry=PATIENT)
+        manager = PartitionManager(conn, keyring=key, lock_retry=PATIENT)
         error = run_failing(manager.detach_verified)
     restart.join()
     snapshot.close()
@@ -128,8 +127,8 @@ def test_an_archive_interrupted_by_a_database_restart_loses_nothing_and_its_retr
                              (month.name,)).fetchone()[0]
         assert state == "verified"  # archived, and the month still has every row until the detach completes
         assert conn.execute(f"SELECT count(*) FROM public.{month.name}").fetchone()[0] == rows
-        assert PartitionManager(conn, manifest_key=key).detach_verified() == [month.name]  # the retry
-        assert month.name not in {p.name for p in PartitionManager(conn, manifest_key=key).partitions()}
+        assert PartitionManager(conn, keyring=key).detach_verified() == [month.name]  # the retry
+        assert month.name not in {p.name for p in PartitionManager(conn, keyring=key).partitions()}
         assert conn.execute("SELECT state FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
                             (month.name,)).fetchone()[0] == "detached"
 
@@ -141,7 +140,7 @@ def test_a_backup_interrupted_by_a_database_restart_leaves_no_object_and_its_ret
     dsn = cluster.coldcopy_dsn
     hold = blocker(dsn, "LOCK TABLE public.leads IN ACCESS EXCLUSIVE MODE")  # the backup waits here
     restart = restart_in(cluster, 2)
-    runner = BackupRunner(dsn, client, bucket, BACKUP_PASSPHRASE)
+    runner = BackupRunner(dsn, client, bucket, BACKUP_PASSPHRASE, keyring=KEYRING)
     error = run_failing(runner.backup)
     restart.join()
     hold.close()
@@ -151,5 +150,5 @@ def test_a_backup_interrupted_by_a_database_restart_leaves_no_object_and_its_ret
     with psycopg.connect(cluster.dsn) as conn:  # no scratch database left behind
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE '%scratch%' "
                             "OR datname LIKE 'coldcopy\\_verify%'").fetchone()[0] == 0
-    result = BackupRunner(dsn, client, bucket, BACKUP_PASSPHRASE).backup()
+    result = BackupRunner(dsn, client, bucket, BACKUP_PASSPHRASE, keyring=KEYRING).backup()
     assert client.head_object(Bucket=bucket, Key=result.object_key)["ContentLength"] == result.manifest["byte_size"]

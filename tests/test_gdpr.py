@@ -18,9 +18,9 @@ from psycopg import sql
 from coldcopy import manifests
 from coldcopy.gdpr import Gdpr, GdprError, personal_data_map, reapply_after_restore
 from coldcopy.lock_retries import LockRetryPolicy
-from tests.conftest import BACKUP_PASSPHRASE, ROOT
+from tests.conftest import BACKUP_PASSPHRASE, KEYRING, ROOT
 
-KEY = manifests.signing_key(BACKUP_PASSPHRASE)
+KEY = KEYRING
 
 
 def subject_of(dsn: str) -> dict:
@@ -42,7 +42,7 @@ def request(dsn: str, subject: dict, request_type: str, status: str = "verified"
 
 def gdpr_on(dsn: str) -> tuple[psycopg.Connection, Gdpr]:
     conn = psycopg.connect(dsn, autocommit=True)
-    return conn, Gdpr(conn, manifest_key=KEY, lock_retry=LockRetryPolicy(attempts=3, lock_timeout_ms=500))
+    return conn, Gdpr(conn, keyring=KEY, lock_retry=LockRetryPolicy(attempts=3, lock_timeout_ms=500))
 
 
 def decrypt(data: bytes, passphrase: str) -> bytes:
@@ -177,7 +177,7 @@ def test_a_restored_backup_does_not_bring_an_erased_subject_back(generated_db, n
 
     client, bucket = spaces
     subject = subject_of(generated_db)
-    runner = BackupRunner(generated_db, client, bucket, BACKUP_PASSPHRASE)
+    runner = BackupRunner(generated_db, client, bucket, BACKUP_PASSPHRASE, keyring=KEY)
     key = runner.backup().object_key
     conn, gdpr = gdpr_on(generated_db)
     gdpr.handle(request(generated_db, subject, "erasure"), client, bucket)
@@ -214,7 +214,7 @@ def test_a_restored_month_leaves_out_erased_subjects(generated_db, spaces, backu
 
     client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
-    manager = PartitionManager(conn, manifest_key=KEY)
+    manager = PartitionManager(conn, keyring=KEY)
     for oldest in manager.archive_candidates():  # the oldest month with a lead's events
         found = conn.execute(
             f"SELECT l.id, l.workspace_id, l.email FROM public.{oldest.name} e JOIN leads l ON l.id = e.lead_id "

@@ -11,25 +11,45 @@ from coldcopy import manifests
 from coldcopy.backups import BackupError, BackupRunner
 from coldcopy.partitions import ArchiveError, PartitionManager
 
-KEY = manifests.signing_key("test passphrase")
+KEY = manifests.Keyring.from_secret("test manifest signing secret, 32+ chars")
+OTHER = manifests.Keyring.from_secret("another manifest signing secret, 32+ chars")
 
 
 def test_sign_and_load_round_trip_and_every_kind_of_tampering_is_refused():
     manifest = {"rows": 10, "row_counts": {"public.leads": 10}}
-    raw = manifests.dump(manifest, KEY)
-    assert manifests.load(raw, KEY, where="m") == manifest
+    raw = manifests.dump(manifest, KEY, type="archive")
+    assert manifests.load(raw, KEY, where="m", type="archive") == {**manifest, "type": "archive"}
+    assert json.loads(raw)["signature"]["key_id"] == KEY.key_id
     edited = json.loads(raw)
     edited["rows"] = 11
     tables_added = json.loads(raw)
     tables_added["row_counts"]["public.workspaces"] = 1
+    retyped = json.loads(raw)
+    retyped["type"] = "backup"
     unsigned = dict(manifest)
+    legacy = {**manifest, "signature": {"algorithm": "HMAC-SHA256", "value": "0" * 64}}  # v1: no key id
     for bad, why in ((json.dumps(edited).encode(), "does not verify"),
                      (json.dumps(tables_added).encode(), "does not verify"),
-                     (json.dumps(unsigned).encode(), "not a signed manifest"),
-                     (manifests.dump(manifest, manifests.signing_key("another key")), "does not verify"),
-                     (b"not json", "not a signed manifest")):
+                     (json.dumps(retyped).encode(), "does not verify"),
+                     (json.dumps(unsigned).encode(), "not a signed document"),
+                     (json.dumps(legacy).encode(), "not a signed document"),
+                     (manifests.dump(manifest, OTHER, type="archive"), "unknown key"),
+                     (manifests.dump(manifest, KEY, type="ledger"), "a 'ledger' document where a 'archive'"),
+                     (b"not json", "not a signed document")):
         with pytest.raises(manifests.ManifestRejected, match=why):
-            manifests.load(bad, KEY, where="m")
+            manifests.load(bad, KEY, where="m", type="archive")
+
+
+def test_keys_rotate_old_documents_still_verify_and_a_weak_secret_is_refused():
+    old = manifests.dump({"rows": 1}, KEY, type="backup")
+    rotated = manifests.Keyring.from_secret("the next manifest signing secret, 32+ chars",
+                                            retired=["test manifest signing secret, 32+ chars"])
+    assert manifests.load(old, rotated, where="m", type="backup")["rows"] == 1
+    new = manifests.dump({"rows": 2}, rotated, type="backup")
+    with pytest.raises(manifests.ManifestRejected, match="unknown key"):
+        manifests.load(new, KEY, where="m", type="backup")  # the old ring does not know the new key
+    with pytest.raises(ValueError, match="at least 32 characters"):
+        manifests.Keyring.from_secret("hunter2")
 
 
 def replace_manifest(client, bucket: str, key: str, edit) -> None:
@@ -41,7 +61,7 @@ def replace_manifest(client, bucket: str, key: str, edit) -> None:
 def test_an_edited_backup_manifest_is_refused_by_verify_restore_resolve_and_retention(
         generated_db, spaces, backup_key, admin_dsn, new_database):
     client, bucket = spaces
-    runner = BackupRunner(generated_db, client, bucket, backup_key)
+    runner = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEY)
     key = runner.backup(tables=["public.workspaces"]).object_key
     manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
     replace_manifest(client, bucket, manifest_key, lambda m: m["row_counts"].update({"public.leads": 0}))
@@ -51,24 +71,26 @@ def test_an_edited_backup_manifest_is_refused_by_verify_restore_resolve_and_rete
         runner.restore(key, new_database(), tables=["public.workspaces"])
     with pytest.raises(BackupError, match="signature does not verify"):
         runner.manifest(key)
-    with pytest.raises(BackupError, match="signature does not verify"):
-        BackupRunner(generated_db, client, bucket, "another passphrase").manifest(key)
+    with pytest.raises(BackupError, match="unknown key"):
+        BackupRunner(generated_db, client, bucket, backup_key, keyring=OTHER).manifest(key)
     from datetime import UTC, datetime, timedelta
 
-    with pytest.raises(BackupError, match="signature does not verify"):  # never deletes what it cannot trust
-        runner.apply_retention(dry_run=False, now=datetime.now(UTC) + timedelta(days=400))
+    # never deletes what it cannot trust, and one bad manifest does not stop the run: skipped and reported
+    assert runner.apply_retention(dry_run=False, now=datetime.now(UTC) + timedelta(days=400)) == []
+    assert len(runner.skipped) == 1 and "signature does not verify" in runner.skipped[0]
     assert client.head_object(Bucket=bucket, Key=key)
 
 
 def test_a_planted_table_name_is_refused_before_any_sql_runs(generated_db, spaces, backup_key, admin_dsn):
     """Even with a valid signature (a stolen key), a name in a manifest never becomes SQL text."""
     client, bucket = spaces
-    runner = BackupRunner(generated_db, client, bucket, backup_key)
+    runner = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEY)
     key = runner.backup().object_key
     manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
     document = runner.manifest(key)
+    document.pop("type")
     document["row_counts"]["public.workspaces; DROP TABLE public.leads; --"] = 1
-    client.put_object(Bucket=bucket, Key=manifest_key, Body=manifests.dump(document, runner.manifest_key))
+    client.put_object(Bucket=bucket, Key=manifest_key, Body=manifests.dump(document, runner.keyring, type="backup"))
     with pytest.raises(BackupError, match="not a relation name: 'public.workspaces; DROP TABLE public.leads; --'"):
         runner.verify(key, admin_dsn)
     with psycopg.connect(generated_db) as conn:
@@ -82,7 +104,7 @@ def test_an_edited_archive_manifest_is_refused_by_verify_restore_and_drop(genera
 
     client, bucket = spaces
     with psycopg.connect(generated_db, autocommit=True) as conn:
-        rotation = PartitionManager(conn, manifest_key=KEY)
+        rotation = PartitionManager(conn, keyring=KEY)
         month = rotation.archive_candidates()[-1]
         rotation.archive(month, client, bucket)
         replace_manifest(client, bucket, month.manifest_key, lambda m: m.update(rows=m["rows"] + 1))
@@ -94,8 +116,8 @@ def test_an_edited_archive_manifest_is_refused_by_verify_restore_and_drop(genera
             rotation.restore(month.range_start, client, bucket)
         other = rotation.archive_candidates()[-1]
         rotation.export(other, client, bucket)
-        with pytest.raises(ArchiveError, match="signature does not verify"):
-            PartitionManager(conn, manifest_key=manifests.signing_key("another key")).verify(other, client, bucket)
+        with pytest.raises(ArchiveError, match="unknown key"):
+            PartitionManager(conn, keyring=OTHER).verify(other, client, bucket)
 
 
 def test_a_view_name_with_a_quote_is_a_clear_error(generated_db):

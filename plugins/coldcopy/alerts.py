@@ -43,26 +43,41 @@ class Alert:
         return f"[ColdCopy DB Ops] {self.kind}: {self.summary}" + (f" ({where})" if where else "")
 
 
-def notifiers(alert: Alert) -> list:
-    """A notifier for each alert connection that exists."""
-    found = []
-    if optional_connection(WEBHOOK_CONN_ID) is not None:
-        from airflow.providers.http.notifications.http import HttpNotifier
-
-        found.append(HttpNotifier(http_conn_id=WEBHOOK_CONN_ID, json={"text": alert.text, "alert": asdict(alert)}))
-    smtp = optional_connection(SMTP_CONN_ID)
-    if smtp is not None:
+def notifiers_on(conn_id: str, text: str, payload: dict) -> list:
+    """The notifier of connection ``conn_id`` for ``text``: a webhook (http: ``{"text", **payload}`` POSTed)
+    or an e-mail (smtp: to the extra's ``to``); none when the connection does not exist or has no recipient."""
+    connection = optional_connection(conn_id)
+    if connection is None:
+        return []
+    if connection.conn_type == "smtp":
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-        recipients = smtp.extra_dejson.get("to")
-        if recipients:
-            found.append(SmtpNotifier(
-                smtp_conn_id=SMTP_CONN_ID, to=recipients, from_email=smtp.extra_dejson.get("from_email"),
-                subject=alert.text, html_content=f"<pre>{alert.text}\n\n{alert.details}</pre>",
-            ))
-        else:
-            log.warning("connection %s has no 'to' in its extra: no e-mail sent", SMTP_CONN_ID)
-    return found
+        recipients = connection.extra_dejson.get("to")
+        if not recipients:
+            log.warning("connection %s has no 'to' in its extra: no e-mail sent", conn_id)
+            return []
+        return [SmtpNotifier(smtp_conn_id=conn_id, to=recipients, from_email=connection.extra_dejson.get("from_email"),
+                             subject=text.splitlines()[0], html_content=f"<pre>{text}\n\n{payload}</pre>")]
+    from airflow.providers.http.notifications.http import HttpNotifier
+
+    return [HttpNotifier(http_conn_id=conn_id, json={"text": text, **payload})]
+
+
+def notifiers(alert: Alert) -> list:
+    """A notifier for each alert connection that exists."""
+    return [*notifiers_on(WEBHOOK_CONN_ID, alert.text, {"alert": asdict(alert)}),
+            *notifiers_on(SMTP_CONN_ID, alert.text, {"alert": asdict(alert)})]
+
+
+def deliver(conn_id: str, text: str, payload: dict) -> None:
+    """Deliver a message that must arrive (a GDPR export's link and passphrase): unlike an alert, no channel
+    or a failed one raises, so the caller does not report the work done."""
+    channels = notifiers_on(conn_id, text, payload)
+    if not channels:
+        raise RuntimeError(f"connection {conn_id} is not configured (http webhook or smtp with extra 'to'): "
+                           "nowhere to deliver to")
+    for notifier in channels:
+        notifier.notify({})
 
 
 def _channels(alert: Alert) -> list:

@@ -34,6 +34,14 @@ from psycopg import sql
 
 from coldcopy import KEY_CONN_ID, catalog, manifests, ops_schema, sessions
 from coldcopy.alerts import reason_of
+from coldcopy.crypto import (
+    UntrustedObject,
+    gpg_decrypt_popen,
+    gpg_encrypt_argv,
+    passphrase_pipe,
+    relay_checked,
+    spool_bound,
+)
 from coldcopy.object_store import PART_SIZE, MultipartUpload, read_object
 from coldcopy.pg_tools import client_popen, minimal_env, pg_program
 
@@ -41,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "backups"
 RETENTION = {"standard": timedelta(days=30), "compliance": timedelta(days=365)}
+ORPHAN_AFTER = timedelta(hours=6)  # an object this old without its manifest is a failed backup's leftover
 _KEY = re.compile(r"^backups/(?P<cls>standard|compliance)/\d{4}/\d{2}/\d{2}/(?P<name>[^/]+)-(?P<stamp>\d{8}T\d{6}Z)"
                   r"\.dump\.zst\.gpg$")
 
@@ -69,20 +78,6 @@ def backup_passphrase(conn_id: str = KEY_CONN_ID) -> str:
     if not password:
         raise BackupError(f"connection {conn_id} has no password: it is the backup encryption passphrase")
     return password
-
-
-def passphrase_pipe(passphrase: str) -> int:
-    """A pipe whose read end gpg reads the passphrase from (``--passphrase-fd``)."""
-    read_fd, write_fd = os.pipe()
-    os.write(write_fd, passphrase.encode() + b"\n")
-    os.close(write_fd)
-    return read_fd
-
-
-def gpg_encrypt_argv(passphrase_fd: int, *options: str) -> list[str]:
-    """gpg encrypting stdin to stdout, OpenPGP symmetric AES256, the passphrase read from ``passphrase_fd``."""
-    return ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--symmetric",
-            "--cipher-algo", "AES256", *options, "--passphrase-fd", str(passphrase_fd), "--output", "-"]
 
 
 class _Pipeline:
@@ -128,6 +123,7 @@ class BackupRunner:
     :param dsn: libpq connection string of the database (a role that can read every table).
     :param client: boto3 S3 client (``S3Hook(...).get_conn()``); ``bucket``: the bucket.
     :param passphrase: OpenPGP symmetric passphrase.
+    :param keyring: signs and checks the manifests (:func:`coldcopy.manifests.keyring`).
     :param zstd_threads: compression threads; default: the cores pg_dump, gpg and the upload leave over
         (cpu_count − 1). On 2 cores one zstd thread beat two (bench/backups.py).
     :param zstd_level: zstd level; negative: ``--fast=N``.
@@ -135,10 +131,12 @@ class BackupRunner:
     :param part_size: bytes per uploaded part.
     """
 
-    def __init__(self, dsn: str, client, bucket: str, passphrase: str, *, zstd_threads: int | None = None,
-                 zstd_level: int = 1, pipe_bytes: int | None = None, part_size: int = PART_SIZE) -> None:
+    def __init__(self, dsn: str, client, bucket: str, passphrase: str, *, keyring: manifests.Keyring,
+                 zstd_threads: int | None = None, zstd_level: int = 1, pipe_bytes: int | None = None,
+                 part_size: int = PART_SIZE, spool_dir: str | None = None) -> None:
         self.dsn, self.client, self.bucket, self.passphrase = dsn, client, bucket, passphrase
-        self.manifest_key = manifests.signing_key(passphrase)
+        self.keyring, self.spool_dir = keyring, spool_dir
+        self.skipped: list[str] = []  # backups resolve() or apply_retention() passed over (refused manifests)
         self.zstd_threads = zstd_threads or max(1, (os.cpu_count() or 2) - 1)
         self.zstd_level, self.pipe_bytes, self.part_size = zstd_level, pipe_bytes, part_size
 
@@ -212,8 +210,12 @@ class BackupRunner:
             "retention_class": klass, "expires_after_days": RETENTION[klass].days,
             "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
         }
-        self.client.put_object(Bucket=self.bucket, Key=manifest_key, Body=manifests.dump(manifest, self.manifest_key),
-                               ContentType="application/json")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=manifest_key, ContentType="application/json",
+                                   Body=manifests.dump(manifest, self.keyring, type="backup"))
+        except BaseException:
+            self.client.delete_object(Bucket=self.bucket, Key=key)  # no object without its manifest
+            raise
         with self._connect(autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO coldcopy_ops.backup_log (object_key, manifest_key, kind, tables, retention_class, "
@@ -263,13 +265,16 @@ class BackupRunner:
 
     # -- restore and verification -----------------------------------------------------------------------
 
-    def restore(self, key: str, target_dsn: str, *, tables: list[str] | None = None) -> None:
-        """``gpg --decrypt | zstd -d | pg_restore`` from the bucket into ``target_dsn``.
+    def restore(self, key: str, target_dsn: str, *, tables: list[str] | None = None,
+                manifest: dict | None = None) -> dict:
+        """``gpg --decrypt | zstd -d | pg_restore`` from the bucket into ``target_dsn``; returns the manifest.
 
-        With ``tables``, only their rows are loaded (``--data-only --disable-triggers``) into a target that
-        already has the schema, the way a single table is put back into a live-shaped database.
+        Bind before trust: the object is spooled and must equal its signed ``manifest`` (read here unless
+        given) in key, size and sha256 before any byte reaches gpg (:func:`coldcopy.crypto.spool_bound`), and
+        gpg must report an integrity-protected AES256 decryption. With ``tables``, only their rows are loaded
+        (``--data-only --disable-triggers``) into a target that already has the schema.
         """
-        self.manifest(key)  # a backup whose signed manifest does not verify is not ours: never restored
+        manifest = manifest or self.manifest(key)
         with psycopg.connect(target_dsn) as conn:
             server_major = conn.info.server_version // 10000
         args = [pg_program("pg_restore", server_major), "--no-owner", "--exit-on-error", "--single-transaction"]
@@ -277,30 +282,29 @@ class BackupRunner:
             args += ["--data-only", "--disable-triggers"]
         for table in tables or []:
             args += ["--table", table.split(".")[-1]]
-        passphrase_fd = passphrase_pipe(self.passphrase)
-        gpg = sessions.popen(
-            ["gpg", "--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--decrypt",
-             "--passphrase-fd", str(passphrase_fd)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,),
-            env=minimal_env())
-        os.close(passphrase_fd)
-        zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=gpg.stdout, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=minimal_env())
-        restore = client_popen(args, target_dsn, stdin=zstd.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        gpg.stdout.close()
-        zstd.stdout.close()
-        pipeline = _Pipeline({"gpg": gpg, "zstd": zstd, "pg_restore": restore})
         try:
-            for chunk in read_object(self.client, self.bucket, key):
-                gpg.stdin.write(chunk)
-            gpg.stdin.close()
-        except BrokenPipeError:
-            pass  # a stage gave up early; failures() says which and why
-        except BaseException:
-            pipeline.kill()
-            raise
-        if failures := pipeline.failures():
-            raise BackupError(f"restore of {key} failed: {failures}")
+            with spool_bound(self.client, self.bucket, key, manifest, directory=self.spool_dir) as spooled, \
+                    open(spooled, "rb") as source:
+                gpg, status = gpg_decrypt_popen(self.passphrase, source, subprocess.PIPE)
+                zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, env=minimal_env())
+                restore = client_popen(args, target_dsn, stdin=zstd.stdout, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE)
+                zstd.stdout.close()
+                pipeline = _Pipeline({"gpg": gpg, "zstd": zstd, "pg_restore": restore})
+                # Not one byte reaches zstd and pg_restore before gpg said it is decrypting AES256 with integrity
+                # protection (a plain literal packet would pass `gpg --decrypt` with exit 0).
+                if problem := relay_checked(gpg, status, zstd.stdin):
+                    pipeline.kill()
+                    pipeline.failures()
+                    raise UntrustedObject(f"s3://{self.bucket}/{key}: {problem}; nothing was restored")
+                failures = pipeline.failures()
+        except UntrustedObject as error:
+            raise BackupError(str(error)) from error
+        problem = status.problem()
+        if problem or failures:
+            raise BackupError(f"restore of {key} failed: {problem or failures}")
+        return manifest
 
     def _copy_schema(self, target_dsn: str) -> None:
         """The source database's schema (no data) into ``target_dsn``: ``pg_dump -s | pg_restore``."""
@@ -315,29 +319,45 @@ class BackupRunner:
         if dump.wait() or restore.returncode:
             raise BackupError(f"could not copy the schema for verification: {errors.decode()[:500]}")
 
-    def resolve(self, which: str) -> str:
-        """Object key of ``latest`` (newest whole-database backup), of the newest one on a ``YYYY-MM-DD``,
-        or ``which`` itself when it is a key. Reads the bucket only: works when the database is gone."""
+    def resolve(self, which: str) -> tuple[str, dict]:
+        """Object key and verified manifest of ``latest`` (newest whole-database backup), of the newest one on
+        a ``YYYY-MM-DD``, or of ``which`` itself when it is a key. Reads the bucket only: works when the
+        database is gone. A backup whose manifest is missing, forged or describes another object is skipped
+        (listed in :attr:`skipped`), not fatal: the next one back is used."""
         if _KEY.match(which):
-            return which
-        candidates = []
+            return which, self.manifest(which)
+        candidates, self.skipped = [], []
         for obj in self._list(f"{PREFIX}/"):
             match = _KEY.match(obj["Key"])
             if match and (which == "latest" or match["stamp"].startswith(which.replace("-", ""))):
-                if self.manifest(obj["Key"])["kind"] == "database":
-                    candidates.append((match["stamp"], obj["Key"]))
+                try:
+                    manifest = self.manifest(obj["Key"])
+                except BackupError as error:
+                    self.skipped.append(str(error))
+                    log.error("skipping %s: %s", obj["Key"], error)
+                    continue
+                if manifest["kind"] == "database":
+                    candidates.append((match["stamp"], obj["Key"], manifest))
         if not candidates:
             raise BackupError(f"no whole-database backup matches {which!r} in s3://{self.bucket}/{PREFIX}/")
-        return max(candidates)[1]
+        _, key, manifest = max(candidates, key=lambda c: c[:2])
+        return key, manifest
 
     def manifest(self, key: str) -> dict:
         """The backup's manifest, once its signature verifies (:class:`BackupError` otherwise)."""
         manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
-        raw = b"".join(read_object(self.client, self.bucket, manifest_key))
         try:
-            return manifests.load(raw, self.manifest_key, where=f"s3://{self.bucket}/{manifest_key}")
+            raw = b"".join(read_object(self.client, self.bucket, manifest_key))
+        except self.client.exceptions.NoSuchKey:
+            raise BackupError(f"s3://{self.bucket}/{manifest_key}: no manifest beside the backup") from None
+        try:
+            manifest = manifests.load(raw, self.keyring, where=f"s3://{self.bucket}/{manifest_key}", type="backup")
         except manifests.ManifestRejected as error:
             raise BackupError(str(error)) from error
+        if manifest.get("object_key") != key:  # a genuine manifest copied beside another object
+            raise BackupError(f"s3://{self.bucket}/{manifest_key}: describes {manifest.get('object_key')!r}, "
+                              f"not {key!r}; refusing to use it")
+        return manifest
 
     def verify(self, key: str, scratch_admin_dsn: str) -> dict:
         """Restore ``key`` into a scratch database, compare every table's row count with the manifest,
@@ -353,7 +373,7 @@ class BackupRunner:
             try:
                 if manifest["tables"]:
                     self._copy_schema(scratch_dsn)
-                self.restore(key, scratch_dsn, tables=manifest["tables"])
+                self.restore(key, scratch_dsn, tables=manifest["tables"], manifest=manifest)
                 with psycopg.connect(scratch_dsn) as conn:
                     mismatches = {}
                     for table, expected in manifest["row_counts"].items():
@@ -401,11 +421,29 @@ class BackupRunner:
         kept = {b[1] for b in newest_verified.values()}
         return [key for stamp, key, klass, _ in sorted(backups) if now - stamp > RETENTION[klass] and key not in kept]
 
+    def orphans(self, now: datetime | None = None) -> list[str]:
+        """Backup objects without a manifest beside them, older than :data:`ORPHAN_AFTER` (a backup writes its
+        manifest right after the upload): nothing can restore them, so they are only cost and exposure."""
+        now = now or datetime.now(UTC)
+        listed = self._list(f"{PREFIX}/")
+        keys = {o["Key"] for o in listed}
+        return sorted(o["Key"] for o in listed if _KEY.match(o["Key"]) and now - o["LastModified"] > ORPHAN_AFTER
+                      and o["Key"].removesuffix(".dump.zst.gpg") + ".manifest.json" not in keys)
+
     def apply_retention(self, *, dry_run: bool, now: datetime | None = None) -> list[str]:
-        """Delete expired backups and their manifests (``dry_run``: only list them)."""
-        doomed = self.expired(now)
-        for key in doomed:
-            self.manifest(key)  # only objects whose signed manifest verifies are ours to delete
+        """Delete expired backups and their manifests, and objects left without a manifest (``dry_run``: only
+        list them). A backup whose manifest does not verify is not ours to delete: skipped and listed in
+        :attr:`skipped` (the operator alerts), and the rest still run."""
+        self.skipped = []
+        done = []
+        for key in self.expired(now):
+            try:
+                self.manifest(key)
+            except BackupError as error:
+                self.skipped.append(str(error))
+                log.error("retention skips %s: %s", key, error)
+                continue
+            done.append(key)
             if dry_run:
                 log.info("dry run: would delete %s", key)
                 continue
@@ -414,4 +452,11 @@ class BackupRunner:
             with self._connect(autocommit=True) as conn:
                 conn.execute("UPDATE coldcopy_ops.backup_log SET deleted_at = now() WHERE object_key = %s", (key,))
             log.info("deleted expired backup %s", key)
-        return doomed
+        for key in self.orphans(now):
+            done.append(key)
+            if dry_run:
+                log.info("dry run: would delete %s (no manifest)", key)
+                continue
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+            log.warning("deleted %s: no manifest beside it", key)
+        return done

@@ -26,20 +26,21 @@ rotation, while the rows can only come back through these two doors, both of whi
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
-import os
 import secrets
-import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog, manifests, ops_schema
+from coldcopy import alerts, catalog, manifests, ops_schema
+from coldcopy.crypto import gpg_symmetric
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
-from coldcopy.pg_tools import minimal_env
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,20 @@ EXPORT_PREFIX = "gdpr/exports"
 LEDGER_PREFIX = "gdpr/erasures"
 RETENTION_PREFIX = "gdpr/retention"
 EXPORT_URL_TTL = timedelta(days=7)
+DPO_CONN_ID = "coldcopy_dpo"  # where an export's link and passphrase go (http webhook or smtp)
 HANDLED_TYPES = {"access": "export", "portability": "export", "erasure": "erase"}
 OUT_OF_SCOPE = {"public.users", "public.email_accounts"}  # the workspace's own accounts, not its recipients
 NO_FOREIGN_KEY = [("public.email_events", "lead_id", "lead"), ("public.email_events", "message_id", "message")]
 REFUSE_TRIGGER = "coldcopy_refuse_erased_subject"
+# What retention policies (a tenant-writable table) may touch. Never the audit trail, the requests, consent
+# records, the suppression list or anything outside ``public``: a policy naming another table is skipped and
+# reported, so a workspace member cannot have the privileged job delete the evidence of what was done.
+RETENTION_TABLES = frozenset({
+    "public.email_events", "public.email_messages", "public.hubspot_sync_log", "public.salesforce_sync_log",
+    "public.intent_signals", "public.linkedin_messages", "public.twitter_engagements", "public.channel_touchpoints",
+    "public.workflow_runs", "public.reply_classifications", "public.smart_reply_suggestions",
+    "public.deliverability_metrics", "public.meeting_requests", "public.linkedin_post_engagements",
+    "public.lead_notes"})
 AGE_COLUMNS = ("occurred_at", "created_at", "recorded_at", "sent_at")  # what "older than retain_for" is measured on
 PERSONAL_COLUMNS = ("email", "first_name", "last_name", "phone", "linkedin_url", "ip_address", "user_agent",
                     "body_text", "subject", "company", "title", "website", "custom_fields", "metadata", "url")
@@ -118,13 +129,14 @@ class Gdpr:
     """GDPR work on one (autocommit) connection.
 
     :param lock_retry: lock_timeout and retries of every batch.
-    :param manifest_key: signs and authenticates the ledger objects in the bucket.
+    :param keyring: signs and authenticates the ledger objects in the bucket.
     """
 
-    def __init__(self, conn: psycopg.Connection, *, manifest_key: bytes | None = None,
+    def __init__(self, conn: psycopg.Connection, *, keyring: manifests.Keyring | None = None,
+                 dpo_conn_id: str = DPO_CONN_ID,
                  lock_retry: LockRetryPolicy = LockRetryPolicy(), batch: int = BATCH) -> None:
         self.conn = conn
-        self.manifest_key = manifest_key
+        self.keyring, self.dpo_conn_id = keyring, dpo_conn_id
         self.lock_retry = lock_retry
         self.batch = batch
         ops_schema.ensure(conn, "gdpr", lock_retry)
@@ -178,8 +190,10 @@ class Gdpr:
 
     def export(self, request: dict, client, bucket: str) -> dict:
         """The subject's data as one JSON document, OpenPGP-encrypted (AES256) with a passphrase of its own,
-        uploaded under ``gdpr/exports/``; returns where, the 7-day URL and the passphrase (for the requester,
-        by another channel)."""
+        uploaded under ``gdpr/exports/``, its 7-day link and passphrase delivered to the data protection officer
+        through the ``coldcopy_dpo`` connection (never stored in the database, a log or XCom). The object is
+        deleted after :data:`EXPORT_URL_TTL` (:meth:`delete_expired_exports`) and when the subject is erased.
+        Returns where and how much (no secret)."""
         subject = self.find(request["workspace_id"], email=request["email"])
         tables = self.collect(subject)
         document = {"request_id": str(request["id"]), "workspace_id": str(request["workspace_id"]),
@@ -188,20 +202,107 @@ class Gdpr:
         passphrase = secrets.token_urlsafe(24)
         body = gpg_symmetric(json.dumps(document, default=str, indent=1).encode(), passphrase)
         key = f"{EXPORT_PREFIX}/{request['workspace_id']}/{request['id']}.json.gpg"
+        rows = sum(len(r) for t, r in tables.items() if t != "public.data_subject_requests")  # not the request itself
+        if not rows:
+            return {"key": None, "rows": 0, "tables": []}
         client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/pgp-encrypted")
         url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
                                             ExpiresIn=int(EXPORT_URL_TTL.total_seconds()))
-        rows = sum(len(r) for t, r in tables.items() if t != "public.data_subject_requests")  # not the request itself
-        return {"key": key, "url": url, "passphrase": passphrase, "rows": rows, "tables": sorted(tables)}
+        try:
+            alerts.deliver(self.dpo_conn_id, f"GDPR {request['request_type']} export of request {request['id']} is "
+                           f"ready: {rows} rows from {len(tables)} tables; send the link and, by another channel, "
+                           f"the passphrase to the data subject. The link expires in {EXPORT_URL_TTL.days} days.",
+                           {"request_id": str(request["id"]), "workspace_id": str(request["workspace_id"]),
+                            "url": url, "passphrase": passphrase, "expires_in_days": EXPORT_URL_TTL.days})
+        except Exception:
+            client.delete_object(Bucket=bucket, Key=key)  # undelivered: nobody can use it, nobody should keep it
+            raise
+        return {"key": key, "rows": rows, "tables": sorted(tables)}
+
+    def delete_expired_exports(self, client, bucket: str, now: datetime | None = None) -> list[str]:
+        """Delete every export older than :data:`EXPORT_URL_TTL` (its link has expired); returns the keys."""
+        now = now or datetime.now(UTC)
+        doomed = [o["Key"] for o in list_objects(client, bucket, f"{EXPORT_PREFIX}/")
+                  if now - o["LastModified"] > EXPORT_URL_TTL]
+        for key in doomed:
+            client.delete_object(Bucket=bucket, Key=key)
+            log.info("deleted expired GDPR export %s", key)
+        return doomed
+
+    def delete_subject_exports(self, subject: Subject, client, bucket: str) -> list[str]:
+        """Delete the exports made for ``subject``'s requests (at erasure: nothing of them may stay)."""
+        requests = [str(r) for (r,) in self.conn.execute(
+            "SELECT id FROM public.data_subject_requests WHERE workspace_id = %s AND (email = %s "
+            "OR coldcopy_ops.subject_hash(workspace_id, email) = %s)",
+            (subject.workspace_id, f"sha256:{subject.subject_hash}", subject.subject_hash))]
+        keys = [f"{EXPORT_PREFIX}/{subject.workspace_id}/{r}.json.gpg" for r in requests]
+        for key in keys:
+            client.delete_object(Bucket=bucket, Key=key)  # S3: deleting a missing key succeeds
+        return keys
 
     # -- erasure ----------------------------------------------------------------------------------------
 
-    def erase(self, subject: Subject, request_id: str) -> dict[str, int]:
-        """Erase everything about ``subject`` (see the module doc); returns rows touched per table."""
+    def erase(self, subject: Subject, request_id: str, *, client=None, bucket: str | None = None) -> dict[str, int]:
+        """Erase everything about ``subject`` (see the module doc); returns rows touched per table.
+
+        The ledger entry (one-way keys of the subject and of its lead and message ids) is written first, in
+        its own transaction, and published to the bucket when ``client`` is given; only then does the first
+        delete run. A session advisory lock per subject keeps a zombie task's erasure of the same person out.
+        """
         counts: dict[str, int] = {}
         erased_ids: list[str] = []
         id_hashes = [h for (h,) in self.conn.execute(
             "SELECT coldcopy_ops.id_hash(x) FROM unnest(%s::uuid[]) x", (subject.lead_ids + subject.message_ids,))]
+        with self._subject_lock(subject):
+            self.record_intent(request_id, subject, id_hashes)
+            if client is not None:
+                self.publish_ledger(request_id, client, bucket)
+                self.delete_subject_exports(subject, client, bucket)
+            self._erase_rows(subject, request_id, counts, erased_ids)
+        self.ensure_refuse_trigger()
+        return {t: n for t, n in counts.items() if n}
+
+    @contextmanager
+    def _subject_lock(self, subject: Subject) -> Iterator[None]:
+        key = f"coldcopy erasure:{subject.workspace_id}:{subject.subject_hash}"
+        if not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+            raise GdprError("another session is erasing this subject right now (a zombie task?); retried later")
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+    def record_intent(self, request_id: str, subject: Subject, id_hashes: list[str]) -> None:
+        """The ledger entry of an erasure about to start: next in the chain (sequence number, previous entry's
+        hash), committed before any row is deleted. A retried erasure keeps its entry, adding ids found since."""
+
+        def write() -> None:
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('coldcopy erasure ledger', 0))")
+            row = self.conn.execute("SELECT seq, id_hashes FROM coldcopy_ops.erasure_ledger WHERE request_id = %s",
+                                    (request_id,)).fetchone()
+            if row is not None and row[0] is not None and set(id_hashes) <= set(row[1]):
+                return
+            if row is not None and row[0] is not None:  # more ids since: a new entry carries the union
+                id_hashes[:] = sorted(set(row[1]) | set(id_hashes))
+            seq, prev = self.conn.execute(
+                "SELECT coalesce(max(seq), 0) + 1, (SELECT entry_hash FROM coldcopy_ops.erasure_ledger "
+                "WHERE seq = (SELECT max(seq) FROM coldcopy_ops.erasure_ledger)) FROM coldcopy_ops.erasure_ledger"
+            ).fetchone()
+            erased_at = self.conn.execute("SELECT now()").fetchone()[0]
+            entry = ledger_entry(seq, prev, request_id, subject.workspace_id, subject.subject_hash, id_hashes,
+                                 erased_at)
+            self.conn.execute(
+                "INSERT INTO coldcopy_ops.erasure_ledger (request_id, workspace_id, subject_hash, id_hashes, "
+                "erased_at, seq, prev_hash, entry_hash, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'intent') "
+                "ON CONFLICT (request_id) DO UPDATE SET id_hashes = EXCLUDED.id_hashes, erased_at = "
+                "EXCLUDED.erased_at, seq = EXCLUDED.seq, prev_hash = EXCLUDED.prev_hash, "
+                "entry_hash = EXCLUDED.entry_hash, state = 'intent', published_key = NULL",
+                (request_id, subject.workspace_id, subject.subject_hash, id_hashes, erased_at, seq, prev,
+                 entry_hash(entry)))
+
+        under_lock_timeout(self.conn, write, self.lock_retry, what=f"ledger entry of request {request_id}")
+
+    def _erase_rows(self, subject: Subject, request_id: str, counts: dict, erased_ids: list) -> None:
         for link in personal_data_map(self.conn):
             if link.table in ("public.suppression_list", "public.data_subject_requests"):
                 continue  # keep the request and the suppression, by one-way key (below)
@@ -236,16 +337,10 @@ class Gdpr:
                 "INSERT INTO public.gdpr_audit_log (workspace_id, table_name, row_id, action, changed_columns) "
                 "VALUES (%s, 'public.data_subject_requests', %s, 'DELETE', %s)",
                 (subject.workspace_id, str(request_id), [f"{t}={n}" for t, n in sorted(counts.items()) if n]))
-            self.conn.execute(
-                "INSERT INTO coldcopy_ops.erasure_ledger AS l (request_id, workspace_id, subject_hash, id_hashes, "
-                "row_counts) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (request_id) DO UPDATE SET "
-                "id_hashes = (SELECT array_agg(DISTINCT h) FROM unnest(l.id_hashes || EXCLUDED.id_hashes) h), "
-                "row_counts = EXCLUDED.row_counts", (request_id, subject.workspace_id, subject.subject_hash, id_hashes,
-                                                      psycopg.types.json.Jsonb(counts)))
+            self.conn.execute("UPDATE coldcopy_ops.erasure_ledger SET row_counts = %s, state = 'done' "
+                              "WHERE request_id = %s", (psycopg.types.json.Jsonb(counts), request_id))
 
         under_lock_timeout(self.conn, finish, self.lock_retry, what=f"erasure record of request {request_id}")
-        self.ensure_refuse_trigger()
-        return {t: n for t, n in counts.items() if n}
 
     def _in_batches(self, link: Link, where: sql.Composable, params: tuple) -> tuple[int, list[str]]:
         """Delete (or nullify) the matching rows ``self.batch`` at a time, each batch its own transaction."""
@@ -304,15 +399,34 @@ class Gdpr:
 
     def handle(self, request_id: str, client, bucket: str, run_id: str | None = None) -> dict:
         """Carry out one request; it ends ``completed`` with a note, or stays ``in_progress`` (raise)."""
-        request = self.conn.execute(
-            "UPDATE public.data_subject_requests SET status = 'in_progress' WHERE id = %s "
-            "AND status IN ('verified', 'in_progress') RETURNING id, workspace_id, email, request_type",
-            (request_id,)).fetchone()
-        if request is None:
-            status = self.conn.execute("SELECT status FROM public.data_subject_requests WHERE id = %s",
-                                       (request_id,)).fetchone()
-            raise GdprError(f"request {request_id}: " + (f"status {status[0]!r}, only verified requests are processed"
-                                                         if status else "no such request"))
+        with self._claim(request_id) as request:
+            return self._handle(request, client, bucket, run_id)
+
+    @contextmanager
+    def _claim(self, request_id: str) -> Iterator[tuple]:
+        """The request, claimed: its row locked (``FOR UPDATE SKIP LOCKED``) while it is marked in progress, and
+        a session advisory lock held until it is handled, so a zombie task and its retry never both run it."""
+        key = f"coldcopy gdpr request:{request_id}"
+        if not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+            raise GdprError(f"request {request_id}: another session is handling it right now (a zombie task?)")
+        try:
+            with self.conn.transaction():
+                request = self.conn.execute(
+                    "UPDATE public.data_subject_requests r SET status = 'in_progress' FROM (SELECT id FROM "
+                    "public.data_subject_requests WHERE id = %s AND status IN ('verified', 'in_progress') "
+                    "FOR UPDATE SKIP LOCKED) c WHERE r.id = c.id RETURNING r.id, r.workspace_id, r.email, "
+                    "r.request_type", (request_id,)).fetchone()
+            if request is None:
+                status = self.conn.execute("SELECT status FROM public.data_subject_requests WHERE id = %s",
+                                           (request_id,)).fetchone()
+                raise GdprError(f"request {request_id}: " + (
+                    f"status {status[0]!r}, only verified requests are processed" if status else "no such request"))
+            yield request
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+    def _handle(self, request: tuple, client, bucket: str, run_id: str | None) -> dict:
+        request_id = str(request[0])
         request = dict(zip(("id", "workspace_id", "email", "request_type"), request, strict=True))
         kind = HANDLED_TYPES.get(request["request_type"])
         if kind is None:
@@ -322,16 +436,14 @@ class Gdpr:
             if request["email"].startswith("sha256:"):
                 raise GdprError(f"request {request_id}: the address was erased; nothing can be exported")
             result = self.export(request, client, bucket)
-            note = (f"export of {result['rows']} rows from {len(result['tables'])} tables: {result['url']} (valid "
-                    f"{EXPORT_URL_TTL.days} days); passphrase {result['passphrase']} (send by another channel)"
+            note = (f"export of {result['rows']} rows from {len(result['tables'])} tables ready; link and passphrase "
+                    f"delivered to the data protection officer (valid {EXPORT_URL_TTL.days} days)"
                     if result["rows"] else "nothing found: no data about this address in the workspace")
         else:
             email = request["email"]
             subject = (self.find(request["workspace_id"], subject_hash=email.removeprefix("sha256:"))
                        if email.startswith("sha256:") else self.find(request["workspace_id"], email=email))
-            counts = self.erase(subject, request_id)
-            if client is not None:
-                self.publish_ledger(request_id, client, bucket)
+            counts = self.erase(subject, request_id, client=client, bucket=bucket)
             views = self.views_reading(sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for t in counts}))
             self.refresh(views, run_id or f"gdpr:{request_id}")
             data_rows = sum(n for t, n in counts.items()
@@ -370,27 +482,66 @@ class Gdpr:
     # -- the ledger -------------------------------------------------------------------------------------
 
     def publish_ledger(self, request_id: str, client, bucket: str) -> str:
-        """Mirror one ledger entry, signed, to ``gdpr/erasures/`` in the bucket; returns its key."""
+        """Mirror one ledger entry, signed, to ``gdpr/erasures/<seq>.json`` in the bucket; returns its key."""
         row = self.conn.execute(
-            "SELECT request_id::text, workspace_id::text, subject_hash, id_hashes, row_counts, erased_at "
+            "SELECT seq, prev_hash, request_id::text, workspace_id::text, subject_hash, id_hashes, erased_at "
             "FROM coldcopy_ops.erasure_ledger WHERE request_id = %s", (request_id,)).fetchone()
-        entry = dict(zip(("request_id", "workspace_id", "subject_hash", "id_hashes", "row_counts"), row[:5],
-                         strict=True)) | {"erased_at": row[5].isoformat()}
-        key = f"{LEDGER_PREFIX}/{row[5]:%Y%m%dT%H%M%S}-{request_id}.json"
-        client.put_object(Bucket=bucket, Key=key, Body=manifests.dump(entry, self.manifest_key),
+        entry = ledger_entry(*row)
+        key = f"{LEDGER_PREFIX}/{row[0]:012d}.json"
+        client.put_object(Bucket=bucket, Key=key, Body=manifests.dump(entry, self.keyring, type="ledger"),
                           ContentType="application/json")
+        self.conn.execute("UPDATE coldcopy_ops.erasure_ledger SET published_key = %s WHERE request_id = %s",
+                          (key, request_id))
         return key
 
-    def ledger_from_bucket(self, client, bucket: str, since: datetime | None = None) -> list[dict]:
-        """Every signed ledger entry in the bucket erased at or after ``since``; a forged one is refused."""
-        entries = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{LEDGER_PREFIX}/"):
-            for item in page.get("Contents", []):
-                raw = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-                entry = manifests.load(raw, self.manifest_key, where=f"s3://{bucket}/{item['Key']}")
-                if since is None or datetime.fromisoformat(entry["erased_at"]) >= since:
-                    entries.append(entry)
-        return sorted(entries, key=lambda e: e["erased_at"])
+    def ledger_from_bucket(self, client, bucket: str, since: datetime | None = None) -> Ledger:
+        """The bucket's ledger: every valid entry erased at or after ``since``, and what is wrong with the rest.
+
+        A junk or forged object, a gap in the sequence, or an entry whose ``prev_hash`` is not its
+        predecessor's hash is reported in :attr:`Ledger.problems` (the caller alerts), never fatal: every
+        valid entry is still applied — a restore must not keep erased people because one object is bad.
+        """
+        ledger = Ledger()
+        for key in list_keys(client, bucket, f"{LEDGER_PREFIX}/"):
+            try:
+                raw = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                entry = manifests.load(raw, self.keyring, where=f"s3://{bucket}/{key}", type="ledger")
+                if key != f"{LEDGER_PREFIX}/{entry['seq']:012d}.json":
+                    raise manifests.ManifestRejected(f"s3://{bucket}/{key}: entry {entry['seq']} stored under "
+                                                     "another number")
+            except (manifests.ManifestRejected, KeyError, TypeError, ValueError) as error:
+                ledger.problems.append(str(error))
+                continue
+            ledger.entries.append(entry)
+        ledger.entries.sort(key=lambda e: e["seq"])
+        previous = None
+        for entry in ledger.entries:
+            expected = 1 if previous is None else previous["seq"] + 1
+            if entry["seq"] != expected:
+                ledger.problems.append(f"ledger entries {expected}..{entry['seq'] - 1} are missing from the bucket")
+            elif previous is not None and entry["prev_hash"] != entry_hash(previous):
+                ledger.problems.append(f"ledger entry {entry['seq']} does not follow entry {previous['seq']} "
+                                       "(its prev_hash differs: reordered or replaced)")
+            previous = entry
+        if since is not None:
+            ledger.entries = [e for e in ledger.entries if datetime.fromisoformat(e["erased_at"]) >= since]
+        return ledger
+
+    def check_ledger(self, client, bucket: str) -> list[str]:
+        """Cross-check the database's ledger with the bucket's: an entry the bucket lacks is published again
+        (the database's copy is the original), and every disagreement is returned for an alert."""
+        bucket_ledger = self.ledger_from_bucket(client, bucket)
+        problems = list(bucket_ledger.problems)
+        in_bucket = {e["seq"]: entry_hash(e) for e in bucket_ledger.entries}
+        for seq, request_id, hashed in self.conn.execute(
+                "SELECT seq, request_id::text, entry_hash FROM coldcopy_ops.erasure_ledger WHERE seq IS NOT NULL "
+                "ORDER BY seq").fetchall():
+            if seq not in in_bucket:
+                self.publish_ledger(request_id, client, bucket)
+                problems.append(f"ledger entry {seq} was missing from the bucket; published again")
+            elif in_bucket[seq] != hashed:
+                problems.append(f"ledger entry {seq} in the bucket differs from the database's")
+        return problems
 
     def reapply(self, entries: list[dict]) -> dict[str, dict]:
         """Re-apply ledger entries to this database (a restored backup); returns rows touched per request."""
@@ -401,9 +552,17 @@ class Gdpr:
                 continue
             subject = self.find(entry["workspace_id"], subject_hash=entry["subject_hash"],
                                 id_hashes=entry["id_hashes"])
-            done[entry["request_id"]] = self.erase(subject, entry["request_id"])
-            self.conn.execute("UPDATE coldcopy_ops.erasure_ledger SET id_hashes = %s, erased_at = %s "
-                              "WHERE request_id = %s", (entry["id_hashes"], entry["erased_at"], entry["request_id"]))
+            # The bucket's entry is the record: it replaces whatever the restored database had for the request.
+            self.conn.execute("DELETE FROM coldcopy_ops.erasure_ledger WHERE request_id = %s OR seq = %s",
+                              (entry["request_id"], entry["seq"]))
+            self.conn.execute(
+                "INSERT INTO coldcopy_ops.erasure_ledger (request_id, workspace_id, subject_hash, id_hashes, "
+                "erased_at, seq, prev_hash, entry_hash, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'intent')",
+                (entry["request_id"], entry["workspace_id"], entry["subject_hash"], entry["id_hashes"],
+                 entry["erased_at"], entry["seq"], entry["prev_hash"], entry_hash(entry)))
+            with self._subject_lock(subject):
+                self._erase_rows(subject, entry["request_id"], counts := {}, [])
+            done[entry["request_id"]] = {t: n for t, n in counts.items() if n}
         return done
 
     # -- retention --------------------------------------------------------------------------------------
@@ -439,6 +598,9 @@ class Gdpr:
         columns = {c for (c,) in self.conn.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
             (f'"{schema}"."{name}"',))}
+        if f"{schema}.{name}" not in RETENTION_TABLES:
+            raise GdprError(f"policy {policy['id']}: {schema}.{name} is not a table retention may touch "
+                            f"(allowed: {', '.join(sorted(RETENTION_TABLES))})")
         if schema != "public" or "workspace_id" not in columns:
             raise GdprError(f"policy {policy['id']}: {schema}.{name} is not a tenant table (no workspace_id)")
         age = next((c for c in AGE_COLUMNS if c in columns), None)
@@ -523,30 +685,52 @@ class Gdpr:
                                      + expired + sql.SQL(")"), params).rowcount
 
 
-def gpg_symmetric(data: bytes, passphrase: str) -> bytes:
-    """OpenPGP symmetric encryption (AES256), as the backups: opens with ``gpg --decrypt`` and the passphrase."""
-    from coldcopy.backups import gpg_encrypt_argv, passphrase_pipe
+@dataclass
+class Ledger:
+    """The bucket's erasure ledger: valid entries in sequence order, and what was wrong with the rest."""
 
-    read = passphrase_pipe(passphrase)
-    try:
-        done = subprocess.run(gpg_encrypt_argv(read), input=data, capture_output=True, pass_fds=(read,),
-                              env=minimal_env(), check=False)
-    finally:
-        os.close(read)
-    if done.returncode:
-        raise GdprError(f"gpg failed ({done.returncode}): {done.stderr.decode(errors='replace').strip()[:300]}")
-    return done.stdout
+    entries: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
+def ledger_entry(seq: int, prev_hash: str | None, request_id, workspace_id, subject_hash: str, id_hashes: list[str],
+                 erased_at: datetime) -> dict:
+    """One link of the erasure ledger's chain (only one-way keys: no personal data)."""
+    return {"seq": seq, "prev_hash": prev_hash, "request_id": str(request_id), "workspace_id": str(workspace_id),
+            "subject_hash": subject_hash, "id_hashes": sorted(id_hashes), "erased_at": erased_at.isoformat()}
 
-def reapply_after_restore(dsn: str, client, bucket: str, manifest_key: bytes, since: datetime | None) -> dict:
-    """Re-apply every erasure of the bucket's ledger erased at or after ``since`` to the restored database at
-    ``dsn``, before anyone is handed it; returns rows touched per request."""
+
+def entry_hash(entry: dict) -> str:
+    """The hash the next entry carries: of the entry's fields (not its signature or type)."""
+    fields = {k: entry[k] for k in ("seq", "prev_hash", "request_id", "workspace_id", "subject_hash", "id_hashes",
+                                    "erased_at")}
+    fields["id_hashes"] = sorted(fields["id_hashes"])
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def list_objects(client, bucket: str, prefix: str) -> list[dict]:
+    """Every object under ``prefix`` (all pages)."""
+    paginator = client.get_paginator("list_objects_v2")
+    return [o for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
+
+
+def list_keys(client, bucket: str, prefix: str) -> list[str]:
+    return [o["Key"] for o in list_objects(client, bucket, prefix)]
+
+
+def reapply_after_restore(dsn: str, client, bucket: str, keyring: manifests.Keyring,
+                          since: datetime | None) -> tuple[dict, list[str]]:
+    """Re-apply every valid erasure of the bucket's ledger erased at or after ``since`` to the restored database
+    at ``dsn``, before anyone is handed it; returns rows touched per request and the ledger's problems (to alert
+    on: a junk, missing or reordered entry never stops the valid ones from being applied)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        gdpr = Gdpr(conn, manifest_key=manifest_key)
-        done = gdpr.reapply(gdpr.ledger_from_bucket(client, bucket, since))
+        gdpr = Gdpr(conn, keyring=keyring)
+        ledger = gdpr.ledger_from_bucket(client, bucket, since)
+        done = gdpr.reapply(ledger.entries)
+    for problem in ledger.problems:
+        log.error("erasure ledger: %s", problem)
     log.info("re-applied %d erasure(s) newer than %s to the restored database", len(done), since)
-    return done
+    return done, ledger.problems
 
 
 def drop_erased_rows(conn: psycopg.Connection, table: str) -> int:

@@ -23,16 +23,14 @@ arrive) and once, in the same snapshot, for its *row versions*: the count and an
 ``(id, xmin)``. Every insert, update or delete gives a row a new version, so the same sum later proves the
 partition unchanged since the export without turning every row into text again (freezing, ``VACUUM FULL`` and
 ``CLUSTER`` keep ``xmin``). The manifest holds the sha256 of the CSV as exported; verification streams the
-object back once, through gunzip and that hash. Manifests written before this (``row_checksum``: a hash of
-every row's text) are still verified and restored the old way.
+object back once, through gunzip and that hash.
+A restore streams the object into ``COPY`` inside one transaction and commits only once the object's size,
+sha256 and CSV hash equal the signed manifest's: unverified bytes are never committed.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import io
 import logging
 import queue
 import threading
@@ -56,9 +54,6 @@ log = logging.getLogger(__name__)
 PARENT = "public.email_events"
 ARCHIVE_PREFIX = "archive/email_events"
 DETACH_LOCK = f"coldcopy: detach from {PARENT}"  # advisory lock key (hashed) serializing detaches
-# Order-independent fingerprint of a partition's rows, comparable between the live table and a restore
-# (manifests before row versions; still used to verify and restore those archives).
-ROW_CHECKSUM_SQL = "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} t"
 # Order-independent fingerprint of a partition's row versions (see the module docstring), with the range of
 # occurred_at the manifest records: one scan of three columns.
 ROW_VERSIONS_SQL = ("SELECT count(*), coalesce(sum(hashint8extended(id, xmin::text::bigint)), 0)::text, "
@@ -93,14 +88,14 @@ class Partition:
 class PartitionManager:
     """Partition rotation on one autocommit connection (``ColdCopyPostgresHook().session()``).
 
-    :param manifest_key: signs and checks the archives' manifests (:func:`coldcopy.manifests.signing_key`).
+    :param keyring: signs and checks the archives' manifests (:func:`coldcopy.manifests.keyring`).
     :param lock_retry: lock_timeout and retry schedule for every step that locks the parent.
     """
 
-    def __init__(self, conn: psycopg.Connection, *, manifest_key: bytes,
+    def __init__(self, conn: psycopg.Connection, *, keyring: manifests.Keyring,
                  lock_retry: LockRetryPolicy = LockRetryPolicy()) -> None:
         self.conn = conn
-        self.manifest_key = manifest_key
+        self.keyring = keyring
         self.lock_retry = lock_retry
         self.conn.execute("SET TimeZone = 'UTC'")
         ops_schema.ensure(conn, "partition_rotation")
@@ -208,9 +203,6 @@ class PartitionManager:
         return bool(self.conn.execute("SELECT coalesce(erased_rows, 0) > 0 FROM coldcopy_ops.partition_archive "
                                       "WHERE partition_name = %s", (partition.name,)).fetchone()[0])
 
-    def _fingerprint(self, table: str) -> tuple[int, str]:
-        return self.conn.execute(sql.SQL(ROW_CHECKSUM_SQL).format(sql.Identifier(table))).fetchone()
-
     def _row_versions(self, table: str) -> tuple[int, str]:
         rows, versions, _, _ = self.conn.execute(sql.SQL(ROW_VERSIONS_SQL).format(sql.Identifier(table))).fetchone()
         return rows, versions
@@ -250,32 +242,29 @@ class PartitionManager:
             "schema_version": self._schema_version(),
             "exported_at": self.conn.execute("SELECT now()").fetchone()[0].isoformat(),
         }
-        client.put_object(Bucket=bucket, Key=partition.manifest_key, Body=manifests.dump(manifest, self.manifest_key),
-                          ContentType="application/json")
+        client.put_object(Bucket=bucket, Key=partition.manifest_key, ContentType="application/json",
+                          Body=manifests.dump(manifest, self.keyring, type="archive"))
         self._set_state(partition, manifest, "exported", fingerprint=(rows, row_versions))
         log.info("exported %s: %d rows, %d bytes, sha256 %s", partition.name, rows, upload.size, upload.sha256)
         return manifest
 
     def read_manifest(self, partition: Partition, client, bucket: str) -> dict:
-        """The month's manifest once its signature verifies (:class:`ArchiveError` otherwise)."""
+        """The month's manifest once its signature verifies and it describes this month's object
+        (:class:`ArchiveError` otherwise)."""
+        where = f"s3://{bucket}/{partition.manifest_key}"
         raw = b"".join(read_object(client, bucket, partition.manifest_key))
         try:
-            return manifests.load(raw, self.manifest_key, where=f"s3://{bucket}/{partition.manifest_key}")
+            manifest = manifests.load(raw, self.keyring, where=where, type="archive")
         except manifests.ManifestRejected as error:
             raise ArchiveError(str(error)) from error
-
-    def count_archived_rows(self, client, bucket: str, key: str) -> int:
-        """Rows in the archived CSV, read back from the bucket and decompressed as a stream."""
-        stream = gzip.GzipFile(fileobj=_ChunkReader(read_object(client, bucket, key)))
-        reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
-        next(reader, None)  # header
-        return sum(1 for _ in reader)
+        if (manifest.get("object_key"), manifest.get("partition")) != (partition.object_key, partition.name):
+            raise ArchiveError(f"{where}: describes {manifest.get('object_key')!r}, not {partition.object_key!r} "
+                               "(another month's manifest copied here?); refusing to use it")
+        return manifest
 
     def verify(self, partition: Partition, client, bucket: str) -> dict:
         """The archive in the bucket matches its manifest, and the live partition still holds what it describes."""
         manifest = self.read_manifest(partition, client, bucket)
-        if "content_sha256" not in manifest:
-            return self._verify_row_checksum(partition, manifest, client, bucket)
         problems = _object_problems(manifest, _read_back(client, bucket, partition.object_key))
         recorded = self.conn.execute(
             "SELECT row_count, row_checksum, sha256 FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
@@ -294,24 +283,6 @@ class PartitionManager:
         if problems:
             raise ArchiveError(f"{partition.name}: archive does not verify: " + "; ".join(problems))
         self._set_state(partition, manifest, "verified", fingerprint=(recorded[0], recorded[1]))
-        return manifest
-
-    def _verify_row_checksum(self, partition: Partition, manifest: dict, client, bucket: str) -> dict:
-        """Verification of an archive whose manifest predates row versions (a hash of every row's text)."""
-        sha256, size = object_sha256(client, bucket, partition.object_key)
-        problems = []
-        if (sha256, size) != (manifest["sha256"], manifest["byte_size"]):
-            problems.append(f"object sha256/size {sha256[:12]}…/{size} ≠ manifest {manifest['sha256'][:12]}…/"
-                            f"{manifest['byte_size']}")
-        archived_rows = self.count_archived_rows(client, bucket, partition.object_key)
-        live_rows, live_checksum = self._fingerprint(partition.name)
-        if not archived_rows == live_rows == manifest["rows"]:
-            problems.append(f"rows: archive {archived_rows}, partition {live_rows}, manifest {manifest['rows']}")
-        if live_checksum != manifest["row_checksum"]:
-            problems.append("the partition's row checksum differs from the manifest's (rows changed since export)")
-        if problems:
-            raise ArchiveError(f"{partition.name}: archive does not verify: " + "; ".join(problems))
-        self._set_state(partition, manifest, "verified", fingerprint=(live_rows, live_checksum))
         return manifest
 
     def detach(self, partition: Partition) -> None:
@@ -446,10 +417,6 @@ class PartitionManager:
             raise ArchiveError(f"no archive for {partition.month} under "
                                f"s3://{bucket}/{partition.manifest_key.rsplit('/', 1)[0]}/ (never archived?)")
         manifest = self.read_manifest(partition, client, bucket)
-        legacy = "content_sha256" not in manifest
-        if legacy and object_sha256(client, bucket, partition.object_key) != (manifest["sha256"],
-                                                                               manifest["byte_size"]):
-            raise ArchiveError(f"{partition.object_key}: object does not match its manifest; not restoring")
         table = sql.Identifier(partition.name)
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in manifest["columns"])
         with self.conn.transaction():
@@ -460,19 +427,14 @@ class PartitionManager:
                         table, columns)) as copy:
                     read = _read_back(client, bucket, partition.object_key, into=copy.write)
                 loaded = cur.rowcount
-            if legacy:
-                rows, checksum = self._fingerprint(partition.name)
-                if (rows, checksum) != (manifest["rows"], manifest["row_checksum"]):
-                    raise ArchiveError(f"{partition.name}: restored {rows} rows with checksum {checksum}, manifest "
-                                       f"says {manifest['rows']} / {manifest['row_checksum']}; rolled back")
-            else:
-                problems = _object_problems(manifest, read)
-                if loaded != manifest["rows"]:
-                    problems.append(f"loaded {loaded} rows, manifest says {manifest['rows']}")
-                if problems:
-                    raise ArchiveError(f"{partition.name}: not restored (rolled back): " + "; ".join(problems))
+            # Bound before anything is committed: the bytes COPY parsed are kept only if they are the signed ones.
+            problems = _object_problems(manifest, read)
+            if loaded != manifest["rows"]:
+                problems.append(f"loaded {loaded} rows, manifest says {manifest['rows']}")
+            if problems:
+                raise ArchiveError(f"{partition.name}: not restored (rolled back): " + "; ".join(problems))
             erased = self._drop_erased(partition.name)
-            fingerprint = self._fingerprint(partition.name) if legacy else self._row_versions(partition.name)
+            fingerprint = self._row_versions(partition.name)
         self._attach(partition)
         # Recorded also when this database never archived the month itself.
         self._set_state(partition, manifest, "restored", fingerprint=fingerprint)
@@ -589,22 +551,3 @@ def _object_problems(manifest: dict, read: _ReadBack) -> list[str]:
     elif read.content_sha256 != manifest["content_sha256"]:
         problems.append("the object's CSV does not hash to the manifest's content_sha256")
     return problems
-
-
-class _ChunkReader(io.RawIOBase):
-    """A read-only file object over an iterator of byte chunks (for streaming gzip decompression)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks, self.pending = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self.pending:
-            self.pending = next(self.chunks, b"")
-            if not self.pending:
-                return 0
-        size = min(len(buffer), len(self.pending))
-        buffer[:size], self.pending = self.pending[:size], self.pending[size:]
-        return size

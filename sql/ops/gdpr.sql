@@ -27,6 +27,14 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.erasure_ledger (
   erased_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS erasure_ledger_erased_at_idx ON coldcopy_ops.erasure_ledger (erased_at);
+-- The ledger is a chain: entry n carries the hash of entry n-1, so a missing, reordered or replaced entry in
+-- the bucket is detected. An entry is written (state 'intent') before the erasure's first delete, so a
+-- partition restore or retention archive running meanwhile already leaves the subject's rows out.
+ALTER TABLE coldcopy_ops.erasure_ledger ADD COLUMN IF NOT EXISTS seq bigint UNIQUE;
+ALTER TABLE coldcopy_ops.erasure_ledger ADD COLUMN IF NOT EXISTS prev_hash text;
+ALTER TABLE coldcopy_ops.erasure_ledger ADD COLUMN IF NOT EXISTS entry_hash text;
+ALTER TABLE coldcopy_ops.erasure_ledger ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'done';
+ALTER TABLE coldcopy_ops.erasure_ledger ADD COLUMN IF NOT EXISTS published_key text;
 
 -- Once per request per day: the deadline warning for a request due within 3 days.
 CREATE TABLE IF NOT EXISTS coldcopy_ops.gdpr_deadline_alerts (

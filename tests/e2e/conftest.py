@@ -20,6 +20,7 @@ from local_env import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "e2e passphrase (test only)"
+MANIFEST_SECRET = "e2e manifest signing secret of 32+ characters"
 
 
 @dataclass
@@ -99,6 +100,7 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
                 "coldcopy_db": local_env.airflow_connection(local_env.database_dsn(admin_dsn, target)),
                 "coldcopy_spaces": spaces,
                 "coldcopy_backup_key": json.dumps({"conn_type": "generic", "password": PASSPHRASE}),
+                "coldcopy_manifest_key": json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET}),
                 "coldcopy_alerts_webhook": sink.airflow_connection(),
             },
         )

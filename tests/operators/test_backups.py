@@ -20,6 +20,7 @@ from coldcopy.backups import BackupError, BackupRunner
 from coldcopy.dag_test import run_dag
 from coldcopy.object_store import spaces_hook
 from coldcopy.operators.backups import VerifyBackupOperator
+from tests.conftest import KEYRING
 from tests.s3_endpoint import FaultyProxy
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -41,7 +42,7 @@ def table_facts(dsn: str) -> dict[str, tuple]:
 @pytest.fixture
 def runner(generated_db, spaces, backup_key) -> BackupRunner:
     client, bucket = spaces
-    return BackupRunner(generated_db, client, bucket, backup_key)
+    return BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING)
 
 
 def test_round_trip_restores_every_table(runner, generated_db, new_database):
@@ -75,8 +76,9 @@ def test_tampered_object_or_wrong_key_fails_verification_and_alerts(runner, spac
     key = runner.backup().object_key
     assert runner.verify(key, admin_dsn)["tables"] > 60
 
-    wrong_key = BackupRunner(generated_db, client, bucket, "not the passphrase")
-    with pytest.raises(BackupError, match="signature does not verify"):  # the manifest is refused first
+    wrong_key = BackupRunner(generated_db, client, bucket, "not the passphrase",
+                             keyring=manifests.Keyring.from_secret("another manifest secret of 32+ characters"))
+    with pytest.raises(BackupError, match="unknown key"):  # the manifest is refused first
         wrong_key.verify(key, admin_dsn)
 
     body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -86,7 +88,7 @@ def test_tampered_object_or_wrong_key_fails_verification_and_alerts(runner, spac
     with AlertSink() as sink:
         monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
         ti = SimpleNamespace(dag_id="backup_to_spaces", run_id="r", task_id="verify_database")
-        with pytest.raises(AirflowFailException, match="restore of .* failed"):
+        with pytest.raises(AirflowFailException, match="object does not match its signed manifest"):
             VerifyBackupOperator(task_id="verify_database", backup_key=key).execute({"ti": ti, "params": {}})
         assert sink.texts() == []  # AirflowFailException: no retry; on_failure_callback pages once
     with psycopg.connect(generated_db) as conn:
@@ -101,7 +103,7 @@ def test_upload_failure_half_way_leaves_nothing_and_the_retry_succeeds(generated
     monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, bucket))
     client = spaces_hook().get_conn()
     client.create_bucket(Bucket=bucket)
-    runner = BackupRunner(generated_db, client, bucket, backup_key)
+    runner = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING)
     try:
         proxy.fail_after(1024 * 1024)  # the upload starts, then the endpoint goes away in the middle of it
         with pytest.raises((BackupError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)):
@@ -126,7 +128,8 @@ def test_retention_deletes_exactly_the_expired(runner, spaces, generated_db):
         key = f"backups/{klass}/{stamp:%Y/%m/%d}/{label}-{stamp:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
         client.put_object(Bucket=bucket, Key=key, Body=b"x")
         client.put_object(Bucket=bucket, Key=key.removesuffix(".dump.zst.gpg") + ".manifest.json",
-                          Body=manifests.dump({"kind": "database", "tables": None}, runner.manifest_key))
+                          Body=manifests.dump({"kind": "database", "tables": None, "object_key": key}, runner.keyring,
+                                              type="backup"))
         return key
 
     standard = {age: place("standard", age) for age in (1, 10, 29, 31, 45, 90)}
@@ -189,7 +192,8 @@ def test_verification_runs_on_the_verify_connection_and_transient_failures_are_r
     unreachable one is a transient failure (Airflow retries it), not a bad backup (which fails for good)."""
     client, bucket = spaces
     coldcopy_conn(generated_db)
-    key = BackupRunner(generated_db, client, bucket, backup_key).backup(tables=["public.workspaces"]).object_key
+    key = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING).backup(
+        tables=["public.workspaces"]).object_key
     verify_server = local_env.embedded_server_dsn()
     with psycopg.connect(verify_server, autocommit=True) as conn:  # a verification server needs the roles
         for role in ("anon", "authenticated", "service_role", "pgbouncer"):  # pg_dumpall --globals-only
@@ -215,7 +219,7 @@ def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db
 
     client, bucket = spaces
     coldcopy_conn(generated_db)
-    key = BackupRunner(generated_db, client, bucket, backup_key).backup().object_key
+    key = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING).backup().object_key
     live = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
     with pytest.raises(AirflowFailException, match="refusing to restore into the live database"):
         RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute({})

@@ -49,11 +49,11 @@ def attached(dsn: str) -> list[str]:
         return [n for (n,) in conn.execute("SELECT name FROM app.email_events_partitions ORDER BY range_start")]
 
 
-MANIFEST_KEY = manifests.signing_key("archive manifests (test only)")
+MANIFEST_KEY = manifests.Keyring.from_secret("archive manifests (test only), 32+ characters")
 
 
 def manager(conn, policy=FAST) -> PartitionManager:
-    return PartitionManager(conn, lock_retry=policy, manifest_key=MANIFEST_KEY)
+    return PartitionManager(conn, lock_retry=policy, keyring=MANIFEST_KEY)
 
 
 def test_premake_creates_exactly_the_missing_months(migrated_db):

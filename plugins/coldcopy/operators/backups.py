@@ -36,7 +36,8 @@ class BaseBackupOperator(ColdCopyOperator):
 
         spaces = spaces_hook(self.spaces_conn_id)
         passphrase = backup_passphrase(self.key_conn_id)
-        return BackupRunner(self.hook().dsn(), spaces.get_conn(), bucket_of(spaces), passphrase)
+        return BackupRunner(self.hook().dsn(), spaces.get_conn(), bucket_of(spaces), passphrase,
+                            keyring=self.keyring())
 
     @staticmethod
     def fail_for_good(error: Exception) -> None:
@@ -101,8 +102,14 @@ class BackupRetentionOperator(BaseBackupOperator):
     DAG param ``retention_dry_run`` lists instead of deleting."""
 
     def execute(self, context: Context) -> list[str]:
+        from coldcopy import alerts
+
         dry_run = bool(context["params"].get("retention_dry_run", False))
-        deleted = self.runner().apply_retention(dry_run=dry_run)
+        runner = self.runner()
+        deleted = runner.apply_retention(dry_run=dry_run)
+        if runner.skipped:
+            alerts.send_for_task(context, f"{len(runner.skipped)} backup(s) with a refused manifest left alone: "
+                                 f"{'; '.join(runner.skipped)[:800]}", kind="threshold_breached")
         self.log.info("%s %d expired backup(s): %s", "would delete" if dry_run else "deleted", len(deleted),
                       ", ".join(deleted) or "none")
         return deleted
@@ -111,9 +118,13 @@ class BackupRetentionOperator(BaseBackupOperator):
 class RestoreFromSpacesOperator(BaseBackupOperator):
     """Restore a backup (``latest``, a ``YYYY-MM-DD`` date, or an object key) into ``target_database``.
 
-    A whole-database restore goes into a new or empty database only (created if missing). The live database
-    of ``conn_id`` is refused unless ``confirm_overwrite_live`` is true (for a live database that was lost
-    and recreated empty). With ``tables``, only their rows are restored into a target that has the schema.
+    A whole-database restore goes into a *quarantine* database first (``<target>__restoring``): the object is
+    bound to its signed manifest before any byte is restored, every erasure of the ledger since the backup is
+    re-applied, and only then is the quarantine renamed to the target. Any failure drops the quarantine: no
+    one is ever handed a database that still holds an erased person or an unverified byte. The target must be
+    missing or empty; the live database of ``conn_id`` is refused unless ``confirm_overwrite_live`` is true
+    (for a live database that was lost and recreated empty). With ``tables``, only their rows are restored
+    into a target that has the schema (then erasures are re-applied in place).
     """
 
     template_fields: Sequence[str] = ("backup", "target_database", "tables", "confirm_overwrite_live")
@@ -125,9 +136,7 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         self.tables, self.confirm_overwrite_live = tables, confirm_overwrite_live
 
     def execute(self, context: Context) -> dict:
-        import psycopg
-        from psycopg import sql
-
+        from coldcopy import alerts
         from coldcopy.backups import BackupError
 
         tables = [t for t in (self.tables or []) if t] if not isinstance(self.tables, str) else (
@@ -135,6 +144,9 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         target = (self.target_database or "").strip()
         if not target:
             raise AirflowFailException("target_database is required")
+        if len(target) > 52:
+            raise AirflowFailException(f"target_database {target!r}: at most 52 characters (the quarantine's name "
+                                       "adds a suffix within PostgreSQL's 63)")
         hook = self.hook()
         live = hook.get_connection(self.conn_id).schema
         if target == live and str(self.confirm_overwrite_live).lower() not in ("true", "1"):
@@ -142,15 +154,46 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                                        "set confirm_overwrite_live to true if that is really meant")
         runner = self.runner()
         try:
-            key = runner.resolve(self.backup)
-            with psycopg.connect(hook.dsn(dbname="postgres"), autocommit=True) as admin:
-                exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
-                if not exists:
-                    if tables:
-                        raise AirflowFailException(f"{target!r} does not exist: a table restore needs its schema")
-                    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
-            if exists and not tables:
-                with psycopg.connect(hook.dsn(dbname=target)) as conn:
+            key, manifest = runner.resolve(self.backup)
+            if runner.skipped:
+                alerts.send_for_task(context, f"restore passed over {len(runner.skipped)} backup(s) with a refused "
+                                     f"manifest: {'; '.join(runner.skipped)[:800]}", kind="threshold_breached")
+            if tables:
+                erasures, problems = self.restore_tables(runner, key, manifest, target, tables)
+            else:
+                erasures, problems = self.restore_database(runner, key, manifest, target)
+        except BackupError as error:
+            self.fail_for_good(error)
+        if problems:
+            alerts.send_for_task(context, f"erasure ledger: {len(problems)} problem(s) while restoring {key} (every "
+                                 f"valid erasure was applied): {'; '.join(problems)[:800]}",
+                                 kind="threshold_breached", problems=problems[:20])
+        self.log.info("restored %s into %s%s; %d erasure(s) re-applied", key, target,
+                      f" (tables {', '.join(tables)})" if tables else "", len(erasures))
+        return {"object_key": key, "target_database": target, "tables": tables, "erasures_reapplied": len(erasures)}
+
+    def _admin(self):
+        import psycopg
+
+        return psycopg.connect(self.hook().dsn(dbname="postgres"), autocommit=True)
+
+    def restore_tables(self, runner, key: str, manifest: dict, target: str, tables: list[str]):
+        with self._admin() as admin:
+            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone():
+                raise AirflowFailException(f"{target!r} does not exist: a table restore needs its schema")
+        target_dsn = self.hook().dsn(dbname=target)
+        runner.restore(key, target_dsn, tables=tables, manifest=manifest)
+        return self.reapply_erasures(runner, manifest, target_dsn)
+
+    def restore_database(self, runner, key: str, manifest: dict, target: str):
+        import psycopg
+        from psycopg import sql
+
+        quarantine = f"{target}__restoring"
+        with self._admin() as admin:
+            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
+            if exists:
+                with psycopg.connect(self.hook().dsn(dbname=target)) as conn:
                     populated = conn.execute(
                         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                         "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
@@ -160,20 +203,31 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                         f"{target!r} has {populated} tables: a whole-database restore goes into an empty database "
                         "only. Restore into a new database and point the application at it (README runbook), "
                         "or drop and recreate this one first")
-            runner.restore(key, hook.dsn(dbname=target), tables=tables or None)
-            erasures = self.reapply_erasures(runner, key, hook.dsn(dbname=target))
-        except BackupError as error:
-            self.fail_for_good(error)
-        self.log.info("restored %s into %s%s; %d erasure(s) re-applied", key, target,
-                      f" (tables {', '.join(tables)})" if tables else "", len(erasures))
-        return {"object_key": key, "target_database": target, "tables": tables, "erasures_reapplied": len(erasures)}
+            # A quarantine left by a killed try is ours to replace: it was never handed over.
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(quarantine)))
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(quarantine)))
+        try:
+            quarantine_dsn = self.hook().dsn(dbname=quarantine)
+            runner.restore(key, quarantine_dsn, manifest=manifest)
+            erasures, problems = self.reapply_erasures(runner, manifest, quarantine_dsn)
+            with self._admin() as admin:
+                if exists:
+                    admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(target)))  # empty (checked)
+                admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(quarantine),
+                                                                               sql.Identifier(target)))
+        except BaseException:
+            with self._admin() as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(quarantine)))
+            raise
+        return erasures, problems
 
     @staticmethod
-    def reapply_erasures(runner, key: str, target_dsn: str) -> dict:
-        """Backups are immutable: every erasure since the backup began is applied again before hand-over."""
+    def reapply_erasures(runner, manifest: dict, target_dsn: str) -> tuple[dict, list[str]]:
+        """Backups are immutable: every erasure since the backup began (the *bound* manifest's start, so an
+        older object under a newer key cannot move the date) is applied again before hand-over."""
         from datetime import datetime
 
         from coldcopy.gdpr import reapply_after_restore
 
-        since = datetime.fromisoformat(runner.manifest(key)["started_at"]) - timedelta(hours=1)  # clock margin
-        return reapply_after_restore(target_dsn, runner.client, runner.bucket, runner.manifest_key, since)
+        since = datetime.fromisoformat(manifest["started_at"]) - timedelta(hours=1)  # clock margin
+        return reapply_after_restore(target_dsn, runner.client, runner.bucket, runner.keyring, since)

@@ -16,7 +16,8 @@ class ColdCopyOperator(BaseOperator):
     so nothing it started keeps running on the server after the task is killed or times out.
 
     Subclasses set ``self.conn_id`` (the database), ``spaces_conn_id`` and ``key_conn_id`` (bucket and backup key,
-    for :meth:`bucket` and :meth:`manifest_key`), and ``lock_timeout_ms`` / ``lock_attempts`` for :meth:`lock_policy`.
+    for :meth:`bucket`;
+    manifests are signed with :meth:`keyring`), and ``lock_timeout_ms`` / ``lock_attempts`` for :meth:`lock_policy`.
     """
 
     default_execution_timeout = timedelta(hours=1)
@@ -24,6 +25,7 @@ class ColdCopyOperator(BaseOperator):
     conn_id: str = DB_CONN_ID
     spaces_conn_id: str = SPACES_CONN_ID
     key_conn_id: str = KEY_CONN_ID
+    manifest_key_conn_id: str = "coldcopy_manifest_key"
     lock_timeout_ms: int = 2000
     lock_attempts: int = 6
 
@@ -52,13 +54,11 @@ class ColdCopyOperator(BaseOperator):
         hook = spaces_hook(self.spaces_conn_id)
         return hook.get_conn(), bucket_of(hook)
 
-    def manifest_key(self) -> bytes:
-        """The key that signs and authenticates manifests and ledger entries, derived from the backup passphrase
-        (the ``key_conn_id`` connection, ``coldcopy_backup_key``)."""
+    def keyring(self):
+        """The keys that sign and authenticate manifests and ledger entries (connection ``coldcopy_manifest_key``)."""
         from coldcopy import manifests
-        from coldcopy.backups import backup_passphrase
 
-        return manifests.signing_key(backup_passphrase(self.key_conn_id))
+        return manifests.keyring(self.manifest_key_conn_id)
 
     def on_kill(self) -> None:
         from coldcopy import sessions

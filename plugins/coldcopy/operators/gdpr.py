@@ -18,7 +18,7 @@ class BaseGdprOperator(ColdCopyOperator):
     """Shared parts: the database, the bucket, and the key that signs the erasure ledger.
 
     :param spaces_conn_id: Airflow connection (aws type) of the bucket (exports, ledger, retention archives).
-    :param key_conn_id: connection whose password (the backup passphrase) keys the ledger's signatures.
+    :param key_conn_id: the backup passphrase connection (the ledger is signed with ``coldcopy_manifest_key``).
     """
 
     ui_color = "#eef1fb"
@@ -34,17 +34,27 @@ class BaseGdprOperator(ColdCopyOperator):
         from coldcopy.gdpr import Gdpr
 
         with self.hook().session() as conn:
-            yield Gdpr(conn, lock_retry=self.lock_policy(),
-                       manifest_key=self.manifest_key())
+            yield Gdpr(conn, lock_retry=self.lock_policy(), keyring=self.keyring())
 
 
 class PendingRequestsOperator(BaseGdprOperator):
-    """The verified access, portability and erasure requests to process (``received`` ones wait for a person)."""
+    """The verified access, portability and erasure requests to process (``received`` ones wait for a person).
+    First, housekeeping every run: exports past their 7 days are deleted, and the erasure ledger's database
+    and bucket copies are cross-checked (an entry missing from the bucket is published again; any problem
+    alerts once per run)."""
 
     def execute(self, context: Context) -> list[str]:
+        from coldcopy import alerts
+
+        client, bucket = self.bucket()
         with self.gdpr() as gdpr:
+            expired = gdpr.delete_expired_exports(client, bucket)
+            problems = gdpr.check_ledger(client, bucket)
             pending = gdpr.pending()
-        self.log.info("%d request(s) to process", len(pending))
+        if problems:
+            alerts.send_for_task(context, f"erasure ledger: {len(problems)} problem(s): {'; '.join(problems)[:800]}",
+                                 kind="threshold_breached", problems=problems[:20])
+        self.log.info("%d request(s) to process; %d expired export(s) deleted", len(pending), len(expired))
         return pending
 
 
@@ -124,8 +134,12 @@ class ApplyRetentionOperator(BaseGdprOperator):
             try:
                 result = gdpr.apply_retention(policy, client, bucket)
             except GdprError as error:
+                from coldcopy import alerts
+
                 gdpr.log_retention(policy, "skipped", detail=str(error))
                 self.log.warning("policy %s skipped: %s", self.policy_id, error)
+                alerts.send_for_task(context, f"retention policy skipped: {error}", kind="threshold_breached",
+                                     policy_id=self.policy_id)
                 raise AirflowSkipException(str(error)) from error
             gdpr.log_retention(policy, "done", **result)
         self.log.info("policy %s (%s of %s older than %s): %d rows in %d batches", self.policy_id, policy["action"],

@@ -44,7 +44,7 @@ class BasePartitionOperator(ColdCopyOperator):
 
         with self.hook().session() as conn:
             yield PartitionManager(conn, lock_retry=self.lock_policy(),
-                                   manifest_key=self.manifest_key())
+                                   keyring=self.keyring())
 
 
 class PremakePartitionsOperator(BasePartitionOperator):
