@@ -131,3 +131,13 @@ def backup_key(monkeypatch) -> str:
     monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_MANIFEST_KEY",
                        json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET}))
     return BACKUP_PASSPHRASE
+
+
+@pytest.fixture
+def dpo(monkeypatch):
+    """The ``coldcopy_dpo`` connection: a local webhook that receives GDPR export links and passphrases."""
+    from alert_sink import AlertSink
+
+    with AlertSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_DPO", sink.airflow_connection())
+        yield sink

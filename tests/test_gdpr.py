@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -42,7 +41,8 @@ def request(dsn: str, subject: dict, request_type: str, status: str = "verified"
 
 def gdpr_on(dsn: str) -> tuple[psycopg.Connection, Gdpr]:
     conn = psycopg.connect(dsn, autocommit=True)
-    return conn, Gdpr(conn, keyring=KEY, lock_retry=LockRetryPolicy(attempts=3, lock_timeout_ms=500))
+    return conn, Gdpr(conn, keyring=KEY, lock_retry=LockRetryPolicy(attempts=3, lock_timeout_ms=500),
+                      passphrase=BACKUP_PASSPHRASE)
 
 
 def decrypt(data: bytes, passphrase: str) -> bytes:
@@ -87,7 +87,9 @@ def test_the_catalog_finds_personal_data_including_a_new_table(generated_db):
     conn.close()
 
 
-def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, spaces, backup_key):
+def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, spaces, backup_key, monkeypatch):
+    from alert_sink import AlertSink
+
     client, bucket = spaces
     subject = subject_of(generated_db)
     conn, gdpr = gdpr_on(generated_db)
@@ -99,11 +101,19 @@ def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, s
     conn.execute("INSERT INTO public.lead_notes (workspace_id, lead_id, note) VALUES (%s, %s, 'mine')",
                  (subject["workspace_id"], subject["lead_id"]))
     request_id = request(generated_db, subject, "access")
-    gdpr.handle(request_id, client, bucket)
+    monkeypatch.delenv("AIRFLOW_CONN_COLDCOPY_DPO", raising=False)
+    with pytest.raises(RuntimeError, match="coldcopy_dpo is not configured"):  # a secret with nowhere to go
+        gdpr.handle(request_id, client, bucket)
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="gdpr/exports/")  # undelivered: deleted
+    with AlertSink() as dpo:
+        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_DPO", dpo.airflow_connection())
+        result = gdpr.handle(request_id, client, bucket)
     status, notes = conn.execute("SELECT status, notes FROM data_subject_requests WHERE id = %s",
                                  (request_id,)).fetchone()
-    assert status == "completed" and "valid 7 days" in notes
-    url, passphrase = re.search(r"(http\S+) \(valid", notes).group(1), re.search(r"passphrase (\S+)", notes).group(1)
+    [delivered] = [r["body"] for r in dpo.received]
+    url, passphrase = delivered["url"], delivered["passphrase"]
+    assert status == "completed" and "valid 7 days" in notes and "delivered to the data protection officer" in notes
+    assert passphrase not in notes and url not in notes and passphrase not in json.dumps(result, default=str)
     import httpx
 
     encrypted = httpx.get(url).content
@@ -124,6 +134,12 @@ def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, s
             assert row.get("workspace_id") in (None, str(subject["workspace_id"])), table
             if "lead_id" in row and table != "public.data_subject_requests":
                 assert row["lead_id"] in (None, str(subject["lead_id"])), table
+    # exports expire: 7 days after, the object is gone (its link was valid that long)
+    from datetime import UTC, datetime, timedelta
+
+    assert gdpr.delete_expired_exports(client, bucket, now=datetime.now(UTC) + timedelta(days=6)) == []
+    assert len(gdpr.delete_expired_exports(client, bucket, now=datetime.now(UTC) + timedelta(days=8))) == 1
+    assert httpx.get(url).status_code == 404
     conn.close()
 
 
@@ -187,8 +203,8 @@ def test_a_restored_backup_does_not_bring_an_erased_subject_back(generated_db, n
     assert occurrences(target, str(subject["lead_id"]))  # the backup holds the subject, as backups do
     from coldcopy.operators.backups import RestoreFromSpacesOperator
 
-    done = RestoreFromSpacesOperator.reapply_erasures(runner, key, target)
-    assert len(done) == 1
+    done, problems = RestoreFromSpacesOperator.reapply_erasures(runner, runner.manifest(key), target)
+    assert len(done) == 1 and problems == []
     assert occurrences(target, subject["email"]) == [] and occurrences(target, str(subject["lead_id"])) == []
     with psycopg.connect(target) as restored_conn, pytest.raises(psycopg.errors.CheckViolation):
         restored_conn.execute("INSERT INTO leads (workspace_id, email) VALUES (%s, %s)",
@@ -201,12 +217,103 @@ def test_a_restored_backup_does_not_bring_an_erased_subject_back(generated_db, n
     assert occurrences(by_hand, subject["email"]) == [] and occurrences(by_hand, str(subject["lead_id"])) == []
 
 
-def test_a_forged_ledger_entry_is_refused(generated_db, spaces, backup_key):
+def subjects_of(dsn: str, n: int) -> list[dict]:
+    with psycopg.connect(dsn) as conn:
+        return [{"lead_id": r[0], "workspace_id": r[1], "email": r[2]} for r in conn.execute("""
+            SELECT l.id, l.workspace_id, l.email FROM leads l
+            WHERE EXISTS (SELECT 1 FROM email_messages m WHERE m.lead_id = l.id) ORDER BY l.id LIMIT %s""", (n,))]
+
+
+def test_junk_missing_and_reordered_ledger_entries_are_reported_and_the_valid_ones_still_applied(
+        generated_db, new_database, spaces, backup_key):
+    from coldcopy.backups import BackupRunner
+
     client, bucket = spaces
-    client.put_object(Bucket=bucket, Key="gdpr/erasures/20990101T000000-forged.json",
-                      Body=manifests.dump({"request_id": "x", "erased_at": "2099-01-01T00:00:00+00:00"}, b"other key"))
-    with pytest.raises(manifests.ManifestRejected):
-        reapply_after_restore(generated_db, client, bucket, KEY, None)
+    people = subjects_of(generated_db, 3)
+    runner = BackupRunner(generated_db, client, bucket, BACKUP_PASSPHRASE, keyring=KEY)
+    key = runner.backup().object_key
+    conn, gdpr = gdpr_on(generated_db)
+    for person in people:
+        gdpr.handle(request(generated_db, person, "erasure"), client, bucket)
+    entries = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="gdpr/erasures/")["Contents"])
+    assert entries == [f"gdpr/erasures/{n:012d}.json" for n in (1, 2, 3)]
+    client.put_object(Bucket=bucket, Key="gdpr/erasures/junk.json", Body=b"{not json")
+    forged = manifests.dump({"seq": 4}, manifests.Keyring.from_secret("an attacker's own secret of 32+ chars"),
+                            type="ledger")
+    client.put_object(Bucket=bucket, Key="gdpr/erasures/000000000004.json", Body=forged)
+    second = client.get_object(Bucket=bucket, Key=entries[1])["Body"].read()
+    client.delete_object(Bucket=bucket, Key=entries[1])
+
+    target = new_database()
+    runner.restore(key, target)
+    done, problems = reapply_after_restore(target, client, bucket, KEY, None)
+    assert len(done) == 2  # entries 1 and 3: one junk object, one forged and one missing entry stop nothing
+    assert any("junk.json: not a signed document" in p for p in problems)
+    assert any("unknown key" in p for p in problems)
+    assert any("entries 2..2 are missing" in p for p in problems)
+    for person in (people[0], people[2]):
+        assert occurrences(target, person["email"]) == [] and occurrences(target, str(person["lead_id"])) == []
+
+    # the live database still has entry 2: the cross-check publishes it again and says so
+    problems = gdpr.check_ledger(client, bucket)
+    assert "ledger entry 2 was missing from the bucket; published again" in problems
+    assert client.get_object(Bucket=bucket, Key=entries[1])["Body"].read() == second
+
+    # reordered: entry 3's object put under number 1 is refused, and the chain break is reported
+    third = client.get_object(Bucket=bucket, Key=entries[2])["Body"].read()
+    client.put_object(Bucket=bucket, Key=entries[0], Body=third)
+    ledger = gdpr.ledger_from_bucket(client, bucket)
+    assert [e["seq"] for e in ledger.entries] == [2, 3]
+    assert any("stored under another number" in p for p in ledger.problems)
+    assert any("entries 1..1 are missing" in p for p in ledger.problems)
+    conn.close()
+
+
+def test_a_zombie_task_cannot_handle_a_request_being_handled(generated_db, spaces, backup_key):
+    client, bucket = spaces
+    subject = subject_of(generated_db)
+    request_id = request(generated_db, subject, "erasure")
+    zombie_conn, zombie = gdpr_on(generated_db)
+    conn, gdpr = gdpr_on(generated_db)
+    with zombie._claim(request_id):  # the first try, still running somewhere
+        with pytest.raises(GdprError, match="another session is handling it"):
+            gdpr.handle(request_id, client, bucket)
+        assert conn.execute("SELECT status FROM data_subject_requests WHERE id = %s",
+                            (request_id,)).fetchone()[0] == "in_progress"
+    zombie_conn.close()  # gone: its retry goes ahead
+    assert gdpr.handle(request_id, client, bucket)["type"] == "erasure"
+    conn.close()
+
+
+def test_an_erasure_racing_a_partition_restore_leaves_no_row_of_the_subject(generated_db, spaces, backup_key):
+    """The ledger entry is committed before the first delete: a month restored between the two already
+    leaves the subject's rows out (before, the entry came after the deletes and the month brought them back)."""
+    from coldcopy.partitions import PartitionManager
+
+    client, bucket = spaces
+    conn, gdpr = gdpr_on(generated_db)
+    other = psycopg.connect(generated_db, autocommit=True)
+    manager = PartitionManager(other, keyring=KEY)
+    for month in manager.archive_candidates():
+        found = conn.execute(f"SELECT l.workspace_id, l.email, l.id FROM public.{month.name} e "
+                             "JOIN leads l ON l.id = e.lead_id ORDER BY e.id LIMIT 1").fetchone()
+        if found:
+            break
+    workspace_id, email, lead_id = found
+    manager.archive(month, client, bucket)
+    other.execute(f"DROP TABLE public.{month.name}")
+    erase_rows = gdpr._erase_rows
+
+    def restore_in_between(*args, **kwargs):
+        manager.restore(month.range_start, client, bucket)  # another task, between intent and deletes
+        return erase_rows(*args, **kwargs)
+
+    gdpr._erase_rows = restore_in_between
+    gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), client, bucket)
+    assert conn.execute(f"SELECT count(*) FROM public.{month.name} WHERE lead_id = %s", (lead_id,)).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM email_events WHERE lead_id = %s", (lead_id,)).fetchone()[0] == 0
+    other.close()
+    conn.close()
 
 
 def test_a_restored_month_leaves_out_erased_subjects(generated_db, spaces, backup_key):
@@ -284,8 +391,10 @@ def test_retention_archive_and_anonymize_and_bad_policies(generated_db, spaces, 
     old = conn.execute("SELECT count(*) FROM leads WHERE workspace_id = %s AND created_at < now() - interval '30 days'",
                        (workspace,)).fetchone()[0]
     policies = {}
-    for table, action in (("leads", "anonymize"), ("consent_records", "archive"), ("no_such_table", "delete"),
-                          ("warmup_schedules; DROP TABLE leads", "delete"), ("workspaces", "delete")):
+    for table, action in (("leads", "anonymize"), ("intent_signals", "archive"), ("no_such_table", "delete"),
+                          ("warmup_schedules; DROP TABLE leads", "delete"), ("workspaces", "delete"),
+                          ("gdpr_audit_log", "delete"), ("consent_records", "archive"),
+                          ("coldcopy_ops.erasure_ledger", "delete")):
         policies[table] = conn.execute(
             "INSERT INTO data_retention_policies (workspace_id, table_name, retain_for, action) "
             "VALUES (%s, %s, %s, %s) RETURNING id", (workspace, table, "30 days", action)).fetchone()[0]
@@ -295,21 +404,32 @@ def test_retention_archive_and_anonymize_and_bad_policies(generated_db, spaces, 
                         "AND created_at < now() - interval '30 days' "
                         "AND (email NOT LIKE 'sha256:%%' OR first_name IS NOT NULL)", (workspace,)).fetchone()[0] == 0
     assert gdpr.apply_retention(gdpr.policy(policies["leads"]), client, bucket)["rows"] == 0  # already done
-    conn.execute("INSERT INTO consent_records (workspace_id, email, purpose, granted, recorded_at) "
-                 "SELECT %s, 'c' || g || '@example.com', 'marketing', true, now() - interval '60 days' "
-                 "FROM generate_series(1, 25) g", (workspace,))
-    archived = gdpr.apply_retention(gdpr.policy(policies["consent_records"]), client, bucket)
+    conn.execute("INSERT INTO intent_signals (workspace_id, signal_type, payload, created_at) "
+                 "SELECT %s, 'news', jsonb_build_object('visitor', 'v' || g || '@example.com'), "
+                 "now() - interval '60 days' FROM generate_series(1, 25) g", (workspace,))
+    archived = gdpr.apply_retention(gdpr.policy(policies["intent_signals"]), client, bucket)
     assert archived["rows"] >= 25
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="gdpr/retention/")["Contents"]]
+    objects = [k for k in keys if k.endswith(".jsonl.gz.gpg")]
+    assert len(keys) == 2 * len(objects)  # each with its signed manifest
     import gzip
 
-    stored = sum(len(gzip.decompress(client.get_object(Bucket=bucket, Key=k)["Body"].read()).splitlines())
-                 for k in keys)
+    stored = 0
+    for key in objects:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert b"example.com" not in body and not body.startswith(b"\x1f\x8b")  # encrypted, not bare gzip
+        stored += len(gzip.decompress(decrypt(body, BACKUP_PASSPHRASE)).splitlines())  # stock gpg | gunzip
+        manifests.load(client.get_object(Bucket=bucket, Key=key.removesuffix(".jsonl.gz.gpg") + ".manifest.json")
+                       ["Body"].read(), KEY, where=key, type="retention_archive")
     assert stored == archived["rows"]
     for bad, reason in (("no_such_table", "no r/p relation"), ("warmup_schedules; DROP TABLE leads", "not a relation"),
-                        ("workspaces", "not a tenant table")):
+                        ("workspaces", "not a table retention may touch"),
+                        ("gdpr_audit_log", "not a table retention may touch"),
+                        ("consent_records", "not a table retention may touch"),
+                        ("coldcopy_ops.erasure_ledger", "not a table retention may touch")):
         with pytest.raises(GdprError, match=reason):
             gdpr.apply_retention(gdpr.policy(policies[bad]), client, bucket)
+    assert conn.execute("SELECT count(*) FROM gdpr_audit_log WHERE workspace_id = %s", (workspace,)).fetchone()[0]
     assert conn.execute("SELECT to_regclass('public.leads') IS NOT NULL").fetchone()[0]
     conn.close()
 

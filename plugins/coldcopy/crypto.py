@@ -157,11 +157,11 @@ def gpg_decrypt_popen(passphrase: str, stdin, stdout, **kwargs) -> tuple[subproc
     return process, status
 
 
-def gpg_symmetric(data: bytes, passphrase: str) -> bytes:
+def gpg_symmetric(data: bytes, passphrase: str, *options: str) -> bytes:
     """``data`` encrypted like the backups (opens with ``gpg --decrypt`` and the passphrase)."""
     read = passphrase_pipe(passphrase)
     try:
-        done = subprocess.run(gpg_encrypt_argv(read), input=data, capture_output=True, pass_fds=(read,),
+        done = subprocess.run(gpg_encrypt_argv(read, *options), input=data, capture_output=True, pass_fds=(read,),
                               env=minimal_env(), check=False)
     finally:
         os.close(read)

@@ -39,7 +39,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import alerts, catalog, manifests, ops_schema
-from coldcopy.crypto import gpg_symmetric
+from coldcopy.crypto import check_binding, gpg_symmetric
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ REFUSE_TRIGGER = "coldcopy_refuse_erased_subject"
 # records, the suppression list or anything outside ``public``: a policy naming another table is skipped and
 # reported, so a workspace member cannot have the privileged job delete the evidence of what was done.
 RETENTION_TABLES = frozenset({
-    "public.email_events", "public.email_messages", "public.hubspot_sync_log", "public.salesforce_sync_log",
+    "public.leads", "public.campaign_leads", "public.lead_scores", "public.email_events", "public.email_messages",
+    "public.hubspot_sync_log", "public.salesforce_sync_log",
     "public.intent_signals", "public.linkedin_messages", "public.twitter_engagements", "public.channel_touchpoints",
     "public.workflow_runs", "public.reply_classifications", "public.smart_reply_suggestions",
     "public.deliverability_metrics", "public.meeting_requests", "public.linkedin_post_engagements",
@@ -133,10 +134,10 @@ class Gdpr:
     """
 
     def __init__(self, conn: psycopg.Connection, *, keyring: manifests.Keyring | None = None,
-                 dpo_conn_id: str = DPO_CONN_ID,
+                 dpo_conn_id: str = DPO_CONN_ID, passphrase: str | None = None,
                  lock_retry: LockRetryPolicy = LockRetryPolicy(), batch: int = BATCH) -> None:
         self.conn = conn
-        self.keyring, self.dpo_conn_id = keyring, dpo_conn_id
+        self.keyring, self.dpo_conn_id, self.passphrase = keyring, dpo_conn_id, passphrase
         self.lock_retry = lock_retry
         self.batch = batch
         ops_schema.ensure(conn, "gdpr", lock_retry)
@@ -563,6 +564,8 @@ class Gdpr:
             with self._subject_lock(subject):
                 self._erase_rows(subject, entry["request_id"], counts := {}, [])
             done[entry["request_id"]] = {t: n for t, n in counts.items() if n}
+        if done:
+            self.ensure_refuse_trigger()
         return done
 
     # -- retention --------------------------------------------------------------------------------------
@@ -666,21 +669,30 @@ class Gdpr:
         return sql.SQL(", ").join(sets), sql.SQL(" AND ").join(done)
 
     def _archive_batch(self, table, expired, params, policy, number: int, client, bucket) -> int:
-        """One transaction: lock the batch, upload it (CSV, gzip), check the object, delete the rows. Any
-        failure rolls the delete back: a row is gone only once its copy is in the bucket."""
+        """One transaction: lock the batch, upload it (JSON lines, gzip, OpenPGP AES256 like the backups:
+        ``gpg --decrypt | gunzip`` opens it) with its signed manifest, read the object back and check it
+        against the manifest, delete the rows. Any failure rolls the delete back: a row is gone only once its
+        copy is in the bucket."""
+        if not self.passphrase:
+            raise GdprError(f"policy {policy['id']}: archiving needs the backup passphrase (coldcopy_backup_key)")
         with self.conn.transaction():
             rows = self.conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE (tableoid, ctid) IN (").format(table)
                                      + expired + sql.SQL(") FOR UPDATE"), params).fetchall()
             if not rows:
                 return 0
-            body = gzip.compress("".join(json.dumps(r, default=str) + "\n" for (r,) in rows).encode())
+            body = gpg_symmetric(gzip.compress("".join(json.dumps(r, default=str) + "\n" for (r,) in rows).encode()),
+                                 self.passphrase, "--compress-algo", "none")
             stamp = self.conn.execute("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD\"T\"HH24MISS')").fetchone()[0]
             key = (f"{RETENTION_PREFIX}/{table.as_string(self.conn).replace(chr(34), '')}/{policy['workspace_id']}/"
-                   f"{stamp}-{number:05d}.jsonl.gz")
-            client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/gzip")
-            head = client.head_object(Bucket=bucket, Key=key)
-            if head["ContentLength"] != len(body):
-                raise GdprError(f"s3://{bucket}/{key}: {head['ContentLength']} bytes stored of {len(body)}")
+                   f"{stamp}-{number:05d}.jsonl.gz.gpg")
+            manifest = {"object_key": key, "byte_size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                        "rows": len(rows), "table": table.as_string(self.conn), "policy_id": str(policy["id"]),
+                        "workspace_id": str(policy["workspace_id"]), "format": "json lines | gzip | OpenPGP AES256"}
+            client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/pgp-encrypted")
+            client.put_object(Bucket=bucket, Key=key.removesuffix(".jsonl.gz.gpg") + ".manifest.json",
+                              Body=manifests.dump(manifest, self.keyring, type="retention_archive"))
+            stored = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            check_binding(manifest, key, len(stored), hashlib.sha256(stored).hexdigest(), where=f"s3://{bucket}/{key}")
             return self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table)
                                      + expired + sql.SQL(")"), params).rowcount
 

@@ -20,7 +20,7 @@ def dagbag(airflow_db):
 
 
 def test_gdpr_requests_dag_handles_each_verified_request_in_its_own_task(generated_db, coldcopy_conn, spaces,
-                                                                         backup_key, dagbag):
+                                                                         backup_key, dagbag, dpo):
     coldcopy_conn(generated_db)
     with psycopg.connect(generated_db, autocommit=True) as conn:
         leads = conn.execute("SELECT workspace_id, email FROM leads ORDER BY id LIMIT 3").fetchall()
@@ -35,6 +35,17 @@ def test_gdpr_requests_dag_handles_each_verified_request_in_its_own_task(generat
     with psycopg.connect(generated_db) as conn:
         states = dict(conn.execute("SELECT id, status FROM data_subject_requests WHERE id = ANY(%s)", (ids,)))
     assert [states[i] for i in ids] == ["completed", "completed", "received"]
+    [delivered] = [r["body"] for r in dpo.received]  # the access export's link and passphrase, to the DPO only
+    assert delivered["request_id"] == str(ids[0]) and delivered["passphrase"]
+    with psycopg.connect(generated_db) as conn:
+        notes = " ".join(n for (n,) in conn.execute("SELECT coalesce(notes, '') FROM data_subject_requests"))
+    assert delivered["passphrase"] not in notes and delivered["url"] not in notes
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        values = [str(x.value) for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)]
+    assert values and not any(delivered["passphrase"] in v for v in values)
 
 
 def test_gdpr_retention_dag_skips_a_bad_policy_and_applies_the_rest(generated_db, coldcopy_conn, spaces, backup_key,

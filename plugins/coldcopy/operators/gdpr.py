@@ -34,7 +34,14 @@ class BaseGdprOperator(ColdCopyOperator):
         from coldcopy.gdpr import Gdpr
 
         with self.hook().session() as conn:
-            yield Gdpr(conn, lock_retry=self.lock_policy(), keyring=self.keyring())
+            yield Gdpr(conn, lock_retry=self.lock_policy(), keyring=self.keyring(), passphrase=self.passphrase())
+
+    def passphrase(self) -> str | None:
+        """The backup passphrase (retention archives are encrypted like the backups), when configured."""
+        from coldcopy import optional_connection
+
+        connection = optional_connection(self.key_conn_id)
+        return connection.password if connection else None
 
 
 class PendingRequestsOperator(BaseGdprOperator):
