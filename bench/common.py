@@ -41,6 +41,7 @@ import local_env  # noqa: E402
 from coldcopy import manifests  # noqa: E402
 
 KEYRING = manifests.Keyring.from_secret("bench manifest signing secret, 32+ characters")
+PEPPER = "bench subject pepper, 32+ characters"
 
 
 def _data_fingerprint() -> str:

@@ -38,7 +38,7 @@ def erasures(dsn: str, subjects: int) -> dict:
     with psycopg.connect(dsn, autocommit=True) as conn:
         picked = conn.execute("SELECT l.workspace_id, l.email FROM leads l JOIN email_events e ON e.lead_id = l.id "
                               "GROUP BY 1, 2 ORDER BY count(*) DESC, 2 LIMIT %s", (2 * subjects,)).fetchall()
-        gdpr = Gdpr(conn, keyring=common.KEYRING)
+        gdpr = Gdpr(conn, keyring=common.KEYRING, pepper=common.PEPPER)
         gdpr.ensure_refuse_trigger()
         ours, naive, ours_rows, naive_rows = [], [], [], []
         for number, (workspace, email) in enumerate(picked):
@@ -108,7 +108,7 @@ def main() -> None:
         def on_copy(policy: bool) -> dict:
             with common.copy_of(server, dsn) as copy_dsn, psycopg.connect(copy_dsn, autocommit=True) as conn:
                 if policy:
-                    gdpr = Gdpr(conn, keyring=common.KEYRING)
+                    gdpr = Gdpr(conn, keyring=common.KEYRING, pepper=common.PEPPER)
                     return with_writer(copy_dsn, workspace, lambda: gdpr.apply_retention(gdpr.policy(policy_id)))
 
                 def delete() -> dict:

@@ -122,6 +122,8 @@ def main() -> None:
         {"conn_type": "generic", "password": stack.secret("backup_passphrase")})
     stack.connections["coldcopy_manifest_key"] = json.dumps(
         {"conn_type": "generic", "password": stack.secret("manifest_key")})
+    stack.connections["coldcopy_subject_pepper"] = json.dumps(
+        {"conn_type": "generic", "password": stack.secret("subject_pepper")})
     stack.connections["coldcopy_dpo"] = sink.airflow_connection()
 
     stopping = False

@@ -64,6 +64,9 @@ def backup_key() -> None:
         os.environ["AIRFLOW_CONN_COLDCOPY_MANIFEST_KEY"] = json.dumps(
             {"conn_type": "generic", "password": secrets.token_hex(32)})
         print("Manifest signing key: random, for this run only (set AIRFLOW_CONN_COLDCOPY_MANIFEST_KEY to keep one)")
+    if not os.environ.get("AIRFLOW_CONN_COLDCOPY_SUBJECT_PEPPER"):
+        os.environ["AIRFLOW_CONN_COLDCOPY_SUBJECT_PEPPER"] = json.dumps(
+            {"conn_type": "generic", "password": secrets.token_hex(32)})
 
 
 REFRESH_DAGS = ["refresh_campaign_analytics", "refresh_email_deliverability", "refresh_lead_engagement",

@@ -1,7 +1,7 @@
 """Re-apply the GDPR erasure ledger to a database restored by hand (README, Runbook: restore), before anyone
 is handed it: every erasure in the bucket's signed ledger erased at or after --since is carried out again.
 
-    AIRFLOW_CONN_COLDCOPY_SPACES=… AIRFLOW_CONN_COLDCOPY_MANIFEST_KEY=… \\
+    AIRFLOW_CONN_COLDCOPY_SPACES=… AIRFLOW_CONN_COLDCOPY_MANIFEST_KEY=… AIRFLOW_CONN_COLDCOPY_SUBJECT_PEPPER=… \\
       .venv/bin/python scripts/gdpr_reapply.py --dsn postgresql://…/coldcopy_restored --since 2026-11-24T03:00:00Z
 
 --since: the backup's started_at (its manifest); omit it to re-apply every erasure ever recorded (safe, slower).
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
 from coldcopy import manifests  # noqa: E402
-from coldcopy.gdpr import reapply_after_restore  # noqa: E402
+from coldcopy.gdpr import reapply_after_restore, subject_pepper  # noqa: E402
 from coldcopy.object_store import bucket_of, spaces_hook  # noqa: E402
 
 
@@ -29,7 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) - timedelta(hours=1) if args.since else None
     hook = spaces_hook()
-    done, problems = reapply_after_restore(args.dsn, hook.get_conn(), bucket_of(hook), manifests.keyring(), since)
+    done, problems = reapply_after_restore(args.dsn, hook.get_conn(), bucket_of(hook), manifests.keyring(), since,
+                                           subject_pepper())
     print(json.dumps({"reapplied": done, "ledger_problems": problems}, indent=2))
     if problems:
         sys.exit("the erasure ledger has problems (above): every valid erasure was applied; tell the DPO")

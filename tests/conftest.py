@@ -118,6 +118,7 @@ def spaces(s3_endpoint, monkeypatch):
 
 BACKUP_PASSPHRASE = "correct horse battery staple (test only)"
 MANIFEST_SECRET = "manifest signing secret, 32+ characters (test only)"
+SUBJECT_PEPPER = "subject pepper of 32+ characters (test only)"
 KEYRING = manifests.Keyring.from_secret(MANIFEST_SECRET)
 
 
@@ -130,6 +131,8 @@ def backup_key(monkeypatch) -> str:
                        json.dumps({"conn_type": "generic", "password": BACKUP_PASSPHRASE}))
     monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_MANIFEST_KEY",
                        json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET}))
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SUBJECT_PEPPER",
+                       json.dumps({"conn_type": "generic", "password": SUBJECT_PEPPER}))
     return BACKUP_PASSPHRASE
 
 

@@ -17,7 +17,7 @@ from psycopg import sql
 from coldcopy import manifests
 from coldcopy.gdpr import Gdpr, GdprError, personal_data_map, reapply_after_restore
 from coldcopy.lock_retries import LockRetryPolicy
-from tests.conftest import BACKUP_PASSPHRASE, KEYRING, ROOT
+from tests.conftest import BACKUP_PASSPHRASE, KEYRING, ROOT, SUBJECT_PEPPER
 
 KEY = KEYRING
 
@@ -42,7 +42,7 @@ def request(dsn: str, subject: dict, request_type: str, status: str = "verified"
 def gdpr_on(dsn: str) -> tuple[psycopg.Connection, Gdpr]:
     conn = psycopg.connect(dsn, autocommit=True)
     return conn, Gdpr(conn, keyring=KEY, lock_retry=LockRetryPolicy(attempts=3, lock_timeout_ms=500),
-                      passphrase=BACKUP_PASSPHRASE)
+                      passphrase=BACKUP_PASSPHRASE, pepper=SUBJECT_PEPPER)
 
 
 def decrypt(data: bytes, passphrase: str) -> bytes:
@@ -156,7 +156,7 @@ def test_erasure_leaves_no_trace_suppresses_and_records_without_the_address(gene
     assert occurrences(generated_db, str(subject["lead_id"])) == []
     status, completed_at, email, notes = conn.execute(
         "SELECT status, completed_at, email, notes FROM data_subject_requests WHERE id = %s", (request_id,)).fetchone()
-    assert status == "completed" and completed_at and email.startswith("sha256:") and notes.startswith("erased ")
+    assert status == "completed" and completed_at and email.startswith("hmac:") and notes.startswith("erased ")
     [audit] = conn.execute("SELECT changed_columns FROM gdpr_audit_log WHERE row_id = %s AND action = 'DELETE'",
                            (request_id,)).fetchone()
     assert any(c.startswith("public.email_events=") for c in audit)
@@ -246,7 +246,7 @@ def test_junk_missing_and_reordered_ledger_entries_are_reported_and_the_valid_on
 
     target = new_database()
     runner.restore(key, target)
-    done, problems = reapply_after_restore(target, client, bucket, KEY, None)
+    done, problems = reapply_after_restore(target, client, bucket, KEY, None, SUBJECT_PEPPER)
     assert len(done) == 2  # entries 1 and 3: one junk object, one forged and one missing entry stop nothing
     assert any("junk.json: not a signed document" in p for p in problems)
     assert any("unknown key" in p for p in problems)
@@ -402,7 +402,7 @@ def test_retention_archive_and_anonymize_and_bad_policies(generated_db, spaces, 
     assert anonymized["rows"] == old > 0
     assert conn.execute("SELECT count(*) FROM leads WHERE workspace_id = %s "
                         "AND created_at < now() - interval '30 days' "
-                        "AND (email NOT LIKE 'sha256:%%' OR first_name IS NOT NULL)", (workspace,)).fetchone()[0] == 0
+                        "AND (email NOT LIKE 'hmac:%%' OR first_name IS NOT NULL)", (workspace,)).fetchone()[0] == 0
     assert gdpr.apply_retention(gdpr.policy(policies["leads"]), client, bucket)["rows"] == 0  # already done
     conn.execute("INSERT INTO intent_signals (workspace_id, signal_type, payload, created_at) "
                  "SELECT %s, 'news', jsonb_build_object('visitor', 'v' || g || '@example.com'), "
@@ -442,4 +442,104 @@ def test_deadline_warnings_once_per_request_per_day(generated_db, backup_key):
     request(generated_db, subject, "access", status="received")  # due in 30 days
     assert [str(r["id"]) for r in gdpr.due_soon()] == [soon]
     assert gdpr.due_soon() == []
+    conn.close()
+
+
+def test_erasure_reaches_detached_months_cascades_and_payloads(generated_db, spaces, backup_key, dpo):
+    """Every copy inside the database: a month detached for its grace period, tables reached only through
+    ON DELETE CASCADE (exported too), and the registry's address and payload columns."""
+    from datetime import timedelta
+
+    from coldcopy.partitions import PartitionManager
+
+    client, bucket = spaces
+    conn, gdpr = gdpr_on(generated_db)
+    manager = PartitionManager(conn, keyring=KEY)
+    for month in manager.archive_candidates():
+        found = conn.execute(f"SELECT l.id, l.workspace_id, l.email FROM public.{month.name} e "
+                             "JOIN leads l ON l.id = e.lead_id ORDER BY e.id LIMIT 1").fetchone()
+        if found:
+            break
+    lead_id, workspace_id, email = found
+    subject = {"lead_id": lead_id, "workspace_id": workspace_id, "email": email}
+    manager.archive(month, client, bucket)  # exported, verified, detached: a plain table for its grace period
+    assert conn.execute("SELECT state FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
+                        (month.name,)).fetchone()[0] == "detached"
+    assert occurrences(generated_db, str(lead_id))
+    twitter = conn.execute("INSERT INTO twitter_profiles (workspace_id, lead_id, handle) VALUES (%s, %s, 'subj') "
+                           "RETURNING id", (workspace_id, lead_id)).fetchone()[0]
+    conn.execute("INSERT INTO twitter_engagements (workspace_id, profile_id, kind, content) "
+                 "VALUES (%s, %s, 'reply', 'a reply only the subject wrote')", (workspace_id, twitter))
+    linkedin = conn.execute("INSERT INTO linkedin_profiles (workspace_id, lead_id, profile_url) "
+                            "VALUES (%s, %s, 'https://linkedin.example/subj') RETURNING id",
+                            (workspace_id, lead_id)).fetchone()[0]
+    conn.execute("INSERT INTO linkedin_messages (workspace_id, profile_id, body) "
+                 "VALUES (%s, %s, 'a message to the subject')", (workspace_id, linkedin))
+    conn.execute("INSERT INTO enrichment_cache (workspace_id, lookup_key, payload) VALUES (%s, %s, "
+                 "'{\"title\": \"CTO\"}')", (workspace_id, email.upper()))
+    conn.execute("INSERT INTO intent_signals (workspace_id, signal_type, payload) VALUES (%s, 'website_visit', "
+                 "jsonb_build_object('visitor', jsonb_build_object('email', %s::text)))", (workspace_id, email))
+
+    gdpr.handle(request(generated_db, subject, "access"), client, bucket)  # Art. 15: the cascade-only rows too
+    [delivered] = [r["body"] for r in dpo.received]
+    import httpx
+
+    tables = json.loads(decrypt(httpx.get(delivered["url"]).content, delivered["passphrase"]))["tables"]
+    assert [r["content"] for r in tables["public.twitter_engagements"]] == ["a reply only the subject wrote"]
+    assert [r["body"] for r in tables["public.linkedin_messages"]] == ["a message to the subject"]
+    assert len(tables["public.enrichment_cache"]) == 1 and len(tables["public.intent_signals"]) >= 1
+    assert len(tables[f"public.{month.name}"]) > 0
+
+    result = gdpr.handle(request(generated_db, subject, "erasure"), client, bucket)
+    assert result["rows"][f"public.{month.name}"] > 0 and result["rows"]["public.twitter_engagements"] == 1
+    assert occurrences(generated_db, email) == [] and occurrences(generated_db, str(lead_id)) == []
+    for text in ("a reply only the subject wrote", "a message to the subject"):
+        assert occurrences(generated_db, text) == []
+    assert occurrences(generated_db, email.upper()) == []
+    # the detached month's bookkeeping followed: it is still dropped after its grace period
+    assert manager.drop_detached(client, bucket, grace=timedelta(0)) == [month.name]
+    conn.close()
+
+
+def test_a_new_personal_column_outside_the_registry_is_found(generated_db):
+    from coldcopy.gdpr import unregistered_columns
+
+    conn, _ = gdpr_on(generated_db)
+    assert unregistered_columns(conn) == []
+    conn.execute("CREATE TABLE public.lead_contacts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                 "workspace_id uuid NOT NULL, contact_email text, extra jsonb, email text)")
+    assert unregistered_columns(conn) == ["public.lead_contacts.contact_email", "public.lead_contacts.extra"]
+    conn.close()
+
+
+def test_subject_keys_are_keyed_and_old_unkeyed_entries_are_migrated(generated_db, spaces, backup_key):
+    """Who was erased cannot be learnt by hashing candidate addresses: the suppression list and the ledger keep
+    an HMAC under a pepper that is not in the tenant tables or the bucket. Entries made before are migrated."""
+    import hashlib
+
+    from coldcopy.gdpr import Gdpr
+
+    client, bucket = spaces
+    subject, other = subjects_of(generated_db, 2)
+    with psycopg.connect(generated_db, autocommit=True) as conn:  # an entry as the unkeyed scheme wrote it
+        legacy = hashlib.sha256(f"{other['workspace_id']}:{other['email'].lower()}".encode()).hexdigest()
+        conn.execute("INSERT INTO suppression_list (workspace_id, email, reason) VALUES (%s, %s, 'gdpr_erasure')",
+                     (other["workspace_id"], f"sha256:{legacy}"))
+    conn, gdpr = gdpr_on(generated_db)
+    gdpr.handle(request(generated_db, subject, "erasure"), client, bucket)
+    guess = hashlib.sha256(f"{subject['workspace_id']}:{subject['email'].lower()}".encode()).hexdigest()
+    stored = [e for (e,) in conn.execute("SELECT email FROM suppression_list WHERE reason = 'gdpr_erasure'")]
+    assert stored and all(e.startswith("hmac:") for e in stored)
+    assert not any(guess in e for e in stored) and not any(legacy in e for e in stored)  # the guess finds nothing
+    ledger = client.get_object(Bucket=bucket, Key="gdpr/erasures/000000000001.json")["Body"].read().decode()
+    assert guess not in ledger
+    assert conn.execute("SELECT has_table_privilege('authenticated', 'coldcopy_ops.subject_key', 'SELECT')"
+                        ).fetchone()[0] is False
+    gdpr.ensure_refuse_trigger()
+    for person in (subject, other):  # the migrated entry still refuses its address
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO leads (workspace_id, email) VALUES (%s, %s)",
+                         (person["workspace_id"], person["email"]))
+    with pytest.raises(GdprError, match="another pepper"):
+        Gdpr(conn, keyring=KEY, pepper="another pepper of thirty-two characters or more")
     conn.close()

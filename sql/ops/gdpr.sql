@@ -3,12 +3,32 @@
 
 CREATE SCHEMA IF NOT EXISTS coldcopy_ops;
 
--- The one-way key of a data subject: sha256 of '<workspace id>:<lower(email)>' (per workspace, so the same
--- address in two workspaces gives two unrelated keys). What the suppression list and the ledger keep.
-CREATE OR REPLACE FUNCTION coldcopy_ops.subject_hash(workspace uuid, email text)
-RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+-- The secret pepper of subject keys, as HMAC-SHA256's two padded keys (key XOR ipad, key XOR opad, 64 bytes each),
+-- so the key is computed with sha256() alone (no extension). Created once by the gdpr jobs (coldcopy.gdpr),
+-- readable by nobody but its owner: without it, nobody with read access to the bucket or the tenant tables can
+-- test candidate addresses against the suppression list or the erasure ledger.
+CREATE TABLE IF NOT EXISTS coldcopy_ops.subject_key (
+  id boolean PRIMARY KEY DEFAULT true CHECK (id),
+  inner_pad bytea NOT NULL CHECK (length(inner_pad) = 64),
+  outer_pad bytea NOT NULL CHECK (length(outer_pad) = 64),
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON coldcopy_ops.subject_key FROM PUBLIC;
+
+-- HMAC-SHA256 under the pepper of a text (hex); NULL until the pepper exists.
+CREATE OR REPLACE FUNCTION coldcopy_ops.keyed(value text)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = ''
-AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(workspace::text || ':' || pg_catalog.lower(email), 'UTF8')), 'hex') $$;
+AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(k.outer_pad || pg_catalog.sha256(k.inner_pad || pg_catalog.convert_to(value, 'UTF8'))), 'hex') FROM coldcopy_ops.subject_key k $$;
+
+-- The one-way key of a data subject: HMAC under the pepper of sha256('<workspace id>:<lower(email)>') (per
+-- workspace, so the same address in two workspaces gives two unrelated keys). What the suppression list and
+-- the ledger keep (as 'hmac:<key>'). Keyed over the old unkeyed hash, so entries made before were migrated
+-- without the address.
+CREATE OR REPLACE FUNCTION coldcopy_ops.subject_hash(workspace uuid, email text)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = ''
+AS $$ SELECT coldcopy_ops.keyed(pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(workspace::text || ':' || pg_catalog.lower(email), 'UTF8')), 'hex')) $$;
 
 -- The one-way key of an erased row id (lead, message): applied to restored backups and archived months.
 CREATE OR REPLACE FUNCTION coldcopy_ops.id_hash(id uuid)
@@ -66,7 +86,7 @@ AS $$
 BEGIN
   IF EXISTS (SELECT 1 FROM public.suppression_list s
              WHERE s.workspace_id = NEW.workspace_id AND s.reason = 'gdpr_erasure'
-               AND s.email = 'sha256:' || coldcopy_ops.subject_hash(NEW.workspace_id, NEW.email)) THEN
+               AND s.email = 'hmac:' || coldcopy_ops.subject_hash(NEW.workspace_id, NEW.email)) THEN
     RAISE EXCEPTION 'this address was erased on the data subject''s request (GDPR Art. 17) and is suppressed'
       USING ERRCODE = 'check_violation';
   END IF;

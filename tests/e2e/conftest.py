@@ -101,6 +101,7 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
                 "coldcopy_spaces": spaces,
                 "coldcopy_backup_key": json.dumps({"conn_type": "generic", "password": PASSPHRASE}),
                 "coldcopy_manifest_key": json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET}),
+                "coldcopy_subject_pepper": json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET[::-1]}),
                 "coldcopy_alerts_webhook": sink.airflow_connection(),
             },
         )

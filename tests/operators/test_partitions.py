@@ -352,27 +352,6 @@ def test_verify_accepts_freezing_and_rewrites_but_refuses_any_row_changed_since_
         assert f"\n{first},".encode() in csv_bytes and b",hard," in csv_bytes
 
 
-def test_archives_with_a_row_checksum_manifest_still_verify_drop_and_restore(generated_db, spaces):
-    """Manifests written before row versions carry ``row_checksum`` (a hash of every row's text)."""
-    from coldcopy.partitions import ROW_CHECKSUM_SQL
-
-    client, bucket = spaces
-    with psycopg.connect(generated_db, autocommit=True) as conn:
-        rotation = manager(conn)
-        month = rotation.archive_candidates()[-1]
-        before = fingerprints(generated_db)[month.name]
-        manifest = rotation.export(month, client, bucket)
-        legacy = {k: v for k, v in manifest.items() if k not in ("row_versions", "content_sha256")}
-        legacy["row_checksum"] = conn.execute(ROW_CHECKSUM_SQL.format(f"public.{month.name}")).fetchone()[1]
-        client.put_object(Bucket=bucket, Key=month.manifest_key, Body=manifests.dump(legacy, MANIFEST_KEY))
-        rotation.verify(month, client, bucket)
-        rotation.detach(month)
-        assert rotation.drop_detached(client, bucket, grace=timedelta(0)) == [month.name]
-        rotation.restore(month.range_start, client, bucket)
-        assert fingerprints(generated_db)[month.name] == before
-        rotation.verify(month, client, bucket)  # a restored legacy month still verifies against its archive
-
-
 def test_restore_loads_exactly_the_exported_rows_and_refuses_a_swapped_object(generated_db, spaces):
     client, bucket = spaces
     with psycopg.connect(generated_db, autocommit=True) as conn:

@@ -227,7 +227,8 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         older object under a newer key cannot move the date) is applied again before hand-over."""
         from datetime import datetime
 
-        from coldcopy.gdpr import reapply_after_restore
+        from coldcopy.gdpr import reapply_after_restore, subject_pepper
 
         since = datetime.fromisoformat(manifest["started_at"]) - timedelta(hours=1)  # clock margin
-        return reapply_after_restore(target_dsn, runner.client, runner.bucket, runner.keyring, since)
+        return reapply_after_restore(target_dsn, runner.client, runner.bucket, runner.keyring, since,
+                                     subject_pepper())

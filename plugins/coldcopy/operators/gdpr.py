@@ -31,10 +31,11 @@ class BaseGdprOperator(ColdCopyOperator):
 
     @contextmanager
     def gdpr(self):
-        from coldcopy.gdpr import Gdpr
+        from coldcopy.gdpr import Gdpr, subject_pepper
 
         with self.hook().session() as conn:
-            yield Gdpr(conn, lock_retry=self.lock_policy(), keyring=self.keyring(), passphrase=self.passphrase())
+            yield Gdpr(conn, lock_retry=self.lock_policy(), keyring=self.keyring(), passphrase=self.passphrase(),
+                       pepper=subject_pepper())
 
     def passphrase(self) -> str | None:
         """The backup passphrase (retention archives are encrypted like the backups), when configured."""
@@ -48,16 +49,23 @@ class PendingRequestsOperator(BaseGdprOperator):
     """The verified access, portability and erasure requests to process (``received`` ones wait for a person).
     First, housekeeping every run: exports past their 7 days are deleted, and the erasure ledger's database
     and bucket copies are cross-checked (an entry missing from the bucket is published again; any problem
-    alerts once per run)."""
+    alerts once per run), and a column that looks personal but is in no rule of the personal-data map alerts."""
 
     def execute(self, context: Context) -> list[str]:
         from coldcopy import alerts
 
         client, bucket = self.bucket()
         with self.gdpr() as gdpr:
+            from coldcopy.gdpr import unregistered_columns
+
             expired = gdpr.delete_expired_exports(client, bucket)
             problems = gdpr.check_ledger(client, bucket)
             pending = gdpr.pending()
+            unknown = unregistered_columns(gdpr.conn)
+        if unknown:
+            alerts.send_for_task(context, f"{len(unknown)} column(s) that look personal are in no GDPR rule: "
+                                 f"{', '.join(unknown)[:600]} (add them to PERSONAL_COLUMNS_REGISTRY)",
+                                 kind="threshold_breached", columns=unknown[:50])
         if problems:
             alerts.send_for_task(context, f"erasure ledger: {len(problems)} problem(s): {'; '.join(problems)[:800]}",
                                  kind="threshold_breached", problems=problems[:20])
