@@ -75,3 +75,15 @@ def test_application_traffic_through_pgbouncer_never_waits_on_ops_jobs(pgbouncer
     assert summary["errors"] == 0, result["load"].error_lines
     assert summary["transactions"] > 500
     assert summary["max_ms"] < policy.lock_timeout_ms, summary  # nobody waited behind an ops lock
+
+
+def test_the_pooler_guard_is_not_fooled_by_a_role_default(pgbouncer, migrated_db, coldcopy_conn):
+    """A role whose default statement_timeout equals the one ops sessions ask for made the old check pass
+    through a transaction pooler; the per-connection nonce does not arrive there, whatever the role says."""
+    password = app_load.prepare(migrated_db)
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute(f"ALTER ROLE {app_load.APP_ROLE} SET statement_timeout = '15min'")
+    coldcopy_conn(pgbouncer.dsn(dbname(migrated_db), app_load.APP_ROLE, password))
+    with pytest.raises(PoolerConnectionError, match="transaction-pooling proxy"):
+        with ColdCopyPostgresHook().session():
+            pass

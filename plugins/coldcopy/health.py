@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
@@ -31,8 +32,58 @@ log = logging.getLogger(__name__)
 THRESHOLDS_VARIABLE = "coldcopy_health_thresholds"
 RANK = {"ok": 0, "warning": 1, "breach": 2}
 GB = 1024**3
-# A statement as pg_stat_activity shows it, its string literals replaced (they may hold personal data).
-_REDACTED_QUERY = r"left(regexp_replace({col}, '''(?:[^'']|'''')*''', '?', 'g'), 160)"
+# A statement as the server shows it, read raw (bounded) and then redacted by :func:`redact` before anything
+# keeps it: its string literals may hold personal data.
+_REDACTED_QUERY = "left({col}, 4000)"
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+def redact(text: str | None, limit: int = 160) -> str | None:
+    """``text`` with every string literal replaced by ``?``: standard ``'…'`` (``''`` inside), escape strings
+    ``E'…\\'…'``, dollar quotes ``$$…$$`` / ``$tag$…$tag$``, and a literal cut off by
+    ``track_activity_query_size`` (everything from its opening quote). Quoted identifiers are kept."""
+    if text is None:
+        return None
+    out, i, n = [], 0, len(text)
+    while i < n:
+        ch = text[i]
+        word_before = i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_$")
+        if ch == '"':  # a quoted identifier: kept as it is
+            end = text.find('"', i + 1)
+            end = n if end == -1 else end + 1
+            out.append(text[i:end])
+            i = end
+            continue
+        escape = ch in "eE" and i + 1 < n and text[i + 1] == "'" and not word_before
+        if ch == "'" or escape:
+            j = i + 2 if escape else i + 1
+            while j < n:
+                if escape and text[j] == "\\":
+                    j += 2
+                elif text[j] == "'" and j + 1 < n and text[j + 1] == "'":
+                    j += 2
+                elif text[j] == "'":
+                    break
+                else:
+                    j += 1
+            out.append("?")
+            i = j + 1
+            continue
+        tag = _DOLLAR_TAG.match(text, i) if ch == "$" and not word_before else None
+        if tag:
+            end = text.find(tag.group(0), tag.end())
+            out.append("?")
+            i = n if end == -1 else end + len(tag.group(0))
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)[:limit]
+
+
+def _redacted(rows: list[dict]) -> list[dict]:
+    for row in rows:
+        row["query"] = redact(row.get("query"))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -197,9 +248,9 @@ def check_slow_queries(c: Context) -> list[Result]:
         view=psycopg.sql.Identifier(schema, "pg_stat_statements"))
     try:
         with c.conn.transaction():
-            by_total = c.rows(query + psycopg.sql.SQL(" ORDER BY total_exec_time DESC LIMIT 10"))
-            by_mean = c.rows(query + psycopg.sql.SQL(" AND calls >= %s ORDER BY mean_exec_time DESC LIMIT 10"),
-                             (c.t.slow_min_calls,))
+            by_total = _redacted(c.rows(query + psycopg.sql.SQL(" ORDER BY total_exec_time DESC LIMIT 10")))
+            by_mean = _redacted(c.rows(query + psycopg.sql.SQL(
+                " AND calls >= %s ORDER BY mean_exec_time DESC LIMIT 10"), (c.t.slow_min_calls,)))
     except psycopg.errors.ObjectNotInPrerequisiteState:
         return [Result("slow_queries", "unknown", ENABLE_PG_STAT_STATEMENTS.format(
             what="installed but not loaded (shared_preload_libraries)"), details={"installed": False})]
@@ -327,7 +378,7 @@ def wraparound(c: Context) -> Result:
 
 
 def long_transactions(c: Context) -> Result:
-    sessions = c.rows(f"""
+    sessions = _redacted(c.rows(f"""
         SELECT pid, usename AS user, application_name AS application, state,
                round(extract(epoch FROM now() - xact_start))::int AS transaction_s,
                round(extract(epoch FROM now() - CASE WHEN state = 'active' THEN query_start ELSE state_change END))::int
@@ -337,7 +388,7 @@ def long_transactions(c: Context) -> Result:
         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
           AND ((state LIKE 'idle in transaction%%' AND now() - state_change > make_interval(secs => %s))
             OR (state = 'active' AND now() - query_start > make_interval(secs => %s)))
-        ORDER BY xact_start""", (c.t.idle_in_transaction_s, c.t.long_statement_s))
+        ORDER BY xact_start""", (c.t.idle_in_transaction_s, c.t.long_statement_s)))
     # Our own jobs (application_name coldcopy:…) run long on purpose (backups, VACUUM) under their own timeouts.
     offending = [s for s in sessions if not (s["application"] or "").startswith("coldcopy")]
     idle = [s for s in offending if s["state"] != "active"]
@@ -354,7 +405,7 @@ def long_transactions(c: Context) -> Result:
 
 
 def lock_waits(c: Context) -> Result:
-    waiting = c.rows(f"""
+    waiting = _redacted(c.rows(f"""
         SELECT a.pid, a.usename AS user, a.application_name AS application,
                round(extract(epoch FROM now() - w.waitstart))::int AS waiting_s, w.mode,
                w.locktype, w.relation::regclass::text AS relation, pg_blocking_pids(a.pid) AS blocked_by,
@@ -363,13 +414,13 @@ def lock_waits(c: Context) -> Result:
         JOIN LATERAL (SELECT min(waitstart) AS waitstart, min(mode) AS mode, min(locktype) AS locktype,
                              min(relation::int)::oid AS relation
                       FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted) w ON w.waitstart IS NOT NULL
-        WHERE a.pid <> pg_backend_pid() ORDER BY w.waitstart""")
+        WHERE a.pid <> pg_backend_pid() ORDER BY w.waitstart"""))
     blockers = {pid for w in waiting for pid in w["blocked_by"]}
-    holders = c.rows(f"""
+    holders = _redacted(c.rows(f"""
         SELECT pid, usename AS user, application_name AS application, state,
                round(extract(epoch FROM now() - xact_start))::int AS transaction_s,
                {_REDACTED_QUERY.format(col="query")} AS query
-        FROM pg_stat_activity WHERE pid = ANY(%s)""", (list(blockers),)) if blockers else []
+        FROM pg_stat_activity WHERE pid = ANY(%s)""", (list(blockers),))) if blockers else []
     worst = max((w["waiting_s"] for w in waiting), default=0)
     return Result("lock_waits", graded(worst, c.t.lock_wait_warn_s, c.t.lock_wait_breach_s) if waiting else "ok",
                   f"{len(waiting)} session(s) waiting on a lock, longest {worst} s, blocked by pid(s) "

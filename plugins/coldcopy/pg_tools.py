@@ -16,13 +16,17 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coldcopy import sessions
 
-# What a child process may see of ours: nothing else (the parent can hold every AIRFLOW_CONN_* secret).
+# What a child process may see of ours: nothing else (the parent can hold every AIRFLOW_CONN_* secret). libpq's
+# TLS settings pass (PGSSLMODE, PGSSLROOTCERT…): TLS set through the environment reaches psycopg, so it must
+# reach pg_dump and pg_restore too.
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "GNUPGHOME")
+_PASSED_PREFIXES = ("PGSSL", "PGGSS", "PGREQUIRE")
 
 
 def minimal_env(**extra: str) -> dict[str, str]:
-    """The environment of every child process we start: locale, paths, and ``extra``."""
-    return {**{k: os.environ[k] for k in _PASSED_ENV if k in os.environ}, **extra}
+    """The environment of every child process we start: locale, paths, libpq's TLS settings, and ``extra``."""
+    passed = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith(_PASSED_PREFIXES)}
+    return {**passed, **extra}
 
 
 def client_popen(argv: list[str], dsn: str, **popen_kwargs) -> subprocess.Popen:
@@ -30,7 +34,7 @@ def client_popen(argv: list[str], dsn: str, **popen_kwargs) -> subprocess.Popen:
     (``sslmode`` and the rest) in ``--dbname``, the password alone in PGPASSWORD of a minimal environment
     (never in argv, where ``ps`` shows it)."""
     params = conninfo_to_dict(dsn)
-    params["application_name"] = sessions.client_application_name(Path(argv[0]).name)
+    params["application_name"] = sessions.client_application_name(Path(argv[0]).name, dsn)
     password = params.pop("password", None)
     env = minimal_env(**({"PGPASSWORD": password} if password else {}))
     return sessions.popen([*argv, f"--dbname={make_conninfo(**params)}"], env=env, **popen_kwargs)

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import ipaddress
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from coldcopy import DB_CONN_ID
+
+NONCE_SETTING = "coldcopy.session_nonce"
+_TLS_MODES = ("require", "verify-ca", "verify-full")
+
+
+class InsecureConnectionError(RuntimeError):
+    """A connection to a non-loopback host would not be encrypted while TLS is required."""
+
+
+def require_tls(params: dict) -> None:
+    """With ``require_tls`` in the connection's extra (or ``COLDCOPY_REQUIRE_TLS=1``), refuse any ``sslmode``
+    weaker than ``require`` for a host that is not loopback (a Unix socket or 127.0.0.1 carries no network).
+    The flag itself is not a libpq setting and is removed."""
+    import os
+
+    required = str(params.pop("require_tls", os.environ.get("COLDCOPY_REQUIRE_TLS", ""))).lower() in ("1", "true")
+    host = str(params.get("host") or "")
+    if not required or not host or host.startswith("/") or host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    mode = params.get("sslmode") or os.environ.get("PGSSLMODE") or "prefer"
+    if mode not in _TLS_MODES:
+        raise InsecureConnectionError(f"{host}: TLS is required (require_tls) but sslmode is {mode!r}; set "
+                                      "sslmode to require, verify-ca or verify-full in the connection's extra")
 
 
 class PoolerConnectionError(RuntimeError):
@@ -37,9 +67,9 @@ class ColdCopyPostgresHook(PostgresHook):
         self.application_name = application_name
         self.statement_timeout = statement_timeout
         # The extra's ``options`` reach the server merged with ours (libpq_params), through the provider's options.
-        self.ignored_extra_options = {*self.ignored_extra_options, "options"}
+        self.ignored_extra_options = {*self.ignored_extra_options, "options", "require_tls"}
 
-    def libpq_params(self, dbname: str | None = None) -> dict[str, str]:
+    def libpq_params(self, dbname: str | None = None, *, nonce: str | None = None) -> dict[str, str]:
         """The connection's libpq settings, its extra included (``sslmode``, ``sslrootcert``, ``options``…),
         as :meth:`get_conn` passes them: every other path (backups, client programs) starts from these."""
         conn = self.connection  # looked up once per hook; get_conn() uses the same
@@ -49,8 +79,11 @@ class ColdCopyPostgresHook(PostgresHook):
         # The session settings travel as startup parameters, so every connection (the provider's, backups' from
         # the DSN) starts with them; client programs get their own application_name (coldcopy.sessions).
         params.setdefault("application_name", self.application_name[:63])
+        params["require_tls"] = conn.extra_dejson.get("require_tls", "")
         params["options"] = (f"{conn.extra_dejson.get('options', '')} "
-                             f"-c statement_timeout={self.statement_timeout}").strip()
+                             f"-c statement_timeout={self.statement_timeout}"
+                             + (f" -c {NONCE_SETTING}={nonce}" if nonce else "")).strip()
+        require_tls(params)
         return {k: str(v) for k, v in params.items() if v not in (None, "")}
 
     def dsn(self, dbname: str | None = None) -> str:
@@ -63,23 +96,26 @@ class ColdCopyPostgresHook(PostgresHook):
         """The provider's connection, recorded so the task's ``on_kill`` can stop what it runs."""
         from coldcopy import sessions
 
-        self.options = self.libpq_params()["options"]
+        nonce = uuid.uuid4().hex
+        self.options = self.libpq_params(nonce=nonce)["options"]
         conn = super().get_conn()
         sessions.track_connection(conn)
         try:
-            self.ensure_direct_session(conn)
+            self.ensure_direct_session(conn, nonce)
         except Exception:
             conn.close()
             raise
         return conn
 
-    def ensure_direct_session(self, conn) -> None:
+    def ensure_direct_session(self, conn, nonce: str) -> None:
         """Refuse a connection whose startup settings did not arrive: a transaction-pooling PgBouncer (or
         Supavisor) in between drops them, and would also break what ops jobs rely on — session advisory locks,
-        ``SET``, ``VACUUM`` and ``… CONCURRENTLY`` outside transactions."""
+        ``SET``, ``VACUUM`` and ``… CONCURRENTLY`` outside transactions. The proof is a random nonce sent as a
+        startup setting of this very connection (a role default of the same ``statement_timeout`` proved
+        nothing)."""
         arrived, port = conn.execute(
-            "SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout') "
-            "= extract(epoch FROM %s::interval) * 1000, inet_server_port()", (self.statement_timeout,)).fetchone()
+            "SELECT coalesce(current_setting(%s, true) = %s, false), inet_server_port()",
+            (NONCE_SETTING, nonce)).fetchone()
         if not conn.autocommit:
             conn.rollback()
         if not arrived:

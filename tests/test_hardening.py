@@ -1,0 +1,117 @@
+"""The smaller holes of issue 19: query-text redaction, on_kill across containers and servers and without
+locks, TLS settings reaching the client programs, a TLS requirement, and the pooler guard's nonce."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+import local_env
+from coldcopy import sessions
+from coldcopy.health import redact
+from coldcopy.pg_tools import client_popen, pg_program
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("SELECT * FROM leads WHERE email = 'a@b.com'", "SELECT * FROM leads WHERE email = ?"),
+    ("SELECT 'it''s me'", "SELECT ?"),
+    ("SELECT E'an \\'escaped\\' secret@x.com' AS x", "SELECT ? AS x"),
+    ("SELECT e'x\\\\' , 'y'", "SELECT ? , ?"),
+    ("DO $$ BEGIN PERFORM 'secret@x.com'; END $$", "DO ?"),
+    ("SELECT $tag$ body with $$ and 'quotes' $tag$, $1", "SELECT ?, $1"),
+    ("INSERT INTO leads (email) VALUES ('cut-off@exam", "INSERT INTO leads (email) VALUES (?"),
+    ("SELECT $q$never closed secret@x.com", "SELECT ?"),
+    ('SELECT "it\'s a column" FROM t WHERE name = \'Jo\'', 'SELECT "it\'s a column" FROM t WHERE name = ?'),
+    ("SELECT type'x', price$1", "SELECT type?, price$1"),
+])
+def test_redaction_of_every_kind_of_literal(query, expected):
+    assert redact(query) == expected
+
+
+def sleeping_backend(dsn: str, name: str) -> psycopg.Connection:
+    conn = psycopg.connect(dsn, application_name=name, autocommit=True)
+    threading.Thread(target=lambda: _sleep(conn), daemon=True).start()
+    return conn
+
+
+def _sleep(conn) -> None:
+    try:
+        conn.execute("SELECT pg_sleep(60)")
+    except psycopg.Error:
+        pass
+
+
+def alive(dsn: str, name: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                            (name,)).fetchone()[0] > 0
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_on_kill_in_one_container_leaves_the_other_containers_backend_alive(migrated_db):
+    """Two Celery containers run tasks with the same pid and counter: each process names its client programs
+    with its own identity, so one task's on_kill terminates only its own backends."""
+    ours = sessions.client_application_name("psql", migrated_db)
+    theirs = ours.replace(sessions._PROCESS, "f" * len(sessions._PROCESS))  # same program, pid, counter
+    assert theirs != ours
+    mine, other = sleeping_backend(migrated_db, ours), sleeping_backend(migrated_db, theirs)
+    assert wait_until(lambda: alive(migrated_db, ours) and alive(migrated_db, theirs))
+    sessions.stop_all(migrated_db)
+    assert wait_until(lambda: not alive(migrated_db, ours))
+    assert alive(migrated_db, theirs)
+    other.cancel()
+    mine.close()
+    other.close()
+
+
+def test_on_kill_takes_no_lock_and_reaches_the_verification_server(migrated_db):
+    verify_server = local_env.embedded_server_dsn()
+    name = sessions.client_application_name("pg_restore", verify_server)
+    conn = sleeping_backend(verify_server, name)
+    assert wait_until(lambda: alive(verify_server, name))
+    done = threading.Event()
+    with sessions._lock:  # the signal handler interrupted the thread holding it
+        worker = threading.Thread(target=lambda: (sessions.stop_all(migrated_db), done.set()), daemon=True)
+        worker.start()
+        assert done.wait(20), "stop_all waited for a lock inside on_kill"
+    assert wait_until(lambda: not alive(verify_server, name))  # the backend on the other server is gone
+    conn.close()
+
+
+def test_libpq_tls_settings_reach_pg_dump(migrated_db, monkeypatch):
+    monkeypatch.setenv("PGSSLMODE", "require")  # this server has ssl = off: only a client that got it fails
+    dump = client_popen([pg_program("pg_dump", 15), "-s"], migrated_db, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE)
+    _, err = dump.communicate(timeout=60)
+    assert dump.returncode != 0 and b"SSL" in err
+
+
+def test_tls_can_be_required_for_remote_hosts(monkeypatch):
+    from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook, InsecureConnectionError
+
+    def hook(host: str, **extra) -> ColdCopyPostgresHook:
+        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_DB", json.dumps(
+            {"conn_type": "postgres", "host": host, "login": "ops", "schema": "coldcopy", "extra": extra}))
+        return ColdCopyPostgresHook()
+
+    with pytest.raises(InsecureConnectionError, match="TLS is required"):
+        hook("db.example.supabase.co", require_tls=True).libpq_params()
+    with pytest.raises(InsecureConnectionError, match="'disable'"):
+        hook("10.0.0.7", require_tls=True, sslmode="disable").dsn()
+    assert hook("db.example.supabase.co", require_tls=True, sslmode="verify-full").libpq_params()["sslmode"] \
+        == "verify-full"
+    assert "require_tls" not in hook("127.0.0.1", require_tls=True).libpq_params()  # loopback carries no network
+    assert hook("db.example.supabase.co").libpq_params()  # not required: as before
