@@ -7,15 +7,18 @@ never touched), one mapped task per request so each shows in the grid. GDPR Art.
 - **access / portability** — every row about the subject in the workspace (by address, by its lead ids and
   message ids, across every table the catalog shows holding them: see `coldcopy.gdpr`), one JSON document,
   OpenPGP-encrypted (AES256) with a passphrase of its own, at `gdpr/exports/<workspace>/<request>.json.gpg`;
-  the request's notes get a presigned URL valid 7 days and the passphrase (send them by separate channels).
-  Open with `gpg --decrypt export.json.gpg`.
+  its presigned URL (7 days) and passphrase go to the data protection officer through `coldcopy_dpo` only
+  (send them to the requester by separate channels); never in the notes, a log or XCom. Exports are deleted
+  after 7 days and when the subject is erased. Open with `gpg --decrypt export.json.gpg`.
 - **erasure** — deletes (or, where another record only points at them, nulls the reference) every row about
-  the subject, in batches of 2,000 under `lock_timeout` with retries, children first; the request keeps the
-  address only as a one-way key; the key goes to `suppression_list` (`gdpr_erasure`), and a trigger on `leads`
+  the subject (foreign keys followed transitively, detached months of `email_events`, registered payload and
+  address columns), in batches of 2,000 under `lock_timeout` with retries, children first; the request keeps
+  the address only as a keyed one-way hash (`coldcopy_subject_pepper`); the key goes to `suppression_list` (`gdpr_erasure`), and a trigger on `leads`
   refuses the address in that workspace from then on; the audit trail records the erasure (request id, tables,
   counts — no personal data); materialized views reading the touched tables are refreshed (forced); the
-  erasure ledger (`coldcopy_ops.erasure_ledger`, mirrored signed to `gdpr/erasures/`) makes every restore of a
-  backup and of an archived month drop the subject again.
+  erasure ledger (`coldcopy_ops.erasure_ledger`, written before the first delete, mirrored signed and chained
+  to `gdpr/erasures/<sequence>.json`) makes every restore of a backup and of an archived month drop the
+  subject again. Each run first deletes expired exports and cross-checks the ledger's two copies.
 - **deadlines** — an open request due within 3 days alerts (`threshold_breached`) once per request per day.
 
 A request ends `completed` (`completed_at`, notes say what was done, or "nothing found"); a failure leaves it
@@ -27,6 +30,10 @@ after its last try. `rectification`, `restriction` and `objection` need a person
 | request stuck `in_progress` | a try failed; notes say why | fix the cause; the next run retries it |
 | `could not get its lock` | the application held a row or table lock through every retry | retried next run |
 | deadline alert | a request is due within 3 days | verify it (status `verified`) or act on it by hand |
+| `erasure ledger: … problem(s)` | a ledger object in the bucket is junk, forged, missing or out of order | find who wrote the bucket; a missing entry was published again from the database |
+| `column(s) that look personal are in no GDPR rule` | a migration added an address/payload/json column | classify it in `PERSONAL_COLUMNS_REGISTRY` |
+| `another session is handling it` | a zombie try of the same request still runs | nothing: the next try goes ahead once it is gone |
+| `coldcopy_dpo is not configured` | an export had nowhere to go (it was deleted) | set the `coldcopy_dpo` connection |
 """
 
 from datetime import timedelta

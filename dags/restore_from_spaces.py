@@ -13,8 +13,19 @@
 - `tables`: optional list, e.g. `["public.workspaces"]`: only their rows, into a target that already has
   the schema (`pg_restore --data-only --disable-triggers`).
 
-The stream is `gpg --decrypt | zstd -d | pg_restore --single-transaction --exit-on-error`: a failure leaves
-the target as it was. The same by hand with stock tools: see the README runbook.
+The object is downloaded to a private spool and must equal its signed manifest (key, size, sha256) before
+anything is decrypted; gpg must report an integrity-protected AES256 decryption before its output reaches
+`zstd -d | pg_restore --single-transaction --exit-on-error`. A whole-database restore goes into the
+quarantine `<target>__restoring`, the erasures since the backup are re-applied there, and only then is it
+renamed to `target_database`; any failure drops the quarantine. The same by hand with stock tools: see the
+README runbook.
+
+| Symptom | Meaning | Action |
+|---|---|---|
+| `does not match its signed manifest` | the object in the bucket is not the one that was backed up (swapped, truncated, tampered) | use another backup; find who wrote the bucket |
+| `not symmetrically encrypted` | a plain OpenPGP packet stands where a backup should be | the same: never restore it by hand either |
+| `passed over N backup(s) with a refused manifest` (alert) | `latest` skipped backups it cannot trust | investigate the bucket; the restore used the next one |
+| `erasure ledger: … problem(s)` (alert) | some ledger entries are junk, forged or missing | every valid one was applied; tell the DPO |
 CLI: `airflow dags trigger restore_from_spaces --conf '{"backup": "latest", "target_database": "coldcopy_restored"}'`.
 """
 
