@@ -42,6 +42,7 @@ from coldcopy import manifests  # noqa: E402
 
 KEYRING = manifests.Keyring.from_secret("bench manifest signing secret, 32+ characters")
 PEPPER = "bench subject pepper, 32+ characters"
+PASSPHRASE = "bench archive passphrase"
 
 
 def _data_fingerprint() -> str:

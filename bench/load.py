@@ -135,7 +135,7 @@ def main() -> None:
             return [MaterializedViewRefresher(conn, v, lock_retry=POLICY, force=True).run(RefreshRun("load")).mode
                     for v in VIEWS]
 
-        manager = PartitionManager(conn, keyring=key, lock_retry=POLICY)
+        manager = PartitionManager(conn, keyring=key, lock_retry=POLICY, passphrase="bench")
         months = manager.archive_candidates()
 
         def partitions():

@@ -36,7 +36,7 @@ from psycopg import sql  # noqa: E402
 
 import local_env  # noqa: E402
 from coldcopy.object_store import MultipartUpload  # noqa: E402
-from coldcopy.partitions import COPY_OUT_SQL, ROW_VERSIONS_SQL, PartitionManager, _read_back  # noqa: E402
+from coldcopy.partitions import COPY_OUT_SQL, ROW_VERSIONS_SQL, PartitionManager, read_back  # noqa: E402
 
 BUCKET = "coldcopy-bench"
 KEY = common.KEYRING
@@ -46,7 +46,7 @@ def archive_one(dsn: str, endpoint: str, partition: str) -> float:
     """Export + verify one partition (no detach); returns seconds. Also the child-process entry point."""
     client = common.spaces_client(endpoint, BUCKET)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        manager = PartitionManager(conn, keyring=KEY)
+        manager = PartitionManager(conn, keyring=KEY, passphrase=common.PASSPHRASE)
         [target] = [p for p in manager.partitions() if p.name == partition]
         started = time.perf_counter()
         manager.export(target, client, BUCKET)
@@ -90,7 +90,8 @@ def pieces(dsn: str, endpoint: str, partition: str, runs: int) -> dict:
             csv_bytes = timed("COPY … ORDER BY id to the client", copy_out)
             gzipped = timed("gzip -6 of the CSV (one thread)", functools.partial(gzip_all, csv_bytes))
             timed("multipart upload to the S3 endpoint", functools.partial(upload, client, key, gzipped))
-            timed("read back: download, sha256, gunzip, sha256", lambda: _read_back(client, BUCKET, key))
+            timed("read back: download, sha256, decrypt, gunzip, sha256",
+                  lambda: read_back(client, BUCKET, key, common.PASSPHRASE))
     return {"csv_mb": round(len(csv_bytes) / 2**20, 1), "gzip_mb": round(len(gzipped) / 2**20, 1),
             "seconds": {name: round(statistics.median(values), 3) for name, values in timings.items()}}
 
@@ -149,7 +150,7 @@ def rotation_writer_wait(dsn: str, endpoint: str, concurrent: bool) -> dict:
     started = time.perf_counter()
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            manager = PartitionManager(conn, keyring=KEY)
+            manager = PartitionManager(conn, keyring=KEY, passphrase=common.PASSPHRASE)
             manager.premake(3)
             months = manager.archive_candidates()
             for month in months:

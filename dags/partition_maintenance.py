@@ -8,7 +8,7 @@ refuses inserts).
    `lock_timeout` with retries, so it never queues in front of application writes.
 2. **horizon_check** — alerts and fails if fewer than 2 future months have a partition.
 3. **archive** (one mapped task per month older than 12 months, in parallel within the pool) —
-   `COPY … TO STDOUT` → gzip → multipart upload to the `coldcopy_spaces` bucket at
+   `COPY … TO STDOUT` → gzip → gpg (AES256, the backup passphrase) → multipart upload to the `coldcopy_spaces` bucket at
    `archive/email_events/YYYY/MM/`, a signed `manifest.json` beside it, verified by streaming the object
    back once (its sha256, the CSV's sha256) and by the partition's row versions (unchanged since the
    export: no row written, changed or deleted in between). Any failure: that month stays attached with
@@ -19,6 +19,10 @@ refuses inserts).
    so a failed month does not hold back the verified ones.
 5. **drop_detached** — drops months detached over 7 days ago, only if still detached and their archive
    still verifies.
+6. **scrub_erased** — every archived month (detached or dropped) not yet rewritten since the newest erasure
+   of the GDPR ledger is streamed back (bound to its signed manifest), rewritten without the erased people's
+   records (the others byte for byte), encrypted, uploaded under a new key with a new signed manifest; the old
+   object is deleted last. Each object at most once a day.
 
 Idempotent: a second run, or a week of catch-up, changes nothing more than one run. State per month:
 `coldcopy_ops.partition_archive`. Pool `coldcopy_db_heavy`; deadline 3 h from queued.
@@ -47,6 +51,7 @@ from coldcopy.operators.partitions import (
     HorizonCheckOperator,
     ListArchiveCandidatesOperator,
     PremakePartitionsOperator,
+    ScrubErasedArchivesOperator,
 )
 
 with DAG(
@@ -70,4 +75,6 @@ with DAG(
     # After every export, failed or not: the months that verified are detached either way.
     detach = DetachArchivedPartitionsOperator(task_id="detach_archived", trigger_rule=TriggerRule.ALL_DONE)
     drop = DropDetachedPartitionsOperator(task_id="drop_detached", grace_days=7)
-    premake >> horizon >> candidates >> archive >> detach >> drop
+    # GDPR: archived months rewritten without the people erased since (each object at most once a day).
+    scrub = ScrubErasedArchivesOperator(task_id="scrub_erased", trigger_rule=TriggerRule.ALL_DONE)
+    premake >> horizon >> candidates >> archive >> detach >> drop >> scrub

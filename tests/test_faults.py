@@ -109,7 +109,7 @@ def test_an_archive_interrupted_by_a_database_restart_loses_nothing_and_its_retr
     key = KEYRING
     dsn = cluster.coldcopy_dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
-        manager = PartitionManager(conn, keyring=key)
+        manager = PartitionManager(conn, keyring=key, passphrase=BACKUP_PASSPHRASE)
         month = manager.archive_candidates()[0]
         rows = conn.execute(f"SELECT count(*) FROM public.{month.name}").fetchone()[0]
         manager.archive(month, client, bucket, detach=False)  # exported and verified, as the mapped task does
@@ -117,7 +117,7 @@ def test_an_archive_interrupted_by_a_database_restart_loses_nothing_and_its_retr
     snapshot.execute("SELECT count(*) FROM public.email_events")  # a reader DETACH CONCURRENTLY must wait for
     restart = restart_in(cluster, 2)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        manager = PartitionManager(conn, keyring=key, lock_retry=PATIENT)
+        manager = PartitionManager(conn, keyring=key, passphrase=BACKUP_PASSPHRASE, lock_retry=PATIENT)
         error = run_failing(manager.detach_verified)
     restart.join()
     snapshot.close()
@@ -127,8 +127,9 @@ def test_an_archive_interrupted_by_a_database_restart_loses_nothing_and_its_retr
                              (month.name,)).fetchone()[0]
         assert state == "verified"  # archived, and the month still has every row until the detach completes
         assert conn.execute(f"SELECT count(*) FROM public.{month.name}").fetchone()[0] == rows
-        assert PartitionManager(conn, keyring=key).detach_verified() == [month.name]  # the retry
-        assert month.name not in {p.name for p in PartitionManager(conn, keyring=key).partitions()}
+        retry = PartitionManager(conn, keyring=key, passphrase=BACKUP_PASSPHRASE)
+        assert retry.detach_verified() == [month.name]  # the retry
+        assert month.name not in {p.name for p in retry.partitions()}
         assert conn.execute("SELECT state FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
                             (month.name,)).fetchone()[0] == "detached"
 

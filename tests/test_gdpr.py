@@ -3,6 +3,7 @@ subject's rows, erasure leaves nothing (tables, views, restored backups, restore
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -293,7 +294,7 @@ def test_an_erasure_racing_a_partition_restore_leaves_no_row_of_the_subject(gene
     client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
     other = psycopg.connect(generated_db, autocommit=True)
-    manager = PartitionManager(other, keyring=KEY)
+    manager = PartitionManager(other, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
     for month in manager.archive_candidates():
         found = conn.execute(f"SELECT l.workspace_id, l.email, l.id FROM public.{month.name} e "
                              "JOIN leads l ON l.id = e.lead_id ORDER BY e.id LIMIT 1").fetchone()
@@ -321,7 +322,7 @@ def test_a_restored_month_leaves_out_erased_subjects(generated_db, spaces, backu
 
     client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
-    manager = PartitionManager(conn, keyring=KEY)
+    manager = PartitionManager(conn, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
     for oldest in manager.archive_candidates():  # the oldest month with a lead's events
         found = conn.execute(
             f"SELECT l.id, l.workspace_id, l.email FROM public.{oldest.name} e JOIN leads l ON l.id = e.lead_id "
@@ -454,7 +455,7 @@ def test_erasure_reaches_detached_months_cascades_and_payloads(generated_db, spa
 
     client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
-    manager = PartitionManager(conn, keyring=KEY)
+    manager = PartitionManager(conn, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
     for month in manager.archive_candidates():
         found = conn.execute(f"SELECT l.id, l.workspace_id, l.email FROM public.{month.name} e "
                              "JOIN leads l ON l.id = e.lead_id ORDER BY e.id LIMIT 1").fetchone()
@@ -542,4 +543,51 @@ def test_subject_keys_are_keyed_and_old_unkeyed_entries_are_migrated(generated_d
                          (person["workspace_id"], person["email"]))
     with pytest.raises(GdprError, match="another pepper"):
         Gdpr(conn, keyring=KEY, pepper="another pepper of thirty-two characters or more")
+    conn.close()
+
+
+def test_archived_months_are_rewritten_without_erased_people_once_a_day(generated_db, spaces, backup_key):
+    """The bucket's copies: each archived month holding an erased person is rewritten (others' records byte
+    for byte), bound and signed again, at most once a day; a restore of it lacks the person and verifies."""
+    from datetime import timedelta
+
+    from coldcopy.archive_scrub import ArchiveScrubber
+    from coldcopy.partitions import PartitionManager
+
+    client, bucket = spaces
+    conn, gdpr = gdpr_on(generated_db)
+    manager = PartitionManager(conn, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
+    candidates = manager.archive_candidates()
+    for months in zip(candidates, candidates[1:], strict=False):  # two months with events of the same lead
+        found = conn.execute(
+            f"SELECT l.id, l.workspace_id, l.email FROM public.{months[0].name} a JOIN public.{months[1].name} b "
+            "ON a.lead_id = b.lead_id JOIN leads l ON l.id = a.lead_id ORDER BY l.id LIMIT 1").fetchone()
+        if found:
+            break
+    lead_id, workspace_id, email = found
+    counts = {m.name: conn.execute(f"SELECT count(*), count(*) FILTER (WHERE lead_id = %s) FROM public.{m.name}",
+                                   (lead_id,)).fetchone() for m in months}
+    for month in months:
+        manager.archive(month, client, bucket)
+    manager.drop_detached(client, bucket, grace=timedelta(0))  # both dropped: only the bucket holds them
+    old_keys = {m.name: m.object_key for m in months}
+    gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), client, bucket)
+
+    done = ArchiveScrubber(manager).run(client, bucket)
+    assert {(d.partition, d.removed, d.rows) for d in done} == {
+        (m.name, counts[m.name][1], counts[m.name][0] - counts[m.name][1]) for m in months}
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="archive/")["Contents"]}
+    assert not set(old_keys.values()) & keys  # the old objects are gone
+    for d in done:
+        body = client.get_object(Bucket=bucket, Key=d.object_key)["Body"].read()
+        csv_bytes = gzip.decompress(decrypt(body, BACKUP_PASSPHRASE))
+        assert str(lead_id).encode() not in csv_bytes and csv_bytes.count(b"\n") >= d.rows + 1
+    assert ArchiveScrubber(manager).run(client, bucket) == []  # nothing due again
+    gdpr.handle(request(generated_db, subjects_of(generated_db, 1)[0], "erasure"), client, bucket)
+    assert ArchiveScrubber(manager).run(client, bucket) == []  # a new erasure waits for tomorrow's run
+
+    manager.restore(months[0].range_start, client, bucket)  # the rewritten archive verifies and restores
+    assert conn.execute(f"SELECT count(*) FROM public.{months[0].name}").fetchone()[0] == \
+        counts[months[0].name][0] - counts[months[0].name][1]
+    assert occurrences(generated_db, str(lead_id)) == []
     conn.close()

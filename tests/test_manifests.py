@@ -104,7 +104,7 @@ def test_an_edited_archive_manifest_is_refused_by_verify_restore_and_drop(genera
 
     client, bucket = spaces
     with psycopg.connect(generated_db, autocommit=True) as conn:
-        rotation = PartitionManager(conn, keyring=KEY)
+        rotation = PartitionManager(conn, keyring=KEY, passphrase="test passphrase")
         month = rotation.archive_candidates()[-1]
         rotation.archive(month, client, bucket)
         replace_manifest(client, bucket, month.manifest_key, lambda m: m.update(rows=m["rows"] + 1))
@@ -117,7 +117,7 @@ def test_an_edited_archive_manifest_is_refused_by_verify_restore_and_drop(genera
         other = rotation.archive_candidates()[-1]
         rotation.export(other, client, bucket)
         with pytest.raises(ArchiveError, match="unknown key"):
-            PartitionManager(conn, keyring=OTHER).verify(other, client, bucket)
+            PartitionManager(conn, keyring=OTHER, passphrase="test passphrase").verify(other, client, bucket)
 
 
 def test_a_view_name_with_a_quote_is_a_clear_error(generated_db):

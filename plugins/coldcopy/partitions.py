@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
+import subprocess
 import threading
 import time
 import zlib
@@ -44,9 +46,11 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from coldcopy import manifests, ops_schema
+from coldcopy import manifests, ops_schema, sessions
+from coldcopy.crypto import gpg_decrypt_popen, gpg_encrypt_argv, passphrase_pipe
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import MultipartUpload, object_exists, object_sha256, read_object
+from coldcopy.pg_tools import minimal_env
 from coldcopy.refresh import TRACKING_TRIGGER, create_tracking_trigger, record_change
 
 log = logging.getLogger(__name__)
@@ -78,7 +82,12 @@ class Partition:
 
     @property
     def object_key(self) -> str:
-        return f"{ARCHIVE_PREFIX}/{self.range_start:%Y/%m}/{self.name}.csv.gz"
+        return f"{ARCHIVE_PREFIX}/{self.range_start:%Y/%m}/{self.name}.csv.gz.gpg"
+
+    def owns(self, key: str) -> bool:
+        """Whether ``key`` is one of this month's archive objects (the first export, or a rewrite of it)."""
+        return (key.startswith(f"{ARCHIVE_PREFIX}/{self.range_start:%Y/%m}/{self.name}.")
+                and key.endswith(".csv.gz.gpg") and "/" not in key.rsplit("/", 1)[1])
 
     @property
     def manifest_key(self) -> str:
@@ -92,10 +101,10 @@ class PartitionManager:
     :param lock_retry: lock_timeout and retry schedule for every step that locks the parent.
     """
 
-    def __init__(self, conn: psycopg.Connection, *, keyring: manifests.Keyring,
+    def __init__(self, conn: psycopg.Connection, *, keyring: manifests.Keyring, passphrase: str,
                  lock_retry: LockRetryPolicy = LockRetryPolicy()) -> None:
         self.conn = conn
-        self.keyring = keyring
+        self.keyring, self.passphrase = keyring, passphrase
         self.lock_retry = lock_retry
         self.conn.execute("SET TimeZone = 'UTC'")
         ops_schema.ensure(conn, "partition_rotation")
@@ -225,10 +234,11 @@ class PartitionManager:
             rows, row_versions, low, high = cur.execute(sql.SQL(ROW_VERSIONS_SQL).format(table)).fetchone()
             columns = self._columns(partition.name)
             with MultipartUpload(client, bucket, partition.object_key) as upload:
-                gzipper = _GzipInThread(upload)
-                with gzipper, cur.copy(sql.SQL(COPY_OUT_SQL).format(table)) as copy:
-                    for chunk in copy:
-                        gzipper.write(chunk)
+                with Encrypting(upload, self.passphrase) as sealed:
+                    gzipper = GzipInThread(sealed)
+                    with gzipper, cur.copy(sql.SQL(COPY_OUT_SQL).format(table)) as copy:
+                        for chunk in copy:
+                            gzipper.write(chunk)
                 upload.complete()
             if cur.rowcount != rows:
                 raise ArchiveError(f"{partition.name}: COPY wrote {cur.rowcount} rows, the snapshot holds {rows}")
@@ -238,7 +248,7 @@ class PartitionManager:
             "rows": rows, "row_versions": row_versions, "content_sha256": gzipper.content_sha256,
             "min_occurred_at": low.isoformat() if low else None, "max_occurred_at": high.isoformat() if high else None,
             "object_key": partition.object_key, "byte_size": upload.size, "sha256": upload.sha256,
-            "format": "csv, header row, gzip", "columns": columns,
+            "format": "csv, header row, gzip, OpenPGP AES256 (gpg --decrypt | gunzip)", "columns": columns,
             "schema_version": self._schema_version(),
             "exported_at": self.conn.execute("SELECT now()").fetchone()[0].isoformat(),
         }
@@ -257,15 +267,15 @@ class PartitionManager:
             manifest = manifests.load(raw, self.keyring, where=where, type="archive")
         except manifests.ManifestRejected as error:
             raise ArchiveError(str(error)) from error
-        if (manifest.get("object_key"), manifest.get("partition")) != (partition.object_key, partition.name):
-            raise ArchiveError(f"{where}: describes {manifest.get('object_key')!r}, not {partition.object_key!r} "
-                               "(another month's manifest copied here?); refusing to use it")
+        if manifest.get("partition") != partition.name or not partition.owns(str(manifest.get("object_key"))):
+            raise ArchiveError(f"{where}: describes {manifest.get('object_key')!r}, not an archive of "
+                               f"{partition.name} (another month's manifest copied here?); refusing to use it")
         return manifest
 
     def verify(self, partition: Partition, client, bucket: str) -> dict:
         """The archive in the bucket matches its manifest, and the live partition still holds what it describes."""
         manifest = self.read_manifest(partition, client, bucket)
-        problems = _object_problems(manifest, _read_back(client, bucket, partition.object_key))
+        problems = object_problems(manifest, read_back(client, bucket, manifest["object_key"], self.passphrase))
         recorded = self.conn.execute(
             "SELECT row_count, row_checksum, sha256 FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
             (partition.name,)).fetchone()
@@ -354,8 +364,8 @@ class PartitionManager:
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
             "ON CONFLICT (partition_name) DO UPDATE SET row_count = EXCLUDED.row_count, "
             "row_checksum = EXCLUDED.row_checksum, sha256 = EXCLUDED.sha256, byte_size = EXCLUDED.byte_size, "
-            f"state = EXCLUDED.state, {stamp} = now(), updated_at = now()",
-            (partition.name, partition.range_start, partition.range_end, partition.object_key,
+            f"object_key = EXCLUDED.object_key, state = EXCLUDED.state, {stamp} = now(), updated_at = now()",
+            (partition.name, partition.range_start, partition.range_end, manifest["object_key"],
              partition.manifest_key, *fingerprint, manifest["sha256"], manifest["byte_size"], state),
         )
 
@@ -425,10 +435,10 @@ class PartitionManager:
             with self.conn.cursor() as cur:
                 with cur.copy(sql.SQL("COPY public.{} ({}) FROM STDIN WITH (FORMAT csv, HEADER)").format(
                         table, columns)) as copy:
-                    read = _read_back(client, bucket, partition.object_key, into=copy.write)
+                    read = read_back(client, bucket, manifest["object_key"], self.passphrase, into=copy.write)
                 loaded = cur.rowcount
             # Bound before anything is committed: the bytes COPY parsed are kept only if they are the signed ones.
-            problems = _object_problems(manifest, read)
+            problems = object_problems(manifest, read)
             if loaded != manifest["rows"]:
                 problems.append(f"loaded {loaded} rows, manifest says {manifest['rows']}")
             if problems:
@@ -465,7 +475,7 @@ class PartitionManager:
         under_lock_timeout(self.conn, attach, self.lock_retry, what=f"attach of {partition.name}")
 
 
-class _GzipInThread:
+class GzipInThread:
     """Hashes what is written (the CSV as exported) and gzips it in a second thread into ``sink.write``, so
     compressing overlaps reading the next rows (zlib and hashlib release the GIL on large buffers)."""
 
@@ -500,7 +510,7 @@ class _GzipInThread:
                 except BaseException as error:  # noqa: BLE001 - raised in the writer's thread
                     self.error = error
 
-    def __enter__(self) -> _GzipInThread:
+    def __enter__(self) -> GzipInThread:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -518,34 +528,131 @@ class _GzipInThread:
         return self.content.hexdigest()
 
 
+class Encrypting:
+    """A writer whose bytes go through ``gpg --symmetric`` (AES256, like the backups) into ``sink.write``, gpg's
+    output read by a thread of its own. Leaving it with an exception kills gpg."""
+
+    def __init__(self, sink, passphrase: str) -> None:
+        read = passphrase_pipe(passphrase)
+        try:
+            self.gpg = sessions.popen(gpg_encrypt_argv(read, "--compress-algo", "none"), stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(read,),
+                                      env=minimal_env())
+        finally:
+            os.close(read)
+        self.error: BaseException | None = None
+        self.errors = b""
+        self.stderr_reader = threading.Thread(target=self._drain_stderr, daemon=True)
+        self.reader = threading.Thread(target=self._forward, args=(sink,), daemon=True)
+        self.stderr_reader.start()
+        self.reader.start()
+
+    def _drain_stderr(self) -> None:
+        self.errors = self.gpg.stderr.read()
+
+    def _forward(self, sink) -> None:
+        try:
+            while chunk := self.gpg.stdout.read(1 << 20):
+                sink.write(chunk)
+        except BaseException as error:  # noqa: BLE001 - raised in the writer's thread
+            self.error = error
+            self.gpg.kill()
+
+    def write(self, data: bytes) -> None:
+        if self.error:
+            raise self.error
+        self.gpg.stdin.write(data)
+
+    def __enter__(self) -> Encrypting:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.gpg.kill()
+        try:
+            self.gpg.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.reader.join()
+        self.stderr_reader.join()
+        code = self.gpg.wait()
+        if exc_type is None:
+            if self.error:
+                raise self.error
+            if code:
+                raise ArchiveError(f"gpg exited {code}: {self.errors.decode(errors='replace').strip()[:300]}")
+
+
 @dataclass(frozen=True)
-class _ReadBack:
+class ReadBack:
     sha256: str
     byte_size: int
     content_sha256: str
+    problem: str | None = None
 
 
-def _read_back(client, bucket: str, key: str, into=None) -> _ReadBack:
-    """Stream an archive object once: hash it, gunzip it, hash the CSV (and hand it to ``into``, if given)."""
+def read_back(client, bucket: str, key: str, passphrase: str, into=None) -> ReadBack:
+    """Stream an archive object once: hash it, decrypt it (gpg must say AES256 with integrity protection before
+    one byte is handed on), gunzip it, hash the CSV and hand it to ``into``, if given. The caller commits what
+    ``into`` received only when the result matches the signed manifest (:func:`object_problems`)."""
     stored, content, size = hashlib.sha256(), hashlib.sha256(), 0
+    gpg, status = gpg_decrypt_popen(passphrase, subprocess.PIPE, subprocess.PIPE)
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        nonlocal size
+        try:
+            for chunk in read_object(client, bucket, key):
+                stored.update(chunk)
+                size += len(chunk)
+                gpg.stdin.write(chunk)
+        except BrokenPipeError:
+            pass
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            failure.append(error)
+        finally:
+            try:
+                gpg.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    errors = threading.Thread(target=lambda: gpg.stderr.read(), daemon=True)
+    feeder = threading.Thread(target=feed, daemon=True)
+    errors.start()
+    feeder.start()
     decompressor = zlib.decompressobj(31)
-    for chunk in read_object(client, bucket, key):
-        stored.update(chunk)
-        size += len(chunk)
-        data = decompressor.decompress(chunk)
-        content.update(data)
-        if into is not None:
-            into(data)
-    tail = decompressor.flush()
-    content.update(tail)
-    if into is not None and tail:
-        into(tail)
-    return _ReadBack(stored.hexdigest(), size, content.hexdigest())
+    try:
+        chunk = gpg.stdout.read(1 << 20)
+        if problem := status.first_verdict():
+            gpg.kill()
+            return ReadBack("", 0, "", problem)
+        while chunk:
+            data = decompressor.decompress(chunk)
+            content.update(data)
+            if into is not None and data:
+                into(data)
+            chunk = gpg.stdout.read(1 << 20)
+        tail = decompressor.flush()
+        content.update(tail)
+        if into is not None and tail:
+            into(tail)
+    except zlib.error as error:
+        gpg.kill()
+        return ReadBack("", 0, "", f"not gzip inside: {error}")
+    finally:
+        feeder.join()
+        gpg.wait()
+        errors.join()
+    if failure:
+        raise failure[0]
+    return ReadBack(stored.hexdigest(), size, content.hexdigest(), status.problem())
 
 
-def _object_problems(manifest: dict, read: _ReadBack) -> list[str]:
+def object_problems(manifest: dict, read: ReadBack) -> list[str]:
     problems = []
-    if (read.sha256, read.byte_size) != (manifest["sha256"], manifest["byte_size"]):
+    if read.problem:
+        problems.append(read.problem)
+    elif (read.sha256, read.byte_size) != (manifest["sha256"], manifest["byte_size"]):
         problems.append(f"object sha256/size {read.sha256[:12]}…/{read.byte_size} ≠ manifest "
                         f"{manifest['sha256'][:12]}…/{manifest['byte_size']}")
     elif read.content_sha256 != manifest["content_sha256"]:

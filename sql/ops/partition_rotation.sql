@@ -28,3 +28,7 @@ ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS restored_by 
 ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS held_until timestamptz;
 -- Rows of erased data subjects dropped when the month was restored (GDPR ledger): its next archive is a new export.
 ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS erased_rows bigint;
+-- GDPR: the last erasure-ledger entry this month's archive object was scrubbed through (rewritten without the
+-- erased subjects' rows), and when: an object is rewritten at most once a day, whatever the erasures.
+ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS scrubbed_seq bigint NOT NULL DEFAULT 0;
+ALTER TABLE coldcopy_ops.partition_archive ADD COLUMN IF NOT EXISTS scrubbed_at timestamptz;

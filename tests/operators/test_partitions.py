@@ -24,6 +24,7 @@ from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.object_store import spaces_hook
 from coldcopy.operators.partitions import HorizonCheckOperator
 from coldcopy.partitions import ArchiveError, PartitionManager
+from tests.conftest import BACKUP_PASSPHRASE
 from tests.s3_endpoint import FaultyProxy
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -50,10 +51,25 @@ def attached(dsn: str) -> list[str]:
 
 
 MANIFEST_KEY = manifests.Keyring.from_secret("archive manifests (test only), 32+ characters")
+PASSPHRASE = "archive passphrase (test only)"
+
+
+def opened(body: bytes, passphrase: str) -> bytes:
+    """An archive object opened with stock tools: ``gpg --decrypt | gunzip``."""
+    import os
+    import subprocess
+
+    read, write = os.pipe()
+    os.write(write, passphrase.encode() + b"\n")
+    os.close(write)
+    done = subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase-fd", str(read),
+                           "--decrypt"], input=body, capture_output=True, pass_fds=(read,), check=True)
+    os.close(read)
+    return gzip.decompress(done.stdout)
 
 
 def manager(conn, policy=FAST) -> PartitionManager:
-    return PartitionManager(conn, lock_retry=policy, keyring=MANIFEST_KEY)
+    return PartitionManager(conn, lock_retry=policy, keyring=MANIFEST_KEY, passphrase=PASSPHRASE)
 
 
 def test_premake_creates_exactly_the_missing_months(migrated_db):
@@ -101,7 +117,9 @@ def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces
         manifest_key = key.rsplit("/", 1)[0] + "/manifest.json"
         manifest = json.loads(client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         assert manifest["rows"] == rows == before[name][0]
-        csv_bytes = gzip.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert b"id,workspace_id" not in body  # encrypted
+        csv_bytes = opened(body, BACKUP_PASSPHRASE)  # stock gpg --decrypt | gunzip
         assert hashlib.sha256(csv_bytes).hexdigest() == manifest["content_sha256"]
         assert csv_bytes.startswith(b"id,workspace_id,") and csv_bytes.count(b"\n") == rows + 1
     assert sum(before[n][0] for n in expected) > 2000
@@ -348,7 +366,7 @@ def test_verify_accepts_freezing_and_rewrites_but_refuses_any_row_changed_since_
         with pytest.raises(ArchiveError, match="changed since the archive was made"):
             rotation.verify(month, client, bucket)
         rotation.archive(month, client, bucket, detach=False)
-        csv_bytes = gzip.decompress(client.get_object(Bucket=bucket, Key=month.object_key)["Body"].read())
+        csv_bytes = opened(client.get_object(Bucket=bucket, Key=month.object_key)["Body"].read(), PASSPHRASE)
         assert f"\n{first},".encode() in csv_bytes and b",hard," in csv_bytes
 
 

@@ -19,7 +19,7 @@ class BasePartitionOperator(ColdCopyOperator):
 
     :param conn_id: Airflow connection of the database.
     :param spaces_conn_id: Airflow connection (aws type) of the archive bucket.
-    :param key_conn_id: connection whose password (the backup passphrase) keys the manifests' signatures.
+    :param key_conn_id: connection whose password (the backup passphrase) encrypts the archives.
     :param lock_timeout_ms: lock_timeout of the first attempt of each locking step (grows on retries).
     :param lock_attempts: attempts before a lock timeout fails the try.
     """
@@ -40,11 +40,12 @@ class BasePartitionOperator(ColdCopyOperator):
 
     @contextmanager
     def manager(self):
+        from coldcopy.backups import backup_passphrase
         from coldcopy.partitions import PartitionManager
 
         with self.hook().session() as conn:
-            yield PartitionManager(conn, lock_retry=self.lock_policy(),
-                                   keyring=self.keyring())
+            yield PartitionManager(conn, lock_retry=self.lock_policy(), keyring=self.keyring(),
+                                   passphrase=backup_passphrase(self.key_conn_id))
 
 
 class PremakePartitionsOperator(BasePartitionOperator):
@@ -150,6 +151,22 @@ class DropDetachedPartitionsOperator(BasePartitionOperator):
         client, bucket = self.bucket()
         with self.manager() as manager:
             return manager.drop_detached(client, bucket, grace=timedelta(days=self.grace_days))
+
+
+class ScrubErasedArchivesOperator(BasePartitionOperator):
+    """Rewrite archived months that still hold people erased since (:mod:`coldcopy.archive_scrub`): each object
+    at most once a day, so no archive keeps an erased person for more than a day or two."""
+
+    def execute(self, context: Context) -> list[dict]:
+        from coldcopy.archive_scrub import ArchiveScrubber
+
+        client, bucket = self.bucket()
+        with self.manager() as manager:
+            done = ArchiveScrubber(manager).run(client, bucket)
+        for item in done:
+            self.log.info("%s: %d erased rows removed, %d kept (%s)", item.partition, item.removed, item.rows,
+                          item.object_key)
+        return [{"partition": d.partition, "removed": d.removed} for d in done]
 
 
 class RestorePartitionOperator(BasePartitionOperator):
