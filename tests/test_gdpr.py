@@ -88,7 +88,8 @@ def test_the_catalog_finds_personal_data_including_a_new_table(generated_db):
     conn.close()
 
 
-def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, spaces, backup_key, monkeypatch):
+def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, spaces, backup_key, monkeypatch,
+                                                                 caplog):
     from alert_sink import AlertSink
 
     client, bucket = spaces
@@ -115,6 +116,7 @@ def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, s
     url, passphrase = delivered["url"], delivered["passphrase"]
     assert status == "completed" and "valid 7 days" in notes and "delivered to the data protection officer" in notes
     assert passphrase not in notes and url not in notes and passphrase not in json.dumps(result, default=str)
+    assert passphrase not in caplog.text  # nor in the task's log
     import httpx
 
     encrypted = httpx.get(url).content

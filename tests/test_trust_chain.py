@@ -143,3 +143,41 @@ def test_a_failed_restore_leaves_no_database_and_a_clean_one_is_handed_over(
         assert len(tables_of(local_env.database_dsn(admin_dsn, target))) > 60
     finally:
         local_env.drop_database(admin_dsn, target)
+
+
+def test_a_restore_with_a_junk_ledger_object_applies_the_valid_erasures_and_alerts(
+        generated_db, spaces, backup_key, coldcopy_conn, admin_dsn, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from alert_sink import AlertSink
+    from coldcopy.gdpr import Gdpr
+    from coldcopy.operators.backups import RestoreFromSpacesOperator
+    from tests.conftest import SUBJECT_PEPPER
+
+    client, bucket = spaces
+    coldcopy_conn(generated_db)
+    BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING).backup()
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        lead_id, workspace_id, email = conn.execute(
+            "SELECT id, workspace_id, email FROM leads ORDER BY id LIMIT 1").fetchone()
+        request_id = conn.execute("INSERT INTO data_subject_requests (workspace_id, email, request_type, status) "
+                                  "VALUES (%s, %s, 'erasure', 'verified') RETURNING id",
+                                  (workspace_id, email)).fetchone()[0]
+        Gdpr(conn, keyring=KEYRING, pepper=SUBJECT_PEPPER).handle(str(request_id), client, bucket)
+    client.put_object(Bucket=bucket, Key="gdpr/erasures/junk.json", Body=b"junk")  # the restore used to stop here
+    target = f"cc_restored_{request_id.hex[:8]}"
+    with AlertSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
+        ti = SimpleNamespace(dag_id="restore_from_spaces", run_id="r", task_id="restore")
+        try:
+            done = RestoreFromSpacesOperator(task_id="restore", backup="latest", target_database=target).execute(
+                {"ti": ti})
+            assert done["erasures_reapplied"] == 1
+            restored = local_env.database_dsn(admin_dsn, target)
+            with psycopg.connect(restored) as conn:
+                assert conn.execute("SELECT count(*) FROM leads WHERE id = %s", (lead_id,)).fetchone()[0] == 0
+        finally:
+            local_env.drop_database(admin_dsn, target)
+        [alert] = sink.texts()
+        assert "erasure ledger: 1 problem(s)" in alert and "junk.json" in alert
+    assert email not in caplog.text
