@@ -144,3 +144,18 @@ def dpo(monkeypatch):
     with AlertSink() as sink:
         monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_DPO", sink.airflow_connection())
         yield sink
+
+
+def stock_decrypt(data: bytes, passphrase: str) -> bytes:
+    """Stock ``gpg --decrypt``, as a person opening a backup, archive or export by hand would run it."""
+    import subprocess
+
+    read, write = os.pipe()
+    os.write(write, passphrase.encode() + b"\n")
+    os.close(write)
+    try:
+        return subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase-fd",
+                               str(read), "--decrypt"], input=data, capture_output=True, pass_fds=(read,),
+                              check=True).stdout
+    finally:
+        os.close(read)

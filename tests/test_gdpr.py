@@ -19,6 +19,7 @@ from coldcopy import manifests
 from coldcopy.gdpr import Gdpr, GdprError, personal_data_map, reapply_after_restore
 from coldcopy.lock_retries import LockRetryPolicy
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING, ROOT, SUBJECT_PEPPER
+from tests.conftest import stock_decrypt as decrypt
 
 KEY = KEYRING
 
@@ -46,15 +47,14 @@ def gdpr_on(dsn: str) -> tuple[psycopg.Connection, Gdpr]:
                       passphrase=BACKUP_PASSPHRASE, pepper=SUBJECT_PEPPER)
 
 
-def decrypt(data: bytes, passphrase: str) -> bytes:
-    """Stock gpg, as the person receiving the export would run it."""
-    read, write = os.pipe()
-    os.write(write, passphrase.encode() + b"\n")
-    os.close(write)
-    done = subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase-fd", str(read),
-                           "--decrypt"], input=data, capture_output=True, pass_fds=(read,), check=True)
-    os.close(read)
-    return done.stdout
+def month_with_a_lead(conn, manager):
+    """The oldest archivable month holding a lead's events, and that lead (id, workspace, address)."""
+    for month in manager.archive_candidates():
+        found = conn.execute(f"SELECT l.id, l.workspace_id, l.email FROM public.{month.name} e "
+                             "JOIN leads l ON l.id = e.lead_id ORDER BY e.id LIMIT 1").fetchone()
+        if found:
+            return month, found
+    raise AssertionError("no archivable month holds a lead's events")
 
 
 def occurrences(dsn: str, needle: str) -> list[str]:
@@ -297,12 +297,7 @@ def test_an_erasure_racing_a_partition_restore_leaves_no_row_of_the_subject(gene
     conn, gdpr = gdpr_on(generated_db)
     other = psycopg.connect(generated_db, autocommit=True)
     manager = PartitionManager(other, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
-    for month in manager.archive_candidates():
-        found = conn.execute(f"SELECT l.workspace_id, l.email, l.id FROM public.{month.name} e "
-                             "JOIN leads l ON l.id = e.lead_id ORDER BY e.id LIMIT 1").fetchone()
-        if found:
-            break
-    workspace_id, email, lead_id = found
+    month, (lead_id, workspace_id, email) = month_with_a_lead(conn, manager)
     manager.archive(month, client, bucket)
     other.execute(f"DROP TABLE public.{month.name}")
     erase_rows = gdpr._erase_rows
@@ -325,13 +320,7 @@ def test_a_restored_month_leaves_out_erased_subjects(generated_db, spaces, backu
     client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
     manager = PartitionManager(conn, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
-    for oldest in manager.archive_candidates():  # the oldest month with a lead's events
-        found = conn.execute(
-            f"SELECT l.id, l.workspace_id, l.email FROM public.{oldest.name} e JOIN leads l ON l.id = e.lead_id "
-            "ORDER BY e.id LIMIT 1").fetchone()
-        if found:
-            break
-    lead_id, workspace_id, email = found
+    oldest, (lead_id, workspace_id, email) = month_with_a_lead(conn, manager)
     before = conn.execute(f"SELECT count(*) FROM public.{oldest.name}").fetchone()[0]
     mine = conn.execute(f"SELECT count(*) FROM public.{oldest.name} WHERE lead_id = %s", (lead_id,)).fetchone()[0]
     manager.archive(oldest, client, bucket)
@@ -458,12 +447,7 @@ def test_erasure_reaches_detached_months_cascades_and_payloads(generated_db, spa
     client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
     manager = PartitionManager(conn, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
-    for month in manager.archive_candidates():
-        found = conn.execute(f"SELECT l.id, l.workspace_id, l.email FROM public.{month.name} e "
-                             "JOIN leads l ON l.id = e.lead_id ORDER BY e.id LIMIT 1").fetchone()
-        if found:
-            break
-    lead_id, workspace_id, email = found
+    month, (lead_id, workspace_id, email) = month_with_a_lead(conn, manager)
     subject = {"lead_id": lead_id, "workspace_id": workspace_id, "email": email}
     manager.archive(month, client, bucket)  # exported, verified, detached: a plain table for its grace period
     assert conn.execute("SELECT state FROM coldcopy_ops.partition_archive WHERE partition_name = %s",

@@ -24,7 +24,7 @@ from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.object_store import spaces_hook
 from coldcopy.operators.partitions import HorizonCheckOperator
 from coldcopy.partitions import ArchiveError, PartitionManager
-from tests.conftest import BACKUP_PASSPHRASE
+from tests.conftest import BACKUP_PASSPHRASE, stock_decrypt
 from tests.s3_endpoint import FaultyProxy
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -56,16 +56,7 @@ PASSPHRASE = "archive passphrase (test only)"
 
 def opened(body: bytes, passphrase: str) -> bytes:
     """An archive object opened with stock tools: ``gpg --decrypt | gunzip``."""
-    import os
-    import subprocess
-
-    read, write = os.pipe()
-    os.write(write, passphrase.encode() + b"\n")
-    os.close(write)
-    done = subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase-fd", str(read),
-                           "--decrypt"], input=body, capture_output=True, pass_fds=(read,), check=True)
-    os.close(read)
-    return gzip.decompress(done.stdout)
+    return gzip.decompress(stock_decrypt(body, passphrase))
 
 
 def manager(conn, policy=FAST) -> PartitionManager:
