@@ -33,17 +33,12 @@ def test_redaction_of_every_kind_of_literal(query, expected):
     assert redact(query) == expected
 
 
-def sleeping_backend(dsn: str, name: str) -> psycopg.Connection:
-    conn = psycopg.connect(dsn, application_name=name, autocommit=True)
-    threading.Thread(target=lambda: _sleep(conn), daemon=True).start()
-    return conn
-
-
-def _sleep(conn) -> None:
-    try:
-        conn.execute("SELECT pg_sleep(60)")
-    except psycopg.Error:
-        pass
+def sleeping_backend(dsn: str, name: str) -> subprocess.Popen:
+    """A backend named ``name`` running ``pg_sleep`` from a psql process of its own (a connection used from a
+    second thread and closed from the first can crash libpq)."""
+    return subprocess.Popen([pg_program("psql", 15), "-X", "-q", "-c", "SELECT pg_sleep(60)",
+                             psycopg.conninfo.make_conninfo(dsn, application_name=name)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def alive(dsn: str, name: str) -> bool:
@@ -72,15 +67,15 @@ def test_on_kill_in_one_container_leaves_the_other_containers_backend_alive(migr
     sessions.stop_all(migrated_db)
     assert wait_until(lambda: not alive(migrated_db, ours))
     assert alive(migrated_db, theirs)
-    other.cancel()
-    mine.close()
-    other.close()
+    for process in (mine, other):
+        process.kill()
+        process.wait()
 
 
 def test_on_kill_takes_no_lock_and_reaches_the_verification_server(migrated_db):
     verify_server = local_env.embedded_server_dsn()
     name = sessions.client_application_name("pg_restore", verify_server)
-    conn = sleeping_backend(verify_server, name)
+    psql = sleeping_backend(verify_server, name)
     assert wait_until(lambda: alive(verify_server, name))
     done = threading.Event()
     with sessions._lock:  # the signal handler interrupted the thread holding it
@@ -88,7 +83,8 @@ def test_on_kill_takes_no_lock_and_reaches_the_verification_server(migrated_db):
         worker.start()
         assert done.wait(20), "stop_all waited for a lock inside on_kill"
     assert wait_until(lambda: not alive(verify_server, name))  # the backend on the other server is gone
-    conn.close()
+    psql.kill()
+    psql.wait()
 
 
 def test_libpq_tls_settings_reach_pg_dump(migrated_db, monkeypatch):
