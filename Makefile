@@ -3,17 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/scripts
 
-.PHONY: install system-deps demo test lint bench lock clean data airflow airflow-stop
+.PHONY: install system-deps demo test test-fast lint bench lock clean data airflow airflow-stop
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock
+$(VENV)/.installed: requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 # Debian packages the jobs and tests drive: pg_dump's companions (gpg, zstd), headless chromium for the UI
@@ -45,23 +45,27 @@ data: install
 test: install system-deps lint
 	$(BIN)/python -m pytest
 
+# The edit loop: unit and integration tests (real PostgreSQL, S3, PgBouncer), no live Airflow or Chromium.
+test-fast: install
+	$(BIN)/python -m pytest -m "not e2e"
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff check --select AIR3 dags plugins
 	$(BIN)/squawk sql/migrations/*.sql
 
 bench: install system-deps
-	$(BIN)/python bench/migrations_apply.py
-	$(BIN)/python bench/dag_parse.py
-	$(BIN)/python bench/refresh.py
-	$(BIN)/python bench/partitions.py
-	$(BIN)/python bench/backups.py
-	$(BIN)/python bench/maintenance.py
-	$(BIN)/python bench/health.py
-	$(BIN)/python bench/gdpr.py
-	$(BIN)/python bench/load.py
-	$(BIN)/python bench/make_airflow.py
-	$(BIN)/python bench/readme.py
+	$(BIN)/python -m bench.migrations_apply
+	$(BIN)/python -m bench.dag_parse
+	$(BIN)/python -m bench.refresh
+	$(BIN)/python -m bench.partitions
+	$(BIN)/python -m bench.backups
+	$(BIN)/python -m bench.maintenance
+	$(BIN)/python -m bench.health
+	$(BIN)/python -m bench.gdpr
+	$(BIN)/python -m bench.load
+	$(BIN)/python -m bench.make_airflow
+	$(BIN)/python -m bench.readme
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.
 lock:

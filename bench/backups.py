@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import psycopg
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-
-import local_env  # noqa: E402
-from coldcopy.backups import BackupRunner  # noqa: E402
-from coldcopy.pg_tools import pg_program  # noqa: E402
+from bench import common
+from coldcopy.backups import BackupRunner
+from coldcopy.pg_tools import pg_program
+from coldcopy.testing import local_env
 
 BUCKET = "coldcopy-bench-backups"
 PASSPHRASE = "bench-only passphrase"

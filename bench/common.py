@@ -30,15 +30,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-sys.path[:0] = [p for p in (str(ROOT / "plugins"), str(ROOT / "scripts")) if p not in sys.path]
 
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-import generate_data  # noqa: E402
-import local_env  # noqa: E402
 from coldcopy import manifests  # noqa: E402
+from coldcopy.testing import generate_data, local_env  # noqa: E402
 
 KEYRING = manifests.Keyring.from_secret("bench manifest signing secret, 32+ characters")
 PEPPER = "bench subject pepper, 32+ characters"
@@ -47,7 +45,8 @@ PASSPHRASE = "bench archive passphrase"
 
 def _data_fingerprint() -> str:
     digest = hashlib.sha256(datetime.now(UTC).strftime("%Y-%m-%d").encode())
-    for path in sorted((ROOT / "sql" / "migrations").glob("*.sql")) + [ROOT / "scripts" / "generate_data.py"]:
+    generator = ROOT / "plugins" / "coldcopy" / "testing" / "generate_data.py"
+    for path in sorted((ROOT / "sql" / "migrations").glob("*.sql")) + [generator]:
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:10]
 
@@ -203,11 +202,10 @@ def peak_rss_of_call(module: str, function: str, *args) -> tuple[float, float]:
     """Run ``bench/<module>.<function>(*args)`` in a fresh interpreter; returns (seconds, peak tree RSS MB)."""
     import subprocess
 
-    code = (f"import sys; sys.path[:0] = [{str(ROOT / 'bench')!r}]; import {module} as m; "
-            f"m.{function}(*{args!r})")
+    code = f"import bench.{module} as m; m.{function}(*{args!r})"
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-c", code],
-                               env={**os.environ, "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT / 'scripts'}"})
+                               cwd=ROOT)
     with PeakRss(process.pid) as peak:
         if process.wait():
             raise RuntimeError(f"{module}.{function}{args!r} failed with exit code {process.returncode}")

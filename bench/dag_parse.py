@@ -69,7 +69,7 @@ def main() -> None:
     if args.table:
         print(table(json.loads(RESULTS.read_text())))
         return
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     env.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow-test"))
     files = sorted((ROOT / "dags").glob("*.py"))
     shuffle = random.Random(args.seed)

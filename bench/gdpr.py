@@ -15,19 +15,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import psycopg
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-
-import local_env  # noqa: E402
-from coldcopy.gdpr import Gdpr  # noqa: E402
+from bench import common
+from coldcopy.gdpr import Gdpr
+from coldcopy.testing import local_env
 
 
 def spread(values: list[float]) -> dict:

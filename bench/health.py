@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import psycopg
+from psycopg.rows import dict_row
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-from psycopg.rows import dict_row  # noqa: E402
-
-import generate_data  # noqa: E402
-import health_history  # noqa: E402
-import local_env  # noqa: E402
-from coldcopy import health, ops_schema  # noqa: E402
-from coldcopy.migration_runner import MigrationRunner  # noqa: E402
-from coldcopy.migrations import discover_migrations  # noqa: E402
+from bench import common
+from coldcopy import health, ops_schema
+from coldcopy.migration_runner import MigrationRunner
+from coldcopy.migrations import discover_migrations
+from coldcopy.testing import generate_data, health_history, local_env
 
 
 def health_run(dsn: str) -> dict[str, float]:

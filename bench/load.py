@@ -17,27 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import psycopg
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-
-import app_load  # noqa: E402
-import local_env  # noqa: E402
-from coldcopy.backups import BackupRunner  # noqa: E402
-from coldcopy.lock_retries import LockRetryPolicy  # noqa: E402
-from coldcopy.maintenance import Maintenance  # noqa: E402
-from coldcopy.migration_runner import MigrationRunner  # noqa: E402
-from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations  # noqa: E402
-from coldcopy.partitions import PartitionManager  # noqa: E402
-from coldcopy.refresh import MaterializedViewRefresher, RefreshRun  # noqa: E402
-from coldcopy.refresh_jobs import REFRESH_JOBS  # noqa: E402
+from bench import common
+from coldcopy.backups import BackupRunner
+from coldcopy.lock_retries import LockRetryPolicy
+from coldcopy.maintenance import Maintenance
+from coldcopy.migration_runner import MigrationRunner
+from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations
+from coldcopy.partitions import PartitionManager
+from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+from coldcopy.refresh_jobs import REFRESH_JOBS
+from coldcopy.testing import app_load, local_env
 
 POLICY = LockRetryPolicy.growing(1000, 6)
 VIEWS = [v for job in REFRESH_JOBS.values() for v in job.views]

@@ -17,18 +17,14 @@ Each pair alternates which goes first, ``--runs`` times.
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import psycopg
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-
-import local_env  # noqa: E402
-from coldcopy.maintenance import Maintenance  # noqa: E402
+from bench import common
+from coldcopy.maintenance import Maintenance
+from coldcopy.testing import local_env
 
 BLOAT = [  # deliberate bloat, the way a busy week makes it
     "UPDATE campaigns SET name = name",

@@ -22,9 +22,8 @@ import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "scripts")]
 
-from local_env import free_port  # noqa: E402
+from coldcopy.testing.local_env import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "make_airflow.json"
 

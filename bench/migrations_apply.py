@@ -11,18 +11,14 @@ the same run on the same server. Airflow's own task overhead is not included (se
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import psycopg
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-
-import local_env  # noqa: E402
-from coldcopy.migration_runner import MigrationRunner  # noqa: E402
-from coldcopy.migrations import discover_migrations  # noqa: E402
+from bench import common
+from coldcopy.migration_runner import MigrationRunner
+from coldcopy.migrations import discover_migrations
+from coldcopy.testing import local_env
 
 
 def time_runner(dsn: str) -> float:

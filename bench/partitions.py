@@ -21,22 +21,18 @@ import argparse
 import functools
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import zlib
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import psycopg
+from psycopg import sql
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
-
-import local_env  # noqa: E402
-from coldcopy.object_store import MultipartUpload  # noqa: E402
-from coldcopy.partitions import COPY_OUT_SQL, ROW_VERSIONS_SQL, PartitionManager, read_back  # noqa: E402
+from bench import common
+from coldcopy.object_store import MultipartUpload
+from coldcopy.partitions import COPY_OUT_SQL, ROW_VERSIONS_SQL, PartitionManager, read_back
+from coldcopy.testing import local_env
 
 BUCKET = "coldcopy-bench"
 KEY = common.KEYRING

@@ -10,28 +10,23 @@ Each ``<!-- bench:NAME -->`` … ``<!-- /bench:NAME -->`` block of README.md is 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import re
 import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH)]
 README = BENCH.parent / "README.md"
 BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
 
 
 def bench_module(name: str):
-    """``bench/NAME.py`` loaded from its path: Airflow's plugin loader registers every file under plugins/ by
-    its bare name (``refresh``, ``partitions``…), so ``import NAME`` may find that module instead."""
-    spec = importlib.util.spec_from_file_location(f"coldcopy_bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``bench/NAME.py`` (the ``bench`` package: no bare module name can clash with it)."""
+    return importlib.import_module(f"bench.{name}")
 
 
 def generated(readme: str) -> str:
-    import common
+    from bench import common
 
     def fill(match: re.Match) -> str:
         name = match["name"]

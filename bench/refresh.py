@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import psycopg
+from psycopg import sql
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
-
-import local_env  # noqa: E402
-from coldcopy.refresh import MaterializedViewRefresher, RefreshRun  # noqa: E402
+from bench import common
+from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+from coldcopy.testing import local_env
 
 VIEWS = {  # view → its cadence in hours (the DAG that refreshes it)
     "analytics.campaign_analytics": 1, "analytics.sequence_step_performance": 1,

@@ -17,22 +17,18 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import psycopg
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-
-import local_env  # noqa: E402
-from coldcopy import sessions  # noqa: E402
-from coldcopy.backups import BackupRunner, _count, _Pipeline  # noqa: E402
-from coldcopy.crypto import gpg_decrypt_popen  # noqa: E402
-from coldcopy.object_store import read_object  # noqa: E402
-from coldcopy.pg_tools import client_popen, minimal_env, pg_program  # noqa: E402
+from bench import common
+from coldcopy import sessions
+from coldcopy.backups import BackupRunner, _count, _Pipeline
+from coldcopy.crypto import gpg_decrypt_popen
+from coldcopy.object_store import read_object
+from coldcopy.pg_tools import client_popen, minimal_env, pg_program
+from coldcopy.testing import local_env
 
 BUCKET = "coldcopy-bench-trust"
 PASSPHRASE = "bench-only passphrase"

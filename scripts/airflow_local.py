@@ -18,18 +18,16 @@ import argparse
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
 
 import psycopg  # noqa: E402
 
-import local_env  # noqa: E402
-from airflow_stack import AirflowStack, StackError  # noqa: E402
-from alert_sink import AlertSink  # noqa: E402
+from coldcopy.testing import local_env  # noqa: E402
+from coldcopy.testing.airflow_stack import AirflowStack, StackError  # noqa: E402
+from coldcopy.testing.alert_sink import AlertSink  # noqa: E402
 
 HOME = ROOT / ".airflow"
 PID_FILE = HOME / "stack.pid"
@@ -79,9 +77,9 @@ def coldcopy_database(server_dsn: str) -> str:
     with psycopg.connect(dsn) as conn:
         migrated = conn.execute("SELECT to_regclass('coldcopy_ops.schema_migrations') IS NOT NULL").fetchone()[0]
     if not migrated:
-        import generate_data
         from coldcopy.migration_runner import MigrationRunner
         from coldcopy.migrations import discover_migrations
+        from coldcopy.testing import generate_data
 
         scale = int(os.environ.get("SCALE", "1"))
         print(f"coldcopy_db: first start: applying the migrations and generating data at SCALE={scale} ...")

@@ -8,16 +8,13 @@ is dropped there); otherwise an embedded PostgreSQL (``pgserver``, data in ``.pg
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
 
-import generate_data  # noqa: E402
-import local_env  # noqa: E402
-from local_env import LocalS3  # noqa: E402
+from coldcopy.testing import generate_data, local_env  # noqa: E402
+from coldcopy.testing.local_env import LocalS3  # noqa: E402
 
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 for key, value in local_env.airflow_env().items():
@@ -74,7 +71,7 @@ REFRESH_DAGS = ["refresh_campaign_analytics", "refresh_email_deliverability", "r
 
 
 def run(dag, label: str, **conf) -> None:
-    from coldcopy.dag_test import run_dag
+    from coldcopy.testing.dag_test import run_dag
 
     started = time.monotonic()
     dag_run = run_dag(dag, conf=conf)

@@ -13,13 +13,10 @@ import argparse
 import json
 import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
-
-from coldcopy import manifests  # noqa: E402
-from coldcopy.gdpr import reapply_after_restore, subject_pepper  # noqa: E402
-from coldcopy.object_store import bucket_of, spaces_hook  # noqa: E402
+from coldcopy import manifests
+from coldcopy.gdpr import reapply_after_restore, subject_pepper
+from coldcopy.object_store import bucket_of, spaces_hook
 
 
 def main() -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "scripts")]
 
-import local_env  # noqa: E402
+from coldcopy.testing import local_env  # noqa: E402
 
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow-test"))
 for key, value in local_env.airflow_env().items():
@@ -73,7 +71,7 @@ def migrated_db(new_database, migrated_template) -> str:
 @pytest.fixture(scope="session")
 def generated_template(admin_dsn, migrated_template) -> str:
     """Migrated and filled with scale-1 generated data, built once; tests copy it."""
-    import generate_data
+    from coldcopy.testing import generate_data
 
     name = f"cc_generated_{uuid.uuid4().hex[:8]}"
     generate_data.generate(local_env.create_database(admin_dsn, name, template=migrated_template), scale=1)
@@ -139,7 +137,7 @@ def backup_key(monkeypatch) -> str:
 @pytest.fixture
 def dpo(monkeypatch):
     """The ``coldcopy_dpo`` connection: a local webhook that receives GDPR export links and passphrases."""
-    from alert_sink import AlertSink
+    from coldcopy.testing.alert_sink import AlertSink
 
     with AlertSink() as sink:
         monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_DPO", sink.airflow_connection())
@@ -159,3 +157,18 @@ def stock_decrypt(data: bytes, passphrase: str) -> bytes:
                               check=True).stdout
     finally:
         os.close(read)
+
+
+_REAL_SERVICES = {"admin_dsn", "new_database", "empty_db", "migrated_db", "generated_db", "migrated_template",
+                  "generated_template", "s3_endpoint", "spaces", "pgbouncer", "coldcopy_conn"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tiers: ``e2e`` (tests/e2e: a live Airflow stack, Chromium) and ``integration`` (a real PostgreSQL, S3
+    endpoint or PgBouncer); the rest are unit tests. ``make test`` runs all, ``make test-fast`` all but e2e."""
+    e2e = Path(__file__).resolve().parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+        elif _REAL_SERVICES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from alert_sink import AlertSink
 from coldcopy import alerts
-from coldcopy.dag_test import run_dag
+from coldcopy.testing.alert_sink import AlertSink
+from coldcopy.testing.dag_test import run_dag
 
 FAILING_DAG = '''
 """Fails on purpose: a test of alert delivery."""

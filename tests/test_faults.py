@@ -10,12 +10,10 @@ import time
 import psycopg
 import pytest
 
-import app_load
-import generate_data
-import local_env
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.testing import app_load, generate_data, local_env
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 
 PATIENT = LockRetryPolicy(attempts=20, lock_timeout_ms=1000, max_lock_timeout_ms=1000, backoff_s=0.2, max_backoff_s=0.2)

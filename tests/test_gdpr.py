@@ -90,7 +90,7 @@ def test_the_catalog_finds_personal_data_including_a_new_table(generated_db):
 
 def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, spaces, backup_key, monkeypatch,
                                                                  caplog):
-    from alert_sink import AlertSink
+    from coldcopy.testing.alert_sink import AlertSink
 
     client, bucket = spaces
     subject = subject_of(generated_db)

@@ -11,10 +11,10 @@ import time
 import psycopg
 import pytest
 
-import local_env
 from coldcopy import sessions
 from coldcopy.health import redact
 from coldcopy.pg_tools import client_popen, pg_program
+from coldcopy.testing import local_env
 
 
 @pytest.mark.parametrize(("query", "expected"), [

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-import local_env
-from alert_sink import AlertSink
 from coldcopy import health, ops_schema
+from coldcopy.testing import local_env
+from coldcopy.testing.alert_sink import AlertSink
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 from psycopg.rows import dict_row
 
-import health_history
 from coldcopy import health_page
+from coldcopy.testing import health_history
 
 
 def test_the_page_shows_every_section_from_30_days_of_history(generated_db):
@@ -51,3 +51,21 @@ def test_loading_the_plugin_does_not_build_the_page_app():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                           cwd=plugins)
     assert done.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_a_task_process_loading_the_plugins_folder_imports_only_the_plugin_file(tmp_path):
+    """The loader imports every .py under plugins/ by its bare name in every task process; .airflowignore keeps
+    it to coldcopy_health_plugin.py (it once imported 54 of our modules and ~790 in all, ~1.8 s a task)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench.task_imports import PROBE
+
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(__file__).resolve().parents[1] / "plugins")}
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["ours"] == ["coldcopy_health_plugin"] and loaded["modules"] < 20

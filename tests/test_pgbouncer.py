@@ -8,9 +8,8 @@ import threading
 import psycopg
 import pytest
 
-import app_load
-import local_env
 from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook, PoolerConnectionError
+from coldcopy.testing import app_load, local_env
 
 
 @pytest.fixture(scope="module")

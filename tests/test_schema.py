@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-import local_env
 from coldcopy import MIGRATIONS_DIR, REPO_ROOT
 from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.testing import local_env
 
 
 def fetch(dsn: str, query: str, params=None) -> list[tuple]:

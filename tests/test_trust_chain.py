@@ -8,10 +8,10 @@ import subprocess
 import psycopg
 import pytest
 
-import local_env
 from coldcopy import manifests
 from coldcopy.backups import BackupError, BackupRunner
 from coldcopy.pg_tools import pg_program
+from coldcopy.testing import local_env
 from tests.conftest import KEYRING
 
 
@@ -149,9 +149,9 @@ def test_a_restore_with_a_junk_ledger_object_applies_the_valid_erasures_and_aler
         generated_db, spaces, backup_key, coldcopy_conn, admin_dsn, monkeypatch, caplog):
     from types import SimpleNamespace
 
-    from alert_sink import AlertSink
     from coldcopy.gdpr import Gdpr
     from coldcopy.operators.backups import RestoreFromSpacesOperator
+    from coldcopy.testing.alert_sink import AlertSink
     from tests.conftest import SUBJECT_PEPPER
 
     client, bucket = spaces

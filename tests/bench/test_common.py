@@ -7,10 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path[:0] = [str(BENCH)]
-
-import common  # noqa: E402
+from bench import common
 
 # A parent that stays small and starts a child holding 300 MB for a moment: RUSAGE_CHILDREN of the
 # parent's own peak, or the parent's RSS alone, would miss it.
@@ -39,9 +36,16 @@ def test_spread_reports_min_median_max():
     assert common.spread([3.0, 1.0, 2.0, 10.0]) == {"min": 1.0, "median": 2.5, "max": 10.0, "runs": 4, "p95": 10.0}
 
 
-def test_no_bench_script_shadows_a_module_of_scripts_or_plugins():
-    """The bench folder goes on sys.path (for ``common``): a same-named script would be imported instead
-    (bench/airflow_stack.py once hid scripts/airflow_stack.py from the e2e tests)."""
-    root = BENCH.parent
-    others = {p.stem for folder in ("scripts", "plugins") for p in (root / folder).glob("*.py")}
-    assert not {p.stem for p in BENCH.glob("*.py")} & others
+def test_nothing_in_the_tree_edits_sys_path():
+    """One package imported one way (installed, editable): no module puts a folder on sys.path or PYTHONPATH,
+    which is how bench/airflow_stack.py once hid scripts/airflow_stack.py and refresh.py was found twice."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    edits = re.compile(r"sys\.path(\[|\.insert|\.append|\.extend)|\"PYTHONPATH\"|PYTHONPATH :?=")
+    found = [f"{path.relative_to(root)}:{n}" for folder in ("bench", "dags", "plugins", "scripts", "tests")
+             for path in (root / folder).rglob("*.py") for n, line in enumerate(path.read_text().splitlines(), 1)
+             if edits.search(line) and "edits = re.compile" not in line]
+    found += [f"Makefile:{n}" for n, line in enumerate((root / "Makefile").read_text().splitlines(), 1)
+              if edits.search(line)]
+    assert found == []

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path[:0] = [str(BENCH)]
+from bench import readme
 
-import readme  # noqa: E402
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def test_every_benchmark_block_of_the_readme_matches_its_results_file():

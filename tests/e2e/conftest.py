@@ -13,10 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-import local_env
-from airflow_stack import AirflowStack
-from alert_sink import AlertSink
-from local_env import free_port
+from coldcopy.testing import local_env
+from coldcopy.testing.airflow_stack import AirflowStack
+from coldcopy.testing.alert_sink import AlertSink
+from coldcopy.testing.local_env import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "e2e passphrase (test only)"

@@ -59,7 +59,7 @@ def test_a_dag_page_shows_its_runbook(page, live):
 
 
 def test_the_health_page_in_the_airflow_nav(page, live, generated_template):
-    import health_history
+    from coldcopy.testing import health_history
 
     live.reset_target(generated_template)
     health_history.fill(live.target_dsn, days=7)

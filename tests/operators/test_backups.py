@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-import local_env
-from alert_sink import AlertSink
 from coldcopy import manifests
 from coldcopy.backups import BackupError, BackupRunner
-from coldcopy.dag_test import run_dag
 from coldcopy.object_store import spaces_hook
 from coldcopy.operators.backups import VerifyBackupOperator
+from coldcopy.testing import local_env
+from coldcopy.testing.alert_sink import AlertSink
+from coldcopy.testing.dag_test import run_dag
 from tests.conftest import KEYRING
 from tests.s3_endpoint import FaultyProxy
 

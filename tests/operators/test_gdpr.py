@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from coldcopy.dag_test import run_dag
+from coldcopy.testing.dag_test import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 

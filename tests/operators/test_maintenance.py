@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from coldcopy.dag_test import run_dag
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.maintenance import Maintenance, Target, Thresholds
+from coldcopy.testing.dag_test import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 FAST = LockRetryPolicy(attempts=3, lock_timeout_ms=100, max_lock_timeout_ms=200, backoff_s=0.05)

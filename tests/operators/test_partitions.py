@@ -16,14 +16,14 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-import local_env
-from alert_sink import AlertSink
 from coldcopy import alerts, manifests
-from coldcopy.dag_test import run_dag
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.object_store import spaces_hook
 from coldcopy.operators.partitions import HorizonCheckOperator
 from coldcopy.partitions import ArchiveError, PartitionManager
+from coldcopy.testing import local_env
+from coldcopy.testing.alert_sink import AlertSink
+from coldcopy.testing.dag_test import run_dag
 from tests.conftest import BACKUP_PASSPHRASE, stock_decrypt
 from tests.s3_endpoint import FaultyProxy
 

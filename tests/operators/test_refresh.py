@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from coldcopy.dag_test import run_dag
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+from coldcopy.testing.dag_test import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 REFRESH_DAGS = {

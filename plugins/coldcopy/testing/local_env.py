@@ -18,7 +18,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-ROOT = Path(__file__).resolve().parents[1]
+from coldcopy import REPO_ROOT
+
+ROOT = REPO_ROOT
 LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

@@ -20,9 +20,12 @@ from pathlib import Path
 
 import httpx
 
-from local_env import port_in_use
+from coldcopy import REPO_ROOT
+from coldcopy.testing.local_env import port_in_use
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
+
+ROOT = REPO_ROOT
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN_USER = "admin"
 
@@ -93,7 +96,6 @@ class AirflowStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
         env.update({
             "AIRFLOW_HOME": str(self.home),
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "scripts")]),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

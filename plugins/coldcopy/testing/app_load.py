@@ -12,9 +12,12 @@ from pathlib import Path
 
 import psycopg
 
-import local_env
+from coldcopy import REPO_ROOT
+from coldcopy.testing import local_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
+
+ROOT = REPO_ROOT
 APP_ROLE = "coldcopy_app"
 SCRIPT = ROOT / "bench" / "load" / "coldcopy_app.sql"
 
