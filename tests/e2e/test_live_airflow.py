@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests.e2e.conftest import metadata_query
+from tests.conftest import stock_decrypt
+from tests.e2e.conftest import PASSPHRASE, metadata_query
 
 REFRESH_DAGS = ["refresh_campaign_analytics", "refresh_email_deliverability", "refresh_lead_engagement",
                 "refresh_workspace_usage"]
@@ -93,7 +94,8 @@ def test_partition_maintenance_archives_months_in_parallel_beside_a_long_reader(
     assert len(archived) == len(archives) and {a[1] for a in archived} == {"detached"}
     for name, _, rows, key in archived:
         assert name not in attached
-        body = gzip.decompress(live.s3_client.get_object(Bucket=live.bucket, Key=key)["Body"].read())
+        sealed = live.s3_client.get_object(Bucket=live.bucket, Key=key)["Body"].read()
+        body = gzip.decompress(stock_decrypt(sealed, PASSPHRASE))  # stock gpg --decrypt | gunzip
         assert body.count(b"\n") - 1 == rows == before[name]
 
 
