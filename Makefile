@@ -65,6 +65,8 @@ bench: install system-deps
 	$(BIN)/python -m bench.gdpr
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.make_airflow
+	$(BIN)/python -m bench.trust
+	$(BIN)/python -m bench.task_imports
 	$(BIN)/python -m bench.readme
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.

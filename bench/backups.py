@@ -11,8 +11,8 @@
    the backup's whole process tree (Python, pg_dump, zstd, gpg) and the generator's time per scale;
 4. restore verification (download, decrypt, decompress, pg_restore into a scratch database, count, drop).
 
-    make bench            # or: .venv/bin/python bench/backups.py [--scale 32 --scales 8,32,96 --runs 5]
-    .venv/bin/python bench/backups.py --table        # the README's tables from bench/results/backups.json
+    make bench            # or: .venv/bin/python -m bench.backups [--scale 32 --scales 8,32,96 --runs 5]
+    .venv/bin/python -m bench.backups --table        # its tables in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--scales", default="8,32,96")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--growth-runs", type=int, default=3)
-    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md tables of the last results")
     args = parser.parse_args()
     if args.table:
         print(table(common.load_results("backups")))

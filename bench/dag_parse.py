@@ -6,7 +6,7 @@ file). Each run loads the baseline and every file in a shuffled order (seeded), 
 last; per file: min and median over the runs of its own time, and of its time minus the same run's baseline.
 Budget: 200 ms over the baseline per file (the processor re-parses every file every 30 s by default).
 
-    make bench            # or: .venv/bin/python bench/dag_parse.py [--runs 15]; --table reprints the README table
+    make bench            # or: .venv/bin/python -m bench.dag_parse [--runs 15]; --table reprints the README table
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--table", action="store_true", help="print the README table of the last results")
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md table of the last results")
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(RESULTS.read_text())))

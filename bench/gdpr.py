@@ -8,8 +8,8 @@
    while an application writer inserts events into that workspace: ``apply_retention`` (batches of 2,000)
    vs one ``DELETE``: time, batches, and the writer's longest wait.
 
-    make bench            # or: .venv/bin/python bench/gdpr.py [--scale 32 --subjects 5 --expired 100000 --runs 2]
-    .venv/bin/python bench/gdpr.py --table           # the README's tables from bench/results/gdpr.json
+    make bench            # or: .venv/bin/python -m bench.gdpr [--scale 32 --subjects 5 --expired 100000 --runs 2]
+    .venv/bin/python -m bench.gdpr --table           # its tables in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=5)
     parser.add_argument("--expired", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md tables of the last results")
     args = parser.parse_args()
     if args.table:
         print(table(common.load_results("gdpr")))

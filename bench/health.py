@@ -6,8 +6,8 @@
    history, render) through FastAPI in-process, authorization stubbed, ``--requests`` times; alternating with
    the baseline a page would be without the history tables: running every check live on each load.
 
-    make bench            # or: .venv/bin/python bench/health.py [--scale 32 --runs 5 --days 30 --requests 200]
-    .venv/bin/python bench/health.py --table         # the README's tables from bench/results/health.json
+    make bench            # or: .venv/bin/python -m bench.health [--scale 32 --runs 5 --days 30 --requests 200]
+    .venv/bin/python -m bench.health --table         # its tables in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md tables of the last results")
     args = parser.parse_args()
     if args.table:
         print(table(common.load_results("health")))

@@ -8,8 +8,8 @@ directly. Per phase: TPS, p50/p95/p99/max latency, errors, the job's own time, a
 any session seen by sampling ``pg_locks.waitstart`` every 100 ms.
 Phases: idle; each job the way its DAG's tasks run it; then the runbook's naive command for the same work.
 
-    make bench            # or: .venv/bin/python bench/load.py [--scale 32 --clients 100 --seconds 30]
-    .venv/bin/python bench/load.py --table           # the README's table from bench/results/load.json
+    make bench            # or: .venv/bin/python -m bench.load [--scale 32 --clients 100 --seconds 30]
+    .venv/bin/python -m bench.load --table           # the table of docs/benchmarks.md from bench/results/load.json
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def phase(name: str, dsn: str, bouncer, dbname: str, password: str, clients: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", action="store_true", help="print the README table of the last results and exit")
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md table and exit")
     parser.add_argument("--scale", type=int, default=32)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=30)

@@ -10,8 +10,8 @@
 
 Each pair alternates which goes first, ``--runs`` times.
 
-    make bench            # or: .venv/bin/python bench/maintenance.py [--scale 32 --scales 8,32,96 --runs 3]
-    .venv/bin/python bench/maintenance.py --table    # the README's tables from bench/results/maintenance.json
+    make bench            # or: .venv/bin/python -m bench.maintenance [--scale 32 --scales 8,32,96 --runs 3]
+    .venv/bin/python -m bench.maintenance --table    # its tables in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=32)
     parser.add_argument("--scales", default="8,32,96")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md tables of the last results")
     args = parser.parse_args()
     if args.table:
         print(table(common.load_results("maintenance")))

@@ -1,8 +1,8 @@
 """`make airflow` figures: seconds from the command to the UI answering (warm venv, data kept from the first
 start), the memory of the stack's processes once idle (PSS and RSS), and the wall time of the end-to-end tests.
 
-    make bench            # or: .venv/bin/python bench/make_airflow.py [--starts 3] [--idle 30]
-    .venv/bin/python bench/make_airflow.py --table  # the README's tables from bench/results/make_airflow.json
+    make bench            # or: .venv/bin/python -m bench.make_airflow [--starts 3] [--idle 30]
+    .venv/bin/python -m bench.make_airflow --table  # its tables in docs/benchmarks.md
 
 Uses the real `make airflow` home (.airflow/, .pgdata/airflow) on a free port; nothing else is touched.
 """
@@ -86,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--idle", type=float, default=30, help="seconds idle before RSS is read")
-    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md tables of the last results")
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(RESULTS.read_text())))

@@ -2,10 +2,10 @@
 
 The runner is what each ApplyMigrationOperator task does (advisory lock, checksum, history row,
 lock_timeout, one transaction per file); plain ``psql -f`` of the same files is the baseline, measured in
-the same run on the same server. Airflow's own task overhead is not included (see the README).
+the same run on the same server. Airflow's own task overhead is not included (see docs/benchmarks.md).
 
-    make bench            # or: .venv/bin/python bench/migrations_apply.py [--runs 5]
-    .venv/bin/python bench/migrations_apply.py --table     # the README's row from its results
+    make bench            # or: .venv/bin/python -m bench.migrations_apply [--runs 5]
+    .venv/bin/python -m bench.migrations_apply --table     # the row of docs/benchmarks.md from its results
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def on_fresh_database(server: str, measure) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--table", action="store_true", help="print the README's row of the last results")
+    parser.add_argument("--table", action="store_true", help="print the row of docs/benchmarks.md of the last results")
     args = parser.parse_args()
     if args.table:
         print(table(common.load_results("migrations_apply")))

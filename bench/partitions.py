@@ -11,8 +11,8 @@
    past 12), with ``DETACH … CONCURRENTLY`` vs a plain ``DETACH PARTITION``, while a dashboard-like reader keeps
    half-second queries running on email_events.
 
-    make bench            # or: .venv/bin/python bench/partitions.py [--scale 32 --scales 8,32,96 --runs 5]
-    .venv/bin/python bench/partitions.py --table     # the README's tables from bench/results/partitions.json
+    make bench            # or: .venv/bin/python -m bench.partitions [--scale 32 --scales 8,32,96 --runs 5]
+    .venv/bin/python -m bench.partitions --table     # its tables in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=32)
     parser.add_argument("--scales", default="8,32,96")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md tables of the last results")
     args = parser.parse_args()
     if args.table:
         print(table(common.load_results("partitions")))

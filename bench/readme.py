@@ -1,10 +1,10 @@
-"""Writes the README's benchmark tables from ``bench/results/*.json``, so the figures cannot drift.
+"""Writes the benchmark tables of docs/benchmarks.md from ``bench/results/*.json``, so the figures cannot drift.
 
-Each ``<!-- bench:NAME -->`` … ``<!-- /bench:NAME -->`` block of README.md is replaced by
+Each ``<!-- bench:NAME -->`` … ``<!-- /bench:NAME -->`` block of docs/benchmarks.md is replaced by
 ``bench/NAME.py``'s ``table()`` of ``bench/results/NAME.json``. ``make bench`` runs this after the benchmarks;
-``--check`` exits 1 when the README differs from what the results say (a test runs it).
+``--check`` exits 1 when the page differs from what the results say (a test runs it).
 
-    .venv/bin/python bench/readme.py [--check]
+    .venv/bin/python -m bench.readme [--check]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-README = BENCH.parent / "README.md"
+README = BENCH.parent / "docs" / "benchmarks.md"
 BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
 
 
@@ -44,8 +44,8 @@ def main() -> int:
     if args.check:
         if wanted != current:
             names = [m["name"] for m in BLOCK.finditer(current) if m.group(0) not in wanted]
-            print(f"README.md's benchmark tables differ from bench/results/ for: {', '.join(names)}; "
-                  "run .venv/bin/python bench/readme.py")
+            print(f"docs/benchmarks.md's tables differ from bench/results/ for: {', '.join(names)}; "
+                  "run .venv/bin/python -m bench.readme")
             return 1
         return 0
     README.write_text(wanted)

@@ -8,8 +8,8 @@
 4. how it grows: every view refreshed CONCURRENTLY after the same change at each of ``--scales``, with the
    peak RSS of the refreshing backend (it includes the shared buffers that backend touched).
 
-    make bench            # or: .venv/bin/python bench/refresh.py [--scale 32 --scales 8,32,96 --runs 3]
-    .venv/bin/python bench/refresh.py --table        # the README's tables from bench/results/refresh.json
+    make bench            # or: .venv/bin/python -m bench.refresh [--scale 32 --scales 8,32,96 --runs 3]
+    .venv/bin/python -m bench.refresh --table        # its tables in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--scales", default="8,32,96")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--table", action="store_true", help="print the README tables of the last results")
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md tables of the last results")
     args = parser.parse_args()
     if args.table:
         print(table(common.load_results("refresh")))

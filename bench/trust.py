@@ -9,8 +9,8 @@
    back, decrypt, leave their records out, gzip, encrypt, upload, sign) against exporting that month afresh
    (``PartitionManager.export``), alternating.
 
-    .venv/bin/python bench/trust.py [--scale 32 --runs 3 --subjects 100]
-    .venv/bin/python bench/trust.py --table
+    .venv/bin/python -m bench.trust [--scale 32 --runs 3 --subjects 100]
+    .venv/bin/python -m bench.trust --table
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@
 
 The passphrase is the password of the Airflow connection `coldcopy_backup_key`. Deadline: done within 2 h
 of being queued (by 05:00 UTC). Pool `coldcopy_db_heavy`. Restores: the `restore_from_spaces` DAG, or the
-README's stock-tools runbook (`gpg --decrypt | zstd -d | pg_restore`).
+stock-tools runbook of docs/backups.md (`gpg --decrypt | zstd -d | pg_restore`).
 
 | Symptom | Meaning | Action |
 |---|---|---|

@@ -35,7 +35,7 @@ Manual run from the Airflow UI or CLI: `airflow dags trigger partition_maintenan
 | detach_archived failed: *could not get its lock* | a long transaction holds the partition | find it in `pg_stat_activity`; the retry finalizes the detach |
 | drop_detached failed | an archive no longer matches its sha256 | the month is kept; investigate the bucket before anything else |
 
-To bring a month back, run `partition_restore` (README runbook).
+To bring a month back, run `partition_restore` (runbook: docs/partitions.md).
 """
 
 from datetime import timedelta

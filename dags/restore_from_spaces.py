@@ -18,7 +18,7 @@ anything is decrypted; gpg must report an integrity-protected AES256 decryption 
 `zstd -d | pg_restore --single-transaction --exit-on-error`. A whole-database restore goes into the
 quarantine `<target>__restoring`, the erasures since the backup are re-applied there, and only then is it
 renamed to `target_database`; any failure drops the quarantine. The same by hand with stock tools: see the
-README runbook.
+runbook in docs/backups.md.
 
 | Symptom | Meaning | Action |
 |---|---|---|

@@ -1,4 +1,4 @@
-"""Re-apply the GDPR erasure ledger to a database restored by hand (README, Runbook: restore), before anyone
+"""Re-apply the GDPR erasure ledger to a database restored by hand (docs/backups.md, Runbook: restore), before anyone
 is handed it: every erasure in the bucket's signed ledger erased at or after --since is carried out again.
 
     AIRFLOW_CONN_COLDCOPY_SPACES=… AIRFLOW_CONN_COLDCOPY_MANIFEST_KEY=… AIRFLOW_CONN_COLDCOPY_SUBJECT_PEPPER=… \\

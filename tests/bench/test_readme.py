@@ -1,4 +1,5 @@
-"""README.md's benchmark blocks are exactly what bench/results/*.json say (bench/readme.py writes them)."""
+"""docs/benchmarks.md's blocks are exactly what bench/results/*.json say (bench/readme.py writes them), and the
+README stays a short front page."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def test_every_benchmark_block_of_the_readme_matches_its_results_file():
     current = readme.README.read_text()
     blocks = [m["name"] for m in readme.BLOCK.finditer(current)]
     assert {p.stem for p in (BENCH / "results").glob("*.json")} <= set(blocks)
-    assert readme.generated(current) == current, "README.md's bench tables are stale: run python bench/readme.py"
+    assert readme.generated(current) == current, "docs/benchmarks.md's tables are stale: run python -m bench.readme"
 
 
 def test_a_figure_typed_into_a_block_by_hand_is_caught():
@@ -21,3 +22,13 @@ def test_a_figure_typed_into_a_block_by_hand_is_caught():
     start = current.index("<!-- bench:partitions -->\n") + len("<!-- bench:partitions -->\n")
     edited = current[:start] + "| archive | **0.01 s** |\n" + current[start:]
     assert readme.generated(edited) != edited
+
+
+def test_the_readme_is_a_front_page_and_links_a_page_that_exists():
+    import re
+
+    readme = BENCH.parent / "README.md"
+    text = readme.read_text()
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\((docs/[^)]+)\)", text)
+    assert links and all((BENCH.parent / link).exists() for link in links)

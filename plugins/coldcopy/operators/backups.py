@@ -201,7 +201,7 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                 if populated:  # pg_restore --clean cannot replace partitioned tables: never half-overwrite
                     raise AirflowFailException(
                         f"{target!r} has {populated} tables: a whole-database restore goes into an empty database "
-                        "only. Restore into a new database and point the application at it (README runbook), "
+                        "only. Restore into a new database and point the application at it (docs/backups.md), "
                         "or drop and recreate this one first")
             # A quarantine left by a killed try is ours to replace: it was never handed over.
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(quarantine)))
