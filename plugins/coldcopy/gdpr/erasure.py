@@ -1,0 +1,163 @@
+"""Erasure: every copy inside the database, children first, in batches under lock_timeout."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+from coldcopy import catalog
+from coldcopy.gdpr.common import ERASED, REFUSE_TRIGGER, GdprError, Subject
+from coldcopy.gdpr.discovery import Link, detached_months, personal_data_map
+from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+
+log = logging.getLogger(__name__)
+
+
+class Erasure:
+    """Erasure: every copy inside the database, children first, in batches under lock_timeout.
+    Mixed into :class:`coldcopy.gdpr.Gdpr`."""
+
+    conn: psycopg.Connection
+
+    def erase(self, subject: Subject, request_id: str, *, client=None, bucket: str | None = None) -> dict[str, int]:
+        """Erase everything about ``subject`` (see the module doc); returns rows touched per table.
+
+        The ledger entry (one-way keys of the subject and of its lead and message ids) is written first, in
+        its own transaction, and published to the bucket when ``client`` is given; only then does the first
+        delete run. A session advisory lock per subject keeps a zombie task's erasure of the same person out.
+        """
+        counts: dict[str, int] = {}
+        erased_ids: list[str] = []
+        id_hashes = [h for (h,) in self.conn.execute(
+            "SELECT coldcopy_ops.id_hash(x) FROM unnest(%s::uuid[]) x", (subject.lead_ids + subject.message_ids,))]
+        with self._subject_lock(subject):
+            self.record_intent(request_id, subject, id_hashes)
+            if client is not None:
+                self.publish_ledger(request_id, client, bucket)
+                self.delete_subject_exports(subject, client, bucket)
+            self._erase_rows(subject, request_id, counts, erased_ids)
+        self.ensure_refuse_trigger()
+        return {t: n for t, n in counts.items() if n}
+
+    @contextmanager
+    def _subject_lock(self, subject: Subject) -> Iterator[None]:
+        key = f"coldcopy erasure:{subject.workspace_id}:{subject.subject_hash}"
+        if not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+            raise GdprError("another session is erasing this subject right now (a zombie task?); retried later")
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+    def _erase_rows(self, subject: Subject, request_id: str, counts: dict, erased_ids: list) -> None:
+        months = set(detached_months(self.conn))
+        for link in personal_data_map(self.conn):
+            if link.table in ("public.suppression_list", "public.data_subject_requests"):
+                continue  # keep the request and the suppression, by one-way key (below)
+            where = self._where(link, subject)
+            if where is None:
+                continue
+            touched, ids = self._in_batches(link, *where)
+            if touched and link.table in months:  # a detached month: its archive bookkeeping follows
+                self.conn.execute(
+                    "UPDATE coldcopy_ops.partition_archive SET row_count = row_count - %s, "
+                    "erased_rows = coalesce(erased_rows, 0) + %s, updated_at = now() WHERE partition_name = %s",
+                    (touched, touched, link.table.removeprefix("public.")))
+            if touched:
+                name = f"{link.table}.{link.column}" if link.on_erase == "nullify" else link.table
+                counts[name] = counts.get(name, 0) + touched
+                if link.on_erase == "delete":  # nulled rows belong to someone else: their audit trail stays
+                    erased_ids += ids
+        key = f"{ERASED}{subject.subject_hash}"
+
+        def finish() -> None:
+            done = self.conn.execute(
+                "DELETE FROM public.suppression_list WHERE workspace_id = %s "
+                "AND coldcopy_ops.subject_hash(workspace_id, email) = %s", (subject.workspace_id, subject.subject_hash))
+            self.conn.execute(
+                "INSERT INTO public.suppression_list (workspace_id, email, reason) VALUES (%s, %s, 'gdpr_erasure') "
+                "ON CONFLICT (workspace_id, email) DO UPDATE SET reason = 'gdpr_erasure'", (subject.workspace_id, key))
+            requests = self.conn.execute(
+                "UPDATE public.data_subject_requests SET email = %s WHERE workspace_id = %s "
+                "AND coldcopy_ops.subject_hash(workspace_id, email) = %s", (key, subject.workspace_id,
+                                                                           subject.subject_hash))
+            audit = self.conn.execute(
+                "UPDATE public.gdpr_audit_log SET row_id = 'erased' WHERE workspace_id = %s AND row_id = ANY(%s)",
+                (subject.workspace_id, erased_ids))  # the deleted leads' and messages' ids among them
+            counts.update({"public.suppression_list": done.rowcount, "public.data_subject_requests": requests.rowcount,
+                           "public.gdpr_audit_log.row_id": audit.rowcount})
+            self.conn.execute(
+                "INSERT INTO public.gdpr_audit_log (workspace_id, table_name, row_id, action, changed_columns) "
+                "VALUES (%s, 'public.data_subject_requests', %s, 'DELETE', %s)",
+                (subject.workspace_id, str(request_id), [f"{t}={n}" for t, n in sorted(counts.items()) if n]))
+            self.conn.execute("UPDATE coldcopy_ops.erasure_ledger SET row_counts = %s, state = 'done' "
+                              "WHERE request_id = %s", (psycopg.types.json.Jsonb(counts), request_id))
+
+        under_lock_timeout(self.conn, finish, self.lock_retry, what=f"erasure record of request {request_id}")
+
+    def _in_batches(self, link: Link, where: sql.Composable, params: tuple) -> tuple[int, list[str]]:
+        """Delete (or nullify) the matching rows ``self.batch`` at a time, each batch its own transaction."""
+        table = catalog.relation(self.conn, link.table)
+        has_id = self.conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass "
+                                   "AND attname = 'id' AND NOT attisdropped", (link.table,)).fetchone()[0]
+        returning = sql.SQL(" RETURNING id::text") if has_id else sql.SQL(" RETURNING NULL")
+        pick = sql.SQL("SELECT t.tableoid, t.ctid ") + where + sql.SQL(" LIMIT %s")
+        if link.on_erase == "nullify":
+            change = sql.SQL("UPDATE {} SET {} = NULL WHERE (tableoid, ctid) IN (").format(
+                table, sql.Identifier(link.column)) + pick + sql.SQL(")") + returning
+        else:
+            change = (sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table) + pick + sql.SQL(")")
+                      + returning)
+        total, ids = 0, []
+        while True:
+            rows = under_lock_timeout(self.conn, lambda: self.conn.execute(change, (*params, self.batch)).fetchall(),
+                                      self.lock_retry, what=f"erasure batch in {link.table}")
+            total += len(rows)
+            ids += [r for (r,) in rows if r]
+            if len(rows) < self.batch:
+                return total, ids
+
+    def ensure_refuse_trigger(self) -> None:
+        """Put the trigger that refuses erased addresses on ``leads``, once (CREATE TRIGGER locks the table)."""
+        exists = "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'public.leads'::regclass AND tgname = %s)"
+        if self.conn.execute(exists, (REFUSE_TRIGGER,)).fetchone()[0]:
+            return
+
+        def create() -> None:
+            self.conn.execute("LOCK TABLE public.leads IN SHARE ROW EXCLUSIVE MODE")
+            if not self.conn.execute(exists, (REFUSE_TRIGGER,)).fetchone()[0]:
+                self.conn.execute(sql.SQL(
+                    "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF email, workspace_id ON public.leads "
+                    "FOR EACH ROW EXECUTE FUNCTION coldcopy_ops.refuse_erased_subject()").format(
+                    sql.Identifier(REFUSE_TRIGGER)))
+
+        under_lock_timeout(self.conn, create, self.lock_retry, what="the erased-address guard on leads")
+
+    def views_reading(self, tables: list[str]) -> list[str]:
+        """Materialized views that read any of ``tables`` (directly), to refresh after an erasure."""
+        relids = [self.conn.execute("SELECT to_regclass(%s)::oid", (t,)).fetchone()[0] for t in tables]
+        return [v for (v,) in self.conn.execute("""
+            SELECT DISTINCT format('%%I.%%I', n.nspname, c.relname) FROM pg_rewrite r
+            JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+            JOIN pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass
+            WHERE c.relkind = 'm' AND d.refobjid = ANY(%s) ORDER BY 1""", ([r for r in relids if r],))]
+
+    def refresh(self, views: list[str], run_id: str) -> None:
+        for view in views:
+            MaterializedViewRefresher(self.conn, view, lock_retry=self.lock_retry, force=True).run(
+                RefreshRun(run_id=run_id, dag_id="gdpr_requests"))
+
+
+def drop_erased_rows(conn: psycopg.Connection, table: str) -> int:
+    """Delete from ``table`` (an email_events month being restored, not yet attached) the rows of leads and
+    messages erased since (the ledger's one-way keys of their ids); returns how many."""
+    return conn.execute(sql.SQL(
+        "WITH l AS (SELECT coalesce(array_agg(h), '{{}}') AS h FROM coldcopy_ops.erasure_ledger, unnest(id_hashes) h) "
+        "DELETE FROM {} t USING l "
+        "WHERE coldcopy_ops.id_hash(t.lead_id) = ANY(l.h) OR coldcopy_ops.id_hash(t.message_id) = ANY(l.h)"
+    ).format(catalog.relation(conn, table))).rowcount

@@ -1,0 +1,102 @@
+"""Data-subject requests: claimed, handled once, their deadlines."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import psycopg
+
+from coldcopy.gdpr.common import ERASED, EXPORT_URL_TTL, HANDLED_TYPES, GdprError
+
+log = logging.getLogger(__name__)
+
+
+class Requests:
+    """Data-subject requests: claimed, handled once, their deadlines.
+    Mixed into :class:`coldcopy.gdpr.Gdpr`."""
+
+    conn: psycopg.Connection
+
+    def pending(self, limit: int = 100) -> list[str]:
+        """Requests to process: ``verified`` (or ``in_progress`` left by a failed try), of a handled type."""
+        return [str(r) for (r,) in self.conn.execute(
+            "SELECT id FROM public.data_subject_requests WHERE status IN ('verified', 'in_progress') "
+            "AND request_type = ANY(%s) ORDER BY due_at LIMIT %s", (list(HANDLED_TYPES), limit))]
+
+    def handle(self, request_id: str, client, bucket: str, run_id: str | None = None) -> dict:
+        """Carry out one request; it ends ``completed`` with a note, or stays ``in_progress`` (raise)."""
+        with self._claim(request_id) as request:
+            return self._handle(request, client, bucket, run_id)
+
+    @contextmanager
+    def _claim(self, request_id: str) -> Iterator[tuple]:
+        """The request, claimed: its row locked (``FOR UPDATE SKIP LOCKED``) while it is marked in progress, and
+        a session advisory lock held until it is handled, so a zombie task and its retry never both run it."""
+        key = f"coldcopy gdpr request:{request_id}"
+        if not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+            raise GdprError(f"request {request_id}: another session is handling it right now (a zombie task?)")
+        try:
+            with self.conn.transaction():
+                request = self.conn.execute(
+                    "UPDATE public.data_subject_requests r SET status = 'in_progress' FROM (SELECT id FROM "
+                    "public.data_subject_requests WHERE id = %s AND status IN ('verified', 'in_progress') "
+                    "FOR UPDATE SKIP LOCKED) c WHERE r.id = c.id RETURNING r.id, r.workspace_id, r.email, "
+                    "r.request_type", (request_id,)).fetchone()
+            if request is None:
+                status = self.conn.execute("SELECT status FROM public.data_subject_requests WHERE id = %s",
+                                           (request_id,)).fetchone()
+                raise GdprError(f"request {request_id}: " + (
+                    f"status {status[0]!r}, only verified requests are processed" if status else "no such request"))
+            yield request
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+    def _handle(self, request: tuple, client, bucket: str, run_id: str | None) -> dict:
+        request_id = str(request[0])
+        request = dict(zip(("id", "workspace_id", "email", "request_type"), request, strict=True))
+        kind = HANDLED_TYPES.get(request["request_type"])
+        if kind is None:
+            raise GdprError(f"request {request_id}: request_type {request['request_type']!r} is not handled by a job "
+                            f"(handled: {', '.join(HANDLED_TYPES)}); a person must act on it")
+        if kind == "export":
+            if request["email"].startswith(ERASED):
+                raise GdprError(f"request {request_id}: the address was erased; nothing can be exported")
+            result = self.export(request, client, bucket)
+            note = (f"export of {result['rows']} rows from {len(result['tables'])} tables ready; link and passphrase "
+                    f"delivered to the data protection officer (valid {EXPORT_URL_TTL.days} days)"
+                    if result["rows"] else "nothing found: no data about this address in the workspace")
+        else:
+            email = request["email"]
+            subject = (self.find(request["workspace_id"], subject_hash=email.removeprefix(ERASED))
+                       if email.startswith(ERASED) else self.find(request["workspace_id"], email=email))
+            counts = self.erase(subject, request_id, client=client, bucket=bucket)
+            views = self.views_reading(sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for t in counts}))
+            self.refresh(views, run_id or f"gdpr:{request_id}")
+            data_rows = sum(n for t, n in counts.items()
+                            if t not in ("public.suppression_list", "public.data_subject_requests"))
+            result = {"rows": counts, "views_refreshed": views}
+            note = (f"erased {data_rows} rows in {len(counts)} tables; address suppressed; views refreshed: "
+                    f"{', '.join(views) or 'none'}" if data_rows else
+                    "nothing found: no data about this address in the workspace; address suppressed")
+        self.conn.execute("UPDATE public.data_subject_requests SET status = 'completed', completed_at = now(), "
+                          "notes = %s WHERE id = %s", (note, request_id))
+        return {"request_id": request_id, "type": request["request_type"], "note": note, **result}
+
+    def record_failure(self, request_id: str, reason: str) -> None:
+        self.conn.execute("UPDATE public.data_subject_requests SET notes = %s WHERE id = %s AND status = 'in_progress'",
+                          (f"failed, will be retried: {reason}"[:2000], request_id))
+
+    def due_soon(self, within: timedelta = timedelta(days=3)) -> list[dict]:
+        """Open requests due within ``within`` not yet warned about today (recorded as warned)."""
+        rows = self.conn.execute("""
+            WITH due AS (
+              SELECT id, workspace_id, request_type, status, due_at FROM public.data_subject_requests
+              WHERE status NOT IN ('completed', 'rejected') AND due_at < now() + %s),
+            fresh AS (
+              INSERT INTO coldcopy_ops.gdpr_deadline_alerts (request_id, alerted_on)
+              SELECT id, current_date FROM due ON CONFLICT DO NOTHING RETURNING request_id)
+            SELECT due.* FROM due JOIN fresh ON fresh.request_id = due.id ORDER BY due.due_at""", (within,)).fetchall()
+        return [dict(zip(("id", "workspace_id", "request_type", "status", "due_at"), r, strict=True)) for r in rows]

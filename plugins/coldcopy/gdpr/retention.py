@@ -1,0 +1,151 @@
+"""Retention policies: only the allowed tables; delete, anonymize or archive (encrypted, signed)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+
+import psycopg
+from psycopg import sql
+
+from coldcopy import catalog, manifests
+from coldcopy.crypto import check_binding, gpg_symmetric
+from coldcopy.gdpr.common import AGE_COLUMNS, PERSONAL_COLUMNS, RETENTION_PREFIX, RETENTION_TABLES, GdprError
+from coldcopy.lock_retries import under_lock_timeout
+
+log = logging.getLogger(__name__)
+
+
+class Retention:
+    """Retention policies: only the allowed tables; delete, anonymize or archive (encrypted, signed).
+    Mixed into :class:`coldcopy.gdpr.Gdpr`."""
+
+    conn: psycopg.Connection
+
+    def policy(self, policy_id: str) -> dict:
+        row = self.conn.execute(
+            "SELECT id, workspace_id, table_name, retain_for, action, clock_timestamp() "
+            "FROM public.data_retention_policies WHERE id = %s", (policy_id,)).fetchone()
+        if row is None:
+            raise GdprError(f"no retention policy {policy_id}")
+        return dict(zip(("id", "workspace_id", "table_name", "retain_for", "action", "started_at"), row, strict=True))
+
+    def log_retention(self, policy: dict, outcome: str, *, rows: int = 0, batches: int = 0,
+                      detail: str | None = None) -> None:
+        """Record what a policy did (and stamp it applied when it ran)."""
+        self.conn.execute(
+            "INSERT INTO coldcopy_ops.retention_log (policy_id, workspace_id, table_name, action, outcome, rows, "
+            "batches, detail, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (policy["id"], policy["workspace_id"], policy["table_name"], policy["action"], outcome, rows, batches,
+             detail, policy["started_at"]))
+        if outcome == "done":
+            self.conn.execute("UPDATE public.data_retention_policies SET last_applied_at = now() WHERE id = %s",
+                              (policy["id"],))
+
+    def retention_target(self, policy: dict) -> tuple[sql.Identifier, str]:
+        """The policy's table (checked in the catalog: a public tenant table) and the column rows age by."""
+        try:
+            schema, name = catalog.relation_parts(self.conn, policy["table_name"]
+                                                  if "." in policy["table_name"] else f"public.{policy['table_name']}",
+                                                  kinds=("r", "p"))
+        except catalog.UnknownRelation as error:
+            raise GdprError(f"policy {policy['id']}: {error}") from error
+        columns = {c for (c,) in self.conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (f'"{schema}"."{name}"',))}
+        if f"{schema}.{name}" not in RETENTION_TABLES:
+            raise GdprError(f"policy {policy['id']}: {schema}.{name} is not a table retention may touch "
+                            f"(allowed: {', '.join(sorted(RETENTION_TABLES))})")
+        if schema != "public" or "workspace_id" not in columns:
+            raise GdprError(f"policy {policy['id']}: {schema}.{name} is not a tenant table (no workspace_id)")
+        age = next((c for c in AGE_COLUMNS if c in columns), None)
+        if age is None:
+            raise GdprError(f"policy {policy['id']}: {schema}.{name} has none of {', '.join(AGE_COLUMNS)} to age by")
+        return sql.Identifier(schema, name), age
+
+    def apply_retention(self, policy: dict, client=None, bucket: str | None = None) -> dict:
+        """Delete, anonymize or archive (then delete) the policy's expired rows of its workspace, in batches."""
+        table, age = self.retention_target(policy)
+        expired = sql.SQL("SELECT t.tableoid, t.ctid FROM {} t WHERE t.workspace_id = %s AND t.{} < now() - %s "
+                          "LIMIT %s").format(table, sql.Identifier(age))
+        params = (policy["workspace_id"], policy["retain_for"], self.batch)
+        action = policy["action"]
+        if action == "anonymize":
+            assignments = self._anonymizing(table)
+            if assignments is None:
+                raise GdprError(f"policy {policy['id']}: {table.as_string(self.conn)} has no personal column to "
+                                "anonymize")
+            expired = sql.SQL("SELECT t.tableoid, t.ctid FROM {} t WHERE t.workspace_id = %s AND t.{} < now() - %s "
+                              "AND NOT ({}) LIMIT %s").format(table, sql.Identifier(age), assignments[1])
+        rows = batches = 0
+        while True:
+            if action == "delete":
+                statement = sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table) + expired + sql.SQL(")")
+                count = under_lock_timeout(self.conn, lambda s=statement: self.conn.execute(s, params).rowcount,
+                                           self.lock_retry, what=f"retention batch in {table.as_string(self.conn)}")
+            elif action == "anonymize":
+                statement = (sql.SQL("UPDATE {} SET ").format(table) + assignments[0]
+                             + sql.SQL(" WHERE (tableoid, ctid) IN (") + expired + sql.SQL(")"))
+                count = under_lock_timeout(self.conn, lambda s=statement: self.conn.execute(s, params).rowcount,
+                                           self.lock_retry, what=f"retention batch in {table.as_string(self.conn)}")
+            elif action == "archive":
+                count = under_lock_timeout(
+                    self.conn, lambda n=batches: self._archive_batch(table, expired, params, policy, n, client, bucket),
+                    self.lock_retry, what=f"retention archive batch in {table.as_string(self.conn)}")
+            else:
+                raise GdprError(f"policy {policy['id']}: unknown action {action!r}")
+            rows += count
+            batches += 1 if count else 0
+            if count < self.batch:
+                return {"rows": rows, "batches": batches}
+
+    def _anonymizing(self, table: sql.Identifier) -> tuple[sql.Composable, sql.Composable] | None:
+        """``SET`` list blanking the table's personal columns (nullable → NULL, a NOT NULL address → its key)
+        and the condition that a row is already anonymized."""
+        columns = self.conn.execute(
+            "SELECT attname, attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped AND attname = ANY(%s) ORDER BY attnum",
+            (table.as_string(self.conn), list(PERSONAL_COLUMNS))).fetchall()
+        sets, done = [], []
+        for name, not_null in columns:
+            column = sql.Identifier(name)
+            if name == "email" and not_null:
+                sets.append(sql.SQL("{} = 'hmac:' || coldcopy_ops.subject_hash(workspace_id, {})").format(column,
+                                                                                                        column))
+                done.append(sql.SQL("{} LIKE 'hmac:%%'").format(column))
+            elif not not_null:
+                sets.append(sql.SQL("{} = NULL").format(column))
+                done.append(sql.SQL("{} IS NULL").format(column))
+        if not sets:
+            return None
+        return sql.SQL(", ").join(sets), sql.SQL(" AND ").join(done)
+
+    def _archive_batch(self, table, expired, params, policy, number: int, client, bucket) -> int:
+        """One transaction: lock the batch, upload it (JSON lines, gzip, OpenPGP AES256 like the backups:
+        ``gpg --decrypt | gunzip`` opens it) with its signed manifest, read the object back and check it
+        against the manifest, delete the rows. Any failure rolls the delete back: a row is gone only once its
+        copy is in the bucket."""
+        if not self.passphrase:
+            raise GdprError(f"policy {policy['id']}: archiving needs the backup passphrase (coldcopy_backup_key)")
+        with self.conn.transaction():
+            rows = self.conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE (tableoid, ctid) IN (").format(table)
+                                     + expired + sql.SQL(") FOR UPDATE"), params).fetchall()
+            if not rows:
+                return 0
+            body = gpg_symmetric(gzip.compress("".join(json.dumps(r, default=str) + "\n" for (r,) in rows).encode()),
+                                 self.passphrase, "--compress-algo", "none")
+            stamp = self.conn.execute("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD\"T\"HH24MISS')").fetchone()[0]
+            key = (f"{RETENTION_PREFIX}/{table.as_string(self.conn).replace(chr(34), '')}/{policy['workspace_id']}/"
+                   f"{stamp}-{number:05d}.jsonl.gz.gpg")
+            manifest = {"object_key": key, "byte_size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                        "rows": len(rows), "table": table.as_string(self.conn), "policy_id": str(policy["id"]),
+                        "workspace_id": str(policy["workspace_id"]), "format": "json lines | gzip | OpenPGP AES256"}
+            client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/pgp-encrypted")
+            client.put_object(Bucket=bucket, Key=key.removesuffix(".jsonl.gz.gpg") + ".manifest.json",
+                              Body=manifests.dump(manifest, self.keyring, type="retention_archive"))
+            stored = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            check_binding(manifest, key, len(stored), hashlib.sha256(stored).hexdigest(), where=f"s3://{bucket}/{key}")
+            return self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table)
+                                     + expired + sql.SQL(")"), params).rowcount
