@@ -84,9 +84,9 @@ def restores(server: str, dsn: str, endpoint: str, runs: int) -> dict:
 
 
 def rewrite(server: str, dsn: str, endpoint: str, runs: int, subjects: int) -> dict:
-    from coldcopy.archive_scrub import ArchiveScrubber
     from coldcopy.gdpr import Gdpr
     from coldcopy.partitions import PartitionManager
+    from coldcopy.partitions.scrubber import ArchiveScrubber
 
     client = common.spaces_client(endpoint, BUCKET)
     common.spaces_client(endpoint, BUCKET + "-export")

@@ -537,8 +537,8 @@ def test_archived_months_are_rewritten_without_erased_people_once_a_day(generate
     for byte), bound and signed again, at most once a day; a restore of it lacks the person and verifies."""
     from datetime import timedelta
 
-    from coldcopy.archive_scrub import ArchiveScrubber
     from coldcopy.partitions import PartitionManager
+    from coldcopy.partitions.scrubber import ArchiveScrubber
 
     client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)

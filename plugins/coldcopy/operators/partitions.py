@@ -154,11 +154,11 @@ class DropDetachedPartitionsOperator(BasePartitionOperator):
 
 
 class ScrubErasedArchivesOperator(BasePartitionOperator):
-    """Rewrite archived months that still hold people erased since (:mod:`coldcopy.archive_scrub`): each object
+    """Rewrite archived months that still hold people erased since (:mod:`coldcopy.partitions.scrubber`): each object
     at most once a day, so no archive keeps an erased person for more than a day or two."""
 
     def execute(self, context: Context) -> list[dict]:
-        from coldcopy.archive_scrub import ArchiveScrubber
+        from coldcopy.partitions.scrubber import ArchiveScrubber
 
         client, bucket = self.bucket()
         with self.manager() as manager:

@@ -88,7 +88,7 @@ class Scrubbed:
 
 
 class ArchiveScrubber:
-    """Rewrites archived months holding erased subjects (:mod:`coldcopy.archive_scrub`)."""
+    """Rewrites archived months holding erased subjects (:mod:`coldcopy.partitions.scrubber`)."""
 
     def __init__(self, manager: PartitionManager) -> None:
         self.manager, self.conn = manager, manager.conn

@@ -1,0 +1,82 @@
+"""DETACH … CONCURRENTLY, one at a time behind an advisory lock."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.partitions.common import DETACH_LOCK, PARENT, Partition
+
+log = logging.getLogger(__name__)
+
+
+class Detacher:
+    """DETACH … CONCURRENTLY, one at a time behind an advisory lock.
+    Mixed into :class:`coldcopy.partitions.PartitionManager`."""
+
+    conn: psycopg.Connection
+
+    def detach(self, partition: Partition) -> None:
+        """``DETACH PARTITION … CONCURRENTLY`` (outside a transaction block), finishing an interrupted one.
+
+        PostgreSQL allows one pending detach per partitioned table, and archive tasks of several months run
+        in parallel: a session advisory lock on the parent serializes the detaches (exports stay parallel),
+        and a detach some earlier session left pending is finalized first.
+        """
+        with self._detach_lock():
+            for pending in [p for p in self.partitions() if p.detach_pending and p.name != partition.name]:
+                log.warning("%s: a detach left pending by an interrupted run; finalizing it first", pending.name)
+                self._detach_one(pending.name)
+            self._detach_one(partition.name)
+        log.info("detached %s", partition.name)
+
+    def detach_verified(self) -> list[str]:
+        """Detach every attached month whose archive verified (``partition_archive.state = 'verified'``)."""
+        verified = {name for (name,) in self.conn.execute(
+            "SELECT partition_name FROM coldcopy_ops.partition_archive WHERE state = 'verified'")}
+        detached = []
+        for partition in self.partitions():
+            if partition.name in verified:
+                self.detach(partition)
+                detached.append(partition.name)
+        return detached
+
+    @contextmanager
+    def _detach_lock(self, poll_s: float = 0.5) -> Iterator[None]:
+        # Polled with pg_try_advisory_lock, never waited for in a statement: a waiting statement holds a
+        # snapshot, and the DETACH CONCURRENTLY that holds the lock waits for every older snapshot.
+        waited = 0.0
+        while not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (DETACH_LOCK,)
+                                    ).fetchone()[0]:
+            if waited % 60 < poll_s:
+                log.info("waiting for another detach from %s to finish (%.0f s so far)", PARENT, waited)
+            time.sleep(poll_s)
+            waited += poll_s
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (DETACH_LOCK,))
+
+    def _detach_one(self, name: str) -> None:
+        def detach() -> None:
+            pending = self.conn.execute(
+                "SELECT detach_pending FROM app.email_events_partitions WHERE name = %s", (name,)
+            ).fetchone()
+            if pending is None:
+                return  # already detached
+            mode = "FINALIZE" if pending[0] else "CONCURRENTLY"
+            self.conn.execute(sql.SQL("ALTER TABLE public.email_events DETACH PARTITION public.{} " + mode)
+                              .format(sql.Identifier(name)))
+
+        # DETACH … CONCURRENTLY refuses a transaction block.
+        under_lock_timeout(self.conn, detach, self.lock_retry, what=f"detach of {name}", transaction=False)
+        with self.conn.transaction():
+            self._record_parent_change()
+            self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "
+                              "updated_at = now() WHERE partition_name = %s", (name,))

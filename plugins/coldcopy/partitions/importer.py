@@ -1,0 +1,87 @@
+"""A month back from its archive, bound before anything is committed, then attached."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from coldcopy.gdpr import drop_erased_rows
+from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.object_store import object_exists
+from coldcopy.partitions.common import ArchiveError, Partition
+from coldcopy.partitions.streams import object_problems, read_back
+
+log = logging.getLogger(__name__)
+
+
+class Importer:
+    """A month back from its archive, bound before anything is committed, then attached.
+    Mixed into :class:`coldcopy.partitions.PartitionManager`."""
+
+    conn: psycopg.Connection
+
+    def restore(self, month: datetime, client, bucket: str, *, hold: timedelta = timedelta(days=30),
+                restored_by: str | None = None) -> dict:
+        """Load a month back from its archive into a new table, verify it, and attach it, held there for
+        ``hold`` (rotation leaves it alone until then). Returns the manifest."""
+        start = self.month_start(0, month)
+        partition = Partition(
+            self.conn.execute("SELECT app.email_events_partition_name(%s)", (start,)).fetchone()[0],
+            start, self.month_start(1, month))
+        if any(p.name == partition.name for p in self.partitions()):
+            raise ArchiveError(f"{partition.name} is attached: nothing to restore")
+        if self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{partition.name}",)).fetchone()[0]:
+            raise ArchiveError(f"{partition.name} exists detached (in its grace period): re-attach it instead: "
+                               f"ALTER TABLE email_events ATTACH PARTITION {partition.name} FOR VALUES FROM "
+                               f"('{partition.range_start.isoformat()}') TO ('{partition.range_end.isoformat()}')")
+        if not object_exists(client, bucket, partition.manifest_key):
+            raise ArchiveError(f"no archive for {partition.month} under "
+                               f"s3://{bucket}/{partition.manifest_key.rsplit('/', 1)[0]}/ (never archived?)")
+        manifest = self.read_manifest(partition, client, bucket)
+        table = sql.Identifier(partition.name)
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in manifest["columns"])
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("CREATE TABLE public.{} (LIKE public.email_events INCLUDING DEFAULTS "
+                                      "INCLUDING CONSTRAINTS INCLUDING STORAGE)").format(table))
+            with self.conn.cursor() as cur:
+                with cur.copy(sql.SQL("COPY public.{} ({}) FROM STDIN WITH (FORMAT csv, HEADER)").format(
+                        table, columns)) as copy:
+                    read = read_back(client, bucket, manifest["object_key"], self.passphrase, into=copy.write)
+                loaded = cur.rowcount
+            # Bound before anything is committed: the bytes COPY parsed are kept only if they are the signed ones.
+            problems = object_problems(manifest, read)
+            if loaded != manifest["rows"]:
+                problems.append(f"loaded {loaded} rows, manifest says {manifest['rows']}")
+            if problems:
+                raise ArchiveError(f"{partition.name}: not restored (rolled back): " + "; ".join(problems))
+            erased = self._drop_erased(partition.name)
+            fingerprint = self._row_versions(partition.name)
+        self._attach(partition)
+        # Recorded also when this database never archived the month itself.
+        self._set_state(partition, manifest, "restored", fingerprint=fingerprint)
+        self.conn.execute("UPDATE coldcopy_ops.partition_archive SET restored_by = %s, held_until = now() + %s, "
+                          "erased_rows = %s WHERE partition_name = %s", (restored_by, hold, erased, partition.name))
+        log.info("restored %s: %d rows", partition.name, manifest["rows"])
+        return manifest
+
+    def _drop_erased(self, table: str) -> int:
+        """Rows of subjects erased since the month was archived (the GDPR erasure ledger) never come back."""
+        if not self.conn.execute("SELECT to_regclass('coldcopy_ops.erasure_ledger') IS NOT NULL").fetchone()[0]:
+            return 0
+        erased = drop_erased_rows(self.conn, f"public.{table}")
+        if erased:
+            log.info("%s: %d rows of erased subjects left out of the restore", table, erased)
+        return erased
+
+    def _attach(self, partition: Partition) -> None:
+        def attach() -> None:
+            self.conn.execute(
+                sql.SQL("ALTER TABLE public.email_events ATTACH PARTITION public.{} FOR VALUES FROM ({}) TO ({})")
+                .format(sql.Identifier(partition.name), sql.Literal(partition.range_start),
+                        sql.Literal(partition.range_end)))
+            self._record_parent_change()
+
+        under_lock_timeout(self.conn, attach, self.lock_retry, what=f"attach of {partition.name}")

@@ -1,0 +1,42 @@
+"""The archive bound to its manifest, and the partition unchanged since."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from coldcopy.partitions.common import ArchiveError, Partition
+from coldcopy.partitions.streams import object_problems, read_back
+
+log = logging.getLogger(__name__)
+
+
+class Verifier:
+    """The archive bound to its manifest, and the partition unchanged since.
+    Mixed into :class:`coldcopy.partitions.PartitionManager`."""
+
+    conn: psycopg.Connection
+
+    def verify(self, partition: Partition, client, bucket: str) -> dict:
+        """The archive in the bucket matches its manifest, and the live partition still holds what it describes."""
+        manifest = self.read_manifest(partition, client, bucket)
+        problems = object_problems(manifest, read_back(client, bucket, manifest["object_key"], self.passphrase))
+        recorded = self.conn.execute(
+            "SELECT row_count, row_checksum, sha256 FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
+            (partition.name,)).fetchone()
+        if recorded is None or recorded[2] != manifest["sha256"]:
+            problems.append("this database has no record of exporting or restoring this archive")
+        else:
+            live = self._row_versions(partition.name)
+            if live != (recorded[0], recorded[1]):
+                problems.append(f"the partition changed since the archive was made (rows {live[0]}, "
+                                f"{recorded[0]} then)")
+            if recorded[0] != manifest["rows"]:
+                problems.append(f"rows: recorded {recorded[0]}, manifest {manifest['rows']}")
+        if self._columns(partition.name) != manifest["columns"]:
+            problems.append(f"columns differ from the manifest's: {manifest['columns']}")
+        if problems:
+            raise ArchiveError(f"{partition.name}: archive does not verify: " + "; ".join(problems))
+        self._set_state(partition, manifest, "verified", fingerprint=(recorded[0], recorded[1]))
+        return manifest
