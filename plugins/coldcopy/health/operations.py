@@ -1,0 +1,105 @@
+"""CPU (a proxy) and the freshness of the ops jobs themselves: views, horizon, backups, maintenance."""
+
+from __future__ import annotations
+
+import logging
+
+from coldcopy.health.common import RANK, Context, Result, graded
+from coldcopy.refresh_jobs import REFRESH_JOBS
+
+log = logging.getLogger(__name__)
+
+
+# -- cpu ------------------------------------------------------------------------------------------------
+
+CPU_NOTE = ("A managed database does not expose CPU to SQL: this is active backends per core, a proxy. The real "
+            "CPU figure (runbook: > 70 % sustained) comes from the provider's metrics (Supabase: Reports → "
+            "Database; or its Prometheus endpoint).")
+
+
+def check_cpu(c: Context) -> list[Result]:
+    active = c.one("SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' "
+                   "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")["n"]
+    pct = 100.0 * active / c.t.cpu_cores
+    over = pct >= c.t.active_per_core_breach_pct
+    earlier = c.recent_values("cpu_load", c.t.active_sustained_runs - 1)
+    sustained = over and len(earlier) == c.t.active_sustained_runs - 1 and all(
+        v is not None and v >= c.t.active_per_core_breach_pct for v in earlier)
+    state = "breach" if sustained else "warning" if over else "ok"
+    return [Result("cpu_load", state, f"{active} active backend(s) on {c.t.cpu_cores} core(s) ({pct:.0f} %)"
+                   + (f", over {c.t.active_per_core_breach_pct:g} % for {c.t.active_sustained_runs} runs"
+                      if sustained else ""), pct, "%", {"active": active, "cores": c.t.cpu_cores, "note": CPU_NOTE})]
+
+
+# -- ops freshness --------------------------------------------------------------------------------------
+
+def check_ops_freshness(c: Context) -> list[Result]:
+    return [view_freshness(c), partition_horizon(c), backup_age(c), maintenance_age(c)]
+
+
+def view_freshness(c: Context) -> Result:
+    logged = c.has_table("coldcopy_ops.mv_refresh_log")
+    views, worst = [], 0.0
+    for dag_id, job in REFRESH_JOBS.items():
+        for view in job.views:
+            row = c.one("SELECT (SELECT ispopulated FROM pg_matviews WHERE format('%%I.%%I', schemaname, "
+                        "matviewname) = %s) AS populated, NULL::timestamptz AS fresh_at, now() AS now", (view,))
+            if logged:
+                row["fresh_at"] = c.one(
+                    "SELECT max(finished_at) AS t FROM coldcopy_ops.mv_refresh_log WHERE view_name = %s "
+                    "AND action IN ('refreshed', 'skipped')", (view,))["t"]
+            age = (row["now"] - row["fresh_at"]).total_seconds() if row["fresh_at"] else None
+            late_after = job.cadence * c.t.view_late_factor + job.deadline
+            cadences = age / job.cadence.total_seconds() if age is not None else None
+            state = ("breach" if row["populated"] is None or age is None or age > late_after.total_seconds()
+                     else "warning" if age > (job.cadence + job.deadline).total_seconds() else "ok")
+            views.append({"view": view, "dag_id": dag_id, "cadence_s": job.cadence.total_seconds(), "age_s": age,
+                          "state": state, "populated": row["populated"], "fresh_at": row["fresh_at"]})
+            worst = max(worst, cadences if cadences is not None else float("inf"))
+    state = max((v["state"] for v in views), key=RANK.get)
+    late = [v["view"] for v in views if v["state"] != "ok"]
+    summary = (f"{len(late)} view(s) older than their cadence allows: {', '.join(late)}" if late
+               else f"all {len(views)} views within their cadence")
+    return Result("view_freshness", state, summary, None if worst == float("inf") else worst, "cadences",
+                  {"views": views}, worse_by_value=False)
+
+
+def partition_horizon(c: Context) -> Result:
+    if not c.has_table("app.email_events_partitions"):
+        return Result("partition_horizon", "breach", "email_events is not partitioned (migration 202 missing)", 0,
+                      "months", higher_is_worse=False)
+    row = c.one("SELECT count(*) FILTER (WHERE range_start >= app.month_start_utc(now(), 1)) AS ahead, "
+                "max(range_end) AS covered_until FROM app.email_events_partitions")
+    ahead = row["ahead"]
+    return Result("partition_horizon", graded(ahead, c.t.partition_months_warn, c.t.partition_months_breach,
+                                              higher_is_worse=False),
+                  f"{ahead} month(s) of email_events partitions ahead of this one (inserts safe until "
+                  f"{row['covered_until']:%Y-%m-%d})" if row["covered_until"] else "no email_events partitions",
+                  ahead, "months", {"covered_until": row["covered_until"]}, higher_is_worse=False)
+
+
+def backup_age(c: Context) -> Result:
+    last = c.one("""
+        SELECT object_key, verified_at, byte_size, round(extract(epoch FROM now() - verified_at) / 3600, 2)::float
+                 AS age_h
+        FROM coldcopy_ops.backup_log WHERE kind = 'database' AND verification = 'verified' AND deleted_at IS NULL
+        ORDER BY verified_at DESC LIMIT 1""") if c.has_table("coldcopy_ops.backup_log") else None
+    if last is None:
+        return Result("backup_age", "breach", "no verified database backup on record", None, "h")
+    state = "breach" if last["age_h"] > c.t.backup_max_age_h else "ok"
+    return Result("backup_age", state, f"last verified backup {last['age_h']:.1f} h old ({last['object_key']})",
+                  last["age_h"], "h", last, worse_by_value=False)
+
+
+def maintenance_age(c: Context) -> Result:
+    if not c.has_table("coldcopy_ops.maintenance_log"):
+        return Result("maintenance_age", "warning", "db_maintenance_daily has never run", None, "h")
+    last = c.one("SELECT round(extract(epoch FROM now() - max(started_at)) / 3600, 2)::float AS age_h "
+                 "FROM coldcopy_ops.maintenance_log WHERE action = 'purge_cache'")["age_h"]
+    recent = c.rows("SELECT action, target, outcome, started_at, duration_ms, left(detail, 160) AS detail "
+                    "FROM coldcopy_ops.maintenance_log ORDER BY started_at DESC LIMIT 15")
+    if last is None:
+        return Result("maintenance_age", "warning", "db_maintenance_daily has never run", None, "h",
+                      {"recent": recent})
+    return Result("maintenance_age", graded(last, c.t.maintenance_warn_age_h, c.t.maintenance_breach_age_h),
+                  f"last daily maintenance {last:.1f} h ago", last, "h", {"recent": recent}, worse_by_value=False)
