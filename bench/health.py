@@ -23,7 +23,7 @@ from bench import common
 from coldcopy import health, ops_schema
 from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
-from coldcopy.testing import generate_data, health_history, local_env
+from coldcopy.testing import generate_data, health_history, local_env, servers
 
 
 def health_run(dsn: str) -> dict[str, float]:
@@ -64,7 +64,7 @@ def main() -> None:
         print(table(common.load_results("health")))
         return
 
-    cluster = local_env.ThrowawayCluster({"shared_preload_libraries": "pg_stat_statements"}).start()
+    cluster = servers.ThrowawayCluster({"shared_preload_libraries": "pg_stat_statements"}).start()
     try:
         dsn = local_env.create_database(cluster.dsn, "coldcopy")
         MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="bench")

@@ -33,7 +33,7 @@ from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations
 from coldcopy.partitions import PartitionManager
 from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
 from coldcopy.refresh_jobs import REFRESH_JOBS
-from coldcopy.testing import app_load, local_env
+from coldcopy.testing import app_load, local_env, servers
 
 POLICY = LockRetryPolicy.growing(1000, 6)
 VIEWS = [v for job in REFRESH_JOBS.values() for v in job.views]
@@ -106,7 +106,7 @@ def main() -> None:
         return
     server = local_env.admin_dsn()
     with (common.bench_database(server, args.scale, "load") as dsn, common.s3_endpoint() as endpoint,
-          local_env.LocalPgBouncer(server) as bouncer):
+          servers.LocalPgBouncer(server) as bouncer):
         name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
         with psycopg.connect(dsn, autocommit=True) as conn:
             events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]

@@ -13,7 +13,7 @@ import pytest
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
-from coldcopy.testing import app_load, generate_data, local_env
+from coldcopy.testing import app_load, generate_data, local_env, servers
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 
 PATIENT = LockRetryPolicy(attempts=20, lock_timeout_ms=1000, max_lock_timeout_ms=1000, backoff_s=0.2, max_backoff_s=0.2)
@@ -22,7 +22,7 @@ PATIENT = LockRetryPolicy(attempts=20, lock_timeout_ms=1000, max_lock_timeout_ms
 @pytest.fixture(scope="module")
 def cluster():
     """A throwaway cluster with a migrated, generated (scale 1) database ``coldcopy``."""
-    cluster = local_env.ThrowawayCluster().start()
+    cluster = servers.ThrowawayCluster().start()
     dsn = local_env.create_database(cluster.dsn, "coldcopy")
     MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="pytest")
     generate_data.generate(dsn, scale=1)
@@ -59,7 +59,7 @@ def run_failing(work) -> BaseException | None:
 def test_pgbouncer_restart_under_load_the_application_recovers_and_jobs_are_unaffected(admin_dsn, generated_db):
     from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
 
-    bouncer = local_env.LocalPgBouncer(admin_dsn).start()
+    bouncer = servers.LocalPgBouncer(admin_dsn).start()
     dbname = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
     try:
         password = app_load.prepare(generated_db)

@@ -13,7 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from coldcopy import health, ops_schema
-from coldcopy.testing import local_env
+from coldcopy.testing import local_env, servers
 from coldcopy.testing.alert_sink import AlertSink
 
 
@@ -233,7 +233,7 @@ def test_slow_queries_without_pg_stat_statements_report_how_to_enable(checker, m
 
 @pytest.fixture(scope="module")
 def stat_statements_cluster():
-    cluster = local_env.ThrowawayCluster({"shared_preload_libraries": "pg_stat_statements"}).start()
+    cluster = servers.ThrowawayCluster({"shared_preload_libraries": "pg_stat_statements"}).start()
     with psycopg.connect(cluster.dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pg_stat_statements")
     yield cluster

@@ -9,12 +9,12 @@ import psycopg
 import pytest
 
 from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook, PoolerConnectionError
-from coldcopy.testing import app_load, local_env
+from coldcopy.testing import app_load, servers
 
 
 @pytest.fixture(scope="module")
 def pgbouncer(admin_dsn):
-    bouncer = local_env.LocalPgBouncer(admin_dsn).start()
+    bouncer = servers.LocalPgBouncer(admin_dsn).start()
     yield bouncer
     bouncer.stop()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 
 from coldcopy import REPO_ROOT
-from coldcopy.testing import local_env
+from coldcopy.testing import local_env, servers
 
 ROOT = REPO_ROOT
 
@@ -70,7 +70,7 @@ class LoadResult:
                 "max_ms": round(lat[-1], 1), "mean_ms": round(statistics.fmean(lat), 1)}
 
 
-def run(pgbouncer: local_env.LocalPgBouncer, dbname: str, password: str, *, clients: int, seconds: int) -> LoadResult:
+def run(pgbouncer: servers.LocalPgBouncer, dbname: str, password: str, *, clients: int, seconds: int) -> LoadResult:
     """pgbench ``clients`` connections through PgBouncer for ``seconds``; per-transaction log parsed."""
     with psycopg.connect(pgbouncer.dsn(dbname, APP_ROLE, password)) as conn:
         leads = conn.execute("SELECT count(*) FROM coldcopy_load.leads").fetchone()[0]

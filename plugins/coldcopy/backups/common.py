@@ -1,0 +1,88 @@
+"""What the backup steps share: the key layout, retention classes, errors, the passphrase, a pipeline of
+processes."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+from psycopg import sql
+
+from coldcopy import KEY_CONN_ID, catalog
+
+log = logging.getLogger(__name__)
+
+
+PREFIX = "backups"
+RETENTION = {"standard": timedelta(days=30), "compliance": timedelta(days=365)}
+ORPHAN_AFTER = timedelta(hours=6)  # an object this old without its manifest is a failed backup's leftover
+_KEY = re.compile(r"^backups/(?P<cls>standard|compliance)/\d{4}/\d{2}/\d{2}/(?P<name>[^/]+)-(?P<stamp>\d{8}T\d{6}Z)"
+                  r"\.dump\.zst\.gpg$")
+
+
+class BackupError(RuntimeError):
+    """A backup, verification or restore failed; the message says which step and why."""
+
+
+def _relation(conn: psycopg.Connection, table: str) -> sql.Identifier:
+    """``table``, a name from a manifest or a DAG param, as the catalog spells it (:class:`BackupError` if none)."""
+    try:
+        return catalog.relation(conn, table)
+    except catalog.UnknownRelation as error:
+        raise BackupError(str(error)) from error
+
+
+def _count(conn: psycopg.Connection, table: str) -> int:
+    """Rows of ``table``: checked against the catalog first."""
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_relation(conn, table))).fetchone()[0]
+
+
+def backup_passphrase(conn_id: str = KEY_CONN_ID) -> str:
+    from airflow.sdk import BaseHook
+
+    password = BaseHook.get_connection(conn_id).password
+    if not password:
+        raise BackupError(f"connection {conn_id} has no password: it is the backup encryption passphrase")
+    return password
+
+
+class _Pipeline:
+    """Processes piped one into the next: drains their stderr, and says which failed and why."""
+
+    def __init__(self, stages: dict[str, subprocess.Popen]) -> None:
+        self.stages = stages
+        self.errors: dict[str, bytes] = {}
+        self.readers = [threading.Thread(target=self._drain, args=(name, process), daemon=True)
+                        for name, process in stages.items()]
+        for reader in self.readers:
+            reader.start()
+
+    def _drain(self, name: str, process: subprocess.Popen) -> None:
+        self.errors[name] = process.stderr.read()
+
+    def failures(self) -> str | None:
+        """Wait for every stage; ``None`` when all exited 0, else what each failed one said."""
+        codes = {name: process.wait() for name, process in self.stages.items()}
+        for reader in self.readers:
+            reader.join()
+        failed = {name: code for name, code in codes.items() if code != 0}
+        if not failed:
+            return None
+        return "; ".join(f"{name} exited {code}: {self.errors.get(name, b'').decode(errors='replace').strip()[:500]}"
+                         for name, code in failed.items())
+
+    def kill(self) -> None:
+        for process in self.stages.values():
+            if process.poll() is None:
+                process.kill()
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    object_key: str
+    manifest: dict

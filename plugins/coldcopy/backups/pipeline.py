@@ -1,0 +1,124 @@
+"""The backup itself: pg_dump | zstd | gpg into a multipart upload, counts in the dump's snapshot, signed manifest."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from coldcopy import manifests, sessions
+from coldcopy.backups.common import PREFIX, RETENTION, BackupError, BackupResult, _count, _Pipeline, _relation
+from coldcopy.crypto import (
+    gpg_encrypt_argv,
+    passphrase_pipe,
+)
+from coldcopy.object_store import MultipartUpload
+from coldcopy.pg_tools import client_popen, minimal_env, pg_program
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """The backup itself: pg_dump | zstd | gpg into a multipart upload, counts in the dump's snapshot, signed manifest.
+    Mixed into :class:`coldcopy.backups.BackupRunner`."""
+
+    def backup(self, *, tables: list[str] | None = None, now: datetime | None = None,
+               retention_class: str | None = None) -> BackupResult:
+        """Dump the database (or only ``tables``) into the bucket; returns the object key and manifest."""
+        now = now or datetime.now(UTC)
+        with self._connect(autocommit=True) as conn:
+            self._log_table(conn)
+            dbname = conn.info.dbname
+            server_major = conn.info.server_version // 10000
+        label = dbname + (f"-{'-'.join(t.split('.')[-1] for t in tables)}" if tables else "")
+        klass = retention_class or self.retention_class(now, label)
+        key = f"{PREFIX}/{klass}/{now:%Y/%m/%d}/{label}-{now:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
+        manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
+        pg_dump = pg_program("pg_dump", server_major)
+        started_at = datetime.now(UTC)
+
+        # The exporting transaction must stay open until pg_dump has taken its snapshot (we keep it to the end).
+        with self._connect() as snap_conn:
+            snap_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snapshot = snap_conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            facts = snap_conn.execute(
+                "SELECT pg_database_size(current_database()), current_setting('server_version')").fetchone()
+            dump_args = [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "--no-password"]
+            # Quoted from the catalog: pg_dump reads --table as a pattern (wildcards, case folding).
+            dump_args += [f"--table={_relation(snap_conn, t).as_string(snap_conn)}" for t in tables or []]
+            # The counts (a scan of every table) read the dump's snapshot while pg_dump streams, not before it.
+            with ThreadPoolExecutor(1, thread_name_prefix="backup-counts") as counting:
+                counted = counting.submit(self._row_counts, snap_conn, tables)
+                upload = self._stream(dump_args, key)
+                try:
+                    counts = counted.result()
+                except BaseException:
+                    self.client.delete_object(Bucket=self.bucket, Key=key)  # no object without its manifest
+                    raise
+        finished_at = datetime.now(UTC)
+        manifest = {
+            "database": dbname, "database_size_bytes": facts[0], "server_version": facts[1],
+            "pg_dump_version": subprocess.run([pg_dump, "--version"], capture_output=True, text=True).stdout.strip(),
+            "kind": "tables" if tables else "database", "tables": tables,
+            "row_counts": counts, "row_counts_exact_in_dump_snapshot": True,
+            "object_key": key, "byte_size": upload.size, "sha256": upload.sha256,
+            "format": "pg_dump custom format | zstd | OpenPGP symmetric AES256 (gpg)",
+            "restore": "gpg --decrypt <object> | zstd -d | pg_restore --no-owner -d <target>",
+            "retention_class": klass, "expires_after_days": RETENTION[klass].days,
+            "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
+        }
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=manifest_key, ContentType="application/json",
+                                   Body=manifests.dump(manifest, self.keyring, type="backup"))
+        except BaseException:
+            self.client.delete_object(Bucket=self.bucket, Key=key)  # no object without its manifest
+            raise
+        with self._connect(autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO coldcopy_ops.backup_log (object_key, manifest_key, kind, tables, retention_class, "
+                "byte_size, sha256, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (key, manifest_key, manifest["kind"], tables, klass, upload.size, upload.sha256, started_at,
+                 finished_at))
+        log.info("backup %s: %d bytes in %.1f s", key, upload.size, (finished_at - started_at).total_seconds())
+        return BackupResult(key, manifest)
+
+    def _row_counts(self, conn, tables: list[str] | None) -> dict[str, int]:
+        names = tables or [r[0] for r in conn.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg_toast%' AND c.relpersistence = 'p' ORDER BY 1").fetchall()]
+        return {name: _count(conn, name) for name in names}
+
+    def _stream(self, dump_args: list[str], key: str) -> MultipartUpload:
+        """Run ``pg_dump | zstd | gpg`` and upload gpg's output; abort the upload if any stage fails."""
+        passphrase_fd = passphrase_pipe(self.passphrase)
+        dump = client_popen(dump_args, self.dsn, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        level = f"-{self.zstd_level}" if self.zstd_level > 0 else f"--fast={-self.zstd_level}"
+        zstd = sessions.popen(["zstd", "-q", level, f"-T{self.zstd_threads}", "-c"],
+                              stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=minimal_env())
+        gpg = sessions.popen(
+            gpg_encrypt_argv(passphrase_fd, "--compress-algo", "none"),  # zstd has compressed it already
+            stdin=zstd.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,),
+            env=minimal_env())
+        os.close(passphrase_fd)
+        if self.pipe_bytes:
+            for pipe in (dump.stdout, zstd.stdout, gpg.stdout):
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, self.pipe_bytes)
+        dump.stdout.close()
+        zstd.stdout.close()
+        pipeline = _Pipeline({"pg_dump": dump, "zstd": zstd, "gpg": gpg})
+        try:
+            with MultipartUpload(self.client, self.bucket, key, part_size=self.part_size) as upload:
+                while chunk := gpg.stdout.read(self.part_size):
+                    upload.write(chunk)
+                if failures := pipeline.failures():
+                    raise BackupError(f"{key}: backup pipeline failed ({failures}); upload aborted")
+                upload.complete()
+        except BaseException:
+            pipeline.kill()
+            raise
+        return upload

@@ -1,0 +1,75 @@
+"""Retention: expired backups and leftovers without a manifest deleted, never an untrusted one."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from coldcopy.backups.common import _KEY, ORPHAN_AFTER, PREFIX, RETENTION, BackupError
+
+log = logging.getLogger(__name__)
+
+
+class Retention:
+    """Retention: expired backups and leftovers without a manifest deleted, never an untrusted one.
+    Mixed into :class:`coldcopy.backups.BackupRunner`."""
+
+    def expired(self, now: datetime | None = None) -> list[str]:
+        """Backup objects past their class's retention, never the newest verified backup of each kind (the
+        whole database, and each table set, separately)."""
+        now = now or datetime.now(UTC)
+        backups = []
+        for obj in self._list(f"{PREFIX}/"):
+            match = _KEY.match(obj["Key"])
+            if match:
+                stamp = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+                backups.append((stamp, obj["Key"], match["cls"], match["name"]))
+        with self._connect(autocommit=True) as conn:
+            self._log_table(conn)
+            verified = {k for (k,) in conn.execute(
+                "SELECT object_key FROM coldcopy_ops.backup_log WHERE verification = 'verified'").fetchall()}
+        newest_verified: dict[str, tuple] = {}
+        for backup in sorted(b for b in backups if b[1] in verified):
+            newest_verified[backup[3]] = backup  # sorted by stamp: the last one of each kind stays
+        kept = {b[1] for b in newest_verified.values()}
+        return [key for stamp, key, klass, _ in sorted(backups) if now - stamp > RETENTION[klass] and key not in kept]
+
+    def orphans(self, now: datetime | None = None) -> list[str]:
+        """Backup objects without a manifest beside them, older than :data:`ORPHAN_AFTER` (a backup writes its
+        manifest right after the upload): nothing can restore them, so they are only cost and exposure."""
+        now = now or datetime.now(UTC)
+        listed = self._list(f"{PREFIX}/")
+        keys = {o["Key"] for o in listed}
+        return sorted(o["Key"] for o in listed if _KEY.match(o["Key"]) and now - o["LastModified"] > ORPHAN_AFTER
+                      and o["Key"].removesuffix(".dump.zst.gpg") + ".manifest.json" not in keys)
+
+    def apply_retention(self, *, dry_run: bool, now: datetime | None = None) -> list[str]:
+        """Delete expired backups and their manifests, and objects left without a manifest (``dry_run``: only
+        list them). A backup whose manifest does not verify is not ours to delete: skipped and listed in
+        :attr:`skipped` (the operator alerts), and the rest still run."""
+        self.skipped = []
+        done = []
+        for key in self.expired(now):
+            try:
+                self.manifest(key)
+            except BackupError as error:
+                self.skipped.append(str(error))
+                log.error("retention skips %s: %s", key, error)
+                continue
+            done.append(key)
+            if dry_run:
+                log.info("dry run: would delete %s", key)
+                continue
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+            self.client.delete_object(Bucket=self.bucket, Key=key.removesuffix(".dump.zst.gpg") + ".manifest.json")
+            with self._connect(autocommit=True) as conn:
+                conn.execute("UPDATE coldcopy_ops.backup_log SET deleted_at = now() WHERE object_key = %s", (key,))
+            log.info("deleted expired backup %s", key)
+        for key in self.orphans(now):
+            done.append(key)
+            if dry_run:
+                log.info("dry run: would delete %s (no manifest)", key)
+                continue
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+            log.warning("deleted %s: no manifest beside it", key)
+        return done

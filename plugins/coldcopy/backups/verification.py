@@ -1,0 +1,165 @@
+"""Restore (bound to the signed manifest before any byte reaches gpg), resolution of `latest`, verification."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import sql
+
+from coldcopy import manifests, sessions
+from coldcopy.alerts import reason_of
+from coldcopy.backups.common import _KEY, PREFIX, BackupError, _count, _Pipeline
+from coldcopy.crypto import (
+    UntrustedObject,
+    gpg_decrypt_popen,
+    relay_checked,
+    spool_bound,
+)
+from coldcopy.object_store import read_object
+from coldcopy.pg_tools import client_popen, minimal_env, pg_program
+
+log = logging.getLogger(__name__)
+
+
+class Verification:
+    """Restore (bound to the signed manifest before any byte reaches gpg), resolution of `latest`, verification.
+    Mixed into :class:`coldcopy.backups.BackupRunner`."""
+
+    def restore(self, key: str, target_dsn: str, *, tables: list[str] | None = None,
+                manifest: dict | None = None) -> dict:
+        """``gpg --decrypt | zstd -d | pg_restore`` from the bucket into ``target_dsn``; returns the manifest.
+
+        Bind before trust: the object is spooled and must equal its signed ``manifest`` (read here unless
+        given) in key, size and sha256 before any byte reaches gpg (:func:`coldcopy.crypto.spool_bound`), and
+        gpg must report an integrity-protected AES256 decryption. With ``tables``, only their rows are loaded
+        (``--data-only --disable-triggers``) into a target that already has the schema.
+        """
+        manifest = manifest or self.manifest(key)
+        with psycopg.connect(target_dsn) as conn:
+            server_major = conn.info.server_version // 10000
+        args = [pg_program("pg_restore", server_major), "--no-owner", "--exit-on-error", "--single-transaction"]
+        if tables:
+            args += ["--data-only", "--disable-triggers"]
+        for table in tables or []:
+            args += ["--table", table.split(".")[-1]]
+        try:
+            with spool_bound(self.client, self.bucket, key, manifest, directory=self.spool_dir) as spooled, \
+                    open(spooled, "rb") as source:
+                gpg, status = gpg_decrypt_popen(self.passphrase, source, subprocess.PIPE)
+                zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, env=minimal_env())
+                restore = client_popen(args, target_dsn, stdin=zstd.stdout, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE)
+                zstd.stdout.close()
+                pipeline = _Pipeline({"gpg": gpg, "zstd": zstd, "pg_restore": restore})
+                # Not one byte reaches zstd and pg_restore before gpg said it is decrypting AES256 with integrity
+                # protection (a plain literal packet would pass `gpg --decrypt` with exit 0).
+                if problem := relay_checked(gpg, status, zstd.stdin):
+                    pipeline.kill()
+                    pipeline.failures()
+                    raise UntrustedObject(f"s3://{self.bucket}/{key}: {problem}; nothing was restored")
+                failures = pipeline.failures()
+        except UntrustedObject as error:
+            raise BackupError(str(error)) from error
+        problem = status.problem()
+        if problem or failures:
+            raise BackupError(f"restore of {key} failed: {problem or failures}")
+        return manifest
+
+    def _copy_schema(self, target_dsn: str) -> None:
+        """The source database's schema (no data) into ``target_dsn``: ``pg_dump -s | pg_restore``."""
+        with self._connect() as conn:
+            major = conn.info.server_version // 10000
+        dump = client_popen([pg_program("pg_dump", major), "-Fc", "-s", "--no-password"], self.dsn,
+                            stdout=subprocess.PIPE)
+        restore = client_popen([pg_program("pg_restore", major), "--no-owner", "--exit-on-error"], target_dsn,
+                               stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        dump.stdout.close()
+        _, errors = restore.communicate()
+        if dump.wait() or restore.returncode:
+            raise BackupError(f"could not copy the schema for verification: {errors.decode()[:500]}")
+
+    def resolve(self, which: str) -> tuple[str, dict]:
+        """Object key and verified manifest of ``latest`` (newest whole-database backup), of the newest one on
+        a ``YYYY-MM-DD``, or of ``which`` itself when it is a key. Reads the bucket only: works when the
+        database is gone. A backup whose manifest is missing, forged or describes another object is skipped
+        (listed in :attr:`skipped`), not fatal: the next one back is used."""
+        if _KEY.match(which):
+            return which, self.manifest(which)
+        candidates, self.skipped = [], []
+        for obj in self._list(f"{PREFIX}/"):
+            match = _KEY.match(obj["Key"])
+            if match and (which == "latest" or match["stamp"].startswith(which.replace("-", ""))):
+                try:
+                    manifest = self.manifest(obj["Key"])
+                except BackupError as error:
+                    self.skipped.append(str(error))
+                    log.error("skipping %s: %s", obj["Key"], error)
+                    continue
+                if manifest["kind"] == "database":
+                    candidates.append((match["stamp"], obj["Key"], manifest))
+        if not candidates:
+            raise BackupError(f"no whole-database backup matches {which!r} in s3://{self.bucket}/{PREFIX}/")
+        _, key, manifest = max(candidates, key=lambda c: c[:2])
+        return key, manifest
+
+    def manifest(self, key: str) -> dict:
+        """The backup's manifest, once its signature verifies (:class:`BackupError` otherwise)."""
+        manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
+        try:
+            raw = b"".join(read_object(self.client, self.bucket, manifest_key))
+        except self.client.exceptions.NoSuchKey:
+            raise BackupError(f"s3://{self.bucket}/{manifest_key}: no manifest beside the backup") from None
+        try:
+            manifest = manifests.load(raw, self.keyring, where=f"s3://{self.bucket}/{manifest_key}", type="backup")
+        except manifests.ManifestRejected as error:
+            raise BackupError(str(error)) from error
+        if manifest.get("object_key") != key:  # a genuine manifest copied beside another object
+            raise BackupError(f"s3://{self.bucket}/{manifest_key}: describes {manifest.get('object_key')!r}, "
+                              f"not {key!r}; refusing to use it")
+        return manifest
+
+    def verify(self, key: str, scratch_admin_dsn: str) -> dict:
+        """Restore ``key`` into a scratch database, compare every table's row count with the manifest,
+        drop the scratch database, and record the result in ``coldcopy_ops.backup_log``."""
+        started = time.monotonic()
+        scratch = f"coldcopy_verify_{datetime.now(UTC):%Y%m%d%H%M%S}_{os.getpid()}"
+        error, manifest = None, {"row_counts": {}}
+        try:
+            manifest = self.manifest(key)  # refused before anything is restored if its signature fails
+            with psycopg.connect(scratch_admin_dsn, autocommit=True) as admin:
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+            scratch_dsn = psycopg.conninfo.make_conninfo(scratch_admin_dsn, dbname=scratch)
+            try:
+                if manifest["tables"]:
+                    self._copy_schema(scratch_dsn)
+                self.restore(key, scratch_dsn, tables=manifest["tables"], manifest=manifest)
+                with psycopg.connect(scratch_dsn) as conn:
+                    mismatches = {}
+                    for table, expected in manifest["row_counts"].items():
+                        got = _count(conn, table)
+                        if got != expected:
+                            mismatches[table] = (expected, got)
+                if mismatches:
+                    raise BackupError(f"{key}: restored row counts differ from the manifest: {mismatches}")
+            finally:
+                with psycopg.connect(scratch_admin_dsn, autocommit=True) as admin:
+                    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+        except Exception as failure:  # noqa: BLE001 - recorded, then re-raised
+            error = failure
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        with self._connect(autocommit=True) as conn:
+            self._log_table(conn)
+            conn.execute(
+                "UPDATE coldcopy_ops.backup_log SET verification = %s, verified_at = now(), verification_ms = %s, "
+                "verification_error = %s WHERE object_key = %s",
+                ("failed" if error else "verified", elapsed_ms, reason_of(error)[:2000] if error else None, key))
+        if error:
+            raise error  # BackupError: the backup is bad; anything else (S3, network) is worth a retry
+        log.info("verified %s: %d tables match in %d ms", key, len(manifest["row_counts"]), elapsed_ms)
+        return {"object_key": key, "tables": len(manifest["row_counts"]), "verification_ms": elapsed_ms}
