@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from bench import common
+from coldcopy.crypto import gpg_symmetric
 from coldcopy.object_store import MultipartUpload
 from coldcopy.partitions import COPY_OUT_SQL, ROW_VERSIONS_SQL, PartitionManager, read_back
 from coldcopy.testing import local_env
@@ -65,7 +66,7 @@ def pieces(dsn: str, endpoint: str, partition: str, runs: int) -> dict:
     """Each piece of the archive on its own, median of ``runs`` (seconds)."""
     client = common.spaces_client(endpoint, BUCKET)
     table = sql.Identifier(partition)
-    key = f"bench/pieces/{partition}.csv.gz"
+    key = f"bench/pieces/{partition}.csv.gz.gpg"
     timings: dict[str, list[float]] = {}
 
     def timed(name, work):
@@ -85,7 +86,9 @@ def pieces(dsn: str, endpoint: str, partition: str, runs: int) -> dict:
 
             csv_bytes = timed("COPY … ORDER BY id to the client", copy_out)
             gzipped = timed("gzip -6 of the CSV (one thread)", functools.partial(gzip_all, csv_bytes))
-            timed("multipart upload to the S3 endpoint", functools.partial(upload, client, key, gzipped))
+            sealed = timed("gpg AES256 of the gzip (the backup passphrase)",
+                           functools.partial(gpg_symmetric, gzipped, common.PASSPHRASE, "--compress-algo", "none"))
+            timed("multipart upload to the S3 endpoint", functools.partial(upload, client, key, sealed))
             timed("read back: download, sha256, decrypt, gunzip, sha256",
                   lambda: read_back(client, BUCKET, key, common.PASSPHRASE))
     return {"csv_mb": round(len(csv_bytes) / 2**20, 1), "gzip_mb": round(len(gzipped) / 2**20, 1),
