@@ -11,15 +11,8 @@ same campaign funnel — messages and their events — and campaign managers rea
   the last refresh, or when a newer refresh already covers this run's interval (backfills).
 - Trigger with `force: true` to refresh regardless. Pool `coldcopy_db_heavy`.
 
-**Backfill** missed refreshes (UI: the DAG's *Trigger* → *Backfill*, or the Airflow CLI):
-`airflow backfill create --dag-id refresh_campaign_analytics --from-date 2026-11-20T00:00:00Z --to-date 2026-11-21T00:00:00Z --max-active-runs 1`.
-The first run refreshes; every later run's interval is then covered and skips in about a second.
-
-| Symptom | Meaning | Action |
-|---|---|---|
-| task failed: *could not get its lock* | another session holds the view's lock (a manual refresh?) | find it in `pg_stat_activity`; the task retries |
-| task failed: *canceling statement due to statement timeout* | refresh took over 30 min | check load and bloat; raise `statement_timeout` only with a reason |
-| deadline missed | the run did not finish in 20 min | look at the task log and `pg_stat_activity` |
+Backfill steps and the symptom table below are shared by the four refresh DAGs: Airflow shows them from
+`coldcopy.refresh_dag.RUNBOOK`, written once.
 """
 
 from coldcopy.refresh_dag import build_refresh_dag

@@ -10,14 +10,8 @@ Refreshes `analytics.lead_engagement` (per-lead opens, clicks, replies and engag
   skip. Every decision is in `coldcopy_ops.mv_refresh_log`.
 - Concurrent refresh, readers never blocked. `force: true` refreshes regardless. Pool `coldcopy_db_heavy`.
 
-**Backfill** missed refreshes (UI: the DAG's *Trigger* → *Backfill*, or the Airflow CLI):
-`airflow backfill create --dag-id refresh_lead_engagement --from-date 2026-11-20T00:00:00Z --to-date 2026-11-21T00:00:00Z --max-active-runs 1`.
-The first run refreshes; every later run's interval is then covered and skips in about a second.
-
-| Symptom | Meaning | Action |
-|---|---|---|
-| task failed: *could not get its lock* | another session holds the view's lock | find it in `pg_stat_activity`; the task retries |
-| deadline missed | the run did not finish in 1 h | look at the task log and `pg_stat_activity` |
+Backfill steps and the symptom table below are shared by the four refresh DAGs: Airflow shows them from
+`coldcopy.refresh_dag.RUNBOOK`, written once.
 """
 
 from coldcopy.refresh_dag import build_refresh_dag

@@ -9,6 +9,24 @@ from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
 from coldcopy.operators.refresh import RefreshMaterializedViewOperator
 from coldcopy.refresh_jobs import REFRESH_JOBS
 
+# The part of every refresh DAG's runbook page that is the same for all four: rendered here, once.
+RUNBOOK = """
+**Backfill** missed refreshes (UI: the DAG's *Trigger* → *Backfill*, or the Airflow CLI):
+`airflow backfill create --dag-id {dag_id} --from-date 2026-11-20T00:00:00Z --to-date 2026-11-21T00:00:00Z --max-active-runs 1`.
+The first run refreshes; every later run's interval is then covered and skips in about a second.
+
+| Symptom | Meaning | Action |
+|---|---|---|
+| task failed: *could not get its lock* | another session holds the view's lock (a manual refresh?) | find it in `pg_stat_activity`; the task retries |
+| task failed: *canceling statement due to statement timeout* | the refresh ran past its statement_timeout | check load and bloat; raise `statement_timeout` only with a reason |
+| deadline missed | the run did not finish within {deadline} of being queued | look at the task log and `pg_stat_activity` |
+"""
+
+
+def _duration(delta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
+
 
 def build_refresh_dag(*, dag_id: str, doc_md: str) -> DAG:
     """The DAG ``dag_id`` of :data:`REFRESH_JOBS`: refreshes its views on its cron (UTC) and must finish
@@ -30,7 +48,7 @@ def build_refresh_dag(*, dag_id: str, doc_md: str) -> DAG:
         deadline=alerts.deadline(deadline, expected=f"refresh of {', '.join(views)}"),
         params={"force": Param(False, type="boolean", description="Refresh even if no source table changed.")},
         tags=["coldcopy", "materialized-views", "refresh"],
-        doc_md=doc_md,
+        doc_md=doc_md.rstrip() + "\n" + RUNBOOK.format(dag_id=dag_id, deadline=_duration(deadline)),
     ) as dag:
         for view in views:
             RefreshMaterializedViewOperator(task_id=f"refresh_{view.split('.')[-1]}", view=view)
