@@ -3,7 +3,6 @@ the next run, ``resolved`` once fixed. pg_stat_statements in a throwaway cluster
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -38,7 +37,7 @@ class Checker:
         self.t = health.Thresholds.from_overrides(thresholds)
 
     def run(self, group: str, **thresholds) -> dict[str, health.Result]:
-        t = health.Thresholds.from_overrides(dataclasses.asdict(self.t), thresholds) if thresholds else self.t
+        t = health.Thresholds.from_overrides(self.t.model_dump(), thresholds) if thresholds else self.t
         results = health.run_group(health.Context(self.conn, t), group)
         health.record(self.conn, results, t, run_id="test")
         return {r.check: r for r in results}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import psycopg
+from pydantic import BaseModel, ConfigDict
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +17,11 @@ RANK = {"ok": 0, "warning": 1, "breach": 2}
 GB = 1024**3
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Defaults of every check (the runbook's "When to Scale" triggers and check_postgres' defaults)."""
+class Thresholds(BaseModel):
+    """Defaults of every check (the runbook's "When to Scale" triggers and check_postgres' defaults); a pydantic
+    model that refuses unknown names (``extra="forbid"``) and cannot be changed once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     storage_allocated_gb: float = 100.0  # the plan's disk (runbook: 100 GB)
     storage_warn_pct: float = 70.0
@@ -58,7 +61,7 @@ class Thresholds:
     @classmethod
     def from_overrides(cls, *overrides: dict | None) -> Thresholds:
         """Defaults updated by each mapping in turn; an unknown name or a non-number is an error."""
-        known = {f.name: f.type for f in fields(cls)}
+        known = {name: info.annotation for name, info in cls.model_fields.items()}
         values: dict = {}
         for override in overrides:
             for name, value in (override or {}).items():
@@ -66,7 +69,7 @@ class Thresholds:
                     raise ValueError(f"unknown health threshold {name!r}; known: {', '.join(sorted(known))}")
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"health threshold {name} must be a number, got {value!r}")
-                values[name] = int(value) if known[name] == "int" else float(value)
+                values[name] = int(value) if known[name] is int else float(value)
         return cls(**values)
 
 
