@@ -7,6 +7,7 @@ is dropped there); otherwise an embedded PostgreSQL (``pgserver``, data in ``.pg
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from pathlib import Path
@@ -153,6 +154,26 @@ def print_maintenance_summary(dsn: str) -> None:
         print(f"  {action:20} {outcome:9} {n:>4} action(s) {ms:>7} ms")
 
 
+def gdpr_requests(dsn: str) -> list:
+    """Two verified requests for the demo: an access request and an erasure, of two different leads."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        people = conn.execute("SELECT workspace_id, email FROM leads ORDER BY id LIMIT 2").fetchall()
+        return [conn.execute("INSERT INTO data_subject_requests (workspace_id, email, request_type, status) "
+                             "VALUES (%s, %s, %s, 'verified') RETURNING id", (ws, email, kind)).fetchone()[0]
+                for (ws, email), kind in zip(people, ("access", "erasure"), strict=True)]
+
+
+def print_gdpr_summary(dsn: str, dpo) -> None:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT request_type, status, left(notes, 90) FROM data_subject_requests "
+                            "WHERE status = 'completed' ORDER BY completed_at").fetchall()
+        ledger = conn.execute("SELECT count(*) FROM coldcopy_ops.erasure_ledger").fetchone()[0]
+    print("\nGDPR requests (data_subject_requests):")
+    for kind, status, notes in rows:
+        print(f"  {kind:8} {status:10} {notes}")
+    print(f"  erasure ledger entries: {ledger}; export links delivered to the DPO channel: {len(dpo.received)}")
+
+
 def main() -> None:
     dsn = target_database()
     endpoint = target_bucket()
@@ -185,6 +206,35 @@ def main() -> None:
     run(bag.get_dag("backup_to_spaces"), "backup, verify by restoring, retention", retention_dry_run=False)
     run(bag.get_dag("db_maintenance_daily"), "targeted vacuum, cache purge", all_tables=False)
     run(bag.get_dag("db_maintenance_weekly"), "invalid indexes, reindex, VACUUM FULL, analyze")
+    run(bag.get_dag("db_health"), "every check, recorded with history", thresholds={})
+
+    from coldcopy.testing.alert_sink import AlertSink
+
+    with AlertSink() as dpo:  # where export links and passphrases go (coldcopy_dpo), unless one is configured
+        os.environ.setdefault("AIRFLOW_CONN_COLDCOPY_DPO", dpo.airflow_connection())
+        gdpr_requests(dsn)
+        run(bag.get_dag("gdpr_requests"), "an access request and an erasure")
+        run(bag.get_dag("gdpr_retention"), "retention policies")
+        print_gdpr_summary(dsn, dpo)
+
+    target = "coldcopy_restored_demo"
+    with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")  # this demo's own scratch target
+    run(bag.get_dag("restore_from_spaces"), "latest backup into a new database, erasures re-applied",
+        backup="latest", target_database=target, tables=[], confirm_overwrite_live=False)
+
+    from coldcopy import manifests
+    from coldcopy.backups import backup_passphrase
+    from coldcopy.object_store import bucket_of, spaces_hook
+    from coldcopy.partitions import PartitionManager
+
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the grace period passes: drop the detached months
+        manager = PartitionManager(conn, keyring=manifests.keyring(), passphrase=backup_passphrase())
+        hook = spaces_hook()
+        dropped = manager.drop_detached(hook.get_conn(), bucket_of(hook), grace=datetime.timedelta(0))
+    if dropped:
+        month = dropped[-1].removeprefix("email_events_").replace("_", "-")
+        run(bag.get_dag("partition_restore"), f"bring {month} back from its archive", month=month, hold_days=30)
     print_schema_summary(dsn)
     print_refresh_summary(dsn)
     print_partition_summary(dsn)
