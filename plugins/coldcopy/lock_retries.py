@@ -56,10 +56,6 @@ class LockRetryPolicy:
             yield max(timeout, self.lock_timeout_ms), min(self.backoff_s * 2**attempt, self.max_backoff_s)
 
 
-def is_lock_timeout(error: BaseException) -> bool:
-    return isinstance(error, psycopg.errors.LockNotAvailable)
-
-
 def with_lock_retries(
     attempt: Callable[[int], T],
     policy: LockRetryPolicy = LockRetryPolicy(),
