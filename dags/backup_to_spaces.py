@@ -29,7 +29,7 @@ stock-tools runbook of docs/backups.md (`gpg --decrypt | zstd -d | pg_restore`).
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
@@ -40,7 +40,7 @@ BACKUP_TABLES = ["public.workspaces", "public.users"]
 with DAG(
     dag_id="backup_to_spaces",
     description="Daily 03:00 UTC: encrypted streamed backup to Spaces, restore-verified, retention applied",
-    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -34,7 +34,7 @@ param `thresholds`; an unknown name fails the run. Read when the tasks run, neve
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param
+from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import START_DATE, default_args
@@ -55,4 +55,4 @@ with DAG(
     doc_md=__doc__,
 ):
     checks = [HealthCheckOperator(task_id=group, group=group) for group in CHECK_GROUPS]
-    checks >> PruneHealthHistoryOperator(task_id="prune_history", trigger_rule="all_done")
+    checks >> PruneHealthHistoryOperator(task_id="prune_history", trigger_rule=TriggerRule.ALL_DONE)

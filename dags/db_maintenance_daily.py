@@ -18,7 +18,7 @@ Run by hand from the Airflow UI, or: `airflow dags trigger db_maintenance_daily 
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
@@ -27,7 +27,7 @@ from coldcopy.operators.maintenance import MaintainOperator, PlanMaintenanceOper
 with DAG(
     dag_id="db_maintenance_daily",
     description="Daily 04:30 UTC: targeted VACUUM/freeze of the tables that need it, expired cache purge",
-    schedule=CronDataIntervalTimetable("30 4 * * *", timezone="UTC"),
+    schedule=CronTriggerTimetable("30 4 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -40,4 +40,4 @@ with DAG(
     plan = PlanMaintenanceOperator(task_id="plan_vacuum", kind="vacuum")
     vacuum = MaintainOperator.partial(task_id="vacuum", map_index_template="{{ task.target['name'] }}").expand(
         target=plan.output)
-    plan >> vacuum >> PurgeCacheOperator(task_id="purge_cache", trigger_rule="none_failed")
+    plan >> vacuum >> PurgeCacheOperator(task_id="purge_cache", trigger_rule=TriggerRule.NONE_FAILED)

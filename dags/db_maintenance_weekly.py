@@ -19,7 +19,7 @@ Run by hand from the Airflow UI or `airflow dags trigger db_maintenance_weekly`.
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, chain
+from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, chain
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
@@ -28,7 +28,7 @@ from coldcopy.operators.maintenance import MaintainOperator, PlanMaintenanceOper
 with DAG(
     dag_id="db_maintenance_weekly",
     description="Sundays 05:00 UTC: invalid-index cleanup, REINDEX CONCURRENTLY of bloated indexes, capped VACUUM FULL, ANALYZE",
-    schedule=CronDataIntervalTimetable("0 5 * * 0", timezone="UTC"),
+    schedule=CronTriggerTimetable("0 5 * * 0", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -40,7 +40,7 @@ with DAG(
     steps = []
     for kind, task in (("invalid_indexes", "drop_invalid_indexes"), ("reindex", "reindex"),
                        ("vacuum_full", "vacuum_full"), ("analyze", "analyze")):
-        plan = PlanMaintenanceOperator(task_id=f"plan_{task}", kind=kind, trigger_rule="none_failed")
+        plan = PlanMaintenanceOperator(task_id=f"plan_{task}", kind=kind, trigger_rule=TriggerRule.NONE_FAILED)
         act = MaintainOperator.partial(task_id=task, map_index_template="{{ task.target['name'] }}").expand(
             target=plan.output)
         steps += [plan, act]

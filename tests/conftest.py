@@ -33,6 +33,14 @@ def airflow_db() -> None:
     local_env.prepare_airflow()
 
 
+@pytest.fixture(scope="session")
+def dagbag(airflow_db):
+    """Every DAG of dags/, parsed once for the session (DagBag.get_dag reads Airflow's metadata: migrated first)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
 @pytest.fixture
 def new_database(admin_dsn):
     """Factory of empty throwaway databases, dropped after the test."""

@@ -5,16 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-from airflow.dag_processing.dagbag import DagBag
-
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 
 
-@pytest.fixture(scope="module")
-def dagbag(airflow_db) -> DagBag:
-    # DagBag.get_dag looks at Airflow's metadata database: migrated first, so the module also runs alone.
-    return DagBag(dag_folder=str(DAGS))
 
 
 def test_no_import_errors(dagbag):

@@ -1,4 +1,11 @@
-"""Conventions every ColdCopy DAG shares: owner, retries, alerts, and the heavy-maintenance pool."""
+"""Conventions every ColdCopy DAG shares: owner, retries, alerts, and the heavy-maintenance pool.
+
+Timetables, one rule: ``CronDataIntervalTimetable`` only where a task reads the run's data interval (the
+refresh DAGs: a run whose interval a newer refresh covers skips, which makes backfills cheap;
+``partition_maintenance``: the months it premakes and archives are counted from the interval's end), and
+``CronTriggerTimetable`` everywhere else (backups, maintenance, health, GDPR: a run stands for the moment it
+was triggered). Trigger rules are written as ``TriggerRule`` members.
+"""
 
 from __future__ import annotations
 

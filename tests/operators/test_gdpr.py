@@ -5,18 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from coldcopy.testing.dag_test import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
-@pytest.fixture(scope="module")
-def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS))
 
 
 def test_gdpr_requests_dag_handles_each_verified_request_in_its_own_task(generated_db, coldcopy_conn, spaces,

@@ -6,18 +6,12 @@ import json
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from coldcopy.testing.dag_test import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
-@pytest.fixture(scope="module")
-def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS))
 
 
 def latest(dsn: str, check: str) -> tuple[str, str]:

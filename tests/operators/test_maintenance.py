@@ -17,11 +17,6 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 FAST = LockRetryPolicy(attempts=3, lock_timeout_ms=100, max_lock_timeout_ms=200, backoff_s=0.05)
 
 
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS))
 
 
 def bloat(dsn: str, rows: int = 40_000, rounds: int = 4) -> None:

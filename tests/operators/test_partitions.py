@@ -31,11 +31,6 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 FAST = LockRetryPolicy(attempts=20, lock_timeout_ms=200, max_lock_timeout_ms=400, backoff_s=0.1)
 
 
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS))
 
 
 def fingerprints(dsn: str) -> dict[str, tuple]:

@@ -24,11 +24,6 @@ REFRESH_DAGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS))
 
 
 def refresh(dsn: str, view: str, run_id: str, **kwargs):
