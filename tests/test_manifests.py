@@ -15,15 +15,21 @@ KEY = manifests.Keyring.from_secret("test manifest signing secret, 32+ chars")
 OTHER = manifests.Keyring.from_secret("another manifest signing secret, 32+ chars")
 
 
+def document(**changes) -> dict:
+    """A complete retention-archive manifest (the smallest signed document type)."""
+    return {"object_key": "gdpr/retention/x.jsonl.gz.gpg", "byte_size": 10, "sha256": "0" * 64, "rows": 10,
+            "table": "public.intent_signals", "policy_id": "p", "workspace_id": "w", "format": "jsonl", **changes}
+
+
 def test_sign_and_load_round_trip_and_every_kind_of_tampering_is_refused():
-    manifest = {"rows": 10, "row_counts": {"public.leads": 10}}
-    raw = manifests.dump(manifest, KEY, type="archive")
-    assert manifests.load(raw, KEY, where="m", type="archive") == {**manifest, "type": "archive"}
+    manifest = document()
+    raw = manifests.dump(manifest, KEY, type="retention_archive")
+    assert manifests.load(raw, KEY, where="m", type="retention_archive") == {**manifest, "type": "retention_archive"}
     assert json.loads(raw)["signature"]["key_id"] == KEY.key_id
     edited = json.loads(raw)
     edited["rows"] = 11
     tables_added = json.loads(raw)
-    tables_added["row_counts"]["public.workspaces"] = 1
+    tables_added["table"] = "public.gdpr_audit_log"
     retyped = json.loads(raw)
     retyped["type"] = "backup"
     unsigned = dict(manifest)
@@ -33,21 +39,25 @@ def test_sign_and_load_round_trip_and_every_kind_of_tampering_is_refused():
                      (json.dumps(retyped).encode(), "does not verify"),
                      (json.dumps(unsigned).encode(), "not a signed document"),
                      (json.dumps(legacy).encode(), "not a signed document"),
-                     (manifests.dump(manifest, OTHER, type="archive"), "unknown key"),
-                     (manifests.dump(manifest, KEY, type="ledger"), "a 'ledger' document where a 'archive'"),
+                     (manifests.dump(manifest, OTHER, type="retention_archive"), "unknown key"),
+                     (manifests.dump(manifest, KEY, type="ledger"), "a 'ledger' document where a 'retention_archive'"),
+                     # validly signed, but not of the type's shape: an extra field, a wrong type, a missing one
+                     (manifests.dump(document(extra="x"), KEY, type="retention_archive"), "wrong shape .extra"),
+                     (manifests.dump(document(rows="ten"), KEY, type="retention_archive"), "wrong shape .rows"),
+                     (manifests.dump({"rows": 10}, KEY, type="retention_archive"), "wrong shape"),
                      (b"not json", "not a signed document")):
         with pytest.raises(manifests.ManifestRejected, match=why):
-            manifests.load(bad, KEY, where="m", type="archive")
+            manifests.load(bad, KEY, where="m", type="retention_archive")
 
 
 def test_keys_rotate_old_documents_still_verify_and_a_weak_secret_is_refused():
-    old = manifests.dump({"rows": 1}, KEY, type="backup")
+    old = manifests.dump(document(rows=1), KEY, type="retention_archive")
     rotated = manifests.Keyring.from_secret("the next manifest signing secret, 32+ chars",
                                             retired=["test manifest signing secret, 32+ chars"])
-    assert manifests.load(old, rotated, where="m", type="backup")["rows"] == 1
-    new = manifests.dump({"rows": 2}, rotated, type="backup")
+    assert manifests.load(old, rotated, where="m", type="retention_archive")["rows"] == 1
+    new = manifests.dump(document(rows=2), rotated, type="retention_archive")
     with pytest.raises(manifests.ManifestRejected, match="unknown key"):
-        manifests.load(new, KEY, where="m", type="backup")  # the old ring does not know the new key
+        manifests.load(new, KEY, where="m", type="retention_archive")  # the old ring does not know the new key
     with pytest.raises(ValueError, match="at least 32 characters"):
         manifests.Keyring.from_secret("hunter2")
 

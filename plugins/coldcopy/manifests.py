@@ -17,12 +17,15 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 ALGORITHM = "HMAC-SHA256"
 MANIFEST_KEY_CONN_ID = "coldcopy_manifest_key"
 MIN_SECRET_CHARS = 32
 _KEY_LABEL = b"coldcopy manifest signing key v2"
-TYPES = ("backup", "archive", "ledger", "export", "retention_archive")
+TYPES = ("backup", "archive", "ledger", "retention_archive")
 
 
 class ManifestRejected(RuntimeError):
@@ -107,4 +110,86 @@ def load(raw: bytes, keys: Keyring, *, where: str, type: str) -> dict:  # noqa: 
     if document.get("type") != type:
         raise ManifestRejected(f"{where}: a {document.get('type')!r} document where a {type!r} one was expected; "
                                "refusing to use it")
+    model = MODELS.get(type)
+    if model is not None:
+        try:
+            model.model_validate(document)
+        except ValidationError as error:
+            fields = ", ".join(".".join(map(str, e["loc"])) for e in error.errors()[:5])
+            raise ManifestRejected(f"{where}: a signed {type} document of the wrong shape ({fields}); refusing to "
+                                   "use it") from None
     return document
+
+
+class _Document(BaseModel):
+    """A signed document's fields: nothing more (``extra="forbid"``), each of its type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+
+
+class BackupManifest(_Document):
+    database: str
+    database_size_bytes: int
+    server_version: str
+    pg_dump_version: str
+    kind: Literal["database", "tables"]
+    tables: list[str] | None
+    row_counts: dict[str, int]
+    row_counts_exact_in_dump_snapshot: bool
+    object_key: str
+    byte_size: int
+    sha256: str
+    format: str
+    restore: str
+    retention_class: Literal["standard", "compliance"]
+    expires_after_days: int
+    started_at: str
+    finished_at: str
+
+
+class ArchiveManifest(_Document):
+    table: str
+    partition: str
+    range_start: str
+    range_end: str
+    rows: int
+    row_versions: str
+    content_sha256: str
+    min_occurred_at: str | None
+    max_occurred_at: str | None
+    object_key: str
+    byte_size: int
+    sha256: str
+    format: str
+    columns: list[str]
+    schema_version: int | None
+    exported_at: str
+    erased_rows: int = 0  # set by a GDPR rewrite (coldcopy.partitions.scrubber)
+    scrubbed_through_seq: int | None = None
+    rewritten_at: str | None = None
+
+
+class LedgerEntry(_Document):
+    seq: int
+    prev_hash: str | None
+    request_id: str
+    workspace_id: str
+    subject_hash: str
+    id_hashes: list[str]
+    erased_at: str
+
+
+class RetentionArchiveManifest(_Document):
+    object_key: str
+    byte_size: int
+    sha256: str
+    rows: int
+    table: str
+    policy_id: str
+    workspace_id: str
+    format: str
+
+
+MODELS: dict[str, type[_Document]] = {"backup": BackupManifest, "archive": ArchiveManifest, "ledger": LedgerEntry,
+                                      "retention_archive": RetentionArchiveManifest}

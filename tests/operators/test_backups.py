@@ -119,6 +119,14 @@ def test_upload_failure_half_way_leaves_nothing_and_the_retry_succeeds(generated
         proxy.close()
 
 
+def backup_manifest(key: str, klass: str, stamp: datetime) -> dict:
+    """A complete backup manifest for an object placed by hand."""
+    return {"database": "coldcopy", "database_size_bytes": 1, "server_version": "15", "pg_dump_version": "15",
+            "kind": "database", "tables": None, "row_counts": {}, "row_counts_exact_in_dump_snapshot": True,
+            "object_key": key, "byte_size": 1, "sha256": "", "format": "", "restore": "", "retention_class": klass,
+            "expires_after_days": 30, "started_at": stamp.isoformat(), "finished_at": stamp.isoformat()}
+
+
 def test_retention_deletes_exactly_the_expired(runner, spaces, generated_db):
     client, bucket = spaces
     now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
@@ -128,8 +136,7 @@ def test_retention_deletes_exactly_the_expired(runner, spaces, generated_db):
         key = f"backups/{klass}/{stamp:%Y/%m/%d}/{label}-{stamp:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
         client.put_object(Bucket=bucket, Key=key, Body=b"x")
         client.put_object(Bucket=bucket, Key=key.removesuffix(".dump.zst.gpg") + ".manifest.json",
-                          Body=manifests.dump({"kind": "database", "tables": None, "object_key": key}, runner.keyring,
-                                              type="backup"))
+                          Body=manifests.dump(backup_manifest(key, klass, stamp), runner.keyring, type="backup"))
         return key
 
     standard = {age: place("standard", age) for age in (1, 10, 29, 31, 45, 90)}
