@@ -142,6 +142,16 @@ def read_object(client, bucket: str, key: str, chunk_size: int = 1024 * 1024) ->
         body.close()
 
 
+def list_objects(client, bucket: str, prefix: str = "") -> list[dict]:
+    """Every object under ``prefix`` (all pages): the one listing loop every job uses."""
+    paginator = client.get_paginator("list_objects_v2")
+    return [o for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
+
+
+def list_keys(client, bucket: str, prefix: str = "") -> list[str]:
+    return [o["Key"] for o in list_objects(client, bucket, prefix)]
+
+
 def object_sha256(client, bucket: str, key: str) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     for chunk in read_object(client, bucket, key):

@@ -30,7 +30,7 @@ from coldcopy.backups.common import _KEY, PREFIX, _count, _Pipeline, _relation  
 from coldcopy.backups.pipeline import Pipeline
 from coldcopy.backups.retention import Retention
 from coldcopy.backups.verification import Verification
-from coldcopy.object_store import PART_SIZE
+from coldcopy.object_store import PART_SIZE, list_objects
 
 log = logging.getLogger(__name__)
 
@@ -76,5 +76,4 @@ class BackupRunner(Pipeline, Verification, Retention):
         return "compliance" if first_of_month else "standard"
 
     def _list(self, prefix: str) -> list[dict]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        return [o for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix) for o in page.get("Contents", [])]
+        return list_objects(self.client, self.bucket, prefix)

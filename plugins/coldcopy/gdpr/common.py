@@ -52,16 +52,6 @@ class Subject:
         return {"lead": self.lead_ids, "message": self.message_ids}.get(via, [])
 
 
-def list_objects(client, bucket: str, prefix: str) -> list[dict]:
-    """Every object under ``prefix`` (all pages)."""
-    paginator = client.get_paginator("list_objects_v2")
-    return [o for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
-
-
-def list_keys(client, bucket: str, prefix: str) -> list[str]:
-    return [o["Key"] for o in list_objects(client, bucket, prefix)]
-
-
 def subject_pepper(conn_id: str = PEPPER_CONN_ID) -> str:
     """The pepper of subject keys: the password of connection ``conn_id``."""
     from airflow.sdk import BaseHook

@@ -11,8 +11,9 @@ from datetime import datetime
 import psycopg
 
 from coldcopy import manifests
-from coldcopy.gdpr.common import LEDGER_PREFIX, Subject, list_keys
+from coldcopy.gdpr.common import LEDGER_PREFIX, Subject
 from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.object_store import list_keys
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coldcopy import REPO_ROOT
+from coldcopy.object_store import list_keys
 
 ROOT = REPO_ROOT
 LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -181,12 +182,11 @@ class LocalS3:
         count = 0
         for bucket in client.list_buckets()["Buckets"]:
             (staging / bucket["Name"]).mkdir(parents=True)
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
-                for item in page.get("Contents", []):
-                    target = staging / bucket["Name"] / item["Key"]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    client.download_file(bucket["Name"], item["Key"], str(target))
-                    count += 1
+            for key in list_keys(client, bucket["Name"]):
+                target = staging / bucket["Name"] / key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket["Name"], key, str(target))
+                count += 1
         shutil.rmtree(directory, ignore_errors=True)
         staging.rename(directory)
         return count
