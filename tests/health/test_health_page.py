@@ -45,7 +45,7 @@ def test_loading_the_plugin_does_not_build_the_page_app():
     import sys
     from pathlib import Path
 
-    plugins = Path(__file__).resolve().parents[1] / "plugins"
+    plugins = Path(__file__).resolve().parents[2] / "plugins"
     probe = ("import sys, airflow.plugins_manager, coldcopy_health_plugin\n"
              "print('airflow.api_fastapi.core_api.security' in sys.modules, 'coldcopy.health_page' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
@@ -65,7 +65,7 @@ def test_a_task_process_loading_the_plugins_folder_imports_only_the_plugin_file(
     from bench.task_imports import PROBE
 
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(__file__).resolve().parents[1] / "plugins")}
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(__file__).resolve().parents[2] / "plugins")}
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["ours"] == ["coldcopy_health_plugin"] and loaded["modules"] < 20
