@@ -20,6 +20,8 @@ changed and nothing is changed.
 Every statement runs with `lock_timeout` (retried with backoff) and `statement_timeout`; files with
 `CREATE INDEX CONCURRENTLY` run outside a transaction block. Runs take an advisory lock, so two never interleave.
 Target: the Airflow connection `coldcopy_db`.
+
+Design, the stock-tools runbook and the measured figures: `docs/migrations.md` in the repository.
 """
 
 from __future__ import annotations

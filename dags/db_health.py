@@ -30,6 +30,8 @@ param `thresholds`; an unknown name fails the run. Read when the tasks run, neve
 | `long_transactions` breach | a session idles in a transaction (holds locks, blocks vacuum) | `SELECT pg_terminate_backend(pid)` if the owner agrees |
 | `lock_waits` breach | sessions queue behind a lock holder | the page lists the blocking pid and its transaction age |
 | task failed | the check errored (permissions, timeout) | read the log; the check shows *unknown* on the page |
+
+Design, the stock-tools runbook and the measured figures: `docs/health.md` in the repository.
 """
 
 from datetime import timedelta

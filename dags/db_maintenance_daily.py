@@ -14,6 +14,8 @@ Replaces the runbook's blanket `daily_maintenance.sh` (VACUUM ANALYZE of everyth
 
 Everything goes to `coldcopy_ops.maintenance_log`. Pool `coldcopy_db_heavy`; deadline 2 h from queued.
 Run by hand from the Airflow UI, or: `airflow dags trigger db_maintenance_daily --conf '{"all_tables": true}'`.
+
+Design, the stock-tools runbook and the measured figures: `docs/maintenance.md` in the repository.
 """
 
 from datetime import timedelta

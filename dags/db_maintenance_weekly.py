@@ -15,6 +15,8 @@ Replaces `weekly_vacuum.sh` (VACUUM FULL of everything), `reindex.sh` and `updat
 
 Everything goes to `coldcopy_ops.maintenance_log`. Pool `coldcopy_db_heavy`; deadline 4 h from queued.
 Run by hand from the Airflow UI or `airflow dags trigger db_maintenance_weekly`.
+
+Design, the stock-tools runbook and the measured figures: `docs/maintenance.md` in the repository.
 """
 
 from datetime import timedelta

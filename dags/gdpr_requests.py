@@ -34,6 +34,8 @@ after its last try. `rectification`, `restriction` and `objection` need a person
 | `column(s) that look personal are in no GDPR rule` | a migration added an address/payload/json column | classify it in `PERSONAL_COLUMNS_REGISTRY` |
 | `another session is handling it` | a zombie try of the same request still runs | nothing: the next try goes ahead once it is gone |
 | `coldcopy_dpo is not configured` | an export had nowhere to go (it was deleted) | set the `coldcopy_dpo` connection |
+
+Design, the stock-tools runbook and the measured figures: `docs/gdpr.md` in the repository.
 """
 
 from datetime import timedelta

@@ -15,6 +15,8 @@ In batches of 2,000, each batch its own transaction under `lock_timeout` with re
 never waits long. Every policy's outcome and counts go to `coldcopy_ops.retention_log`; `last_applied_at` is
 set. A policy naming a table that does not exist or is not a tenant table (no `workspace_id`) is reported in
 the log and the task ends *skipped*: its name is never executed as SQL text (catalog check, then identifiers).
+
+Design, the stock-tools runbook and the measured figures: `docs/gdpr.md` in the repository.
 """
 
 from datetime import timedelta

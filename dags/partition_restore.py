@@ -15,6 +15,8 @@ keep it attached (alert).
 
 Refuses when the month is attached already, or still exists detached (in its grace period: re-attach it,
 as the error message shows). CLI: `airflow dags trigger partition_restore --conf '{"month": "2025-10"}'`.
+
+Design, the stock-tools runbook and the measured figures: `docs/partitions.md` in the repository.
 """
 
 from airflow.sdk import DAG, Param

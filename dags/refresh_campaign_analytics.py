@@ -13,6 +13,8 @@ same campaign funnel — messages and their events — and campaign managers rea
 
 Backfill steps and the symptom table below are shared by the four refresh DAGs: Airflow shows them from
 `coldcopy.refresh_dag.RUNBOOK`, written once.
+
+Design, the stock-tools runbook and the measured figures: `docs/refresh.md` in the repository.
 """
 
 from coldcopy.refresh_dag import build_refresh_dag

@@ -12,6 +12,8 @@ same 90-day window, so one pass of the cache serves both).
 
 Backfill steps and the symptom table below are shared by the four refresh DAGs: Airflow shows them from
 `coldcopy.refresh_dag.RUNBOOK`, written once.
+
+Design, the stock-tools runbook and the measured figures: `docs/refresh.md` in the repository.
 """
 
 from coldcopy.refresh_dag import build_refresh_dag

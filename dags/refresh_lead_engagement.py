@@ -12,6 +12,8 @@ Refreshes `analytics.lead_engagement` (per-lead opens, clicks, replies and engag
 
 Backfill steps and the symptom table below are shared by the four refresh DAGs: Airflow shows them from
 `coldcopy.refresh_dag.RUNBOOK`, written once.
+
+Design, the stock-tools runbook and the measured figures: `docs/refresh.md` in the repository.
 """
 
 from coldcopy.refresh_dag import build_refresh_dag
