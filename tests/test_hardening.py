@@ -111,3 +111,16 @@ def test_tls_can_be_required_for_remote_hosts(monkeypatch):
         == "verify-full"
     assert "require_tls" not in hook("127.0.0.1", require_tls=True).libpq_params()  # loopback carries no network
     assert hook("db.example.supabase.co").libpq_params()  # not required: as before
+
+
+def test_finding_pg_dump_for_the_server_does_not_import_the_embedded_server(migrated_db):
+    """Importing pgserver warns (XDG_RUNTIME_DIR) in every backup's log: it is only looked at when the Debian
+    binaries and PATH have no client of the server's major version."""
+    import sys
+
+    with psycopg.connect(migrated_db) as conn:
+        major = conn.info.server_version // 10000
+    probe = (f"import sys; from coldcopy.pg_tools import pg_program; pg_program('pg_dump', {major}); "
+             "print('pgserver' in sys.modules)")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False" and "RuntimeDirWarning" not in done.stderr

@@ -45,18 +45,24 @@ def client_major(program: str) -> int:
     return int(re.search(r"\(PostgreSQL\)\s+(\d+)", output).group(1))
 
 
-def pg_program(name: str, server_major: int) -> str:
-    """Path of ``name`` whose major version is at least ``server_major``."""
-    candidates = [Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")]
+def _candidates(name: str, server_major: int):
+    """Where ``name`` may be, in order; the embedded server's bundle is looked at last, and only then imported
+    (importing ``pgserver`` warns about XDG_RUNTIME_DIR: it must not appear in every backup's log)."""
+    yield Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")
+    if found := shutil.which(name):
+        yield Path(found)
     try:
         import pgserver
-
-        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
     except ImportError:
-        pass
-    if found := shutil.which(name):
-        candidates.append(Path(found))
-    for candidate in candidates:
+        return
+    yield Path(pgserver.__file__).parent / "pginstall" / "bin" / name
+
+
+def pg_program(name: str, server_major: int) -> str:
+    """Path of ``name`` whose major version is at least ``server_major``."""
+    tried = []
+    for candidate in _candidates(name, server_major):
+        tried.append(candidate)
         if candidate.exists() and client_major(str(candidate)) >= server_major:
             return str(candidate)
-    raise FileNotFoundError(f"no {name} of PostgreSQL {server_major} or newer (looked in {candidates})")
+    raise FileNotFoundError(f"no {name} of PostgreSQL {server_major} or newer (looked in {tried})")
