@@ -35,7 +35,7 @@ PASSPHRASE = "bench-only passphrase"
 
 
 def runner(dsn: str, endpoint: str, **options) -> BackupRunner:
-    return BackupRunner(dsn, common.spaces_client(endpoint, BUCKET), BUCKET, PASSPHRASE, keyring=common.KEYRING,
+    return BackupRunner(dsn, common.spaces_bucket(endpoint, BUCKET), PASSPHRASE, keyring=common.KEYRING,
                         **options)
 
 

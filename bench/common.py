@@ -110,15 +110,15 @@ def copy_of(server: str, dsn: str, label: str = "copy"):
     return scratch_database(server, label, psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
 
 
-def spaces_client(endpoint: str, bucket: str):
-    """An S3 client of the ``coldcopy_spaces`` connection, pointed at ``endpoint``, with ``bucket`` created."""
-    from coldcopy.object_store import spaces_hook
+def spaces_bucket(endpoint: str, name: str):
+    """The ``coldcopy_spaces`` connection's bucket, pointed at ``endpoint``, with bucket ``name`` created."""
+    from coldcopy.object_store import Bucket
 
-    os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(endpoint, bucket)
-    client = spaces_hook().get_conn()
-    if bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=bucket)
-    return client
+    os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(endpoint, name)
+    bucket = Bucket.from_connection()
+    if name not in [b["Name"] for b in bucket.client.list_buckets()["Buckets"]]:
+        bucket.client.create_bucket(Bucket=name)
+    return bucket
 
 
 @contextmanager

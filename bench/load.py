@@ -114,7 +114,7 @@ def main() -> None:
                 conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
         password = app_load.prepare(dsn)
         bucket = "coldcopy-load"
-        client = common.spaces_client(endpoint, bucket)
+        spaces = common.spaces_bucket(endpoint, bucket)
         key = common.KEYRING
         conn = psycopg.connect(dsn, autocommit=True)
 
@@ -136,11 +136,11 @@ def main() -> None:
 
         def partitions():
             made = manager.premake(months_ahead=4)
-            manager.archive(months[0], client, bucket)
+            manager.archive(months[0], spaces)
             return {"premade": made, "archived": months[0].name}
 
         def backup():
-            return BackupRunner(dsn, client, bucket, "bench", keyring=common.KEYRING).backup().manifest["byte_size"]
+            return BackupRunner(dsn, spaces, "bench", keyring=common.KEYRING).backup().manifest["byte_size"]
 
         maintenance = Maintenance(conn, lock_retry=POLICY)
 

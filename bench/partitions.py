@@ -31,7 +31,6 @@ from psycopg import sql
 
 from bench import common
 from coldcopy.crypto import gpg_symmetric
-from coldcopy.object_store import MultipartUpload
 from coldcopy.partitions import COPY_OUT_SQL, ROW_VERSIONS_SQL, PartitionManager, read_back
 from coldcopy.testing import local_env
 
@@ -41,13 +40,13 @@ KEY = common.KEYRING
 
 def archive_one(dsn: str, endpoint: str, partition: str) -> float:
     """Export + verify one partition (no detach); returns seconds. Also the child-process entry point."""
-    client = common.spaces_client(endpoint, BUCKET)
+    bucket = common.spaces_bucket(endpoint, BUCKET)
     with psycopg.connect(dsn, autocommit=True) as conn:
         manager = PartitionManager(conn, keyring=KEY, passphrase=common.PASSPHRASE)
         [target] = [p for p in manager.partitions() if p.name == partition]
         started = time.perf_counter()
-        manager.export(target, client, BUCKET)
-        manager.verify(target, client, BUCKET)
+        manager.export(target, bucket)
+        manager.verify(target, bucket)
         return time.perf_counter() - started
 
 
@@ -64,7 +63,7 @@ def runbook_archive(dsn: str, partition: str) -> float:
 
 def pieces(dsn: str, endpoint: str, partition: str, runs: int) -> dict:
     """Each piece of the archive on its own, median of ``runs`` (seconds)."""
-    client = common.spaces_client(endpoint, BUCKET)
+    bucket = common.spaces_bucket(endpoint, BUCKET)
     table = sql.Identifier(partition)
     key = f"bench/pieces/{partition}.csv.gz.gpg"
     timings: dict[str, list[float]] = {}
@@ -88,9 +87,9 @@ def pieces(dsn: str, endpoint: str, partition: str, runs: int) -> dict:
             gzipped = timed("gzip -6 of the CSV (one thread)", functools.partial(gzip_all, csv_bytes))
             sealed = timed("gpg AES256 of the gzip (the backup passphrase)",
                            functools.partial(gpg_symmetric, gzipped, common.PASSPHRASE, "--compress-algo", "none"))
-            timed("multipart upload to the S3 endpoint", functools.partial(upload, client, key, sealed))
+            timed("multipart upload to the S3 endpoint", functools.partial(upload, bucket, key, sealed))
             timed("read back: download, sha256, decrypt, gunzip, sha256",
-                  lambda: read_back(client, BUCKET, key, common.PASSPHRASE))
+                  lambda: read_back(bucket, key, common.PASSPHRASE))
     return {"csv_mb": round(len(csv_bytes) / 2**20, 1), "gzip_mb": round(len(gzipped) / 2**20, 1),
             "seconds": {name: round(statistics.median(values), 3) for name, values in timings.items()}}
 
@@ -100,8 +99,8 @@ def gzip_all(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-def upload(client, key: str, data: bytes) -> None:
-    with MultipartUpload(client, BUCKET, key) as parts:
+def upload(bucket, key: str, data: bytes) -> None:
+    with bucket.upload(key) as parts:
         parts.write(data)
         parts.complete()
 
@@ -124,7 +123,7 @@ def month_of(dsn: str, offset: int = 3) -> tuple[str, int]:
 
 def rotation_writer_wait(dsn: str, endpoint: str, concurrent: bool) -> dict:
     """Full rotation under a writer and a slow reader; returns the writer's longest wait and counts."""
-    client = common.spaces_client(endpoint, BUCKET)
+    bucket = common.spaces_bucket(endpoint, BUCKET)
     stop = threading.Event()
     waits: list[float] = []
 
@@ -153,8 +152,8 @@ def rotation_writer_wait(dsn: str, endpoint: str, concurrent: bool) -> dict:
             manager.premake(3)
             months = manager.archive_candidates()
             for month in months:
-                manager.export(month, client, BUCKET)
-                manager.verify(month, client, BUCKET)
+                manager.export(month, bucket)
+                manager.verify(month, bucket)
                 if concurrent:
                     manager.detach(month)
                 else:

@@ -26,7 +26,6 @@ from bench import common
 from coldcopy import sessions
 from coldcopy.backups import BackupRunner, _count, _Pipeline
 from coldcopy.crypto import gpg_decrypt_popen
-from coldcopy.object_store import read_object
 from coldcopy.pg_tools import client_popen, minimal_env, pg_program
 from coldcopy.testing import local_env
 
@@ -44,7 +43,7 @@ def unbound_restore(runner: BackupRunner, key: str, target: str) -> None:
     gpg.stdout.close()
     zstd.stdout.close()
     pipeline = _Pipeline({"gpg": gpg, "zstd": zstd, "pg_restore": restore})
-    for chunk in read_object(runner.client, runner.bucket, key):
+    for chunk in runner.bucket.read(key):
         gpg.stdin.write(chunk)
     gpg.stdin.close()
     if failures := pipeline.failures():
@@ -66,7 +65,7 @@ def timed_restore(server: str, restore, counts: dict | None = None) -> float:
 
 
 def restores(server: str, dsn: str, endpoint: str, runs: int) -> dict:
-    runner = BackupRunner(dsn, common.spaces_client(endpoint, BUCKET), BUCKET, PASSPHRASE, keyring=common.KEYRING)
+    runner = BackupRunner(dsn, common.spaces_bucket(endpoint, BUCKET), PASSPHRASE, keyring=common.KEYRING)
     result = runner.backup(retention_class="standard")
     key, manifest = result.object_key, runner.manifest(result.object_key)
     restore = common.alternating(runs, {
@@ -88,8 +87,9 @@ def rewrite(server: str, dsn: str, endpoint: str, runs: int, subjects: int) -> d
     from coldcopy.partitions import PartitionManager
     from coldcopy.partitions.scrubber import ArchiveScrubber
 
-    client = common.spaces_client(endpoint, BUCKET)
-    common.spaces_client(endpoint, BUCKET + "-export")
+    bucket = common.spaces_bucket(endpoint, BUCKET)
+    export_bucket = common.spaces_bucket(endpoint, BUCKET + "-export")
+    client = bucket.client
     with common.copy_of(server, dsn, "trust_export") as other, \
             psycopg.connect(other, autocommit=True) as export_conn, psycopg.connect(dsn, autocommit=True) as conn:
         exporter = PartitionManager(export_conn, keyring=common.KEYRING, passphrase=PASSPHRASE)
@@ -97,14 +97,14 @@ def rewrite(server: str, dsn: str, endpoint: str, runs: int, subjects: int) -> d
         month = max(manager.archive_candidates(), key=lambda p: conn.execute(
             f"SELECT count(*) FROM public.{p.name}").fetchone()[0])
         rows = conn.execute(f"SELECT count(*) FROM public.{month.name}").fetchone()[0]
-        manager.archive(month, client, BUCKET)
+        manager.archive(month, bucket)
         gdpr = Gdpr(conn, keyring=common.KEYRING, pepper=common.PEPPER)
         people = conn.execute(f"SELECT DISTINCT l.workspace_id, l.email FROM public.{month.name} e "
                               "JOIN leads l ON l.id = e.lead_id LIMIT %s", (subjects,)).fetchall()
         for workspace_id, email in people:  # the ledger entries (the month is detached: its rows go too)
             gdpr.erase(gdpr.find(workspace_id, email=email), str(uuid.uuid4()))
         seq, erased = ArchiveScrubber(manager).ledger()
-        manifest = manager.read_manifest(month, client, BUCKET)
+        manifest = manager.read_manifest(month, bucket)
         signed_manifest = client.get_object(Bucket=BUCKET, Key=month.manifest_key)["Body"].read()
         client.copy_object(Bucket=BUCKET, Key=f"{manifest['object_key']}.keep",
                            CopySource={"Bucket": BUCKET, "Key": manifest["object_key"]})
@@ -115,13 +115,13 @@ def rewrite(server: str, dsn: str, endpoint: str, runs: int, subjects: int) -> d
                                CopySource={"Bucket": BUCKET, "Key": f"{manifest['object_key']}.keep"})
             client.put_object(Bucket=BUCKET, Key=month.manifest_key, Body=signed_manifest)
             started = time.perf_counter()
-            done = ArchiveScrubber(manager).scrub(month, client, BUCKET, seq, erased)
+            done = ArchiveScrubber(manager).scrub(month, bucket, seq, erased)
             removed.append(done.removed)
             return time.perf_counter() - started
 
         def export() -> float:  # the same month, still attached in a copy of the database
             started = time.perf_counter()
-            exporter.export(month, client, BUCKET + "-export")
+            exporter.export(month, export_bucket)
             return time.perf_counter() - started
 
         timings = common.alternating(runs, {"rewrite": scrub, "export": export})

@@ -11,7 +11,11 @@
   `coldcopy_db` is refused unless `confirm_overwrite_live` is true (for a live database that was lost and
   recreated empty);
 - `tables`: optional list, e.g. `["public.workspaces"]`: only their rows, into a target that already has
-  the schema (`pg_restore --data-only --disable-triggers`).
+  the schema (`pg_restore --data-only --disable-triggers`);
+- `as_of`: optional point in time (UTC, whole seconds, `2026-11-29T16:00:05Z`): the newest base backup before
+  it, then the change archive (`change_archive`) replayed up to the last transaction committed within that
+  second; `backup` is ignored. Refused, with the nearest reachable point, when it is in the future, before
+  the oldest base backup the archive extends, after the archive's newest point, or across a gap.
 
 The object is downloaded to a private spool and must equal its signed manifest (key, size, sha256) before
 anything is decrypted; gpg must report an integrity-protected AES256 decryption before its output reaches
@@ -47,6 +51,8 @@ with DAG(
         "target_database": Param("coldcopy_restored", type="string", minLength=1),
         "tables": Param([], type="array", description="only these tables' rows (schema-qualified)"),
         "confirm_overwrite_live": Param(False, type="boolean"),
+        "as_of": Param("", type="string", description="point in time, UTC, e.g. 2026-11-29T16:00:05Z (empty: "
+                       "the backup itself); needs the change archive (docs/pitr.md)"),
     },
     tags=["coldcopy", "backups", "restore"],
     doc_md=__doc__,
@@ -54,4 +60,5 @@ with DAG(
     RestoreFromSpacesOperator(
         task_id="restore", backup="{{ params.backup }}", target_database="{{ params.target_database }}",
         tables="{{ params.tables | join(',') }}", confirm_overwrite_live="{{ params.confirm_overwrite_live }}",
+        as_of="{{ params.as_of }}",
     )

@@ -41,9 +41,9 @@ def target_bucket() -> LocalS3 | None:
         return None
     endpoint = local_env.LocalS3().start()
     os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(endpoint.url, "coldcopy-demo")
-    from coldcopy.object_store import spaces_hook
+    from coldcopy.object_store import Bucket
 
-    spaces_hook().get_conn().create_bucket(Bucket="coldcopy-demo")
+    Bucket.from_connection().client.create_bucket(Bucket="coldcopy-demo")
     print(f"Object storage: local S3 endpoint (moto) at {endpoint.url}, bucket coldcopy-demo")
     return endpoint
 
@@ -225,13 +225,12 @@ def main() -> None:
 
     from coldcopy import manifests
     from coldcopy.backups import backup_passphrase
-    from coldcopy.object_store import bucket_of, spaces_hook
+    from coldcopy.object_store import Bucket
     from coldcopy.partitions import PartitionManager
 
     with psycopg.connect(dsn, autocommit=True) as conn:  # the grace period passes: drop the detached months
         manager = PartitionManager(conn, keyring=manifests.keyring(), passphrase=backup_passphrase())
-        hook = spaces_hook()
-        dropped = manager.drop_detached(hook.get_conn(), bucket_of(hook), grace=datetime.timedelta(0))
+        dropped = manager.drop_detached(Bucket.from_connection(), grace=datetime.timedelta(0))
     if dropped:
         month = dropped[-1].removeprefix("email_events_").replace("_", "-")
         run(bag.get_dag("partition_restore"), f"bring {month} back from its archive", month=month, hold_days=30)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from coldcopy import manifests
 from coldcopy.gdpr import reapply_after_restore, subject_pepper
-from coldcopy.object_store import bucket_of, spaces_hook
+from coldcopy.object_store import Bucket
 
 
 def main() -> None:
@@ -25,8 +25,7 @@ def main() -> None:
     parser.add_argument("--since", help="the backup's started_at (ISO 8601)")
     args = parser.parse_args()
     since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) - timedelta(hours=1) if args.since else None
-    hook = spaces_hook()
-    done, problems = reapply_after_restore(args.dsn, hook.get_conn(), bucket_of(hook), manifests.keyring(), since,
+    done, problems = reapply_after_restore(args.dsn, Bucket.from_connection(), manifests.keyring(), since,
                                            subject_pepper())
     print(json.dumps({"reapplied": done, "ledger_problems": problems}, indent=2))
     if problems:

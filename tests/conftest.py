@@ -112,14 +112,14 @@ def s3_endpoint():
 
 @pytest.fixture
 def spaces(s3_endpoint, monkeypatch):
-    """A fresh bucket, with the ``coldcopy_spaces`` connection pointing at it; yields (boto3 client, bucket)."""
-    bucket = f"coldcopy-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(s3_endpoint.url, bucket))
-    from coldcopy.object_store import spaces_hook
+    """A fresh bucket, with the ``coldcopy_spaces`` connection pointing at it: a ``coldcopy.object_store.Bucket``."""
+    name = f"coldcopy-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(s3_endpoint.url, name))
+    from coldcopy.object_store import Bucket
 
-    client = spaces_hook().get_conn()
-    client.create_bucket(Bucket=bucket)
-    return client, bucket
+    bucket = Bucket.from_connection()
+    bucket.client.create_bucket(Bucket=name)
+    return bucket
 
 
 BACKUP_PASSPHRASE = "correct horse battery staple (test only)"

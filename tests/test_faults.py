@@ -103,14 +103,13 @@ def test_a_refresh_interrupted_by_a_database_restart_fails_cleanly_and_its_retry
 def test_an_archive_interrupted_by_a_database_restart_loses_nothing_and_its_retry_detaches(cluster, spaces):
     from coldcopy.partitions import PartitionManager
 
-    client, bucket = spaces
     key = KEYRING
     dsn = cluster.coldcopy_dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
         manager = PartitionManager(conn, keyring=key, passphrase=BACKUP_PASSPHRASE)
         month = manager.archive_candidates()[0]
         rows = conn.execute(f"SELECT count(*) FROM public.{month.name}").fetchone()[0]
-        manager.archive(month, client, bucket, detach=False)  # exported and verified, as the mapped task does
+        manager.archive(month, spaces, detach=False)  # exported and verified, as the mapped task does
     snapshot = blocker(dsn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     snapshot.execute("SELECT count(*) FROM public.email_events")  # a reader DETACH CONCURRENTLY must wait for
     restart = restart_in(cluster, 2)
@@ -135,11 +134,11 @@ def test_an_archive_interrupted_by_a_database_restart_loses_nothing_and_its_retr
 def test_a_backup_interrupted_by_a_database_restart_leaves_no_object_and_its_retry_succeeds(cluster, spaces):
     from coldcopy.backups import BackupRunner
 
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     dsn = cluster.coldcopy_dsn
     hold = blocker(dsn, "LOCK TABLE public.leads IN ACCESS EXCLUSIVE MODE")  # the backup waits here
     restart = restart_in(cluster, 2)
-    runner = BackupRunner(dsn, client, bucket, BACKUP_PASSPHRASE, keyring=KEYRING)
+    runner = BackupRunner(dsn, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
     error = run_failing(runner.backup)
     restart.join()
     hold.close()
@@ -149,5 +148,5 @@ def test_a_backup_interrupted_by_a_database_restart_leaves_no_object_and_its_ret
     with psycopg.connect(cluster.dsn) as conn:  # no scratch database left behind
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE '%scratch%' "
                             "OR datname LIKE 'coldcopy\\_verify%'").fetchone()[0] == 0
-    result = BackupRunner(dsn, client, bucket, BACKUP_PASSPHRASE, keyring=KEYRING).backup()
+    result = BackupRunner(dsn, spaces, BACKUP_PASSPHRASE, keyring=KEYRING).backup()
     assert client.head_object(Bucket=bucket, Key=result.object_key)["ContentLength"] == result.manifest["byte_size"]

@@ -62,19 +62,19 @@ def test_keys_rotate_old_documents_still_verify_and_a_weak_secret_is_refused():
         manifests.Keyring.from_secret("hunter2")
 
 
-def replace_manifest(client, bucket: str, key: str, edit) -> None:
-    document = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+def replace_manifest(bucket, key: str, edit) -> None:
+    document = json.loads(bucket.get(key))
     edit(document)
-    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(document).encode())
+    bucket.put(key, json.dumps(document).encode())
 
 
 def test_an_edited_backup_manifest_is_refused_by_verify_restore_resolve_and_retention(
         generated_db, spaces, backup_key, admin_dsn, new_database):
-    client, bucket = spaces
-    runner = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEY)
+    client, bucket = spaces.client, spaces.name
+    runner = BackupRunner(generated_db, spaces, backup_key, keyring=KEY)
     key = runner.backup(tables=["public.workspaces"]).object_key
     manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
-    replace_manifest(client, bucket, manifest_key, lambda m: m["row_counts"].update({"public.leads": 0}))
+    replace_manifest(spaces, manifest_key, lambda m: m["row_counts"].update({"public.leads": 0}))
     with pytest.raises(BackupError, match="signature does not verify"):
         runner.verify(key, admin_dsn)
     with pytest.raises(BackupError, match="signature does not verify"):
@@ -82,7 +82,7 @@ def test_an_edited_backup_manifest_is_refused_by_verify_restore_resolve_and_rete
     with pytest.raises(BackupError, match="signature does not verify"):
         runner.manifest(key)
     with pytest.raises(BackupError, match="unknown key"):
-        BackupRunner(generated_db, client, bucket, backup_key, keyring=OTHER).manifest(key)
+        BackupRunner(generated_db, spaces, backup_key, keyring=OTHER).manifest(key)
     from datetime import UTC, datetime, timedelta
 
     # never deletes what it cannot trust, and one bad manifest does not stop the run: skipped and reported
@@ -93,8 +93,8 @@ def test_an_edited_backup_manifest_is_refused_by_verify_restore_resolve_and_rete
 
 def test_a_planted_table_name_is_refused_before_any_sql_runs(generated_db, spaces, backup_key, admin_dsn):
     """Even with a valid signature (a stolen key), a name in a manifest never becomes SQL text."""
-    client, bucket = spaces
-    runner = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEY)
+    client, bucket = spaces.client, spaces.name
+    runner = BackupRunner(generated_db, spaces, backup_key, keyring=KEY)
     key = runner.backup().object_key
     manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
     document = runner.manifest(key)
@@ -112,22 +112,21 @@ def test_a_planted_table_name_is_refused_before_any_sql_runs(generated_db, space
 def test_an_edited_archive_manifest_is_refused_by_verify_restore_and_drop(generated_db, spaces):
     from datetime import timedelta
 
-    client, bucket = spaces
     with psycopg.connect(generated_db, autocommit=True) as conn:
         rotation = PartitionManager(conn, keyring=KEY, passphrase="test passphrase")
         month = rotation.archive_candidates()[-1]
-        rotation.archive(month, client, bucket)
-        replace_manifest(client, bucket, month.manifest_key, lambda m: m.update(rows=m["rows"] + 1))
+        rotation.archive(month, spaces)
+        replace_manifest(spaces, month.manifest_key, lambda m: m.update(rows=m["rows"] + 1))
         with pytest.raises(ArchiveError, match="signature does not verify"):
-            rotation.drop_detached(client, bucket, grace=timedelta(0))
+            rotation.drop_detached(spaces, grace=timedelta(0))
         assert conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{month.name}",)).fetchone()[0]
         conn.execute(f"DROP TABLE public.{month.name}")
         with pytest.raises(ArchiveError, match="signature does not verify"):
-            rotation.restore(month.range_start, client, bucket)
+            rotation.restore(month.range_start, spaces)
         other = rotation.archive_candidates()[-1]
-        rotation.export(other, client, bucket)
+        rotation.export(other, spaces)
         with pytest.raises(ArchiveError, match="unknown key"):
-            PartitionManager(conn, keyring=OTHER, passphrase="test passphrase").verify(other, client, bucket)
+            PartitionManager(conn, keyring=OTHER, passphrase="test passphrase").verify(other, spaces)
 
 
 def test_a_view_name_with_a_quote_is_a_clear_error(generated_db):

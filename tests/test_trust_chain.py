@@ -46,12 +46,11 @@ def attacker_dump(admin_dsn: str, new_database, tmp_path) -> bytes:
 
 @pytest.fixture
 def runner(generated_db, spaces, backup_key) -> BackupRunner:
-    client, bucket = spaces
-    return BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING)
+    return BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING)
 
 
 def test_a_plain_literal_packet_over_a_backup_is_never_restored(runner, spaces, admin_dsn, new_database, tmp_path):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     result = runner.backup(tables=["public.workspaces"])
     literal = attacker_dump(admin_dsn, new_database, tmp_path)
     client.put_object(Bucket=bucket, Key=result.object_key, Body=literal)
@@ -74,7 +73,7 @@ def test_a_plain_literal_packet_over_a_backup_is_never_restored(runner, spaces, 
 
 
 def test_an_older_genuine_backup_copied_over_a_newer_key_is_refused(runner, spaces, generated_db, new_database):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     older = runner.backup(tables=["public.workspaces"])
     with psycopg.connect(generated_db, autocommit=True) as conn:
         conn.execute("UPDATE public.workspaces SET name = name || ' (renamed)'")
@@ -98,7 +97,7 @@ def test_an_older_genuine_backup_copied_over_a_newer_key_is_refused(runner, spac
 def test_resolve_skips_a_bad_manifest_and_an_orphan_object_is_deleted(runner, spaces):
     from datetime import UTC, datetime, timedelta
 
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     good = runner.backup()
     bad = runner.backup(now=datetime.now(UTC) + timedelta(minutes=1))
     client.put_object(Bucket=bucket, Key=bad.object_key.replace(".dump.zst.gpg", ".manifest.json"), Body=b"junk")
@@ -118,9 +117,9 @@ def test_a_failed_restore_leaves_no_database_and_a_clean_one_is_handed_over(
 
     from coldcopy.operators.backups import RestoreFromSpacesOperator
 
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     coldcopy_conn(generated_db)
-    result = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING).backup()
+    result = BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING).backup()
     target = f"cc_restored_{result.object_key[-24:-14].lower()}"
 
     def databases() -> set[str]:
@@ -154,16 +153,16 @@ def test_a_restore_with_a_junk_ledger_object_applies_the_valid_erasures_and_aler
     from coldcopy.testing.alert_sink import AlertSink
     from tests.conftest import SUBJECT_PEPPER
 
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     coldcopy_conn(generated_db)
-    BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING).backup()
+    BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING).backup()
     with psycopg.connect(generated_db, autocommit=True) as conn:
         lead_id, workspace_id, email = conn.execute(
             "SELECT id, workspace_id, email FROM leads ORDER BY id LIMIT 1").fetchone()
         request_id = conn.execute("INSERT INTO data_subject_requests (workspace_id, email, request_type, status) "
                                   "VALUES (%s, %s, 'erasure', 'verified') RETURNING id",
                                   (workspace_id, email)).fetchone()[0]
-        Gdpr(conn, keyring=KEYRING, pepper=SUBJECT_PEPPER).handle(str(request_id), client, bucket)
+        Gdpr(conn, keyring=KEYRING, pepper=SUBJECT_PEPPER).handle(str(request_id), spaces)
     client.put_object(Bucket=bucket, Key="gdpr/erasures/junk.json", Body=b"junk")  # the restore used to stop here
     target = f"cc_restored_{request_id.hex[:8]}"
     with AlertSink() as sink:

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from coldcopy.object_store import Bucket
 from coldcopy.pg_tools import minimal_env
 
 AES256 = "9"  # OpenPGP symmetric algorithm id
@@ -185,25 +186,37 @@ def check_binding(manifest: dict, key: str, size: int, sha256: str, *, where: st
 
 
 @contextmanager
-def spool_bound(client, bucket: str, key: str, manifest: dict, *, directory: str | None = None) -> Iterator[Path]:
+def spool_bound(bucket: Bucket, key: str, manifest: dict, *, directory: str | None = None) -> Iterator[Path]:
     """Download ``key`` to a private temporary file, hashing it on the way, and yield its path only once key,
     size and sha256 equal ``manifest``'s (:class:`UntrustedObject` otherwise). The file is removed on exit."""
-    from coldcopy.object_store import read_object
 
     if manifest.get("object_key") != key:  # before a byte is downloaded
-        check_binding(manifest, key, -1, "", where=f"s3://{bucket}/{key}")
+        check_binding(manifest, key, -1, "", where=f"{bucket.uri}/{key}")
     digest, size = hashlib.sha256(), 0
     handle = tempfile.NamedTemporaryFile(prefix="coldcopy-spool-", dir=directory, delete=False)  # noqa: SIM115
     path = Path(handle.name)
     try:
         with handle:
-            for chunk in read_object(client, bucket, key):
+            for chunk in bucket.read(key):
                 digest.update(chunk)
                 size += len(chunk)
                 if size > manifest.get("byte_size", 0):
                     break  # longer than signed: no need to read the rest
                 handle.write(chunk)
-        check_binding(manifest, key, size, digest.hexdigest(), where=f"s3://{bucket}/{key}")
+        check_binding(manifest, key, size, digest.hexdigest(), where=f"{bucket.uri}/{key}")
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+def gpg_open(sealed: bytes, passphrase: str) -> bytes:
+    """A small object's plaintext, once gpg reports it was ours (AES256, integrity-protected, decrypted OK);
+    :class:`UntrustedObject` otherwise. For objects already bound to their manifest (:func:`check_binding`)."""
+    with tempfile.TemporaryFile() as plain:
+        gpg, status = gpg_decrypt_popen(passphrase, subprocess.PIPE, plain)
+        _out, err = gpg.communicate(sealed)
+        problem = status.problem()
+        if gpg.returncode or problem:
+            raise UntrustedObject(f"decryption refused: {problem or err.decode(errors='replace').strip()[:200]}")
+        plain.seek(0)
+        return plain.read()

@@ -25,7 +25,7 @@ ALGORITHM = "HMAC-SHA256"
 MANIFEST_KEY_CONN_ID = "coldcopy_manifest_key"
 MIN_SECRET_CHARS = 32
 _KEY_LABEL = b"coldcopy manifest signing key v2"
-TYPES = ("backup", "archive", "ledger", "retention_archive")
+TYPES = ("backup", "archive", "ledger", "retention_archive", "segment", "chain", "tip")
 
 
 class ManifestRejected(RuntimeError):
@@ -128,6 +128,15 @@ class _Document(BaseModel):
     type: str
 
 
+class PitrPoint(BaseModel):
+    """A base backup's place in the change archive: replay from ``lsn``, skipping what ``snapshot`` saw."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lsn: str  # pg_current_wal_lsn() read before the dump's snapshot was taken
+    snapshot: str  # pg_current_snapshot() of the dump's own transaction (xmin:xmax:xip)
+    snapshot_time: str  # the server's clock in that transaction
+
+
 class BackupManifest(_Document):
     database: str
     database_size_bytes: int
@@ -146,6 +155,7 @@ class BackupManifest(_Document):
     expires_after_days: int
     started_at: str
     finished_at: str
+    pitr: PitrPoint | None = None  # where the change archive's replay starts (coldcopy.pitr)
 
 
 class ArchiveManifest(_Document):
@@ -191,5 +201,40 @@ class RetentionArchiveManifest(_Document):
     format: str
 
 
+class SegmentManifest(_Document):
+    chain: str
+    seq: int
+    prev_hash: str | None  # segment_hash() of the previous segment's manifest: a missing or swapped one shows
+    start_lsn: str  # the slot's confirmed position before this segment
+    end_lsn: str  # the end of its last transaction's commit record
+    first_commit: str
+    last_commit: str
+    transactions: int
+    changes: int
+    tables: dict[str, dict[str, int]]  # per table: inserts I, updates U, deletes D, truncates T
+    object_key: str
+    byte_size: int
+    sha256: str
+    format: str
+    created_at: str
+
+
+class ChainManifest(_Document):
+    chain: str
+    database: str
+    slot: str
+    publication: str
+    start_lsn: str
+    created_at: str
+
+
+class ChainTip(_Document):
+    chain: str
+    seq: int  # the newest segment when the slot was last found drained
+    end_lsn: str
+    drained_at: str  # every commit up to this time is in segments ≤ seq
+
+
 MODELS: dict[str, type[_Document]] = {"backup": BackupManifest, "archive": ArchiveManifest, "ledger": LedgerEntry,
-                                      "retention_archive": RetentionArchiveManifest}
+                                      "retention_archive": RetentionArchiveManifest, "segment": SegmentManifest,
+                                      "chain": ChainManifest, "tip": ChainTip}

@@ -24,6 +24,7 @@ from psycopg import sql
 from coldcopy import ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 from coldcopy.migrations import Migration, MigrationError, PlanEntry, Status, strip_sql_comments
+from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +173,13 @@ class MigrationRunner:
             attempts += 1
             with conn.transaction(), conn.cursor() as cur:
                 self._set_timeouts(cur, lock_timeout_ms, local=True)
+                announce(cur)
                 self._execute(cur, text, migration, transactional=True)
                 record(cur)
+
+        def announce(cur) -> None:  # for the change archive's replay, before the file's own changes
+            markers.emit(cur, "migration", version=migration.version, file=migration.file_name,
+                         checksum=migration.checksum)
 
         if migration.transactional:
             executions = 1
@@ -183,6 +189,8 @@ class MigrationRunner:
             log.info("%s: applying outside a transaction block, statement by statement", migration.file_name)
             statements = migration.statements()
             executions = len(statements)
+            with conn.cursor() as cur:
+                announce(cur)
             for statement in statements:
                 self._drop_invalid_index_left_by(conn, statement)
 

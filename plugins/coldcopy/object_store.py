@@ -14,6 +14,8 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -133,41 +135,82 @@ class MultipartUpload:
             self.abort()
 
 
-def read_object(client, bucket: str, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
-    """The object's bytes, streamed in chunks."""
-    body = client.get_object(Bucket=bucket, Key=key)["Body"]
-    try:
-        yield from body.iter_chunks(chunk_size)
-    finally:
-        body.close()
+@dataclass(frozen=True)
+class Bucket:
+    """One bucket of one connection: what every job passes around instead of a ``(client, name)`` pair.
 
+    Built from the amazon provider's ``S3Hook`` (:meth:`from_connection`), which owns the credentials, the
+    endpoint and the bucket default (``service_config.s3.bucket_name``); the methods are the few object
+    operations the jobs use, each with the one behaviour they all rely on (listing every page, "not found"
+    told apart from any other error, reads streamed).
+    """
 
-def list_objects(client, bucket: str, prefix: str = "") -> list[dict]:
-    """Every object under ``prefix`` (all pages): the one listing loop every job uses."""
-    paginator = client.get_paginator("list_objects_v2")
-    return [o for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
+    client: Any
+    name: str
 
+    @classmethod
+    def from_connection(cls, conn_id: str = SPACES_CONN_ID) -> Bucket:
+        hook = spaces_hook(conn_id)
+        return cls(hook.get_conn(), bucket_of(hook))
 
-def list_keys(client, bucket: str, prefix: str = "") -> list[str]:
-    return [o["Key"] for o in list_objects(client, bucket, prefix)]
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.name}"
 
+    def url(self, key: str) -> str:
+        return f"{self.uri}/{key}"
 
-def object_sha256(client, bucket: str, key: str) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    for chunk in read_object(client, bucket, key):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
+    def read(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        """The object's bytes, streamed in chunks."""
+        body = self.client.get_object(Bucket=self.name, Key=key)["Body"]
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
 
+    def get(self, key: str) -> bytes:
+        """A small object (manifest, ledger entry) whole."""
+        return b"".join(self.read(key))
 
-def object_exists(client, bucket: str, key: str) -> bool:
-    """Whether ``key`` exists; any error other than "not found" (access, network) propagates."""
-    from botocore.exceptions import ClientError
+    def put(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type)
 
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-        return True
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
+    def delete(self, key: str) -> None:
+        """Delete ``key`` (deleting a missing key succeeds, as S3 defines it)."""
+        self.client.delete_object(Bucket=self.name, Key=key)
+
+    def upload(self, key: str, **kwargs) -> MultipartUpload:
+        """A streamed multipart upload into ``key``."""
+        return MultipartUpload(self.client, self.name, key, **kwargs)
+
+    def list_objects(self, prefix: str = "") -> list[dict]:
+        """Every object under ``prefix`` (all pages): the one listing loop every job uses."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        return [o for page in paginator.paginate(Bucket=self.name, Prefix=prefix) for o in page.get("Contents", [])]
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        return [o["Key"] for o in self.list_objects(prefix)]
+
+    def sha256(self, key: str) -> tuple[str, int]:
+        """``(sha256 hex, size)`` of the stored object, read through."""
+        digest, size = hashlib.sha256(), 0
+        for chunk in self.read(key):
+            digest.update(chunk)
+            size += len(chunk)
+        return digest.hexdigest(), size
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists; any error other than "not found" (access, network) propagates."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.name, Key=key)
+            return True
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def presigned_get(self, key: str, expires_in: int) -> str:
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.name, "Key": key},
+                                                  ExpiresIn=expires_in)

@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import manifests
 from coldcopy.backups import BackupError, BackupRunner
-from coldcopy.object_store import spaces_hook
+from coldcopy.object_store import Bucket
 from coldcopy.operators.backups import VerifyBackupOperator
 from coldcopy.testing import local_env
 from coldcopy.testing.alert_sink import AlertSink
@@ -41,8 +41,7 @@ def table_facts(dsn: str) -> dict[str, tuple]:
 
 @pytest.fixture
 def runner(generated_db, spaces, backup_key) -> BackupRunner:
-    client, bucket = spaces
-    return BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING)
+    return BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING)
 
 
 def test_round_trip_restores_every_table(runner, generated_db, new_database):
@@ -56,7 +55,7 @@ def test_round_trip_restores_every_table(runner, generated_db, new_database):
 
 
 def test_object_is_really_encrypted_and_opens_with_stock_tools(runner, spaces, backup_key, tmp_path):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     key = runner.backup().object_key
     body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert b"PGDMP" not in body and b"email_events" not in body and b"workspaces" not in body
@@ -72,11 +71,11 @@ def test_object_is_really_encrypted_and_opens_with_stock_tools(runner, spaces, b
 
 def test_tampered_object_or_wrong_key_fails_verification_and_alerts(runner, spaces, generated_db, admin_dsn,
                                                                      coldcopy_conn, monkeypatch):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     key = runner.backup().object_key
     assert runner.verify(key, admin_dsn)["tables"] > 60
 
-    wrong_key = BackupRunner(generated_db, client, bucket, "not the passphrase",
+    wrong_key = BackupRunner(generated_db, spaces, "not the passphrase",
                              keyring=manifests.Keyring.from_secret("another manifest secret of 32+ characters"))
     with pytest.raises(BackupError, match="unknown key"):  # the manifest is refused first
         wrong_key.verify(key, admin_dsn)
@@ -101,9 +100,10 @@ def test_upload_failure_half_way_leaves_nothing_and_the_retry_succeeds(generated
     proxy = FaultyProxy(s3_endpoint.port)
     bucket = "coldcopy-backup-faults"
     monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, bucket))
-    client = spaces_hook().get_conn()
+    spaces = Bucket.from_connection()
+    client = spaces.client
     client.create_bucket(Bucket=bucket)
-    runner = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING)
+    runner = BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING)
     try:
         proxy.fail_after(1024 * 1024)  # the upload starts, then the endpoint goes away in the middle of it
         with pytest.raises((BackupError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)):
@@ -128,7 +128,7 @@ def backup_manifest(key: str, klass: str, stamp: datetime) -> dict:
 
 
 def test_retention_deletes_exactly_the_expired(runner, spaces, generated_db):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 
     def place(klass: str, age_days: int, label: str = "coldcopy") -> str:
@@ -197,9 +197,8 @@ def test_verification_runs_on_the_verify_connection_and_transient_failures_are_r
         generated_db, spaces, backup_key, coldcopy_conn, monkeypatch):
     """coldcopy_verify_db (here: the embedded PostgreSQL 16 server) takes the scratch database; an
     unreachable one is a transient failure (Airflow retries it), not a bad backup (which fails for good)."""
-    client, bucket = spaces
     coldcopy_conn(generated_db)
-    key = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING).backup(
+    key = BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING).backup(
         tables=["public.workspaces"]).object_key
     verify_server = local_env.embedded_server_dsn()
     with psycopg.connect(verify_server, autocommit=True) as conn:  # a verification server needs the roles
@@ -224,9 +223,8 @@ def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db
                                                                    coldcopy_conn, new_database):
     from coldcopy.operators.backups import RestoreFromSpacesOperator
 
-    client, bucket = spaces
     coldcopy_conn(generated_db)
-    key = BackupRunner(generated_db, client, bucket, backup_key, keyring=KEYRING).backup().object_key
+    key = BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING).backup().object_key
     live = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
     with pytest.raises(AirflowFailException, match="refusing to restore into the live database"):
         RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute({})

@@ -92,7 +92,7 @@ def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, s
                                                                  caplog):
     from coldcopy.testing.alert_sink import AlertSink
 
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     subject = subject_of(generated_db)
     conn, gdpr = gdpr_on(generated_db)
     conn.execute("CREATE TABLE public.lead_notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
@@ -105,11 +105,11 @@ def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, s
     request_id = request(generated_db, subject, "access")
     monkeypatch.delenv("AIRFLOW_CONN_COLDCOPY_DPO", raising=False)
     with pytest.raises(RuntimeError, match="coldcopy_dpo is not configured"):  # a secret with nowhere to go
-        gdpr.handle(request_id, client, bucket)
+        gdpr.handle(request_id, spaces)
     assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="gdpr/exports/")  # undelivered: deleted
     with AlertSink() as dpo:
         monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_DPO", dpo.airflow_connection())
-        result = gdpr.handle(request_id, client, bucket)
+        result = gdpr.handle(request_id, spaces)
     status, notes = conn.execute("SELECT status, notes FROM data_subject_requests WHERE id = %s",
                                  (request_id,)).fetchone()
     [delivered] = [r["body"] for r in dpo.received]
@@ -140,20 +140,20 @@ def test_access_export_holds_exactly_the_subjects_rows_encrypted(generated_db, s
     # exports expire: 7 days after, the object is gone (its link was valid that long)
     from datetime import UTC, datetime, timedelta
 
-    assert gdpr.delete_expired_exports(client, bucket, now=datetime.now(UTC) + timedelta(days=6)) == []
-    assert len(gdpr.delete_expired_exports(client, bucket, now=datetime.now(UTC) + timedelta(days=8))) == 1
+    assert gdpr.delete_expired_exports(spaces, now=datetime.now(UTC) + timedelta(days=6)) == []
+    assert len(gdpr.delete_expired_exports(spaces, now=datetime.now(UTC) + timedelta(days=8))) == 1
     assert httpx.get(url).status_code == 404
     conn.close()
 
 
 def test_erasure_leaves_no_trace_suppresses_and_records_without_the_address(generated_db, spaces, backup_key):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     subject = subject_of(generated_db)
     conn, gdpr = gdpr_on(generated_db)
     conn.execute("REFRESH MATERIALIZED VIEW analytics.lead_engagement")
     assert occurrences(generated_db, str(subject["lead_id"]))  # the view holds the subject before
     request_id = request(generated_db, subject, "erasure")
-    result = gdpr.handle(request_id, client, bucket)
+    result = gdpr.handle(request_id, spaces)
     assert result["rows"]["public.email_events"] > 0 and "analytics.lead_engagement" in result["views_refreshed"]
     assert occurrences(generated_db, subject["email"]) == []
     assert occurrences(generated_db, str(subject["lead_id"])) == []
@@ -175,31 +175,29 @@ def test_erasure_leaves_no_trace_suppresses_and_records_without_the_address(gene
 
 
 def test_nothing_found_unknown_types_and_unverified_requests(generated_db, spaces, backup_key):
-    client, bucket = spaces
     subject = {**subject_of(generated_db), "email": "nobody-here@example.org"}
     conn, gdpr = gdpr_on(generated_db)
     for kind in ("access", "erasure"):
         request_id = request(generated_db, subject, kind)
-        assert gdpr.handle(request_id, client, bucket)["note"].startswith("nothing found")
+        assert gdpr.handle(request_id, spaces)["note"].startswith("nothing found")
     manual = request(generated_db, subject, "rectification")
     received = request(generated_db, subject, "erasure", status="received")
     assert manual not in gdpr.pending() and received not in gdpr.pending()
     with pytest.raises(GdprError, match="'rectification' is not handled by a job"):
-        gdpr.handle(manual, client, bucket)
+        gdpr.handle(manual, spaces)
     with pytest.raises(GdprError, match="only verified requests are processed"):
-        gdpr.handle(received, client, bucket)
+        gdpr.handle(received, spaces)
     conn.close()
 
 
 def test_a_restored_backup_does_not_bring_an_erased_subject_back(generated_db, new_database, spaces, backup_key):
     from coldcopy.backups import BackupRunner
 
-    client, bucket = spaces
     subject = subject_of(generated_db)
-    runner = BackupRunner(generated_db, client, bucket, BACKUP_PASSPHRASE, keyring=KEY)
+    runner = BackupRunner(generated_db, spaces, BACKUP_PASSPHRASE, keyring=KEY)
     key = runner.backup().object_key
     conn, gdpr = gdpr_on(generated_db)
-    gdpr.handle(request(generated_db, subject, "erasure"), client, bucket)
+    gdpr.handle(request(generated_db, subject, "erasure"), spaces)
     conn.close()
     target = new_database()
     runner.restore(key, target)
@@ -231,13 +229,13 @@ def test_junk_missing_and_reordered_ledger_entries_are_reported_and_the_valid_on
         generated_db, new_database, spaces, backup_key):
     from coldcopy.backups import BackupRunner
 
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     people = subjects_of(generated_db, 3)
-    runner = BackupRunner(generated_db, client, bucket, BACKUP_PASSPHRASE, keyring=KEY)
+    runner = BackupRunner(generated_db, spaces, BACKUP_PASSPHRASE, keyring=KEY)
     key = runner.backup().object_key
     conn, gdpr = gdpr_on(generated_db)
     for person in people:
-        gdpr.handle(request(generated_db, person, "erasure"), client, bucket)
+        gdpr.handle(request(generated_db, person, "erasure"), spaces)
     entries = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="gdpr/erasures/")["Contents"])
     assert entries == [f"gdpr/erasures/{n:012d}.json" for n in (1, 2, 3)]
     client.put_object(Bucket=bucket, Key="gdpr/erasures/junk.json", Body=b"{not json")
@@ -249,7 +247,7 @@ def test_junk_missing_and_reordered_ledger_entries_are_reported_and_the_valid_on
 
     target = new_database()
     runner.restore(key, target)
-    done, problems = reapply_after_restore(target, client, bucket, KEY, None, SUBJECT_PEPPER)
+    done, problems = reapply_after_restore(target, spaces, KEY, None, SUBJECT_PEPPER)
     assert len(done) == 2  # entries 1 and 3: one junk object, one forged and one missing entry stop nothing
     assert any("junk.json: not a signed document" in p for p in problems)
     assert any("unknown key" in p for p in problems)
@@ -258,14 +256,14 @@ def test_junk_missing_and_reordered_ledger_entries_are_reported_and_the_valid_on
         assert occurrences(target, person["email"]) == [] and occurrences(target, str(person["lead_id"])) == []
 
     # the live database still has entry 2: the cross-check publishes it again and says so
-    problems = gdpr.check_ledger(client, bucket)
+    problems = gdpr.check_ledger(spaces)
     assert "ledger entry 2 was missing from the bucket; published again" in problems
     assert client.get_object(Bucket=bucket, Key=entries[1])["Body"].read() == second
 
     # reordered: entry 3's object put under number 1 is refused, and the chain break is reported
     third = client.get_object(Bucket=bucket, Key=entries[2])["Body"].read()
     client.put_object(Bucket=bucket, Key=entries[0], Body=third)
-    ledger = gdpr.ledger_from_bucket(client, bucket)
+    ledger = gdpr.ledger_from_bucket(spaces)
     assert [e["seq"] for e in ledger.entries] == [2, 3]
     assert any("stored under another number" in p for p in ledger.problems)
     assert any("entries 1..1 are missing" in p for p in ledger.problems)
@@ -273,18 +271,17 @@ def test_junk_missing_and_reordered_ledger_entries_are_reported_and_the_valid_on
 
 
 def test_a_zombie_task_cannot_handle_a_request_being_handled(generated_db, spaces, backup_key):
-    client, bucket = spaces
     subject = subject_of(generated_db)
     request_id = request(generated_db, subject, "erasure")
     zombie_conn, zombie = gdpr_on(generated_db)
     conn, gdpr = gdpr_on(generated_db)
     with zombie._claim(request_id):  # the first try, still running somewhere
         with pytest.raises(GdprError, match="another session is handling it"):
-            gdpr.handle(request_id, client, bucket)
+            gdpr.handle(request_id, spaces)
         assert conn.execute("SELECT status FROM data_subject_requests WHERE id = %s",
                             (request_id,)).fetchone()[0] == "in_progress"
     zombie_conn.close()  # gone: its retry goes ahead
-    assert gdpr.handle(request_id, client, bucket)["type"] == "erasure"
+    assert gdpr.handle(request_id, spaces)["type"] == "erasure"
     conn.close()
 
 
@@ -293,21 +290,20 @@ def test_an_erasure_racing_a_partition_restore_leaves_no_row_of_the_subject(gene
     leaves the subject's rows out (before, the entry came after the deletes and the month brought them back)."""
     from coldcopy.partitions import PartitionManager
 
-    client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
     other = psycopg.connect(generated_db, autocommit=True)
     manager = PartitionManager(other, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
     month, (lead_id, workspace_id, email) = month_with_a_lead(conn, manager)
-    manager.archive(month, client, bucket)
+    manager.archive(month, spaces)
     other.execute(f"DROP TABLE public.{month.name}")
     erase_rows = gdpr._erase_rows
 
     def restore_in_between(*args, **kwargs):
-        manager.restore(month.range_start, client, bucket)  # another task, between intent and deletes
+        manager.restore(month.range_start, spaces)  # another task, between intent and deletes
         return erase_rows(*args, **kwargs)
 
     gdpr._erase_rows = restore_in_between
-    gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), client, bucket)
+    gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), spaces)
     assert conn.execute(f"SELECT count(*) FROM public.{month.name} WHERE lead_id = %s", (lead_id,)).fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM email_events WHERE lead_id = %s", (lead_id,)).fetchone()[0] == 0
     other.close()
@@ -317,23 +313,21 @@ def test_an_erasure_racing_a_partition_restore_leaves_no_row_of_the_subject(gene
 def test_a_restored_month_leaves_out_erased_subjects(generated_db, spaces, backup_key):
     from coldcopy.partitions import PartitionManager
 
-    client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
     manager = PartitionManager(conn, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
     oldest, (lead_id, workspace_id, email) = month_with_a_lead(conn, manager)
     before = conn.execute(f"SELECT count(*) FROM public.{oldest.name}").fetchone()[0]
     mine = conn.execute(f"SELECT count(*) FROM public.{oldest.name} WHERE lead_id = %s", (lead_id,)).fetchone()[0]
-    manager.archive(oldest, client, bucket)
+    manager.archive(oldest, spaces)
     conn.execute(f"DROP TABLE public.{oldest.name}")
-    gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), client, bucket)
-    manager.restore(oldest.range_start, client, bucket)
+    gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), spaces)
+    manager.restore(oldest.range_start, spaces)
     assert conn.execute(f"SELECT count(*) FROM public.{oldest.name}").fetchone()[0] == before - mine
     assert conn.execute(f"SELECT count(*) FROM public.{oldest.name} WHERE lead_id = %s", (lead_id,)).fetchone()[0] == 0
     conn.close()
 
 
 def test_retention_per_workspace_in_batches_without_making_the_application_wait(generated_db, spaces, backup_key):
-    client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
     gdpr.batch = 500
     first, second = [r for (r,) in conn.execute("SELECT id FROM workspaces ORDER BY id LIMIT 2")]
@@ -363,7 +357,7 @@ def test_retention_per_workspace_in_batches_without_making_the_application_wait(
         results = {}
         for (policy_id,) in conn.execute("SELECT id FROM data_retention_policies ORDER BY workspace_id").fetchall():
             policy = gdpr.policy(policy_id)
-            results[policy["workspace_id"]] = gdpr.apply_retention(policy, client, bucket)
+            results[policy["workspace_id"]] = gdpr.apply_retention(policy, spaces)
             gdpr.log_retention(policy, "done", **results[policy["workspace_id"]])
     finally:
         stop.set()
@@ -377,7 +371,7 @@ def test_retention_per_workspace_in_batches_without_making_the_application_wait(
 
 
 def test_retention_archive_and_anonymize_and_bad_policies(generated_db, spaces, backup_key):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     conn, gdpr = gdpr_on(generated_db)
     workspace = conn.execute("SELECT id FROM workspaces ORDER BY id LIMIT 1").fetchone()[0]
     old = conn.execute("SELECT count(*) FROM leads WHERE workspace_id = %s AND created_at < now() - interval '30 days'",
@@ -390,16 +384,16 @@ def test_retention_archive_and_anonymize_and_bad_policies(generated_db, spaces, 
         policies[table] = conn.execute(
             "INSERT INTO data_retention_policies (workspace_id, table_name, retain_for, action) "
             "VALUES (%s, %s, %s, %s) RETURNING id", (workspace, table, "30 days", action)).fetchone()[0]
-    anonymized = gdpr.apply_retention(gdpr.policy(policies["leads"]), client, bucket)
+    anonymized = gdpr.apply_retention(gdpr.policy(policies["leads"]), spaces)
     assert anonymized["rows"] == old > 0
     assert conn.execute("SELECT count(*) FROM leads WHERE workspace_id = %s "
                         "AND created_at < now() - interval '30 days' "
                         "AND (email NOT LIKE 'hmac:%%' OR first_name IS NOT NULL)", (workspace,)).fetchone()[0] == 0
-    assert gdpr.apply_retention(gdpr.policy(policies["leads"]), client, bucket)["rows"] == 0  # already done
+    assert gdpr.apply_retention(gdpr.policy(policies["leads"]), spaces)["rows"] == 0  # already done
     conn.execute("INSERT INTO intent_signals (workspace_id, signal_type, payload, created_at) "
                  "SELECT %s, 'news', jsonb_build_object('visitor', 'v' || g || '@example.com'), "
                  "now() - interval '60 days' FROM generate_series(1, 25) g", (workspace,))
-    archived = gdpr.apply_retention(gdpr.policy(policies["intent_signals"]), client, bucket)
+    archived = gdpr.apply_retention(gdpr.policy(policies["intent_signals"]), spaces)
     assert archived["rows"] >= 25
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="gdpr/retention/")["Contents"]]
     objects = [k for k in keys if k.endswith(".jsonl.gz.gpg")]
@@ -420,7 +414,7 @@ def test_retention_archive_and_anonymize_and_bad_policies(generated_db, spaces, 
                         ("consent_records", "not a table retention may touch"),
                         ("coldcopy_ops.erasure_ledger", "not a table retention may touch")):
         with pytest.raises(GdprError, match=reason):
-            gdpr.apply_retention(gdpr.policy(policies[bad]), client, bucket)
+            gdpr.apply_retention(gdpr.policy(policies[bad]), spaces)
     assert conn.execute("SELECT count(*) FROM gdpr_audit_log WHERE workspace_id = %s", (workspace,)).fetchone()[0]
     assert conn.execute("SELECT to_regclass('public.leads') IS NOT NULL").fetchone()[0]
     conn.close()
@@ -444,12 +438,11 @@ def test_erasure_reaches_detached_months_cascades_and_payloads(generated_db, spa
 
     from coldcopy.partitions import PartitionManager
 
-    client, bucket = spaces
     conn, gdpr = gdpr_on(generated_db)
     manager = PartitionManager(conn, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
     month, (lead_id, workspace_id, email) = month_with_a_lead(conn, manager)
     subject = {"lead_id": lead_id, "workspace_id": workspace_id, "email": email}
-    manager.archive(month, client, bucket)  # exported, verified, detached: a plain table for its grace period
+    manager.archive(month, spaces)  # exported, verified, detached: a plain table for its grace period
     assert conn.execute("SELECT state FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
                         (month.name,)).fetchone()[0] == "detached"
     assert occurrences(generated_db, str(lead_id))
@@ -467,7 +460,7 @@ def test_erasure_reaches_detached_months_cascades_and_payloads(generated_db, spa
     conn.execute("INSERT INTO intent_signals (workspace_id, signal_type, payload) VALUES (%s, 'website_visit', "
                  "jsonb_build_object('visitor', jsonb_build_object('email', %s::text)))", (workspace_id, email))
 
-    gdpr.handle(request(generated_db, subject, "access"), client, bucket)  # Art. 15: the cascade-only rows too
+    gdpr.handle(request(generated_db, subject, "access"), spaces)  # Art. 15: the cascade-only rows too
     [delivered] = [r["body"] for r in dpo.received]
     import httpx
 
@@ -477,14 +470,14 @@ def test_erasure_reaches_detached_months_cascades_and_payloads(generated_db, spa
     assert len(tables["public.enrichment_cache"]) == 1 and len(tables["public.intent_signals"]) >= 1
     assert len(tables[f"public.{month.name}"]) > 0
 
-    result = gdpr.handle(request(generated_db, subject, "erasure"), client, bucket)
+    result = gdpr.handle(request(generated_db, subject, "erasure"), spaces)
     assert result["rows"][f"public.{month.name}"] > 0 and result["rows"]["public.twitter_engagements"] == 1
     assert occurrences(generated_db, email) == [] and occurrences(generated_db, str(lead_id)) == []
     for text in ("a reply only the subject wrote", "a message to the subject"):
         assert occurrences(generated_db, text) == []
     assert occurrences(generated_db, email.upper()) == []
     # the detached month's bookkeeping followed: it is still dropped after its grace period
-    assert manager.drop_detached(client, bucket, grace=timedelta(0)) == [month.name]
+    assert manager.drop_detached(spaces, grace=timedelta(0)) == [month.name]
     conn.close()
 
 
@@ -506,14 +499,14 @@ def test_subject_keys_are_keyed_and_old_unkeyed_entries_are_migrated(generated_d
 
     from coldcopy.gdpr import Gdpr
 
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     subject, other = subjects_of(generated_db, 2)
     with psycopg.connect(generated_db, autocommit=True) as conn:  # an entry as the unkeyed scheme wrote it
         legacy = hashlib.sha256(f"{other['workspace_id']}:{other['email'].lower()}".encode()).hexdigest()
         conn.execute("INSERT INTO suppression_list (workspace_id, email, reason) VALUES (%s, %s, 'gdpr_erasure')",
                      (other["workspace_id"], f"sha256:{legacy}"))
     conn, gdpr = gdpr_on(generated_db)
-    gdpr.handle(request(generated_db, subject, "erasure"), client, bucket)
+    gdpr.handle(request(generated_db, subject, "erasure"), spaces)
     guess = hashlib.sha256(f"{subject['workspace_id']}:{subject['email'].lower()}".encode()).hexdigest()
     stored = [e for (e,) in conn.execute("SELECT email FROM suppression_list WHERE reason = 'gdpr_erasure'")]
     assert stored and all(e.startswith("hmac:") for e in stored)
@@ -540,7 +533,7 @@ def test_archived_months_are_rewritten_without_erased_people_once_a_day(generate
     from coldcopy.partitions import PartitionManager
     from coldcopy.partitions.scrubber import ArchiveScrubber
 
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     conn, gdpr = gdpr_on(generated_db)
     manager = PartitionManager(conn, keyring=KEY, passphrase=BACKUP_PASSPHRASE)
     candidates = manager.archive_candidates()
@@ -554,12 +547,12 @@ def test_archived_months_are_rewritten_without_erased_people_once_a_day(generate
     counts = {m.name: conn.execute(f"SELECT count(*), count(*) FILTER (WHERE lead_id = %s) FROM public.{m.name}",
                                    (lead_id,)).fetchone() for m in months}
     for month in months:
-        manager.archive(month, client, bucket)
-    manager.drop_detached(client, bucket, grace=timedelta(0))  # both dropped: only the bucket holds them
+        manager.archive(month, spaces)
+    manager.drop_detached(spaces, grace=timedelta(0))  # both dropped: only the bucket holds them
     old_keys = {m.name: m.object_key for m in months}
-    gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), client, bucket)
+    gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), spaces)
 
-    done = ArchiveScrubber(manager).run(client, bucket)
+    done = ArchiveScrubber(manager).run(spaces)
     assert {(d.partition, d.removed, d.rows) for d in done} == {
         (m.name, counts[m.name][1], counts[m.name][0] - counts[m.name][1]) for m in months}
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="archive/")["Contents"]}
@@ -568,11 +561,11 @@ def test_archived_months_are_rewritten_without_erased_people_once_a_day(generate
         body = client.get_object(Bucket=bucket, Key=d.object_key)["Body"].read()
         csv_bytes = gzip.decompress(decrypt(body, BACKUP_PASSPHRASE))
         assert str(lead_id).encode() not in csv_bytes and csv_bytes.count(b"\n") >= d.rows + 1
-    assert ArchiveScrubber(manager).run(client, bucket) == []  # nothing due again
-    gdpr.handle(request(generated_db, subjects_of(generated_db, 1)[0], "erasure"), client, bucket)
-    assert ArchiveScrubber(manager).run(client, bucket) == []  # a new erasure waits for tomorrow's run
+    assert ArchiveScrubber(manager).run(spaces) == []  # nothing due again
+    gdpr.handle(request(generated_db, subjects_of(generated_db, 1)[0], "erasure"), spaces)
+    assert ArchiveScrubber(manager).run(spaces) == []  # a new erasure waits for tomorrow's run
 
-    manager.restore(months[0].range_start, client, bucket)  # the rewritten archive verifies and restores
+    manager.restore(months[0].range_start, spaces)  # the rewritten archive verifies and restores
     assert conn.execute(f"SELECT count(*) FROM public.{months[0].name}").fetchone()[0] == \
         counts[months[0].name][0] - counts[months[0].name][1]
     assert occurrences(generated_db, str(lead_id)) == []

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import alerts, manifests
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
-from coldcopy.object_store import spaces_hook
+from coldcopy.object_store import Bucket
 from coldcopy.operators.partitions import HorizonCheckOperator
 from coldcopy.partitions import ArchiveError, PartitionManager
 from coldcopy.testing import local_env
@@ -86,7 +86,7 @@ def test_horizon_check_alerts_when_future_months_run_short(migrated_db, coldcopy
 
 
 def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces, dagbag, airflow_db, backup_key):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     coldcopy_conn(generated_db)
     before = fingerprints(generated_db)
     run = run_dag(dagbag.get_dag("partition_maintenance"))
@@ -134,8 +134,8 @@ def test_upload_failure_leaves_the_month_attached_and_the_retry_completes(genera
     proxy = FaultyProxy(s3_endpoint.port)
     bucket = "coldcopy-faults"
     monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, bucket))
-    hook = spaces_hook()
-    client = hook.get_conn()
+    spaces = Bucket.from_connection()
+    client = spaces.client
     client.create_bucket(Bucket=bucket)
     try:
         with psycopg.connect(generated_db, autocommit=True) as conn:
@@ -144,21 +144,20 @@ def test_upload_failure_leaves_the_month_attached_and_the_retry_completes(genera
             before = fingerprints(generated_db)[month.name]
             proxy.fail_after(2_000)  # lets the upload start, then the endpoint goes away
             with pytest.raises(ArchiveError, match=f"email_events {month.month} .* left attached with all its rows"):
-                rotation.archive(month, client, bucket)
+                rotation.archive(month, spaces)
             proxy.heal()
             assert month.name in attached(generated_db)
             assert fingerprints(generated_db)[month.name] == before
             for key in (month.object_key, month.manifest_key):  # nothing that could pass for an archive
                 with pytest.raises(botocore.exceptions.ClientError, match="404|Not Found"):
                     client.head_object(Bucket=bucket, Key=key)
-            manifest = rotation.archive(month, client, bucket)
+            manifest = rotation.archive(month, spaces)
             assert manifest["rows"] == before[0] and month.name not in attached(generated_db)
     finally:
         proxy.close()
 
 
 def test_writers_are_not_blocked_during_premake_archive_and_detach(generated_db, spaces):
-    client, bucket = spaces
     with psycopg.connect(generated_db, autocommit=True) as conn:
         for name in attached(generated_db)[-3:]:
             conn.execute(f"DROP TABLE public.{name}")
@@ -182,7 +181,7 @@ def test_writers_are_not_blocked_during_premake_archive_and_detach(generated_db,
             rotation = manager(conn)
             assert len(rotation.premake(3)) == 3
             for month in rotation.archive_candidates():
-                rotation.archive(month, client, bucket)
+                rotation.archive(month, spaces)
     finally:
         stop.set()
         writer.join()
@@ -208,12 +207,11 @@ def test_a_conflicting_lock_makes_premake_time_out_and_retry_not_hang(migrated_d
 
 
 def test_detach_waits_out_an_old_reader_with_lock_timeout_and_finalizes(generated_db, spaces):
-    client, bucket = spaces
     with psycopg.connect(generated_db, autocommit=True) as conn:
         rotation = manager(conn)
         month = rotation.archive_candidates()[-1]
-        rotation.export(month, client, bucket)
-        rotation.verify(month, client, bucket)
+        rotation.export(month, spaces)
+        rotation.verify(month, spaces)
         with psycopg.connect(generated_db) as reader:
             reader.execute("SELECT count(*) FROM email_events")  # open transaction that has seen the partition
             threading.Timer(1.5, reader.rollback).start()
@@ -225,29 +223,27 @@ def test_detach_waits_out_an_old_reader_with_lock_timeout_and_finalizes(generate
 
 
 def test_restore_refuses_an_attached_month(migrated_db, spaces):
-    client, bucket = spaces
     with psycopg.connect(migrated_db, autocommit=True) as conn:
         rotation = manager(conn)
         month = rotation.partitions()[0]
         with pytest.raises(ArchiveError, match="is attached: nothing to restore"):
-            rotation.restore(month.range_start, client, bucket)
+            rotation.restore(month.range_start, spaces)
 
 
 def test_drop_keeps_a_month_whose_archive_was_tampered_with(generated_db, spaces):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     with psycopg.connect(generated_db, autocommit=True) as conn:
         rotation = manager(conn)
         month = rotation.archive_candidates()[-1]
-        rotation.archive(month, client, bucket)
+        rotation.archive(month, spaces)
         client.put_object(Bucket=bucket, Key=month.object_key, Body=b"not the archive")
         with pytest.raises(ArchiveError, match="no longer matches the recorded sha256; not dropping"):
-            rotation.drop_detached(client, bucket, grace=timedelta(0))
+            rotation.drop_detached(spaces, grace=timedelta(0))
         assert conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{month.name}",)).fetchone()[0]
 
 
 def test_parallel_archives_serialize_their_detaches_and_finalize_an_interrupted_one(generated_db, spaces):
     """Mapped archive tasks run in parallel; PostgreSQL allows one pending detach per partitioned table."""
-    client, bucket = spaces
     with psycopg.connect(generated_db, autocommit=True) as conn:
         months = manager(conn).archive_candidates()
     assert len(months) >= 3
@@ -269,7 +265,7 @@ def test_parallel_archives_serialize_their_detaches_and_finalize_an_interrupted_
     def archive(month) -> None:
         try:
             with psycopg.connect(generated_db, autocommit=True) as conn:
-                manager(conn).archive(month, client, bucket)
+                manager(conn).archive(month, spaces)
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -293,11 +289,11 @@ def test_restore_of_a_month_never_archived_fails_at_once_with_where_it_looked(mi
 
     from coldcopy.operators.partitions import RestorePartitionOperator
 
-    client, bucket = spaces
+    bucket = spaces.name
     with psycopg.connect(migrated_db, autocommit=True) as conn:
         with pytest.raises(ArchiveError, match=f"no archive for 1999-01 under s3://{bucket}/archive/email_events/"
                                                "1999/01/"):
-            manager(conn).restore(datetime(1999, 1, 1, tzinfo=UTC), client, bucket)
+            manager(conn).restore(datetime(1999, 1, 1, tzinfo=UTC), spaces)
     coldcopy_conn(migrated_db)
     with pytest.raises(AirflowFailException, match="no archive for 1999-01"):  # fail, not retry 3 times
         RestorePartitionOperator(task_id="restore", month="1999-01").execute({})
@@ -306,14 +302,14 @@ def test_restore_of_a_month_never_archived_fails_at_once_with_where_it_looked(mi
 def test_a_restored_month_is_held_then_detached_and_dropped_without_a_new_upload(generated_db, spaces):
     from datetime import UTC, datetime
 
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     with psycopg.connect(generated_db, autocommit=True) as conn:
         rotation = manager(conn)
         month = rotation.archive_candidates()[-1]
-        rotation.archive(month, client, bucket)
-        rotation.drop_detached(client, bucket, grace=timedelta(0))
+        rotation.archive(month, spaces)
+        rotation.drop_detached(spaces, grace=timedelta(0))
         uploaded = client.head_object(Bucket=bucket, Key=month.object_key)
-        rotation.restore(month.range_start, client, bucket, hold=timedelta(days=30), restored_by="alice")
+        rotation.restore(month.range_start, spaces, hold=timedelta(days=30), restored_by="alice")
         assert month.name in attached(generated_db)
 
         in_ten_days, in_forty_days = (datetime.now(UTC) + timedelta(days=d) for d in (10, 40))
@@ -323,54 +319,54 @@ def test_a_restored_month_is_held_then_detached_and_dropped_without_a_new_upload
 
         due = {p.name: p for p in rotation.archive_candidates(now=in_forty_days)}
         assert month.name in due and rotation.held(now=in_forty_days) == []
-        rotation.archive(due[month.name], client, bucket, detach=False)  # verifies the existing archive
+        rotation.archive(due[month.name], spaces, detach=False)  # verifies the existing archive
         assert rotation.detach_verified() == [month.name]
-        assert rotation.drop_detached(client, bucket, grace=timedelta(0)) == [month.name]
+        assert rotation.drop_detached(spaces, grace=timedelta(0)) == [month.name]
     again = client.head_object(Bucket=bucket, Key=month.object_key)
     assert (again["ETag"], again["LastModified"]) == (uploaded["ETag"], uploaded["LastModified"])  # not re-uploaded
     assert month.name not in attached(generated_db)
 
 
 def test_verify_accepts_freezing_and_rewrites_but_refuses_any_row_changed_since_the_export(generated_db, spaces):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     with psycopg.connect(generated_db, autocommit=True) as conn:
         rotation = manager(conn)
         month = rotation.archive_candidates()[-1]
-        rotation.export(month, client, bucket)
+        rotation.export(month, spaces)
         conn.execute(f"VACUUM (FREEZE) public.{month.name}")
         conn.execute(f"VACUUM FULL public.{month.name}")
-        rotation.verify(month, client, bucket)  # same row versions: freezing and rewrites keep xmin
+        rotation.verify(month, spaces)  # same row versions: freezing and rewrites keep xmin
 
         first = conn.execute(f"SELECT min(id) FROM public.{month.name}").fetchone()[0]
         conn.execute(f"UPDATE public.{month.name} SET bounce_type = 'hard' WHERE id = %s", (first,))
         with pytest.raises(ArchiveError, match="changed since the archive was made"):
-            rotation.verify(month, client, bucket)
+            rotation.verify(month, spaces)
 
-        rotation.export(month, client, bucket)  # the retry exports the month afresh
+        rotation.export(month, spaces)  # the retry exports the month afresh
         conn.execute(f"WITH gone AS (DELETE FROM public.{month.name} WHERE id = %s RETURNING *) "
                      f"INSERT INTO public.{month.name} SELECT * FROM gone", (first,))  # same row, new version
         with pytest.raises(ArchiveError, match="changed since the archive was made"):
-            rotation.verify(month, client, bucket)
-        rotation.archive(month, client, bucket, detach=False)
+            rotation.verify(month, spaces)
+        rotation.archive(month, spaces, detach=False)
         csv_bytes = opened(client.get_object(Bucket=bucket, Key=month.object_key)["Body"].read(), PASSPHRASE)
         assert f"\n{first},".encode() in csv_bytes and b",hard," in csv_bytes
 
 
 def test_restore_loads_exactly_the_exported_rows_and_refuses_a_swapped_object(generated_db, spaces):
-    client, bucket = spaces
+    client, bucket = spaces.client, spaces.name
     with psycopg.connect(generated_db, autocommit=True) as conn:
         rotation = manager(conn)
         first, second = rotation.archive_candidates()[-2:]
         before = fingerprints(generated_db)
         for month in (first, second):
-            rotation.archive(month, client, bucket)
-        rotation.drop_detached(client, bucket, grace=timedelta(0))
-        rotation.restore(first.range_start, client, bucket)
+            rotation.archive(month, spaces)
+        rotation.drop_detached(spaces, grace=timedelta(0))
+        rotation.restore(first.range_start, spaces)
         assert fingerprints(generated_db)[first.name] == before[first.name]
 
         # another month's valid archive under this month's key: sha256 differs from the signed manifest
         client.copy_object(Bucket=bucket, Key=second.object_key,
                            CopySource={"Bucket": bucket, "Key": first.object_key})
         with pytest.raises(ArchiveError, match="not restored .rolled back.: object sha256/size"):
-            rotation.restore(second.range_start, client, bucket)
+            rotation.restore(second.range_start, spaces)
         assert conn.execute("SELECT to_regclass(%s)", (f"public.{second.name}",)).fetchone()[0] is None

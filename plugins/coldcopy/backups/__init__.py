@@ -30,7 +30,7 @@ from coldcopy.backups.common import _KEY, PREFIX, _count, _Pipeline, _relation  
 from coldcopy.backups.pipeline import Pipeline
 from coldcopy.backups.retention import Retention
 from coldcopy.backups.verification import Verification
-from coldcopy.object_store import PART_SIZE, list_objects
+from coldcopy.object_store import PART_SIZE, Bucket
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class BackupRunner(Pipeline, Verification, Retention):
     """Backups of one database into one bucket.
 
     :param dsn: libpq connection string of the database (a role that can read every table).
-    :param client: boto3 S3 client (``S3Hook(...).get_conn()``); ``bucket``: the bucket.
+    :param bucket: the bucket (:meth:`coldcopy.object_store.Bucket.from_connection`).
     :param passphrase: OpenPGP symmetric passphrase.
     :param keyring: signs and checks the manifests (:func:`coldcopy.manifests.keyring`).
     :param zstd_threads: compression threads; default: the cores pg_dump, gpg and the upload leave over
@@ -49,10 +49,10 @@ class BackupRunner(Pipeline, Verification, Retention):
     :param part_size: bytes per uploaded part.
     """
 
-    def __init__(self, dsn: str, client, bucket: str, passphrase: str, *, keyring: manifests.Keyring,
+    def __init__(self, dsn: str, bucket: Bucket, passphrase: str, *, keyring: manifests.Keyring,
                  zstd_threads: int | None = None, zstd_level: int = 1, pipe_bytes: int | None = None,
                  part_size: int = PART_SIZE, spool_dir: str | None = None) -> None:
-        self.dsn, self.client, self.bucket, self.passphrase = dsn, client, bucket, passphrase
+        self.dsn, self.bucket, self.passphrase = dsn, bucket, passphrase
         self.keyring, self.spool_dir = keyring, spool_dir
         self.skipped: list[str] = []  # backups resolve() or apply_retention() passed over (refused manifests)
         self.zstd_threads = zstd_threads or max(1, (os.cpu_count() or 2) - 1)
@@ -76,4 +76,4 @@ class BackupRunner(Pipeline, Verification, Retention):
         return "compliance" if first_of_month else "standard"
 
     def _list(self, prefix: str) -> list[dict]:
-        return list_objects(self.client, self.bucket, prefix)
+        return self.bucket.list_objects(prefix)

@@ -33,6 +33,9 @@ class Pipeline:
             self._log_table(conn)
             dbname = conn.info.dbname
             server_major = conn.info.server_version // 10000
+            # The change archive replays from here (coldcopy.pitr): read before the dump's snapshot is taken, so
+            # every transaction the snapshot does not see commits after it; replay skips those it does see.
+            replay_from = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
         label = dbname + (f"-{'-'.join(t.split('.')[-1] for t in tables)}" if tables else "")
         klass = retention_class or self.retention_class(now, label)
         key = f"{PREFIX}/{klass}/{now:%Y/%m/%d}/{label}-{now:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
@@ -43,7 +46,8 @@ class Pipeline:
         # The exporting transaction must stay open until pg_dump has taken its snapshot (we keep it to the end).
         with self._connect() as snap_conn:
             snap_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            snapshot = snap_conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            snapshot, seen, seen_at = snap_conn.execute(
+                "SELECT pg_export_snapshot(), pg_current_snapshot()::text, clock_timestamp()").fetchone()
             facts = snap_conn.execute(
                 "SELECT pg_database_size(current_database()), current_setting('server_version')").fetchone()
             dump_args = [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "--no-password"]
@@ -56,7 +60,7 @@ class Pipeline:
                 try:
                     counts = counted.result()
                 except BaseException:
-                    self.client.delete_object(Bucket=self.bucket, Key=key)  # no object without its manifest
+                    self.bucket.delete(key)  # no object without its manifest
                     raise
         finished_at = datetime.now(UTC)
         manifest = {
@@ -69,12 +73,12 @@ class Pipeline:
             "restore": "gpg --decrypt <object> | zstd -d | pg_restore --no-owner -d <target>",
             "retention_class": klass, "expires_after_days": RETENTION[klass].days,
             "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
+            "pitr": {"lsn": replay_from, "snapshot": seen, "snapshot_time": seen_at.isoformat()},
         }
         try:
-            self.client.put_object(Bucket=self.bucket, Key=manifest_key, ContentType="application/json",
-                                   Body=manifests.dump(manifest, self.keyring, type="backup"))
+            self.bucket.put(manifest_key, manifests.dump(manifest, self.keyring, type="backup"), "application/json")
         except BaseException:
-            self.client.delete_object(Bucket=self.bucket, Key=key)  # no object without its manifest
+            self.bucket.delete(key)  # no object without its manifest
             raise
         with self._connect(autocommit=True) as conn:
             conn.execute(
@@ -112,7 +116,7 @@ class Pipeline:
         zstd.stdout.close()
         pipeline = _Pipeline({"pg_dump": dump, "zstd": zstd, "gpg": gpg})
         try:
-            with MultipartUpload(self.client, self.bucket, key, part_size=self.part_size) as upload:
+            with self.bucket.upload(key, part_size=self.part_size) as upload:
                 while chunk := gpg.stdout.read(self.part_size):
                     upload.write(chunk)
                 if failures := pipeline.failures():

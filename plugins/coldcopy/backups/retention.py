@@ -60,8 +60,8 @@ class Retention:
             if dry_run:
                 log.info("dry run: would delete %s", key)
                 continue
-            self.client.delete_object(Bucket=self.bucket, Key=key)
-            self.client.delete_object(Bucket=self.bucket, Key=key.removesuffix(".dump.zst.gpg") + ".manifest.json")
+            self.bucket.delete(key)
+            self.bucket.delete(key.removesuffix(".dump.zst.gpg") + ".manifest.json")
             with self._connect(autocommit=True) as conn:
                 conn.execute("UPDATE coldcopy_ops.backup_log SET deleted_at = now() WHERE object_key = %s", (key,))
             log.info("deleted expired backup %s", key)
@@ -70,6 +70,6 @@ class Retention:
             if dry_run:
                 log.info("dry run: would delete %s (no manifest)", key)
                 continue
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+            self.bucket.delete(key)
             log.warning("deleted %s: no manifest beside it", key)
         return done

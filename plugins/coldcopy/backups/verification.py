@@ -20,7 +20,6 @@ from coldcopy.crypto import (
     relay_checked,
     spool_bound,
 )
-from coldcopy.object_store import read_object
 from coldcopy.pg_tools import client_popen, minimal_env, pg_program
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class Verification:
         for table in tables or []:
             args += ["--table", table.split(".")[-1]]
         try:
-            with spool_bound(self.client, self.bucket, key, manifest, directory=self.spool_dir) as spooled, \
+            with spool_bound(self.bucket, key, manifest, directory=self.spool_dir) as spooled, \
                     open(spooled, "rb") as source:
                 gpg, status = gpg_decrypt_popen(self.passphrase, source, subprocess.PIPE)
                 zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -62,7 +61,7 @@ class Verification:
                 if problem := relay_checked(gpg, status, zstd.stdin):
                     pipeline.kill()
                     pipeline.failures()
-                    raise UntrustedObject(f"s3://{self.bucket}/{key}: {problem}; nothing was restored")
+                    raise UntrustedObject(f"{self.bucket.uri}/{key}: {problem}; nothing was restored")
                 failures = pipeline.failures()
         except UntrustedObject as error:
             raise BackupError(str(error)) from error
@@ -91,10 +90,19 @@ class Verification:
         (listed in :attr:`skipped`), not fatal: the next one back is used."""
         if _KEY.match(which):
             return which, self.manifest(which)
+        candidates = self.database_backups(None if which == "latest" else which.replace("-", ""))
+        if not candidates:
+            raise BackupError(f"no whole-database backup matches {which!r} in {self.bucket.uri}/{PREFIX}/")
+        _, key, manifest = max(candidates, key=lambda c: c[:2])
+        return key, manifest
+
+    def database_backups(self, stamp_prefix: str | None = None) -> list[tuple[str, str, dict]]:
+        """``(stamp, key, manifest)`` of every whole-database backup whose manifest verifies (optionally only
+        stamps starting with ``stamp_prefix``); the others are listed in :attr:`skipped`."""
         candidates, self.skipped = [], []
         for obj in self._list(f"{PREFIX}/"):
             match = _KEY.match(obj["Key"])
-            if match and (which == "latest" or match["stamp"].startswith(which.replace("-", ""))):
+            if match and (stamp_prefix is None or match["stamp"].startswith(stamp_prefix)):
                 try:
                     manifest = self.manifest(obj["Key"])
                 except BackupError as error:
@@ -103,24 +111,21 @@ class Verification:
                     continue
                 if manifest["kind"] == "database":
                     candidates.append((match["stamp"], obj["Key"], manifest))
-        if not candidates:
-            raise BackupError(f"no whole-database backup matches {which!r} in s3://{self.bucket}/{PREFIX}/")
-        _, key, manifest = max(candidates, key=lambda c: c[:2])
-        return key, manifest
+        return sorted(candidates, key=lambda c: c[:2])
 
     def manifest(self, key: str) -> dict:
         """The backup's manifest, once its signature verifies (:class:`BackupError` otherwise)."""
         manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
         try:
-            raw = b"".join(read_object(self.client, self.bucket, manifest_key))
-        except self.client.exceptions.NoSuchKey:
-            raise BackupError(f"s3://{self.bucket}/{manifest_key}: no manifest beside the backup") from None
+            raw = self.bucket.get(manifest_key)
+        except self.bucket.client.exceptions.NoSuchKey:
+            raise BackupError(f"{self.bucket.uri}/{manifest_key}: no manifest beside the backup") from None
         try:
-            manifest = manifests.load(raw, self.keyring, where=f"s3://{self.bucket}/{manifest_key}", type="backup")
+            manifest = manifests.load(raw, self.keyring, where=f"{self.bucket.uri}/{manifest_key}", type="backup")
         except manifests.ManifestRejected as error:
             raise BackupError(str(error)) from error
         if manifest.get("object_key") != key:  # a genuine manifest copied beside another object
-            raise BackupError(f"s3://{self.bucket}/{manifest_key}: describes {manifest.get('object_key')!r}, "
+            raise BackupError(f"{self.bucket.uri}/{manifest_key}: describes {manifest.get('object_key')!r}, "
                               f"not {key!r}; refusing to use it")
         return manifest
 

@@ -41,6 +41,7 @@ from coldcopy.gdpr.ledger import Ledger, LedgerSteps, entry_hash, ledger_entry
 from coldcopy.gdpr.requests import Requests
 from coldcopy.gdpr.retention import Retention
 from coldcopy.lock_retries import LockRetryPolicy
+from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,14 @@ class Gdpr(SubjectKeys, Access, Erasure, LedgerSteps, Requests, Retention):
         self.ensure_subject_key(pepper)
 
 
-def reapply_after_restore(dsn: str, client, bucket: str, keyring: manifests.Keyring,
+def reapply_after_restore(dsn: str, bucket: Bucket, keyring: manifests.Keyring,
                           since: datetime | None, pepper: str) -> tuple[dict, list[str]]:
     """Re-apply every valid erasure of the bucket's ledger erased at or after ``since`` to the restored database
     at ``dsn``, before anyone is handed it; returns rows touched per request and the ledger's problems (to alert
     on: a junk, missing or reordered entry never stops the valid ones from being applied)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         gdpr = Gdpr(conn, keyring=keyring, pepper=pepper)
-        ledger = gdpr.ledger_from_bucket(client, bucket, since)
+        ledger = gdpr.ledger_from_bucket(bucket, since)
         done = gdpr.reapply(ledger.entries)
     for problem in ledger.problems:
         log.error("erasure ledger: %s", problem)

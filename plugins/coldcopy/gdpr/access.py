@@ -14,7 +14,7 @@ from coldcopy import alerts
 from coldcopy.crypto import gpg_symmetric
 from coldcopy.gdpr.common import ERASED, EXPORT_PREFIX, EXPORT_URL_TTL, Subject
 from coldcopy.gdpr.discovery import personal_data_map
-from coldcopy.object_store import list_objects
+from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Access:
                 found[link.table].extend(r for r in rows if json.dumps(r, sort_keys=True) not in known)
         return found
 
-    def export(self, request: dict, client, bucket: str) -> dict:
+    def export(self, request: dict, bucket: Bucket) -> dict:
         """The subject's data as one JSON document, OpenPGP-encrypted (AES256) with a passphrase of its own,
         uploaded under ``gdpr/exports/``, its 7-day link and passphrase delivered to the data protection officer
         through the ``coldcopy_dpo`` connection (never stored in the database, a log or XCom). The object is
@@ -56,9 +56,8 @@ class Access:
         rows = sum(len(r) for t, r in tables.items() if t != "public.data_subject_requests")  # not the request itself
         if not rows:
             return {"key": None, "rows": 0, "tables": []}
-        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/pgp-encrypted")
-        url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                            ExpiresIn=int(EXPORT_URL_TTL.total_seconds()))
+        bucket.put(key, body, "application/pgp-encrypted")
+        url = bucket.presigned_get(key, int(EXPORT_URL_TTL.total_seconds()))
         try:
             alerts.deliver(self.dpo_conn_id, f"GDPR {request['request_type']} export of request {request['id']} is "
                            f"ready: {rows} rows from {len(tables)} tables; send the link and, by another channel, "
@@ -66,21 +65,21 @@ class Access:
                            {"request_id": str(request["id"]), "workspace_id": str(request["workspace_id"]),
                             "url": url, "passphrase": passphrase, "expires_in_days": EXPORT_URL_TTL.days})
         except Exception:
-            client.delete_object(Bucket=bucket, Key=key)  # undelivered: nobody can use it, nobody should keep it
+            bucket.delete(key)  # undelivered: nobody can use it, nobody should keep it
             raise
         return {"key": key, "rows": rows, "tables": sorted(tables)}
 
-    def delete_expired_exports(self, client, bucket: str, now: datetime | None = None) -> list[str]:
+    def delete_expired_exports(self, bucket: Bucket, now: datetime | None = None) -> list[str]:
         """Delete every export older than :data:`EXPORT_URL_TTL` (its link has expired); returns the keys."""
         now = now or datetime.now(UTC)
-        doomed = [o["Key"] for o in list_objects(client, bucket, f"{EXPORT_PREFIX}/")
+        doomed = [o["Key"] for o in bucket.list_objects(f"{EXPORT_PREFIX}/")
                   if now - o["LastModified"] > EXPORT_URL_TTL]
         for key in doomed:
-            client.delete_object(Bucket=bucket, Key=key)
+            bucket.delete(key)
             log.info("deleted expired GDPR export %s", key)
         return doomed
 
-    def delete_subject_exports(self, subject: Subject, client, bucket: str) -> list[str]:
+    def delete_subject_exports(self, subject: Subject, bucket: Bucket) -> list[str]:
         """Delete the exports made for ``subject``'s requests (at erasure: nothing of them may stay)."""
         requests = [str(r) for (r,) in self.conn.execute(
             "SELECT id FROM public.data_subject_requests WHERE workspace_id = %s AND (email = %s "
@@ -88,5 +87,5 @@ class Access:
             (subject.workspace_id, f"{ERASED}{subject.subject_hash}", subject.subject_hash))]
         keys = [f"{EXPORT_PREFIX}/{subject.workspace_id}/{r}.json.gpg" for r in requests]
         for key in keys:
-            client.delete_object(Bucket=bucket, Key=key)  # S3: deleting a missing key succeeds
+            bucket.delete(key)  # S3: deleting a missing key succeeds
         return keys

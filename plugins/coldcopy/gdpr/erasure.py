@@ -13,6 +13,7 @@ from coldcopy import catalog
 from coldcopy.gdpr.common import ERASED, REFUSE_TRIGGER, GdprError, Subject
 from coldcopy.gdpr.discovery import Link, detached_months, personal_data_map
 from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.object_store import Bucket
 from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
 
 log = logging.getLogger(__name__)
@@ -24,11 +25,11 @@ class Erasure:
 
     conn: psycopg.Connection
 
-    def erase(self, subject: Subject, request_id: str, *, client=None, bucket: str | None = None) -> dict[str, int]:
+    def erase(self, subject: Subject, request_id: str, *, bucket: Bucket | None = None) -> dict[str, int]:
         """Erase everything about ``subject`` (see the module doc); returns rows touched per table.
 
         The ledger entry (one-way keys of the subject and of its lead and message ids) is written first, in
-        its own transaction, and published to the bucket when ``client`` is given; only then does the first
+        its own transaction, and published to the bucket when ``bucket`` is given; only then does the first
         delete run. A session advisory lock per subject keeps a zombie task's erasure of the same person out.
         """
         counts: dict[str, int] = {}
@@ -37,9 +38,9 @@ class Erasure:
             "SELECT coldcopy_ops.id_hash(x) FROM unnest(%s::uuid[]) x", (subject.lead_ids + subject.message_ids,))]
         with self._subject_lock(subject):
             self.record_intent(request_id, subject, id_hashes)
-            if client is not None:
-                self.publish_ledger(request_id, client, bucket)
-                self.delete_subject_exports(subject, client, bucket)
+            if bucket is not None:
+                self.publish_ledger(request_id, bucket)
+                self.delete_subject_exports(subject, bucket)
             self._erase_rows(subject, request_id, counts, erased_ids)
         self.ensure_refuse_trigger()
         return {t: n for t, n in counts.items() if n}

@@ -13,7 +13,8 @@ import psycopg
 from coldcopy import manifests
 from coldcopy.gdpr.common import LEDGER_PREFIX, Subject
 from coldcopy.lock_retries import under_lock_timeout
-from coldcopy.object_store import list_keys
+from coldcopy.object_store import Bucket
+from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class LedgerSteps:
             erased_at = self.conn.execute("SELECT now()").fetchone()[0]
             entry = ledger_entry(seq, prev, request_id, subject.workspace_id, subject.subject_hash, id_hashes,
                                  erased_at)
+            markers.emit(self.conn, "erasure", seq=seq, request_id=str(request_id))  # one-way keys only
             self.conn.execute(
                 "INSERT INTO coldcopy_ops.erasure_ledger (request_id, workspace_id, subject_hash, id_hashes, "
                 "erased_at, seq, prev_hash, entry_hash, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'intent') "
@@ -77,20 +79,19 @@ class LedgerSteps:
 
         under_lock_timeout(self.conn, write, self.lock_retry, what=f"ledger entry of request {request_id}")
 
-    def publish_ledger(self, request_id: str, client, bucket: str) -> str:
+    def publish_ledger(self, request_id: str, bucket: Bucket) -> str:
         """Mirror one ledger entry, signed, to ``gdpr/erasures/<seq>.json`` in the bucket; returns its key."""
         row = self.conn.execute(
             "SELECT seq, prev_hash, request_id::text, workspace_id::text, subject_hash, id_hashes, erased_at "
             "FROM coldcopy_ops.erasure_ledger WHERE request_id = %s", (request_id,)).fetchone()
         entry = ledger_entry(*row)
         key = f"{LEDGER_PREFIX}/{row[0]:012d}.json"
-        client.put_object(Bucket=bucket, Key=key, Body=manifests.dump(entry, self.keyring, type="ledger"),
-                          ContentType="application/json")
+        bucket.put(key, manifests.dump(entry, self.keyring, type="ledger"), "application/json")
         self.conn.execute("UPDATE coldcopy_ops.erasure_ledger SET published_key = %s WHERE request_id = %s",
                           (key, request_id))
         return key
 
-    def ledger_from_bucket(self, client, bucket: str, since: datetime | None = None) -> Ledger:
+    def ledger_from_bucket(self, bucket: Bucket, since: datetime | None = None) -> Ledger:
         """The bucket's ledger: every valid entry erased at or after ``since``, and what is wrong with the rest.
 
         A junk or forged object, a gap in the sequence, or an entry whose ``prev_hash`` is not its
@@ -98,12 +99,12 @@ class LedgerSteps:
         valid entry is still applied — a restore must not keep erased people because one object is bad.
         """
         ledger = Ledger()
-        for key in list_keys(client, bucket, f"{LEDGER_PREFIX}/"):
+        for key in bucket.list_keys(f"{LEDGER_PREFIX}/"):
             try:
-                raw = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-                entry = manifests.load(raw, self.keyring, where=f"s3://{bucket}/{key}", type="ledger")
+                raw = bucket.get(key)
+                entry = manifests.load(raw, self.keyring, where=f"{bucket.uri}/{key}", type="ledger")
                 if key != f"{LEDGER_PREFIX}/{entry['seq']:012d}.json":
-                    raise manifests.ManifestRejected(f"s3://{bucket}/{key}: entry {entry['seq']} stored under "
+                    raise manifests.ManifestRejected(f"{bucket.uri}/{key}: entry {entry['seq']} stored under "
                                                      "another number")
             except (manifests.ManifestRejected, KeyError, TypeError, ValueError) as error:
                 ledger.problems.append(str(error))
@@ -123,7 +124,7 @@ class LedgerSteps:
             ledger.entries = [e for e in ledger.entries if datetime.fromisoformat(e["erased_at"]) >= since]
         return ledger
 
-    def check_ledger(self, client, bucket: str) -> list[str]:
+    def check_ledger(self, bucket: Bucket) -> list[str]:
         """Cross-check the database's ledger with the bucket's: an entry the bucket lacks is published again
         (the database's copy is the original), and every disagreement is returned for an alert."""
         for request_id, workspace_id, subject_hash, id_hashes in self.conn.execute(
@@ -132,14 +133,14 @@ class LedgerSteps:
             self.record_intent(request_id, Subject(workspace_id, subject_hash), list(id_hashes))
             self.conn.execute("UPDATE coldcopy_ops.erasure_ledger SET state = 'done' WHERE request_id = %s",
                               (request_id,))
-        bucket_ledger = self.ledger_from_bucket(client, bucket)
+        bucket_ledger = self.ledger_from_bucket(bucket)
         problems = list(bucket_ledger.problems)
         in_bucket = {e["seq"]: entry_hash(e) for e in bucket_ledger.entries}
         for seq, request_id, hashed in self.conn.execute(
                 "SELECT seq, request_id::text, entry_hash FROM coldcopy_ops.erasure_ledger WHERE seq IS NOT NULL "
                 "ORDER BY seq").fetchall():
             if seq not in in_bucket:
-                self.publish_ledger(request_id, client, bucket)
+                self.publish_ledger(request_id, bucket)
                 problems.append(f"ledger entry {seq} was missing from the bucket; published again")
             elif in_bucket[seq] != hashed:
                 problems.append(f"ledger entry {seq} in the bucket differs from the database's")

@@ -10,6 +10,7 @@ from datetime import timedelta
 import psycopg
 
 from coldcopy.gdpr.common import ERASED, EXPORT_URL_TTL, HANDLED_TYPES, GdprError
+from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,10 @@ class Requests:
             "SELECT id FROM public.data_subject_requests WHERE status IN ('verified', 'in_progress') "
             "AND request_type = ANY(%s) ORDER BY due_at LIMIT %s", (list(HANDLED_TYPES), limit))]
 
-    def handle(self, request_id: str, client, bucket: str, run_id: str | None = None) -> dict:
+    def handle(self, request_id: str, bucket: Bucket, run_id: str | None = None) -> dict:
         """Carry out one request; it ends ``completed`` with a note, or stays ``in_progress`` (raise)."""
         with self._claim(request_id) as request:
-            return self._handle(request, client, bucket, run_id)
+            return self._handle(request, bucket, run_id)
 
     @contextmanager
     def _claim(self, request_id: str) -> Iterator[tuple]:
@@ -54,7 +55,7 @@ class Requests:
         finally:
             self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
-    def _handle(self, request: tuple, client, bucket: str, run_id: str | None) -> dict:
+    def _handle(self, request: tuple, bucket: Bucket, run_id: str | None) -> dict:
         request_id = str(request[0])
         request = dict(zip(("id", "workspace_id", "email", "request_type"), request, strict=True))
         kind = HANDLED_TYPES.get(request["request_type"])
@@ -64,7 +65,7 @@ class Requests:
         if kind == "export":
             if request["email"].startswith(ERASED):
                 raise GdprError(f"request {request_id}: the address was erased; nothing can be exported")
-            result = self.export(request, client, bucket)
+            result = self.export(request, bucket)
             note = (f"export of {result['rows']} rows from {len(result['tables'])} tables ready; link and passphrase "
                     f"delivered to the data protection officer (valid {EXPORT_URL_TTL.days} days)"
                     if result["rows"] else "nothing found: no data about this address in the workspace")
@@ -72,7 +73,7 @@ class Requests:
             email = request["email"]
             subject = (self.find(request["workspace_id"], subject_hash=email.removeprefix(ERASED))
                        if email.startswith(ERASED) else self.find(request["workspace_id"], email=email))
-            counts = self.erase(subject, request_id, client=client, bucket=bucket)
+            counts = self.erase(subject, request_id, bucket=bucket)
             views = self.views_reading(sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for t in counts}))
             self.refresh(views, run_id or f"gdpr:{request_id}")
             data_rows = sum(n for t, n in counts.items()

@@ -14,6 +14,7 @@ from coldcopy import catalog, manifests
 from coldcopy.crypto import check_binding, gpg_symmetric
 from coldcopy.gdpr.common import AGE_COLUMNS, PERSONAL_COLUMNS, RETENTION_PREFIX, RETENTION_TABLES, GdprError
 from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Retention:
             raise GdprError(f"policy {policy['id']}: {schema}.{name} has none of {', '.join(AGE_COLUMNS)} to age by")
         return sql.Identifier(schema, name), age
 
-    def apply_retention(self, policy: dict, client=None, bucket: str | None = None) -> dict:
+    def apply_retention(self, policy: dict, bucket: Bucket | None = None) -> dict:
         """Delete, anonymize or archive (then delete) the policy's expired rows of its workspace, in batches."""
         table, age = self.retention_target(policy)
         expired = sql.SQL("SELECT t.tableoid, t.ctid FROM {} t WHERE t.workspace_id = %s AND t.{} < now() - %s "
@@ -92,7 +93,7 @@ class Retention:
                                            self.lock_retry, what=f"retention batch in {table.as_string(self.conn)}")
             elif action == "archive":
                 count = under_lock_timeout(
-                    self.conn, lambda n=batches: self._archive_batch(table, expired, params, policy, n, client, bucket),
+                    self.conn, lambda n=batches: self._archive_batch(table, expired, params, policy, n, bucket),
                     self.lock_retry, what=f"retention archive batch in {table.as_string(self.conn)}")
             else:
                 raise GdprError(f"policy {policy['id']}: unknown action {action!r}")
@@ -122,7 +123,7 @@ class Retention:
             return None
         return sql.SQL(", ").join(sets), sql.SQL(" AND ").join(done)
 
-    def _archive_batch(self, table, expired, params, policy, number: int, client, bucket) -> int:
+    def _archive_batch(self, table, expired, params, policy, number: int, bucket) -> int:
         """One transaction: lock the batch, upload it (JSON lines, gzip, OpenPGP AES256 like the backups:
         ``gpg --decrypt | gunzip`` opens it) with its signed manifest, read the object back and check it
         against the manifest, delete the rows. Any failure rolls the delete back: a row is gone only once its
@@ -142,10 +143,10 @@ class Retention:
             manifest = {"object_key": key, "byte_size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
                         "rows": len(rows), "table": table.as_string(self.conn), "policy_id": str(policy["id"]),
                         "workspace_id": str(policy["workspace_id"]), "format": "json lines | gzip | OpenPGP AES256"}
-            client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/pgp-encrypted")
-            client.put_object(Bucket=bucket, Key=key.removesuffix(".jsonl.gz.gpg") + ".manifest.json",
-                              Body=manifests.dump(manifest, self.keyring, type="retention_archive"))
-            stored = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-            check_binding(manifest, key, len(stored), hashlib.sha256(stored).hexdigest(), where=f"s3://{bucket}/{key}")
+            bucket.put(key, body, "application/pgp-encrypted")
+            bucket.put(key.removesuffix(".jsonl.gz.gpg") + ".manifest.json",
+                       manifests.dump(manifest, self.keyring, type="retention_archive"), "application/json")
+            stored = bucket.get(key)
+            check_binding(manifest, key, len(stored), hashlib.sha256(stored).hexdigest(), where=f"{bucket.uri}/{key}")
             return self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table)
                                      + expired + sql.SQL(")"), params).rowcount

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import psycopg
 
 from coldcopy import alerts
+from coldcopy.health.change_archive import check_change_archive
 from coldcopy.health.common import *  # noqa: F403
 from coldcopy.health.common import Context, Result
 from coldcopy.health.connections import *  # noqa: F403
@@ -45,6 +46,7 @@ CHECKS: dict[str, Callable[[Context], list[Result]]] = {
     "engine": check_engine,
     "cpu": check_cpu,
     "ops_freshness": check_ops_freshness,
+    "change_archive": check_change_archive,
 }
 
 

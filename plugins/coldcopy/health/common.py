@@ -42,6 +42,11 @@ class Thresholds(BaseModel):
     lock_wait_breach_s: float = 30.0
     slot_retained_warn_gb: float = 1.0
     slot_retained_breach_gb: float = 10.0
+    change_archive_retained_warn_gb: float = 1.0  # WAL the change archive's slot holds
+    change_archive_retained_breach_gb: float = 5.0
+    change_archive_budget_gb: float = 20.0  # past this the slot is dropped (the chain breaks; the disk is safe)
+    change_archive_lag_warn_min: float = 5.0  # since every commit was last known archived
+    change_archive_lag_breach_min: float = 30.0
     sequence_warn_pct: float = 75.0
     sequence_breach_pct: float = 90.0
     stale_vacuum_days: float = 2.0

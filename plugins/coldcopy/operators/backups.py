@@ -9,7 +9,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, KEY_CONN_ID
-from coldcopy.object_store import SPACES_CONN_ID
+from coldcopy.object_store import SPACES_CONN_ID, Bucket
 from coldcopy.operators.base import ColdCopyOperator
 
 
@@ -32,11 +32,9 @@ class BaseBackupOperator(ColdCopyOperator):
 
     def runner(self):
         from coldcopy.backups import BackupRunner, backup_passphrase
-        from coldcopy.object_store import bucket_of, spaces_hook
 
-        spaces = spaces_hook(self.spaces_conn_id)
         passphrase = backup_passphrase(self.key_conn_id)
-        return BackupRunner(self.hook().dsn(), spaces.get_conn(), bucket_of(spaces), passphrase,
+        return BackupRunner(self.hook().dsn(), Bucket.from_connection(self.spaces_conn_id), passphrase,
                             keyring=self.keyring())
 
     @staticmethod
@@ -125,15 +123,21 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
     missing or empty; the live database of ``conn_id`` is refused unless ``confirm_overwrite_live`` is true
     (for a live database that was lost and recreated empty). With ``tables``, only their rows are restored
     into a target that has the schema (then erasures are re-applied in place).
+
+    With ``as_of`` (``2026-11-29T16:00:05Z``, UTC, whole seconds) the newest base backup before it is restored
+    and the change archive replayed up to the last transaction committed within that second
+    (:mod:`coldcopy.pitr.recovery`); ``backup`` is then ignored. An ``as_of`` the archive cannot reach is refused
+    with the nearest point it can, before anything is created.
     """
 
-    template_fields: Sequence[str] = ("backup", "target_database", "tables", "confirm_overwrite_live")
+    template_fields: Sequence[str] = ("backup", "target_database", "tables", "confirm_overwrite_live", "as_of")
 
     def __init__(self, *, backup: str, target_database: str, tables: list[str] | str | None = None,
-                 confirm_overwrite_live: bool | str = False, **kwargs) -> None:
+                 confirm_overwrite_live: bool | str = False, as_of: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.backup, self.target_database = backup, target_database
-        self.tables, self.confirm_overwrite_live = tables, confirm_overwrite_live
+        self.tables, self.confirm_overwrite_live, self.as_of = tables, confirm_overwrite_live, as_of
+        self.recovery = None
 
     def execute(self, context: Context) -> dict:
         from coldcopy import alerts
@@ -153,8 +157,18 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
             raise AirflowFailException(f"refusing to restore into the live database {live!r}: "
                                        "set confirm_overwrite_live to true if that is really meant")
         runner = self.runner()
+        if (self.as_of or "").strip():
+            from coldcopy.pitr import recovery
+
+            try:
+                self.recovery = recovery.plan(runner, recovery.parse_as_of(self.as_of))
+            except recovery.RecoveryError as error:
+                raise AirflowFailException(str(error)) from error
+            self.log.info("as of %s: base backup %s, then segments %s of chain %s", self.as_of,
+                          self.recovery.backup_key, self.recovery.describe()["segments"], self.recovery.chain.name)
         try:
-            key, manifest = runner.resolve(self.backup)
+            key, manifest = (self.recovery.backup_key, self.recovery.backup) if self.recovery else \
+                runner.resolve(self.backup)
             if runner.skipped:
                 alerts.send_for_task(context, f"restore passed over {len(runner.skipped)} backup(s) with a refused "
                                      f"manifest: {'; '.join(runner.skipped)[:800]}", kind="threshold_breached")
@@ -170,7 +184,8 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                                  kind="threshold_breached", problems=problems[:20])
         self.log.info("restored %s into %s%s; %d erasure(s) re-applied", key, target,
                       f" (tables {', '.join(tables)})" if tables else "", len(erasures))
-        return {"object_key": key, "target_database": target, "tables": tables, "erasures_reapplied": len(erasures)}
+        return {"object_key": key, "target_database": target, "tables": tables, "erasures_reapplied": len(erasures),
+                "as_of": self.recovery.describe()["as_of"] if self.recovery else None}
 
     def _admin(self):
         import psycopg
@@ -183,7 +198,19 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                 raise AirflowFailException(f"{target!r} does not exist: a table restore needs its schema")
         target_dsn = self.hook().dsn(dbname=target)
         runner.restore(key, target_dsn, tables=tables, manifest=manifest)
+        self.replay(runner, target_dsn, tables)
         return self.reapply_erasures(runner, manifest, target_dsn)
+
+    def replay(self, runner, target_dsn: str, tables: list[str] | None = None) -> None:
+        """The change archive up to ``as_of`` (nothing without it)."""
+        if self.recovery is None:
+            return
+        from coldcopy.pitr import recovery
+
+        report = recovery.replay(runner, self.recovery, target_dsn, tables=tables)
+        self.log.info("replayed %d transaction(s) up to %s (%d already in the base backup); changes %s",
+                      report["transactions_replayed"], report["last_commit_replayed"],
+                      report["transactions_in_base_backup"], report["changes"])
 
     def restore_database(self, runner, key: str, manifest: dict, target: str):
         import psycopg
@@ -209,6 +236,7 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         try:
             quarantine_dsn = self.hook().dsn(dbname=quarantine)
             runner.restore(key, quarantine_dsn, manifest=manifest)
+            self.replay(runner, quarantine_dsn)
             erasures, problems = self.reapply_erasures(runner, manifest, quarantine_dsn)
             with self._admin() as admin:
                 if exists:
@@ -230,5 +258,5 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         from coldcopy.gdpr import reapply_after_restore, subject_pepper
 
         since = datetime.fromisoformat(manifest["started_at"]) - timedelta(hours=1)  # clock margin
-        return reapply_after_restore(target_dsn, runner.client, runner.bucket, runner.keyring, since,
+        return reapply_after_restore(target_dsn, runner.bucket, runner.keyring, since,
                                      subject_pepper())

@@ -7,7 +7,7 @@ from datetime import timedelta
 from airflow.sdk import BaseOperator
 
 from coldcopy import DB_CONN_ID, KEY_CONN_ID
-from coldcopy.object_store import SPACES_CONN_ID
+from coldcopy.object_store import SPACES_CONN_ID, Bucket
 
 
 class ColdCopyOperator(BaseOperator):
@@ -48,11 +48,8 @@ class ColdCopyOperator(BaseOperator):
         return LockRetryPolicy.growing(self.lock_timeout_ms, self.lock_attempts)
 
     def bucket(self):
-        """``(boto3 client, bucket name)`` of the ``spaces_conn_id`` connection (``coldcopy_spaces``)."""
-        from coldcopy.object_store import bucket_of, spaces_hook
-
-        hook = spaces_hook(self.spaces_conn_id)
-        return hook.get_conn(), bucket_of(hook)
+        """The bucket of the ``spaces_conn_id`` connection (``coldcopy_spaces``)."""
+        return Bucket.from_connection(self.spaces_conn_id)
 
     def keyring(self):
         """The keys that sign and authenticate manifests and ledger entries (connection ``coldcopy_manifest_key``)."""

@@ -54,12 +54,12 @@ class PendingRequestsOperator(BaseGdprOperator):
     def execute(self, context: Context) -> list[str]:
         from coldcopy import alerts
 
-        client, bucket = self.bucket()
+        bucket = self.bucket()
         with self.gdpr() as gdpr:
             from coldcopy.gdpr import unregistered_columns
 
-            expired = gdpr.delete_expired_exports(client, bucket)
-            problems = gdpr.check_ledger(client, bucket)
+            expired = gdpr.delete_expired_exports(bucket)
+            problems = gdpr.check_ledger(bucket)
             pending = gdpr.pending()
             unknown = unregistered_columns(gdpr.conn)
         if unknown:
@@ -89,10 +89,10 @@ class HandleRequestOperator(BaseGdprOperator):
     def execute(self, context: Context) -> dict:
         from coldcopy.alerts import reason_of
 
-        client, bucket = self.bucket()
+        bucket = self.bucket()
         with self.gdpr() as gdpr:
             try:
-                result = gdpr.handle(self.request_id, client, bucket, run_id=context["run_id"])
+                result = gdpr.handle(self.request_id, bucket, run_id=context["run_id"])
             except Exception as error:
                 gdpr.record_failure(self.request_id, reason_of(error))
                 raise
@@ -143,11 +143,11 @@ class ApplyRetentionOperator(BaseGdprOperator):
     def execute(self, context: Context) -> dict:
         from coldcopy.gdpr import GdprError
 
-        client, bucket = self.bucket()
+        bucket = self.bucket()
         with self.gdpr() as gdpr:
             policy = gdpr.policy(self.policy_id)
             try:
-                result = gdpr.apply_retention(policy, client, bucket)
+                result = gdpr.apply_retention(policy, bucket)
             except GdprError as error:
                 from coldcopy import alerts
 

@@ -13,7 +13,8 @@ from coldcopy.operators.base import ColdCopyOperator
 
 PGBOUNCER_CONN_ID = "coldcopy_pgbouncer"
 # The keys of coldcopy.health.CHECKS, named here so a DAG file does not import psycopg while it is parsed.
-CHECK_GROUPS = ("sizes", "slow_queries", "indexes", "connections", "engine", "cpu", "ops_freshness")
+CHECK_GROUPS = ("sizes", "slow_queries", "indexes", "connections", "engine", "cpu", "ops_freshness",
+                "change_archive")
 
 
 class HealthOperator(ColdCopyOperator):

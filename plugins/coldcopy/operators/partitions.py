@@ -119,13 +119,13 @@ class ArchivePartitionOperator(BasePartitionOperator):
         self.partition = partition
 
     def execute(self, context: Context) -> dict:
-        client, bucket = self.bucket()
+        bucket = self.bucket()
         with self.manager() as manager:
             match = [p for p in manager.partitions() if p.name == self.partition]
             if not match:
                 self.log.info("%s is no longer attached: archived already", self.partition)
                 return {}
-            manifest = manager.archive(match[0], client, bucket, detach=False)
+            manifest = manager.archive(match[0], bucket, detach=False)
         return {k: manifest[k] for k in ("partition", "rows", "byte_size", "sha256", "object_key")}
 
 
@@ -148,9 +148,9 @@ class DropDetachedPartitionsOperator(BasePartitionOperator):
         self.grace_days = grace_days
 
     def execute(self, context: Context) -> list[str]:
-        client, bucket = self.bucket()
+        bucket = self.bucket()
         with self.manager() as manager:
-            return manager.drop_detached(client, bucket, grace=timedelta(days=self.grace_days))
+            return manager.drop_detached(bucket, grace=timedelta(days=self.grace_days))
 
 
 class ScrubErasedArchivesOperator(BasePartitionOperator):
@@ -160,9 +160,9 @@ class ScrubErasedArchivesOperator(BasePartitionOperator):
     def execute(self, context: Context) -> list[dict]:
         from coldcopy.partitions.scrubber import ArchiveScrubber
 
-        client, bucket = self.bucket()
+        bucket = self.bucket()
         with self.manager() as manager:
-            done = ArchiveScrubber(manager).run(client, bucket)
+            done = ArchiveScrubber(manager).run(bucket)
         for item in done:
             self.log.info("%s: %d erased rows removed, %d kept (%s)", item.partition, item.removed, item.rows,
                           item.object_key)
@@ -192,11 +192,11 @@ class RestorePartitionOperator(BasePartitionOperator):
             raise AirflowFailException(f"month must be YYYY-MM, got {self.month!r}") from error
         from coldcopy.partitions import ArchiveError
 
-        client, bucket = self.bucket()
+        bucket = self.bucket()
         with self.manager() as manager:
             try:
                 dag_run = context.get("dag_run")
-                manifest = manager.restore(month, client, bucket, hold=timedelta(days=float(self.hold_days)),
+                manifest = manager.restore(month, bucket, hold=timedelta(days=float(self.hold_days)),
                                            restored_by=getattr(dag_run, "triggering_user_name", None))
             except ArchiveError as error:  # no archive, month present, archive mismatch: a retry changes nothing
                 raise AirflowFailException(str(error)) from error

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.partitions.common import DETACH_LOCK, PARENT, Partition
+from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Detacher:
             if pending is None:
                 return  # already detached
             mode = "FINALIZE" if pending[0] else "CONCURRENTLY"
+            markers.emit(self.conn, "partition", action="detach", table=name)  # its own transaction, just before
             self.conn.execute(sql.SQL("ALTER TABLE public.email_events DETACH PARTITION public.{} " + mode)
                               .format(sql.Identifier(name)))
 

@@ -9,8 +9,9 @@ import psycopg
 from psycopg import sql
 
 from coldcopy.lock_retries import under_lock_timeout
-from coldcopy.object_store import object_sha256
+from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ArchiveError, Partition
+from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ class Dropper:
 
     conn: psycopg.Connection
 
-    def drop_detached(self, client, bucket: str, grace: timedelta = timedelta(days=7)) -> list[str]:
+    def drop_detached(self, bucket: Bucket, grace: timedelta = timedelta(days=7)) -> list[str]:
         """Drop months detached longer than ``grace`` ago that are still detached and whose archive verifies."""
         due = self.conn.execute(
             "SELECT partition_name, object_key, sha256, byte_size, range_start, range_end "
@@ -30,7 +31,7 @@ class Dropper:
         ).fetchall()
         dropped = []
         for name, key, sha256, size, range_start, range_end in due:
-            manifest = self.read_manifest(Partition(name, range_start, range_end), client, bucket)
+            manifest = self.read_manifest(Partition(name, range_start, range_end), bucket)
             if (manifest["sha256"], manifest["byte_size"]) != (sha256, size):
                 raise ArchiveError(f"{name}: its signed manifest does not describe the archive recorded; not dropping")
             attached = self.conn.execute(
@@ -39,7 +40,7 @@ class Dropper:
             if attached:
                 log.warning("%s is attached again; not dropping it", name)
                 continue
-            if object_sha256(client, bucket, key) != (sha256, size):
+            if bucket.sha256(key) != (sha256, size):
                 raise ArchiveError(f"{name}: its archive {key} no longer matches the recorded sha256; not dropping")
             rows = self.conn.execute(sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(name))
                                      ).fetchone()[0]
@@ -48,6 +49,7 @@ class Dropper:
                 raise ArchiveError(f"{name}: row count changed since it was archived; not dropping")
 
             def drop(name=name) -> None:
+                markers.emit(self.conn, "partition", action="drop", table=name)
                 self.conn.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(name)))
                 self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'dropped', "
                                   "dropped_at = now(), updated_at = now() WHERE partition_name = %s", (name,))

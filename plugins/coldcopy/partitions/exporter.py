@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import manifests
-from coldcopy.object_store import MultipartUpload, read_object
+from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import COPY_OUT_SQL, PARENT, ROW_VERSIONS_SQL, ArchiveError, Partition
 from coldcopy.partitions.streams import Encrypting, GzipInThread
 
@@ -21,7 +21,7 @@ class Exporter:
 
     conn: psycopg.Connection
 
-    def archive(self, partition: Partition, client, bucket: str, *, detach: bool = True) -> dict:
+    def archive(self, partition: Partition, bucket: Bucket, *, detach: bool = True) -> dict:
         """Export, verify, then (unless ``detach`` is false) detach one month. Returns its manifest.
 
         The DAG exports months in parallel with ``detach=False`` and detaches them in one step afterwards
@@ -33,10 +33,10 @@ class Exporter:
                     partition)):
                 # A restored month's archive exists already: it must still describe the partition (rows
                 # written into the month since the restore fail this, and the month stays attached).
-                manifest = self.verify(partition, client, bucket)
+                manifest = self.verify(partition, bucket)
             else:
-                manifest = self.export(partition, client, bucket)
-                self.verify(partition, client, bucket)
+                manifest = self.export(partition, bucket)
+                self.verify(partition, bucket)
             if detach:
                 self.detach(partition)
             return manifest
@@ -50,7 +50,7 @@ class Exporter:
         return bool(self.conn.execute("SELECT coalesce(erased_rows, 0) > 0 FROM coldcopy_ops.partition_archive "
                                       "WHERE partition_name = %s", (partition.name,)).fetchone()[0])
 
-    def export(self, partition: Partition, client, bucket: str) -> dict:
+    def export(self, partition: Partition, bucket: Bucket) -> dict:
         """Stream the partition into the bucket as gzip'd CSV, then write its manifest; returns the manifest."""
         table = sql.Identifier(partition.name)
         # One snapshot for the data and its row versions, so the manifest describes exactly what was exported.
@@ -58,7 +58,7 @@ class Exporter:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             rows, row_versions, low, high = cur.execute(sql.SQL(ROW_VERSIONS_SQL).format(table)).fetchone()
             columns = self._columns(partition.name)
-            with MultipartUpload(client, bucket, partition.object_key) as upload:
+            with bucket.upload(partition.object_key) as upload:
                 with Encrypting(upload, self.passphrase) as sealed:
                     gzipper = GzipInThread(sealed)
                     with gzipper, cur.copy(sql.SQL(COPY_OUT_SQL).format(table)) as copy:
@@ -77,17 +77,16 @@ class Exporter:
             "schema_version": self._schema_version(),
             "exported_at": self.conn.execute("SELECT now()").fetchone()[0].isoformat(),
         }
-        client.put_object(Bucket=bucket, Key=partition.manifest_key, ContentType="application/json",
-                          Body=manifests.dump(manifest, self.keyring, type="archive"))
+        bucket.put(partition.manifest_key, manifests.dump(manifest, self.keyring, type="archive"), "application/json")
         self._set_state(partition, manifest, "exported", fingerprint=(rows, row_versions))
         log.info("exported %s: %d rows, %d bytes, sha256 %s", partition.name, rows, upload.size, upload.sha256)
         return manifest
 
-    def read_manifest(self, partition: Partition, client, bucket: str) -> dict:
+    def read_manifest(self, partition: Partition, bucket: Bucket) -> dict:
         """The month's manifest once its signature verifies and it describes this month's object
         (:class:`ArchiveError` otherwise)."""
-        where = f"s3://{bucket}/{partition.manifest_key}"
-        raw = b"".join(read_object(client, bucket, partition.manifest_key))
+        where = f"{bucket.uri}/{partition.manifest_key}"
+        raw = bucket.get(partition.manifest_key)
         try:
             manifest = manifests.load(raw, self.keyring, where=where, type="archive")
         except manifests.ManifestRejected as error:

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from coldcopy.gdpr import drop_erased_rows
 from coldcopy.lock_retries import under_lock_timeout
-from coldcopy.object_store import object_exists
+from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ArchiveError, Partition
 from coldcopy.partitions.streams import object_problems, read_back
 
@@ -23,7 +23,7 @@ class Importer:
 
     conn: psycopg.Connection
 
-    def restore(self, month: datetime, client, bucket: str, *, hold: timedelta = timedelta(days=30),
+    def restore(self, month: datetime, bucket: Bucket, *, hold: timedelta = timedelta(days=30),
                 restored_by: str | None = None) -> dict:
         """Load a month back from its archive into a new table, verify it, and attach it, held there for
         ``hold`` (rotation leaves it alone until then). Returns the manifest."""
@@ -37,10 +37,10 @@ class Importer:
             raise ArchiveError(f"{partition.name} exists detached (in its grace period): re-attach it instead: "
                                f"ALTER TABLE email_events ATTACH PARTITION {partition.name} FOR VALUES FROM "
                                f"('{partition.range_start.isoformat()}') TO ('{partition.range_end.isoformat()}')")
-        if not object_exists(client, bucket, partition.manifest_key):
+        if not bucket.exists(partition.manifest_key):
             raise ArchiveError(f"no archive for {partition.month} under "
-                               f"s3://{bucket}/{partition.manifest_key.rsplit('/', 1)[0]}/ (never archived?)")
-        manifest = self.read_manifest(partition, client, bucket)
+                               f"{bucket.uri}/{partition.manifest_key.rsplit('/', 1)[0]}/ (never archived?)")
+        manifest = self.read_manifest(partition, bucket)
         table = sql.Identifier(partition.name)
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in manifest["columns"])
         with self.conn.transaction():
@@ -49,7 +49,7 @@ class Importer:
             with self.conn.cursor() as cur:
                 with cur.copy(sql.SQL("COPY public.{} ({}) FROM STDIN WITH (FORMAT csv, HEADER)").format(
                         table, columns)) as copy:
-                    read = read_back(client, bucket, manifest["object_key"], self.passphrase, into=copy.write)
+                    read = read_back(bucket, manifest["object_key"], self.passphrase, into=copy.write)
                 loaded = cur.rowcount
             # Bound before anything is committed: the bytes COPY parsed are kept only if they are the signed ones.
             problems = object_problems(manifest, read)

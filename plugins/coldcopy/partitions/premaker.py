@@ -9,6 +9,7 @@ import psycopg
 
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.partitions.common import PARENT
+from coldcopy.pitr import markers
 from coldcopy.refresh import TRACKING_TRIGGER, create_tracking_trigger
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Premaker:
                 continue
 
             def create(month=month) -> str | None:
+                markers.emit(self.conn, "partition", action="create", month=f"{month:%Y-%m-%d}")
                 name = self.conn.execute("SELECT app.create_email_events_partition(%s)", (month,)).fetchone()[0]
                 if name:
                     self._track_changes_on(name)

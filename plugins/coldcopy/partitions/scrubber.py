@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from coldcopy import manifests
-from coldcopy.object_store import MultipartUpload
+from coldcopy.object_store import Bucket
 from coldcopy.partitions import (
     ArchiveError,
     Encrypting,
@@ -110,20 +110,20 @@ class ArchiveScrubber:
             "AND (scrubbed_at IS NULL OR scrubbed_at < now() - interval '1 day') ORDER BY range_start", (seq,))
         return [Partition(*row) for row in rows]
 
-    def run(self, client, bucket: str) -> list[Scrubbed]:
+    def run(self, bucket: Bucket) -> list[Scrubbed]:
         seq, erased = self.ledger()
-        return [self.scrub(partition, client, bucket, seq, erased) for partition in self.due(seq)]
+        return [self.scrub(partition, bucket, seq, erased) for partition in self.due(seq)]
 
-    def scrub(self, partition: Partition, client, bucket: str, seq: int, erased: set[str]) -> Scrubbed:
-        manifest = self.manager.read_manifest(partition, client, bucket)
+    def scrub(self, partition: Partition, bucket: Bucket, seq: int, erased: set[str]) -> Scrubbed:
+        manifest = self.manager.read_manifest(partition, bucket)
         old_key = manifest["object_key"]
         new_key = f"{partition.object_key.removesuffix('.csv.gz.gpg')}.s{seq}.csv.gz.gpg"
-        with MultipartUpload(client, bucket, new_key) as upload:
+        with bucket.upload(new_key) as upload:
             with Encrypting(upload, self.manager.passphrase) as sealed:
                 gzipper = GzipInThread(sealed)
                 with gzipper:
                     records = _RecordFilter(gzipper, erased)
-                    read = read_back(client, bucket, old_key, self.manager.passphrase, into=records.write)
+                    read = read_back(bucket, old_key, self.manager.passphrase, into=records.write)
                     records.close()
             problems = object_problems(manifest, read)
             if problems:
@@ -138,15 +138,15 @@ class ArchiveScrubber:
                         "erased_rows": manifest.get("erased_rows", 0) + records.removed,
                         "scrubbed_through_seq": seq, "rewritten_at": datetime.now(UTC).isoformat()}
             manifest.pop("type", None)
-            client.put_object(Bucket=bucket, Key=partition.manifest_key, ContentType="application/json",
-                              Body=manifests.dump(manifest, self.manager.keyring, type="archive"))
+            bucket.put(partition.manifest_key, manifests.dump(manifest, self.manager.keyring, type="archive"),
+                       "application/json")
         self.conn.execute(
             "UPDATE coldcopy_ops.partition_archive SET object_key = %s, sha256 = %s, byte_size = %s, row_count = %s, "
             "scrubbed_seq = %s, scrubbed_at = now(), updated_at = now() WHERE partition_name = %s",
             (manifest["object_key"], manifest["sha256"], manifest["byte_size"], manifest["rows"], seq,
              partition.name))
         if records.removed and old_key != new_key:
-            client.delete_object(Bucket=bucket, Key=old_key)
+            bucket.delete(old_key)
         log.info("%s: %d erased subjects' rows removed from its archive (%d rows kept)", partition.name,
                  records.removed, records.kept)
         return Scrubbed(partition.name, records.removed, manifest["rows"], manifest["object_key"])

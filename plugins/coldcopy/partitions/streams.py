@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from coldcopy import sessions
 from coldcopy.crypto import gpg_decrypt_popen, gpg_encrypt_argv, passphrase_pipe
-from coldcopy.object_store import read_object
+from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ArchiveError
 from coldcopy.pg_tools import minimal_env
 
@@ -134,7 +134,7 @@ class ReadBack:
     problem: str | None = None
 
 
-def read_back(client, bucket: str, key: str, passphrase: str, into=None) -> ReadBack:
+def read_back(bucket: Bucket, key: str, passphrase: str, into=None) -> ReadBack:
     """Stream an archive object once: hash it, decrypt it (gpg must say AES256 with integrity protection before
     one byte is handed on), gunzip it, hash the CSV and hand it to ``into``, if given. The caller commits what
     ``into`` received only when the result matches the signed manifest (:func:`object_problems`)."""
@@ -145,7 +145,7 @@ def read_back(client, bucket: str, key: str, passphrase: str, into=None) -> Read
     def feed() -> None:
         nonlocal size
         try:
-            for chunk in read_object(client, bucket, key):
+            for chunk in bucket.read(key):
                 stored.update(chunk)
                 size += len(chunk)
                 gpg.stdin.write(chunk)

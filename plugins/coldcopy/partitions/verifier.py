@@ -6,6 +6,7 @@ import logging
 
 import psycopg
 
+from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ArchiveError, Partition
 from coldcopy.partitions.streams import object_problems, read_back
 
@@ -18,10 +19,10 @@ class Verifier:
 
     conn: psycopg.Connection
 
-    def verify(self, partition: Partition, client, bucket: str) -> dict:
+    def verify(self, partition: Partition, bucket: Bucket) -> dict:
         """The archive in the bucket matches its manifest, and the live partition still holds what it describes."""
-        manifest = self.read_manifest(partition, client, bucket)
-        problems = object_problems(manifest, read_back(client, bucket, manifest["object_key"], self.passphrase))
+        manifest = self.read_manifest(partition, bucket)
+        problems = object_problems(manifest, read_back(bucket, manifest["object_key"], self.passphrase))
         recorded = self.conn.execute(
             "SELECT row_count, row_checksum, sha256 FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
             (partition.name,)).fetchone()

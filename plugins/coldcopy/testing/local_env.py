@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coldcopy import REPO_ROOT
-from coldcopy.object_store import list_keys
+from coldcopy.object_store import Bucket
 
 ROOT = REPO_ROOT
 LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -182,7 +182,7 @@ class LocalS3:
         count = 0
         for bucket in client.list_buckets()["Buckets"]:
             (staging / bucket["Name"]).mkdir(parents=True)
-            for key in list_keys(client, bucket["Name"]):
+            for key in Bucket(client, bucket["Name"]).list_keys():
                 target = staging / bucket["Name"] / key
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket["Name"], key, str(target))

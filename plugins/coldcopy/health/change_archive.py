@@ -1,0 +1,32 @@
+"""The change archive's slot and lag (point-in-time recovery, :mod:`coldcopy.pitr`); drops the slot past the
+hard WAL budget so an undrained slot can never fill the database's disk."""
+
+from __future__ import annotations
+
+from coldcopy.health.common import GB, RANK, Context, Result, graded
+from coldcopy.pitr import budget
+
+
+def check_change_archive(c: Context) -> list[Result]:
+    dropped = budget.enforce(c.conn, int(c.t.change_archive_budget_gb * GB))
+    state = budget.slot_state(c.conn)
+    if state is None:
+        return [Result("change_archive", "ok", "change archive not set up (change_archive_setup): no point-in-time "
+                       "recovery beyond the last backup")]
+    details = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in state.items()}
+    if dropped or not state["exists"]:
+        since = state["drained_at"]
+        summary = (f"chain {state['chain']} broken: {state['broken_reason'] or 'the slot is gone'}; point-in-time "
+                   f"recovery reaches {since:%Y-%m-%d %H:%M:%S} UTC at most until the next backup after the archive "
+                   "restarts" if since else f"chain {state['chain']} broken: the slot is gone")
+        return [Result("change_archive", "breach", summary, None, "", details)]
+    retained = (state["retained_bytes"] or 0) / GB
+    lag_min = (state["lag_s"] or 0) / 60 if state["drained_at"] else None
+    by_wal = graded(retained, c.t.change_archive_retained_warn_gb, c.t.change_archive_retained_breach_gb)
+    by_lag = graded(lag_min, c.t.change_archive_lag_warn_min, c.t.change_archive_lag_breach_min) \
+        if lag_min is not None else "warning"
+    worst = max(by_wal, by_lag, key=RANK.get)
+    summary = (f"slot retains {retained:.2f} GB of WAL (dropped at {c.t.change_archive_budget_gb:g} GB); "
+               + (f"every commit older than {lag_min:.1f} min is archived (segment {state['seq']})"
+                  if lag_min is not None else "nothing archived yet"))
+    return [Result("change_archive", worst, summary, lag_min, "min", details, worse_by_value=False)]

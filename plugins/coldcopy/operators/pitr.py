@@ -1,0 +1,97 @@
+"""Operators of ``change_archive`` and ``change_archive_setup`` (see :mod:`coldcopy.pitr`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from coldcopy.operators.base import ColdCopyOperator
+
+
+class ChangeArchiveOperator(ColdCopyOperator):
+    """Keep the ``coldcopy_pitr`` slot drained into Spaces until just before the next hourly run starts.
+
+    One long task per hour (``max_active_runs=1``): a drain every ``every_s`` seconds holds the recovery
+    point within a minute, and ending ``stop_before_s`` before the next run is due hands over cleanly — the
+    slot itself refuses a second reader, and the next run starts where the slot stands. A task that starts
+    late (after a pause) drains the backlog once, then runs to its hour's end.
+
+    :param conn_id: a *direct* connection (not the transaction pooler) as a role with ``REPLICATION``.
+    """
+
+    template_fields: Sequence[str] = ("every_s",)
+    ui_color = "#e2eef3"
+    default_execution_timeout = timedelta(minutes=75)
+    default_statement_timeout = "10min"
+
+    def __init__(self, *, every_s: float | str = 5.0, stop_before_s: float = 20.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.every_s, self.stop_before_s = every_s, stop_before_s
+
+    def archiver(self):
+        from coldcopy.backups import backup_passphrase
+        from coldcopy.pitr.archiver import ChangeArchiver
+
+        return ChangeArchiver(self.hook().dsn(), self.bucket(), backup_passphrase(self.key_conn_id),
+                              keyring=self.keyring())
+
+    def execute(self, context: Context) -> dict:
+        from coldcopy.pitr.chain import ChainError
+        from coldcopy.pitr.setup import SetupError
+
+        start = context.get("logical_date") or datetime.now(UTC)
+        end = start + timedelta(hours=1) - timedelta(seconds=self.stop_before_s)
+        until = time.monotonic() + max((end - datetime.now(UTC)).total_seconds(), 0.0)
+        try:
+            drained = self.archiver().run(until=until, every_s=float(self.every_s))
+        except (ChainError, SetupError) as error:
+            raise AirflowFailException(str(error)) from error  # a retry cannot mend either: a person must
+        lags = [d.lag_s for d in drained if d.lag_s is not None]
+        result = {"segments": len(drained), "transactions": sum(d.transactions for d in drained),
+                  "changes": sum(d.changes for d in drained), "max_lag_s": round(max(lags), 1) if lags else None,
+                  "last_segment": drained[-1].seq if drained else None}
+        self.log.info("change archive: %d segment(s), %d transactions, %d changes, oldest commit archived %s s "
+                      "after it happened", result["segments"], result["transactions"], result["changes"],
+                      result["max_lag_s"])
+        return result
+
+
+class ChangeArchiveSetupOperator(ColdCopyOperator):
+    """Show (``dry_run``) or apply what the change archive needs: the publication of every keyed application
+    table (partitions through their root) and the logical replication slot, which starts a chain."""
+
+    template_fields: Sequence[str] = ("dry_run",)
+
+    def __init__(self, *, dry_run: bool | str = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dry_run = dry_run
+
+    def execute(self, context: Context) -> dict:
+        import psycopg
+
+        from coldcopy.pitr.setup import Setup, SetupError
+
+        dry_run = str(self.dry_run).lower() in ("true", "1")
+        with psycopg.connect(self.hook().dsn(), autocommit=True) as conn:
+            setup = Setup(conn, lock_retry=self.lock_policy())
+            plan = setup.plan()
+            for statement in plan.statements:
+                self.log.info("%s: %s", "would run" if dry_run else "runs", statement)
+            for problem in plan.problems:
+                self.log.error("problem: %s", problem)
+            if dry_run:
+                self.log.info("dry run: %d table(s) to publish, %d statement(s), %d problem(s); nothing changed",
+                              len(plan.tables), len(plan.statements), len(plan.problems))
+                return {"dry_run": True, "statements": plan.statements, "problems": plan.problems}
+            if plan.problems:
+                raise AirflowFailException("; ".join(plan.problems))
+        archiver = ChangeArchiveOperator.archiver(self)
+        try:
+            archiver.drain_once()  # creates what is missing, starts the chain, archives what is there
+        except SetupError as error:
+            raise AirflowFailException(str(error)) from error
+        return {"dry_run": False, "statements": plan.statements, "problems": []}

@@ -1,0 +1,70 @@
+"""The slot never fills the database's disk: a slot nobody drains keeps every WAL segment since its restart
+point. :func:`slot_state` measures it (retained WAL, the archive's lag); :func:`enforce` drops the slot once
+it holds more than the hard budget, and records when the chain broke. Run by ``db_health`` (which runs when
+the change archive's DAG is paused or failing — the cases that matter). See docs/pitr.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from coldcopy.pitr.setup import SLOT
+
+log = logging.getLogger(__name__)
+
+
+def slot_state(conn: psycopg.Connection, slot: str = SLOT) -> dict | None:
+    """``None`` when the change archive was never set up; else the slot's WAL and the archive's progress."""
+    cur = conn.cursor(row_factory=tuple_row)
+    tracked = cur.execute("SELECT to_regclass('coldcopy_ops.change_archive') IS NOT NULL").fetchone()[0]
+    progress = "coldcopy_ops.change_archive" if tracked else \
+        "(SELECT NULL::text slot, NULL::text chain, NULL::bigint seq, NULL::timestamptz drained_at, " \
+        "NULL::timestamptz broken_at, NULL::text broken_reason, NULL::float8 last_lag_s)"
+    row = cur.execute(
+        "SELECT s.slot_name IS NOT NULL, s.active, s.active_pid, "
+        "  CASE WHEN s.restart_lsn IS NULL THEN NULL "
+        "       ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint END, "
+        "  a.chain, a.seq, a.drained_at, extract(epoch FROM now() - a.drained_at)::float8, a.broken_at, "
+        "  a.broken_reason, a.last_lag_s "
+        "FROM (SELECT %s::text AS slot) want "
+        "LEFT JOIN pg_replication_slots s ON s.slot_name = want.slot "
+        f"LEFT JOIN {progress} a ON a.slot = want.slot", (slot,)).fetchone()
+    exists, active, pid, retained, chain, seq, drained_at, lag_s, broken_at, reason, last_lag = row
+    if not exists and chain is None:
+        return None
+    return {"slot": slot, "exists": exists, "active": active, "active_pid": pid, "retained_bytes": retained,
+            "chain": chain, "seq": seq, "drained_at": drained_at, "lag_s": lag_s, "broken_at": broken_at,
+            "broken_reason": reason, "last_segment_lag_s": last_lag}
+
+
+def enforce(conn: psycopg.Connection, budget_bytes: int, slot: str = SLOT) -> dict | None:
+    """Drop the slot when it retains more than ``budget_bytes`` of WAL; returns what happened (for the alert),
+    or ``None`` when it is within budget."""
+    state = slot_state(conn, slot)
+    if not state or not state["exists"] or (state["retained_bytes"] or 0) <= budget_bytes:
+        return None
+    for _ in range(50):  # a drainer holding it is terminated first; the slot is released a moment later
+        active = conn.cursor(row_factory=tuple_row).execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        if active is None:
+            break
+        if active[0]:
+            conn.execute("SELECT pg_terminate_backend(%s)", (active[0],))
+            time.sleep(0.1)
+            continue
+        try:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            break
+        except psycopg.errors.ObjectInUse:
+            time.sleep(0.1)
+    reason = (f"slot {slot} retained {state['retained_bytes'] / 2**30:.1f} GB of WAL, over the "
+              f"{budget_bytes / 2**30:g} GB budget: dropped so the database's disk cannot fill")
+    if state["chain"] is not None:
+        conn.execute("UPDATE coldcopy_ops.change_archive SET broken_at = now(), broken_reason = %s, "
+                     "updated_at = now() WHERE slot = %s", (reason, slot))
+    log.error("%s; the chain %s ends at %s", reason, state["chain"], state["drained_at"])
+    return {**state, "reason": reason}

@@ -1,0 +1,135 @@
+"""The change archive in the bucket: chains of signed, hash-linked segments.
+
+Layout: ``pitr/<chain>/chain.json`` (signed: database, slot, publication, the LSN the chain starts at) and
+``pitr/<chain>/<seq:010d>.jsonl.gz.gpg`` with ``<seq:010d>.manifest.json`` beside it. A chain starts when the
+slot is created and ends when the slot is lost (dropped past its WAL budget, or by hand); the next backup after
+a new chain starts is the first one it extends. Each segment's manifest carries :func:`segment_hash` of its
+predecessor's, and its ``start_lsn`` is its predecessor's ``end_lsn``: a segment missing, swapped or replaced
+breaks the chain at a point :meth:`Chain.problems` names.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from coldcopy import manifests
+from coldcopy.crypto import check_binding, gpg_open
+from coldcopy.object_store import Bucket
+from coldcopy.pitr.pgoutput import lsn_int
+
+PREFIX = "pitr"
+
+
+class ChainError(RuntimeError):
+    """The archive cannot serve the request: a gap, a refused segment, or a point outside what it holds."""
+
+
+def segment_hash(manifest: dict) -> str:
+    """The hash the next segment links to: over the manifest's signed fields (canonical JSON)."""
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def chain_key(chain: str) -> str:
+    return f"{PREFIX}/{chain}/chain.json"
+
+
+def segment_key(chain: str, seq: int) -> str:
+    return f"{PREFIX}/{chain}/{seq:010d}.jsonl.gz.gpg"
+
+
+def manifest_key(object_key: str) -> str:
+    return object_key.removesuffix(".jsonl.gz.gpg") + ".manifest.json"
+
+
+@dataclass
+class Chain:
+    """One chain as the bucket holds it: its signed head, its valid segments in order, and what is wrong."""
+
+    name: str
+    head: dict
+    segments: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def start_lsn(self) -> int:
+        return lsn_int(self.head["start_lsn"])
+
+    @property
+    def tip(self) -> dict | None:
+        return self.segments[-1] if self.segments else None
+
+    def consistent_prefix(self) -> list[dict]:
+        """The segments from the first up to the first break (a missing seq, a wrong link or LSN)."""
+        good: list[dict] = []
+        for segment in self.segments:
+            expected_seq = good[-1]["seq"] + 1 if good else 1
+            expected_prev = segment_hash(good[-1]) if good else None
+            expected_lsn = good[-1]["end_lsn"] if good else self.head["start_lsn"]
+            if (segment["seq"], segment["prev_hash"]) != (expected_seq, expected_prev) \
+                    or lsn_int(segment["start_lsn"]) < lsn_int(expected_lsn):  # the slot may move on in between
+                break
+            good.append(segment)
+        return good
+
+    def break_after(self) -> dict | None:
+        """The last good segment before a break (``None`` when the chain is whole)."""
+        prefix = self.consistent_prefix()
+        if len(prefix) == len(self.segments) and not self.problems:
+            return None
+        return prefix[-1] if prefix else {"seq": 0, "last_commit": self.head["created_at"]}
+
+
+def load_chain(bucket: Bucket, name: str, keys: manifests.Keyring) -> Chain:
+    """The chain ``name``: every segment manifest that verifies (refused ones listed in ``problems``)."""
+    head = manifests.load(bucket.get(chain_key(name)), keys, where=bucket.url(chain_key(name)), type="chain")
+    if head["chain"] != name:
+        raise ChainError(f"{bucket.url(chain_key(name))}: describes chain {head['chain']!r}")
+    chain = Chain(name, head)
+    for key in sorted(bucket.list_keys(f"{PREFIX}/{name}/")):
+        if not key.endswith(".manifest.json"):
+            continue
+        try:
+            manifest = manifests.load(bucket.get(key), keys, where=bucket.url(key), type="segment")
+            if manifest["chain"] != name or manifest_key(segment_key(name, manifest["seq"])) != key:
+                raise manifests.ManifestRejected(f"{bucket.url(key)}: stored under the wrong key")
+            chain.segments.append(manifest)
+        except manifests.ManifestRejected as error:
+            chain.problems.append(str(error))
+    chain.segments.sort(key=lambda m: m["seq"])
+    return chain
+
+
+def list_chains(bucket: Bucket) -> list[str]:
+    """Chain names, oldest first (they are UTC timestamps)."""
+    return sorted({k.split("/")[1] for k in bucket.list_keys(f"{PREFIX}/") if k.endswith("/chain.json")})
+
+
+def read_segment(bucket: Bucket, manifest: dict, passphrase: str) -> list[dict]:
+    """The segment's transactions, once the object is bound to its signed manifest (key, size, sha256),
+    decrypted as ours, and its counts equal the manifest's."""
+    key = manifest["object_key"]
+    if key != segment_key(manifest["chain"], manifest["seq"]):
+        raise ChainError(f"{bucket.url(key)}: manifest of segment {manifest['seq']} names another object")
+    sealed = bucket.get(key)
+    check_binding(manifest, key, len(sealed), hashlib.sha256(sealed).hexdigest(), where=bucket.url(key))
+    transactions = [json.loads(line) for line in gzip.decompress(gpg_open(sealed, passphrase)).splitlines()]
+    counted = count_changes(transactions)
+    if (len(transactions), sum(sum(c.values()) for c in counted.values()), counted) != \
+            (manifest["transactions"], manifest["changes"], manifest["tables"]):
+        raise ChainError(f"{bucket.url(key)}: content does not match its manifest's counts")
+    return transactions
+
+
+def count_changes(transactions: list[dict]) -> dict[str, dict[str, int]]:
+    """Per table: how many inserts (I), updates (U), deletes (D) and truncates (T) the transactions hold."""
+    tables: dict[str, dict[str, int]] = {}
+    for transaction in transactions:
+        for change in transaction["changes"]:
+            for table in change.get("tables") or ([change["table"]] if "table" in change else []):
+                counts = tables.setdefault(table, {})
+                counts[change["op"]] = counts.get(change["op"], 0) + 1
+    return tables

@@ -1,0 +1,155 @@
+"""Restore as of a second: the newest base backup whose snapshot precedes ``as_of``, then the change archive
+from that backup's LSN up to the last transaction committed within the second ``as_of`` names.
+
+Refused with the nearest possible point, before anything is created: ``as_of`` unparseable, without a time
+zone, in the future, before the oldest base backup the archive extends, after the newest verified point of
+the chain, or across a gap in it. See docs/pitr.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from coldcopy import manifests
+from coldcopy.pitr import chain as chains
+from coldcopy.pitr.pgoutput import lsn_int
+from coldcopy.pitr.replay import Replayer, Snapshot, migration_applier
+
+log = logging.getLogger(__name__)
+
+
+class RecoveryError(ValueError):
+    """The archive cannot give the database as of that instant; the message names the nearest one it can."""
+
+
+def parse_as_of(value, now: datetime | None = None) -> datetime:
+    """``as_of`` as an aware UTC datetime at second resolution (``2026-11-29T16:00:05Z``)."""
+    now = now or datetime.now(UTC)
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value or "").strip()
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise RecoveryError(f"as_of {text!r} is not a timestamp: write it in UTC, e.g. "
+                                f"{now:%Y-%m-%dT%H:%M:%SZ}") from None
+    if moment.tzinfo is None:
+        raise RecoveryError(f"as_of {value!r} has no time zone: write it in UTC with a Z, e.g. "
+                            f"{moment:%Y-%m-%dT%H:%M:%S}Z (a local time here would restore the wrong hour)")
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        raise RecoveryError(f"as_of {value!r}: whole seconds only ({moment:%Y-%m-%dT%H:%M:%SZ} includes every "
+                            "transaction committed within that second)")
+    if moment > now:
+        raise RecoveryError(f"as_of {moment:%Y-%m-%dT%H:%M:%SZ} is in the future (now {now:%Y-%m-%dT%H:%M:%SZ})")
+    return moment
+
+
+def _stamp(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+
+
+@dataclass
+class RecoveryPlan:
+    as_of: datetime
+    backup_key: str
+    backup: dict
+    chain: chains.Chain
+    segments: list[dict] = field(default_factory=list)
+
+    @property
+    def until(self) -> datetime:
+        """Commits strictly before this are replayed: the whole second ``as_of`` names."""
+        return self.as_of + timedelta(seconds=1)
+
+    def describe(self) -> dict:
+        return {"as_of": _stamp(self.as_of), "base_backup": self.backup_key,
+                "base_snapshot_time": self.backup["pitr"]["snapshot_time"], "chain": self.chain.name,
+                "segments": [s["seq"] for s in self.segments]}
+
+
+def newest_point(bucket, chain: chains.Chain, keys: manifests.Keyring) -> datetime:
+    """The newest instant the chain holds every commit of: its last good segment's last commit, or later when
+    the drainer found the slot empty after it (the signed tip)."""
+    good = chain.consistent_prefix()
+    newest = datetime.fromisoformat(good[-1]["last_commit"]) if good else datetime.fromisoformat(
+        chain.head["created_at"])
+    if chain.break_after() is None:
+        key = f"{chains.PREFIX}/{chain.name}/tip.json"
+        if bucket.exists(key):
+            try:
+                tip = manifests.load(bucket.get(key), keys, where=bucket.url(key), type="tip")
+                if good and tip["seq"] == good[-1]["seq"] or (not good and tip["seq"] == 0):
+                    newest = max(newest, datetime.fromisoformat(tip["drained_at"]))
+            except manifests.ManifestRejected as error:
+                log.error("%s", error)
+    return newest
+
+
+def plan(runner, as_of: datetime) -> RecoveryPlan:
+    """Which base backup and which segments give the database as of ``as_of``; :class:`RecoveryError` with the
+    nearest reachable instant otherwise. Reads the bucket only."""
+    bucket, keys = runner.bucket, runner.keyring
+    backups = [(datetime.fromisoformat(m["pitr"]["snapshot_time"]), key, m)
+               for _, key, m in runner.database_backups() if m.get("pitr")]
+    if not backups:
+        raise RecoveryError("no whole-database backup records a point in the change archive yet: the first "
+                            "backup after the change archive started is the earliest point")
+    until = as_of + timedelta(seconds=1)
+    eligible = sorted((b for b in backups if b[0] < until), key=lambda b: b[0], reverse=True)
+    if not eligible:
+        oldest = min(b[0] for b in backups)
+        raise RecoveryError(f"as_of {_stamp(as_of)} is before the oldest base backup the change archive extends; "
+                            f"the earliest possible point is {_stamp(oldest.replace(microsecond=0))}")
+    names = chains.list_chains(bucket)
+    nearest: list[str] = []
+    for _taken, key, manifest in eligible:
+        backup_lsn = lsn_int(manifest["pitr"]["lsn"])
+        for name in reversed(names):
+            chain = chains.load_chain(bucket, name, keys)
+            if chain.start_lsn > backup_lsn or chain.head["database"] != manifest["database"]:
+                continue
+            good = chain.consistent_prefix()
+            reach = newest_point(bucket, chain, keys)
+            if until > reach:  # the second asked for is not wholly in the archive
+                broken = chain.break_after()
+                why = (f"the chain {name} has a gap after segment {broken['seq']}" if broken is not None
+                       else f"the change archive {name} holds every commit up to {reach.isoformat()}")
+                nearest.append(f"{why}: the newest possible point is "
+                               f"{_stamp((reach - timedelta(seconds=1)).replace(microsecond=0))}")
+                break
+            # the segment holding the backup's LSN, and the one before it (a transaction in the snapshot's
+            # in-progress list may have committed just before the LSN was read); the snapshot filters both
+            first = next((i for i, s in enumerate(good) if lsn_int(s["end_lsn"]) >= backup_lsn), len(good))
+            needed = [s for s in good[max(first - 1, 0):] if datetime.fromisoformat(s["first_commit"]) < until]
+            return RecoveryPlan(as_of, key, manifest, chain, needed)
+        else:
+            nearest.append(f"no change archive chain extends backup {key}")
+    raise RecoveryError(f"as_of {_stamp(as_of)} cannot be reached: {nearest[0]}")
+
+
+def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str] | None = None) -> dict:
+    """Apply the plan's segments to ``target_dsn`` (the base backup restored there already)."""
+    with psycopg.connect(target_dsn) as conn:
+        replayer = Replayer(conn, snapshot=Snapshot.parse(recovery.backup["pitr"]["snapshot"]),
+                            tables=set(tables) if tables else None, migrate=migration_applier(target_dsn))
+        last = None
+        for segment in recovery.segments:
+            for transaction in chains.read_segment(runner.bucket, segment, runner.passphrase):
+                if datetime.fromisoformat(transaction["commit_time"]) >= recovery.until:
+                    break
+                replayer.apply(transaction)
+                last = transaction["commit_time"]
+        sequences = replayer.finish()
+    report = {**recovery.describe(), "transactions_replayed": replayer.transactions,
+              "transactions_in_base_backup": replayer.skipped, "last_commit_replayed": last,
+              "changes": {f"{t}:{op}": n for (t, op), n in sorted(replayer.applied.items())},
+              "markers": replayer.markers, "sequences_set": len(sequences)}
+    log.info("replayed %d transactions (%d already in the base backup) up to %s", replayer.transactions,
+             replayer.skipped, last)
+    return report

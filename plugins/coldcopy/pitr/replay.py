@@ -1,0 +1,221 @@
+"""Replaying archived transactions onto a restored base backup, in commit order, idempotently.
+
+Each change is applied by primary key: an insert or update becomes ``INSERT … ON CONFLICT (pk) DO UPDATE``
+of the columns it carries (an unchanged TOASTed value is not carried, so the stored one stays), a delete
+``DELETE … WHERE pk``, a truncate ``TRUNCATE``. Replaying a transaction twice therefore changes nothing, and a
+transaction the base backup's snapshot already saw is skipped by its xid (:class:`Snapshot`). Triggers stay
+quiet (``session_replication_role = replica``, as PostgreSQL's own logical replication applies): the archive
+already holds what they wrote. Markers (:mod:`coldcopy.pitr.markers`) apply the migration file or the
+partition step at their place. Every name comes from the target's catalog. See docs/pitr.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from coldcopy.catalog import UnknownRelation, relation_parts
+from coldcopy.pitr import markers
+
+log = logging.getLogger(__name__)
+
+_MONTH = re.compile(r"^email_events_\d{4}_\d{2}$")
+BATCH = 500  # source transactions per target transaction (the target is private until the restore ends)
+
+
+class ReplayError(RuntimeError):
+    """A change cannot be applied as archived (a table or column the target does not have, a changed file)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """``pg_current_snapshot()`` of the base backup's dump: which transactions it already contains."""
+
+    xmin: int
+    xmax: int
+    xip: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str) -> Snapshot:
+        xmin, xmax, xip = text.split(":")
+        return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
+
+    def visible(self, xid32: int) -> bool:
+        """Whether the 32-bit xid pgoutput reports committed before the snapshot was taken."""
+        base = (self.xmax & ~0xFFFFFFFF) | xid32  # the epoch nearest xmax: xids live within 2^31 of it
+        full = min((base - (1 << 32), base, base + (1 << 32)), key=lambda x: abs(x - self.xmax))
+        return full < self.xmin or (full < self.xmax and full not in self.xip)
+
+
+@dataclass
+class _Table:
+    ident: sql.Identifier
+    key: list[str]
+    columns: set[str]
+
+
+class Replayer:
+    """Applies transactions (as :mod:`coldcopy.pitr.pgoutput` decoded them) to ``conn``'s database.
+
+    :param snapshot: the base backup's snapshot: transactions it saw are skipped.
+    :param tables: only these ``schema.table`` names (a table-only restore); markers still apply.
+    :param migrate: called with a migration marker (the caller applies the file on its own connection).
+    """
+
+    def __init__(self, conn: psycopg.Connection, *, snapshot: Snapshot | None = None,
+                 tables: set[str] | None = None, migrate=None) -> None:
+        self.conn, self.snapshot, self.tables, self.migrate = conn, snapshot, tables, migrate
+        self.applied: Counter = Counter()  # (table, op) → changes applied
+        self.transactions = self.skipped = 0
+        self.markers: list[dict] = []
+        self._tables: dict[str, _Table] = {}
+        self._pending = 0
+        conn.autocommit = False
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("SET synchronous_commit = off")
+
+    def apply(self, transaction: dict) -> None:
+        if self.snapshot is not None and self.snapshot.visible(transaction["xid"]):
+            self.skipped += 1
+            return
+        for change in transaction["changes"]:
+            if change["op"] == "M":
+                if (marker := markers.parse(change)) is not None:
+                    self._marker(marker)
+            elif change["op"] == "T":
+                names = [t for t in change["tables"] if self.tables is None or t in self.tables]
+                if names:
+                    self.conn.execute(sql.SQL("TRUNCATE {}{}").format(
+                        sql.SQL(", ").join(self._table(t).ident for t in names),
+                        sql.SQL(" RESTART IDENTITY" if change["restart_identity"] else "")))
+                    self.applied.update((t, "T") for t in names)
+            elif self.tables is None or change["table"] in self.tables:
+                self._row(change)
+        self.transactions += 1
+        self._pending += 1
+        if self._pending >= BATCH:
+            self.commit()
+
+    def commit(self) -> None:
+        self.conn.commit()
+        self._pending = 0
+
+    def _table(self, name: str) -> _Table:
+        if name not in self._tables:
+            try:
+                schema, table = relation_parts(self.conn, name, ("r", "p"))
+            except UnknownRelation as error:
+                raise ReplayError(f"the archive changes {name!r}, which the restored database does not have "
+                                  "(a migration without its marker?)") from error
+            oid = self.conn.execute("SELECT %s::regclass::oid", (sql.Identifier(schema, table).as_string(self.conn),)
+                                    ).fetchone()[0]
+            columns = {c for (c,) in self.conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped", (oid,))}
+            key = [c for (c,) in self.conn.execute(
+                "SELECT a.attname FROM pg_index i JOIN unnest(i.indkey) WITH ORDINALITY k(attnum, n) ON true "
+                "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+                "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.n", (oid,))]
+            if not key:
+                raise ReplayError(f"{name} has no primary key in the restored database: replay needs one")
+            self._tables[name] = _Table(sql.Identifier(schema, table), key, columns)
+        return self._tables[name]
+
+    def _row(self, change: dict) -> None:
+        table = self._table(change["table"])
+        op = change["op"]
+        if op in ("U", "D") and change.get("old"):
+            old = change["old"]
+            if op == "D" or any(old.get(k) != change["new"].get(k) for k in table.key):
+                self._delete(table, old)
+        if op in ("I", "U"):
+            self._upsert(table, change["new"])
+        self.applied[(change["table"], op)] += 1
+
+    def _delete(self, table: _Table, key: dict) -> None:
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
+            table.ident, sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in table.key)),
+            [key[k] for k in table.key])
+
+    def _upsert(self, table: _Table, row: dict) -> None:
+        if unknown := set(row) - table.columns:
+            raise ReplayError(f"{table.ident.as_string(self.conn)} has no column {', '.join(sorted(unknown))} "
+                              "in the restored database")
+        names = list(row)
+        others = [c for c in names if c not in table.key]
+        action = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)) if others \
+            else sql.SQL("DO NOTHING")
+        self.conn.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({}) ON CONFLICT ({}) {}").format(
+            table.ident, sql.SQL(", ").join(map(sql.Identifier, names)),
+            sql.SQL(", ").join(sql.Placeholder() * len(names)),
+            sql.SQL(", ").join(map(sql.Identifier, table.key)), action), [row[c] for c in names])
+
+    def _marker(self, marker: dict) -> None:
+        self.markers.append(marker)
+        if marker["kind"] == "migration":
+            self.commit()
+            if self.migrate is None:
+                raise ReplayError(f"migration {marker['file']} in the archive, and no way to apply it")
+            self.migrate(marker)
+            self._tables.clear()
+        elif marker["kind"] == "partition":
+            self._partition(marker)
+            self._tables.clear()
+
+    def _partition(self, marker: dict) -> None:
+        if marker["action"] == "create":
+            self.conn.execute("SELECT app.create_email_events_partition(%s::date)", (marker["month"],))
+            return
+        name = marker["table"]
+        if not _MONTH.match(name):
+            raise ReplayError(f"partition marker names {name!r}, not a month of email_events")
+        attached = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s) "
+            "AND inhparent = 'public.email_events'::regclass)", (f"public.{name}",)).fetchone()[0]
+        if marker["action"] == "detach" and attached:
+            self.conn.execute(sql.SQL("ALTER TABLE public.email_events DETACH PARTITION {}").format(
+                sql.Identifier("public", name)))
+        elif marker["action"] == "drop" and not attached:
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("public", name)))
+
+    def finish(self) -> dict[str, int]:
+        """Commit, then set every column-owned sequence from the data (``setval`` to its column's maximum)."""
+        self.commit()
+        owned = self.conn.execute(
+            "SELECT s.oid::regclass::text, t.oid::regclass::text, a.attname FROM pg_depend d "
+            "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_class t ON t.oid = d.refobjid "
+            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid "
+            "WHERE d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')").fetchall()
+        moved = {}
+        for sequence, table, column in owned:
+            top = self.conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
+                sql.Identifier(column), sql.SQL(table))).fetchone()[0]  # regclass text: quoted by PostgreSQL
+            if top is not None:
+                self.conn.execute("SELECT setval(%s::regclass, %s)", (sequence, top))
+                moved[sequence] = int(top)
+        self.commit()
+        return moved
+
+
+def migration_applier(target_dsn: str, directory: Path | None = None):
+    """What :class:`Replayer` calls for a migration marker: the same file, checked against the marker's
+    checksum, applied to the target by the migration runner (skipped when the base backup has it)."""
+    from coldcopy.migration_runner import MigrationRunner
+    from coldcopy.migrations import discover_migrations
+
+    by_version = {m.version: m for m in (discover_migrations(directory) if directory else discover_migrations())}
+
+    def apply(marker: dict) -> None:
+        migration = by_version.get(marker["version"])
+        if migration is None or migration.checksum != marker["checksum"]:
+            raise ReplayError(f"the archive applied {marker['file']} (sha256 {marker['checksum'][:12]}…); this "
+                              "checkout has no such file, or a different one: replay it from the matching release")
+        MigrationRunner(lambda: psycopg.connect(target_dsn)).apply(migration, applied_by="pitr replay")
+
+    return apply

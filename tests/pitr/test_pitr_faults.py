@@ -1,0 +1,219 @@
+"""The change archive under faults and bad input: a drain interrupted after its segment (task killed, database
+restarted) or by the endpoint going away loses and doubles nothing; a deleted or swapped segment is refused
+with the gap named; an undrained slot past its budget is dropped with an alert-worthy breach and the archive
+starts a new chain; an ``as_of`` the archive cannot serve is refused with the nearest point, nothing created."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from coldcopy.backups import BackupRunner
+from coldcopy.crypto import UntrustedObject
+from coldcopy.object_store import Bucket
+from coldcopy.pitr import chain as chains
+from coldcopy.pitr import recovery
+from coldcopy.pitr.archiver import ChangeArchiver
+from coldcopy.testing import local_env
+from tests.conftest import BACKUP_PASSPHRASE, KEYRING
+from tests.s3_endpoint import FaultyProxy
+
+
+def archiver_for(dsn: str, bucket: Bucket) -> ChangeArchiver:
+    return ChangeArchiver(dsn, bucket, BACKUP_PASSPHRASE, keyring=KEYRING)
+
+
+def write(dsn: str, tag: str, rows: int = 5) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.suppression_list (workspace_id, email, reason) SELECT workspace_id, "
+                     "%s || '-' || id || '@example.com', 'manual' FROM public.leads ORDER BY id LIMIT %s", (tag, rows))
+
+
+def tagged(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT email FROM public.suppression_list WHERE reason = 'manual' "
+                                           "AND email ~ '^[a-z]+[0-9]*-' ORDER BY email")]
+
+
+def confirmed(dsn: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots").fetchone()[0]
+
+
+def restore_now(archiver: ChangeArchiver, runner: BackupRunner, dsn: str, server: str) -> str:
+    """Restore as of the last whole second into a new database on ``server``; returns its DSN."""
+    time.sleep(1.1)
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    archiver.tip_every_s = 0
+    archiver.drain_once()  # the archive says it holds every commit up to now
+    target = local_env.create_database(server, f"{psycopg.conninfo.conninfo_to_dict(dsn)['dbname']}_restored")
+    plan = recovery.plan(runner, at)
+    runner.restore(plan.backup_key, target, manifest=plan.backup)
+    recovery.replay(runner, plan, target)
+    return target
+
+
+def archived_inserts(bucket: Bucket, keys, table: str = "public.suppression_list") -> int:
+    [name] = chains.list_chains(bucket)
+    return sum(s["tables"].get(table, {}).get("I", 0) for s in chains.load_chain(bucket, name, keys).segments)
+
+
+def test_a_drain_killed_after_its_segment_neither_loses_nor_doubles(pitr_db, spaces, logical):
+    archiver = archiver_for(pitr_db, spaces)
+    archiver.drain_once()
+    runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
+    runner.backup()
+    write(pitr_db, "killed")
+    before = confirmed(pitr_db)
+
+    def killed(conn, lsn):  # the task dies between the verified segment and the slot's advance
+        raise KeyboardInterrupt("SIGTERM")
+
+    real_advance, archiver._advance = archiver._advance, killed
+    with pytest.raises(KeyboardInterrupt):
+        archiver.drain_once()
+    archiver._advance = real_advance
+    assert confirmed(pitr_db) == before  # the slot did not move
+    assert archiver.drain_once().seq is None  # the next drain finds the segment and finishes the advance
+    assert confirmed(pitr_db) != before
+    write(pitr_db, "after")
+    # the database restarts while the next segment is being written: its connection dies before the advance
+    real_write = archiver._write_segment
+
+    def write_then_restart(*args, **kwargs):
+        manifest = real_write(*args, **kwargs)
+        logical.restart("fast")
+        return manifest
+
+    archiver._write_segment = write_then_restart
+    with pytest.raises(psycopg.OperationalError):
+        archiver.drain_once()
+    archiver._write_segment = real_write
+    archiver.drain_once()
+    assert archived_inserts(spaces, KEYRING) == 10  # 5 + 5 inserts, each archived once
+    target = restore_now(archiver, runner, pitr_db, logical.dsn)
+    assert tagged(target) == tagged(pitr_db) and len(tagged(target)) == 10
+
+
+def test_an_endpoint_going_away_mid_upload_leaves_the_slot_and_the_retry_archives_it(
+        pitr_db, spaces, s3_endpoint, monkeypatch, logical):
+    proxy = FaultyProxy(s3_endpoint.port)
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, spaces.name))
+    flaky = Bucket.from_connection()
+    try:
+        archiver = archiver_for(pitr_db, flaky)
+        archiver.drain_once()
+        runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
+        runner.backup()
+        write(pitr_db, "cut", rows=400)
+        before = confirmed(pitr_db)
+        proxy.fail_after(2_000)
+        with pytest.raises(Exception):  # noqa: B017 - botocore's connection errors vary by where it was cut
+            archiver.drain_once()
+        proxy.heal()
+        assert confirmed(pitr_db) == before
+        archiver.drain_once()
+        assert archived_inserts(spaces, KEYRING) == 400
+        target = restore_now(archiver, runner, pitr_db, logical.dsn)
+        assert tagged(target) == tagged(pitr_db)
+    finally:
+        proxy.close()
+
+
+def test_a_deleted_or_swapped_segment_is_refused_with_the_gap_named(pitr_db, spaces, logical):
+    archiver = archiver_for(pitr_db, spaces)
+    archiver.drain_once()
+    runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
+    runner.backup()
+    time.sleep(1.1)
+    commits = []
+    for tag in ("one", "two", "three"):
+        write(pitr_db, tag)
+        archiver.drain_once()
+        commits.append(datetime.now(UTC))
+        time.sleep(1.1)
+    archiver.tip_every_s = 0
+    archiver.drain_once()
+    [name] = chains.list_chains(spaces)
+    one, two, three = chains.load_chain(spaces, name, KEYRING).segments
+    sealed_two = spaces.get(two["object_key"])
+    spaces.put(two["object_key"], spaces.get(three["object_key"]))  # swapped: a genuine segment, the wrong one
+    plan = recovery.plan(runner, commits[2].replace(microsecond=0))
+    target = local_env.create_database(logical.dsn, f"{psycopg.conninfo.conninfo_to_dict(pitr_db)['dbname']}_x")
+    runner.restore(plan.backup_key, target, manifest=plan.backup)
+    with pytest.raises(UntrustedObject, match="does not match its signed manifest"):
+        recovery.replay(runner, plan, target)
+    spaces.put(two["object_key"], sealed_two)
+    spaces.delete(two["object_key"])
+    spaces.delete(chains.manifest_key(two["object_key"]))  # deleted: the chain has a gap after segment 1
+    with pytest.raises(recovery.RecoveryError, match=f"gap after segment {one['seq']}: the newest possible point "
+                                                     f"is {one['last_commit'][:10]}"):
+        recovery.plan(runner, commits[2].replace(microsecond=0))
+    newest = datetime.fromisoformat(one["last_commit"]).replace(microsecond=0) - timedelta(seconds=1)
+    assert recovery.plan(runner, newest).chain.name == name  # up to the point it names: fine
+    with pytest.raises(chains.ChainError, match="refusing to extend it"):
+        archiver.drain_once()
+
+
+def test_an_undrained_slot_past_its_budget_is_dropped_and_the_archive_starts_a_new_chain(pitr_db, spaces):
+    from coldcopy.health import Thresholds
+    from coldcopy.health.change_archive import check_change_archive
+    from coldcopy.health.common import Context
+
+    archiver = archiver_for(pitr_db, spaces)
+    archiver.drain_once()
+    write(pitr_db, "undrained", rows=2000)  # nobody drains: the slot keeps the WAL
+    with psycopg.connect(pitr_db, autocommit=True, row_factory=dict_row) as conn:
+        roomy = check_change_archive(Context(conn, Thresholds()))[0]
+        assert roomy.state == "ok" and "retains" in roomy.summary
+        [result] = check_change_archive(Context(conn, Thresholds(change_archive_budget_gb=0.0001)))
+        assert result.state == "breach" and "broken" in result.summary and "over the" in result.summary
+        assert conn.execute("SELECT count(*) AS n FROM pg_replication_slots").fetchone()["n"] == 0
+        [again] = check_change_archive(Context(conn, Thresholds()))
+        assert again.state == "breach"  # stays a breach until the archive restarts
+    archiver.drain_once()  # a new slot, a new chain
+    assert len(chains.list_chains(spaces)) == 2
+    with psycopg.connect(pitr_db, autocommit=True, row_factory=dict_row) as conn:
+        [healed] = check_change_archive(Context(conn, Thresholds()))
+        assert healed.state == "ok"
+
+
+def test_as_of_in_the_future_unparseable_or_outside_the_archive_is_refused_before_anything_is_created(
+        pitr_db, spaces, backup_key, coldcopy_conn, logical):
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from coldcopy.operators.backups import RestoreFromSpacesOperator
+
+    future = datetime.now(UTC) + timedelta(hours=1)
+    for bad, message in (("yesterday", "not a timestamp"), ("2026-11-29 16:00:05", "no time zone"),
+                         (f"{future:%Y-%m-%dT%H:%M:%SZ}", "in the future"),
+                         ("2026-11-29T16:00:05.5Z", "whole seconds")):
+        with pytest.raises(recovery.RecoveryError, match=message):
+            recovery.parse_as_of(bad)
+    archiver = archiver_for(pitr_db, spaces)
+    archiver.drain_once()
+    runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
+    with pytest.raises(recovery.RecoveryError, match="no whole-database backup records a point"):
+        recovery.plan(runner, datetime.now(UTC).replace(microsecond=0))
+    taken = datetime.fromisoformat(runner.backup().manifest["pitr"]["snapshot_time"])
+    with pytest.raises(recovery.RecoveryError, match=f"earliest possible point is {taken:%Y-%m-%dT%H:%M:%S}Z"):
+        recovery.plan(runner, taken.replace(microsecond=0) - timedelta(hours=1))
+    write(pitr_db, "late")
+    archiver.drain_once()
+    with pytest.raises(recovery.RecoveryError, match="newest possible point is"):
+        recovery.plan(runner, datetime.now(UTC).replace(microsecond=0))  # this second is not over yet
+    coldcopy_conn(pitr_db)
+    target = "pitr_never_created"
+    ti = SimpleNamespace(dag_id="restore_from_spaces", run_id="r", task_id="restore")
+    for as_of in ("tomorrow", f"{taken - timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"):
+        with pytest.raises(AirflowFailException, match="not a timestamp|earliest possible point"):
+            RestoreFromSpacesOperator(task_id="restore", backup="latest", target_database=target,
+                                      as_of=as_of).execute({"ti": ti, "params": {}})
+    with psycopg.connect(logical.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pitr_never%'").fetchone()[0] == 0
