@@ -25,7 +25,7 @@ Setup, restore `as_of`, figures: docs/pitr.md.
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, CronTriggerTimetable
+from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import START_DATE, default_args
@@ -40,7 +40,9 @@ with DAG(
     max_active_runs=1,
     default_args=default_args(retries=3, retry_delay=timedelta(seconds=30)),
     deadline=alerts.deadline(timedelta(minutes=70), expected="an hour of the change archive"),
+    params={"run_for_s": Param(0, type="integer", minimum=0,
+                               description="0: until the next run is due; else stop after this many seconds")},
     tags=["coldcopy", "pitr", "backups"],
     doc_md=__doc__,
 ):
-    ChangeArchiveOperator(task_id="drain")
+    ChangeArchiveOperator(task_id="drain", run_for_s="{{ params.run_for_s }}")

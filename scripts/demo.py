@@ -29,7 +29,9 @@ def target_database() -> str:
         print("Target: the coldcopy_db connection from AIRFLOW_CONN_COLDCOPY_DB")
         return local_env.dsn_from_airflow_connection(os.environ["AIRFLOW_CONN_COLDCOPY_DB"])
     print("Target: embedded PostgreSQL (pgserver) in .pgdata/demo, database 'coldcopy' (recreated)")
-    dsn = local_env.create_database(local_env.embedded_server_dsn("demo"), "coldcopy", replace=True)
+    # wal_level=logical, as Supabase runs: the change archive (point-in-time recovery) needs it
+    dsn = local_env.create_database(local_env.embedded_server_dsn("demo", {"wal_level": "logical"}), "coldcopy",
+                                    replace=True)
     os.environ["AIRFLOW_CONN_COLDCOPY_DB"] = local_env.airflow_connection(dsn)
     return dsn
 
@@ -174,6 +176,36 @@ def print_gdpr_summary(dsn: str, dpo) -> None:
     print(f"  erasure ledger entries: {ledger}; export links delivered to the DPO channel: {len(dpo.received)}")
 
 
+def pitr_demo(bag, dsn: str) -> None:
+    """The change archive: setup, a base backup, an accident, and a restore as of the second before it."""
+    with psycopg.connect(dsn) as conn:
+        wal_level = conn.execute("SHOW wal_level").fetchone()[0]
+    if wal_level != "logical":
+        print(f"  change_archive: skipped (the target runs wal_level={wal_level}; logical decoding needs logical)")
+        return
+    run(bag.get_dag("change_archive_setup"), "dry run: what it would create", dry_run=True)
+    run(bag.get_dag("change_archive_setup"), "publication and slot: a chain starts", dry_run=False)
+    run(bag.get_dag("backup_to_spaces"), "the chain's first base backup", retention_dry_run=True)
+    time.sleep(1.1)
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    time.sleep(1.1)
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the accident: one workspace's campaigns deleted
+        workspace, campaigns = conn.execute(
+            "SELECT workspace_id, count(*) FROM campaigns GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1").fetchone()
+        conn.execute("DELETE FROM campaigns WHERE workspace_id = %s", (workspace,))
+    print(f"  the accident: {campaigns} campaigns of workspace {workspace} deleted after {before:%H:%M:%S}")
+    run(bag.get_dag("change_archive"), "drain the slot for 8 s", run_for_s=8)
+    target = "coldcopy_as_of_demo"
+    with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")  # this demo's own scratch target
+    run(bag.get_dag("restore_from_spaces"), f"as of {before:%H:%M:%S}, the second before the accident",
+        backup="latest", target_database=target, tables=[], confirm_overwrite_live=False,
+        as_of=f"{before:%Y-%m-%dT%H:%M:%SZ}")
+    with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=target)) as conn:
+        back = conn.execute("SELECT count(*) FROM campaigns WHERE workspace_id = %s", (workspace,)).fetchone()[0]
+    print(f"  {target}: the workspace has its {back} campaigns again (the live database: 0)")
+
+
 def main() -> None:
     dsn = target_database()
     endpoint = target_bucket()
@@ -234,6 +266,7 @@ def main() -> None:
     if dropped:
         month = dropped[-1].removeprefix("email_events_").replace("_", "-")
         run(bag.get_dag("partition_restore"), f"bring {month} back from its archive", month=month, hold_days=30)
+    pitr_demo(bag, dsn)
     print_schema_summary(dsn)
     print_refresh_summary(dsn)
     print_partition_summary(dsn)

@@ -23,14 +23,15 @@ class ChangeArchiveOperator(ColdCopyOperator):
     :param conn_id: a *direct* connection (not the transaction pooler) as a role with ``REPLICATION``.
     """
 
-    template_fields: Sequence[str] = ("every_s",)
+    template_fields: Sequence[str] = ("every_s", "run_for_s")
     ui_color = "#e2eef3"
     default_execution_timeout = timedelta(minutes=75)
     default_statement_timeout = "10min"
 
-    def __init__(self, *, every_s: float | str = 5.0, stop_before_s: float = 20.0, **kwargs) -> None:
+    def __init__(self, *, every_s: float | str = 5.0, stop_before_s: float = 20.0, run_for_s: float | str = 0,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
-        self.every_s, self.stop_before_s = every_s, stop_before_s
+        self.every_s, self.stop_before_s, self.run_for_s = every_s, stop_before_s, run_for_s
 
     def archiver(self):
         from coldcopy.backups import backup_passphrase
@@ -45,7 +46,10 @@ class ChangeArchiveOperator(ColdCopyOperator):
 
         start = context.get("logical_date") or datetime.now(UTC)
         end = start + timedelta(hours=1) - timedelta(seconds=self.stop_before_s)
-        until = time.monotonic() + max((end - datetime.now(UTC)).total_seconds(), 0.0)
+        seconds = max((end - datetime.now(UTC)).total_seconds(), 0.0)
+        if float(self.run_for_s or 0) > 0:  # a run triggered by hand (a demo, a test): this long only
+            seconds = min(seconds, float(self.run_for_s)) if context.get("logical_date") else float(self.run_for_s)
+        until = time.monotonic() + seconds
         try:
             drained = self.archiver().run(until=until, every_s=float(self.every_s))
         except (ChainError, SetupError) as error:

@@ -14,7 +14,7 @@ import gzip
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
@@ -39,6 +39,7 @@ class Drained:
     changes: int
     end_lsn: str | None
     lag_s: float | None  # now − the oldest commit this drain archived (the recovery point's age when it began)
+    lags_s: list[float] = field(default_factory=list)  # per transaction: verified and confirmed − committed
 
 
 class ChangeArchiver:
@@ -130,7 +131,9 @@ class ChangeArchiver:
             log.info("segment %d: %d transactions, %d changes, %s..%s, %d bytes", manifest["seq"],
                      manifest["transactions"], manifest["changes"], manifest["start_lsn"], manifest["end_lsn"],
                      manifest["byte_size"])
-            return Drained(manifest["seq"], manifest["transactions"], manifest["changes"], lsn_text(end_lsn), lag)
+            done_at = datetime.now(UTC)
+            return Drained(manifest["seq"], manifest["transactions"], manifest["changes"], lsn_text(end_lsn), lag,
+                           [(done_at - t.commit_time).total_seconds() for t in kept])
 
     def _progress(self, conn, chain: str, tip: dict | None, end_lsn: str, drained_at: datetime, *,
                   lag: float | None = None, force: bool = False) -> None:

@@ -78,12 +78,24 @@ def psql_file(dsn: str, path: Path) -> None:
                    check=True, capture_output=True, text=True)
 
 
-def embedded_server_dsn(name: str = "embedded") -> str:
-    """Start (or reuse) an embedded PostgreSQL under ``.pgdata/<name>``; it stops when this process exits."""
+def embedded_server_dsn(name: str = "embedded", settings: dict[str, str] | None = None) -> str:
+    """Start (or reuse) an embedded PostgreSQL under ``.pgdata/<name>``; it stops when this process exits.
+    ``settings`` (e.g. ``{"wal_level": "logical"}``) are set with ALTER SYSTEM and the server restarted when
+    they differ."""
     import pgserver
 
     (ROOT / ".pgdata").mkdir(exist_ok=True)
     server = pgserver.get_server(ROOT / ".pgdata" / name, cleanup_mode="stop")
+    if settings:
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            changed = [k for k, v in settings.items()
+                       if conn.execute("SELECT current_setting(%s)", (k,)).fetchone()[0] != v]
+            for key in changed:
+                conn.execute(f"ALTER SYSTEM SET {key} = '{settings[key]}'")  # our own literal settings
+        if changed:
+            from pgserver._commands import pg_ctl
+
+            pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
     return server.get_uri()
 
 
