@@ -25,7 +25,7 @@ ALGORITHM = "HMAC-SHA256"
 MANIFEST_KEY_CONN_ID = "coldcopy_manifest_key"
 MIN_SECRET_CHARS = 32
 _KEY_LABEL = b"coldcopy manifest signing key v2"
-TYPES = ("backup", "archive", "ledger", "retention_archive", "segment", "chain", "tip")
+TYPES = ("backup", "archive", "ledger", "retention_archive", "segment", "chain", "tip", "pruned")
 
 
 class ManifestRejected(RuntimeError):
@@ -235,6 +235,16 @@ class ChainTip(_Document):
     drained_at: str  # every commit up to this time is in segments ≤ seq
 
 
+class ChainPruned(_Document):
+    chain: str
+    through_seq: int  # segments up to this one were deleted by retention
+    last_hash: str  # segment_hash() of segment through_seq: segment through_seq + 1 links to it
+    end_lsn: str
+    last_commit: str
+    pruned_at: str
+
+
 MODELS: dict[str, type[_Document]] = {"backup": BackupManifest, "archive": ArchiveManifest, "ledger": LedgerEntry,
                                       "retention_archive": RetentionArchiveManifest, "segment": SegmentManifest,
-                                      "chain": ChainManifest, "tip": ChainTip}
+                                      "chain": ChainManifest, "tip": ChainTip,
+                                      "pruned": ChainPruned}

@@ -13,12 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from coldcopy.testing import local_env
+from coldcopy.testing import local_env, servers
 from coldcopy.testing.airflow_stack import AirflowStack
 from coldcopy.testing.alert_sink import AlertSink
 from coldcopy.testing.local_env import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+E2E_DAGS = Path(__file__).with_name("e2e_dags.py")
 PASSPHRASE = "e2e passphrase (test only)"
 MANIFEST_SECRET = "e2e manifest signing secret of 32+ characters"
 
@@ -32,6 +33,7 @@ class Live:
     s3_client: object
     bucket: str
     sink: AlertSink
+    logical: object = None  # a wal_level=logical cluster; connection coldcopy_pitr_db → its database "coldcopy"
 
     @property
     def target_dsn(self) -> str:
@@ -93,6 +95,7 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
     dags = tmp_path_factory.mktemp("dags")
     for dag_file in [*(ROOT / "dags").glob("*.py"), Path(__file__).with_name("e2e_dags.py")]:
         shutil.copy(dag_file, dags / dag_file.name)
+    logical = servers.ThrowawayCluster({"wal_level": "logical"}).start()  # the change archive's source
     with AlertSink() as sink:
         stack = AirflowStack(
             ROOT / ".airflow-e2e" / suffix, metadata, port=free_port(), dags_folder=dags,
@@ -103,6 +106,7 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
                 "coldcopy_manifest_key": json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET}),
                 "coldcopy_subject_pepper": json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET[::-1]}),
                 "coldcopy_alerts_webhook": sink.airflow_connection(),
+                "coldcopy_pitr_db": local_env.airflow_connection(local_env.database_dsn(logical.dsn, "coldcopy")),
             },
         )
         import boto3
@@ -112,9 +116,10 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
         client.create_bucket(Bucket=bucket)
         stack.start()
         try:
-            yield Live(stack, admin_dsn, metadata, target, client, bucket, sink)
+            yield Live(stack, admin_dsn, metadata, target, client, bucket, sink, logical)
         finally:
             stack.stop()
+            logical.stop()
             local_env.drop_database(admin_dsn, target)
             local_env.drop_database(admin_dsn, f"cc_airflow_{suffix}")
 
@@ -123,7 +128,8 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
 def api(live):
     with live.stack.client() as client:
         deadline = time.monotonic() + 120
-        while client.get("/dags", params={"limit": 1}).json()["total_entries"] < 16:  # 14 + 2 e2e DAGs
+        expected = len(list((ROOT / "dags").glob("*.py"))) + E2E_DAGS.read_text().count("dag_id=")
+        while client.get("/dags", params={"limit": 1}).json()["total_entries"] < expected:
             assert time.monotonic() < deadline, "the dag-processor did not serialize every DAG in 120 s"
             time.sleep(2)
         yield client

@@ -1,10 +1,11 @@
 """DAGs that exist only in the end-to-end tests' dags folder (copied beside the real ones)."""
 from datetime import timedelta
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Param, task
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import START_DATE, default_args
+from coldcopy.operators.pitr import ChangeArchiveOperator
 
 with DAG(
     dag_id="e2e_slow", description="Misses its 5 s deadline on purpose", schedule=None, start_date=START_DATE,
@@ -34,3 +35,11 @@ with DAG(
 
     flaky()
     broken()
+
+with DAG(
+    dag_id="e2e_change_archive", description="change_archive's task on the wal_level=logical cluster",
+    schedule=None, start_date=START_DATE, max_active_runs=1, default_args=default_args(retries=0),
+    params={"run_for_s": Param(15, type="integer", minimum=1)},
+):
+    ChangeArchiveOperator(task_id="drain", conn_id="coldcopy_pitr_db", run_for_s="{{ params.run_for_s }}",
+                          every_s=2)

@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime
 
 from coldcopy.backups.common import _KEY, ORPHAN_AFTER, PREFIX, RETENTION, BackupError
+from coldcopy.pitr import retention as pitr_retention
 
 log = logging.getLogger(__name__)
 
@@ -72,4 +73,6 @@ class Retention:
                 continue
             self.bucket.delete(key)
             log.warning("deleted %s: no manifest beside it", key)
+        kept = [m for _, key, m in self.database_backups() if key not in done]
+        done += pitr_retention.prune(self.bucket, self.keyring, kept, dry_run=dry_run)
         return done

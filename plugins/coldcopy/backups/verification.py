@@ -90,6 +90,7 @@ class Verification:
         (listed in :attr:`skipped`), not fatal: the next one back is used."""
         if _KEY.match(which):
             return which, self.manifest(which)
+        self.skipped = []
         candidates = self.database_backups(None if which == "latest" else which.replace("-", ""))
         if not candidates:
             raise BackupError(f"no whole-database backup matches {which!r} in {self.bucket.uri}/{PREFIX}/")
@@ -98,8 +99,8 @@ class Verification:
 
     def database_backups(self, stamp_prefix: str | None = None) -> list[tuple[str, str, dict]]:
         """``(stamp, key, manifest)`` of every whole-database backup whose manifest verifies (optionally only
-        stamps starting with ``stamp_prefix``); the others are listed in :attr:`skipped`."""
-        candidates, self.skipped = [], []
+        stamps starting with ``stamp_prefix``); the others are added to :attr:`skipped`."""
+        candidates = []
         for obj in self._list(f"{PREFIX}/"):
             match = _KEY.match(obj["Key"])
             if match and (stamp_prefix is None or match["stamp"].startswith(stamp_prefix)):

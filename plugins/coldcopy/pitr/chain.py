@@ -53,6 +53,7 @@ class Chain:
     head: dict
     segments: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    pruned: dict | None = None  # retention deleted the segments up to pruned["through_seq"] (signed)
 
     @property
     def start_lsn(self) -> int:
@@ -65,10 +66,11 @@ class Chain:
     def consistent_prefix(self) -> list[dict]:
         """The segments from the first up to the first break (a missing seq, a wrong link or LSN)."""
         good: list[dict] = []
-        for segment in self.segments:
-            expected_seq = good[-1]["seq"] + 1 if good else 1
-            expected_prev = segment_hash(good[-1]) if good else None
-            expected_lsn = good[-1]["end_lsn"] if good else self.head["start_lsn"]
+        start = self.pruned or {"through_seq": 0, "last_hash": None, "end_lsn": self.head["start_lsn"]}
+        for segment in (s for s in self.segments if s["seq"] > start["through_seq"]):
+            expected_seq = good[-1]["seq"] + 1 if good else start["through_seq"] + 1
+            expected_prev = segment_hash(good[-1]) if good else start["last_hash"]
+            expected_lsn = good[-1]["end_lsn"] if good else start["end_lsn"]
             if (segment["seq"], segment["prev_hash"]) != (expected_seq, expected_prev) \
                     or lsn_int(segment["start_lsn"]) < lsn_int(expected_lsn):  # the slot may move on in between
                 break
@@ -78,9 +80,14 @@ class Chain:
     def break_after(self) -> dict | None:
         """The last good segment before a break (``None`` when the chain is whole)."""
         prefix = self.consistent_prefix()
-        if len(prefix) == len(self.segments) and not self.problems:
+        kept = [s for s in self.segments if s["seq"] > (self.pruned or {}).get("through_seq", 0)]
+        if len(prefix) == len(kept) and not self.problems:
             return None
-        return prefix[-1] if prefix else {"seq": 0, "last_commit": self.head["created_at"]}
+        if prefix:
+            return prefix[-1]
+        if self.pruned:
+            return {"seq": self.pruned["through_seq"], "last_commit": self.pruned["last_commit"]}
+        return {"seq": 0, "last_commit": self.head["created_at"]}
 
 
 def load_chain(bucket: Bucket, name: str, keys: manifests.Keyring) -> Chain:
@@ -89,7 +96,14 @@ def load_chain(bucket: Bucket, name: str, keys: manifests.Keyring) -> Chain:
     if head["chain"] != name:
         raise ChainError(f"{bucket.url(chain_key(name))}: describes chain {head['chain']!r}")
     chain = Chain(name, head)
+    pruned_key = f"{PREFIX}/{name}/pruned.json"
     for key in sorted(bucket.list_keys(f"{PREFIX}/{name}/")):
+        if key == pruned_key:
+            try:
+                chain.pruned = manifests.load(bucket.get(key), keys, where=bucket.url(key), type="pruned")
+            except manifests.ManifestRejected as error:
+                chain.problems.append(str(error))
+            continue
         if not key.endswith(".manifest.json"):
             continue
         try:

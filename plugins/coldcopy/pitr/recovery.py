@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 
@@ -133,11 +134,13 @@ def plan(runner, as_of: datetime) -> RecoveryPlan:
     raise RecoveryError(f"as_of {_stamp(as_of)} cannot be reached: {nearest[0]}")
 
 
-def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str] | None = None) -> dict:
-    """Apply the plan's segments to ``target_dsn`` (the base backup restored there already)."""
+def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str] | None = None,
+           migrations: Path | None = None) -> dict:
+    """Apply the plan's segments to ``target_dsn`` (the base backup restored there already); a migration
+    marker applies the same file from ``migrations`` (default: this release's sql/migrations)."""
     with psycopg.connect(target_dsn) as conn:
         replayer = Replayer(conn, snapshot=Snapshot.parse(recovery.backup["pitr"]["snapshot"]),
-                            tables=set(tables) if tables else None, migrate=migration_applier(target_dsn))
+                            tables=set(tables) if tables else None, migrate=migration_applier(target_dsn, migrations))
         last = None
         for segment in recovery.segments:
             for transaction in chains.read_segment(runner.bucket, segment, runner.passphrase):

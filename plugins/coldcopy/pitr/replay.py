@@ -76,9 +76,15 @@ class Replayer:
         self.markers: list[dict] = []
         self._tables: dict[str, _Table] = {}
         self._pending = 0
+        self._quieted: list[sql.Identifier] = []  # tables whose user triggers this replay disabled
         conn.autocommit = False
-        conn.execute("SET session_replication_role = replica")
         conn.execute("SET synchronous_commit = off")
+        try:
+            with conn.transaction():
+                conn.execute("SET session_replication_role = replica")
+            self.replica_role = True
+        except psycopg.errors.InsufficientPrivilege:  # not a superuser (Supabase's postgres): quiet each table
+            self.replica_role = False
 
     def apply(self, transaction: dict) -> None:
         if self.snapshot is not None and self.snapshot.visible(transaction["xid"]):
@@ -123,7 +129,11 @@ class Replayer:
                 "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.n", (oid,))]
             if not key:
                 raise ReplayError(f"{name} has no primary key in the restored database: replay needs one")
-            self._tables[name] = _Table(sql.Identifier(schema, table), key, columns)
+            ident = sql.Identifier(schema, table)
+            if not self.replica_role and ident not in self._quieted:  # the owner may; the target is private
+                self.conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(ident))
+                self._quieted.append(ident)
+            self._tables[name] = _Table(ident, key, columns)
         return self._tables[name]
 
     def _row(self, change: dict) -> None:
@@ -160,6 +170,7 @@ class Replayer:
         self.markers.append(marker)
         if marker["kind"] == "migration":
             self.commit()
+            self.sync_sequences()  # a file's own inserts draw from them: not below the replayed rows
             if self.migrate is None:
                 raise ReplayError(f"migration {marker['file']} in the archive, and no way to apply it")
             self.migrate(marker)
@@ -185,8 +196,17 @@ class Replayer:
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("public", name)))
 
     def finish(self) -> dict[str, int]:
-        """Commit, then set every column-owned sequence from the data (``setval`` to its column's maximum)."""
+        """Commit, then set every column-owned sequence from the data (``setval`` to its column's maximum)
+        and enable again the triggers this replay disabled."""
         self.commit()
+        for ident in self._quieted:
+            self.conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
+        moved = self.sync_sequences()
+        self.commit()
+        return moved
+
+    def sync_sequences(self) -> dict[str, int]:
+        """``setval`` every column-owned sequence to its column's maximum."""
         owned = self.conn.execute(
             "SELECT s.oid::regclass::text, t.oid::regclass::text, a.attname FROM pg_depend d "
             "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_class t ON t.oid = d.refobjid "
@@ -203,6 +223,16 @@ class Replayer:
         return moved
 
 
+def _quiet(conn: psycopg.Connection) -> psycopg.Connection:
+    """The file's triggers stay quiet like the replay's: what they wrote at the source follows in the archive."""
+    try:
+        conn.execute("SET session_replication_role = replica")
+        conn.commit()
+    except psycopg.errors.InsufficientPrivilege:
+        conn.rollback()
+    return conn
+
+
 def migration_applier(target_dsn: str, directory: Path | None = None):
     """What :class:`Replayer` calls for a migration marker: the same file, checked against the marker's
     checksum, applied to the target by the migration runner (skipped when the base backup has it)."""
@@ -216,6 +246,6 @@ def migration_applier(target_dsn: str, directory: Path | None = None):
         if migration is None or migration.checksum != marker["checksum"]:
             raise ReplayError(f"the archive applied {marker['file']} (sha256 {marker['checksum'][:12]}…); this "
                               "checkout has no such file, or a different one: replay it from the matching release")
-        MigrationRunner(lambda: psycopg.connect(target_dsn)).apply(migration, applied_by="pitr replay")
+        MigrationRunner(lambda: _quiet(psycopg.connect(target_dsn))).apply(migration, applied_by="pitr replay")
 
     return apply
