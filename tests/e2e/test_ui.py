@@ -45,7 +45,6 @@ def test_the_dag_list_shows_every_dag(page, live):
     for dag_id in expected:
         page.get_by_text(dag_id, exact=True).first.wait_for(timeout=30_000)
     page.screenshot(path=ARTIFACTS / "dag_list.png", full_page=True)
-    assert len(expected) == 14
 
 
 def test_a_dag_page_shows_its_runbook(page, live):
