@@ -15,7 +15,10 @@
 - `as_of`: optional point in time (UTC, whole seconds, `2026-11-29T16:00:05Z`): the newest base backup before
   it, then the change archive (`change_archive`) replayed up to the last transaction committed within that
   second; `backup` is ignored. Refused, with the nearest reachable point, when it is in the future, before
-  the oldest base backup the archive extends, after the archive's newest point, or across a gap.
+  the oldest base backup the archive extends, after the archive's newest point, or across a gap;
+- `workspace_id`: optional, only that workspace's rows (every tenant table, its `workspaces` row, the users
+  they refer to), in `target_database`, or with `target_schema` in that new schema of the live database
+  (owner-only, no constraints: support copies back from it; the restored database is dropped).
 
 The object is downloaded to a private spool and must equal its signed manifest (key, size, sha256) before
 anything is decrypted; gpg must report an integrity-protected AES256 decryption before its output reaches
@@ -36,7 +39,7 @@ CLI: `airflow dags trigger restore_from_spaces --conf '{"backup": "latest", "tar
 from airflow.sdk import DAG, Param
 
 from coldcopy.dag_defaults import START_DATE, default_args
-from coldcopy.operators.backups import RestoreFromSpacesOperator
+from coldcopy.operators.restore import RestoreFromSpacesOperator
 
 with DAG(
     dag_id="restore_from_spaces",
@@ -53,6 +56,9 @@ with DAG(
         "confirm_overwrite_live": Param(False, type="boolean"),
         "as_of": Param("", type="string", description="point in time, UTC, e.g. 2026-11-29T16:00:05Z (empty: "
                        "the backup itself); needs the change archive (docs/pitr.md)"),
+        "workspace_id": Param("", type="string", description="only this workspace's rows (empty: all)"),
+        "target_schema": Param("", type="string", description="with workspace_id: copy into this new schema of the "
+                               "live database instead of a new database"),
     },
     tags=["coldcopy", "backups", "restore"],
     doc_md=__doc__,
@@ -60,5 +66,6 @@ with DAG(
     RestoreFromSpacesOperator(
         task_id="restore", backup="{{ params.backup }}", target_database="{{ params.target_database }}",
         tables="{{ params.tables | join(',') }}", confirm_overwrite_live="{{ params.confirm_overwrite_live }}",
-        as_of="{{ params.as_of }}",
+        as_of="{{ params.as_of }}", workspace_id="{{ params.workspace_id }}",
+        target_schema="{{ params.target_schema }}",
     )

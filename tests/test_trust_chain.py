@@ -115,7 +115,7 @@ def test_a_failed_restore_leaves_no_database_and_a_clean_one_is_handed_over(
         generated_db, spaces, backup_key, coldcopy_conn, admin_dsn):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from coldcopy.operators.backups import RestoreFromSpacesOperator
+    from coldcopy.operators.restore import RestoreFromSpacesOperator
 
     client, bucket = spaces.client, spaces.name
     coldcopy_conn(generated_db)
@@ -149,7 +149,7 @@ def test_a_restore_with_a_junk_ledger_object_applies_the_valid_erasures_and_aler
     from types import SimpleNamespace
 
     from coldcopy.gdpr import Gdpr
-    from coldcopy.operators.backups import RestoreFromSpacesOperator
+    from coldcopy.operators.restore import RestoreFromSpacesOperator
     from coldcopy.testing.alert_sink import AlertSink
     from tests.conftest import SUBJECT_PEPPER
 

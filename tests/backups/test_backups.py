@@ -221,7 +221,7 @@ def test_verification_runs_on_the_verify_connection_and_transient_failures_are_r
 
 def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db, spaces, backup_key,
                                                                    coldcopy_conn, new_database):
-    from coldcopy.operators.backups import RestoreFromSpacesOperator
+    from coldcopy.operators.restore import RestoreFromSpacesOperator
 
     coldcopy_conn(generated_db)
     key = BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING).backup().object_key

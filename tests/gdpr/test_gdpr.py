@@ -202,7 +202,7 @@ def test_a_restored_backup_does_not_bring_an_erased_subject_back(generated_db, n
     target = new_database()
     runner.restore(key, target)
     assert occurrences(target, str(subject["lead_id"]))  # the backup holds the subject, as backups do
-    from coldcopy.operators.backups import RestoreFromSpacesOperator
+    from coldcopy.operators.restore import RestoreFromSpacesOperator
 
     done, problems = RestoreFromSpacesOperator.reapply_erasures(runner, runner.manifest(key), target)
     assert len(done) == 1 and problems == []

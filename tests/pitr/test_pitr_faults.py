@@ -188,7 +188,7 @@ def test_as_of_in_the_future_unparseable_or_outside_the_archive_is_refused_befor
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from coldcopy.operators.backups import RestoreFromSpacesOperator
+    from coldcopy.operators.restore import RestoreFromSpacesOperator
 
     future = datetime.now(UTC) + timedelta(hours=1)
     for bad, message in (("yesterday", "not a timestamp"), ("2026-11-29 16:00:05", "no time zone"),

@@ -1,0 +1,218 @@
+"""The operator of ``restore_from_spaces`` (see :mod:`coldcopy.backups` and, for ``as_of``, :mod:`coldcopy.pitr`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from coldcopy.operators.backups import BaseBackupOperator
+
+
+class RestoreFromSpacesOperator(BaseBackupOperator):
+    """Restore a backup (``latest``, a ``YYYY-MM-DD`` date, or an object key) into ``target_database``.
+
+    A whole-database restore goes into a *quarantine* database first (``<target>__restoring``): the object is
+    bound to its signed manifest before any byte is restored, every erasure of the ledger since the backup is
+    re-applied, and only then is the quarantine renamed to the target. Any failure drops the quarantine: no
+    one is ever handed a database that still holds an erased person or an unverified byte. The target must be
+    missing or empty; the live database of ``conn_id`` is refused unless ``confirm_overwrite_live`` is true
+    (for a live database that was lost and recreated empty). With ``tables``, only their rows are restored
+    into a target that has the schema (then erasures are re-applied in place).
+
+    With ``as_of`` (``2026-11-29T16:00:05Z``, UTC, whole seconds) the newest base backup before it is restored
+    and the change archive replayed up to the last transaction committed within that second
+    (:mod:`coldcopy.pitr.recovery`); ``backup`` is then ignored. An ``as_of`` the archive cannot reach is refused
+    with the nearest point it can, before anything is created.
+
+    With ``workspace_id``, only that workspace's rows (every tenant table, its ``workspaces`` row, the users
+    they refer to) are kept (:mod:`coldcopy.pitr.workspace`): in ``target_database``, or, with
+    ``target_schema``, copied into that new schema of the ``conn_id`` database for support to copy back from
+    (the restored database is a scratch one then, dropped afterwards).
+    """
+
+    template_fields: Sequence[str] = ("backup", "target_database", "tables", "confirm_overwrite_live", "as_of",
+                                      "workspace_id", "target_schema")
+
+    def __init__(self, *, backup: str, target_database: str, tables: list[str] | str | None = None,
+                 confirm_overwrite_live: bool | str = False, as_of: str | None = None,
+                 workspace_id: str | None = None, target_schema: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.backup, self.target_database = backup, target_database
+        self.tables, self.confirm_overwrite_live, self.as_of = tables, confirm_overwrite_live, as_of
+        self.workspace_id, self.target_schema = workspace_id, target_schema
+        self.recovery = self.workspace = None
+
+    def execute(self, context: Context) -> dict:
+        from coldcopy import alerts
+        from coldcopy.backups import BackupError
+
+        tables = [t for t in (self.tables or []) if t] if not isinstance(self.tables, str) else (
+            [t.strip() for t in self.tables.split(",") if t.strip()])
+        schema = self._workspace_request(tables)
+        target = (self.target_database or "").strip() if not schema else \
+            f"coldcopy_ws_{self.workspace[:8]}_{context['ti'].try_number if 'ti' in context else 0}"
+        if not target:
+            raise AirflowFailException("target_database is required")
+        if len(target) > 52:
+            raise AirflowFailException(f"target_database {target!r}: at most 52 characters (the quarantine's name "
+                                       "adds a suffix within PostgreSQL's 63)")
+        hook = self.hook()
+        live = hook.get_connection(self.conn_id).schema
+        if target == live and str(self.confirm_overwrite_live).lower() not in ("true", "1"):
+            raise AirflowFailException(f"refusing to restore into the live database {live!r}: "
+                                       "set confirm_overwrite_live to true if that is really meant")
+        runner = self.runner()
+        if (self.as_of or "").strip():
+            from coldcopy.pitr import recovery
+
+            try:
+                self.recovery = recovery.plan(runner, recovery.parse_as_of(self.as_of))
+            except recovery.RecoveryError as error:
+                raise AirflowFailException(str(error)) from error
+            self.log.info("as of %s: base backup %s, then segments %s of chain %s", self.as_of,
+                          self.recovery.backup_key, self.recovery.describe()["segments"], self.recovery.chain.name)
+        try:
+            key, manifest = (self.recovery.backup_key, self.recovery.backup) if self.recovery else \
+                runner.resolve(self.backup)
+            if runner.skipped:
+                alerts.send_for_task(context, f"restore passed over {len(runner.skipped)} backup(s) with a refused "
+                                     f"manifest: {'; '.join(runner.skipped)[:800]}", kind="threshold_breached")
+            if tables:
+                erasures, problems = self.restore_tables(runner, key, manifest, target, tables)
+            elif schema:
+                erasures, problems = self.restore_database(runner, key, manifest, target)
+                copied = self.copy_workspace(target, schema)
+            else:
+                erasures, problems = self.restore_database(runner, key, manifest, target)
+        except BackupError as error:
+            self.fail_for_good(error)
+        if problems:
+            alerts.send_for_task(context, f"erasure ledger: {len(problems)} problem(s) while restoring {key} (every "
+                                 f"valid erasure was applied): {'; '.join(problems)[:800]}",
+                                 kind="threshold_breached", problems=problems[:20])
+        self.log.info("restored %s into %s%s; %d erasure(s) re-applied", key, target,
+                      f" (tables {', '.join(tables)})" if tables else "", len(erasures))
+        result = {"object_key": key, "target_database": None if schema else target, "tables": tables,
+                  "erasures_reapplied": len(erasures), "as_of": self.recovery.describe()["as_of"] if self.recovery
+                  else None, "workspace_id": self.workspace}
+        if schema:
+            result.update(target_schema=schema, rows=sum(copied.values()))
+        return result
+
+    def _workspace_request(self, tables: list[str]) -> str | None:
+        """Validate ``workspace_id`` / ``target_schema`` before anything is created; the schema, if any."""
+        from coldcopy.pitr.workspace import WorkspaceError, schema_name, workspace_uuid
+
+        if not (self.workspace_id or "").strip():
+            if (self.target_schema or "").strip():
+                raise AirflowFailException("target_schema is for one workspace: set workspace_id too")
+            return None
+        if tables:
+            raise AirflowFailException("workspace_id and tables do not combine: a workspace takes every tenant table")
+        try:
+            self.workspace = workspace_uuid(self.workspace_id)
+            if not (self.target_schema or "").strip():
+                return None
+            with self.hook().get_conn() as conn:
+                return schema_name(conn, self.target_schema)
+        except WorkspaceError as error:
+            raise AirflowFailException(str(error)) from error
+
+    def copy_workspace(self, scratch: str, schema: str) -> dict[str, int]:
+        """The workspace's rows from the restored scratch database into ``schema``; the scratch is dropped."""
+        from psycopg import sql
+
+        from coldcopy.pitr.workspace import copy_into_schema
+
+        try:
+            copied = copy_into_schema(self.hook().dsn(dbname=scratch), self.hook().dsn(), schema)
+        finally:
+            with self._admin() as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+        self.log.info("workspace %s: %d rows of %d tables in schema %s", self.workspace, sum(copied.values()),
+                      len(copied), schema)
+        return copied
+
+    def _admin(self):
+        import psycopg
+
+        return psycopg.connect(self.hook().dsn(dbname="postgres"), autocommit=True)
+
+    def restore_tables(self, runner, key: str, manifest: dict, target: str, tables: list[str]):
+        with self._admin() as admin:
+            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone():
+                raise AirflowFailException(f"{target!r} does not exist: a table restore needs its schema")
+        target_dsn = self.hook().dsn(dbname=target)
+        runner.restore(key, target_dsn, tables=tables, manifest=manifest)
+        self.replay(runner, target_dsn, tables)
+        return self.reapply_erasures(runner, manifest, target_dsn)
+
+    def replay(self, runner, target_dsn: str, tables: list[str] | None = None) -> None:
+        """The change archive up to ``as_of`` (nothing without it)."""
+        if self.recovery is None:
+            return
+        from coldcopy.pitr import recovery
+
+        report = recovery.replay(runner, self.recovery, target_dsn, tables=tables)
+        self.log.info("replayed %d transaction(s) up to %s (%d already in the base backup); changes %s",
+                      report["transactions_replayed"], report["last_commit_replayed"],
+                      report["transactions_in_base_backup"], report["changes"])
+
+    def restore_database(self, runner, key: str, manifest: dict, target: str):
+        import psycopg
+        from psycopg import sql
+
+        quarantine = f"{target}__restoring"
+        with self._admin() as admin:
+            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
+            if exists:
+                with psycopg.connect(self.hook().dsn(dbname=target)) as conn:
+                    populated = conn.execute(
+                        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                        "AND n.nspname NOT LIKE 'pg_toast%'").fetchone()[0]
+                if populated:  # pg_restore --clean cannot replace partitioned tables: never half-overwrite
+                    raise AirflowFailException(
+                        f"{target!r} has {populated} tables: a whole-database restore goes into an empty database "
+                        "only. Restore into a new database and point the application at it (docs/backups.md), "
+                        "or drop and recreate this one first")
+            # A quarantine left by a killed try is ours to replace: it was never handed over.
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(quarantine)))
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(quarantine)))
+        try:
+            quarantine_dsn = self.hook().dsn(dbname=quarantine)
+            runner.restore(key, quarantine_dsn, manifest=manifest)
+            self.replay(runner, quarantine_dsn)
+            erasures, problems = self.reapply_erasures(runner, manifest, quarantine_dsn)
+            if self.workspace:
+                from coldcopy.pitr.workspace import WorkspaceError, keep_only
+
+                try:
+                    keep_only(quarantine_dsn, self.workspace)
+                except WorkspaceError as error:
+                    raise AirflowFailException(str(error)) from error
+            with self._admin() as admin:
+                if exists:
+                    admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(target)))  # empty (checked)
+                admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(quarantine),
+                                                                               sql.Identifier(target)))
+        except BaseException:
+            with self._admin() as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(quarantine)))
+            raise
+        return erasures, problems
+
+    @staticmethod
+    def reapply_erasures(runner, manifest: dict, target_dsn: str) -> tuple[dict, list[str]]:
+        """Backups are immutable: every erasure since the backup began (the *bound* manifest's start, so an
+        older object under a newer key cannot move the date) is applied again before hand-over."""
+        from datetime import datetime
+
+        from coldcopy.gdpr import reapply_after_restore, subject_pepper
+
+        since = datetime.fromisoformat(manifest["started_at"]) - timedelta(hours=1)  # clock margin
+        return reapply_after_restore(target_dsn, runner.bucket, runner.keyring, since,
+                                     subject_pepper())
