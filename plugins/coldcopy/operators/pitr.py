@@ -9,10 +9,26 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from coldcopy import DB_CONN_ID, KEY_CONN_ID
+from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
 
 
-class ChangeArchiveOperator(ColdCopyOperator):
+class BasePitrOperator(ColdCopyOperator):
+    """Shared parts: the database (a direct connection, a role with ``REPLICATION``), the bucket, the key.
+
+    :param conn_id: the database whose changes are archived.
+    :param spaces_conn_id: the bucket (aws connection).
+    :param key_conn_id: connection whose password is the encryption passphrase (the backups' own).
+    """
+
+    def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
+                 key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id, self.spaces_conn_id, self.key_conn_id = conn_id, spaces_conn_id, key_conn_id
+
+
+class ChangeArchiveOperator(BasePitrOperator):
     """Keep the ``coldcopy_pitr`` slot drained into Spaces until just before the next hourly run starts.
 
     One long task per hour (``max_active_runs=1``): a drain every ``every_s`` seconds holds the recovery
@@ -64,7 +80,7 @@ class ChangeArchiveOperator(ColdCopyOperator):
         return result
 
 
-class ChangeArchiveSetupOperator(ColdCopyOperator):
+class ChangeArchiveSetupOperator(BasePitrOperator):
     """Show (``dry_run``) or apply what the change archive needs: the publication of every keyed application
     table (partitions through their root) and the logical replication slot, which starts a chain."""
 

@@ -9,6 +9,7 @@ the chain, or across a gap in it. See docs/pitr.md.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -141,13 +142,21 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
     with psycopg.connect(target_dsn) as conn:
         replayer = Replayer(conn, snapshot=Snapshot.parse(recovery.backup["pitr"]["snapshot"]),
                             tables=set(tables) if tables else None, migrate=migration_applier(target_dsn, migrations))
-        last = None
-        for segment in recovery.segments:
+        last, archived = None, Counter()
+        snapshot = replayer.snapshot
+        for segment in recovery.segments:  # each read back bound to its manifest, its counts equal to it
             for transaction in chains.read_segment(runner.bucket, segment, runner.passphrase):
                 if datetime.fromisoformat(transaction["commit_time"]) >= recovery.until:
                     break
+                if not snapshot.visible(transaction["xid"]):
+                    archived.update((t, c["op"]) for c in transaction["changes"] for t in
+                                    (c.get("tables") or [c.get("table")]) if c["op"] != "M" and
+                                    (tables is None or t in tables))
                 replayer.apply(transaction)
                 last = transaction["commit_time"]
+        if +archived != +replayer.applied:  # every archived change up to as_of applied, once
+            raise RecoveryError(f"replay applied {sum(replayer.applied.values())} changes where the archive holds "
+                                f"{sum(archived.values())} up to {_stamp(recovery.as_of)}; the restore is incomplete")
         sequences = replayer.finish()
     report = {**recovery.describe(), "transactions_replayed": replayer.transactions,
               "transactions_in_base_backup": replayer.skipped, "last_commit_replayed": last,
