@@ -124,3 +124,17 @@ def test_finding_pg_dump_for_the_server_does_not_import_the_embedded_server(migr
              "print('pgserver' in sys.modules)")
     done = subprocess.run([sys.executable, "-W", "error", "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False" and "RuntimeDirWarning" not in done.stderr
+
+
+def test_the_embedded_server_is_imported_without_a_stray_warning():
+    """``make demo`` and the tests import pgserver when no server answers: its XDG_RUNTIME_DIR warning was the
+    first line of the demo's output (issue 24)."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    probe = "from coldcopy.pg_tools import import_pgserver; import_pgserver(); import pgserver"
+    bare = subprocess.run([sys.executable, "-c", "import pgserver"], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert "RuntimeDirWarning" in bare.stderr  # the package itself still warns
+    assert done.stderr == ""

@@ -52,10 +52,21 @@ def _candidates(name: str, server_major: int):
     if found := shutil.which(name):
         yield Path(found)
     try:
-        import pgserver
+        pgserver = import_pgserver()
     except ImportError:
         return
     yield Path(pgserver.__file__).parent / "pginstall" / "bin" / name
+
+
+def import_pgserver():
+    """The embedded server's package, without the RuntimeDirWarning (XDG_RUNTIME_DIR unset: platformdirs falls
+    back to /tmp) its import prints on a server or in a container: noise in every log and ``make`` output."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver
+    return pgserver
 
 
 def pg_program(name: str, server_major: int) -> str:

@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coldcopy import REPO_ROOT
 from coldcopy.object_store import Bucket
+from coldcopy.pg_tools import import_pgserver
 
 ROOT = REPO_ROOT
 LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -57,8 +58,7 @@ def executable(name: str) -> str:
         found = shutil.which(name, path=str(directory) if directory else None)
         if found:
             return found
-    import pgserver
-
+    pgserver = import_pgserver()
     bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / name
     if bundled.exists():
         return str(bundled)
@@ -82,8 +82,7 @@ def embedded_server_dsn(name: str = "embedded", settings: dict[str, str] | None 
     """Start (or reuse) an embedded PostgreSQL under ``.pgdata/<name>``; it stops when this process exits.
     ``settings`` (e.g. ``{"wal_level": "logical"}``) are set with ALTER SYSTEM and the server restarted when
     they differ."""
-    import pgserver
-
+    pgserver = import_pgserver()
     (ROOT / ".pgdata").mkdir(exist_ok=True)
     server = pgserver.get_server(ROOT / ".pgdata" / name, cleanup_mode="stop")
     if settings:
