@@ -74,5 +74,6 @@ class Retention:
             self.bucket.delete(key)
             log.warning("deleted %s: no manifest beside it", key)
         kept = [m for _, key, m in self.database_backups() if key not in done]
+        self.skipped = list(dict.fromkeys(self.skipped))  # a refused manifest is reported once
         done += pitr_retention.prune(self.bucket, self.keyring, kept, dry_run=dry_run)
         return done
