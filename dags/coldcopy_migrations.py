@@ -30,9 +30,9 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, TaskGroup, chain
 
-from coldcopy import MIGRATIONS_DIR
+from coldcopy import MIGRATIONS_DIR, SUPABASE_MIGRATIONS_DIR
 from coldcopy.dag_defaults import START_DATE, default_args
-from coldcopy.migrations import PHASE_NAMES, discover_migrations
+from coldcopy.migrations import ALL_PHASES, CLI_PHASE, discover_migrations
 from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationPlanOperator, PhaseGateOperator
 
 DEFAULT_ARGS = default_args(retries=2, retry_delay=timedelta(minutes=1))
@@ -46,13 +46,15 @@ with DAG(
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     params={"dry_run": Param(False, type="boolean", description="List what would run; change nothing.")},
-    template_searchpath=[str(MIGRATIONS_DIR)],
+    template_searchpath=[str(MIGRATIONS_DIR), str(SUPABASE_MIGRATIONS_DIR)],
     tags=["coldcopy", "migrations", "schema"],
     doc_md=__doc__,
 ):
     previous = MigrationPlanOperator(task_id="plan")
     migrations = discover_migrations()
-    for phase, phase_name in PHASE_NAMES.items():
+    for phase, phase_name in ALL_PHASES.items():
+        if phase == CLI_PHASE and not any(m.phase == CLI_PHASE for m in migrations):
+            continue  # no supabase/migrations/ files: no fourth phase
         with TaskGroup(group_id=f"phase_{phase}_{phase_name}") as group:
             steps = [PhaseGateOperator(task_id="gate", phase=phase)] if phase > 1 else []
             steps += [

@@ -8,6 +8,8 @@ KEY_CONN_ID = "coldcopy_backup_key"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO_ROOT / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
+# The Supabase CLI's own migrations (`supabase migration new`): a second source, applied after the runbook's
+SUPABASE_MIGRATIONS_DIR = REPO_ROOT / "supabase" / "migrations"
 
 
 def optional_connection(conn_id: str):

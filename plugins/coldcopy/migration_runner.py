@@ -21,7 +21,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from coldcopy import ops_schema
+from coldcopy import ops_schema, supabase_history
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 from coldcopy.migrations import Migration, MigrationError, PlanEntry, Status, strip_sql_comments
 from coldcopy.pitr import markers
@@ -82,18 +82,37 @@ class MigrationRunner:
             return self._history(conn)
 
     def plan(self, migrations: list[Migration]) -> list[PlanEntry]:
-        """What applying ``migrations`` would do, changing nothing."""
-        history = self.applied()
-        return [PlanEntry(m, self._status(m, history)) for m in migrations]
+        """What applying ``migrations`` would do, changing nothing; with the Supabase CLI's view beside ours."""
+        with self._open() as conn:
+            history, cli = self._history(conn), supabase_history.recorded(conn)
+            has_cli = supabase_history.exists(conn)
+        return [PlanEntry(m, self._status(m, history, cli), self._cli_view(m, cli) if has_cli else "")
+                for m in migrations]
 
     @staticmethod
-    def _status(migration: Migration, history: dict[int, tuple[str, str]]) -> Status:
-        if migration.version not in history:
-            return Status.PENDING
-        return Status.APPLIED if history[migration.version][1] == migration.checksum else Status.CHANGED
+    def _cli_view(migration: Migration, cli: dict) -> str:
+        version = (supabase_history.cli_version(migration.file_name) or ("",))[0]
+        if version not in cli:
+            return "absent"
+        return "recorded" if supabase_history.same_statements(cli[version][1], migration.read()) else "differs"
+
+    @staticmethod
+    def _status(migration: Migration, history: dict[int, tuple[str, str]], cli: dict | None = None) -> Status:
+        if migration.version in history:
+            return Status.APPLIED if history[migration.version][1] == migration.checksum else Status.CHANGED
+        version = (supabase_history.cli_version(migration.file_name) or ("",))[0]
+        if cli and version in cli:  # applied by `supabase db push`: the same statements, or an edited file
+            return Status.APPLIED if supabase_history.same_statements(cli[version][1], migration.read()) \
+                else Status.CHANGED
+        return Status.PENDING
 
     @staticmethod
     def changed_error(migration: Migration, history: dict[int, tuple[str, str]]) -> MigrationError:
+        if migration.version not in history:
+            return MigrationError(
+                f"{migration.file_name}: the Supabase CLI applied version {migration.file_name.split('_')[0]} with "
+                "other statements than the file now holds. Applied migrations must not be edited: restore the "
+                "file and put the change in a new migration.")
         return MigrationError(
             f"{migration.file_name}: already applied with checksum {history[migration.version][1][:12]}…, "
             f"but the file now has {migration.checksum[:12]}…. Applied migrations must not be edited: "
@@ -113,14 +132,17 @@ class MigrationRunner:
             self._acquire_advisory_lock(conn, migration)
             try:
                 ops_schema.ensure(conn, "schema_migrations")
-                history = self._history(conn)
-                status = self._status(migration, history)
+                history, cli = self._history(conn), supabase_history.recorded(conn)
+                status = self._status(migration, history, cli)
                 if status is Status.CHANGED:
                     raise self.changed_error(migration, history)
                 if status is Status.APPLIED:
+                    if migration.version not in history:
+                        self._adopt(conn, migration)
                     log.info("%s: already applied, skipping", migration.file_name)
                     return False
-                missing = [p.file_name for p in predecessors if self._status(p, history) is not Status.APPLIED]
+                missing = [p.file_name for p in predecessors
+                           if self._status(p, history, cli) is not Status.APPLIED]
                 if missing:
                     raise MigrationError(f"{migration.file_name}: refusing to apply before {', '.join(missing)}")
                 self._run(conn, migration, applied_by)
@@ -133,6 +155,16 @@ class MigrationRunner:
         return [
             m for i, m in enumerate(migrations) if self.apply(m, applied_by=applied_by, predecessors=migrations[:i])
         ]
+
+    @staticmethod
+    def _adopt(conn: psycopg.Connection, migration: Migration) -> None:
+        """A file the Supabase CLI applied (same statements): recorded in our history with its checksum."""
+        conn.execute(
+            f"INSERT INTO {HISTORY_TABLE} (version, name, phase, checksum, transactional, lock_retries, "
+            "duration_ms, applied_by, started_at) VALUES (%s, %s, %s, %s, %s, 0, 0, 'supabase cli', now()) "
+            "ON CONFLICT DO NOTHING",
+            (migration.version, migration.name, migration.phase, migration.checksum, migration.transactional))
+        log.info("%s: applied by the Supabase CLI (same statements); recorded with its checksum", migration.file_name)
 
     def _acquire_advisory_lock(self, conn: psycopg.Connection, migration: Migration) -> None:
         deadline = time.monotonic() + self.advisory_lock_wait_s
@@ -158,8 +190,11 @@ class MigrationRunner:
         started = time.monotonic()
         started_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         text = migration.read()
+        cli_table = supabase_history.exists(conn)
 
         def record(cur) -> None:
+            if cli_table:  # one history with `supabase db push`, in the same transaction
+                supabase_history.record(cur, migration.file_name, text)
             cur.execute(
                 f"INSERT INTO {HISTORY_TABLE} (version, name, phase, checksum, transactional, lock_retries, "
                 "duration_ms, applied_by, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",

@@ -1,8 +1,10 @@
 """Phased schema migrations: what a migration file is, and finding them.
 
 A migration is ``sql/migrations/NNN_name.sql``; its version NNN also gives its phase (1xx core,
-2xx performance, 3xx advanced). This module is imported when DAG files are parsed, so it stays light
-(no database driver); :mod:`coldcopy.migration_runner` applies the files.
+2xx performance, 3xx advanced). Files named the Supabase CLI's way
+(``supabase/migrations/<14-digit timestamp>_name.sql``) are a second source: phase 4 (``supabase``), after
+the runbook's, in timestamp order. This module is imported when DAG files are parsed, so it stays light (no
+database driver); :mod:`coldcopy.migration_runner` applies the files.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from coldcopy import MIGRATIONS_DIR
+from coldcopy import MIGRATIONS_DIR, SUPABASE_MIGRATIONS_DIR
 
-PHASE_NAMES = {1: "core", 2: "performance", 3: "advanced"}
+PHASE_NAMES = {1: "core", 2: "performance", 3: "advanced"}  # the runbook's files
+CLI_PHASE = 4
+ALL_PHASES = {**PHASE_NAMES, CLI_PHASE: "supabase"}
 _FILE_NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.sql$")
+_CLI_FILE_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[A-Za-z0-9_-]+)\.sql$")
 # Statements PostgreSQL refuses inside a transaction block.
 _NON_TRANSACTIONAL = re.compile(
     r"\b(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY"
@@ -50,7 +55,7 @@ class Migration:
 
     @property
     def phase(self) -> int:
-        return self.version // 100
+        return CLI_PHASE if self.version >= 10**13 else self.version // 100
 
     @property
     def file_name(self) -> str:
@@ -74,9 +79,17 @@ class Migration:
         return [s for s in sqlparse.split(self.read()) if strip_sql_comments(s).strip(" \n\t;")]
 
 
-def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Every migration in ``directory`` in version order; anything else there is an error, not ignored."""
+def discover_migrations(directory: Path = MIGRATIONS_DIR,
+                        cli_directory: Path | None = SUPABASE_MIGRATIONS_DIR) -> list[Migration]:
+    """Every migration in ``directory`` in version order, then the Supabase CLI's in ``cli_directory`` (when it
+    exists) in timestamp order; anything else in either is an error, not ignored."""
     migrations: dict[int, Migration] = {}
+    if cli_directory is not None and Path(cli_directory).is_dir():
+        for path in sorted(Path(cli_directory).iterdir()):
+            match = _CLI_FILE_NAME.match(path.name)
+            if not match:
+                raise MigrationError(f"{path}: not a Supabase CLI migration name (<14-digit timestamp>_name.sql)")
+            migrations[int(match["version"])] = Migration(int(match["version"]), match["name"], path)
     for path in sorted(Path(directory).iterdir()):
         match = _FILE_NAME.match(path.name)
         if not match:
@@ -94,9 +107,11 @@ def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 class PlanEntry:
     migration: Migration
     status: Status
+    cli: str = ""  # the Supabase CLI's history: recorded, differs, absent ("" when the target has none)
 
     def describe(self) -> str:
         mode = "transactional" if self.migration.transactional else "outside a transaction"
-        return f"{self.migration.file_name:45} phase {self.migration.phase}  {self.status.value:8} {mode}"
+        cli = f"  supabase cli: {self.cli:8}" if self.cli else ""
+        return f"{self.migration.file_name:45} phase {self.migration.phase}  {self.status.value:8}{cli} {mode}"
 
 

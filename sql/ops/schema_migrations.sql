@@ -14,3 +14,5 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.schema_migrations (
   started_at timestamptz NOT NULL,
   applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- The Supabase CLI's versions are 14-digit timestamps (supabase/migrations/): bigint (a no-op once it is).
+ALTER TABLE coldcopy_ops.schema_migrations ALTER COLUMN version TYPE bigint;

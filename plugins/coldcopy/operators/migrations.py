@@ -15,7 +15,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, MIGRATIONS_DIR
-from coldcopy.migrations import PHASE_NAMES, Migration, MigrationError, Status, discover_migrations
+from coldcopy.migrations import ALL_PHASES, Migration, MigrationError, Status, discover_migrations
 from coldcopy.operators.base import ColdCopyOperator
 
 if TYPE_CHECKING:
@@ -100,8 +100,8 @@ class PhaseGateOperator(BaseMigrationOperator):
 
     def __init__(self, *, phase: int, **kwargs) -> None:
         super().__init__(**kwargs)
-        if phase not in PHASE_NAMES:
-            raise ValueError(f"unknown phase {phase}; phases are {sorted(PHASE_NAMES)}")
+        if phase not in ALL_PHASES:
+            raise ValueError(f"unknown phase {phase}; phases are {sorted(ALL_PHASES)}")
         self.phase = phase
 
     def execute(self, context: Context) -> None:
@@ -113,7 +113,7 @@ class PhaseGateOperator(BaseMigrationOperator):
             self.log.info("Dry run: phase %d would wait for %s", self.phase, ", ".join(not_applied))
         else:
             raise AirflowFailException(
-                f"phase {self.phase} ({PHASE_NAMES[self.phase]}) cannot start: not applied: {', '.join(not_applied)}"
+                f"phase {self.phase} ({ALL_PHASES[self.phase]}) cannot start: not applied: {', '.join(not_applied)}"
             )
 
 
