@@ -36,7 +36,12 @@ PASSPHRASE = "bench-only passphrase"
 
 
 def copy_into(source: str, target: str) -> None:
-    """``pg_dump -Fc | pg_restore`` of the generated database into the logical cluster."""
+    """The roles (``pg_dumpall --roles-only``), then ``pg_dump -Fc | pg_restore`` of the generated database,
+    into the logical cluster."""
+    roles = subprocess.run([local_env.executable("pg_dumpall"), "--roles-only", "-d", source], check=True,
+                           capture_output=True, text=True).stdout
+    subprocess.run([local_env.executable("psql"), "-q", "-d", target], input=roles, capture_output=True,
+                   text=True)  # "role postgres already exists" is expected
     dump = subprocess.Popen([local_env.executable("pg_dump"), "-Fc", "-Z0", "-d", source], stdout=subprocess.PIPE)
     subprocess.run([local_env.executable("pg_restore"), "--no-owner", "-d", target], stdin=dump.stdout, check=True)
     dump.stdout.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ import psycopg
 from coldcopy import manifests
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr.pgoutput import lsn_int
-from coldcopy.pitr.replay import Replayer, Snapshot, migration_applier
+from coldcopy.pitr.replay import Replayer, ReplayError, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,24 @@ def plan(runner, as_of: datetime) -> RecoveryPlan:
     raise RecoveryError(f"as_of {_stamp(as_of)} cannot be reached: {nearest[0]}")
 
 
+def _read_ahead(runner, segments: list[dict]):
+    """The segments' transactions, the next segment downloaded, checked and decrypted in a thread while the
+    caller applies this one (at most two segments in memory)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="segment-reader") as reader:
+        queued = [reader.submit(chains.read_segment, runner.bucket, s, runner.passphrase) for s in segments[:1]]
+        for index in range(len(segments)):
+            current = queued.pop(0)
+            if index + 1 < len(segments):
+                queued.append(reader.submit(chains.read_segment, runner.bucket, segments[index + 1],
+                                            runner.passphrase))
+            try:
+                yield current.result()
+            except GeneratorExit:
+                for future in queued:
+                    future.cancel()
+                raise
+
+
 def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str] | None = None,
            migrations: Path | None = None) -> dict:
     """Apply the plan's segments to ``target_dsn`` (the base backup restored there already); a migration
@@ -144,9 +163,11 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
                             tables=set(tables) if tables else None, migrate=migration_applier(target_dsn, migrations))
         last, archived = None, Counter()
         snapshot = replayer.snapshot
-        for segment in recovery.segments:  # each read back bound to its manifest, its counts equal to it
-            for transaction in chains.read_segment(runner.bucket, segment, runner.passphrase):
+        for transactions in _read_ahead(runner, recovery.segments):  # each bound to its manifest, counts equal
+            done = False
+            for transaction in transactions:
                 if datetime.fromisoformat(transaction["commit_time"]) >= recovery.until:
+                    done = True
                     break
                 if not snapshot.visible(transaction["xid"]):
                     archived.update((t, c["op"]) for c in transaction["changes"] for t in
@@ -154,6 +175,8 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
                                     (tables is None or t in tables))
                 replayer.apply(transaction)
                 last = transaction["commit_time"]
+            if done:
+                break
         if +archived != +replayer.applied:  # every archived change up to as_of applied, once
             raise RecoveryError(f"replay applied {sum(replayer.applied.values())} changes where the archive holds "
                                 f"{sum(archived.values())} up to {_stamp(recovery.as_of)}; the restore is incomplete")
@@ -165,3 +188,31 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
     log.info("replayed %d transactions (%d already in the base backup) up to %s", replayer.transactions,
              replayer.skipped, last)
     return report
+
+
+def _quiet(conn: psycopg.Connection) -> psycopg.Connection:
+    """The file's triggers stay quiet like the replay's: what they wrote at the source follows in the archive."""
+    try:
+        conn.execute("SET session_replication_role = replica")
+        conn.commit()
+    except psycopg.errors.InsufficientPrivilege:
+        conn.rollback()
+    return conn
+
+
+def migration_applier(target_dsn: str, directory: Path | None = None):
+    """What :class:`Replayer` calls for a migration marker: the same file, checked against the marker's
+    checksum, applied to the target by the migration runner (skipped when the base backup has it)."""
+    from coldcopy.migration_runner import MigrationRunner
+    from coldcopy.migrations import discover_migrations
+
+    by_version = {m.version: m for m in (discover_migrations(directory) if directory else discover_migrations())}
+
+    def apply(marker: dict) -> None:
+        migration = by_version.get(marker["version"])
+        if migration is None or migration.checksum != marker["checksum"]:
+            raise ReplayError(f"the archive applied {marker['file']} (sha256 {marker['checksum'][:12]}…); this "
+                              "checkout has no such file, or a different one: replay it from the matching release")
+        MigrationRunner(lambda: _quiet(psycopg.connect(target_dsn))).apply(migration, applied_by="pitr replay")
+
+    return apply

@@ -15,18 +15,19 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from coldcopy.catalog import UnknownRelation, relation_parts
 from coldcopy.pitr import markers
+from coldcopy.pitr.bulk import NetEffect
 
 log = logging.getLogger(__name__)
 
 _MONTH = re.compile(r"^email_events_\d{4}_\d{2}$")
-BATCH = 500  # source transactions per target transaction (the target is private until the restore ends)
+BATCH = 5000  # source transactions per target transaction (the target is private until the restore ends)
+NET_EFFECT_MAX = 50_000  # changes collapsed at most into one bulk apply
 
 
 class ReplayError(RuntimeError):
@@ -55,6 +56,7 @@ class Snapshot:
 
 @dataclass
 class _Table:
+    name: str
     ident: sql.Identifier
     key: list[str]
     columns: set[str]
@@ -77,6 +79,9 @@ class Replayer:
         self._tables: dict[str, _Table] = {}
         self._pending = 0
         self._quieted: list[sql.Identifier] = []  # tables whose user triggers this replay disabled
+        self._statements: dict[tuple, str] = {}  # the statement of each (table, columns) shape, built once
+        self._pipeline = self._cursor = None
+        self._net = NetEffect()
         conn.autocommit = False
         conn.execute("SET synchronous_commit = off")
         try:
@@ -96,6 +101,7 @@ class Replayer:
                     self._marker(marker)
             elif change["op"] == "T":
                 names = [t for t in change["tables"] if self.tables is None or t in self.tables]
+                self._flush()
                 if names:
                     self.conn.execute(sql.SQL("TRUNCATE {}{}").format(
                         sql.SQL(", ").join(self._table(t).ident for t in names),
@@ -109,11 +115,13 @@ class Replayer:
             self.commit()
 
     def commit(self) -> None:
+        self._flush()
         self.conn.commit()
         self._pending = 0
 
     def _table(self, name: str) -> _Table:
         if name not in self._tables:
+            self._flush()
             try:
                 schema, table = relation_parts(self.conn, name, ("r", "p"))
             except UnknownRelation as error:
@@ -133,11 +141,23 @@ class Replayer:
             if not self.replica_role and ident not in self._quieted:  # the owner may; the target is private
                 self.conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(ident))
                 self._quieted.append(ident)
-            self._tables[name] = _Table(ident, key, columns)
+            self._tables[name] = _Table(name, ident, key, columns)
         return self._tables[name]
 
     def _row(self, change: dict) -> None:
         table = self._table(change["table"])
+        if unknown := set(change.get("new") or ()) - table.columns:
+            raise ReplayError(f"{table.ident.as_string(self.conn)} has no column {', '.join(sorted(unknown))} "
+                              "in the restored database")
+        self.applied[(change["table"], change["op"])] += 1
+        if self.replica_role:  # triggers and foreign keys quiet: the net effect is the same, in bulk
+            self._net.add(table, change)
+            if len(self._net) >= NET_EFFECT_MAX:
+                self._flush()
+            return
+        self._exact(table, change)
+
+    def _exact(self, table: _Table, change: dict) -> None:
         op = change["op"]
         if op in ("U", "D") and change.get("old"):
             old = change["old"]
@@ -145,28 +165,65 @@ class Replayer:
                 self._delete(table, old)
         if op in ("I", "U"):
             self._upsert(table, change["new"])
-        self.applied[(change["table"], op)] += 1
 
     def _delete(self, table: _Table, key: dict) -> None:
-        self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
-            table.ident, sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in table.key)),
-            [key[k] for k in table.key])
+        cache = (table.name, "D")
+        if cache not in self._statements:
+            self._statements[cache] = sql.SQL("DELETE FROM {} WHERE {}").format(
+                table.ident, sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in table.key)
+            ).as_string(self.conn)
+        self._queue(self._statements[cache], [key[k] for k in table.key])
 
     def _upsert(self, table: _Table, row: dict) -> None:
-        if unknown := set(row) - table.columns:
-            raise ReplayError(f"{table.ident.as_string(self.conn)} has no column {', '.join(sorted(unknown))} "
-                              "in the restored database")
-        names = list(row)
-        others = [c for c in names if c not in table.key]
-        action = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)) if others \
-            else sql.SQL("DO NOTHING")
-        self.conn.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({}) ON CONFLICT ({}) {}").format(
-            table.ident, sql.SQL(", ").join(map(sql.Identifier, names)),
-            sql.SQL(", ").join(sql.Placeholder() * len(names)),
-            sql.SQL(", ").join(map(sql.Identifier, table.key)), action), [row[c] for c in names])
+        names = tuple(row)
+        cache = (table.name, names)
+        if cache not in self._statements:
+            if unknown := set(row) - table.columns:
+                raise ReplayError(f"{table.ident.as_string(self.conn)} has no column {', '.join(sorted(unknown))} "
+                                  "in the restored database")
+            others = [c for c in names if c not in table.key]
+            action = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)) if others \
+                else sql.SQL("DO NOTHING")
+            self._statements[cache] = sql.SQL(
+                "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({}) ON CONFLICT ({}) {}").format(
+                table.ident, sql.SQL(", ").join(map(sql.Identifier, names)),
+                sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                sql.SQL(", ").join(map(sql.Identifier, table.key)), action).as_string(self.conn)
+        self._queue(self._statements[cache], [row[c] for c in names])
+
+    def _apply_net(self) -> None:
+        """The run's net effect in bulk; on a collision a unique key other than the primary key sees only in
+        the net effect, the same run change by change (:mod:`coldcopy.pitr.bulk`)."""
+        self.conn.execute("SAVEPOINT coldcopy_net")
+        try:
+            self._net.apply(self.conn)
+            self.conn.execute("RELEASE SAVEPOINT coldcopy_net")
+        except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
+            self.conn.execute("ROLLBACK TO SAVEPOINT coldcopy_net")
+            log.info("replay: %d changes applied one by one (their net effect collides)", len(self._net))
+            for change in self._net.changes:
+                self._exact(self._tables[change["table"]], change)
+        self._net.clear()
+
+    def _queue(self, statement: str, params: list) -> None:
+        """Changes go to the server in libpq's pipeline mode: one by one and in order, without a round trip
+        each; :meth:`_flush` waits for them (and raises the first error)."""
+        if self._pipeline is None:
+            self._pipeline = self.conn.pipeline()
+            self._pipeline.__enter__()
+            self._cursor = self.conn.cursor()
+        self._cursor.execute(statement, params, prepare=True)
+
+    def _flush(self) -> None:
+        if len(self._net):
+            self._apply_net()
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            pipeline.__exit__(None, None, None)
 
     def _marker(self, marker: dict) -> None:
+        self._flush()
         self.markers.append(marker)
         if marker["kind"] == "migration":
             self.commit()
@@ -175,9 +232,11 @@ class Replayer:
                 raise ReplayError(f"migration {marker['file']} in the archive, and no way to apply it")
             self.migrate(marker)
             self._tables.clear()
+            self._statements.clear()
         elif marker["kind"] == "partition":
             self._partition(marker)
             self._tables.clear()
+            self._statements.clear()
 
     def _partition(self, marker: dict) -> None:
         if marker["action"] == "create":
@@ -221,31 +280,3 @@ class Replayer:
                 moved[sequence] = int(top)
         self.commit()
         return moved
-
-
-def _quiet(conn: psycopg.Connection) -> psycopg.Connection:
-    """The file's triggers stay quiet like the replay's: what they wrote at the source follows in the archive."""
-    try:
-        conn.execute("SET session_replication_role = replica")
-        conn.commit()
-    except psycopg.errors.InsufficientPrivilege:
-        conn.rollback()
-    return conn
-
-
-def migration_applier(target_dsn: str, directory: Path | None = None):
-    """What :class:`Replayer` calls for a migration marker: the same file, checked against the marker's
-    checksum, applied to the target by the migration runner (skipped when the base backup has it)."""
-    from coldcopy.migration_runner import MigrationRunner
-    from coldcopy.migrations import discover_migrations
-
-    by_version = {m.version: m for m in (discover_migrations(directory) if directory else discover_migrations())}
-
-    def apply(marker: dict) -> None:
-        migration = by_version.get(marker["version"])
-        if migration is None or migration.checksum != marker["checksum"]:
-            raise ReplayError(f"the archive applied {marker['file']} (sha256 {marker['checksum'][:12]}…); this "
-                              "checkout has no such file, or a different one: replay it from the matching release")
-        MigrationRunner(lambda: _quiet(psycopg.connect(target_dsn))).apply(migration, applied_by="pitr replay")
-
-    return apply

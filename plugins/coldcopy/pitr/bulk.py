@@ -1,0 +1,95 @@
+"""Replay in bulk: the net effect of a run of changes, per table and primary key, applied with COPY.
+
+Between two boundaries (a marker, a truncate, a commit of the replay's batch) only the final state of each
+row matters — the target is private and its triggers are quiet — so the run collapses to, per table, the keys
+deleted and the rows upserted (an update merged over the row it follows; a primary key that changed is the
+old key deleted and the new one upserted). Deletes go first (``DELETE … USING`` a temporary table of keys),
+then upserts (``COPY`` into a temporary table, ``INSERT … SELECT … ON CONFLICT (pk) DO UPDATE``). A unique
+constraint other than the key can make the net effect collide where the ordered changes did not (two rows
+swapping a value): the caller then rolls back to its savepoint and applies the run change by change. See
+docs/pitr.md.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+
+class NetEffect:
+    """Final state per (table, key) of the changes added since the last :meth:`clear`."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, tuple] = {}  # name → (_Table, {key: row dict | None (deleted)})
+        self.changes: list[dict] = []  # the run itself, in order (the fallback applies these)
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    def add(self, table, change: dict) -> None:
+        self.changes.append(change)
+        rows = self.tables.setdefault(table.name, (table, {}))[1]
+
+        def key(row: dict) -> tuple:
+            return tuple(row.get(k) for k in table.key)
+
+        if change["op"] == "D":
+            rows[key(change["old"])] = None
+            return
+        new = change["new"]
+        if change.get("old") and key(change["old"]) != key(new):
+            rows[key(change["old"])] = None
+        before = rows.get(key(new))
+        rows[key(new)] = {**before, **new} if before is not None and change["op"] == "U" else dict(new)
+
+    def clear(self) -> None:
+        self.tables.clear()
+        self.changes.clear()
+
+    def apply(self, conn) -> None:
+        """Deletes first, then upserts, table by table (inside the caller's transaction)."""
+        for table, rows in self.tables.values():
+            gone = [k for k, row in rows.items() if row is None]
+            if gone:
+                _delete_keys(conn, table, gone)
+        for table, rows in self.tables.values():
+            shapes: dict[tuple, list[dict]] = {}
+            for row in rows.values():
+                if row is not None:
+                    shapes.setdefault(tuple(row), []).append(row)
+            for columns, group in shapes.items():
+                _upsert_rows(conn, table, list(columns), group)
+
+
+def _scratch(conn, table, columns: list[str]) -> sql.Identifier:
+    scratch = sql.Identifier(f"coldcopy_replay_{len(columns)}")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(scratch))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+        scratch, sql.SQL(", ").join(map(sql.Identifier, columns)), table.ident))
+    return scratch
+
+
+def _copy(conn, scratch: sql.Identifier, columns: list[str], rows) -> None:
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+            scratch, sql.SQL(", ").join(map(sql.Identifier, columns)))) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _delete_keys(conn, table, keys: list[tuple]) -> None:
+    scratch = _scratch(conn, table, table.key)
+    _copy(conn, scratch, table.key, keys)
+    conn.execute(sql.SQL("DELETE FROM {} t USING {} d WHERE {}").format(
+        table.ident, scratch, sql.SQL(" AND ").join(
+            sql.SQL("t.{0} = d.{0}").format(sql.Identifier(k)) for k in table.key)))
+
+
+def _upsert_rows(conn, table, columns: list[str], rows: list[dict]) -> None:
+    scratch = _scratch(conn, table, columns)
+    _copy(conn, scratch, columns, ([row[c] for c in columns] for row in rows))
+    others = [c for c in columns if c not in table.key]
+    action = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)) if others \
+        else sql.SQL("DO NOTHING")
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    conn.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+        table.ident, names, names, scratch, sql.SQL(", ").join(map(sql.Identifier, table.key)), action))
