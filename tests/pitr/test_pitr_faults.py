@@ -217,3 +217,31 @@ def test_as_of_in_the_future_unparseable_or_outside_the_archive_is_refused_befor
                                       as_of=as_of).execute({"ti": ti, "params": {}})
     with psycopg.connect(logical.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pitr_never%'").fetchone()[0] == 0
+
+
+def test_rows_swapping_a_unique_value_replay_change_by_change(pitr_db, spaces, logical):
+    """The bulk replay applies a run's net effect; two rows swapping a value of another unique key (UNIQUE
+    (workspace_id, email)) collide there and nowhere else: that run is applied change by change instead."""
+    archiver = archiver_for(pitr_db, spaces)
+    archiver.drain_once()
+    write(pitr_db, "swap", rows=2)  # in the base backup: the swap's net effect meets them there
+    runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
+    runner.backup()
+    write(pitr_db, "warm", rows=1)  # the tables are known to the replay before the swap: one run holds it all
+    with psycopg.connect(pitr_db, autocommit=True) as conn:
+        first, second = conn.execute("SELECT id, email FROM public.suppression_list WHERE email LIKE 'swap-%' "
+                                     "ORDER BY email").fetchall()
+        conn.execute("UPDATE public.suppression_list SET email = 'swap-tmp@example.com' WHERE id = %s", (first[0],))
+        conn.execute("UPDATE public.suppression_list SET email = %s WHERE id = %s", (first[1], second[0]))
+        conn.execute("UPDATE public.suppression_list SET email = %s WHERE id = %s", (second[1], first[0]))
+    time.sleep(1.1)
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    archiver.tip_every_s = 0
+    archiver.drain_once()
+    target = local_env.create_database(logical.dsn, f"{psycopg.conninfo.conninfo_to_dict(pitr_db)['dbname']}_swap")
+    plan = recovery.plan(runner, at)
+    runner.restore(plan.backup_key, target, manifest=plan.backup)
+    assert recovery.replay(runner, plan, target)["runs_applied_one_by_one"] == 1
+    with psycopg.connect(target) as conn:
+        swapped = dict(conn.execute("SELECT id, email FROM public.suppression_list WHERE email LIKE 'swap-%'"))
+    assert swapped == {first[0]: second[1], second[0]: first[1]}

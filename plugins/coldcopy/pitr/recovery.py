@@ -184,7 +184,8 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
     report = {**recovery.describe(), "transactions_replayed": replayer.transactions,
               "transactions_in_base_backup": replayer.skipped, "last_commit_replayed": last,
               "changes": {f"{t}:{op}": n for (t, op), n in sorted(replayer.applied.items())},
-              "markers": replayer.markers, "sequences_set": len(sequences)}
+              "markers": replayer.markers, "sequences_set": len(sequences),
+              "runs_applied_one_by_one": replayer.one_by_one}
     log.info("replayed %d transactions (%d already in the base backup) up to %s", replayer.transactions,
              replayer.skipped, last)
     return report

@@ -82,6 +82,7 @@ class Replayer:
         self._statements: dict[tuple, str] = {}  # the statement of each (table, columns) shape, built once
         self._pipeline = self._cursor = None
         self._net = NetEffect()
+        self.one_by_one = 0  # runs whose net effect collided and were applied change by change
         conn.autocommit = False
         conn.execute("SET synchronous_commit = off")
         try:
@@ -201,6 +202,7 @@ class Replayer:
             self.conn.execute("RELEASE SAVEPOINT coldcopy_net")
         except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
             self.conn.execute("ROLLBACK TO SAVEPOINT coldcopy_net")
+            self.one_by_one += 1
             log.info("replay: %d changes applied one by one (their net effect collides)", len(self._net))
             for change in self._net.changes:
                 self._exact(self._tables[change["table"]], change)
