@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import threading
 import time
@@ -157,8 +158,8 @@ def table(results: dict) -> str:
     w, o = phases["with"], phases["without"]
 
     def med(rows: list[dict], key: str) -> float:
-        values = sorted(r[key] for r in rows if r.get(key) is not None)
-        return values[len(values) // 2] if values else float("nan")
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return round(statistics.median(values), 1) if values else float("nan")
 
     lines = [
         f"| scale {settings['scale']} ({results['email_events']:,} email_events), {settings['clients']} clients "

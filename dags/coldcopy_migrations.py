@@ -34,6 +34,7 @@ from coldcopy import MIGRATIONS_DIR, SUPABASE_MIGRATIONS_DIR
 from coldcopy.dag_defaults import START_DATE, default_args
 from coldcopy.migrations import ALL_PHASES, CLI_PHASE, discover_migrations
 from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationPlanOperator, PhaseGateOperator
+from coldcopy.operators.rehearsal import RehearseMigrationsOperator
 
 DEFAULT_ARGS = default_args(retries=2, retry_delay=timedelta(minutes=1))
 
@@ -45,12 +46,15 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    params={"dry_run": Param(False, type="boolean", description="List what would run; change nothing.")},
+    params={"dry_run": Param(False, type="boolean", description="List what would run; change nothing."),
+            "skip_rehearsal": Param(False, type="boolean",
+                                    description="Only for an empty or disposable target (refused when it holds data)")},
     template_searchpath=[str(MIGRATIONS_DIR), str(SUPABASE_MIGRATIONS_DIR)],
     tags=["coldcopy", "migrations", "schema"],
     doc_md=__doc__,
 ):
-    previous = MigrationPlanOperator(task_id="plan")
+    previous = MigrationPlanOperator(task_id="plan") >> RehearseMigrationsOperator(
+        task_id="rehearse", skip_rehearsal="{{ params.skip_rehearsal }}")
     migrations = discover_migrations()
     for phase, phase_name in ALL_PHASES.items():
         if phase == CLI_PHASE and not any(m.phase == CLI_PHASE for m in migrations):

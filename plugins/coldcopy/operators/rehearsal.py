@@ -1,0 +1,86 @@
+"""The ``rehearse`` task of ``coldcopy_migrations``: the pending files applied to a restored copy of the newest
+verified backup first (see :mod:`coldcopy.rehearsal`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from coldcopy import KEY_CONN_ID
+from coldcopy.migrations import Status
+from coldcopy.object_store import SPACES_CONN_ID
+from coldcopy.operators.migrations import BaseMigrationOperator
+
+
+class RehearseMigrationsOperator(BaseMigrationOperator):
+    """Restore the newest verified backup into a scratch database (on ``coldcopy_verify_db``'s server when that
+    connection exists), apply every pending file there the same way, and report per file its duration, locks,
+    rewrites, WAL and the hot tables the application would queue on; the scratch database is dropped whatever
+    happens. A file failing in the rehearsal fails the run before anything touches the target.
+
+    A target without data (a fresh database) needs no rehearsal. ``skip_rehearsal`` is for an empty or
+    disposable target only: it is refused when the target holds data.
+    """
+
+    template_fields: Sequence[str] = ("skip_rehearsal",)
+
+    def __init__(self, *, skip_rehearsal: bool | str = False, verify_conn_id: str = "coldcopy_verify_db",
+                 spaces_conn_id: str = SPACES_CONN_ID, key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.skip_rehearsal, self.verify_conn_id = skip_rehearsal, verify_conn_id
+        self.spaces_conn_id, self.key_conn_id = spaces_conn_id, key_conn_id
+
+    def holds_data(self) -> list[str]:
+        """The application tables of the target with at least one row."""
+        from psycopg import sql
+
+        with self.hook().get_conn() as conn:
+            tables = [t for (t,) in conn.execute(
+                "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition")]
+            return [t for t in tables if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+                sql.SQL(t))).fetchone()[0]]  # regclass text from the catalog
+
+    def scratch_server_dsn(self) -> str:
+        from coldcopy import optional_connection
+        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+
+        if optional_connection(self.verify_conn_id) is None:
+            return self.hook().dsn(dbname="postgres")
+        return ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(dbname="postgres")
+
+    def execute(self, context: Context) -> dict:
+        from coldcopy import rehearsal
+        from coldcopy.backups import BackupRunner, backup_passphrase
+
+        pending = [e.migration for e in self.runner().plan(self.migrations()) if e.status is Status.PENDING]
+        if not pending:
+            self.log.info("nothing pending: nothing to rehearse")
+            return {"files": []}
+        populated = self.holds_data()
+        if str(self.skip_rehearsal).lower() in ("true", "1"):
+            if populated:
+                raise AirflowFailException(f"skip_rehearsal is for an empty or disposable target; this one holds "
+                                           f"data ({', '.join(populated[:5])}{'…' if len(populated) > 5 else ''})")
+            self.log.info("rehearsal skipped (skip_rehearsal, the target holds no data)")
+            return {"files": [], "skipped": True}
+        if not populated:
+            self.log.info("the target holds no data: %d pending file(s) apply to it as they would to a scratch copy;"
+                          " nothing to rehearse", len(pending))
+            return {"files": [], "empty_target": True}
+        runner = BackupRunner(self.hook().dsn(), self.bucket(), backup_passphrase(self.key_conn_id),
+                              keyring=self.keyring())
+        with self.hook().get_conn() as live:
+            hot = rehearsal.hot_tables(live)
+        copy = rehearsal.ScratchCopy(runner, self.scratch_server_dsn())
+        with copy as scratch:
+            results = rehearsal.rehearse(scratch, pending, hot=hot, lock_retry=self.lock_policy())
+        report = rehearsal.table(results)
+        self.log.info("rehearsal on %s (restored from %s):\n%s", copy.name, copy.backup_key, report)
+        if failed := [r for r in results if r.error]:
+            raise AirflowFailException(f"{failed[0].file} failed in the rehearsal, nothing was applied: "
+                                       f"{failed[0].error}")
+        return {"backup": copy.backup_key, "hot_tables": sorted(hot), "files": [r.as_dict() for r in results],
+                "table": report}
