@@ -54,3 +54,24 @@ def test_a_rewrite_and_a_fast_default_seen_on_a_restored_copy(generated_db, spac
         results = rehearse(scratch, pending)
     assert [r.file for r in results] == ["390_widen_n.sql", "391_add_flag.sql", "392_broken.sql"]
     assert "nonexistent_type" in results[-1].error and scratch_left(admin_dsn) == 0
+
+
+def test_the_rehearse_task_refuses_to_skip_on_a_target_with_data_and_needs_none_on_an_empty_one(
+        generated_db, empty_db, coldcopy_conn, tmp_path):
+    from types import SimpleNamespace
+
+    import pytest
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from coldcopy.operators.rehearsal import RehearseMigrationsOperator
+
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, folder)
+    (folder / "390_pending.sql").write_text("CREATE TABLE public.later (id int PRIMARY KEY);\n")
+    context = {"ti": SimpleNamespace(dag_id="coldcopy_migrations", run_id="r", task_id="rehearse"), "params": {}}
+    coldcopy_conn(generated_db)
+    with pytest.raises(AirflowFailException, match="skip_rehearsal is for an empty or disposable target"):
+        RehearseMigrationsOperator(task_id="rehearse", migrations_dir=folder, skip_rehearsal="True").execute(context)
+    coldcopy_conn(empty_db)
+    done = RehearseMigrationsOperator(task_id="rehearse", migrations_dir=folder).execute(context)
+    assert done == {"files": [], "empty_target": True}

@@ -11,12 +11,12 @@ recognised by its ``end_lsn`` and the slot is moved to it, so nothing is archive
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import msgspec
 import psycopg
 
 from coldcopy import manifests, ops_schema, sessions
@@ -173,8 +173,7 @@ class ChangeArchiver:
         seq = tip["seq"] + 1 if tip else 1
         key = chains.segment_key(chain.name, seq)
         documents = [t.as_json() for t in transactions]
-        body = gpg_symmetric(gzip.compress(b"\n".join(json.dumps(d, separators=(",", ":")).encode()
-                                                      for d in documents), compresslevel=6),
+        body = gpg_symmetric(gzip.compress(b"\n".join(map(msgspec.json.encode, documents)), compresslevel=6),
                              self.passphrase, "--compress-algo", "none")
         counts = chains.count_changes(documents)
         manifest = {

@@ -15,12 +15,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+import msgspec
+
 from coldcopy import manifests
 from coldcopy.crypto import check_binding, gpg_open
 from coldcopy.object_store import Bucket
 from coldcopy.pitr.pgoutput import lsn_int
 
 PREFIX = "pitr"
+_LINES = msgspec.json.Decoder()  # JSON lines, several times faster than json.loads (replay is bound by it)
 
 
 class ChainError(RuntimeError):
@@ -130,7 +133,7 @@ def read_segment(bucket: Bucket, manifest: dict, passphrase: str) -> list[dict]:
         raise ChainError(f"{bucket.url(key)}: manifest of segment {manifest['seq']} names another object")
     sealed = bucket.get(key)
     check_binding(manifest, key, len(sealed), hashlib.sha256(sealed).hexdigest(), where=bucket.url(key))
-    transactions = [json.loads(line) for line in gzip.decompress(gpg_open(sealed, passphrase)).splitlines()]
+    transactions = _LINES.decode_lines(gzip.decompress(gpg_open(sealed, passphrase)))
     counted = count_changes(transactions)
     if (len(transactions), sum(sum(c.values()) for c in counted.values()), counted) != \
             (manifest["transactions"], manifest["changes"], manifest["tables"]):
