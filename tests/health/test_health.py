@@ -115,14 +115,17 @@ def test_unused_and_duplicate_indexes(checker, migrated_db, sink):
         conn.execute("CREATE INDEX health_probe_email_idx ON public.health_probe (email)")
         conn.execute("CREATE INDEX health_probe_email_dup_idx ON public.health_probe (email)")
     c = checker(unused_index_min_bytes=100_000)
-    results = c.run("indexes")
+    early = c.run("indexes")["unused_indexes"]  # a database built minutes ago: its statistics say nothing yet
+    assert early.state == "ok" and early.summary.startswith("too early to judge (statistics 0 h old, 7 days")
+    assert not [t for t in texts(sink) if "unused_indexes" in t]
+    results = c.run("indexes", stats_min_days=0)
     unused = [i["index"] for i in results["unused_indexes"].details["indexes"]]
     assert "public.health_probe_email_idx" in unused and "public.health_probe_pkey" not in unused
     assert results["unused_indexes"].state == "warning"
     [dup] = [d for d in results["duplicate_indexes"].details["duplicates"] if d["table"] == "public.health_probe"]
     assert dup["indexes"] == ["public.health_probe_email_dup_idx", "public.health_probe_email_idx"]
     assert sum("unused_indexes warning" in t for t in texts(sink)) == 1
-    c.run("indexes")
+    c.run("indexes", stats_min_days=0)
     assert sum("unused_indexes" in t for t in texts(sink)) == 1
 
 
@@ -303,3 +306,14 @@ def test_on_the_embedded_server_without_pg_stat_statements():
     finally:
         c.close()
         local_env.drop_database(server, name)
+
+
+def test_cache_hit_waits_until_the_statistics_cover_a_week(checker):
+    c = checker(cache_min_blocks=1)
+    early = c.run("engine")["cache_hit"]
+    assert early.state == "ok" and early.value is None and early.summary.startswith("too early to judge")
+    with psycopg.connect(c.conn.info.dsn) as conn:  # block reads to judge, counted once the session's stats flush
+        conn.execute("SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid")
+    time.sleep(1.5)
+    judged = c.run("engine", stats_min_days=0)["cache_hit"]
+    assert judged.value is not None and "served from shared buffers" in judged.summary

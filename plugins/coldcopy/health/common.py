@@ -34,6 +34,7 @@ class Thresholds(BaseModel):
     cache_hit_warn_pct: float = 99.0
     cache_hit_breach_pct: float = 95.0
     cache_min_blocks: int = 10_000  # fewer block reads than this since the last run: too little traffic to judge
+    stats_min_days: float = 7.0  # unused-index and cache-hit verdicts wait until the statistics cover this long
     xid_age_warn: int = 1_300_000_000
     xid_age_breach: int = 1_400_000_000
     idle_in_transaction_s: float = 60.0
@@ -123,3 +124,21 @@ class Context:
 
     def has_table(self, name: str) -> bool:
         return self.one("SELECT to_regclass(%s) IS NOT NULL AS found", (name,))["found"]
+
+    def stats_hours(self) -> float:
+        """How long the activity statistics cover: since ``pg_stat_database.stats_reset``; a database never
+        reset (a new one) counts from when its schema was built (the first migration this job recorded), else
+        from the first health run. Unknown → the shorter bound, so a verdict rather waits than misleads."""
+        starts = ["(SELECT stats_reset FROM pg_stat_database WHERE datname = current_database())"]
+        if self.has_table("coldcopy_ops.schema_migrations"):
+            starts.append("(SELECT min(started_at) FROM coldcopy_ops.schema_migrations)")
+        if self.has_table("coldcopy_ops.health_snapshot"):
+            starts.append("(SELECT min(taken_at) FROM coldcopy_ops.health_snapshot)")
+        return self.one(f"SELECT extract(epoch FROM now() - coalesce({', '.join(starts)}, now())) / 3600 AS h")["h"]
+
+    def too_early(self) -> str | None:
+        """Why a verdict over the statistics must wait, or ``None`` when they cover ``stats_min_days``."""
+        hours = self.stats_hours()
+        if hours >= self.t.stats_min_days * 24:
+            return None
+        return f"too early to judge (statistics {hours:.0f} h old, {self.t.stats_min_days:g} days needed)"

@@ -26,10 +26,13 @@ def cache_hit(c: Context) -> Result:
     if prev.get("hit") is not None and prev["hit"] <= hit and prev["read"] <= read:
         hit, read = hit - prev["hit"], read - prev["read"]  # since the last run, not since the stats reset
     details = {**counters, "blocks_judged": hit + read}
-    if hit + read < c.t.cache_min_blocks:
+    if hit + read < max(c.t.cache_min_blocks, 1):
         return Result("cache_hit", "ok", f"too little traffic to judge ({hit + read} blocks since the last run)",
                       None, "%", details, higher_is_worse=False)
     ratio = 100.0 * hit / (hit + read)
+    if early := c.too_early():
+        return Result("cache_hit", "ok", f"{early}: {ratio:.2f} % so far", None, "%", {**details, "too_early": True},
+                      higher_is_worse=False)
     return Result("cache_hit", graded(ratio, c.t.cache_hit_warn_pct, c.t.cache_hit_breach_pct, higher_is_worse=False),
                   f"{ratio:.2f} % of {hit + read:,} block reads served from shared buffers", ratio, "%", details,
                   higher_is_worse=False)

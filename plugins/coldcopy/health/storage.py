@@ -72,7 +72,10 @@ def check_indexes(c: Context) -> list[Result]:
                  coalesce(pg_get_expr(i.indexprs, i.indrelid), ''), coalesce(pg_get_expr(i.indpred, i.indrelid), '')
         HAVING count(*) > 1 ORDER BY bytes DESC""")
     unused_bytes = sum(u["bytes"] for u in unused)
+    early = c.too_early()
     return [
+        Result("unused_indexes", "ok", f"{early}: {len(unused)} index(es) not scanned yet", None, "indexes",
+               {"stats_since": since, "indexes": unused, "too_early": True}) if early else
         Result("unused_indexes", "warning" if unused else "ok",
                f"{len(unused)} non-unique index(es) never scanned since {since or 'the stats reset'}, "
                f"{unused_bytes / 1024**2:.1f} MB" if unused else "every index above the size floor is used",
