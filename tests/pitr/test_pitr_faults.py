@@ -17,44 +17,10 @@ from coldcopy.crypto import UntrustedObject
 from coldcopy.object_store import Bucket
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
-from coldcopy.pitr.archiver import ChangeArchiver
 from coldcopy.testing import local_env
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
+from tests.pitr.support import archiver_for, confirmed, restore_now, restored_base, tagged, write
 from tests.s3_endpoint import FaultyProxy
-
-
-def archiver_for(dsn: str, bucket: Bucket) -> ChangeArchiver:
-    return ChangeArchiver(dsn, bucket, BACKUP_PASSPHRASE, keyring=KEYRING)
-
-
-def write(dsn: str, tag: str, rows: int = 5) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO public.suppression_list (workspace_id, email, reason) SELECT workspace_id, "
-                     "%s || '-' || id || '@example.com', 'manual' FROM public.leads ORDER BY id LIMIT %s", (tag, rows))
-
-
-def tagged(dsn: str) -> list[str]:
-    with psycopg.connect(dsn) as conn:
-        return [r[0] for r in conn.execute("SELECT email FROM public.suppression_list WHERE reason = 'manual' "
-                                           "AND email ~ '^[a-z]+[0-9]*-' ORDER BY email")]
-
-
-def confirmed(dsn: str) -> str:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots").fetchone()[0]
-
-
-def restore_now(archiver: ChangeArchiver, runner: BackupRunner, dsn: str, server: str) -> str:
-    """Restore as of the last whole second into a new database on ``server``; returns its DSN."""
-    time.sleep(1.1)
-    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-    archiver.tip_every_s = 0
-    archiver.drain_once()  # the archive says it holds every commit up to now
-    target = local_env.create_database(server, f"{psycopg.conninfo.conninfo_to_dict(dsn)['dbname']}_restored")
-    plan = recovery.plan(runner, at)
-    runner.restore(plan.backup_key, target, manifest=plan.backup)
-    recovery.replay(runner, plan, target)
-    return target
 
 
 def archived_inserts(bucket: Bucket, keys, table: str = "public.suppression_list") -> int:
@@ -234,13 +200,7 @@ def test_rows_swapping_a_unique_value_replay_change_by_change(pitr_db, spaces, l
         conn.execute("UPDATE public.suppression_list SET email = 'swap-tmp@example.com' WHERE id = %s", (first[0],))
         conn.execute("UPDATE public.suppression_list SET email = %s WHERE id = %s", (first[1], second[0]))
         conn.execute("UPDATE public.suppression_list SET email = %s WHERE id = %s", (second[1], first[0]))
-    time.sleep(1.1)
-    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-    archiver.tip_every_s = 0
-    archiver.drain_once()
-    target = local_env.create_database(logical.dsn, f"{psycopg.conninfo.conninfo_to_dict(pitr_db)['dbname']}_swap")
-    plan = recovery.plan(runner, at)
-    runner.restore(plan.backup_key, target, manifest=plan.backup)
+    plan, target = restored_base(archiver, runner, pitr_db, logical.dsn, "swap")
     assert recovery.replay(runner, plan, target)["runs_applied_one_by_one"] == 1
     with psycopg.connect(target) as conn:
         swapped = dict(conn.execute("SELECT id, email FROM public.suppression_list WHERE email LIKE 'swap-%'"))

@@ -4,9 +4,6 @@ base backup and the replay all run as such a role."""
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
-
 import psycopg
 from psycopg.conninfo import make_conninfo
 
@@ -14,8 +11,8 @@ from coldcopy.backups import BackupRunner
 from coldcopy.pitr import recovery
 from coldcopy.pitr.archiver import ChangeArchiver
 from coldcopy.pitr.replay import Replayer
-from coldcopy.testing import local_env
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
+from tests.pitr.support import restored_base
 
 ROLE = "supabase_like"
 
@@ -57,13 +54,7 @@ def test_setup_drain_backup_and_replay_as_a_replication_role_that_is_not_superus
                      "(SELECT id FROM public.suppression_list ORDER BY id LIMIT 5)")
         expected = conn.execute("SELECT count(*), count(*) FILTER (WHERE first_name = 'Role') FROM public.leads "
                                 ).fetchone(), conn.execute("SELECT count(*) FROM public.suppression_list").fetchone()
-    time.sleep(1.1)
-    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-    archiver.tip_every_s = 0
-    archiver.drain_once()
-    target = local_env.create_database(logical.dsn, f"{psycopg.conninfo.conninfo_to_dict(pitr_db)['dbname']}_role")
-    plan = recovery.plan(runner, at)
-    runner.restore(plan.backup_key, target, manifest=plan.backup)
+    plan, target = restored_base(archiver, runner, pitr_db, logical.dsn, "role")
     own_everything(target)
     target_as_role = make_conninfo(target, user=ROLE)
     with psycopg.connect(target_as_role) as conn:
