@@ -9,7 +9,7 @@ depends on Airflow's own authentication and on read access to the ``db_health`` 
 from __future__ import annotations
 
 import html
-from datetime import datetime
+from datetime import UTC, datetime
 
 import psycopg
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
@@ -89,8 +89,46 @@ def _e(value) -> str:
 def _number(value, unit: str = "") -> str:
     if value is None:
         return "—"
+    if unit in ("s", "min"):
+        return duration(value * (60 if unit == "min" else 1))
     text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}".rstrip("0").rstrip(".")
     return f"{text} {unit}".strip()
+
+
+def duration(seconds: float | None) -> str:
+    """``45 s``, ``12 min``, ``1 h 10 min``, ``2 d 3 h``: what a person reads, not ``4200.281529``."""
+    if seconds is None:
+        return "—"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def size(value: float | None) -> str:
+    """``640 kB``, ``12.3 MB``, ``1.25 GB``."""
+    if value is None:
+        return "—"
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("kB", 1024)):
+        if abs(value) >= scale:
+            amount = value / scale
+            return f"{amount:,.2f} {unit}" if unit == "GB" else f"{amount:,.1f} {unit}"
+    return f"{value:,.0f} B"
+
+
+def when(value) -> str:
+    """A timestamp to the second, in UTC (the page's one zone)."""
+    if not value:
+        return "—"
+    moment = datetime.fromisoformat(str(value))
+    return f"{moment.astimezone(UTC) if moment.tzinfo else moment:%Y-%m-%d %H:%M:%S}"
 
 
 def sparkline(points: list, width: int = 260, height: int = 56) -> str:
@@ -111,7 +149,11 @@ def sparkline(points: list, width: int = 260, height: int = 56) -> str:
 
 def _cell(key: str, value):
     if key.endswith("bytes") or key.endswith("bytes_per_day"):
-        return None if value is None else f"{value / 1024**2:,.1f} MB"
+        return None if value is None else size(value)
+    if key.endswith("_s"):
+        return duration(value)
+    if key.endswith("_at"):
+        return when(value)
     return value
 
 
@@ -132,6 +174,14 @@ def _section(title: str, body: str) -> str:
     return f"<section><h2>{_e(title)}</h2>{body}</section>"
 
 
+def _largest(table: dict) -> dict:
+    """A detached month says so, and when partition_maintenance drops it."""
+    if table.get("detached_drops_after"):
+        drops = when(table["detached_drops_after"])[:10]
+        return {**table, "name": f"{table['name']} (detached; dropped after {drops})"}
+    return table
+
+
 def render(data: dict) -> str:
     checks = {c["check_name"]: c for c in data["checks"]}
 
@@ -144,7 +194,7 @@ def render(data: dict) -> str:
 
     rows = "".join(
         f"<tr><td>{_badge(c['state'])}</td><td>{_e(c['check_name'])}</td><td>{_e(_number(c['value'], c['unit']))}</td>"
-        f"<td>{_e(c['summary'])}</td><td class='when'>{_e(c['taken_at'][:19].replace('T', ' '))}</td></tr>"
+        f"<td>{_e(c['summary'])}</td><td class='when'>{_e(when(c['taken_at']))}</td></tr>"
         for c in data["checks"])
     charts = "".join(f"<figure><figcaption>{_e(title)}</figcaption>{sparkline(data['series'].get(name, []))}</figure>"
                      for name, title in CHARTED.items())
@@ -153,8 +203,8 @@ def render(data: dict) -> str:
                            f"</tr>{rows}</table>" if rows else f"<p class='empty'>{_e(data.get('note'))}</p>"),
         _section("Last 7 days (hourly maxima)", f"<div class='charts'>{charts}</div>"),
         _section("Materialized views", _table(details("view_freshness").get("views", []), [
-            ("view", "view"), ("state", "state"), ("fresh_at", "fresh as of"), ("age_s", "age (s)"),
-            ("cadence_s", "cadence (s)")], "no refresh recorded")),
+            ("view", "view"), ("state", "state"), ("fresh_at", "fresh as of"), ("age_s", "age"),
+            ("cadence_s", "cadence")], "no refresh recorded")),
         _section("Partitions and backups", f"<p>{summary('partition_horizon')}</p><p>{summary('backup_age')}</p>"),
         _section("Recent maintenance", f"<p>{summary('maintenance_age')}</p>" + _table(
             details("maintenance_age").get("recent", []), [
@@ -169,7 +219,7 @@ def render(data: dict) -> str:
         _section("Sessions waiting on locks", _table(details("lock_waits").get("waiting", []), [
             ("pid", "pid"), ("application", "application"), ("waiting_s", "waiting s"), ("relation", "relation"),
             ("blocked_by", "blocked by")], "none")),
-        _section("Largest tables", _table(details("storage").get("tables", [])[:10], [
+        _section("Largest tables", _table([_largest(t) for t in details("storage").get("tables", [])[:10]], [
             ("name", "table"), ("total_bytes", "total"), ("table_bytes", "table"), ("index_bytes", "indexes"),
             ("toast_bytes", "TOAST"), ("growth_bytes_per_day", "growth/day")], "no data")),
     ]

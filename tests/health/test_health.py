@@ -317,3 +317,19 @@ def test_cache_hit_waits_until_the_statistics_cover_a_week(checker):
     time.sleep(1.5)
     judged = c.run("engine", stats_min_days=0)["cache_hit"]
     assert judged.value is not None and "served from shared buffers" in judged.summary
+
+
+def test_a_detached_month_among_the_largest_tables_carries_its_drop_date(checker, generated_db):
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        ops_schema.ensure(conn, "partition_rotation")
+        month = conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                             "WHERE i.inhparent = 'public.email_events'::regclass ORDER BY 1 LIMIT 1").fetchone()[0]
+        conn.execute(f"ALTER TABLE public.email_events DETACH PARTITION public.{month}")
+        conn.execute("INSERT INTO coldcopy_ops.partition_archive (partition_name, range_start, range_end, object_key, "
+                     "manifest_key, row_count, row_checksum, sha256, byte_size, state, exported_at, detached_at) "
+                     "VALUES (%s, now(), now(), 'k', 'm', 0, '', '', 0, 'detached', now(), "
+                     "'2026-11-01T01:00:00+00:00')", (month,))
+    tables = checker(generated_db).run("sizes")["storage"].details["tables"]
+    [detached] = [t for t in tables if t["name"] == f"public.{month}"]
+    assert detached["detached_drops_after"].isoformat().startswith("2026-11-08")
+    assert all("detached_drops_after" not in t for t in tables if t["name"] != f"public.{month}")

@@ -70,3 +70,25 @@ def test_a_task_process_loading_the_plugins_folder_imports_only_the_plugin_file(
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["ours"] == ["coldcopy_health_plugin"] and loaded["modules"] < 20
+
+
+def test_numbers_read_like_a_person_wrote_them():
+    assert [health_page.duration(s) for s in (4.2, 70.281529, 3600.0, 4200, 93600, None)] == \
+        ["4.2 s", "1 min", "1 h", "1 h 10 min", "1 d 2 h", "—"]
+    assert [health_page.size(b) for b in (512, 655360, 12.9 * 2**20, 1.25 * 2**30)] == \
+        ["512 B", "640.0 kB", "12.9 MB", "1.25 GB"]
+    assert health_page.when("2026-11-29T13:05:04.123456+00:00") == "2026-11-29 13:05:04"
+    data = {"checks": [
+        {"check_name": "view_freshness", "taken_at": "2026-11-29T13:05:04.123456+00:00", "state": "ok", "value": 70.3,
+         "unit": "s", "summary": "fresh", "details": {"views": [
+             {"view": "analytics.campaign_analytics", "state": "ok", "fresh_at": "2026-11-29T12:00:00.5+00:00",
+              "age_s": 4200.281529, "cadence_s": 3600.0}]}},
+        {"check_name": "storage", "taken_at": "2026-11-29T13:05:04+00:00", "state": "ok", "value": 2.0, "unit": "%",
+         "summary": "ok", "details": {"tables": [
+             {"name": "public.email_events_2025_08", "total_bytes": 3 * 2**20, "table_bytes": 2 * 2**20,
+              "index_bytes": 2**20, "toast_bytes": 0, "detached_drops_after": "2026-12-06T01:00:00+00:00"}]}}],
+        "series": {}}
+    page = health_page.render(data)
+    assert "1 h 10 min" in page and "4200.28" not in page and "70.281529" not in page and "1 min" in page
+    assert "2026-11-29 13:05:04<" in page and ".123456" not in page
+    assert "public.email_events_2025_08 (detached; dropped after 2026-12-06)" in page and "3.0 MB" in page

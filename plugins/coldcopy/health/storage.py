@@ -25,6 +25,13 @@ def check_sizes(c: Context) -> list[Result]:
         JOIN pg_namespace n ON n.oid = r.relnamespace
         WHERE p.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
         GROUP BY 1 ORDER BY total_bytes DESC LIMIT 25""")
+    if c.has_table("coldcopy_ops.partition_archive"):  # detached months, and when partition_maintenance drops them
+        detached = {f"public.{r['partition_name']}": r["drops_after"] for r in c.rows(
+            "SELECT partition_name, detached_at + interval '7 days' AS drops_after "
+            "FROM coldcopy_ops.partition_archive WHERE state = 'detached'")}
+        for table in tables:
+            if table["name"] in detached:
+                table["detached_drops_after"] = detached[table["name"]]
     allocated = c.t.storage_allocated_gb * GB
     pct = 100.0 * db_bytes / allocated
     day_ago = c.previous("storage", timedelta(hours=23))
