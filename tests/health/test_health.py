@@ -227,6 +227,15 @@ def test_slow_queries_without_pg_stat_statements_report_how_to_enable(checker, m
     c = checker()
     result = c.run("slow_queries")["slow_queries"]
     assert result.state == "unknown" and not result.failed and "not installed" in result.summary
+    assert "ALTER SYSTEM SET shared_preload_libraries" in result.summary and "Supabase" not in result.summary
+    with psycopg.connect(migrated_db, autocommit=True) as conn:  # a server with Supabase's roles
+        conn.execute("DO $$ BEGIN CREATE ROLE supabase_admin NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; "
+                     "END $$")
+    try:
+        assert "Database → Extensions" in c.run("slow_queries")["slow_queries"].summary
+    finally:
+        with psycopg.connect(migrated_db, autocommit=True) as conn:
+            conn.execute("DROP ROLE supabase_admin")
     with psycopg.connect(migrated_db, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pg_stat_statements")  # installed, but this server does not preload it
     result = c.run("slow_queries")["slow_queries"]

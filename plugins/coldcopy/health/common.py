@@ -125,6 +125,15 @@ class Context:
     def has_table(self, name: str) -> bool:
         return self.one("SELECT to_regclass(%s) IS NOT NULL AS found", (name,))["found"]
 
+    def server_kind(self) -> str:
+        """``supabase`` (its roles are there, or its host names), ``local`` (loopback or a socket), or ``other``:
+        which hint fits the server at hand."""
+        host = (self.conn.info.host or "").lower()
+        if host.endswith((".supabase.co", ".supabase.com")) or self.one(
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'supabase_admin') AS yes")["yes"]:
+            return "supabase"
+        return "local" if host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/") else "other"
+
     def stats_hours(self) -> float:
         """How long the activity statistics cover: since ``pg_stat_database.stats_reset``; a database never
         reset (a new one) counts from when its schema was built (the first migration this job recorded), else

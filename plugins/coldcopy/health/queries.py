@@ -14,15 +14,19 @@ log = logging.getLogger(__name__)
 
 # -- slow queries ---------------------------------------------------------------------------------------
 
-ENABLE_PG_STAT_STATEMENTS = (
-    "pg_stat_statements is {what}: on Supabase enable it under Database → Extensions; elsewhere add it to "
-    "shared_preload_libraries, restart, then CREATE EXTENSION pg_stat_statements")
+ENABLE_PG_STAT_STATEMENTS = {  # the hint for the server at hand (Context.server_kind)
+    "supabase": "pg_stat_statements is {what}: enable it under Database → Extensions (Supabase preloads it)",
+    "local": "pg_stat_statements is {what}: ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements', "
+             "restart the server, then CREATE EXTENSION pg_stat_statements",
+    "other": "pg_stat_statements is {what}: have it added to shared_preload_libraries (a managed database: the "
+             "provider's parameter settings), restart, then CREATE EXTENSION pg_stat_statements",
+}
 
 
 def check_slow_queries(c: Context) -> list[Result]:
     if not c.one("SELECT count(*) AS n FROM pg_extension WHERE extname = 'pg_stat_statements'")["n"]:
-        return [Result("slow_queries", "unknown", ENABLE_PG_STAT_STATEMENTS.format(what="not installed"),
-                       details={"installed": False})]
+        return [Result("slow_queries", "unknown", ENABLE_PG_STAT_STATEMENTS[c.server_kind()].format(
+            what="not installed"), details={"installed": False})]
     schema = c.one("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
                    "WHERE e.extname = 'pg_stat_statements'")["nspname"]
     # PG13+ names (total_exec_time …); PG17 renamed blk_read_time/blk_write_time to shared_blk_*.
@@ -43,7 +47,7 @@ def check_slow_queries(c: Context) -> list[Result]:
             by_mean = _redacted(c.rows(query + psycopg.sql.SQL(
                 " AND calls >= %s ORDER BY mean_exec_time DESC LIMIT 10"), (c.t.slow_min_calls,)))
     except psycopg.errors.ObjectNotInPrerequisiteState:
-        return [Result("slow_queries", "unknown", ENABLE_PG_STAT_STATEMENTS.format(
+        return [Result("slow_queries", "unknown", ENABLE_PG_STAT_STATEMENTS[c.server_kind()].format(
             what="installed but not loaded (shared_preload_libraries)"), details={"installed": False})]
     worst = max((q["p95_estimate_ms"] for q in by_mean), default=0.0)
     slow = [q for q in by_mean if q["p95_estimate_ms"] > c.t.slow_p95_ms]
