@@ -209,6 +209,16 @@ def spool_bound(bucket: Bucket, key: str, manifest: dict, *, directory: str | No
         path.unlink(missing_ok=True)
 
 
+def get_bound(bucket: Bucket, key: str, manifest: dict) -> bytes:
+    """A small object (a segment, a retention batch) whole, once its key, size and sha256 equal ``manifest``'s
+    (:class:`UntrustedObject` otherwise); :func:`spool_bound` is the same for objects too big for memory."""
+    if manifest.get("object_key") != key:  # before a byte is downloaded
+        check_binding(manifest, key, -1, "", where=bucket.url(key))
+    stored = bucket.get(key)
+    check_binding(manifest, key, len(stored), hashlib.sha256(stored).hexdigest(), where=bucket.url(key))
+    return stored
+
+
 def gpg_open(sealed: bytes, passphrase: str) -> bytes:
     """A small object's plaintext, once gpg reports it was ours (AES256, integrity-protected, decrypted OK);
     :class:`UntrustedObject` otherwise. For objects already bound to their manifest (:func:`check_binding`)."""

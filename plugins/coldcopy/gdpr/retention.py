@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import catalog, manifests
-from coldcopy.crypto import check_binding, gpg_symmetric
+from coldcopy.crypto import get_bound, gpg_symmetric
 from coldcopy.gdpr.common import AGE_COLUMNS, PERSONAL_COLUMNS, RETENTION_PREFIX, RETENTION_TABLES, GdprError
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
@@ -146,7 +146,6 @@ class Retention:
             bucket.put(key, body, "application/pgp-encrypted")
             bucket.put(key.removesuffix(".jsonl.gz.gpg") + ".manifest.json",
                        manifests.dump(manifest, self.keyring, type="retention_archive"), "application/json")
-            stored = bucket.get(key)
-            check_binding(manifest, key, len(stored), hashlib.sha256(stored).hexdigest(), where=f"{bucket.uri}/{key}")
+            get_bound(bucket, key, manifest)  # read back before the rows go
             return self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table)
                                      + expired + sql.SQL(")"), params).rowcount

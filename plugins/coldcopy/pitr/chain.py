@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from coldcopy import manifests
-from coldcopy.crypto import check_binding, gpg_open
+from coldcopy.crypto import get_bound, gpg_open
 from coldcopy.object_store import Bucket
 from coldcopy.pitr.pgoutput import lsn_int
 
@@ -131,9 +131,7 @@ def read_segment(bucket: Bucket, manifest: dict, passphrase: str) -> list[dict]:
     key = manifest["object_key"]
     if key != segment_key(manifest["chain"], manifest["seq"]):
         raise ChainError(f"{bucket.url(key)}: manifest of segment {manifest['seq']} names another object")
-    sealed = bucket.get(key)
-    check_binding(manifest, key, len(sealed), hashlib.sha256(sealed).hexdigest(), where=bucket.url(key))
-    transactions = _LINES.decode_lines(gzip.decompress(gpg_open(sealed, passphrase)))
+    transactions = _LINES.decode_lines(gzip.decompress(gpg_open(get_bound(bucket, key, manifest), passphrase)))
     counted = count_changes(transactions)
     if (len(transactions), sum(sum(c.values()) for c in counted.values()), counted) != \
             (manifest["transactions"], manifest["changes"], manifest["tables"]):
