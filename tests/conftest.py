@@ -122,6 +122,24 @@ def spaces(s3_endpoint, monkeypatch):
     return bucket
 
 
+@pytest.fixture
+def faulty_spaces(s3_endpoint, monkeypatch):
+    """A fresh bucket reached through a :class:`tests.s3_endpoint.FaultyProxy` (``fail_after`` cuts the endpoint
+    mid-upload, ``heal`` ends it), with ``coldcopy_spaces`` pointing at it: yields ``(proxy, Bucket)``."""
+    from coldcopy.object_store import Bucket
+    from tests.s3_endpoint import FaultyProxy
+
+    proxy = FaultyProxy(s3_endpoint.port)
+    name = f"coldcopy-faults-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, name))
+    bucket = Bucket.from_connection()
+    bucket.client.create_bucket(Bucket=name)
+    try:
+        yield proxy, bucket
+    finally:
+        proxy.close()
+
+
 BACKUP_PASSPHRASE = "correct horse battery staple (test only)"
 MANIFEST_SECRET = "manifest signing secret, 32+ characters (test only)"
 SUBJECT_PEPPER = "subject pepper of 32+ characters (test only)"

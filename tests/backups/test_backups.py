@@ -15,13 +15,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import manifests
 from coldcopy.backups import BackupError, BackupRunner
-from coldcopy.object_store import Bucket
 from coldcopy.operators.backups import VerifyBackupOperator
 from coldcopy.testing import local_env
 from coldcopy.testing.alert_sink import AlertSink
 from coldcopy.testing.dag_test import run_dag
 from tests.conftest import KEYRING
-from tests.s3_endpoint import FaultyProxy
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 KEY_TABLES = ["public.workspaces", "public.leads", "public.email_events", "public.gdpr_audit_log"]
@@ -95,28 +93,20 @@ def test_tampered_object_or_wrong_key_fails_verification_and_alerts(runner, spac
                             (key,)).fetchone()[0] == "failed"
 
 
-def test_upload_failure_half_way_leaves_nothing_and_the_retry_succeeds(generated_db, s3_endpoint, backup_key,
-                                                                       monkeypatch):
-    proxy = FaultyProxy(s3_endpoint.port)
-    bucket = "coldcopy-backup-faults"
-    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, bucket))
-    spaces = Bucket.from_connection()
-    client = spaces.client
-    client.create_bucket(Bucket=bucket)
+def test_upload_failure_half_way_leaves_nothing_and_the_retry_succeeds(generated_db, faulty_spaces, backup_key):
+    proxy, spaces = faulty_spaces
+    client, bucket = spaces.client, spaces.name
     runner = BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING)
-    try:
-        proxy.fail_after(1024 * 1024)  # the upload starts, then the endpoint goes away in the middle of it
-        with pytest.raises((BackupError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)):
-            runner.backup()
-        proxy.heal()
-        assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # no object, no manifest
-        with psycopg.connect(generated_db) as conn:
-            assert conn.execute("SELECT count(*) FROM coldcopy_ops.backup_log").fetchone()[0] == 0
-        result = runner.backup()
-        keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
-        assert keys == {result.object_key, result.object_key.removesuffix(".dump.zst.gpg") + ".manifest.json"}
-    finally:
-        proxy.close()
+    proxy.fail_after(1024 * 1024)  # the upload starts, then the endpoint goes away in the middle of it
+    with pytest.raises((BackupError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)):
+        runner.backup()
+    proxy.heal()
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # no object, no manifest
+    with psycopg.connect(generated_db) as conn:
+        assert conn.execute("SELECT count(*) FROM coldcopy_ops.backup_log").fetchone()[0] == 0
+    result = runner.backup()
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == {result.object_key, result.object_key.removesuffix(".dump.zst.gpg") + ".manifest.json"}
 
 
 def backup_manifest(key: str, klass: str, stamp: datetime) -> dict:

@@ -18,14 +18,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import alerts, manifests
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
-from coldcopy.object_store import Bucket
 from coldcopy.operators.partitions import HorizonCheckOperator
 from coldcopy.partitions import ArchiveError, PartitionManager
-from coldcopy.testing import local_env
 from coldcopy.testing.alert_sink import AlertSink
 from coldcopy.testing.dag_test import run_dag
 from tests.conftest import BACKUP_PASSPHRASE, stock_decrypt
-from tests.s3_endpoint import FaultyProxy
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 FAST = LockRetryPolicy(attempts=20, lock_timeout_ms=200, max_lock_timeout_ms=400, backoff_s=0.1)
@@ -130,31 +127,24 @@ def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces
     assert fingerprints(generated_db)[month] == before[month]
 
 
-def test_upload_failure_leaves_the_month_attached_and_the_retry_completes(generated_db, s3_endpoint, monkeypatch):
-    proxy = FaultyProxy(s3_endpoint.port)
-    bucket = "coldcopy-faults"
-    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, bucket))
-    spaces = Bucket.from_connection()
-    client = spaces.client
-    client.create_bucket(Bucket=bucket)
-    try:
-        with psycopg.connect(generated_db, autocommit=True) as conn:
-            rotation = manager(conn)
-            month = rotation.archive_candidates()[-1]
-            before = fingerprints(generated_db)[month.name]
-            proxy.fail_after(2_000)  # lets the upload start, then the endpoint goes away
-            with pytest.raises(ArchiveError, match=f"email_events {month.month} .* left attached with all its rows"):
-                rotation.archive(month, spaces)
-            proxy.heal()
-            assert month.name in attached(generated_db)
-            assert fingerprints(generated_db)[month.name] == before
-            for key in (month.object_key, month.manifest_key):  # nothing that could pass for an archive
-                with pytest.raises(botocore.exceptions.ClientError, match="404|Not Found"):
-                    client.head_object(Bucket=bucket, Key=key)
-            manifest = rotation.archive(month, spaces)
-            assert manifest["rows"] == before[0] and month.name not in attached(generated_db)
-    finally:
-        proxy.close()
+def test_upload_failure_leaves_the_month_attached_and_the_retry_completes(generated_db, faulty_spaces):
+    proxy, spaces = faulty_spaces
+    client, bucket = spaces.client, spaces.name
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        month = rotation.archive_candidates()[-1]
+        before = fingerprints(generated_db)[month.name]
+        proxy.fail_after(2_000)  # lets the upload start, then the endpoint goes away
+        with pytest.raises(ArchiveError, match=f"email_events {month.month} .* left attached with all its rows"):
+            rotation.archive(month, spaces)
+        proxy.heal()
+        assert month.name in attached(generated_db)
+        assert fingerprints(generated_db)[month.name] == before
+        for key in (month.object_key, month.manifest_key):  # nothing that could pass for an archive
+            with pytest.raises(botocore.exceptions.ClientError, match="404|Not Found"):
+                client.head_object(Bucket=bucket, Key=key)
+        manifest = rotation.archive(month, spaces)
+        assert manifest["rows"] == before[0] and month.name not in attached(generated_db)
 
 
 def test_writers_are_not_blocked_during_premake_archive_and_detach(generated_db, spaces):
