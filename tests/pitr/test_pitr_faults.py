@@ -5,6 +5,7 @@ starts a new chain; an ``as_of`` the archive cannot serve is refused with the ne
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +21,6 @@ from coldcopy.pitr import recovery
 from coldcopy.testing import local_env
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 from tests.pitr.support import archiver_for, confirmed, restore_now, restored_base, tagged, write
-from tests.s3_endpoint import FaultyProxy
 
 
 def archived_inserts(bucket: Bucket, keys, table: str = "public.suppression_list") -> int:
@@ -66,28 +66,23 @@ def test_a_drain_killed_after_its_segment_neither_loses_nor_doubles(pitr_db, spa
 
 
 def test_an_endpoint_going_away_mid_upload_leaves_the_slot_and_the_retry_archives_it(
-        pitr_db, spaces, s3_endpoint, monkeypatch, logical):
-    proxy = FaultyProxy(s3_endpoint.port)
-    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_SPACES", local_env.spaces_connection(proxy.url, spaces.name))
-    flaky = Bucket.from_connection()
-    try:
-        archiver = archiver_for(pitr_db, flaky)
+        pitr_db, faulty_spaces, logical):
+    proxy, flaky = faulty_spaces
+    archiver = archiver_for(pitr_db, flaky)
+    archiver.drain_once()
+    runner = BackupRunner(pitr_db, flaky, BACKUP_PASSPHRASE, keyring=KEYRING)
+    runner.backup()
+    write(pitr_db, "cut", rows=400)
+    before = confirmed(pitr_db)
+    proxy.fail_after(2_000)
+    with pytest.raises(Exception):  # noqa: B017 - botocore's connection errors vary by where it was cut
         archiver.drain_once()
-        runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
-        runner.backup()
-        write(pitr_db, "cut", rows=400)
-        before = confirmed(pitr_db)
-        proxy.fail_after(2_000)
-        with pytest.raises(Exception):  # noqa: B017 - botocore's connection errors vary by where it was cut
-            archiver.drain_once()
-        proxy.heal()
-        assert confirmed(pitr_db) == before
-        archiver.drain_once()
-        assert archived_inserts(spaces, KEYRING) == 400
-        target = restore_now(archiver, runner, pitr_db, logical.dsn)
-        assert tagged(target) == tagged(pitr_db)
-    finally:
-        proxy.close()
+    proxy.heal()
+    assert confirmed(pitr_db) == before
+    archiver.drain_once()
+    assert archived_inserts(flaky, KEYRING) == 400
+    target = restore_now(archiver, runner, pitr_db, logical.dsn)
+    assert tagged(target) == tagged(pitr_db)
 
 
 def test_a_deleted_or_swapped_segment_is_refused_with_the_gap_named(pitr_db, spaces, logical):
@@ -205,3 +200,24 @@ def test_rows_swapping_a_unique_value_replay_change_by_change(pitr_db, spaces, l
     with psycopg.connect(target) as conn:
         swapped = dict(conn.execute("SELECT id, email FROM public.suppression_list WHERE email LIKE 'swap-%'"))
     assert swapped == {first[0]: second[1], second[0]: first[1]}
+
+
+def test_a_drain_reads_the_chain_again_only_when_it_changed(pitr_db, spaces, monkeypatch):
+    """The chain's manifests are fetched and checked when the archiver starts and whenever its signed
+    documents change in the bucket, not on every drain (a chain holds thousands of segments)."""
+    archiver = archiver_for(pitr_db, spaces)
+    archiver.drain_once()
+    loads, real = [], chains.load_chain
+    monkeypatch.setattr(chains, "load_chain", lambda bucket, name, keys: loads.append(name) or real(bucket, name, keys))
+    for tag in ("one", "two", "three"):
+        write(pitr_db, tag)
+        assert archiver.drain_once().seq is not None
+    assert loads == []
+    [name] = chains.list_chains(spaces)
+    second = chains.manifest_key(chains.segment_key(name, 2))
+    edited = json.loads(spaces.get(second))
+    edited["changes"] += 1
+    spaces.put(second, json.dumps(edited).encode())  # edited behind the archiver's back
+    with pytest.raises(chains.ChainError, match="refusing to extend it"):
+        archiver.drain_once()
+    assert loads == [name]

@@ -11,6 +11,7 @@ recognised by its ``end_lsn`` and the slot is moved to it, so nothing is archive
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class ChangeArchiver:
         self.dsn, self.bucket, self.passphrase, self.keyring = dsn, bucket, passphrase, keyring
         self.slot, self.publication, self.max_changes = slot, publication, max_changes
         self.tip_every_s, self._tip_written = 20.0, float("-inf")
+        self._chain: chains.Chain | None = None
+        self._seen: dict[str, tuple] = {}  # the chain's documents as last read or written (see current_chain)
 
     def connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.dsn, autocommit=True)
@@ -62,28 +65,51 @@ class ChangeArchiver:
     # the chain ---------------------------------------------------------------------------------------------
 
     def current_chain(self, conn) -> chains.Chain:
-        """The chain the slot feeds; started (its head written) when the slot was just created."""
-        slot = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                            (self.slot,)).fetchone()
-        if slot is None:
+        """The chain the slot feeds; started (its head written) when the slot was just created.
+
+        Read from the bucket and checked whole when its signed documents change; otherwise the archiver keeps
+        it (the slot admits one reader, so the segments appended are its own): a drain lists the chain's
+        documents (their ETag and size) instead of fetching every manifest again, and still sees one deleted,
+        added or replaced."""
+        confirmed = self._confirmed(conn)
+        if confirmed is None:
+            ops_schema.ensure(conn, "change_archive")
             Setup(conn, publication=self.publication, slot=self.slot).apply()
-            return self.start_chain(conn)
-        for name in reversed(chains.list_chains(self.bucket)):
-            chain = chains.load_chain(self.bucket, name, self.keyring)
-            if chain.head["slot"] == self.slot and chain.head["database"] == conn.info.dbname \
-                    and chain.start_lsn <= lsn_int(slot[0]):
-                return chain
-        return self.start_chain(conn)  # a slot made by hand: its chain starts where it stands
+            self._chain = self.start_chain(conn)
+        elif self._chain is not None and self._documents(self._chain.name) != self._seen:
+            self._chain = None  # changed behind our back: read and check it whole again
+        if self._chain is None:
+            ops_schema.ensure(conn, "change_archive")
+            for name in reversed(chains.list_chains(self.bucket)):
+                seen = self._documents(name)  # listed before reading: a change in between shows next drain
+                chain = chains.load_chain(self.bucket, name, self.keyring)
+                if chain.head["slot"] == self.slot and chain.head["database"] == conn.info.dbname \
+                        and chain.start_lsn <= lsn_int(confirmed):
+                    self._chain, self._seen = chain, seen
+                    break
+            else:
+                self._chain = self.start_chain(conn)  # a slot made by hand: its chain starts where it stands
+            if self._chain.problems or self._chain.break_after() is not None:
+                broken, self._chain = self._chain, None
+                raise chains.ChainError(f"chain {broken.name} is broken ({'; '.join(broken.problems) or 'a gap'}): "
+                                        "refusing to extend it; drop the slot so the next backup starts a new one")
+        return self._chain
+
+    def _documents(self, chain: str) -> dict[str, tuple]:
+        """``{key: (ETag, size)}`` of the chain's signed documents (its head, the segment manifests, the
+        retention record), from one listing; the tip changes every drain and is left out."""
+        return {o["Key"]: (o["ETag"], o["Size"]) for o in self.bucket.list_objects(f"{chains.PREFIX}/{chain}/")
+                if o["Key"].endswith(".json") and not o["Key"].endswith("/tip.json")}
 
     def start_chain(self, conn) -> chains.Chain:
-        start = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                             (self.slot,)).fetchone()[0]
+        start = self._confirmed(conn)
         now = datetime.now(UTC)
         head = {"chain": now.strftime("%Y%m%dT%H%M%S%fZ"), "database": conn.info.dbname, "slot": self.slot,
                 "publication": self.publication, "start_lsn": start, "created_at": now.isoformat()}
         key = chains.chain_key(head["chain"])
         self.bucket.put(key, manifests.dump(head, self.keyring, type="chain"), "application/json")
         log.info("change archive: chain %s starts at %s", head["chain"], start)
+        self._seen = self._documents(head["chain"])
         return chains.load_chain(self.bucket, head["chain"], self.keyring)
 
     # draining ----------------------------------------------------------------------------------------------
@@ -91,11 +117,7 @@ class ChangeArchiver:
     def drain_once(self) -> Drained:
         """Archive everything the slot holds now (up to ``max_changes`` rows of output, whole transactions)."""
         with self.connect() as conn:
-            ops_schema.ensure(conn, "change_archive")
             chain = self.current_chain(conn)
-            if chain.problems or chain.break_after() is not None:
-                raise chains.ChainError(f"chain {chain.name} is broken ({'; '.join(chain.problems) or 'a gap'}): "
-                                        "refusing to extend it; drop the slot so the next backup starts a new one")
             confirmed = lsn_int(self._confirmed(conn))
             tip = chain.tip
             if tip and lsn_int(tip["end_lsn"]) > confirmed:  # archived, but the advance was lost: finish it
@@ -159,17 +181,17 @@ class ChangeArchiver:
                         "application/json")
         self._tip_written = time.monotonic()
 
-    def _confirmed(self, conn) -> str:
-        return conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                            (self.slot,)).fetchone()[0]
+    def _confirmed(self, conn) -> str | None:
+        """Where the slot stands (``None``: there is no slot)."""
+        row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                           (self.slot,)).fetchone()
+        return row[0] if row else None
 
     def _advance(self, conn, lsn: str) -> None:
         conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn))
 
     def _write_segment(self, chain: chains.Chain, tip: dict | None, start_lsn: str, end_lsn: str,
                        transactions) -> dict:
-        import hashlib
-
         seq = tip["seq"] + 1 if tip else 1
         key = chains.segment_key(chain.name, seq)
         documents = [t.as_json() for t in transactions]
@@ -187,11 +209,14 @@ class ChangeArchiver:
         }
         self.bucket.put(key, body, "application/pgp-encrypted")
         signed = manifests.dump(manifest, self.keyring, type="segment")
+        stored = manifests.load(signed, self.keyring, where=key, type="segment")  # what the chain will hold
         # read back before the manifest makes it part of the chain (and before the slot lets the WAL go)
-        chains.read_segment(self.bucket, manifests.load(signed, self.keyring, where=key, type="segment"),
-                            self.passphrase)
+        chains.read_segment(self.bucket, stored, self.passphrase)
         self.bucket.put(chains.manifest_key(key), signed, "application/json")
-        return manifests.load(signed, self.keyring, where=key, type="segment")
+        chain.segments.append(stored)
+        written = self.bucket.client.head_object(Bucket=self.bucket.name, Key=chains.manifest_key(key))
+        self._seen[chains.manifest_key(key)] = (written["ETag"], written["ContentLength"])
+        return stored
 
     def run(self, *, until: float, every_s: float = 5.0, sleep=time.sleep) -> list[Drained]:
         """Drain every ``every_s`` seconds until the monotonic time ``until`` (one Airflow task's hour)."""

@@ -110,11 +110,14 @@ def plan(runner, as_of: datetime) -> RecoveryPlan:
         raise RecoveryError(f"as_of {_stamp(as_of)} is before the oldest base backup the change archive extends; "
                             f"the earliest possible point is {_stamp(oldest.replace(microsecond=0))}")
     names = chains.list_chains(bucket)
+    loaded: dict[str, chains.Chain] = {}  # each chain read once, however many backups are tried against it
     nearest: list[str] = []
     for _taken, key, manifest in eligible:
         backup_lsn = lsn_int(manifest["pitr"]["lsn"])
         for name in reversed(names):
-            chain = chains.load_chain(bucket, name, keys)
+            if name not in loaded:
+                loaded[name] = chains.load_chain(bucket, name, keys)
+            chain = loaded[name]
             if chain.start_lsn > backup_lsn or chain.head["database"] != manifest["database"]:
                 continue
             good = chain.consistent_prefix()
