@@ -221,3 +221,43 @@ def test_a_drain_reads_the_chain_again_only_when_it_changed(pitr_db, spaces, mon
     with pytest.raises(chains.ChainError, match="refusing to extend it"):
         archiver.drain_once()
     assert loads == [name]
+
+
+def test_the_chains_own_documents_edited_in_the_bucket_are_not_trusted(pitr_db, spaces):
+    """The tip (how current the archive is), the retention record and the chain's head are read back from the
+    bucket too: each is refused when edited, never taken for what it claims."""
+    from coldcopy import manifests
+
+    archiver = archiver_for(pitr_db, spaces)
+    archiver.drain_once()
+    runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
+    runner.backup()
+    write(pitr_db, "doc")
+    archiver.tip_every_s = 0
+    archiver.drain_once()
+    time.sleep(2.2)
+    later = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)  # after the tip: not yet archived
+    [name] = chains.list_chains(spaces)
+    tip_key = f"{chains.PREFIX}/{name}/tip.json"
+    tip = json.loads(spaces.get(tip_key))
+    tip["drained_at"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()  # "current until tomorrow"
+    spaces.put(tip_key, json.dumps(tip).encode())
+    with pytest.raises(recovery.RecoveryError, match="newest possible point"):
+        recovery.plan(runner, later)
+
+    first = chains.manifest_key(chains.segment_key(name, 1))
+    pruned = {"chain": name, "through_seq": 1, "last_hash": "0" * 64, "end_lsn": "0/0",
+              "last_commit": datetime.now(UTC).isoformat(), "pruned_at": datetime.now(UTC).isoformat(),
+              "type": "pruned", "signature": {"algorithm": "HMAC-SHA256", "key_id": "0" * 16, "value": "0" * 64}}
+    spaces.put(f"{chains.PREFIX}/{name}/pruned.json", json.dumps(pruned).encode())  # "segment 1 is gone: skip it"
+    assert spaces.exists(first)
+    with pytest.raises(chains.ChainError, match="refusing to extend it"):
+        archiver.drain_once()
+    spaces.delete(f"{chains.PREFIX}/{name}/pruned.json")
+
+    head_key = chains.chain_key(name)
+    head = json.loads(spaces.get(head_key))
+    head["start_lsn"] = "0/0"
+    spaces.put(head_key, json.dumps(head).encode())
+    with pytest.raises(manifests.ManifestRejected, match="signature does not verify"):
+        recovery.plan(runner, later)
