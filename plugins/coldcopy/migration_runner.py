@@ -4,8 +4,10 @@ Each file is applied:
 
 * under a session-level advisory lock, so two runs never interleave;
 * in one transaction, so a failure leaves nothing behind, unless the file holds statements PostgreSQL
-  refuses in a transaction block (``CREATE INDEX CONCURRENTLY`` and the like): such a file runs one
-  statement at a time in autocommit mode, after dropping INVALID indexes a failed earlier build left;
+  refuses in a transaction block (``CREATE INDEX CONCURRENTLY`` and the like): such a file is applied in
+  parts (:meth:`Migration.parts`: each run of transactional statements in one transaction, each concurrent
+  statement on its own, after dropping the INVALID index a failed earlier build left), each part recorded in
+  ``coldcopy_ops.schema_migration_parts`` so a retry resumes at the first part not applied;
 * with ``lock_timeout`` and ``statement_timeout``, retrying with backoff when the lock timeout fires;
 * recording version, name, phase, checksum, duration, mode and who applied it in
   ``coldcopy_ops.schema_migrations``; an applied file is skipped, and refused if its checksum changed.
@@ -23,7 +25,7 @@ from psycopg import sql
 
 from coldcopy import ops_schema, supabase_history
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
-from coldcopy.migrations import Migration, MigrationError, PlanEntry, Status, strip_sql_comments
+from coldcopy.migrations import Migration, MigrationError, Part, PlanEntry, Status, strip_sql_comments
 from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
@@ -221,27 +223,66 @@ class MigrationRunner:
             log.info("%s: applying in one transaction", migration.file_name)
             with_lock_retries(run_in_transaction, self.lock_retry, what=migration.file_name)
         else:
-            log.info("%s: applying outside a transaction block, statement by statement", migration.file_name)
-            statements = migration.statements()
-            executions = len(statements)
+            parts = migration.parts()
+            executions = len(parts)
+            done = dict(conn.execute("SELECT part, checksum FROM coldcopy_ops.schema_migration_parts "
+                                     "WHERE version = %s", (migration.version,)).fetchall())
+            log.info("%s: cannot run as one transaction; applying it in %d parts%s", migration.file_name,
+                     len(parts), f", resuming after the {len(done)} already applied" if done else "")
             with conn.cursor() as cur:
                 announce(cur)
-            for statement in statements:
-                self._drop_invalid_index_left_by(conn, statement)
-
-                def run_statement(lock_timeout_ms: int, statement: str = statement) -> None:
-                    nonlocal attempts
-                    attempts += 1
-                    with conn.cursor() as cur:
-                        self._set_timeouts(cur, lock_timeout_ms, local=False)
-                        self._execute(cur, statement, migration, transactional=False)
-
-                with_lock_retries(run_statement, self.lock_retry, what=migration.file_name)
+            for part in parts:
+                if part.index in done:
+                    if done[part.index] != part.checksum:
+                        raise MigrationError(
+                            f"{migration.file_name}: {part.describe()} was applied by an earlier attempt and has "
+                            "changed on disk since; restore the file, let it finish, and put the change in a new "
+                            "migration")
+                    log.info("%s: %s already applied by an earlier attempt", migration.file_name, part.describe())
+                    executions -= 1
+                    continue
+                attempts += self._run_part(conn, migration, part, applied_by)
             with conn.transaction(), conn.cursor() as cur:
                 record(cur)
             conn.execute("RESET lock_timeout; RESET statement_timeout")
         log.info("%s: applied in %.2f s (%d lock retries)", migration.file_name, time.monotonic() - started,
                  attempts - executions)
+
+    def _run_part(self, conn: psycopg.Connection, migration: Migration, part: Part, applied_by: str) -> int:
+        """Apply one part of a file that cannot run as one transaction and record it (in the part's own
+        transaction when it has one); returns the executions it took."""
+        attempts = 0
+        started = time.monotonic()
+        file_part = f"{migration.file_name} {part.describe()}"
+
+        def record(cur) -> None:
+            cur.execute(
+                "INSERT INTO coldcopy_ops.schema_migration_parts (version, part, checksum, transactional, "
+                "statements, lock_retries, duration_ms, applied_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (migration.version, part.index, part.checksum, part.transactional, part.statements, attempts - 1,
+                 int((time.monotonic() - started) * 1000), applied_by))
+
+        def run(lock_timeout_ms: int) -> None:
+            nonlocal attempts
+            attempts += 1
+            if part.transactional:
+                with conn.transaction(), conn.cursor() as cur:
+                    self._set_timeouts(cur, lock_timeout_ms, local=True)
+                    self._execute(cur, part.sql, migration, transactional=True, part=part)
+                    record(cur)
+                return
+            with conn.cursor() as cur:
+                self._set_timeouts(cur, lock_timeout_ms, local=False)
+                self._execute(cur, part.sql, migration, transactional=False, part=part)
+
+        if not part.transactional:
+            self._drop_invalid_index_left_by(conn, part.sql)
+        with_lock_retries(run, self.lock_retry, what=file_part)
+        if not part.transactional:
+            with conn.transaction(), conn.cursor() as cur:
+                record(cur)
+        log.info("%s: applied in %.2f s", file_part, time.monotonic() - started)
+        return attempts
 
     def _set_timeouts(self, cur, lock_timeout_ms: int, *, local: bool) -> None:
         cur.execute(
@@ -250,7 +291,7 @@ class MigrationRunner:
         )
 
     @staticmethod
-    def _execute(cur, text: str, migration: Migration, *, transactional: bool) -> None:
+    def _execute(cur, text: str, migration: Migration, *, transactional: bool, part: Part | None = None) -> None:
         try:
             cur.execute(text.encode("utf-8"))
         except psycopg.errors.LockNotAvailable:
@@ -260,13 +301,12 @@ class MigrationRunner:
             position = getattr(error.diag, "statement_position", None)
             if position:
                 where = f" at line {text[: int(position)].count(chr(10)) + 1}"
-            outcome = (
-                "and was rolled back" if transactional
-                else "(it runs outside a transaction: earlier statements stay, and a retry re-runs the file)"
-            )
-            raise MigrationError(
-                f"{migration.file_name} failed{where} {outcome}: {error.diag.sqlstate} {str(error).strip()}"
-            ) from error
+            outcome = "and was rolled back" if transactional else "(it runs outside a transaction)"
+            if part is not None:
+                outcome += "; the file's earlier parts stay applied and a retry resumes at this part"
+            what = f"{migration.file_name} {part.describe()}" if part is not None else migration.file_name
+            raise MigrationError(f"{what} failed{where} {outcome}: {error.diag.sqlstate} {str(error).strip()}"
+                                 ) from error
 
     @staticmethod
     def _drop_invalid_index_left_by(conn: psycopg.Connection, statement: str) -> None:

@@ -78,6 +78,50 @@ class Migration:
 
         return [s for s in sqlparse.split(self.read()) if strip_sql_comments(s).strip(" \n\t;")]
 
+    def parts(self) -> list[Part]:
+        """A file PostgreSQL cannot run in one transaction, in the parts it is applied (and recorded) as: each
+        run of consecutive statements that can share a transaction is one transactional part, and each
+        statement that cannot (``CREATE INDEX CONCURRENTLY``…) is a part of its own; the file's order is kept,
+        so a statement that needs an index built before it still finds it. A transactional file is one part."""
+        if self.transactional:
+            return [Part(0, self.read(), True, 1)]
+        parts: list[Part] = []
+        run: list[str] = []
+
+        def close_run() -> None:
+            if run:
+                parts.append(Part(len(parts), "\n".join(run), True, len(run)))
+                run.clear()
+
+        for statement in self.statements():
+            if _NON_TRANSACTIONAL.search(strip_sql_comments(statement)):
+                close_run()
+                parts.append(Part(len(parts), statement, False, 1))
+            else:
+                run.append(statement)
+        close_run()
+        return parts
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a migration file: applied in one go and recorded in ``coldcopy_ops.schema_migration_parts``,
+    so a retry resumes at the first part not recorded."""
+
+    index: int
+    sql: str
+    transactional: bool
+    statements: int
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+    def describe(self) -> str:
+        if self.transactional:
+            return f"part {self.index} ({self.statements} statement(s) in one transaction)"
+        return f"part {self.index} ({' '.join(strip_sql_comments(self.sql).split())[:80]})"
+
 
 def discover_migrations(directory: Path = MIGRATIONS_DIR,
                         cli_directory: Path | None = SUPABASE_MIGRATIONS_DIR) -> list[Migration]:

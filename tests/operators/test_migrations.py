@@ -256,6 +256,56 @@ def test_concurrent_index_file_runs_outside_a_transaction_and_replaces_invalid_l
     assert valid == [("t_v_idx", True), ("t_v_uidx", True)]
 
 
+def test_mixed_file_is_applied_in_parts_and_a_retry_resumes_where_it_stopped(tmp_path, empty_db):
+    """Transactional DDL and two concurrent index builds in one file; the second build fails (duplicates). The
+    retry must not re-run the CREATE TABLE (it would fail: the table exists) nor the first build: only what is
+    left, after dropping the INVALID index the failure left. Each part is recorded once."""
+    directory = write(tmp_path / "m", {
+        "100_mixed.sql": "CREATE TABLE public.m (id bigint, v bigint);\n"
+                         "INSERT INTO public.m VALUES (1, 7), (2, 7);\n"
+                         "CREATE INDEX CONCURRENTLY m_id_idx ON public.m (id);\n"
+                         "CREATE UNIQUE INDEX CONCURRENTLY m_v_uidx ON public.m (v);\n"
+                         "COMMENT ON INDEX public.m_v_uidx IS 'built';\n",
+    })
+    [migration] = discover_migrations(directory)
+    assert [(p.index, p.transactional, p.statements) for p in migration.parts()] == [
+        (0, True, 2), (1, False, 1), (2, False, 1), (3, True, 1)]
+    with pytest.raises(MigrationError, match=r"100_mixed.sql part 2 .*m_v_uidx.* resumes at this part"):
+        runner_for(empty_db).apply(migration, applied_by="test")
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        parts = conn.execute("SELECT part FROM coldcopy_ops.schema_migration_parts ORDER BY part").fetchall()
+        assert parts == [(0,), (1,)]
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.m_v_uidx'::regclass"
+                            ).fetchone() == (False,)  # what the failed build left
+        assert history(empty_db) == []  # the file is not applied until every part is
+        conn.execute("DELETE FROM public.m WHERE id = 2")  # the operator fixes the data; the task retries
+
+    assert runner_for(empty_db).apply(migration, applied_by="test") is True
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT part, transactional, statements FROM coldcopy_ops.schema_migration_parts "
+                            "WHERE version = 100 ORDER BY part").fetchall() == [
+            (0, True, 2), (1, False, 1), (2, False, 1), (3, True, 1)]
+        assert conn.execute("SELECT count(*) FROM public.m").fetchone() == (1,)  # the INSERT ran once
+        assert conn.execute("SELECT c.relname, i.indisvalid, obj_description(c.oid) FROM pg_index i "
+                            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'public.m'::regclass "
+                            "ORDER BY 1").fetchall() == [("m_id_idx", True, None), ("m_v_uidx", True, "built")]
+    assert [(v, n) for v, n, *_ in history(empty_db)] == [(100, "mixed")]
+    assert runner_for(empty_db).apply(migration, applied_by="test") is False  # applied: nothing runs again
+
+
+def test_an_applied_part_edited_before_the_retry_is_refused(tmp_path, empty_db):
+    directory = write(tmp_path / "m", {
+        "100_mixed.sql": "CREATE TABLE public.m (v bigint);\nINSERT INTO public.m VALUES (7), (7);\n"
+                         "CREATE UNIQUE INDEX CONCURRENTLY m_v_uidx ON public.m (v);\n"})
+    [migration] = discover_migrations(directory)
+    with pytest.raises(MigrationError, match="part 1"):
+        runner_for(empty_db).apply(migration, applied_by="test")
+    (directory / "100_mixed.sql").write_text("CREATE TABLE public.m (v bigint, w int);\n"
+                                             "CREATE UNIQUE INDEX CONCURRENTLY m_v_uidx ON public.m (v);\n")
+    with pytest.raises(MigrationError, match="part 0 .* has changed on disk since"):
+        runner_for(empty_db).apply(discover_migrations(directory)[0], applied_by="test")
+
+
 def test_transactional_detection_ignores_comments():
     migrations = {m.version: m for m in discover_migrations()}
     assert migrations[109].transactional is False  # CREATE INDEX CONCURRENTLY
