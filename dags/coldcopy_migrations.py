@@ -8,7 +8,18 @@
 (version, name, checksum, phase, duration, attempts, who applied it).
 
 **Plan first.** Trigger with param `dry_run = true`: the `plan` task lists every file as pending / applied /
-changed and nothing is changed.
+changed (ours and the Supabase CLI's history side by side) and nothing is changed.
+
+**Rehearsed, then approved.** `rehearse` restores the newest verified backup into a scratch database
+(on `coldcopy_verify_db` when set), applies every pending file there and records per file its duration, the
+strongest lock on each relation and how long it was held, rows rewritten, WAL, and which hot tables the
+application would queue on; the scratch database is dropped whatever happens. `approve` then waits (holding no
+worker slot) for one of the users in the Variable `coldcopy_migration_approvers` (JSON list of user names) to
+choose *apply*, *apply phase 1 only* or *reject* under **Required actions** in the UI, or through
+`PATCH /api/v2/dags/coldcopy_migrations/dagRuns/{run}/taskInstances/approve/-1/hitlDetails`. No answer within
+24 h is a rejection. A dry run, a run with nothing pending and an empty target (a fresh install) are not asked.
+`skip_rehearsal` is for an empty or disposable target and is refused when the target holds data. A file edited
+after its rehearsal is refused at apply time: trigger a new run.
 
 | What you see | What it means | What to do |
 |---|---|---|
@@ -16,9 +27,13 @@ changed and nothing is changed.
 | a file task failed: *NNN_x.sql failed at line L and was rolled back* | SQL error; the transaction left nothing behind | fix the file (it was never applied), re-run |
 | *could not get its lock in N attempts* | a long transaction holds a conflicting lock; we gave up rather than queue in front of the app | find it in `pg_stat_activity`; the task retries by itself |
 | a gate failed: *phase N cannot start* | an earlier phase is incomplete | finish the earlier phase first |
+| `approve` failed: *rejected by X: …* / *no answer within 1 day* | a person said no, or nobody answered | read the comment; trigger again when ready |
+| `approve` failed: *nobody may approve this* | the Variable `coldcopy_migration_approvers` is missing or empty | `airflow variables set coldcopy_migration_approvers '["alice"]'` |
+| a file task: *part N … resumes at this part* | a file mixing DDL and `CREATE INDEX CONCURRENTLY` failed mid-way; earlier parts stay | fix the cause; the retry applies only what is left |
 
-Every statement runs with `lock_timeout` (retried with backoff) and `statement_timeout`; files with
-`CREATE INDEX CONCURRENTLY` run outside a transaction block. Runs take an advisory lock, so two never interleave.
+Every statement runs with `lock_timeout` (retried with backoff) and `statement_timeout`; a file with
+`CREATE INDEX CONCURRENTLY` is applied in parts (each run of transactional statements in one transaction,
+each concurrent statement on its own), each recorded in `coldcopy_ops.schema_migration_parts`. Runs take an advisory lock, so two never interleave.
 Target: the Airflow connection `coldcopy_db`.
 
 Design, the stock-tools runbook and the measured figures: `docs/migrations.md` in the repository.
@@ -33,7 +48,12 @@ from airflow.sdk import DAG, Param, TaskGroup, chain
 from coldcopy import MIGRATIONS_DIR, SUPABASE_MIGRATIONS_DIR
 from coldcopy.dag_defaults import START_DATE, default_args
 from coldcopy.migrations import ALL_PHASES, CLI_PHASE, discover_migrations
-from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationPlanOperator, PhaseGateOperator
+from coldcopy.operators.migrations import (
+    ApplyMigrationOperator,
+    MigrationApprovalOperator,
+    MigrationPlanOperator,
+    PhaseGateOperator,
+)
 from coldcopy.operators.rehearsal import RehearseMigrationsOperator
 
 DEFAULT_ARGS = default_args(retries=2, retry_delay=timedelta(minutes=1))
@@ -54,7 +74,7 @@ with DAG(
     doc_md=__doc__,
 ):
     previous = MigrationPlanOperator(task_id="plan") >> RehearseMigrationsOperator(
-        task_id="rehearse", skip_rehearsal="{{ params.skip_rehearsal }}")
+        task_id="rehearse", skip_rehearsal="{{ params.skip_rehearsal }}") >> MigrationApprovalOperator(task_id="approve")
     migrations = discover_migrations()
     for phase, phase_name in ALL_PHASES.items():
         if phase == CLI_PHASE and not any(m.phase == CLI_PHASE for m in migrations):

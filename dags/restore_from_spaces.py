@@ -8,8 +8,10 @@
 - `target_database`: where to restore: a new database (created) or an empty one. A populated database is
   refused (`pg_restore --clean` cannot replace partitioned tables, and a half-overwritten database is
   worse than none): restore into a new database and point the application at it. The live database of
-  `coldcopy_db` is refused unless `confirm_overwrite_live` is true (for a live database that was lost and
-  recreated empty);
+  `coldcopy_db` (lost and recreated empty) needs a person's approval: the `approve` task waits for one of the
+  users in the Variable `coldcopy_restore_approvers` (JSON list of user names) to answer *restore* (Required
+  actions in the UI), showing the database, its size and the backup's age; no answer within 24 h is a rejection.
+  Any other target is not asked;
 - `tables`: optional list, e.g. `["public.workspaces"]`: only their rows, into a target that already has
   the schema (`pg_restore --data-only --disable-triggers`);
 - `as_of`: optional point in time (UTC, whole seconds, `2026-11-29T16:00:05Z`): the newest base backup before
@@ -39,11 +41,11 @@ CLI: `airflow dags trigger restore_from_spaces --conf '{"backup": "latest", "tar
 from airflow.sdk import DAG, Param
 
 from coldcopy.dag_defaults import START_DATE, default_args
-from coldcopy.operators.restore import RestoreFromSpacesOperator
+from coldcopy.operators.restore import RestoreApprovalOperator, RestoreFromSpacesOperator
 
 with DAG(
     dag_id="restore_from_spaces",
-    description="By hand: restore a backup from Spaces into a database (refuses the live one without confirm)",
+    description="By hand: restore a backup from Spaces into a database (the live one only when approved)",
     schedule=None,
     start_date=START_DATE,
     catchup=False,
@@ -53,7 +55,6 @@ with DAG(
         "backup": Param("latest", type="string", description="latest, YYYY-MM-DD, or an object key"),
         "target_database": Param("coldcopy_restored", type="string", minLength=1),
         "tables": Param([], type="array", description="only these tables' rows (schema-qualified)"),
-        "confirm_overwrite_live": Param(False, type="boolean"),
         "as_of": Param("", type="string", description="point in time, UTC, e.g. 2026-11-29T16:00:05Z (empty: "
                        "the backup itself); needs the change archive (docs/pitr.md)"),
         "workspace_id": Param("", type="string", description="only this workspace's rows (empty: all)"),
@@ -63,9 +64,7 @@ with DAG(
     tags=["coldcopy", "backups", "restore"],
     doc_md=__doc__,
 ):
-    RestoreFromSpacesOperator(
-        task_id="restore", backup="{{ params.backup }}", target_database="{{ params.target_database }}",
-        tables="{{ params.tables | join(',') }}", confirm_overwrite_live="{{ params.confirm_overwrite_live }}",
-        as_of="{{ params.as_of }}", workspace_id="{{ params.workspace_id }}",
-        target_schema="{{ params.target_schema }}",
-    )
+    what = {"backup": "{{ params.backup }}", "target_database": "{{ params.target_database }}",
+            "tables": "{{ params.tables | join(',') }}", "as_of": "{{ params.as_of }}"}
+    RestoreApprovalOperator(task_id="approve", **what) >> RestoreFromSpacesOperator(
+        task_id="restore", **what, workspace_id="{{ params.workspace_id }}", target_schema="{{ params.target_schema }}")

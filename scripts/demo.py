@@ -199,7 +199,7 @@ def pitr_demo(bag, dsn: str) -> None:
     with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")  # this demo's own scratch target
     run(bag.get_dag("restore_from_spaces"), f"as of {before:%H:%M:%S}, the second before the accident",
-        backup="latest", target_database=target, tables=[], confirm_overwrite_live=False,
+        backup="latest", target_database=target, tables=[],
         as_of=f"{before:%Y-%m-%dT%H:%M:%SZ}")
     with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=target)) as conn:
         back = conn.execute("SELECT count(*) FROM campaigns WHERE workspace_id = %s", (workspace,)).fetchone()[0]
@@ -253,7 +253,7 @@ def main() -> None:
     with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")  # this demo's own scratch target
     run(bag.get_dag("restore_from_spaces"), "latest backup into a new database, erasures re-applied",
-        backup="latest", target_database=target, tables=[], confirm_overwrite_live=False)
+        backup="latest", target_database=target, tables=[])
 
     from coldcopy import manifests
     from coldcopy.backups import backup_passphrase

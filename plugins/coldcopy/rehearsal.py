@@ -46,6 +46,7 @@ class FileRehearsal:
     wal_bytes: int = 0
     hot_blocked: list[str] = field(default_factory=list)  # hot tables the application would queue on
     error: str | None = None
+    checksum: str = ""  # of the file rehearsed: only these bytes may be applied on the strength of it
 
     @property
     def strongest(self) -> str | None:
@@ -133,7 +134,7 @@ def rehearse(scratch_dsn: str, migrations, *, hot: set[str] = frozenset(), lock_
     with psycopg.connect(scratch_dsn, autocommit=True) as probe:
         for migration in migrations:
             before, wal_before = _relfilenodes(probe), probe.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-            result = FileRehearsal(migration.file_name, 0.0)
+            result = FileRehearsal(migration.file_name, 0.0, checksum=migration.checksum)
             started = time.monotonic()
             with LockSampler(scratch_dsn) as sampler:
                 try:
@@ -166,13 +167,23 @@ def table(results: list[FileRehearsal]) -> str:
     lines = ["| file | duration | locks (strongest first, held) | rewritten | WAL | application would queue on |",
              "|---|---|---|---|---|---|"]
     for r in results:
-        locks = "; ".join(f"{'**' if lock.mode in BLOCKS_READS else ''}{lock.relation} {lock.mode} "
-                          f"{lock.held_ms:.0f} ms{'**' if lock.mode in BLOCKS_READS else ''}" for lock in r.locks[:6])
+        locks = "; ".join(_lock_cell(lock, r.hot_blocked) for lock in r.locks[:6])
         rewritten = ", ".join(f"{t} ({n:,} rows)" for t, n in r.rewritten.items()) or "—"
         lines.append(f"| {r.file}{' — FAILED: ' + r.error if r.error else ''} | {r.duration_ms / 1000:.1f} s | "
                      f"{locks or '—'} | {rewritten} | {r.wal_bytes / 2**20:.1f} MB | "
                      f"{', '.join(r.hot_blocked) or '—'} |")
     return "\n".join(lines)
+
+
+def _lock_cell(lock: HeldLock, hot_blocked: list[str]) -> str:
+    """A lock as the approver reads it: ACCESS EXCLUSIVE in bold, and marked red on a hot table (the
+    application's reads queue behind it)."""
+    text = f"{lock.relation} {lock.mode} {lock.held_ms:.0f} ms"
+    if lock.mode in BLOCKS_READS:
+        text = f"**{text}**"
+        if lock.relation in hot_blocked:
+            text = f"🔴 {text} (hot table)"
+    return text
 
 
 def newest_verified(runner) -> tuple[str, dict]:

@@ -171,12 +171,14 @@ def test_backup_and_restore_dags_end_to_end(generated_db, spaces, backup_key, co
 
     live = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
     refused = run_dag(bag.get_dag("restore_from_spaces"), conf={
-        "backup": "latest", "target_database": live, "tables": [], "confirm_overwrite_live": False})
-    assert refused.state == "failed"
+        "backup": "latest", "target_database": live, "tables": []})
+    assert refused.state == "failed"  # the live database: asked to approvers, and none is named (Variable unset)
+    assert {ti.task_id: ti.state for ti in refused.get_task_instances()} == {"approve": "failed",
+                                                                             "restore": "upstream_failed"}
     target = f"{live}_restored"
     try:
         restored = run_dag(bag.get_dag("restore_from_spaces"), conf={
-            "backup": "latest", "target_database": target, "tables": [], "confirm_overwrite_live": False})
+            "backup": "latest", "target_database": target, "tables": []})
         assert restored.state == "success"
         assert table_facts(local_env.database_dsn(admin_dsn, target)) == table_facts(generated_db)
     finally:
@@ -209,6 +211,19 @@ def test_verification_runs_on_the_verify_connection_and_transient_failures_are_r
         operator.execute({"ti": None, "params": {}})
 
 
+def approved_context(backup: str) -> dict:
+    """A task context whose run's ``approve`` gate answered *restore* to ``backup`` (the live gate is tested in
+    tests/e2e: here only what the restore does with its answer)."""
+
+    class TaskInstance:
+        @staticmethod
+        def xcom_pull(task_ids: str, key: str = "return_value"):
+            assert task_ids == "approve"
+            return {"decision": "restore", "by": "alice", "request": {"backup": backup}}
+
+    return {"ti": TaskInstance(), "params": {}}
+
+
 def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db, spaces, backup_key,
                                                                    coldcopy_conn, new_database):
     from coldcopy.operators.restore import RestoreFromSpacesOperator
@@ -216,11 +231,13 @@ def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db
     coldcopy_conn(generated_db)
     key = BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING).backup().object_key
     live = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
-    with pytest.raises(AirflowFailException, match="refusing to restore into the live database"):
+    with pytest.raises(AirflowFailException, match="refusing to restore into the live database .* without an approval"):
         RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute({})
+    with pytest.raises(AirflowFailException, match="the approval was for backups/other"):
+        RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute(
+            approved_context("backups/other.dump.zst.gpg"))
     with pytest.raises(AirflowFailException, match="has [0-9]+ tables: a whole-database restore goes into an empty"):
-        RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live,
-                                  confirm_overwrite_live="true").execute({})
+        RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute(approved_context(key))
     empty = psycopg.conninfo.conninfo_to_dict(new_database())["dbname"]  # e.g. the live one, lost and recreated
     RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=empty).execute({})
     with psycopg.connect(generated_db) as source, psycopg.connect(local_env.database_dsn(generated_db, empty)) as copy:

@@ -89,7 +89,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param, chain
 
 from coldcopy.migrations import discover_migrations
-from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationPlanOperator
+from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationApprovalOperator, MigrationPlanOperator
 
 MIGRATIONS = Path({directory!r})
 with DAG(
@@ -98,6 +98,7 @@ with DAG(
 ) as dag:
     chain(
         MigrationPlanOperator(task_id="plan", migrations_dir=MIGRATIONS),
+        MigrationApprovalOperator(task_id="approve", migrations_dir=MIGRATIONS),
         *[ApplyMigrationOperator(task_id=f"m{{m.version}}", sql=m.file_name, migrations_dir=MIGRATIONS)
           for m in discover_migrations(MIGRATIONS)],
     )

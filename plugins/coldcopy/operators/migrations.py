@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from coldcopy import DB_CONN_ID, MIGRATIONS_DIR
 from coldcopy.migrations import ALL_PHASES, Migration, MigrationError, Status, discover_migrations
+from coldcopy.operators import approval
 from coldcopy.operators.base import ColdCopyOperator
 
 if TYPE_CHECKING:
@@ -68,6 +69,20 @@ class BaseMigrationOperator(ColdCopyOperator):
     def dry_run(context: Context) -> bool:
         return bool(context["params"].get("dry_run", False))
 
+    def holds_data(self) -> list[str]:
+        """The application tables of the target with at least one row."""
+        from psycopg import sql
+
+        with self.hook().get_conn() as conn:
+            tables = [t for (t,) in conn.execute(
+                "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition")]
+            return [t for t in tables if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+                sql.SQL(t))).fetchone()[0]]  # regclass text from the catalog
+
+    def pending(self) -> list[Migration]:
+        return [e.migration for e in self.runner().plan(self.migrations()) if e.status is Status.PENDING]
+
 
 class MigrationPlanOperator(BaseMigrationOperator):
     """Log what the run will apply and refuse to start when an applied file was edited.
@@ -89,7 +104,8 @@ class MigrationPlanOperator(BaseMigrationOperator):
                 f"applied migration file(s) changed on disk: {', '.join(changed)}; "
                 "restore them and put the change in a new migration"
             )
-        return [{"file": e.migration.file_name, "phase": e.migration.phase, "status": e.status.value} for e in plan]
+        return [{"file": e.migration.file_name, "phase": e.migration.phase, "status": e.status.value,
+                 "checksum": e.migration.checksum, "supabase_cli": e.cli} for e in plan]
 
 
 class PhaseGateOperator(BaseMigrationOperator):
@@ -105,6 +121,8 @@ class PhaseGateOperator(BaseMigrationOperator):
         self.phase = phase
 
     def execute(self, context: Context) -> None:
+        if (approval.decision(context) or {}).get("decision") == APPLY_PHASE_1:
+            raise AirflowSkipException(f"approved for phase 1 only: phase {self.phase} is not applied in this run")
         earlier = [m for m in self.migrations() if m.phase < self.phase]
         not_applied = [e.migration.file_name for e in self.runner().plan(earlier) if e.status is not Status.APPLIED]
         if not not_applied:
@@ -146,6 +164,7 @@ class ApplyMigrationOperator(BaseMigrationOperator):
             status = runner.plan([migration])[0].status
             self.log.info("Dry run: %s is %s; nothing changed", migration.file_name, status.value)
             return False
+        self.check_approved(context, migration, runner)
         ti = context["ti"]
         applied_by = f"airflow {ti.dag_id}.{ti.task_id} run {ti.run_id}"
         predecessors = [m for m in migrations if m.version < migration.version]
@@ -156,3 +175,79 @@ class ApplyMigrationOperator(BaseMigrationOperator):
             raise AirflowFailException(str(error)) from error
         except LockRetriesExhausted:
             raise  # transient: Airflow's task retries try again later
+
+    @staticmethod
+    def check_approved(context: Context, migration: Migration, runner: MigrationRunner) -> None:
+        """Apply nothing a person did not approve: the run's ``approve`` gate said *apply* (or *apply phase 1 only*
+        for a phase-1 file), or that no approval was needed (an empty target); and a file the rehearsal ran must
+        still be the bytes it ran (a file edited while the approval waited was never shown to anyone)."""
+        if runner.plan([migration])[0].status is not Status.PENDING:
+            return  # applied already: apply() skips it (or refuses it, changed)
+        decided = approval.decision(context)
+        choice = (decided or {}).get("decision")
+        if choice not in (APPLY, APPLY_PHASE_1, approval.NOT_NEEDED):
+            raise AirflowFailException(f"{migration.file_name}: not approved in this run (no "
+                                       f"'{approval.APPROVAL_TASK_ID}'"
+                                       " decision to apply): nothing is applied to the target without one")
+        if choice == APPLY_PHASE_1 and migration.phase != 1:
+            raise AirflowSkipException(f"{migration.file_name}: approved for phase 1 only")
+        if choice == approval.NOT_NEEDED:
+            return
+        shown = (decided.get("request") or {}).get("files") or {}
+        rehearsed = {f["file"]: f.get("checksum") for f in
+                     ((context["ti"].xcom_pull(task_ids="rehearse") or {}).get("files") or [])}
+        if shown.get(migration.file_name) != migration.checksum or \
+                rehearsed.get(migration.file_name, migration.checksum) != migration.checksum:
+            raise AirflowFailException(f"{migration.file_name} is not the file that was rehearsed and approved in "
+                                       "this run (added or changed on disk since): trigger a new run so it is")
+
+
+APPLY, APPLY_PHASE_1 = "apply", "apply phase 1 only"
+
+
+class MigrationApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
+    """The ``approve`` task of ``coldcopy_migrations``: the rehearsal's table (file, duration, locks with ACCESS
+    EXCLUSIVE on a hot table in red, rows rewritten, WAL) and the plan's pending and changed files, put to the
+    users of the Variable ``coldcopy_migration_approvers``: *apply*, *apply phase 1 only* or *reject* (also
+    the answer after 24 h). Not asked in a dry run, with nothing pending, or on a target without data."""
+
+    def __init__(self, *, approvers_variable: str = "coldcopy_migration_approvers", **kwargs) -> None:
+        super().__init__(approvers_variable=approvers_variable, options=[APPLY, APPLY_PHASE_1, approval.REJECT],
+                         **kwargs)
+
+    def not_needed(self, context: Context) -> str | None:
+        if self.dry_run(context):
+            return "dry run: nothing is applied"
+        if not (pending := self.pending()):
+            return "nothing pending"
+        if not self.holds_data():
+            return f"the target holds no data: {len(pending)} file(s) build an empty database"
+        return None
+
+    def describe(self, context: Context) -> tuple[str, str, dict]:
+        from psycopg import sql
+
+        ti = context["ti"]
+        plan = ti.xcom_pull(task_ids="plan") or []
+        rehearsed = ti.xcom_pull(task_ids="rehearse") or {}
+        with self.hook().get_conn() as conn:
+            database, size = conn.execute(
+                sql.SQL("SELECT current_database(), pg_size_pretty(pg_database_size(current_database()))")).fetchone()
+        pending = [e for e in plan if e.get("status") == Status.PENDING.value]
+        lines = [f"**Target:** database `{database}` ({size}); **{len(pending)} pending file(s)** in phases "
+                 f"{', '.join(str(p) for p in sorted({e['phase'] for e in pending}))}.", ""]
+        if rehearsed.get("files"):
+            lines += [f"**Dress rehearsal** on a restored copy of `{rehearsed.get('backup')}` (locks sampled from "
+                      "`pg_locks` every 5 ms; 🔴 = ACCESS EXCLUSIVE on a table the application's top statements use):",
+                      "", rehearsed.get("table", ""), ""]
+        else:
+            lines += ["**No rehearsal** ran in this run (see the `rehearse` task's log).", ""]
+        lines += ["**Plan** (ours · the Supabase CLI's history):", "", "| file | phase | status | supabase cli |",
+                  "|---|---|---|---|"]
+        lines += [f"| {e['file']} | {e['phase']} | {e['status']} | {e.get('supabase_cli') or '—'} |" for e in plan
+                  if e.get("status") != Status.APPLIED.value]
+        lines += ["", "*apply*: every pending file, phase by phase. *apply phase 1 only*: the later phases are "
+                  "skipped in this run. *reject* (or no answer within 24 h): nothing is applied; say why in the "
+                  "comment."]
+        files = {m.file_name: m.checksum for m in self.pending()}
+        return f"Apply {len(pending)} migration(s) to {database}?", "\n".join(lines), {"files": files}

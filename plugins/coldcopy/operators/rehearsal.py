@@ -32,17 +32,6 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
         self.skip_rehearsal, self.verify_conn_id = skip_rehearsal, verify_conn_id
         self.spaces_conn_id, self.key_conn_id = spaces_conn_id, key_conn_id
 
-    def holds_data(self) -> list[str]:
-        """The application tables of the target with at least one row."""
-        from psycopg import sql
-
-        with self.hook().get_conn() as conn:
-            tables = [t for (t,) in conn.execute(
-                "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition")]
-            return [t for t in tables if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
-                sql.SQL(t))).fetchone()[0]]  # regclass text from the catalog
-
     def scratch_server_dsn(self) -> str:
         from coldcopy import optional_connection
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook

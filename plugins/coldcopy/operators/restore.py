@@ -8,7 +8,10 @@ from datetime import timedelta
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from coldcopy.operators import approval
 from coldcopy.operators.backups import BaseBackupOperator
+
+RESTORE = "restore"
 
 
 class RestoreFromSpacesOperator(BaseBackupOperator):
@@ -18,9 +21,9 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
     bound to its signed manifest before any byte is restored, every erasure of the ledger since the backup is
     re-applied, and only then is the quarantine renamed to the target. Any failure drops the quarantine: no
     one is ever handed a database that still holds an erased person or an unverified byte. The target must be
-    missing or empty; the live database of ``conn_id`` is refused unless ``confirm_overwrite_live`` is true
-    (for a live database that was lost and recreated empty). With ``tables``, only their rows are restored
-    into a target that has the schema (then erasures are re-applied in place).
+    missing or empty; the live database of ``conn_id`` (lost and recreated empty) only with the run's ``approve``
+    gate (:class:`RestoreApprovalOperator`) having said *restore* to this very backup. With ``tables``, only their
+    rows are restored into a target that has the schema (then erasures are re-applied in place).
 
     With ``as_of`` (``2026-11-29T16:00:05Z``, UTC, whole seconds) the newest base backup before it is restored
     and the change archive replayed up to the last transaction committed within that second
@@ -33,15 +36,15 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
     (the restored database is a scratch one then, dropped afterwards).
     """
 
-    template_fields: Sequence[str] = ("backup", "target_database", "tables", "confirm_overwrite_live", "as_of",
-                                      "workspace_id", "target_schema")
+    template_fields: Sequence[str] = ("backup", "target_database", "tables", "as_of", "workspace_id",
+                                      "target_schema")
 
     def __init__(self, *, backup: str, target_database: str, tables: list[str] | str | None = None,
-                 confirm_overwrite_live: bool | str = False, as_of: str | None = None,
-                 workspace_id: str | None = None, target_schema: str | None = None, **kwargs) -> None:
+                 as_of: str | None = None, workspace_id: str | None = None, target_schema: str | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.backup, self.target_database = backup, target_database
-        self.tables, self.confirm_overwrite_live, self.as_of = tables, confirm_overwrite_live, as_of
+        self.tables, self.as_of = tables, as_of
         self.workspace_id, self.target_schema = workspace_id, target_schema
         self.recovery = self.workspace = None
 
@@ -59,24 +62,17 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         if len(target) > 52:
             raise AirflowFailException(f"target_database {target!r}: at most 52 characters (the quarantine's name "
                                        "adds a suffix within PostgreSQL's 63)")
-        hook = self.hook()
-        live = hook.get_connection(self.conn_id).schema
-        if target == live and str(self.confirm_overwrite_live).lower() not in ("true", "1"):
-            raise AirflowFailException(f"refusing to restore into the live database {live!r}: "
-                                       "set confirm_overwrite_live to true if that is really meant")
+        decided = approval.decision(context)
+        if self.is_live(target) and (decided or {}).get("decision") != RESTORE:
+            raise AirflowFailException(f"refusing to restore into the live database {target!r} without an approval "
+                                       f"(the run's '{approval.APPROVAL_TASK_ID}' task, answered 'restore')")
         runner = self.runner()
-        if (self.as_of or "").strip():
-            from coldcopy.pitr import recovery
-
-            try:
-                self.recovery = recovery.plan(runner, recovery.parse_as_of(self.as_of))
-            except recovery.RecoveryError as error:
-                raise AirflowFailException(str(error)) from error
-            self.log.info("as of %s: base backup %s, then segments %s of chain %s", self.as_of,
-                          self.recovery.backup_key, self.recovery.describe()["segments"], self.recovery.chain.name)
         try:
-            key, manifest = (self.recovery.backup_key, self.recovery.backup) if self.recovery else \
-                runner.resolve(self.backup)
+            key, manifest = self.chosen_backup(runner)
+            if self.is_live(target) and (decided.get("request") or {}).get("backup") != key:
+                raise AirflowFailException(
+                    f"the approval was for {decided.get('request', {}).get('backup')}, and the backup to restore is "
+                    f"now {key}: trigger a new run so this one is approved")
             if runner.skipped:
                 alerts.send_for_task(context, f"restore passed over {len(runner.skipped)} backup(s) with a refused "
                                      f"manifest: {'; '.join(runner.skipped)[:800]}", kind="threshold_breached")
@@ -101,6 +97,25 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         if schema:
             result.update(target_schema=schema, rows=sum(copied.values()))
         return result
+
+    def is_live(self, target: str) -> bool:
+        """Whether ``target`` is the database of ``conn_id`` (the live one)."""
+        return target == self.hook().get_connection(self.conn_id).schema
+
+    def chosen_backup(self, runner) -> tuple[str, dict]:
+        """Object key and verified manifest of what this run restores: the base backup of ``as_of``'s recovery
+        plan, or ``backup`` resolved. Refuses an ``as_of`` the archive cannot reach."""
+        if (self.as_of or "").strip():
+            from coldcopy.pitr import recovery
+
+            try:
+                self.recovery = recovery.plan(runner, recovery.parse_as_of(self.as_of))
+            except recovery.RecoveryError as error:
+                raise AirflowFailException(str(error)) from error
+            self.log.info("as of %s: base backup %s, then segments %s of chain %s", self.as_of,
+                          self.recovery.backup_key, self.recovery.describe()["segments"], self.recovery.chain.name)
+            return self.recovery.backup_key, self.recovery.backup
+        return runner.resolve(self.backup)
 
     def _workspace_request(self, tables: list[str]) -> str | None:
         """Validate ``workspace_id`` / ``target_schema`` before anything is created; the schema, if any."""
@@ -216,3 +231,55 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         since = datetime.fromisoformat(manifest["started_at"]) - timedelta(hours=1)  # clock margin
         return reapply_after_restore(target_dsn, runner.bucket, runner.keyring, since,
                                      subject_pepper())
+
+
+class RestoreApprovalOperator(approval.ApprovalGate, RestoreFromSpacesOperator):
+    """The ``approve`` task of ``restore_from_spaces``: restoring into the live database of ``coldcopy_db`` (lost and
+    recreated empty) is put to the users of the Variable ``coldcopy_restore_approvers`` (*restore* or *reject*,
+    rejected after 24 h), the body naming the database, its size and tables, and the backup with its age. Any
+    other target needs no approval."""
+
+    template_fields: Sequence[str] = (*approval.ApprovalGate.template_fields,
+                                      *RestoreFromSpacesOperator.template_fields)
+
+    def __init__(self, *, approvers_variable: str = "coldcopy_restore_approvers", **kwargs) -> None:
+        super().__init__(approvers_variable=approvers_variable, options=[RESTORE, approval.REJECT], **kwargs)
+
+    def not_needed(self, context: Context) -> str | None:
+        target = (self.target_database or "").strip()
+        if self.is_live(target):
+            return None
+        return f"{target or 'the target'} is not the live database"
+
+    def describe(self, context: Context) -> tuple[str, str, dict]:
+        from datetime import UTC, datetime
+
+        import psycopg
+
+        from coldcopy.humanize import duration
+
+        target = self.target_database.strip()
+        try:
+            with psycopg.connect(self.hook().dsn(dbname=target)) as conn:
+                size, tables = conn.execute(
+                    "SELECT pg_size_pretty(pg_database_size(current_database())), count(*) FILTER (WHERE "
+                    "c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND "
+                    "n.nspname NOT LIKE 'pg_toast%') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                ).fetchone()
+            state = f"{size}, {tables} table(s)"
+        except psycopg.OperationalError as error:
+            state = f"cannot be opened ({str(error).strip().splitlines()[0][:120]})"
+        runner = self.runner()
+        key, manifest = self.chosen_backup(runner)
+        taken = datetime.fromisoformat(manifest["finished_at"])
+        age = duration((datetime.now(UTC) - taken).total_seconds())
+        tables = self.tables if isinstance(self.tables, str) else ",".join(self.tables or [])
+        body = "\n".join([
+            f"**Restore into the live database `{target}`** ({state}).", "",
+            f"**Backup:** `{key}`, taken {taken:%Y-%m-%d %H:%M:%S} UTC ({age} ago) from `{manifest['database']}` "
+            f"({manifest['database_size_bytes'] / 2**20:,.0f} MB)"
+            + (f", replayed to **{self.as_of}** from the change archive" if self.recovery else "") + ".",
+            f"**Tables:** {tables}" if tables else "**Whole database** (refused by the restore itself if the target "
+            "holds tables: it must have been recreated empty).", "",
+            "*restore*: go ahead. *reject* (or no answer within 24 h): nothing is restored; say why in the comment."])
+        return f"Restore {key.rsplit('/', 1)[-1]} into the live database {target}?", body, {"backup": key}

@@ -59,10 +59,12 @@ class AirflowStack:
     :param dags_folder: defaults to the repository's dags/.
     :param parallelism: task slots of the LocalExecutor (a few: this is a small machine).
     :param extra_env: further ``AIRFLOW__…`` settings (tests shorten intervals).
+    :param users: simple auth manager users and their roles (the admin always); each gets a generated password.
     """
 
     def __init__(self, home: Path, metadata_dsn: str, connections: dict[str, str], *, port: int = 8080,
-                 dags_folder: Path | None = None, parallelism: int = 4, extra_env: dict[str, str] | None = None):
+                 dags_folder: Path | None = None, parallelism: int = 4, extra_env: dict[str, str] | None = None,
+                 users: dict[str, str] | None = None):
         self.home = Path(home).resolve()
         self.metadata_dsn = metadata_dsn
         self.connections = connections
@@ -70,6 +72,7 @@ class AirflowStack:
         self.dags_folder = Path(dags_folder or ROOT / "dags").resolve()
         self.parallelism = parallelism
         self.extra_env = extra_env or {}
+        self.users = {ADMIN_USER: "admin", **(users or {})}
         self.processes: dict[str, subprocess.Popen] = {}
         self.url = f"http://127.0.0.1:{port}"
 
@@ -89,7 +92,10 @@ class AirflowStack:
 
     @property
     def admin_password(self) -> str:
-        return json.loads(self.passwords_file.read_text())[ADMIN_USER]
+        return self.password(ADMIN_USER)
+
+    def password(self, user: str) -> str:
+        return json.loads(self.passwords_file.read_text())[user]
 
     def env(self) -> dict[str, str]:
         """The environment of every component and CLI call: the parent's, minus other AIRFLOW settings."""
@@ -102,7 +108,7 @@ class AirflowStack:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in self.users.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(self.metadata_dsn),
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -134,8 +140,10 @@ class AirflowStack:
         from coldcopy.dag_defaults import HEAVY_POOL, HEAVY_POOL_DESCRIPTION, HEAVY_POOL_SLOTS
 
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        if not self.passwords_file.exists():
-            self.passwords_file.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
+        passwords = json.loads(self.passwords_file.read_text()) if self.passwords_file.exists() else {}
+        if set(self.users) - set(passwords):
+            passwords.update({u: secrets.token_urlsafe(12) for u in self.users if u not in passwords})
+            self.passwords_file.write_text(json.dumps(passwords))
             self.passwords_file.chmod(0o600)
         self.airflow("db", "migrate")
         # Without the pool, every heavy task stays "scheduled" for ever and only the scheduler log says why.
@@ -191,9 +199,9 @@ class AirflowStack:
 
     # -- REST API ----------------------------------------------------------------------------------
 
-    def client(self) -> httpx.Client:
-        """An ``httpx.Client`` on the REST API, logged in as the admin (a JWT from ``/auth/token``)."""
-        token = httpx.post(f"{self.url}/auth/token", json={"username": ADMIN_USER, "password": self.admin_password},
+    def client(self, user: str = ADMIN_USER) -> httpx.Client:
+        """An ``httpx.Client`` on the REST API, logged in as ``user`` (a JWT from ``/auth/token``)."""
+        token = httpx.post(f"{self.url}/auth/token", json={"username": user, "password": self.password(user)},
                            timeout=30)
         token.raise_for_status()
         return httpx.Client(base_url=f"{self.url}/api/v2", timeout=60,
