@@ -99,6 +99,8 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
     with AlertSink() as sink:
         stack = AirflowStack(
             ROOT / ".airflow-e2e" / suffix, metadata, port=free_port(), dags_folder=dags,
+            users={"approver": "admin", "intruder": "admin"},  # HITL: one assigned, one not (both may edit)
+            extra_env={"AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2"},  # the HITL timeout sweep too
             connections={
                 "coldcopy_db": local_env.airflow_connection(local_env.database_dsn(admin_dsn, target)),
                 "coldcopy_spaces": spaces,
@@ -133,6 +135,12 @@ def api(live):
             assert time.monotonic() < deadline, "the dag-processor did not serialize every DAG in 120 s"
             time.sleep(2)
         yield client
+
+
+def alerts_for(live: Live, dag_id: str, run_id: str) -> list[dict]:
+    """The alerts the webhook sink received for one run."""
+    return [a["body"]["alert"] for a in live.sink.received
+            if a["body"]["alert"].get("dag_id") == dag_id and a["body"]["alert"].get("run_id") == run_id]
 
 
 def metadata_query(live: Live, query: str, params=()) -> list[tuple]:

@@ -3,8 +3,9 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, task
 
-from coldcopy import alerts
+from coldcopy import MIGRATIONS_DIR, alerts
 from coldcopy.dag_defaults import START_DATE, default_args
+from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationApprovalOperator
 from coldcopy.operators.pitr import ChangeArchiveOperator
 
 with DAG(
@@ -43,3 +44,11 @@ with DAG(
 ):
     ChangeArchiveOperator(task_id="drain", conn_id="coldcopy_pitr_db", run_for_s="{{ params.run_for_s }}",
                           every_s=2)
+
+with DAG(
+    dag_id="e2e_migration_approval_timeout", description="coldcopy_migrations' gate with a 5 s answer window",
+    schedule=None, start_date=START_DATE, max_active_runs=1, default_args=default_args(retries=0),
+    params={"dry_run": Param(False, type="boolean")}, template_searchpath=[str(MIGRATIONS_DIR)],
+):
+    MigrationApprovalOperator(task_id="approve", response_timeout=timedelta(seconds=5)) >> ApplyMigrationOperator(
+        task_id="204_cache_tables", sql="204_cache_tables.sql")

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import stock_decrypt
-from tests.e2e.conftest import PASSPHRASE, ROOT, metadata_query
+from tests.e2e.conftest import PASSPHRASE, ROOT, alerts_for, metadata_query
 
 REFRESH_DAGS = ["refresh_campaign_analytics", "refresh_email_deliverability", "refresh_lead_engagement",
                 "refresh_workspace_usage"]
@@ -173,11 +173,6 @@ def test_a_missed_deadline_reaches_the_webhook_through_the_triggerer(live, api):
             break
         time.sleep(1)
     assert missed and "e2e_slow" in missed[0]["body"]["text"] and "finish within 0:00:05" in missed[0]["body"]["text"]
-
-
-def alerts_for(live, dag_id: str, run_id: str) -> list[dict]:
-    return [a["body"]["alert"] for a in live.sink.received
-            if a["body"]["alert"].get("dag_id") == dag_id and a["body"]["alert"].get("run_id") == run_id]
 
 
 def test_one_alert_per_task_that_fails_for_good_and_none_for_a_retry_that_succeeds(live, api):

@@ -9,12 +9,17 @@ from pathlib import Path
 import psycopg
 import pytest
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.migration_runner import HISTORY_TABLE, MigrationRunner
 from coldcopy.migrations import MigrationError, Status, discover_migrations
-from coldcopy.operators.migrations import MigrationPlanOperator, PhaseGateOperator
+from coldcopy.operators.migrations import (
+    ApplyMigrationOperator,
+    MigrationApprovalOperator,
+    MigrationPlanOperator,
+    PhaseGateOperator,
+)
 
 FAST_LOCKS = LockRetryPolicy(attempts=20, lock_timeout_ms=100, max_lock_timeout_ms=200, backoff_s=0.1)
 
@@ -334,3 +339,44 @@ def test_phase_gate(empty_db, coldcopy_conn, airflow_db):
     gate.execute({"params": {"dry_run": False}})
     with pytest.raises(AirflowFailException, match="phase 3 .* not applied: 201_"):
         PhaseGateOperator(task_id="gate3", phase=3).execute({"params": {"dry_run": False}})
+
+
+def test_the_gate_asks_only_when_something_would_change_data_and_a_file_applies_only_when_approved(
+        tmp_path, generated_db, empty_db, coldcopy_conn):
+    """The approval gate's own decision to ask (the live question and answers: tests/e2e/test_live_approval.py), and
+    the file task's refusal without a decision to apply, or of bytes other than those shown."""
+    directory = write(tmp_path / "m", {"150_more.sql": "CREATE TABLE public.more (id bigint PRIMARY KEY);\n",
+                                       "250_later.sql": "CREATE TABLE public.later (id bigint PRIMARY KEY);\n"})
+    migration = discover_migrations(directory)[0]
+    gate = MigrationApprovalOperator(task_id="approve", migrations_dir=directory)
+    coldcopy_conn(generated_db)  # holds data; 150_more.sql is pending there
+    assert gate.not_needed({"params": {"dry_run": True}}) == "dry run: nothing is applied"
+    assert gate.not_needed({"params": {"dry_run": False}}) is None  # asked
+    coldcopy_conn(empty_db)
+    assert "holds no data" in gate.not_needed({"params": {}})
+
+    class TaskInstance:
+        dag_id, task_id, run_id = "coldcopy_migrations", "m150", "manual__test"
+
+        def __init__(self, decision):
+            self.decision = decision
+
+        def xcom_pull(self, task_ids, key="return_value"):
+            return self.decision if task_ids == "approve" else None
+
+    apply = ApplyMigrationOperator(task_id="m150", sql="150_more.sql", migrations_dir=directory)
+    coldcopy_conn(generated_db)
+    for decision, refusal in [
+        (None, "not approved in this run"),
+        ({"decision": "reject"}, "not approved in this run"),
+        ({"decision": "apply", "request": {"files": {"150_more.sql": "0" * 64}}}, "not the file that was rehearsed"),
+    ]:
+        with pytest.raises(AirflowFailException, match=refusal):
+            apply.execute({"ti": TaskInstance(decision), "params": {}})
+    assert not table_exists(generated_db, "public.more")
+    with pytest.raises(AirflowSkipException, match="approved for phase 1 only"):
+        ApplyMigrationOperator(task_id="m250", sql="250_later.sql", migrations_dir=directory).execute(
+            {"ti": TaskInstance({"decision": "apply phase 1 only"}), "params": {}})
+    approved = TaskInstance({"decision": "apply", "request": {"files": {"150_more.sql": migration.checksum}}})
+    assert apply.execute({"ti": approved, "params": {}}) is True
+    assert table_exists(generated_db, "public.more")

@@ -81,9 +81,9 @@ class ApprovalGate(HITLOperator):
                  response_timeout: timedelta = DEFAULT_RESPONSE_TIMEOUT, **kwargs) -> None:
         if options[-1] != REJECT:
             raise ValueError(f"the last option must be {REJECT!r} (the default on timeout)")
-        params = {**(kwargs.pop("params", None) or {}),
-                  "comment": Param("", type=["string", "null"], description="why (shown in the run's failure when "
-                                                                               "rejecting)")}
+        kwargs.pop("params", None)  # the DAG's params: still in the task's context, but not questions of the form
+        params = {"comment": Param("", type=["string", "null"], description="why (shown in the run's failure when "
+                                                                              "rejecting)")}
         super().__init__(subject="(built when the task runs)", options=options, defaults=[REJECT],
                          response_timeout=response_timeout, params=params, **kwargs)
         self.approvers_variable = approvers_variable

@@ -1,0 +1,138 @@
+"""The approval gate of ``coldcopy_migrations`` in the live Airflow: the run stops at ``approve`` (awaiting input,
+no worker slot held) after rehearsing on the newest backup; an assigned user's *apply* through the REST API
+applies the file; *reject* applies nothing and fails the run with the comment; no answer is a rejection; a user
+not assigned gets 403."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+
+from coldcopy import manifests
+from coldcopy.backups import BackupRunner
+from coldcopy.object_store import Bucket
+from tests.e2e.conftest import MANIFEST_SECRET, PASSPHRASE, alerts_for
+
+pytestmark = pytest.mark.e2e
+
+DAG_ID = "coldcopy_migrations"
+CACHE_TABLES = ("public.dashboard_cache", "public.enrichment_cache", "public.api_rate_limits")
+
+
+def unapply_204(dsn: str) -> None:
+    """Take 204_cache_tables back out of a migrated database: its tables, its function, its history row."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE {', '.join(CACHE_TABLES)}")
+        conn.execute("DROP FUNCTION app.purge_expired_cache(integer)")
+        conn.execute("DELETE FROM coldcopy_ops.schema_migrations WHERE version = 204")
+
+
+def cache_tables_exist(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT to_regclass('public.dashboard_cache') IS NOT NULL").fetchone()[0]
+
+
+def wait_task(live, api, dag_id: str, run_id: str, task_id: str, states: set[str], timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ti = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").json()
+        if ti.get("state") in states:
+            return ti
+        time.sleep(0.5)
+    raise AssertionError(f"{dag_id}.{task_id} not in {states} within {timeout_s} s: {ti.get('state')}")
+
+
+def parked(live, api, dag_id: str, run_id: str) -> dict:
+    """Wait until ``approve`` asks, then a few seconds more, as a person reading the question would: Airflow
+    3.3.2 kills the resumed task when the answer comes while the parked task's own process is still winding
+    down (about 1 s; "Server indicated the task shouldn't be running anymore") and the retry asks again."""
+    ti = wait_task(live, api, dag_id, run_id, "approve", {"awaiting_input", "failed", "success"}, 400)
+    assert ti["state"] == "awaiting_input", ti
+    time.sleep(8)
+    return ti
+
+
+def hitl(api, dag_id: str, run_id: str) -> str:
+    return f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+
+
+@pytest.fixture
+def pending_204(live, api, generated_template):
+    """A populated target on which 204_cache_tables is pending, its newest backup taken in that state (what the
+    rehearsal restores), and the approvers Variable naming only "approver"."""
+    live.reset_target(generated_template)
+    unapply_204(live.target_dsn)
+    keys = manifests.Keyring.from_secret(MANIFEST_SECRET)
+    BackupRunner(live.target_dsn, Bucket(live.s3_client, live.bucket), PASSPHRASE, keyring=keys).backup()
+    response = api.post("/variables", json={"key": "coldcopy_migration_approvers", "value": json.dumps(["approver"])})
+    assert response.status_code in (201, 409), response.text
+    if response.status_code == 409:
+        assert api.patch("/variables/coldcopy_migration_approvers",
+                         json={"key": "coldcopy_migration_approvers", "value": json.dumps(["approver"])}
+                         ).status_code == 200
+    return live.target_dsn
+
+
+def test_the_run_waits_for_an_assigned_approver_then_applies(live, api, pending_204):
+    run_id = live.trigger(api, DAG_ID)
+    parked(live, api, DAG_ID, run_id)
+    assert api.get("/pools/default_pool").json()["occupied_slots"] == 0  # waiting holds no worker slot
+    assert not cache_tables_exist(pending_204)  # nothing touched the target yet
+    states = {ti["task_id"]: ti["state"] for ti in live.task_instances(api, DAG_ID, run_id)}
+    assert states["plan"] == states["rehearse"] == "success"
+    assert states["phase_2_performance.204_cache_tables"] in (None, "none", "scheduled")
+
+    detail = api.get(hitl(api, DAG_ID, run_id)).json()
+    assert detail["options"] == ["apply", "apply phase 1 only", "reject"] and detail["defaults"] == ["reject"]
+    assert [u["id"] for u in detail["assigned_users"]] == ["approver"]
+    assert "Dress rehearsal" in detail["body"] and "204_cache_tables.sql" in detail["body"]
+
+    with live.stack.client("intruder") as intruder:  # an admin, but not assigned
+        refused = intruder.patch(hitl(api, DAG_ID, run_id), json={"chosen_options": ["apply"]})
+    assert refused.status_code == 403, refused.text
+    assert wait_task(live, api, DAG_ID, run_id, "approve", {"awaiting_input"}, 5)  # still waiting
+
+    with live.stack.client("approver") as approver:
+        answered = approver.patch(hitl(api, DAG_ID, run_id),
+                                  json={"chosen_options": ["apply"], "params_input": {"comment": "quiet hour"}})
+    assert answered.status_code == 200, answered.text
+    assert live.wait_run(api, DAG_ID, run_id, timeout_s=300) == "success"
+    assert api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve").json()["try_number"] == 1
+    assert cache_tables_exist(pending_204)
+    with psycopg.connect(pending_204) as conn:
+        assert conn.execute("SELECT applied_by FROM coldcopy_ops.schema_migrations WHERE version = 204").fetchone()[
+            0].startswith(f"airflow {DAG_ID}.phase_2_performance.204_cache_tables run ")
+    decision = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve/xcomEntries/return_value").json()
+    value = decision["value"] if isinstance(decision["value"], dict) else json.loads(decision["value"])
+    assert (value["decision"], value["by"], value["comment"]) == ("apply", "approver", "quiet hour")
+    assert "204_cache_tables.sql" in value["request"]["files"]
+
+
+def test_a_rejection_applies_nothing_and_fails_the_run_with_the_comment(live, api, pending_204):
+    run_id = live.trigger(api, DAG_ID)
+    parked(live, api, DAG_ID, run_id)
+    with live.stack.client("approver") as approver:
+        assert approver.patch(hitl(api, DAG_ID, run_id), json={
+            "chosen_options": ["reject"], "params_input": {"comment": "not during the campaign peak"}}
+        ).status_code == 200
+    assert live.wait_run(api, DAG_ID, run_id, timeout_s=120) == "failed"
+    states = {ti["task_id"]: ti["state"] for ti in live.task_instances(api, DAG_ID, run_id)}
+    assert states["approve"] == "failed"
+    assert states["phase_2_performance.204_cache_tables"] == "upstream_failed"
+    assert not cache_tables_exist(pending_204)
+    [alert] = alerts_for(live, DAG_ID, run_id)
+    assert "rejected by approver: not during the campaign peak" in json.dumps(alert)
+
+
+def test_no_answer_in_time_is_a_rejection(live, api, pending_204):
+    dag_id = "e2e_migration_approval_timeout"  # the same gate, answer window 5 s instead of 24 h
+    run_id = live.trigger(api, dag_id)
+    assert live.wait_run(api, dag_id, run_id, timeout_s=120) == "failed"
+    states = {ti["task_id"]: ti["state"] for ti in live.task_instances(api, dag_id, run_id)}
+    assert states == {"approve": "failed", "204_cache_tables": "upstream_failed"}
+    assert not cache_tables_exist(pending_204)
+    [alert] = alerts_for(live, dag_id, run_id)
+    assert "no answer within 0:00:05: rejected" in json.dumps(alert)
