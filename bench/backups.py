@@ -18,8 +18,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,10 +89,87 @@ def stages(dsn: str, runs: int) -> dict:
     return {name: common.spread(times) for name, times in common.alternating(runs, variants).items()}
 
 
-VARIANTS = {"default (zstd -1, one thread on 2 cores)": {}, "zstd -1 -T2": {"zstd_threads": 2},
-            "zstd -3 -T1": {"zstd_level": 3}, "zstd --fast=1 -T1": {"zstd_level": -1},
-            "pipes of 1 MiB": {"pipe_bytes": 2**20}, "parts of 16 MiB": {"part_size": 16 * 2**20},
-            "parts of 5 MiB": {"part_size": 5 * 2**20}}
+VARIANTS = {"default (zstd -1, every core)": {}, "pipes of 1 MiB": {"pipe_bytes": 2**20},
+            "parts of 16 MiB": {"part_size": 16 * 2**20}, "parts of 5 MiB": {"part_size": 5 * 2**20}}
+CORES = os.cpu_count() or 2
+
+
+def thread_variants() -> dict[str, dict]:
+    """zstd threads (1, cores − 1, every core) at level 1, and levels at every core: what the default follows."""
+    threads = sorted({1, max(1, CORES - 1), CORES})
+    named = {f"zstd -1 -T{n}" + (" (cores − 1)" if n == CORES - 1 else "") + (" (every core)" if n == CORES else ""):
+             {"zstd_threads": n, "zstd_level": 1} for n in threads}
+    named.update({f"zstd -3 -T{CORES}": {"zstd_threads": CORES, "zstd_level": 3},
+                  f"zstd --fast=1 -T{CORES}": {"zstd_threads": CORES, "zstd_level": -1}})
+    return named
+
+
+def threads_and_levels(dsn: str, endpoint: str, runs: int) -> dict:
+    """Each of :func:`thread_variants` as the whole backup, alternating; time and object size."""
+    sizes: dict[str, int] = {}
+
+    def once(name: str, options: dict) -> float:
+        seconds, sizes[name] = backup_once(dsn, endpoint, options)
+        return seconds
+
+    calls = {name: (lambda n=name, o=options: once(n, o)) for name, options in thread_variants().items()}
+    return {name: {**common.spread(times), "object_mb": round(sizes[name] / 2**20, 1)}
+            for name, times in common.alternating(runs, calls).items()}
+
+
+def _backend_cpu_s(dsn: str, done: threading.Event, out: list) -> None:
+    """CPU seconds of pg_dump's backend (``/proc/<pid>/stat``: the server is local), read until ``done``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pid, last = None, 0.0
+        while not done.is_set():
+            if pid is None:
+                row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_dump' "
+                                   "AND datname = current_database()").fetchone()
+                pid = row[0] if row else None
+            if pid is not None:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    last = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+                except (FileNotFoundError, ProcessLookupError):
+                    break
+            time.sleep(0.02)
+        out.append(last)
+
+
+def measured_pipeline(dsn: str, command: str) -> dict:
+    """Wall time and CPU seconds (the shell's children: pg_dump, zstd, gpg; plus pg_dump's backend) of one
+    pipeline into /dev/null."""
+    done, backend = threading.Event(), []
+    sampler = threading.Thread(target=_backend_cpu_s, args=(dsn, done, backend))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sampler.start()
+    try:
+        seconds = shell(command)
+    finally:
+        done.set()
+        sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": seconds, "cpu_s": children + (backend[0] if backend else 0.0)}
+
+
+def core_bound(dsn: str, runs: int, threads: int) -> dict:
+    """The machine's bound for dump + compress + encrypt: max(wall time of the dump alone, CPU seconds of pg_dump,
+    its backend, zstd and gpg ÷ cores), both measured in the same alternating runs."""
+    gpg = ("gpg --batch --quiet --no-tty --pinentry-mode loopback --symmetric --cipher-algo AES256 "
+           "--compress-algo none --passphrase bench -o -")
+    dump = f"{pg_dump(dsn)} -Fc -Z0 -d '{dsn}'"
+    alone, full = [], []
+    common.alternating(runs, {
+        "dump alone": lambda: alone.append(measured_pipeline(dsn, f"{dump} > /dev/null")) or alone[-1]["wall_s"],
+        "dump | zstd | gpg": lambda: full.append(measured_pipeline(
+            dsn, f"{dump} | zstd -q -1 -T{threads} -c | {gpg} > /dev/null")) or full[-1]["wall_s"]})
+    wall_alone = statistics.median(r["wall_s"] for r in alone)
+    cpu = statistics.median(r["cpu_s"] for r in full)
+    return {"dump_alone_wall_s": round(wall_alone, 2), "pipeline_cpu_s": round(cpu, 2), "cores": CORES,
+            "pipeline_wall_s": round(statistics.median(r["wall_s"] for r in full), 2),
+            "bound_s": round(max(wall_alone, cpu / CORES), 2)}
 
 
 def variants(dsn: str, endpoint: str, runs: int) -> dict:
@@ -138,6 +219,9 @@ def main() -> None:
             main_figure = {"database_mb": database_mb(dsn), **three_way(dsn, endpoint, args.runs)}
             by_stage = stages(dsn, args.runs)
             by_variant = variants(dsn, endpoint, args.runs)
+            main_figure["core_bound"] = core_bound(dsn, args.runs, CORES)
+            main_figure["ratio_to_core_bound"] = round(main_figure["backup_s"]["median"] /
+                                                       main_figure["core_bound"]["bound_s"], 2)
             backups = runner(dsn, endpoint)
             verification = backups.verify(backups.resolve("latest")[0], local_env.database_dsn(server, "postgres"))
         growth = {}
@@ -147,12 +231,17 @@ def main() -> None:
                 info = common.template_info(server, scale)
                 growth[scale] = {"email_events": info["counts"]["email_events"], "generate_s": info["generate_s"],
                                  "database_mb": database_mb(dsn), "peak_rss_mb": peak,
-                                 **three_way(dsn, endpoint, args.growth_runs)}
+                                 **three_way(dsn, endpoint, args.growth_runs),
+                                 "threads_and_levels": threads_and_levels(dsn, endpoint, args.growth_runs),
+                                 "core_bound": core_bound(dsn, args.growth_runs, CORES)}
+                growth[scale]["ratio_to_core_bound"] = round(
+                    growth[scale]["backup_s"]["median"] / growth[scale]["core_bound"]["bound_s"], 2)
     common.write_results(
         "backups",
         {"scale": args.scale, "scales": scales, "runs": args.runs, "growth_runs": args.growth_runs, "warm_up": 1,
          "order": "alternating", "endpoint": "moto server in its own process on loopback",
-         "backup": "BackupRunner defaults: pg_dump -Fc -Z0 | zstd -1 -T(cores-1) | gpg AES256 --compress-algo none"},
+         "backup": f"BackupRunner defaults: pg_dump -Fc -Z0 | zstd -1 -T{CORES} (every core) | gpg AES256 "
+                   "--compress-algo none"},
         {"email_events": common.template_info(server, args.scale)["counts"]["email_events"],
          "end_to_end": main_figure, "stages_into_dev_null": by_stage, "variants": by_variant, "growth": growth,
          "restore_verification_s": round(verification["verification_ms"] / 1000, 1)}, server)
@@ -176,6 +265,9 @@ def table(results: dict) -> str:
         f"{mmm(e2e['backup_s'])} | |",
         f"| physical limit: `pg_dump -Fc -Z0 --no-sync -f /dev/null` | {mmm(e2e['physical_limit_s'])} | "
         f"**{e2e['ratio_to_physical_limit']}×** (goal ≤ 1.25×) |",
+        f"| the machine's bound, counting cores: max(dump alone {e2e['core_bound']['dump_alone_wall_s']:.2f} s, CPU "
+        f"of pg_dump + backend + zstd + gpg {e2e['core_bound']['pipeline_cpu_s']:.2f} s ÷ {e2e['core_bound']['cores']}"
+        f" cores) | {e2e['core_bound']['bound_s']:.2f} s | **{e2e['ratio_to_core_bound']}×** (goal ≤ 1.1×) |",
         f"| runbook: `pg_dump -Fc -f backup.dump` | {mmm(e2e['runbook_s'])} | **{e2e['ratio_to_runbook']}×** "
         f"(goal ≤ 0.6×) |",
         f"| size: our object vs the runbook's dump | {e2e['object_mb']} MB vs {e2e['runbook_dump_mb']} MB | "
@@ -202,6 +294,17 @@ def table(results: dict) -> str:
           f"{g['backup_s']['median']:.2f} s | {g['physical_limit_s']['median']:.2f} s | "
           f"{g['runbook_s']['median']:.2f} s | {g['ratio_to_physical_limit']}× / {g['ratio_to_runbook']}× | "
           f"{g['peak_rss_mb']:.0f} MB |" for scale, g in results["growth"].items()],
+        "",
+        "Compression threads and levels, the whole backup at each scale (alternating; the default follows the "
+        "fastest at level 1), and the backup against the core-counting bound:",
+        "",
+        "| scale | " + " | ".join(next(iter(results["growth"].values()))["threads_and_levels"]) +
+        " | bound (cores) | backup ÷ bound |",
+        "|---|" + "---|" * (len(next(iter(results["growth"].values()))["threads_and_levels"]) + 2),
+        *[f"| {scale} | " + " | ".join(f"{v['median']:.2f} s, {v['object_mb']:,.0f} MB"
+                                       for v in g["threads_and_levels"].values()) +
+          f" | {g['core_bound']['bound_s']:.2f} s | {g['ratio_to_core_bound']}× |"
+          for scale, g in results["growth"].items()],
     ])
 
 

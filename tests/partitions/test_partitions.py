@@ -83,6 +83,8 @@ def test_horizon_check_alerts_when_future_months_run_short(migrated_db, coldcopy
 
 
 def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces, dagbag, airflow_db, backup_key):
+    from coldcopy.operators.partitions import DropDetachedPartitionsOperator
+
     client, bucket = spaces.client, spaces.name
     coldcopy_conn(generated_db)
     before = fingerprints(generated_db)
@@ -110,6 +112,10 @@ def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces
     # a second run changes nothing
     assert run_dag(dagbag.get_dag("partition_maintenance")).state == "success"
     assert attached(generated_db) == [n for n in before if n not in expected]
+    said = {}
+    ti = type("TaskInstance", (), {"xcom_push": staticmethod(lambda key, value: said.update({key: value}))})
+    assert DropDetachedPartitionsOperator(task_id="drop_detached").execute({"ti": ti}) == []  # and says so
+    assert said["result"].startswith(f"nothing due (months drop 7 d after they are detached): next: {expected[0]} on ")
 
     # the grace period passes: detached months are dropped
     with psycopg.connect(generated_db, autocommit=True) as conn:

@@ -103,6 +103,7 @@ class Context:
     conn: psycopg.Connection  # autocommit, dict rows
     t: Thresholds
     pgbouncer_dsn: str | None = None
+    paused_dags: frozenset[str] = frozenset()  # DAGs paused in Airflow (asked by the task), named as a cause
 
     def rows(self, query, params=None) -> list[dict]:
         return self.conn.execute(query, params).fetchall()

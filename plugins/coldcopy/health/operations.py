@@ -54,12 +54,16 @@ def view_freshness(c: Context) -> Result:
             state = ("breach" if row["populated"] is None or age is None or age > late_after.total_seconds()
                      else "warning" if age > (job.cadence + job.deadline).total_seconds() else "ok")
             views.append({"view": view, "dag_id": dag_id, "cadence_s": job.cadence.total_seconds(), "age_s": age,
-                          "state": state, "populated": row["populated"], "fresh_at": row["fresh_at"]})
+                          "state": state, "populated": row["populated"], "fresh_at": row["fresh_at"],
+                          "dag_paused": dag_id in c.paused_dags})
             worst = max(worst, cadences if cadences is not None else float("inf"))
     state = max((v["state"] for v in views), key=RANK.get)
-    late = [v["view"] for v in views if v["state"] != "ok"]
-    summary = (f"{len(late)} view(s) older than their cadence allows: {', '.join(late)}" if late
+    late = [v for v in views if v["state"] != "ok"]
+    paused = sorted({v["dag_id"] for v in late if v["dag_paused"]})
+    summary = (f"{len(late)} view(s) older than their cadence allows: {', '.join(v['view'] for v in late)}" if late
                else f"all {len(views)} views within their cadence")
+    if paused:
+        summary += f" ({'; '.join(f'{d} is paused' for d in paused)}: unpause it in Airflow)"
     return Result("view_freshness", state, summary, None if worst == float("inf") else worst, "cadences",
                   {"views": views}, worse_by_value=False)
 

@@ -19,6 +19,7 @@ class BaseBackupOperator(ColdCopyOperator):
     :param conn_id: the database to back up (and the server restores are verified on).
     :param spaces_conn_id: the bucket (aws connection).
     :param key_conn_id: connection whose password is the encryption passphrase.
+    :param zstd_threads: compression threads (default: every core, as measured by bench/backups.py).
     """
 
     ui_color = "#eef3e2"
@@ -26,16 +27,17 @@ class BaseBackupOperator(ColdCopyOperator):
     default_statement_timeout = "3h"  # counting every table's rows in the dump's snapshot takes a while
 
     def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
-                 key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:
+                 key_conn_id: str = KEY_CONN_ID, zstd_threads: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.conn_id, self.spaces_conn_id, self.key_conn_id = conn_id, spaces_conn_id, key_conn_id
+        self.zstd_threads = zstd_threads
 
     def runner(self):
         from coldcopy.backups import BackupRunner, backup_passphrase
 
         passphrase = backup_passphrase(self.key_conn_id)
         return BackupRunner(self.hook().dsn(), Bucket.from_connection(self.spaces_conn_id), passphrase,
-                            keyring=self.keyring())
+                            keyring=self.keyring(), zstd_threads=self.zstd_threads)
 
     @staticmethod
     def fail_for_good(error: Exception) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context
 
 from coldcopy import DB_CONN_ID, KEY_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID, Bucket
@@ -32,6 +32,13 @@ class ColdCopyOperator(BaseOperator):
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("execution_timeout", self.default_execution_timeout)
         super().__init__(**kwargs)
+
+    def say(self, context: Context, line: str) -> None:
+        """The task's one result line: logged, and kept in XCom (``result``) for whoever reads the run later."""
+        self.log.info("%s", line)
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is not None:
+            ti.xcom_push(key="result", value=line)
 
     def hook(self, *, statement_timeout: str | None = None):
         """The database hook, its sessions named ``coldcopy:<dag>.<task>`` in ``pg_stat_activity``."""

@@ -63,12 +63,28 @@ class HealthCheckOperator(HealthOperator):
             raise ValueError(f"unknown health check group {group!r}; known: {', '.join(CHECK_GROUPS)}")
         self.group = group
 
+    def paused_dags(self, context: Context) -> frozenset[str]:
+        """The ColdCopy DAGs whose jobs a check judges (the refreshes) that are paused in Airflow: a stale view's
+        cause, named in its summary. Asked through the task's own API (``ti.get_dag``); unknown → none."""
+        from coldcopy.refresh_jobs import REFRESH_JOBS
+
+        ti = context.get("ti")
+        paused = set()
+        for dag_id in REFRESH_JOBS:
+            try:
+                if ti is not None and ti.get_dag(dag_id).is_paused:
+                    paused.add(dag_id)
+            except Exception as error:  # noqa: BLE001 - a cause we cannot name is not a failed check
+                self.log.info("could not ask whether %s is paused: %s", dag_id, error)
+        return frozenset(paused)
+
     def execute(self, context: Context) -> list[dict]:
         from coldcopy import health
 
         t = self.thresholds(context)
         with self.session() as conn:
-            results = health.run_group(health.Context(conn, t, pgbouncer_console_dsn()), self.group)
+            results = health.run_group(health.Context(conn, t, pgbouncer_console_dsn(), self.paused_dags(context)),
+                                       self.group)
             for result in results:
                 self.log.info("%s: %s — %s", result.check, result.state, result.summary)
             health.record(conn, results, t, run_id=context["run_id"])

@@ -10,6 +10,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, KEY_CONN_ID
+from coldcopy.humanize import duration
 from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
 
@@ -149,8 +150,15 @@ class DropDetachedPartitionsOperator(BasePartitionOperator):
 
     def execute(self, context: Context) -> list[str]:
         bucket = self.bucket()
+        grace = timedelta(days=self.grace_days)
         with self.manager() as manager:
-            return manager.drop_detached(bucket, grace=timedelta(days=self.grace_days))
+            dropped = manager.drop_detached(bucket, grace=grace)
+            upcoming = manager.next_drop(grace)
+        after = (f"next: {upcoming[0]} on {upcoming[1]:%Y-%m-%d %H:%M} UTC" if upcoming
+                 else "no other month is detached")
+        self.say(context, f"dropped {len(dropped)} detached month(s): {', '.join(dropped)}; {after}" if dropped else
+                 f"nothing due (months drop {duration(grace.total_seconds())} after they are detached): {after}")
+        return dropped
 
 
 class ScrubErasedArchivesOperator(BasePartitionOperator):

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowSkipException
 
 from coldcopy import DB_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
@@ -59,5 +58,7 @@ class RefreshMaterializedViewOperator(ColdCopyOperator):
             )
             outcome = refresher.run(run)
         if outcome.action == "skipped":
-            raise AirflowSkipException(f"{self.view} not refreshed: {outcome.reason}")
+            from coldcopy.run_notes import skip
+
+            skip(context, f"{self.view} not refreshed: {outcome.reason}")
         return outcome.as_dict()

@@ -58,3 +58,9 @@ class Dropper:
             log.info("dropped %s (archived at %s)", name, key)
             dropped.append(name)
         return dropped
+
+    def next_drop(self, grace: timedelta = timedelta(days=7)) -> tuple[str, object] | None:
+        """``(month, when)`` of the next detached month to fall due for dropping, or None when none is detached."""
+        return self.conn.execute(
+            "SELECT partition_name, detached_at + %s FROM coldcopy_ops.partition_archive WHERE state = 'detached' "
+            "ORDER BY detached_at, range_start LIMIT 1", (grace,)).fetchone()

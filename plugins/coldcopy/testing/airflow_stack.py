@@ -28,6 +28,7 @@ ROOT = REPO_ROOT
 ROOT = REPO_ROOT
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN_USER = "admin"
+MIN_HEARTBEAT_INTERVAL_S = 1
 
 
 class StackError(RuntimeError):
@@ -120,6 +121,9 @@ class AirflowStack:
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+            # The supervisor notices a task's exit up to min_heartbeat_interval late (5 s by default); a skipped
+            # task is reported only then, holding its pool slot: 1 s bounds it (docs/airflow.md, bench/skips.py).
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": str(MIN_HEARTBEAT_INTERVAL_S),
         })
         env.update({f"AIRFLOW_CONN_{conn_id.upper()}": value for conn_id, value in self.connections.items()})
         env.update(self.extra_env)
