@@ -66,18 +66,46 @@ def authorize(request: Request, user: GetUserDep) -> None:
     requires_access_dag("GET", param_dag_id=PAGE_DAG_ID)(request, user)
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="ColdCopy DB health", dependencies=[Depends(authorize)])
+def metrics_token(request: Request) -> None:
+    """Prometheus' bearer token (connection ``coldcopy_metrics_token``), not an Airflow login: 401 otherwise."""
+    from fastapi import HTTPException
 
-    @app.get("/api", summary="The health page's data: latest state of every check, 7 days of hourly maxima")
+    from coldcopy.metrics import token_matches
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token_matches(token.strip()):
+        raise HTTPException(401, "a bearer token matching the connection coldcopy_metrics_token is required",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def create_app() -> FastAPI:
+    from fastapi.responses import Response
+
+    app = FastAPI(title="ColdCopy DB health")
+    page_auth = [Depends(authorize)]
+
+    @app.get("/api", summary="The health page's data: latest state of every check, 7 days of hourly maxima",
+             dependencies=page_auth)
     def health_json() -> dict:
         with _connect() as conn:
             return read_health(conn)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, dependencies=page_auth)
     def health_page() -> str:
         with _connect() as conn:
             return render(read_health(conn))
+
+    @app.get("/metrics", summary="The health figures for Prometheus (text format), from the recorded history",
+             dependencies=[Depends(metrics_token)])
+    def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from coldcopy.metrics import collect, dag_successes
+
+        with _connect() as conn:
+            conn.row_factory = psycopg.rows.tuple_row
+            body = collect(conn, dag_successes())
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
 

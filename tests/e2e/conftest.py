@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 E2E_DAGS = Path(__file__).with_name("e2e_dags.py")
 PASSPHRASE = "e2e passphrase (test only)"
 MANIFEST_SECRET = "e2e manifest signing secret of 32+ characters"
+METRICS_TOKEN = "e2e metrics bearer token, test only"
 
 
 @dataclass
@@ -108,6 +109,7 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
                 "coldcopy_manifest_key": json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET}),
                 "coldcopy_subject_pepper": json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET[::-1]}),
                 "coldcopy_alerts_webhook": sink.airflow_connection(),
+                "coldcopy_metrics_token": json.dumps({"conn_type": "generic", "password": METRICS_TOKEN}),
                 "coldcopy_pitr_db": local_env.airflow_connection(local_env.database_dsn(logical.dsn, "coldcopy")),
             },
         )

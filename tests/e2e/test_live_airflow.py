@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import stock_decrypt
-from tests.e2e.conftest import PASSPHRASE, ROOT, alerts_for, metadata_query
+from tests.e2e.conftest import METRICS_TOKEN, PASSPHRASE, ROOT, alerts_for, metadata_query
 
 REFRESH_DAGS = ["refresh_campaign_analytics", "refresh_email_deliverability", "refresh_lead_engagement",
                 "refresh_workspace_usage"]
@@ -263,5 +263,13 @@ def test_db_health_runs_every_check_alerts_once_and_its_page_is_behind_airflow_a
     assert sorted(c["check_name"] for c in data["checks"]) == sorted(recorded)
     served = httpx.get(page, headers=api.headers)
     assert served.status_code == 200 and "<h2>Materialized views" in served.text
+    # Prometheus' endpoint in the api-server: its own token only; Airflow's login does not open it, nor it the page.
+    metrics = f"{page}metrics"
+    token = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    assert httpx.get(metrics, headers=api.headers).status_code == 401
+    assert httpx.get(page, headers=token).status_code in (401, 403)
+    scraped = httpx.get(metrics, headers=token)
+    assert scraped.status_code == 200 and 'coldcopy_health_check_severity{check="view_freshness"} 2.0' in scraped.text
+    assert 'coldcopy_dag_last_success_timestamp_seconds{dag_id="db_health"}' in scraped.text
     [plugin] = [p for p in api.get("/plugins").json()["plugins"] if p["name"] == "coldcopy_health"]
     assert plugin["external_views"][0]["href"] == "/coldcopy-health/"
