@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # Debian packages the jobs and tests drive: pg_dump's companions (gpg, zstd), headless chromium for the UI
 # test (Playwright drives it; no browser download), docker-compose to validate docker-compose.yaml, and
 # PgBouncer for the pooling tests and bench/load.py.
-SYSTEM_PACKAGES := gnupg zstd chromium docker-compose pgbouncer prometheus
+SYSTEM_PACKAGES := gnupg zstd chromium docker-compose pgbouncer prometheus redis-server
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -32,7 +32,7 @@ demo: install
 
 # A complete local Airflow (UI on http://127.0.0.1:8080, AIRFLOW_PORT to change) on the embedded default.
 airflow: install
-	$(BIN)/python scripts/airflow_local.py
+	$(BIN)/python scripts/airflow_local.py --executor $(or $(EXECUTOR),local)
 
 airflow-stop:
 	$(BIN)/python scripts/airflow_local.py --stop

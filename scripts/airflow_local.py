@@ -7,7 +7,9 @@
   and loaded on the next start;
 * alerts: a local webhook sink appending each alert to ``.airflow/alerts.jsonl``;
 * ``coldcopy_backup_key``: a random passphrase kept in ``.airflow/.backup_passphrase``;
-* the ``coldcopy_db_heavy`` pool, created on every start.
+* the ``coldcopy_db_heavy`` pool, created on every start;
+* ``--executor celery`` (``make airflow EXECUTOR=celery``): Debian's ``redis-server`` on a free port as the Celery
+  broker and two ``airflow celery worker`` processes (``worker-a``, ``worker-b``), started and stopped with the rest.
 
 Ctrl-C (or ``make airflow-stop`` from another shell) stops every process this started and nothing else.
 """
@@ -91,6 +93,9 @@ def coldcopy_database(server_dsn: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stop", action="store_true", help="stop a running `make airflow`")
+    parser.add_argument("--executor", choices=("local", "celery"), default="local",
+                        help="celery: Debian's redis-server as broker and two Celery workers (make airflow "
+                             "EXECUTOR=celery)")
     args = parser.parse_args()
     if args.stop:
         return stop_running()
@@ -111,7 +116,8 @@ def main() -> None:
     if BUCKET not in {b["Name"] for b in s3.client().list_buckets()["Buckets"]}:
         s3.client().create_bucket(Bucket=BUCKET)
     sink = AlertSink(record_to=HOME / "alerts.jsonl").__enter__()
-    stack = AirflowStack(HOME, metadata, port=port, parallelism=4, connections={
+    executor = {"local": "LocalExecutor", "celery": "CeleryExecutor"}[args.executor]
+    stack = AirflowStack(HOME, metadata, port=port, parallelism=4, executor=executor, connections={
         "coldcopy_db": coldcopy_db,
         "coldcopy_spaces": local_env.spaces_connection(s3.url, BUCKET),
         "coldcopy_alerts_webhook": sink.airflow_connection(),
@@ -123,6 +129,8 @@ def main() -> None:
     stack.connections["coldcopy_subject_pepper"] = json.dumps(
         {"conn_type": "generic", "password": stack.secret("subject_pepper")})
     stack.connections["coldcopy_dpo"] = sink.airflow_connection()
+    stack.connections["coldcopy_metrics_token"] = json.dumps(  # Prometheus: /coldcopy-health/metrics
+        {"conn_type": "generic", "password": stack.secret("metrics_token")})
 
     stopping = False
 

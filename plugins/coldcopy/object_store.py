@@ -183,6 +183,18 @@ class Bucket:
         """A streamed multipart upload into ``key``."""
         return MultipartUpload(self.client, self.name, key, **kwargs)
 
+    def abort_unfinished_uploads(self, key: str) -> int:
+        """Abort the multipart uploads into exactly ``key`` left unfinished (a try killed with SIGKILL cannot abort its
+        own; their parts cost storage until aborted). Only for a key one writer owns at a time. Returns how many."""
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.name, Prefix=key):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    self.client.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
+
     def list_objects(self, prefix: str = "") -> list[dict]:
         """Every object under ``prefix`` (all pages): the one listing loop every job uses."""
         paginator = self.client.get_paginator("list_objects_v2")

@@ -128,6 +128,59 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
             local_env.drop_database(admin_dsn, f"cc_airflow_{suffix}")
 
 
+@pytest.fixture(scope="module")
+def celery_live(admin_dsn, s3_endpoint, tmp_path_factory):
+    """A second live Airflow on the CeleryExecutor: Debian's redis-server as broker and two Celery workers
+    (worker-a, worker-b, two slots each), the repository's DAGs; its own metadata, target database and bucket."""
+    suffix = uuid.uuid4().hex[:8]
+    metadata = local_env.create_database(admin_dsn, f"cc_airflow_celery_{suffix}")
+    target = f"cc_e2e_celery_{suffix}"
+    local_env.create_database(admin_dsn, target)
+    bucket = f"coldcopy-e2e-celery-{suffix}"
+    dags = tmp_path_factory.mktemp("celery_dags")
+    for dag_file in (ROOT / "dags").glob("*.py"):
+        shutil.copy(dag_file, dags / dag_file.name)
+    with AlertSink() as sink:
+        stack = AirflowStack(
+            ROOT / ".airflow-e2e" / f"celery-{suffix}", metadata, port=free_port(), dags_folder=dags,
+            executor="CeleryExecutor", workers=2, worker_concurrency=2,
+            extra_env={  # a killed worker's task is found (no heartbeat) in seconds, not the default 5 min
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5"},
+            connections={
+                "coldcopy_db": local_env.airflow_connection(local_env.database_dsn(admin_dsn, target)),
+                "coldcopy_spaces": local_env.spaces_connection(s3_endpoint.url, bucket),
+                "coldcopy_backup_key": json.dumps({"conn_type": "generic", "password": PASSPHRASE}),
+                "coldcopy_manifest_key": json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET}),
+                "coldcopy_subject_pepper": json.dumps({"conn_type": "generic", "password": MANIFEST_SECRET[::-1]}),
+                "coldcopy_alerts_webhook": sink.airflow_connection(),
+            },
+        )
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=s3_endpoint.url, region_name="us-east-1",
+                              aws_access_key_id="k", aws_secret_access_key="s")
+        client.create_bucket(Bucket=bucket)
+        stack.start()
+        try:
+            yield Live(stack, admin_dsn, metadata, target, client, bucket, sink)
+        finally:
+            stack.stop()
+            local_env.drop_database(admin_dsn, target)
+            local_env.drop_database(admin_dsn, f"cc_airflow_celery_{suffix}")
+
+
+@pytest.fixture(scope="module")
+def celery_api(celery_live):
+    with celery_live.stack.client() as client:
+        deadline = time.monotonic() + 120
+        expected = len(list((ROOT / "dags").glob("*.py")))
+        while client.get("/dags", params={"limit": 1}).json()["total_entries"] < expected:
+            assert time.monotonic() < deadline, "the dag-processor did not serialize every DAG in 120 s"
+            time.sleep(2)
+        yield client
+
+
 @pytest.fixture(scope="session")
 def api(live):
     with live.stack.client() as client:

@@ -133,6 +133,20 @@ def test_archive_round_trip_through_the_dags(generated_db, coldcopy_conn, spaces
     assert fingerprints(generated_db)[month] == before[month]
 
 
+def test_an_upload_left_unfinished_by_a_killed_try_is_aborted_by_the_next(generated_db, spaces):
+    """A worker killed with SIGKILL mid-upload cannot abort its multipart upload (its parts are billed until
+    someone does): the next try of the same month aborts it before uploading, and nothing else's."""
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        month, other = rotation.archive_candidates()[:2]
+        for key in (month.object_key, other.object_key):  # what two killed tries left
+            upload = spaces.client.create_multipart_upload(Bucket=spaces.name, Key=key)["UploadId"]
+            spaces.client.upload_part(Bucket=spaces.name, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * 1024)
+        rotation.archive(month, spaces)
+    left = spaces.client.list_multipart_uploads(Bucket=spaces.name).get("Uploads", [])
+    assert [u["Key"] for u in left] == [other.object_key]  # this month's aborted; the other month's is its own
+
+
 def test_upload_failure_leaves_the_month_attached_and_the_retry_completes(generated_db, faulty_spaces):
     proxy, spaces = faulty_spaces
     client, bucket = spaces.client, spaces.name

@@ -1,5 +1,6 @@
-"""A complete local Airflow 3.3 — api-server, scheduler, dag-processor, triggerer, LocalExecutor — as child
-processes, for `make airflow` and the end-to-end tests.
+"""A complete local Airflow 3.3 — api-server, scheduler, dag-processor, triggerer, and the LocalExecutor or the
+CeleryExecutor (Debian's ``redis-server`` as broker and ``workers`` Celery workers, each with a hostname of its
+own) — as child processes, for `make airflow` and the end-to-end tests.
 
 :class:`AirflowStack` owns the processes: each runs in a process group of its own (LocalExecutor's workers
 and the api-server's workers included), its output goes to ``<home>/logs/<component>.log``, and
@@ -61,11 +62,17 @@ class AirflowStack:
     :param parallelism: task slots of the LocalExecutor (a few: this is a small machine).
     :param extra_env: further ``AIRFLOW__…`` settings (tests shorten intervals).
     :param users: simple auth manager users and their roles (the admin always); each gets a generated password.
+    :param executor: ``LocalExecutor`` or ``CeleryExecutor``.
+    :param workers: Celery workers (CeleryExecutor), named ``worker-a``, ``worker-b``… (their task instances'
+        hostname), each with ``worker_concurrency`` slots and a log server port of its own.
     """
 
     def __init__(self, home: Path, metadata_dsn: str, connections: dict[str, str], *, port: int = 8080,
                  dags_folder: Path | None = None, parallelism: int = 4, extra_env: dict[str, str] | None = None,
-                 users: dict[str, str] | None = None):
+                 users: dict[str, str] | None = None, executor: str = "LocalExecutor", workers: int = 2,
+                 worker_concurrency: int = 2):
+        if executor not in ("LocalExecutor", "CeleryExecutor"):
+            raise ValueError(f"executor {executor!r}: LocalExecutor or CeleryExecutor")
         self.home = Path(home).resolve()
         self.metadata_dsn = metadata_dsn
         self.connections = connections
@@ -74,6 +81,10 @@ class AirflowStack:
         self.parallelism = parallelism
         self.extra_env = extra_env or {}
         self.users = {ADMIN_USER: "admin", **(users or {})}
+        self.executor, self.worker_concurrency = executor, worker_concurrency
+        self.worker_names = [f"worker-{chr(ord('a') + i)}" for i in range(workers)] if executor == "CeleryExecutor" \
+            else []
+        self.redis_port: int | None = None
         self.processes: dict[str, subprocess.Popen] = {}
         self.url = f"http://127.0.0.1:{port}"
 
@@ -106,7 +117,7 @@ class AirflowStack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in self.users.items()),
@@ -125,6 +136,15 @@ class AirflowStack:
             # task is reported only then, holding its pool slot: 1 s bounds it (docs/airflow.md, bench/skips.py).
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": str(MIN_HEARTBEAT_INTERVAL_S),
         })
+        if self.executor == "CeleryExecutor":
+            env.update({
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sqlalchemy_url(self.metadata_dsn).replace(
+                    "postgresql+psycopg2", "postgresql"),
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                # Each worker's task instances carry its name (COLDCOPY_WORKER_NAME), not the machine's.
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "coldcopy.testing.airflow_stack.worker_hostname",
+            })
         env.update({f"AIRFLOW_CONN_{conn_id.upper()}": value for conn_id, value in self.connections.items()})
         env.update(self.extra_env)
         return env
@@ -157,16 +177,55 @@ class AirflowStack:
         if port_in_use(self.port):
             raise StackError(f"port {self.port} is in use: stop what listens there, or choose another port "
                              f"(AIRFLOW_PORT=8081 make airflow)")
+        if self.executor == "CeleryExecutor":
+            self.start_redis()
         self.prepare()
         env = self.env()
         for component in COMPONENTS:
-            log = open(self.home / "logs" / f"{component}.log", "ab")  # noqa: SIM115 - owned by the child
-            self.processes[component] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", component], env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home)
-            log.close()
+            self._spawn(component, [sys.executable, "-m", "airflow", component], env)
+        for name in self.worker_names:
+            self.start_worker(name)
         self.wait_healthy(timeout_s)
         return self
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.processes[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home)
+        log.close()
+        return self.processes[name]
+
+    def start_redis(self) -> None:
+        """Debian's redis-server on a free loopback port, nothing kept on disk: the Celery broker."""
+        import shutil
+
+        from coldcopy.testing.local_env import free_port
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StackError("redis-server is missing: apt-get install redis-server (make system-deps)")
+        self.redis_port = free_port()
+        self._spawn("redis", [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], os.environ.copy())
+        deadline = time.monotonic() + 20
+        while not port_in_use(self.redis_port):
+            if time.monotonic() > deadline or self.processes["redis"].poll() is not None:
+                raise StackError(f"redis-server did not start; see {self.home / 'logs' / 'redis.log'}")
+            time.sleep(0.1)
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        """A Celery worker named ``name`` (its task instances' hostname), with a log server port of its own."""
+        from coldcopy.testing.local_env import free_port
+
+        env = {**self.env(), "COLDCOPY_WORKER_NAME": name,
+               "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        return self._spawn(name, [sys.executable, "-m", "airflow", "celery", "worker", "--celery-hostname",
+                                  f"{name}@%h", "--concurrency", str(self.worker_concurrency)], env)
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL a worker's whole process group (the worker, its pool, the task supervisors and tasks)."""
+        _signal_group(self.processes[name], signal.SIGKILL)
+        self.processes.pop(name).wait()
 
     def wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -179,13 +238,24 @@ class AirflowStack:
             try:
                 health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
                 if all(health.get(c, {}).get("status") == "healthy"
-                       for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+                       for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")) and self.workers_ready():
                     return
             except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(1)
         self.stop()
         raise StackError(f"Airflow was not healthy within {timeout_s:.0f} s; logs in {self.home / 'logs'}")
+
+    def workers_ready(self) -> bool:
+        """Every Celery worker answered ``celery inspect ping`` (True without Celery)."""
+        if not self.worker_names:
+            return True
+        done = subprocess.run(
+            [sys.executable, "-c", "from airflow.providers.celery.executors.celery_executor import app; "
+             "import json; print(json.dumps(sorted((app.control.inspect(timeout=2).ping() or {}))))"],
+            env=self.env(), capture_output=True, text=True)
+        answered = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else "[]"
+        return all(any(n.startswith(f"{name}@") for n in json.loads(answered)) for name in self.worker_names)
 
     def stop(self, grace_s: float = 20) -> None:
         """SIGTERM every component's process group, then SIGKILL what is left after ``grace_s``."""
@@ -210,6 +280,14 @@ class AirflowStack:
         token.raise_for_status()
         return httpx.Client(base_url=f"{self.url}/api/v2", timeout=60,
                             headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the Celery workers: the worker's name (COLDCOPY_WORKER_NAME), so task
+    instances say which worker ran them; the machine's name elsewhere."""
+    import socket
+
+    return os.environ.get("COLDCOPY_WORKER_NAME") or socket.getfqdn()
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
