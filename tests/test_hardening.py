@@ -138,3 +138,28 @@ def test_the_embedded_server_is_imported_without_a_stray_warning():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert "RuntimeDirWarning" in bare.stderr  # the package itself still warns
     assert done.stderr == ""
+
+
+def test_a_backup_and_its_restore_verification_raise_no_warning(generated_db, spaces, admin_dsn):
+    """No stray warning in a backup's log (issue 24): a backup and its restore verification run in a process
+    where every warning (other than third-party deprecations, as in the test run) is an error."""
+    import os
+    import sys
+
+    probe = (
+        "import warnings, sys\n"
+        "warnings.simplefilter('error')\n"
+        "warnings.filterwarnings('ignore', category=DeprecationWarning)\n"
+        "from coldcopy.backups import BackupRunner\n"
+        "from coldcopy.object_store import Bucket\n"
+        "from coldcopy import manifests\n"
+        "runner = BackupRunner(sys.argv[1], Bucket.from_connection(), 'passphrase',\n"
+        "                      keyring=manifests.Keyring.from_secret('k' * 40))\n"
+        "key = runner.backup().object_key\n"
+        "runner.verify(key, sys.argv[2])\n"
+        "print('done')\n")
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    done = subprocess.run([sys.executable, "-c", probe, generated_db, local_env.database_dsn(admin_dsn, "postgres")],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("done"), done.stderr[-3000:]
+    assert "Warning" not in done.stderr, done.stderr[-3000:]

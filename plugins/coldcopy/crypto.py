@@ -123,7 +123,8 @@ class GpgStatus:
 
 def relay_checked(process: subprocess.Popen, status: GpgStatus, sink, chunk: int = 1 << 20) -> str | None:
     """Copy gpg's output into ``sink`` (a pipe's write end), but only once :meth:`GpgStatus.first_verdict` is
-    good; returns the problem otherwise (gpg is killed, nothing was forwarded). ``sink`` is closed either way."""
+    good; returns the problem otherwise (gpg is killed, nothing was forwarded). ``sink`` and gpg's output are
+    closed either way."""
     try:
         first = process.stdout.read(chunk)
         if problem := status.first_verdict():
@@ -136,6 +137,7 @@ def relay_checked(process: subprocess.Popen, status: GpgStatus, sink, chunk: int
     except BrokenPipeError:
         return None  # the consumer gave up; its own exit status says why
     finally:
+        process.stdout.close()
         try:
             sink.close()
         except BrokenPipeError:

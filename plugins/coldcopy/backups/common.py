@@ -63,7 +63,8 @@ class _Pipeline:
             reader.start()
 
     def _drain(self, name: str, process: subprocess.Popen) -> None:
-        self.errors[name] = process.stderr.read()
+        with process.stderr:  # closed once read: no pipe left to the garbage collector (ResourceWarning)
+            self.errors[name] = process.stderr.read()
 
     def failures(self) -> str | None:
         """Wait for every stage; ``None`` when all exited 0, else what each failed one said."""

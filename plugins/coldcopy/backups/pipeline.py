@@ -116,7 +116,7 @@ class Pipeline:
         zstd.stdout.close()
         pipeline = _Pipeline({"pg_dump": dump, "zstd": zstd, "gpg": gpg})
         try:
-            with self.bucket.upload(key, part_size=self.part_size) as upload:
+            with self.bucket.upload(key, part_size=self.part_size) as upload, gpg.stdout:
                 while chunk := gpg.stdout.read(self.part_size):
                     upload.write(chunk)
                 if failures := pipeline.failures():
