@@ -3,6 +3,7 @@ the DAG list shows every DAG and a DAG's page shows its runbook (doc_md). Screen
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -72,4 +73,9 @@ def test_the_health_page_in_the_airflow_nav(page, live, generated_template):
         page.get_by_role("heading", name=section).wait_for(timeout=10_000)
     assert page.locator("svg.spark polyline").count() >= 5
     assert page.get_by_text("view_freshness", exact=True).count() == 1
+    # Numbers a person reads (issue 24): timestamps to the second, no raw seconds or microseconds.
+    text = page.locator("body").inner_text()
+    assert re.search(r"\b20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\b", text), text[:2000]
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d{3,}", text), "a timestamp with sub-seconds"
+    assert not re.search(r"\b\d+\.\d{4,}\b", text), "a number with machine precision"
     page.screenshot(path=ARTIFACTS / "health_page.png", full_page=True)
