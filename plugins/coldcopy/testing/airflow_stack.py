@@ -205,6 +205,7 @@ class AirflowStack:
         if binary is None:
             raise StackError("redis-server is missing: apt-get install redis-server (make system-deps)")
         self.redis_port = free_port()
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
         self._spawn("redis", [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], os.environ.copy())
         deadline = time.monotonic() + 20
