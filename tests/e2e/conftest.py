@@ -145,8 +145,8 @@ def celery_live(admin_dsn, s3_endpoint, tmp_path_factory):
             ROOT / ".airflow-e2e" / f"celery-{suffix}", metadata, port=free_port(), dags_folder=dags,
             executor="CeleryExecutor", workers=2, worker_concurrency=2,
             extra_env={  # a killed worker's task is found (no heartbeat) in seconds, not the default 5 min
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5"},
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "12",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2"},
             connections={
                 "coldcopy_db": local_env.airflow_connection(local_env.database_dsn(admin_dsn, target)),
                 "coldcopy_spaces": local_env.spaces_connection(s3_endpoint.url, bucket),

@@ -51,7 +51,7 @@ def parked(live, api, dag_id: str, run_id: str) -> dict:
     down (about 1 s; "Server indicated the task shouldn't be running anymore") and the retry asks again."""
     ti = wait_task(live, api, dag_id, run_id, "approve", {"awaiting_input", "failed", "success"}, 400)
     assert ti["state"] == "awaiting_input", ti
-    time.sleep(8)
+    time.sleep(4)
     return ti
 
 
