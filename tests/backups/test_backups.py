@@ -238,6 +238,16 @@ def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db
             approved_context("backups/other.dump.zst.gpg"))
     with pytest.raises(AirflowFailException, match="has [0-9]+ tables: a whole-database restore goes into an empty"):
         RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute(approved_context(key))
+    # The question put to the approvers (the live gate itself: tests/e2e/test_live_approval.py).
+    from coldcopy.operators.restore import RestoreApprovalOperator
+
+    gate = RestoreApprovalOperator(task_id="approve", backup="latest", target_database=live)
+    assert gate.not_needed({}) is None
+    subject, body, facts = gate.describe({})
+    assert facts == {"backup": key} and live in subject
+    assert f"`{live}`" in body and " MB, " in body and "table(s)" in body and " ago) from " in body, body
+    assert "is not the live database" in RestoreApprovalOperator(
+        task_id="approve", backup="latest", target_database=f"{live}_copy").not_needed({})
     empty = psycopg.conninfo.conninfo_to_dict(new_database())["dbname"]  # e.g. the live one, lost and recreated
     RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=empty).execute({})
     with psycopg.connect(generated_db) as source, psycopg.connect(local_env.database_dsn(generated_db, empty)) as copy:
