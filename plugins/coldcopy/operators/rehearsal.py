@@ -9,7 +9,6 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import KEY_CONN_ID
-from coldcopy.migrations import Status
 from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.migrations import BaseMigrationOperator
 
@@ -44,7 +43,7 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
         from coldcopy import rehearsal
         from coldcopy.backups import BackupRunner, backup_passphrase
 
-        pending = [e.migration for e in self.runner().plan(self.migrations()) if e.status is Status.PENDING]
+        pending = self.pending()
         if not pending:
             self.log.info("nothing pending: nothing to rehearse")
             return {"files": []}

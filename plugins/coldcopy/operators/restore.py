@@ -63,13 +63,14 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
             raise AirflowFailException(f"target_database {target!r}: at most 52 characters (the quarantine's name "
                                        "adds a suffix within PostgreSQL's 63)")
         decided = approval.decision(context)
-        if self.is_live(target) and (decided or {}).get("decision") != RESTORE:
+        live = self.is_live(target)
+        if live and (decided or {}).get("decision") != RESTORE:
             raise AirflowFailException(f"refusing to restore into the live database {target!r} without an approval "
                                        f"(the run's '{approval.APPROVAL_TASK_ID}' task, answered 'restore')")
         runner = self.runner()
         try:
             key, manifest = self.chosen_backup(runner)
-            if self.is_live(target) and (decided.get("request") or {}).get("backup") != key:
+            if live and (decided.get("request") or {}).get("backup") != key:
                 raise AirflowFailException(
                     f"the approval was for {decided.get('request', {}).get('backup')}, and the backup to restore is "
                     f"now {key}: trigger a new run so this one is approved")
