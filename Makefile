@@ -71,6 +71,7 @@ bench: install system-deps
 	$(BIN)/python -m bench.task_imports
 	$(BIN)/python -m bench.skips
 	$(BIN)/python -m bench.metrics
+	$(BIN)/python -m bench.executors
 	$(BIN)/python -m bench.readme
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.

@@ -170,6 +170,22 @@ def dpo(monkeypatch):
         yield sink
 
 
+class FakeTaskInstance:
+    """A task instance for calling an operator's ``execute`` outside Airflow: ``xcom_pull`` answers from
+    ``xcoms`` (``{task_id: value}``), ``xcom_push`` records into ``pushed`` (the result line, a skip reason)."""
+
+    def __init__(self, dag_id: str = "test_dag", task_id: str = "task", run_id: str = "manual__test",
+                 try_number: int = 1, xcoms: dict | None = None) -> None:
+        self.dag_id, self.task_id, self.run_id, self.try_number = dag_id, task_id, run_id, try_number
+        self.xcoms, self.pushed = xcoms or {}, {}
+
+    def xcom_pull(self, task_ids, key="return_value"):
+        return self.xcoms.get(task_ids) if key == "return_value" else None
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
+
+
 def stock_decrypt(data: bytes, passphrase: str) -> bytes:
     """Stock ``gpg --decrypt``, as a person opening a backup, archive or export by hand would run it."""
     import subprocess

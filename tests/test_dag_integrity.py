@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 DAGS = Path(__file__).resolve().parents[1] / "dags"
-
-
 
 
 def test_no_import_errors(dagbag):
@@ -118,3 +118,19 @@ def test_parsing_the_dags_imports_no_driver_or_web_framework():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                           cwd=DAGS.parent)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_first_retry_delay_follows_coldcopy_retry_delay_s_and_refuses_nonsense(monkeypatch):
+    from datetime import timedelta
+
+    from coldcopy.dag_defaults import RETRY_DELAY_ENV, default_args, retry_delay
+
+    monkeypatch.delenv(RETRY_DELAY_ENV, raising=False)
+    assert default_args()["retry_delay"] == timedelta(minutes=1)
+    monkeypatch.setenv(RETRY_DELAY_ENV, "5")
+    assert default_args()["retry_delay"] == timedelta(seconds=5)
+    assert default_args(retry_delay=timedelta(seconds=30))["retry_delay"] == timedelta(seconds=30)  # a DAG's own
+    for bad in ("soon", "0", "86400"):
+        monkeypatch.setenv(RETRY_DELAY_ENV, bad)
+        with pytest.raises(ValueError, match=RETRY_DELAY_ENV):
+            retry_delay()

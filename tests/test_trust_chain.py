@@ -12,7 +12,7 @@ from coldcopy import manifests
 from coldcopy.backups import BackupError, BackupRunner
 from coldcopy.pg_tools import pg_program
 from coldcopy.testing import local_env
-from tests.conftest import KEYRING
+from tests.conftest import KEYRING, FakeTaskInstance
 
 
 def tables_of(dsn: str) -> set[str]:
@@ -146,7 +146,6 @@ def test_a_failed_restore_leaves_no_database_and_a_clean_one_is_handed_over(
 
 def test_a_restore_with_a_junk_ledger_object_applies_the_valid_erasures_and_alerts(
         generated_db, spaces, backup_key, coldcopy_conn, admin_dsn, monkeypatch, caplog):
-    from types import SimpleNamespace
 
     from coldcopy.gdpr import Gdpr
     from coldcopy.operators.restore import RestoreFromSpacesOperator
@@ -167,7 +166,7 @@ def test_a_restore_with_a_junk_ledger_object_applies_the_valid_erasures_and_aler
     target = f"cc_restored_{request_id.hex[:8]}"
     with AlertSink() as sink:
         monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
-        ti = SimpleNamespace(dag_id="restore_from_spaces", run_id="r", task_id="restore")
+        ti = FakeTaskInstance(dag_id="restore_from_spaces", run_id="r", task_id="restore")
         try:
             done = RestoreFromSpacesOperator(task_id="restore", backup="latest", target_database=target).execute(
                 {"ti": ti})

@@ -9,6 +9,7 @@ was triggered). Trigger rules are written as ``TriggerRule`` members.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from coldcopy import alerts
@@ -23,12 +24,31 @@ HEAVY_POOL_SLOTS = 2
 HEAVY_POOL_DESCRIPTION = "Heavy ColdCopy database maintenance (refreshes, vacuum, reindex, archive, backups)"
 
 
+RETRY_DELAY_ENV = "COLDCOPY_RETRY_DELAY_S"
+
+
+def retry_delay() -> timedelta:
+    """The first retry's delay: 1 minute, or ``COLDCOPY_RETRY_DELAY_S`` seconds where the DAGs are parsed (the
+    dag-processor's environment: a deployment that wants faster or slower first retries, the live tests).
+    Exponential backoff grows it from there."""
+    raw = os.environ.get(RETRY_DELAY_ENV, "").strip()
+    if not raw:
+        return timedelta(minutes=1)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{RETRY_DELAY_ENV}={raw!r}: seconds expected (e.g. 60)") from None
+    if not 1 <= seconds <= 3600:
+        raise ValueError(f"{RETRY_DELAY_ENV}={raw!r}: between 1 and 3600 seconds")
+    return timedelta(seconds=seconds)
+
+
 def default_args(**overrides) -> dict:
     """``default_args`` of a ColdCopy DAG: retried with exponential backoff, alerting on final failure."""
     return {
         "owner": OWNER,
         "retries": 3,
-        "retry_delay": timedelta(minutes=1),
+        "retry_delay": retry_delay(),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=15),
         "on_failure_callback": alerts.on_task_failure,

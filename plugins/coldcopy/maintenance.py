@@ -196,6 +196,8 @@ class Maintenance:
             self._drop_ccnew_of(schema, name)
         after = self.size_of(target.name) if outcome == "done" and before is not None else None
         self.record(target.action, target.name, started_at, started, outcome, detail, before, after)
+        self.last = {"outcome": outcome, "detail": detail, "before": before, "after": after,
+                     "seconds": time.monotonic() - started}
         return outcome
 
     def _drop_ccnew_of(self, schema: str, name: str) -> None:

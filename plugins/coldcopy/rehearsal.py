@@ -55,6 +55,16 @@ class FileRehearsal:
     def as_dict(self) -> dict:
         return {**asdict(self), "strongest": self.strongest}
 
+    def summary(self) -> str:
+        """``0042_x.sql 1.8 s, ACCESS EXCLUSIVE on public.leads (hot)``: one file for the result line."""
+        from coldcopy.humanize import duration
+
+        if self.error:
+            return f"{self.file} failed: {self.error[:120]}"
+        locked = f", {self.strongest}" if self.strongest else ""
+        return f"{self.file} {duration(self.duration_ms / 1000)}{locked}" + (
+            f" on hot {', '.join(self.hot_blocked)}" if self.hot_blocked else "")
+
 
 class LockSampler:
     """Samples the granted relation locks of the sessions named :data:`APPLICATION_NAME` every ``every_s``."""

@@ -19,7 +19,7 @@ from coldcopy.operators.backups import VerifyBackupOperator
 from coldcopy.testing import local_env
 from coldcopy.testing.alert_sink import AlertSink
 from coldcopy.testing.dag_test import run_dag
-from tests.conftest import KEYRING
+from tests.conftest import KEYRING, FakeTaskInstance
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 KEY_TABLES = ["public.workspaces", "public.leads", "public.email_events", "public.gdpr_audit_log"]
@@ -215,13 +215,9 @@ def approved_context(backup: str) -> dict:
     """A task context whose run's ``approve`` gate answered *restore* to ``backup`` (the live gate is tested in
     tests/e2e: here only what the restore does with its answer)."""
 
-    class TaskInstance:
-        @staticmethod
-        def xcom_pull(task_ids: str, key: str = "return_value"):
-            assert task_ids == "approve"
-            return {"decision": "restore", "by": "alice", "request": {"backup": backup}}
-
-    return {"ti": TaskInstance(), "params": {}}
+    decision = {"decision": "restore", "by": "alice", "request": {"backup": backup}}
+    return {"ti": FakeTaskInstance(dag_id="restore_from_spaces", task_id="restore", xcoms={"approve": decision}),
+            "params": {}}
 
 
 def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db, spaces, backup_key,

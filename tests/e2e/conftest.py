@@ -138,7 +138,7 @@ def celery_live(admin_dsn, s3_endpoint, tmp_path_factory):
     local_env.create_database(admin_dsn, target)
     bucket = f"coldcopy-e2e-celery-{suffix}"
     dags = tmp_path_factory.mktemp("celery_dags")
-    for dag_file in (ROOT / "dags").glob("*.py"):
+    for dag_file in [*(ROOT / "dags").glob("*.py"), E2E_DAGS]:
         shutil.copy(dag_file, dags / dag_file.name)
     with AlertSink() as sink:
         stack = AirflowStack(
@@ -146,7 +146,9 @@ def celery_live(admin_dsn, s3_endpoint, tmp_path_factory):
             executor="CeleryExecutor", workers=2, worker_concurrency=2,
             extra_env={  # a killed worker's task is found (no heartbeat) in seconds, not the default 5 min
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "12",
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2"},
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+                # and retried 5 s later, not after the first retry's minute (coldcopy.dag_defaults.retry_delay)
+                "COLDCOPY_RETRY_DELAY_S": "5"},
             connections={
                 "coldcopy_db": local_env.airflow_connection(local_env.database_dsn(admin_dsn, target)),
                 "coldcopy_spaces": local_env.spaces_connection(s3_endpoint.url, bucket),
@@ -190,6 +192,21 @@ def api(live):
             assert time.monotonic() < deadline, "the dag-processor did not serialize every DAG in 120 s"
             time.sleep(2)
         yield client
+
+
+def one_alert_per_final_failure(live: Live, api) -> list[dict]:
+    """``e2e_failures`` run live: the task that fails once then passes sends nothing, the one that fails for good
+    sends one alert, without the row values of a DETAIL line; returns the run's task instances."""
+    run_id = live.trigger(api, "e2e_failures")
+    assert live.wait_run(api, "e2e_failures", run_id) == "failed"
+    tis = {t["task_id"]: t for t in live.task_instances(api, "e2e_failures", run_id)}
+    assert tis["flaky"]["state"] == "success" and tis["flaky"]["try_number"] == 2
+    assert tis["broken"]["state"] == "failed" and tis["broken"]["try_number"] == 2
+    time.sleep(5)  # anything late would arrive by now
+    [alert] = alerts_for(live, "e2e_failures", run_id)
+    assert alert["kind"] == "task_failed" and alert["task_id"] == "broken" and "disk on fire" in alert["summary"]
+    assert "someone@example.com" not in str(alert)  # DETAIL lines (row values) stay out of alerts
+    return list(tis.values())
 
 
 def alerts_for(live: Live, dag_id: str, run_id: str) -> list[dict]:

@@ -5,6 +5,7 @@ from airflow.sdk import DAG, Param, task
 
 from coldcopy import MIGRATIONS_DIR, alerts
 from coldcopy.dag_defaults import START_DATE, default_args
+from coldcopy.operators.base import ColdCopyOperator
 from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationApprovalOperator
 from coldcopy.operators.pitr import ChangeArchiveOperator
 
@@ -52,3 +53,18 @@ with DAG(
 ):
     MigrationApprovalOperator(task_id="approve", response_timeout=timedelta(seconds=5)) >> ApplyMigrationOperator(
         task_id="204_cache_tables", sql="204_cache_tables.sql")
+
+
+class HoldsAStatement(ColdCopyOperator):
+    """Five minutes of pg_sleep on coldcopy_db through the hook: a statement only ``on_kill`` ends early."""
+
+    def execute(self, context):
+        with self.hook().get_conn() as conn:
+            conn.execute("SELECT pg_sleep(300)")
+
+
+with DAG(
+    dag_id="e2e_on_kill", description="A task holding a statement until it is killed", schedule=None,
+    start_date=START_DATE, default_args=default_args(retries=0),
+):
+    HoldsAStatement(task_id="holds")

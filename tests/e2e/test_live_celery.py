@@ -2,7 +2,8 @@
 (worker-a, worker-b, two slots each) beside the scheduler. The mapped archives spread over both workers and the
 ``coldcopy_db_heavy`` pool holds across them; a worker killed with SIGKILL mid-archive is detected and its month
 retried on the other worker (once the scheduler finds it without heartbeat), ending verified with every row and
-no unfinished upload."""
+no unfinished upload. A task marked failed through the API has its statement ended by on_kill on its worker; a
+final failure alerts once from the worker; a backfill spread over both workers costs one refresh."""
 
 from __future__ import annotations
 
@@ -95,3 +96,70 @@ def test_a_worker_killed_mid_archive_hands_the_month_to_the_other_worker(celery_
                                             "partition_name = %s", (oldest,)).fetchone()
     assert (state, archived_rows) == ("detached", rows)
     assert live.s3_client.list_multipart_uploads(Bucket=live.bucket).get("Uploads", []) == []
+
+
+def test_a_task_marked_failed_in_the_ui_has_its_backend_terminated_on_its_worker(celery_live, celery_api):
+    """on_kill where the task runs: the API server marks the task failed, the worker's supervisor learns it at
+    its next heartbeat and terminates the task process, whose on_kill ends the statement on the database."""
+    live, api = celery_live, celery_api
+    live.reset_target()
+    run_id = live.trigger(api, "e2e_on_kill")
+    name = "coldcopy:e2e_on_kill.holds"
+
+    def backends() -> list[tuple]:
+        with psycopg.connect(live.target_dsn, autocommit=True) as conn:
+            return conn.execute("SELECT pid, state, query FROM pg_stat_activity WHERE application_name = %s",
+                                (name,)).fetchall()
+
+    deadline = time.monotonic() + 120
+    while not [b for b in backends() if "pg_sleep" in b[2] and b[1] == "active"]:
+        assert time.monotonic() < deadline, "the task's statement never started"
+        time.sleep(0.2)
+    [ti] = live.task_instances(api, "e2e_on_kill", run_id)
+    assert ti["state"] == "running" and ti["hostname"] in ("worker-a", "worker-b"), ti
+    response = api.patch(f"/dags/e2e_on_kill/dagRuns/{run_id}/taskInstances/holds", json={"new_state": "failed"})
+    assert response.status_code == 200, response.text
+    marked = time.monotonic()
+    while backends():
+        assert time.monotonic() - marked < 20, f"the task's backend outlived its task: {backends()}"
+        time.sleep(0.2)
+    assert live.wait_run(api, "e2e_on_kill", run_id, timeout_s=60) == "failed"
+    assert ti["hostname"] in live.stack.processes  # the worker itself lives on
+
+
+def test_one_alert_per_final_failure_from_the_workers(celery_live, celery_api):
+    """The failure callback runs in the task's process, on whichever worker ran its last try."""
+    from tests.e2e.conftest import one_alert_per_final_failure
+
+    tis = one_alert_per_final_failure(celery_live, celery_api)
+    assert {ti["hostname"] for ti in tis} <= {"worker-a", "worker-b"}
+
+
+def test_a_backfill_spread_over_both_workers_costs_one_refresh(celery_live, celery_api, generated_template):
+    from datetime import UTC, datetime, timedelta
+
+    from tests.e2e.test_live_airflow import wait_backfill
+
+    live, api = celery_live, celery_api
+    live.reset_target(generated_template)
+    dag_id, views = "refresh_campaign_analytics", ["campaign_analytics", "sequence_step_performance"]
+    to_date = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    live.set_paused(api, dag_id, False)
+    try:
+        response = api.post("/backfills", json={
+            "dag_id": dag_id, "from_date": (to_date - timedelta(hours=7)).isoformat(), "to_date": to_date.isoformat(),
+            "max_active_runs": 4})
+        assert response.status_code == 200, response.text
+        runs = wait_backfill(live, api, dag_id)
+    finally:
+        live.set_paused(api, dag_id, True)
+    assert len(runs) >= 7 and {r["state"] for r in runs} == {"success"}
+    tis = [ti for r in runs for ti in live.task_instances(api, dag_id, r["dag_run_id"])]
+    assert {ti["hostname"] for ti in tis} == {"worker-a", "worker-b"}, [(ti["run_id"], ti["hostname"]) for ti in tis]
+    with psycopg.connect(live.target_dsn) as conn:
+        for view in views:
+            log = conn.execute("SELECT run_id, action FROM coldcopy_ops.mv_refresh_log WHERE view_name = %s "
+                               "ORDER BY id", (f"analytics.{view}",)).fetchall()
+            backfilled = [action for run_id, action in log if run_id.startswith("backfill")]
+            assert len(backfilled) == len(runs) and backfilled.count("refreshed") <= 1, (view, log)
+            assert [action for _, action in log].count("refreshed") == 1, (view, log)

@@ -20,6 +20,7 @@ from coldcopy.operators.migrations import (
     MigrationPlanOperator,
     PhaseGateOperator,
 )
+from tests.conftest import FakeTaskInstance
 
 FAST_LOCKS = LockRetryPolicy(attempts=20, lock_timeout_ms=100, max_lock_timeout_ms=200, backoff_s=0.1)
 
@@ -355,14 +356,8 @@ def test_the_gate_asks_only_when_something_would_change_data_and_a_file_applies_
     coldcopy_conn(empty_db)
     assert "holds no data" in gate.not_needed({"params": {}})
 
-    class TaskInstance:
-        dag_id, task_id, run_id = "coldcopy_migrations", "m150", "manual__test"
-
-        def __init__(self, decision):
-            self.decision = decision
-
-        def xcom_pull(self, task_ids, key="return_value"):
-            return self.decision if task_ids == "approve" else None
+    def TaskInstance(decision):  # noqa: N802 - reads as the class it stands for
+        return FakeTaskInstance(dag_id="coldcopy_migrations", task_id="m150", xcoms={"approve": decision})
 
     apply = ApplyMigrationOperator(task_id="m150", sql="150_more.sql", migrations_dir=directory)
     coldcopy_conn(generated_db)
@@ -374,9 +369,12 @@ def test_the_gate_asks_only_when_something_would_change_data_and_a_file_applies_
         with pytest.raises(AirflowFailException, match=refusal):
             apply.execute({"ti": TaskInstance(decision), "params": {}})
     assert not table_exists(generated_db, "public.more")
+    phase_1_only = TaskInstance({"decision": "apply phase 1 only"})
     with pytest.raises(AirflowSkipException, match="approved for phase 1 only"):
         ApplyMigrationOperator(task_id="m250", sql="250_later.sql", migrations_dir=directory).execute(
-            {"ti": TaskInstance({"decision": "apply phase 1 only"}), "params": {}})
+            {"ti": phase_1_only, "params": {}})
+    assert phase_1_only.pushed["skip_reason"] == "250_later.sql: approved for phase 1 only"  # for the run's note
     approved = TaskInstance({"decision": "apply", "request": {"files": {"150_more.sql": migration.checksum}}})
     assert apply.execute({"ti": approved, "params": {}}) is True
+    assert approved.pushed["result"] == "150_more.sql: applied"
     assert table_exists(generated_db, "public.more")

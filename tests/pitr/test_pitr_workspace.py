@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -14,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from coldcopy.backups import BackupRunner
 from coldcopy.operators.restore import RestoreFromSpacesOperator
 from coldcopy.pitr.archiver import ChangeArchiver
-from tests.conftest import BACKUP_PASSPHRASE, KEYRING
+from tests.conftest import BACKUP_PASSPHRASE, KEYRING, FakeTaskInstance
 
 
 def workspace_rows(dsn: str, workspace: str, schema: str = "public", where: bool = True) -> dict[str, list[str]]:
@@ -46,7 +45,7 @@ def test_one_workspace_as_of_a_second_into_a_new_schema(pitr_db, spaces, backup_
     archiver.tip_every_s = 0
     archiver.drain_once()
     coldcopy_conn(pitr_db)
-    ti = SimpleNamespace(dag_id="restore_from_spaces", run_id="r", task_id="restore", try_number=1)
+    ti = FakeTaskInstance(dag_id="restore_from_spaces", run_id="r", task_id="restore")
     with pytest.raises(AirflowFailException, match="not a UUID"):
         RestoreFromSpacesOperator(task_id="restore", backup="latest", target_database="", workspace_id="ws-1",
                                   target_schema="support_copy", as_of=f"{at:%Y-%m-%dT%H:%M:%SZ}").execute({"ti": ti})
@@ -91,7 +90,7 @@ def test_only_some_tables_as_of_a_second_into_a_database_with_the_schema(pitr_db
     target = local_env.create_database(logical.dsn, name)
     MigrationRunner(lambda: psycopg.connect(target)).apply_all(discover_migrations(), applied_by="pytest")
     coldcopy_conn(pitr_db)
-    ti = SimpleNamespace(dag_id="restore_from_spaces", run_id="r", task_id="restore", try_number=1)
+    ti = FakeTaskInstance(dag_id="restore_from_spaces", run_id="r", task_id="restore")
     RestoreFromSpacesOperator(task_id="restore", backup="latest", target_database=name,
                               tables=["public.suppression_list"], as_of=f"{at:%Y-%m-%dT%H:%M:%SZ}"
                               ).execute({"ti": ti})

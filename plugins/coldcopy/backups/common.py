@@ -87,3 +87,5 @@ class _Pipeline:
 class BackupResult:
     object_key: str
     manifest: dict
+    parts_stored_s: float | None = None  # until the endpoint had every part (MultipartUpload.parts_stored_s)
+    completion_s: float | None = None  # the endpoint's CompleteMultipartUpload

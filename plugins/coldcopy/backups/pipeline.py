@@ -9,7 +9,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from coldcopy import manifests, sessions
+from coldcopy import humanize, manifests, sessions
 from coldcopy.backups.common import PREFIX, RETENTION, BackupError, BackupResult, _count, _Pipeline, _relation
 from coldcopy.crypto import (
     gpg_encrypt_argv,
@@ -86,10 +86,15 @@ class Pipeline:
                 "byte_size, sha256, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (key, manifest_key, manifest["kind"], tables, klass, upload.size, upload.sha256, started_at,
                  finished_at))
-        log.info("backup %s: %d bytes in %.1f s", key, upload.size, (finished_at - started_at).total_seconds())
-        return BackupResult(key, manifest)
+        log.info("backup %s: %s in %s (every part stored after %s; the endpoint assembled the object in %s)", key,
+                 humanize.size(upload.size), humanize.duration((finished_at - started_at).total_seconds()),
+                 humanize.duration(upload.parts_stored_s), humanize.duration(upload.completion_s))
+        return BackupResult(key, manifest, parts_stored_s=upload.parts_stored_s, completion_s=upload.completion_s)
 
     def _row_counts(self, conn, tables: list[str] | None) -> dict[str, int]:
+        # One core for the counts: parallel workers would take the cores pg_dump, its backend and zstd share
+        # (scale 32 on 2 cores: 0.12 s serial, 0.27 s with the default 2 workers).
+        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         names = tables or [r[0] for r in conn.execute(
             "SELECT format('%I.%I', n.nspname, c.relname) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -105,7 +105,7 @@ class ApprovalGate(HITLOperator):
     def execute(self, context: Context) -> Any:
         reason = self.not_needed(context)
         if reason:
-            self.log.info("no approval needed: %s", reason)
+            self.say(context, f"no approval needed: {reason}")
             return {"decision": NOT_NEEDED, "reason": reason}
         self.assigned_users = approvers(self.approvers_variable)
         self.subject, self.body, facts = self.describe(context)
@@ -124,6 +124,6 @@ class ApprovalGate(HITLOperator):
         if chosen == REJECT:
             raise AirflowFailException(f"rejected by {by}{': ' + comment if comment else ''}; nothing was changed")
         at = result.get("responded_at")
-        self.log.info("%s chose %r%s", by, chosen, f" ({comment})" if comment else "")
+        self.say(context, f"{by} chose {chosen!r}{f' ({comment})' if comment else ''}")
         return {"decision": chosen, "by": by, "comment": comment, "at": at.isoformat() if at else None,
                 "request": context["ti"].xcom_pull(task_ids=self.task_id, key="request") or {}}

@@ -58,7 +58,15 @@ class BackupDatabaseOperator(BaseBackupOperator):
         self.tables = tables or []
 
     def execute(self, context: Context) -> str:
-        return self.runner().backup(tables=self.tables or None).object_key
+        from coldcopy.humanize import duration, size
+
+        result = self.runner().backup(tables=self.tables or None)
+        m = result.manifest
+        self.say(context, f"backed up {m['database']}" + (f" ({', '.join(self.tables)})" if self.tables else "") +
+                 f": {size(m['byte_size'])} encrypted in {result.object_key}, {sum(m['row_counts'].values()):,} "
+                 f"rows in {len(m['row_counts'])} table(s), every part stored after "
+                 f"{duration(result.parts_stored_s)}")
+        return result.object_key
 
 
 class VerifyBackupOperator(BaseBackupOperator):
@@ -90,11 +98,16 @@ class VerifyBackupOperator(BaseBackupOperator):
 
     def execute(self, context: Context) -> dict:
         from coldcopy.backups import BackupError
+        from coldcopy.humanize import duration
 
         try:
-            return self.runner().verify(self.backup_key, self.scratch_server_dsn())
+            result = self.runner().verify(self.backup_key, self.scratch_server_dsn())
         except BackupError as error:
             self.fail_for_good(error)
+        took = duration(result["verification_ms"] / 1000)
+        self.say(context, f"verified {self.backup_key}: restored into a scratch database, the row counts of its "
+                          f"{result['tables']} table(s) match the manifest ({took})")
+        return result
 
 
 class BackupRetentionOperator(BaseBackupOperator):
@@ -110,6 +123,7 @@ class BackupRetentionOperator(BaseBackupOperator):
         if runner.skipped:
             alerts.send_for_task(context, f"{len(runner.skipped)} backup(s) with a refused manifest left alone: "
                                  f"{'; '.join(runner.skipped)[:800]}", kind="threshold_breached")
-        self.log.info("%s %d expired backup(s): %s", "would delete" if dry_run else "deleted", len(deleted),
-                      ", ".join(deleted) or "none")
+        self.say(context, f"{'would delete' if dry_run else 'deleted'} {len(deleted)} expired backup(s): "
+                          f"{', '.join(deleted)}" if deleted else
+                 "nothing expired: standard backups are kept 30 days, compliance backups a year")
         return deleted

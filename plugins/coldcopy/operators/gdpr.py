@@ -7,11 +7,11 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowSkipException
 
 from coldcopy import KEY_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
+from coldcopy.run_notes import skip
 
 
 class BaseGdprOperator(ColdCopyOperator):
@@ -69,7 +69,8 @@ class PendingRequestsOperator(BaseGdprOperator):
         if problems:
             alerts.send_for_task(context, f"erasure ledger: {len(problems)} problem(s): {'; '.join(problems)[:800]}",
                                  kind="threshold_breached", problems=problems[:20])
-        self.log.info("%d request(s) to process; %d expired export(s) deleted", len(pending), len(expired))
+        self.say(context, f"{len(pending)} request(s) to process; {len(expired)} expired export(s) deleted; "
+                          f"erasure ledger: {len(problems) or 'no'} problem(s)")
         return pending
 
 
@@ -97,7 +98,7 @@ class HandleRequestOperator(BaseGdprOperator):
                 gdpr.record_failure(self.request_id, reason_of(error))
                 raise
         result.pop("passphrase", None)
-        self.log.info("request %s (%s): %s", self.request_id, result["type"], result["note"].split(";")[0])
+        self.say(context, f"request {self.request_id} ({result['type']}): {result['note'].split(';')[0]}")
         return {"request_id": self.request_id, "type": result["type"]}
 
 
@@ -114,6 +115,8 @@ class RequestDeadlinesOperator(BaseGdprOperator):
                 context, f"data subject request {request['id']} ({request['request_type']}, {request['status']}) is "
                          f"due {request['due_at']:%Y-%m-%d %H:%M} UTC (GDPR Art. 12(3): one month)",
                 kind="threshold_breached", request_id=str(request["id"]), workspace_id=str(request["workspace_id"]))
+        self.say(context, f"{len(due)} open request(s) due within 3 days: alerted" if due else
+                 "no open request is due within 3 days")
         return len(due)
 
 
@@ -122,8 +125,10 @@ class RetentionPoliciesOperator(BaseGdprOperator):
 
     def execute(self, context: Context) -> list[str]:
         with self.gdpr() as gdpr:
-            return [str(r) for (r,) in gdpr.conn.execute(
+            policies = [str(r) for (r,) in gdpr.conn.execute(
                 "SELECT id FROM public.data_retention_policies ORDER BY workspace_id, table_name")]
+        self.say(context, f"retention policies to apply: {len(policies)}")
+        return policies
 
 
 class ApplyRetentionOperator(BaseGdprOperator):
@@ -155,8 +160,8 @@ class ApplyRetentionOperator(BaseGdprOperator):
                 self.log.warning("policy %s skipped: %s", self.policy_id, error)
                 alerts.send_for_task(context, f"retention policy skipped: {error}", kind="threshold_breached",
                                      policy_id=self.policy_id)
-                raise AirflowSkipException(str(error)) from error
+                skip(context, f"policy {self.policy_id} skipped: {error}")
             gdpr.log_retention(policy, "done", **result)
-        self.log.info("policy %s (%s of %s older than %s): %d rows in %d batches", self.policy_id, policy["action"],
-                      policy["table_name"], policy["retain_for"], result["rows"], result["batches"])
+        self.say(context, f"policy {self.policy_id} ({policy['action']} of {policy['table_name']} older than "
+                          f"{policy['retain_for']}): {result['rows']:,} rows in {result['batches']} batch(es)")
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -89,6 +90,10 @@ class HealthCheckOperator(HealthOperator):
                 self.log.info("%s: %s — %s", result.check, result.state, result.summary)
             health.record(conn, results, t, run_id=context["run_id"])
         failed = [r for r in results if r.failed]
+        states = Counter(r.state for r in results)
+        self.say(context, f"{self.group}: {len(results)} check(s), " +
+                 ", ".join(f"{n} {state}" for state, n in sorted(states.items())) +
+                 "".join(f"; {r.check}: {r.summary}" for r in results if r.state != "ok")[:600])
         if failed:
             raise RuntimeError("; ".join(f"{r.check}: {r.summary}" for r in failed))
         return [{"check": r.check, "state": r.state, "summary": r.summary} for r in results]
@@ -103,7 +108,7 @@ class PruneHealthHistoryOperator(HealthOperator):
         days = self.thresholds(context).history_days
         with self.session() as conn:
             deleted = health.prune(conn, days)
-        self.log.info("pruned %d health snapshots older than %d days", deleted, days)
+        self.say(context, f"pruned {deleted:,} health snapshot(s) older than {days} days")
         return deleted
 
 

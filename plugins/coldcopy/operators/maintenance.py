@@ -65,6 +65,8 @@ class PlanMaintenanceOperator(BaseMaintenanceOperator):
                           "invalid_indexes": m.invalid_leftovers}[self.kind]()
         for target in picked:
             self.log.info("%s: %s — %s", target.action, target.name, target.reason)
+        self.say(context, f"{self.kind}: {len(picked)} target(s): {', '.join(t.name for t in picked)[:400]}"
+                 if picked else f"{self.kind}: nothing to do today")
         return [{"name": t.name, "action": t.action, "reason": t.reason} for t in picked]
 
 
@@ -78,10 +80,16 @@ class MaintainOperator(BaseMaintenanceOperator):
         self.target = target
 
     def execute(self, context: Context) -> str:
+        from coldcopy.humanize import duration, size
         from coldcopy.maintenance import Target
 
         with self.maintenance(context) as m:
-            return m.run(Target(**self.target))
+            outcome = m.run(target := Target(**self.target))
+        last = m.last
+        sizes = (f"; {size(last['before'])} → {size(last['after'])}" if last["after"] is not None else "")
+        self.say(context, f"{target.action} {target.name}: {outcome} in {duration(last['seconds'])}{sizes}" +
+                 (f" ({last['detail']})" if outcome != "done" else ""))
+        return outcome
 
 
 class PurgeCacheOperator(BaseMaintenanceOperator):
@@ -89,4 +97,6 @@ class PurgeCacheOperator(BaseMaintenanceOperator):
 
     def execute(self, context: Context) -> int:
         with self.maintenance(context) as m:
-            return m.purge_cache()
+            purged = m.purge_cache()
+        self.say(context, f"purged {purged:,} expired cache row(s)")
+        return purged

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, MIGRATIONS_DIR
 from coldcopy.migrations import ALL_PHASES, Migration, MigrationError, Status, discover_migrations
 from coldcopy.operators import approval
 from coldcopy.operators.base import ColdCopyOperator
+from coldcopy.run_notes import skip
 
 if TYPE_CHECKING:
     from coldcopy.migration_runner import MigrationRunner
@@ -104,6 +105,10 @@ class MigrationPlanOperator(BaseMigrationOperator):
                 f"applied migration file(s) changed on disk: {', '.join(changed)}; "
                 "restore them and put the change in a new migration"
             )
+        self.say(context, f"{len(plan)} file(s), {len(pending)} pending" +
+                 (f": {', '.join(e.migration.file_name for e in pending)[:400]}" if pending else
+                  ": the target is up to date") + (" (dry run: nothing will be changed)" if self.dry_run(context)
+                                                    else ""))
         return [{"file": e.migration.file_name, "phase": e.migration.phase, "status": e.status.value,
                  "checksum": e.migration.checksum, "supabase_cli": e.cli} for e in plan]
 
@@ -122,13 +127,13 @@ class PhaseGateOperator(BaseMigrationOperator):
 
     def execute(self, context: Context) -> None:
         if (approval.decision(context) or {}).get("decision") == APPLY_PHASE_1:
-            raise AirflowSkipException(f"approved for phase 1 only: phase {self.phase} is not applied in this run")
+            skip(context, f"approved for phase 1 only: phase {self.phase} is not applied in this run")
         earlier = [m for m in self.migrations() if m.phase < self.phase]
         not_applied = [e.migration.file_name for e in self.runner().plan(earlier) if e.status is not Status.APPLIED]
         if not not_applied:
-            self.log.info("Phase %d gate open: all %d earlier migrations applied", self.phase, len(earlier))
+            self.say(context, f"phase {self.phase} gate open: all {len(earlier)} earlier migrations applied")
         elif self.dry_run(context):
-            self.log.info("Dry run: phase %d would wait for %s", self.phase, ", ".join(not_applied))
+            self.say(context, f"dry run: phase {self.phase} would wait for {', '.join(not_applied)}")
         else:
             raise AirflowFailException(
                 f"phase {self.phase} ({ALL_PHASES[self.phase]}) cannot start: not applied: {', '.join(not_applied)}"
@@ -162,14 +167,17 @@ class ApplyMigrationOperator(BaseMigrationOperator):
         runner = self.runner()
         if self.dry_run(context):
             status = runner.plan([migration])[0].status
-            self.log.info("Dry run: %s is %s; nothing changed", migration.file_name, status.value)
+            self.say(context, f"dry run: {migration.file_name} is {status.value}; nothing changed")
             return False
         self.check_approved(context, migration, runner)
         ti = context["ti"]
         applied_by = f"airflow {ti.dag_id}.{ti.task_id} run {ti.run_id}"
         predecessors = [m for m in migrations if m.version < migration.version]
         try:
-            return runner.apply(migration, applied_by=applied_by, predecessors=predecessors)
+            applied = runner.apply(migration, applied_by=applied_by, predecessors=predecessors)
+            self.say(context, f"{migration.file_name}: applied" if applied else
+                     f"{migration.file_name}: applied already (nothing to do)")
+            return applied
         except MigrationError as error:
             # Deterministic: a retry would fail the same way.
             raise AirflowFailException(str(error)) from error
@@ -190,7 +198,7 @@ class ApplyMigrationOperator(BaseMigrationOperator):
                                        f"'{approval.APPROVAL_TASK_ID}'"
                                        " decision to apply): nothing is applied to the target without one")
         if choice == APPLY_PHASE_1 and migration.phase != 1:
-            raise AirflowSkipException(f"{migration.file_name}: approved for phase 1 only")
+            skip(context, f"{migration.file_name}: approved for phase 1 only")
         if choice == approval.NOT_NEEDED:
             return
         shown = (decided.get("request") or {}).get("files") or {}

@@ -10,7 +10,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, KEY_CONN_ID
-from coldcopy.humanize import duration
+from coldcopy.humanize import duration, size
 from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
 
@@ -62,7 +62,8 @@ class PremakePartitionsOperator(BasePartitionOperator):
     def execute(self, context: Context) -> list[str]:
         with self.manager() as manager:
             created = manager.premake(self.months_ahead, now=context.get("data_interval_end"))
-        self.log.info("created %d partition(s): %s", len(created), ", ".join(created) or "none needed")
+        self.say(context, f"created {len(created)} partition(s): {', '.join(created)}" if created else
+                 f"nothing to create: every month to {self.months_ahead} ahead has its partition")
         return created
 
 
@@ -83,7 +84,7 @@ class HorizonCheckOperator(BasePartitionOperator):
             raise AirflowFailException(
                 f"email_events has partitions for only {ahead} future month(s) (need {self.min_future_months}): "
                 "inserts will fail when the month runs out")
-        self.log.info("%d future month(s) of partitions", ahead)
+        self.say(context, f"{ahead} future month(s) of partitions (at least {self.min_future_months} needed)")
         return ahead
 
 
@@ -102,7 +103,8 @@ class ListArchiveCandidatesOperator(BasePartitionOperator):
                 self.log.info("not archived: %s was restored by %s and is held until %s", name,
                               restored_by or "someone", held_until)
         names = [p.name for p in candidates]
-        self.log.info("to archive: %s", ", ".join(names) or "nothing")
+        self.say(context, f"to archive: {', '.join(names)}" if names else
+                 f"nothing to archive: no attached month is older than {self.retain_months} months")
         return names
 
 
@@ -124,9 +126,11 @@ class ArchivePartitionOperator(BasePartitionOperator):
         with self.manager() as manager:
             match = [p for p in manager.partitions() if p.name == self.partition]
             if not match:
-                self.log.info("%s is no longer attached: archived already", self.partition)
+                self.say(context, f"{self.partition} is no longer attached: archived already")
                 return {}
             manifest = manager.archive(match[0], bucket, detach=False)
+        self.say(context, f"{self.partition}: {manifest['rows']:,} rows archived to {manifest['object_key']} "
+                          f"({size(manifest['byte_size'])}) and verified from the bucket")
         return {k: manifest[k] for k in ("partition", "rows", "byte_size", "sha256", "object_key")}
 
 
@@ -137,7 +141,8 @@ class DetachArchivedPartitionsOperator(BasePartitionOperator):
     def execute(self, context: Context) -> list[str]:
         with self.manager() as manager:
             detached = manager.detach_verified()
-        self.log.info("detached %d month(s): %s", len(detached), ", ".join(detached) or "none verified")
+        self.say(context, f"detached {len(detached)} month(s): {', '.join(detached)}" if detached else
+                 "nothing to detach: no attached month has a verified archive")
         return detached
 
 
@@ -174,6 +179,9 @@ class ScrubErasedArchivesOperator(BasePartitionOperator):
         for item in done:
             self.log.info("%s: %d erased rows removed, %d kept (%s)", item.partition, item.removed, item.rows,
                           item.object_key)
+        self.say(context, f"scrubbed {len(done)} archive(s) of erased people: "
+                          f"{', '.join(f'{d.partition} ({d.removed} rows)' for d in done)}" if done else
+                 "nothing to scrub: no archive holds a person erased since it was written")
         return [{"partition": d.partition, "removed": d.removed} for d in done]
 
 
@@ -208,4 +216,6 @@ class RestorePartitionOperator(BasePartitionOperator):
                                            restored_by=getattr(dag_run, "triggering_user_name", None))
             except ArchiveError as error:  # no archive, month present, archive mismatch: a retry changes nothing
                 raise AirflowFailException(str(error)) from error
+        self.say(context, f"{manifest['partition']} restored: {manifest['rows']:,} rows, checked against its "
+                          f"manifest; held {self.hold_days} day(s) before rotation archives it again")
         return {k: manifest[k] for k in ("partition", "rows", "sha256")}

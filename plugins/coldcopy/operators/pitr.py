@@ -10,6 +10,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import DB_CONN_ID, KEY_CONN_ID
+from coldcopy.humanize import duration
 from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
 
@@ -74,9 +75,10 @@ class ChangeArchiveOperator(BasePitrOperator):
         result = {"segments": len(drained), "transactions": sum(d.transactions for d in drained),
                   "changes": sum(d.changes for d in drained), "max_lag_s": round(max(lags), 1) if lags else None,
                   "last_segment": drained[-1].seq if drained else None}
-        self.log.info("change archive: %d segment(s), %d transactions, %d changes, oldest commit archived %s s "
-                      "after it happened", result["segments"], result["transactions"], result["changes"],
-                      result["max_lag_s"])
+        self.say(context, f"change archive: {result['segments']} segment(s), {result['transactions']:,} "
+                          f"transaction(s), {result['changes']:,} change(s)" +
+                 (f"; the oldest commit archived {duration(result['max_lag_s'])} after it happened"
+                  if result["max_lag_s"] is not None else ""))
         return result
 
 
@@ -104,8 +106,8 @@ class ChangeArchiveSetupOperator(BasePitrOperator):
             for problem in plan.problems:
                 self.log.error("problem: %s", problem)
             if dry_run:
-                self.log.info("dry run: %d table(s) to publish, %d statement(s), %d problem(s); nothing changed",
-                              len(plan.tables), len(plan.statements), len(plan.problems))
+                self.say(context, f"dry run: {len(plan.tables)} table(s) to publish, {len(plan.statements)} "
+                                  f"statement(s), {len(plan.problems)} problem(s); nothing changed")
                 return {"dry_run": True, "statements": plan.statements, "problems": plan.problems}
             if plan.problems:
                 raise AirflowFailException("; ".join(plan.problems))
@@ -114,4 +116,6 @@ class ChangeArchiveSetupOperator(BasePitrOperator):
             archiver.drain_once()  # creates what is missing, starts the chain, archives what is there
         except SetupError as error:
             raise AirflowFailException(str(error)) from error
+        self.say(context, f"change archive set up: {len(plan.statements)} statement(s) run, "
+                          f"{len(plan.tables)} table(s) published, first segment archived")
         return {"dry_run": False, "statements": plan.statements, "problems": []}

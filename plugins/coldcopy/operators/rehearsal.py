@@ -45,18 +45,18 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
 
         pending = self.pending()
         if not pending:
-            self.log.info("nothing pending: nothing to rehearse")
+            self.say(context, "nothing pending: nothing to rehearse")
             return {"files": []}
         populated = self.holds_data()
         if str(self.skip_rehearsal).lower() in ("true", "1"):
             if populated:
                 raise AirflowFailException(f"skip_rehearsal is for an empty or disposable target; this one holds "
                                            f"data ({', '.join(populated[:5])}{'…' if len(populated) > 5 else ''})")
-            self.log.info("rehearsal skipped (skip_rehearsal, the target holds no data)")
+            self.say(context, "rehearsal skipped (skip_rehearsal, the target holds no data)")
             return {"files": [], "skipped": True}
         if not populated:
-            self.log.info("the target holds no data: %d pending file(s) apply to it as they would to a scratch copy;"
-                          " nothing to rehearse", len(pending))
+            self.say(context, f"the target holds no data: {len(pending)} pending file(s) apply to it as they would "
+                              "to a scratch copy; nothing to rehearse")
             return {"files": [], "empty_target": True}
         runner = BackupRunner(self.hook().dsn(), self.bucket(), backup_passphrase(self.key_conn_id),
                               keyring=self.keyring())
@@ -70,5 +70,7 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
         if failed := [r for r in results if r.error]:
             raise AirflowFailException(f"{failed[0].file} failed in the rehearsal, nothing was applied: "
                                        f"{failed[0].error}")
+        self.say(context, f"rehearsed {len(results)} file(s) on a copy of {copy.backup_key}: " +
+                 "; ".join(r.summary() for r in results)[:600])
         return {"backup": copy.backup_key, "hot_tables": sorted(hot), "files": [r.as_dict() for r in results],
                 "table": report}

@@ -90,8 +90,10 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
             alerts.send_for_task(context, f"erasure ledger: {len(problems)} problem(s) while restoring {key} (every "
                                  f"valid erasure was applied): {'; '.join(problems)[:800]}",
                                  kind="threshold_breached", problems=problems[:20])
-        self.log.info("restored %s into %s%s; %d erasure(s) re-applied", key, target,
-                      f" (tables {', '.join(tables)})" if tables else "", len(erasures))
+        self.say(context, f"restored {key} into {target}" + (f" (tables {', '.join(tables)})" if tables else "") +
+                 (f" as of {self.recovery.describe()['as_of']}" if self.recovery else "") +
+                 (f", workspace {self.workspace} copied into {schema} ({sum(copied.values()):,} rows)" if schema
+                  else "") + f"; {len(erasures)} erasure(s) re-applied")
         result = {"object_key": key, "target_database": None if schema else target, "tables": tables,
                   "erasures_reapplied": len(erasures), "as_of": self.recovery.describe()["as_of"] if self.recovery
                   else None, "workspace_id": self.workspace}

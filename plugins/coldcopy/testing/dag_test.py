@@ -22,21 +22,67 @@ def _is_deadline_pruning_bug(error: BaseException) -> bool:
     return isinstance(original, AttributeError) and "'dict' object has no attribute 'hex'" in str(original)
 
 
-def run_dag(dag, *, conf: dict[str, Any] | None = None, **test_kwargs):
-    """``dag.test(run_conf=conf, **test_kwargs)``; returns the finished DagRun (its state from the database)."""
-    from airflow.models import DagRun
-    from airflow.models.dagbag import DBDagBag
-    from airflow.sdk import timezone
+def result_lines(dag_run) -> dict[str, str | None]:
+    """Each task instance that ran and finished: its one result line (``ColdCopyOperator.say``), or its skip
+    reason (:func:`coldcopy.run_notes.skip`); ``None`` where it left neither. Keys: ``task_id`` or ``task_id[i]``."""
+    from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
+
+    from coldcopy.run_notes import SKIP_REASON_KEY
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(XComModel).where(XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
+                                    XComModel.key.in_(("result", SKIP_REASON_KEY)))).all()
+        said = {(row.task_id, row.map_index): XComModel.deserialize_value(row) for row in rows}
+    lines = {}
+    for ti in dag_run.get_task_instances():
+        # try_number 0: never ran (skipped by a trigger rule, or a mapped task over nothing): nothing to say
+        if ti.state in ("success", "skipped") and ti.try_number:
+            name = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+            lines[name] = said.get((ti.task_id, ti.map_index))
+    return lines
+
+
+def run_dag(dag, *, conf: dict[str, Any] | None = None, require_results: bool = True, **test_kwargs):
+    """``dag.test(run_conf=conf, **test_kwargs)``; returns the finished DagRun (its state from the database).
+
+    ``require_results``: every ColdCopy task that succeeded or skipped must have said its one result line
+    (issue 24, "say what happened"); AssertionError naming those that did not."""
+    from airflow.sdk import timezone
     from sqlalchemy.exc import StatementError
 
     started = timezone.utcnow()
     try:
-        return dag.test(run_conf=conf, **test_kwargs)
+        dag_run = dag.test(run_conf=conf, **test_kwargs)
     except StatementError as error:
         if not (dag.deadline and _is_deadline_pruning_bug(error)):
             raise
+        dag_run = _finish(dag, started)
+    if require_results:
+        _check_results(dag, dag_run)
+    return dag_run
+
+
+def _check_results(dag, dag_run) -> None:
+    from coldcopy.operators.base import ColdCopyOperator
+
+    def ours(task) -> bool:  # a mapped task is a MappedOperator of its operator_class
+        cls = getattr(task, "operator_class", None) or type(task)
+        return isinstance(cls, type) and issubclass(cls, ColdCopyOperator)
+
+    said = result_lines(dag_run)
+    silent = [name for name, line in said.items() if line is None and ours(dag.get_task(name.split("[")[0]))]
+    assert not silent, f"{dag.dag_id}: task(s) ended without their result line: {', '.join(silent)}"
+
+
+def _finish(dag, started):
+    from airflow.models import DagRun
+    from airflow.models.dagbag import DBDagBag
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
     with create_session() as session:
         dag_run = session.scalars(
             select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_after >= started)
