@@ -113,7 +113,8 @@ def test_a_task_marked_failed_in_the_ui_has_its_backend_terminated_on_its_worker
 
     deadline = time.monotonic() + 120
     while not [b for b in backends() if "pg_sleep" in b[2] and b[1] == "active"]:
-        assert time.monotonic() < deadline, "the task's statement never started"
+        assert time.monotonic() < deadline, ("the task's statement never started",
+                                             live.task_instances(api, "e2e_on_kill", run_id), backends())
         time.sleep(0.2)
     [ti] = live.task_instances(api, "e2e_on_kill", run_id)
     assert ti["state"] == "running" and ti["hostname"] in ("worker-a", "worker-b"), ti

@@ -52,6 +52,17 @@ def test_client_programs_get_no_airflow_secret_and_no_password_in_argv(empty_db,
     assert "sslmode=disable" in out  # the extra arrived in --dbname
 
 
+def test_the_providers_connection_is_named_for_pg_stat_activity(empty_db, monkeypatch):
+    """get_conn() (the migrations' and the e2e's path) used to arrive without its application_name: on-call saw
+    an unnamed session, and a live test looking for the task's statement by name found nothing."""
+    with_extra(monkeypatch, empty_db)
+    hook = ColdCopyPostgresHook(application_name="coldcopy:coldcopy_migrations.201 add x", statement_timeout="3h")
+    with hook.get_conn() as conn, psycopg.connect(empty_db, autocommit=True) as observer:
+        assert conn.execute("SHOW application_name").fetchone()[0] == "coldcopy:coldcopy_migrations.201 add x"
+        assert observer.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                                ("coldcopy:coldcopy_migrations.201 add x",)).fetchone()[0] == 1
+
+
 def test_the_dsn_carries_the_session_settings(empty_db, monkeypatch):
     with_extra(monkeypatch, empty_db)
     hook = ColdCopyPostgresHook(application_name="coldcopy:backup_to_spaces.backup_database", statement_timeout="3h")

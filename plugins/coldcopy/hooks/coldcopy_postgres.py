@@ -97,7 +97,10 @@ class ColdCopyPostgresHook(PostgresHook):
         from coldcopy import sessions
 
         nonce = uuid.uuid4().hex
-        self.options = self.libpq_params(nonce=nonce)["options"]
+        # The name on-call reads in pg_stat_activity (and on_kill's fallback), as a startup setting: the provider's
+        # get_conn passes options but no application_name of its own, which left these sessions unnamed.
+        name = self.application_name[:63].replace("\\", "\\\\").replace(" ", "\\ ")
+        self.options = f"{self.libpq_params(nonce=nonce)['options']} -c application_name={name}"
         conn = super().get_conn()
         sessions.track_connection(conn)
         try:
