@@ -74,7 +74,7 @@ with DAG(
     )
     # After every export, failed or not: the months that verified are detached either way.
     detach = DetachArchivedPartitionsOperator(task_id="detach_archived", trigger_rule=TriggerRule.ALL_DONE)
-    drop = DropDetachedPartitionsOperator(task_id="drop_detached", grace_days=7)
+    drop = DropDetachedPartitionsOperator(task_id="drop_detached")
     # GDPR: archived months rewritten without the people erased since (each object at most once a day).
     scrub = ScrubErasedArchivesOperator(task_id="scrub_erased", trigger_rule=TriggerRule.ALL_DONE)
     premake >> horizon >> candidates >> archive >> detach >> drop >> scrub

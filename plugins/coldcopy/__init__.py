@@ -5,6 +5,8 @@ from pathlib import Path
 DB_CONN_ID = "coldcopy_db"
 # Its password is the backup passphrase; it also keys the signatures of backup and archive manifests.
 KEY_CONN_ID = "coldcopy_backup_key"
+# Days a detached, archived month is kept before partition_maintenance drops it (the dropper, the health page).
+PARTITION_DROP_GRACE_DAYS = 7
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO_ROOT / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"

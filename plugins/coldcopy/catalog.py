@@ -22,6 +22,12 @@ class UnknownRelation(ValueError):
     """The name is not a relation of the expected kind in this database (or not a name at all)."""
 
 
+def exists(conn: psycopg.Connection, name: str) -> bool:
+    """Whether the relation ``name`` (``schema.table``, as ``to_regclass`` reads it) exists; any row factory."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (name,)).fetchone()
+    return bool(row["found"] if isinstance(row, dict) else row[0])
+
+
 def relation(conn: psycopg.Connection, name: str, kinds: tuple[str, ...] = TABLE_KINDS) -> sql.Identifier:
     """``schema.name`` of the existing relation ``name`` refers to, as an Identifier.
 

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from coldcopy import catalog
+
 STATES = {"ok": 0, "warning": 1, "breach": 2, "unknown": 3}
 METRICS = {  # name → help
     "coldcopy_health_check_value": "Latest value of each db_health check, in the check's unit",
@@ -48,10 +50,6 @@ def token_matches(presented: str | None) -> bool:
     return bool(expected) and bool(presented) and hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def _table_exists(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
-
-
 LABELS = {"coldcopy_health_check_value": ("check", "unit"), "coldcopy_health_check_state": ("check", "state"),
           "coldcopy_health_check_severity": ("check",), "coldcopy_health_check_age_seconds": ("check",),
           "coldcopy_view_age_seconds": ("view", "dag_id"), "coldcopy_view_cadence_seconds": ("view", "dag_id"),
@@ -71,7 +69,7 @@ def collect(conn: psycopg.Connection, dag_success: dict[str, datetime] | None = 
         families[name].add_metric(list(labels), float(figure))
 
     now = datetime.now(UTC)
-    if _table_exists(conn, "coldcopy_ops.health_latest"):
+    if catalog.exists(conn, "coldcopy_ops.health_latest"):
         rows = conn.execute(
             "SELECT s.check_name, s.taken_at, s.state, s.value, coalesce(s.unit, ''), s.details "
             "FROM coldcopy_ops.health_latest l JOIN coldcopy_ops.health_snapshot s ON s.id = l.snapshot_id").fetchall()
@@ -95,14 +93,14 @@ def collect(conn: psycopg.Connection, dag_success: dict[str, datetime] | None = 
                 put("coldcopy_change_archive_lag_seconds", figure * 60)
                 if details.get("retained_bytes") is not None:
                     put("coldcopy_change_archive_retained_wal_bytes", details["retained_bytes"])
-    if _table_exists(conn, "coldcopy_ops.backup_log"):
+    if catalog.exists(conn, "coldcopy_ops.backup_log"):
         newest = conn.execute(
             "SELECT finished_at, byte_size FROM coldcopy_ops.backup_log WHERE kind = 'database' AND verification = "
             "'verified' AND deleted_at IS NULL ORDER BY finished_at DESC LIMIT 1").fetchone()
         if newest:
             put("coldcopy_backup_last_verified_age_seconds", (now - newest[0]).total_seconds())
             put("coldcopy_backup_last_verified_bytes", newest[1])
-    if _table_exists(conn, "public.data_subject_requests"):
+    if catalog.exists(conn, "public.data_subject_requests"):
         open_count, oldest, overdue = conn.execute(
             "SELECT count(*), min(created_at), count(*) FILTER (WHERE due_at < now()) FROM "
             "public.data_subject_requests WHERE status NOT IN ('completed', 'rejected')").fetchone()

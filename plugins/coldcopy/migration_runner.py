@@ -23,7 +23,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from coldcopy import ops_schema, supabase_history
+from coldcopy import catalog, ops_schema, supabase_history
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 from coldcopy.migrations import Migration, MigrationError, Part, PlanEntry, Status, strip_sql_comments
 from coldcopy.pitr import markers
@@ -72,7 +72,7 @@ class MigrationRunner:
 
     @staticmethod
     def _history(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (HISTORY_TABLE,)).fetchone()[0]
+        exists = catalog.exists(conn, HISTORY_TABLE)
         if not exists:
             return {}
         rows = conn.execute(f"SELECT version, name, checksum FROM {HISTORY_TABLE}").fetchall()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from coldcopy import catalog
+
 TABLE = "supabase_migrations.schema_migrations"
 _VERSION = re.compile(r"^([0-9]+)_(.*)\.sql$")  # the CLI's migrateFilePattern
 
@@ -173,7 +175,7 @@ def same_statements(recorded: list[str] | None, text: str) -> bool:
 
 
 def exists(conn) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0]
+    return catalog.exists(conn, TABLE)
 
 
 def recorded(conn) -> dict[str, tuple[str, list[str] | None]]:

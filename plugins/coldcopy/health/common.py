@@ -124,7 +124,9 @@ class Context:
         return [r["value"] for r in rows]
 
     def has_table(self, name: str) -> bool:
-        return self.one("SELECT to_regclass(%s) IS NOT NULL AS found", (name,))["found"]
+        from coldcopy import catalog
+
+        return catalog.exists(self.conn, name)
 
     def server_kind(self) -> str:
         """``supabase`` (its roles are there, or its host names), ``local`` (loopback or a socket), or ``other``:

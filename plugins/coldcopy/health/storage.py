@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from coldcopy import PARTITION_DROP_GRACE_DAYS
 from coldcopy.health.common import GB, Context, Result, graded
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,9 @@ def check_sizes(c: Context) -> list[Result]:
         GROUP BY 1 ORDER BY total_bytes DESC LIMIT 25""")
     if c.has_table("coldcopy_ops.partition_archive"):  # detached months, and when partition_maintenance drops them
         detached = {f"public.{r['partition_name']}": r["drops_after"] for r in c.rows(
-            "SELECT partition_name, detached_at + interval '7 days' AS drops_after "
-            "FROM coldcopy_ops.partition_archive WHERE state = 'detached'")}
+            "SELECT partition_name, detached_at + %s AS drops_after "
+            "FROM coldcopy_ops.partition_archive WHERE state = 'detached'",
+            (timedelta(days=PARTITION_DROP_GRACE_DAYS),))}
         for table in tables:
             if table["name"] in detached:
                 table["detached_drops_after"] = detached[table["name"]]

@@ -9,7 +9,7 @@ from datetime import timedelta
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import DB_CONN_ID, KEY_CONN_ID
+from coldcopy import DB_CONN_ID, KEY_CONN_ID, PARTITION_DROP_GRACE_DAYS
 from coldcopy.humanize import duration, size
 from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
@@ -149,7 +149,7 @@ class DetachArchivedPartitionsOperator(BasePartitionOperator):
 class DropDetachedPartitionsOperator(BasePartitionOperator):
     """Drop archived months detached more than ``grace_days`` ago, if still detached and still verifiable."""
 
-    def __init__(self, *, grace_days: float = 7, **kwargs) -> None:
+    def __init__(self, *, grace_days: float = PARTITION_DROP_GRACE_DAYS, **kwargs) -> None:
         super().__init__(**kwargs)
         self.grace_days = grace_days
 

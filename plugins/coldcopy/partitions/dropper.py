@@ -8,6 +8,7 @@ from datetime import timedelta
 import psycopg
 from psycopg import sql
 
+from coldcopy import PARTITION_DROP_GRACE_DAYS
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ArchiveError, Partition
@@ -22,7 +23,7 @@ class Dropper:
 
     conn: psycopg.Connection
 
-    def drop_detached(self, bucket: Bucket, grace: timedelta = timedelta(days=7)) -> list[str]:
+    def drop_detached(self, bucket: Bucket, grace: timedelta = timedelta(days=PARTITION_DROP_GRACE_DAYS)) -> list[str]:
         """Drop months detached longer than ``grace`` ago that are still detached and whose archive verifies."""
         due = self.conn.execute(
             "SELECT partition_name, object_key, sha256, byte_size, range_start, range_end "
@@ -59,7 +60,7 @@ class Dropper:
             dropped.append(name)
         return dropped
 
-    def next_drop(self, grace: timedelta = timedelta(days=7)) -> tuple[str, object] | None:
+    def next_drop(self, grace: timedelta = timedelta(days=PARTITION_DROP_GRACE_DAYS)) -> tuple[str, object] | None:
         """``(month, when)`` of the next detached month to fall due for dropping, or None when none is detached."""
         return self.conn.execute(
             "SELECT partition_name, detached_at + %s FROM coldcopy_ops.partition_archive WHERE state = 'detached' "

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from coldcopy import catalog
 from coldcopy.gdpr import drop_erased_rows
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
@@ -33,7 +34,7 @@ class Importer:
             start, self.month_start(1, month))
         if any(p.name == partition.name for p in self.partitions()):
             raise ArchiveError(f"{partition.name} is attached: nothing to restore")
-        if self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{partition.name}",)).fetchone()[0]:
+        if catalog.exists(self.conn, f"public.{partition.name}"):
             raise ArchiveError(f"{partition.name} exists detached (in its grace period): re-attach it instead: "
                                f"ALTER TABLE email_events ATTACH PARTITION {partition.name} FOR VALUES FROM "
                                f"('{partition.range_start.isoformat()}') TO ('{partition.range_end.isoformat()}')")
