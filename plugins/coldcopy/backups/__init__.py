@@ -35,7 +35,7 @@ from coldcopy.object_store import PART_SIZE, Bucket
 log = logging.getLogger(__name__)
 
 
-DEFAULT_ZSTD_THREADS = os.cpu_count() or 2  # bench/backups.py "threads and levels": every core wins
+DEFAULT_ZSTD_THREADS = os.cpu_count() or 2  # bench/backups.py "threads and levels" (docs/benchmarks.md)
 
 
 class BackupRunner(Pipeline, Verification, Retention):
@@ -46,9 +46,10 @@ class BackupRunner(Pipeline, Verification, Retention):
     :param passphrase: OpenPGP symmetric passphrase.
     :param keyring: signs and checks the manifests (:func:`coldcopy.manifests.keyring`).
     :param zstd_threads: compression threads; default: every core (``cpu_count``). Measured side by side
-        (bench/backups.py, alternating, at three scales on a 2-core machine), all cores beat both one thread and
-        "cores − 1": zstd's threads fill the time pg_dump and its backend wait on each other, so leaving a core
-        to them costs more than it saves. Override per call, or for the DAG with the task's ``zstd_threads``.
+        (bench/backups.py, alternating, at three scales on a 2-core machine): in the whole backup, one thread
+        ("cores − 1" there) and every core are within the run-to-run spread of each other (a few per cent, the
+        winner changing between runs); where compression is the bottleneck (the pipeline alone) every core was
+        15 % faster, so it stays the default. Override per call, or for the DAG with the task's ``zstd_threads``.
     :param zstd_level: zstd level; negative: ``--fast=N``.
     :param pipe_bytes: size of the pipes between the stages (Linux; at most /proc/sys/fs/pipe-max-size).
     :param part_size: bytes per uploaded part.
