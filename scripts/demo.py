@@ -74,15 +74,18 @@ REFRESH_DAGS = ["refresh_campaign_analytics", "refresh_email_deliverability", "r
 
 
 def run(dag, label: str, **conf) -> None:
-    from coldcopy.testing.dag_test import run_dag
+    from coldcopy.testing.dag_test import result_lines, run_dag
 
     started = time.monotonic()
-    dag_run = run_dag(dag, conf=conf)
+    dag_run = run_dag(dag, conf=conf, require_results=False)  # the demo shows a silent task rather than stopping
     states: dict[str, int] = {}
     for ti in dag_run.get_task_instances():
         states[str(ti.state)] = states.get(str(ti.state), 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     print(f"  {dag.dag_id} [{label}]: {dag_run.state} in {time.monotonic() - started:.1f} s ({summary})")
+    for task, line in result_lines(dag_run).items():  # each task's one result line (ColdCopyOperator.say)
+        text = f"      {task}: {line or '(said nothing)'}"
+        print(text if len(text) <= 160 else text[:159] + "…")
     if dag_run.state != "success":
         raise SystemExit(f"{dag.dag_id} [{label}] did not succeed; see the task logs above")
 

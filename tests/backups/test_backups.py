@@ -6,7 +6,6 @@ import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import botocore.exceptions
 import psycopg
@@ -84,7 +83,7 @@ def test_tampered_object_or_wrong_key_fails_verification_and_alerts(runner, spac
     coldcopy_conn(generated_db)
     with AlertSink() as sink:
         monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
-        ti = SimpleNamespace(dag_id="backup_to_spaces", run_id="r", task_id="verify_database")
+        ti = FakeTaskInstance(dag_id="backup_to_spaces", run_id="r", task_id="verify_database")
         with pytest.raises(AirflowFailException, match="object does not match its signed manifest"):
             VerifyBackupOperator(task_id="verify_database", backup_key=key).execute({"ti": ti, "params": {}})
         assert sink.texts() == []  # AirflowFailException: no retry; on_failure_callback pages once

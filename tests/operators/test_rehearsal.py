@@ -58,17 +58,16 @@ def test_a_rewrite_and_a_fast_default_seen_on_a_restored_copy(generated_db, spac
 
 def test_the_rehearse_task_refuses_to_skip_on_a_target_with_data_and_needs_none_on_an_empty_one(
         generated_db, empty_db, coldcopy_conn, tmp_path):
-    from types import SimpleNamespace
-
     import pytest
     from airflow.sdk.exceptions import AirflowFailException
 
     from coldcopy.operators.rehearsal import RehearseMigrationsOperator
+    from tests.conftest import FakeTaskInstance
 
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, folder)
     (folder / "390_pending.sql").write_text("CREATE TABLE public.later (id int PRIMARY KEY);\n")
-    context = {"ti": SimpleNamespace(dag_id="coldcopy_migrations", run_id="r", task_id="rehearse"), "params": {}}
+    context = {"ti": FakeTaskInstance(dag_id="coldcopy_migrations", run_id="r", task_id="rehearse"), "params": {}}
     coldcopy_conn(generated_db)
     with pytest.raises(AirflowFailException, match="skip_rehearsal is for an empty or disposable target"):
         RehearseMigrationsOperator(task_id="rehearse", migrations_dir=folder, skip_rehearsal="True").execute(context)

@@ -145,11 +145,10 @@ def test_an_undrained_slot_past_its_budget_is_dropped_and_the_archive_starts_a_n
 
 def test_as_of_in_the_future_unparseable_or_outside_the_archive_is_refused_before_anything_is_created(
         pitr_db, spaces, backup_key, coldcopy_conn, logical):
-    from types import SimpleNamespace
-
     from airflow.sdk.exceptions import AirflowFailException
 
     from coldcopy.operators.restore import RestoreFromSpacesOperator
+    from tests.conftest import FakeTaskInstance
 
     future = datetime.now(UTC) + timedelta(hours=1)
     for bad, message in (("yesterday", "not a timestamp"), ("2026-11-29 16:00:05", "no time zone"),
@@ -171,7 +170,7 @@ def test_as_of_in_the_future_unparseable_or_outside_the_archive_is_refused_befor
         recovery.plan(runner, datetime.now(UTC).replace(microsecond=0))  # this second is not over yet
     coldcopy_conn(pitr_db)
     target = "pitr_never_created"
-    ti = SimpleNamespace(dag_id="restore_from_spaces", run_id="r", task_id="restore")
+    ti = FakeTaskInstance(dag_id="restore_from_spaces", run_id="r", task_id="restore")
     for as_of in ("tomorrow", f"{taken - timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"):
         with pytest.raises(AirflowFailException, match="not a timestamp|earliest possible point"):
             RestoreFromSpacesOperator(task_id="restore", backup="latest", target_database=target,

@@ -61,4 +61,9 @@ class RefreshMaterializedViewOperator(ColdCopyOperator):
             from coldcopy.run_notes import skip
 
             skip(context, f"{self.view} not refreshed: {outcome.reason}")
+        from coldcopy.humanize import duration
+
+        rows = f", {outcome.row_count:,} rows" if outcome.row_count is not None else ""
+        self.say(context, f"{self.view} refreshed ({outcome.mode or 'refresh'}) in "
+                          f"{duration(outcome.duration_ms / 1000)}{rows}: {outcome.reason}")
         return outcome.as_dict()
