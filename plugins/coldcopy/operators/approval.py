@@ -64,7 +64,7 @@ def approvers(variable: str) -> list[dict[str, str]]:
 def decision(context: Context, task_id: str = APPROVAL_TASK_ID) -> dict | None:
     """The gate's decision in this run (its XCom), or None when there was no gate or it gave none."""
     ti = context.get("ti") if hasattr(context, "get") else None
-    if ti is None or not hasattr(ti, "xcom_pull"):
+    if ti is None:
         return None
     value = ti.xcom_pull(task_ids=task_id)
     return value if isinstance(value, dict) and isinstance(value.get("decision"), str) else None
