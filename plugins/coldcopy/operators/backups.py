@@ -116,6 +116,7 @@ class BackupRetentionOperator(BaseBackupOperator):
 
     def execute(self, context: Context) -> list[str]:
         from coldcopy import alerts
+        from coldcopy.backups import RETENTION
 
         dry_run = bool(context["params"].get("retention_dry_run", False))
         runner = self.runner()
@@ -125,5 +126,6 @@ class BackupRetentionOperator(BaseBackupOperator):
                                  f"{'; '.join(runner.skipped)[:800]}", kind="threshold_breached")
         self.say(context, f"{'would delete' if dry_run else 'deleted'} {len(deleted)} expired backup(s): "
                           f"{', '.join(deleted)}" if deleted else
-                 "nothing expired: standard backups are kept 30 days, compliance backups a year")
+                 "nothing expired: " + ", ".join(f"{kind} backups are kept {kept.days} days"
+                                                 for kind, kept in RETENTION.items()))
         return deleted
