@@ -137,6 +137,10 @@ def test_one_alert_per_final_failure_from_the_workers(celery_live, celery_api):
 
 
 def test_a_backfill_spread_over_both_workers_costs_one_refresh(celery_live, celery_api, generated_template):
+    """The refresh's state is in the database, not in a worker: the backfill's first runs go to worker-a, the
+    rest to worker-b (worker-b takes no task until two runs are done, then worker-a is drained, as on-call
+    drains a worker), and the views are still refreshed once. Left to Celery, two heavy-pool slots may all
+    land on one worker."""
     from datetime import UTC, datetime, timedelta
 
     from tests.e2e.test_live_airflow import wait_backfill
@@ -146,17 +150,28 @@ def test_a_backfill_spread_over_both_workers_costs_one_refresh(celery_live, cele
     dag_id, views = "refresh_campaign_analytics", ["campaign_analytics", "sequence_step_performance"]
     to_date = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     live.set_paused(api, dag_id, False)
+    live.stack.consume("worker-b", on=False)
     try:
         response = api.post("/backfills", json={
             "dag_id": dag_id, "from_date": (to_date - timedelta(hours=7)).isoformat(), "to_date": to_date.isoformat(),
             "max_active_runs": 4})
         assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 120
+        while sum(r["state"] == "success" for r in api.get(f"/dags/{dag_id}/dagRuns", params={
+                "run_type": "backfill", "limit": 100}).json()["dag_runs"]) < 2:
+            assert time.monotonic() < deadline, "no two backfill runs done on worker-a within 120 s"
+            time.sleep(0.5)
+        live.stack.consume("worker-b", on=True)
+        live.stack.consume("worker-a", on=False)
         runs = wait_backfill(live, api, dag_id)
     finally:
         live.set_paused(api, dag_id, True)
+        live.stack.consume("worker-a", on=True)
+        live.stack.consume("worker-b", on=True)
     assert len(runs) >= 7 and {r["state"] for r in runs} == {"success"}
     tis = [ti for r in runs for ti in live.task_instances(api, dag_id, r["dag_run_id"])]
-    assert {ti["hostname"] for ti in tis} == {"worker-a", "worker-b"}, [(ti["run_id"], ti["hostname"]) for ti in tis]
+    assert {ti["hostname"] for ti in tis} == {"worker-a", "worker-b"}, [
+        (ti["dag_run_id"], ti["task_id"], ti["hostname"]) for ti in tis]
     with psycopg.connect(live.target_dsn) as conn:
         for view in views:
             log = conn.execute("SELECT run_id, action FROM coldcopy_ops.mv_refresh_log WHERE view_name = %s "

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -227,6 +228,21 @@ class AirflowStack:
         """SIGKILL a worker's whole process group (the worker, its pool, the task supervisors and tasks)."""
         _signal_group(self.processes[name], signal.SIGKILL)
         self.processes.pop(name).wait()
+
+    def consume(self, name: str, on: bool) -> None:
+        """Worker ``name`` takes tasks from the default queue (``on``) or stops taking new ones, finishing what
+        it holds (Celery's ``add_consumer`` / ``cancel_consumer``: how a worker is drained). Raises
+        :class:`StackError` unless the worker confirmed."""
+        command = "add_consumer" if on else "cancel_consumer"
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from airflow.configuration import conf; "
+             "from airflow.providers.celery.executors.celery_executor import app; "
+             f"r = app.control.{command}(conf.get('operators', 'default_queue'), reply=True, timeout=10, "
+             "destination=[sys.argv[1]]); print(r); sys.exit(0 if r and all('ok' in a for x in r for a in x.values()) "
+             "else 1)", f"{name}@{socket.gethostname()}"],
+            env=self.env(), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StackError(f"{name}: {command} not confirmed: {done.stdout.strip()} {done.stderr.strip()[-500:]}")
 
     def wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
