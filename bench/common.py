@@ -90,6 +90,28 @@ def template_info(server: str, scale: int) -> dict:
 
 
 @contextmanager
+def live_stack(server: str, label: str, connections: dict[str, str], **stack_options) -> Iterator:
+    """A live Airflow stack (:class:`~coldcopy.testing.airflow_stack.AirflowStack`, metadata in a throwaway
+    database ``cc_airflow_<label>``, a home in a scratch directory, its own port), started; yields it and stops
+    it and drops its metadata afterwards, however the bench ended."""
+    import tempfile
+
+    from coldcopy.testing.airflow_stack import AirflowStack
+
+    name = f"cc_airflow_{label}"
+    with tempfile.TemporaryDirectory() as scratch:
+        metadata = local_env.create_database(server, name, replace=True)
+        stack = AirflowStack(Path(scratch) / "home", metadata, connections, port=local_env.free_port(),
+                             **stack_options)
+        try:
+            stack.start()
+            yield stack
+        finally:
+            stack.stop()
+            local_env.drop_database(server, name)
+
+
+@contextmanager
 def scratch_database(server: str, label: str, template: str | None = None) -> Iterator[str]:
     """A new database (a copy of ``template``, or empty); yields its DSN and drops it afterwards."""
     name = f"cc_bench_{label}_{os.getpid()}"

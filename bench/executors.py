@@ -17,15 +17,11 @@ import argparse
 import json
 import secrets
 import statistics
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
 from bench import common
 from coldcopy.testing import local_env
-from coldcopy.testing.airflow_stack import AirflowStack
-from coldcopy.testing.local_env import free_port
 
 DAG_ID = "partition_maintenance"
 SETTINGS = {
@@ -39,53 +35,46 @@ def one_run(name: str, setting: dict, server: str, endpoint: str, scale: int) ->
     label = "".join(c for c in name.lower() if c.isalnum())[:20]
     bucket = f"coldcopy-bench-exec-{secrets.token_hex(4)}"
     common.spaces_bucket(endpoint, bucket)
-    with tempfile.TemporaryDirectory() as scratch, common.bench_database(server, scale, f"exec_{label}") as target:
-        metadata = local_env.create_database(server, f"cc_airflow_exec_{label}", replace=True)
-        secret = lambda: json.dumps({"conn_type": "generic", "password": secrets.token_urlsafe(24)})  # noqa: E731
-        stack = AirflowStack(Path(scratch) / "home", metadata, {
+    secret = lambda: json.dumps({"conn_type": "generic", "password": secrets.token_urlsafe(24)})  # noqa: E731
+    with common.bench_database(server, scale, f"exec_{label}") as target, common.live_stack(server, f"exec_{label}", {
             "coldcopy_db": local_env.airflow_connection(target),
             "coldcopy_spaces": local_env.spaces_connection(endpoint, bucket),
             "coldcopy_backup_key": secret(), "coldcopy_manifest_key": secret(), "coldcopy_subject_pepper": secret(),
-        }, port=free_port(), **setting)
-        stack.start()
-        try:
-            api = stack.client()
-            deadline = time.monotonic() + 180
-            while api.get(f"/dags/{DAG_ID}").status_code != 200:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{DAG_ID} not serialized within 180 s")
-                time.sleep(1)
-            # Unpaused, the scheduler creates the run of the latest interval, which archives (a manual run
-            # triggered beside it would find the months taken): that run is the one measured.
-            api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
-            deadline = time.monotonic() + 900
-            while True:
-                runs = api.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "scheduled"}).json()["dag_runs"]
-                if runs and (run := runs[0])["state"] in ("success", "failed"):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{DAG_ID}: no finished scheduled run in 900 s")
-                time.sleep(0.5)
-            run_id = run["dag_run_id"]
-            api.patch(f"/dags/{DAG_ID}", json={"is_paused": True})
-            tis = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 200}).json()[
-                "task_instances"]
-            ran = [ti for ti in tis if ti["duration"] is not None and ti["state"] in ("success", "skipped")]
-            wall = (datetime.fromisoformat(run["end_date"]) -
-                    datetime.fromisoformat(run["queued_at"] or run["start_date"])).total_seconds()
-            said = {}
-            for ti in ran:
-                entry = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/xcomEntries/result",
-                                params={"map_index": ti["map_index"]})
-                said[f"{ti['task_id']}[{ti['map_index']}]"] = entry.json().get("value") if entry.is_success else None
-            return {"state": run["state"], "tasks": len(ran), "wall_s": round(wall, 1), "said": said,
-                    "tasks_per_min": round(len(ran) / wall * 60, 1),
-                    "archives": sum(ti["task_id"] == "archive" for ti in ran),
-                    "task_s_sum": round(sum(ti["duration"] for ti in ran), 1),
-                    "hosts": sorted({ti["hostname"] for ti in ran})}
-        finally:
-            stack.stop()
-            local_env.drop_database(server, f"cc_airflow_exec_{label}")
+    }, **setting) as stack:
+        api = stack.client()
+        deadline = time.monotonic() + 180
+        while api.get(f"/dags/{DAG_ID}").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{DAG_ID} not serialized within 180 s")
+            time.sleep(1)
+        # Unpaused, the scheduler creates the run of the latest interval, which archives (a manual run
+        # triggered beside it would find the months taken): that run is the one measured.
+        api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+        deadline = time.monotonic() + 900
+        while True:
+            runs = api.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "scheduled"}).json()["dag_runs"]
+            if runs and (run := runs[0])["state"] in ("success", "failed"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{DAG_ID}: no finished scheduled run in 900 s")
+            time.sleep(0.5)
+        run_id = run["dag_run_id"]
+        api.patch(f"/dags/{DAG_ID}", json={"is_paused": True})
+        tis = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 200}).json()[
+            "task_instances"]
+        ran = [ti for ti in tis if ti["duration"] is not None and ti["state"] in ("success", "skipped")]
+        wall = (datetime.fromisoformat(run["end_date"]) -
+                datetime.fromisoformat(run["queued_at"] or run["start_date"])).total_seconds()
+        said = {}
+        for ti in ran:
+            entry = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/xcomEntries/result",
+                            params={"map_index": ti["map_index"]})
+            said[f"{ti['task_id']}[{ti['map_index']}]"] = entry.json().get("value") if entry.is_success else None
+        return {"state": run["state"], "tasks": len(ran), "wall_s": round(wall, 1), "said": said,
+                "tasks_per_min": round(len(ran) / wall * 60, 1),
+                "archives": sum(ti["task_id"] == "archive" for ti in ran),
+                "task_s_sum": round(sum(ti["duration"] for ti in ran), 1),
+                "hosts": sorted({ti["hostname"] for ti in ran})}
 
 
 def main() -> None:

@@ -32,8 +32,6 @@ from pathlib import Path
 
 from bench import common
 from coldcopy.testing import local_env
-from coldcopy.testing.airflow_stack import AirflowStack
-from coldcopy.testing.local_env import free_port
 
 DAG_ID = "refresh_campaign_analytics"
 PROBE = '''
@@ -69,12 +67,9 @@ def one_setting(interval: int, server: str, template: str, probes: int) -> dict:
         dags.mkdir()
         shutil.copy(common.ROOT / "dags" / f"{DAG_ID}.py", dags)
         (dags / "probe_skip.py").write_text(PROBE)
-        metadata = local_env.create_database(server, f"cc_airflow_skips_{interval}", replace=True)
-        stack = AirflowStack(Path(scratch) / "home", metadata, {"coldcopy_db": local_env.airflow_connection(target)},
-                             port=free_port(), dags_folder=dags,
-                             extra_env={"AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": str(interval)})
-        stack.start()
-        try:
+        with common.live_stack(server, f"skips_{interval}", {"coldcopy_db": local_env.airflow_connection(target)},
+                               dags_folder=dags,
+                               extra_env={"AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": str(interval)}) as stack:
             api = stack.client()
             while api.get("/dags").json()["total_entries"] < 2:
                 time.sleep(1)
@@ -106,9 +101,6 @@ def one_setting(interval: int, server: str, template: str, probes: int) -> dict:
                 "skipped_task_s": common.spread([d for r in runs for d in durations(api, DAG_ID, r["dag_run_id"])]),
                 "refreshed_tasks": sum(len(durations(api, DAG_ID, r["dag_run_id"], "success")) for r in runs)}
             return result
-        finally:
-            stack.stop()
-            local_env.drop_database(server, f"cc_airflow_skips_{interval}")
 
 
 def main() -> None:
