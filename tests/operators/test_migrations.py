@@ -378,3 +378,26 @@ def test_the_gate_asks_only_when_something_would_change_data_and_a_file_applies_
     assert apply.execute({"ti": approved, "params": {}}) is True
     assert approved.pushed["result"] == "150_more.sql: applied"
     assert table_exists(generated_db, "public.more")
+
+
+def test_the_gate_puts_to_the_approver_the_files_its_body_shows_not_one_added_since_the_plan(
+        tmp_path, generated_db, coldcopy_conn):
+    """The body lists the plan task's pending files; the facts the apply step holds the files to are those same
+    files with the plan's checksums. Before, the gate planned again: a file written between the plan and the
+    question was in the facts (so applied once approved) without being in the body the approver read."""
+    directory = write(tmp_path / "m", {"150_more.sql": "CREATE TABLE public.more (id bigint PRIMARY KEY);\n"})
+    coldcopy_conn(generated_db)
+    plan_ti = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="plan")
+    plan = MigrationPlanOperator(task_id="plan", migrations_dir=directory).execute({"ti": plan_ti, "params": {}})
+    write(directory, {"160_added_since.sql": "CREATE TABLE public.sneaked (id bigint PRIMARY KEY);\n"})
+    gate = MigrationApprovalOperator(task_id="approve", migrations_dir=directory)
+    ti = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="approve", xcoms={"plan": plan})
+    subject, body, facts = gate.describe({"ti": ti, "params": {}})
+    assert "150_more.sql" in body and "160_added_since.sql" not in body
+    assert facts == {"files": {"150_more.sql": discover_migrations(directory)[0].checksum}}
+    apply = ApplyMigrationOperator(task_id="m160", sql="160_added_since.sql", migrations_dir=directory)
+    approved = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="m160",
+                                xcoms={"approve": {"decision": "apply", "request": facts}})
+    with pytest.raises(AirflowFailException, match="not the file that was rehearsed and approved"):
+        apply.execute({"ti": approved, "params": {}})
+    assert not table_exists(generated_db, "public.sneaked")

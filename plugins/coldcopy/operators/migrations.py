@@ -75,11 +75,11 @@ class BaseMigrationOperator(ColdCopyOperator):
         from psycopg import sql
 
         with self.hook().get_conn() as conn:
-            tables = [t for (t,) in conn.execute(
-                "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition")]
-            return [t for t in tables if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
-                sql.SQL(t))).fetchone()[0]]  # regclass text from the catalog
+            tables = conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition").fetchall()
+            return [f"{schema}.{name}" for schema, name in tables if conn.execute(
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(schema, name))).fetchone()[0]]
 
     def pending(self) -> list[Migration]:
         return [e.migration for e in self.runner().plan(self.migrations()) if e.status is Status.PENDING]
@@ -257,5 +257,5 @@ class MigrationApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
         lines += ["", "*apply*: every pending file, phase by phase. *apply phase 1 only*: the later phases are "
                   "skipped in this run. *reject* (or no answer within 24 h): nothing is applied; say why in the "
                   "comment."]
-        files = {m.file_name: m.checksum for m in self.pending()}
+        files = {e["file"]: e["checksum"] for e in pending}  # what the body shows, as the plan task read it
         return f"Apply {len(pending)} migration(s) to {database}?", "\n".join(lines), {"files": files}
