@@ -21,6 +21,7 @@ import threading
 import time
 
 import psycopg
+from psycopg import sql
 
 from bench import common
 from coldcopy.maintenance import Maintenance
@@ -77,7 +78,7 @@ def targeted_weekly(dsn: str) -> dict:
         m = Maintenance(conn)
         full, reported = m.full_vacuum_plan()
         targets = m.invalid_leftovers() + m.reindex_plan() + full + m.stale_statistics()
-        outcomes = [m.run(t) for t in targets]
+        outcomes = [m.run(t).outcome for t in targets]
         for target in reported:
             m.report(target)
     return {"actions": len(targets), "skipped": outcomes.count("skipped"),
@@ -87,7 +88,7 @@ def targeted_weekly(dsn: str) -> dict:
 def blanket_weekly(dsn: str) -> dict:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM FULL")
-        conn.execute(f'REINDEX DATABASE "{conn.info.dbname}"')
+        conn.execute(sql.SQL("REINDEX DATABASE {}").format(sql.Identifier(conn.info.dbname)))
     return {}
 
 

@@ -84,6 +84,17 @@ class Target:
     reason: str
 
 
+@dataclass(frozen=True)
+class Done:
+    """What :meth:`Maintenance.run` did: ``outcome`` (``done`` / ``skipped``, the mapped task's XCom), why,
+    the relation's total size before and after (None when not measured) and how long it took."""
+    outcome: str
+    detail: str
+    before: int | None
+    after: int | None
+    seconds: float
+
+
 class Maintenance:
     """Maintenance on one autocommit connection.
 
@@ -157,8 +168,8 @@ class Maintenance:
     def size_of(self, relation: str) -> int:
         return self.conn.execute("SELECT pg_total_relation_size(%s::regclass)", (relation,)).fetchone()[0]
 
-    def run(self, target: Target) -> str:
-        """Carry out one action; returns its outcome (``done`` / ``skipped``) after logging it."""
+    def run(self, target: Target) -> Done:
+        """Carry out one action; returns what it did after logging and recording it."""
         statement = {
             "vacuum": "VACUUM (ANALYZE) {}",
             "vacuum_freeze": "VACUUM (FREEZE, ANALYZE) {}",
@@ -196,9 +207,7 @@ class Maintenance:
             self._drop_ccnew_of(schema, name)
         after = self.size_of(target.name) if outcome == "done" and before is not None else None
         self.record(target.action, target.name, started_at, started, outcome, detail, before, after)
-        self.last = {"outcome": outcome, "detail": detail, "before": before, "after": after,
-                     "seconds": time.monotonic() - started}
-        return outcome
+        return Done(outcome, detail, before, after, time.monotonic() - started)
 
     def _drop_ccnew_of(self, schema: str, name: str) -> None:
         """A failed ``REINDEX … CONCURRENTLY`` leaves an INVALID ``<index>_ccnew`` that every write still

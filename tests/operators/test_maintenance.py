@@ -82,7 +82,7 @@ def test_reindex_concurrently_picks_bloated_indexes_only(generated_db):
         assert "public.bloat_probe_n_idx" in {t.name for t in plan}
         assert len(plan) <= 5
         before = m.size_of("public.bloat_probe_n_idx")
-        assert m.run(next(t for t in plan if t.name == "public.bloat_probe_n_idx")) == "done"
+        assert m.run(next(t for t in plan if t.name == "public.bloat_probe_n_idx")).outcome == "done"
         assert m.size_of("public.bloat_probe_n_idx") < before / 2
         assert "public.bloat_probe_n_idx" not in {t.name for t in m.reindex_plan()}  # cooldown
 
@@ -96,7 +96,7 @@ def test_invalid_ccnew_leftover_is_dropped(generated_db):
         m = Maintenance(conn)
         [leftover] = m.invalid_leftovers()
         assert leftover.name == "public.dupes_v_idx_ccnew"
-        assert m.run(leftover) == "done"
+        assert m.run(leftover).outcome == "done"
         assert conn.execute("SELECT to_regclass('public.dupes_v_idx_ccnew')").fetchone()[0] is None
 
 
@@ -106,9 +106,9 @@ def test_a_locked_table_is_skipped_and_the_rest_maintained(generated_db):
         blocker.execute("LOCK TABLE public.bloat_probe IN SHARE UPDATE EXCLUSIVE MODE")  # as a running VACUUM does
         m = Maintenance(conn, lock_retry=FAST)
         started = time.monotonic()
-        assert m.run(Target("public.bloat_probe", "vacuum", "test")) == "skipped"
+        assert m.run(Target("public.bloat_probe", "vacuum", "test")).outcome == "skipped"
         assert time.monotonic() - started < 3
-        assert m.run(Target("public.leads", "vacuum", "test")) == "done"
+        assert m.run(Target("public.leads", "vacuum", "test")).outcome == "done"
     skipped = [r for r in log_rows(generated_db) if r[1] == "public.bloat_probe"]
     assert skipped[-1][2] == "skipped" and "stayed locked" in skipped[-1][5]
 
@@ -157,7 +157,8 @@ def test_vacuum_full_never_waits_over_1_s_for_its_lock(generated_db):
     with psycopg.connect(generated_db) as blocker, psycopg.connect(generated_db, autocommit=True) as conn:
         blocker.execute("SELECT count(*) FROM public.bloat_probe")  # ACCESS SHARE, as any reader
         started = time.monotonic()
-        outcome = Maintenance(conn, lock_retry=growing).run(Target("public.bloat_probe", "vacuum_full", "test"))
+        done = Maintenance(conn, lock_retry=growing).run(Target("public.bloat_probe", "vacuum_full", "test"))
+        outcome = done.outcome
         assert outcome == "skipped" and time.monotonic() - started < 2.5  # 2 attempts of 1 s, not 1 s + 2 s
 
 

@@ -84,12 +84,11 @@ class MaintainOperator(BaseMaintenanceOperator):
         from coldcopy.maintenance import Target
 
         with self.maintenance(context) as m:
-            outcome = m.run(target := Target(**self.target))
-        last = m.last
-        sizes = (f"; {size(last['before'])} → {size(last['after'])}" if last["after"] is not None else "")
-        self.say(context, f"{target.action} {target.name}: {outcome} in {duration(last['seconds'])}{sizes}" +
-                 (f" ({last['detail']})" if outcome != "done" else ""))
-        return outcome
+            done = m.run(target := Target(**self.target))
+        sizes = f"; {size(done.before)} → {size(done.after)}" if done.after is not None else ""
+        self.say(context, f"{target.action} {target.name}: {done.outcome} in {duration(done.seconds)}{sizes}" +
+                 (f" ({done.detail})" if done.outcome != "done" else ""))
+        return done.outcome
 
 
 class PurgeCacheOperator(BaseMaintenanceOperator):
