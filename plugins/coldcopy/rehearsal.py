@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 from psycopg import sql
 
+from coldcopy import catalog
+
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "coldcopy-rehearsal"
@@ -158,7 +160,7 @@ def rehearse(scratch_dsn: str, migrations, *, hot: set[str] = frozenset(), lock_
             for relation, node in after.items():
                 if relation in before and before[relation] != node:
                     result.rewritten[relation] = probe.execute(
-                        sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(relation))).fetchone()[0]  # catalog, quoted
+                        sql.SQL("SELECT count(*) FROM {}").format(catalog.relation(probe, relation))).fetchone()[0]
             result.wal_bytes = int(probe.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (wal_before,)
                                                  ).fetchone()[0])
             result.hot_blocked = sorted({lock.relation for lock in result.locks

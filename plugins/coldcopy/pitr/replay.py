@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from coldcopy.catalog import UnknownRelation, relation_parts
+from coldcopy.catalog import UnknownRelation, relation, relation_parts
 from coldcopy.pitr import markers
 from coldcopy.pitr.bulk import NetEffect
 
@@ -276,7 +276,7 @@ class Replayer:
         moved = {}
         for sequence, table, column in owned:
             top = self.conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
-                sql.Identifier(column), sql.SQL(table))).fetchone()[0]  # regclass text: quoted by PostgreSQL
+                sql.Identifier(column), relation(self.conn, table))).fetchone()[0]
             if top is not None:
                 self.conn.execute("SELECT setval(%s::regclass, %s)", (sequence, top))
                 moved[sequence] = int(top)

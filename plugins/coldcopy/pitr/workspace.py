@@ -16,6 +16,8 @@ import uuid
 import psycopg
 from psycopg import sql
 
+from coldcopy import catalog
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -73,7 +75,7 @@ def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
         ).fetchall()
         if referring:
             users = sql.SQL(" UNION ").join(
-                sql.SQL("SELECT {} FROM {}").format(sql.Identifier(column), sql.SQL(table))  # regclass text
+                sql.SQL("SELECT {} FROM {}").format(sql.Identifier(column), catalog.relation(conn, table))
                 for table, column in referring)
             conn.execute(sql.SQL("DELETE FROM public.users WHERE id NOT IN (SELECT * FROM ({}) u "
                                  "WHERE u IS NOT NULL)").format(users))
