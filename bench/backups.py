@@ -4,7 +4,8 @@
    multipart upload to a local S3 endpoint in its own process, manifest) vs the physical limit
    ``pg_dump -Fc -Z0 --no-sync -f /dev/null`` (reading and serializing the data, nothing else) vs the
    runbook's ``pg_dump -Fc -f backup.dump``, alternating which goes first, ``--runs`` each at ``--scale``;
-   object size vs the runbook's dump;
+   object size vs the runbook's dump; the machine's bound counting cores (:func:`core_bound`) from these same
+   runs;
 2. what each stage adds: the pipeline built up one stage at a time into /dev/null, and variants of the
    backup (zstd level and threads), each alternating with the default;
 3. the backup, the physical limit and the runbook at each of ``--scales``, with the peak resident memory of
@@ -124,14 +125,16 @@ def threads_and_levels(dsn: str, endpoint: str, runs: int) -> dict:
 
 
 def _backend_cpu_s(dsn: str, done: threading.Event, out: list) -> None:
-    """CPU seconds of pg_dump's backend (``/proc/<pid>/stat``: the server is local), read until ``done``."""
+    """CPU seconds of pg_dump's backend (``/proc/<pid>/stat``: the server is local), read until ``done``: a bare
+    ``pg_dump``'s, or the backup's (``coldcopy:pg_dump:…``, :func:`coldcopy.sessions.client_application_name`)."""
     ticks = os.sysconf("SC_CLK_TCK")
     with psycopg.connect(dsn, autocommit=True) as conn:
         pid, last = None, 0.0
         while not done.is_set():
             if pid is None:
-                row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_dump' "
-                                   "AND datname = current_database()").fetchone()
+                row = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE (application_name = 'pg_dump' OR application_name "
+                    "LIKE 'coldcopy:pg\\_dump:%') AND datname = current_database()").fetchone()
                 pid = row[0] if row else None
             if pid is not None:
                 try:
@@ -143,39 +146,30 @@ def _backend_cpu_s(dsn: str, done: threading.Event, out: list) -> None:
         out.append(last)
 
 
-def measured_pipeline(dsn: str, command: str) -> dict:
-    """Wall time and CPU seconds (the shell's children: pg_dump, zstd, gpg; plus pg_dump's backend) of one
-    pipeline into /dev/null."""
+def measured(dsn: str, call):
+    """``call()``'s result and the CPU seconds of the processes it ran (its waited-for children: pg_dump, zstd,
+    gpg, from ``getrusage``) plus pg_dump's backend's."""
     done, backend = threading.Event(), []
     sampler = threading.Thread(target=_backend_cpu_s, args=(dsn, done, backend))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler.start()
     try:
-        seconds = shell(command)
+        result = call()
     finally:
         done.set()
         sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     children = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": seconds, "cpu_s": children + (backend[0] if backend else 0.0)}
+    return result, children + (backend[0] if backend else 0.0)
 
 
-def core_bound(dsn: str, runs: int, threads: int) -> dict:
-    """The machine's bound for dump + compress + encrypt: max(wall time of the dump alone, CPU seconds of pg_dump,
-    its backend, zstd and gpg ÷ cores), both measured in the same alternating runs."""
-    gpg = ("gpg --batch --quiet --no-tty --pinentry-mode loopback --symmetric --cipher-algo AES256 "
-           "--compress-algo none --passphrase bench -o -")
-    dump = f"{pg_dump(dsn)} -Fc -Z0 -d '{dsn}'"
-    alone, full = [], []
-    common.alternating(runs, {
-        "dump alone": lambda: alone.append(measured_pipeline(dsn, f"{dump} > /dev/null")) or alone[-1]["wall_s"],
-        "dump | zstd | gpg": lambda: full.append(measured_pipeline(
-            dsn, f"{dump} | zstd -q -1 -T{threads} -c | {gpg} > /dev/null")) or full[-1]["wall_s"]})
-    wall_alone = statistics.median(r["wall_s"] for r in alone)
-    cpu = statistics.median(r["cpu_s"] for r in full)
-    return {"dump_alone_wall_s": round(wall_alone, 2), "pipeline_cpu_s": round(cpu, 2), "cores": CORES,
-            "pipeline_wall_s": round(statistics.median(r["wall_s"] for r in full), 2),
-            "bound_s": round(max(wall_alone, cpu / CORES), 2)}
+def core_bound(physical_limit_s: list[float], backup_cpu_s: list[float]) -> dict:
+    """The machine's bound for dump + compress + encrypt: max(wall time of the dump alone, CPU seconds of
+    pg_dump, its backend, zstd and gpg ÷ cores), medians of the very runs it is compared with: the physical
+    limit's, alternating with the backup, and the backup's own processes."""
+    wall, cpu = statistics.median(physical_limit_s), statistics.median(backup_cpu_s)
+    return {"dump_alone_wall_s": round(wall, 2), "backup_cpu_s": round(cpu, 2), "cores": CORES,
+            "bound_s": round(max(wall, cpu / CORES), 2)}
 
 
 def variants(dsn: str, endpoint: str, runs: int) -> dict:
@@ -185,12 +179,13 @@ def variants(dsn: str, endpoint: str, runs: int) -> dict:
 
 def three_way(dsn: str, endpoint: str, runs: int) -> dict:
     backup_once(dsn, endpoint)  # warm-up, untimed: caches and the S3 server settle
-    objects, dumps, shares = [], [], []
+    objects, dumps, shares, cpu = [], [], [], []
 
     def ours() -> float:
         shares.append({})
-        seconds, size = backup_once(dsn, endpoint, timings=shares[-1])
+        (seconds, size), cpu_s = measured(dsn, lambda: backup_once(dsn, endpoint, timings=shares[-1]))
         objects.append(size)
+        cpu.append(cpu_s)
         return seconds
 
     times = common.alternating(runs, {"backup": ours, "physical_limit": lambda: physical_limit(dsn),
@@ -198,13 +193,15 @@ def three_way(dsn: str, endpoint: str, runs: int) -> dict:
     spreads = {name: common.spread(values) for name, values in times.items()}
     median = {name: s["median"] for name, s in spreads.items()}
     own = common.spread([t["until_parts_stored_s"] for t in shares])
-    return {**{f"{name}_s": s for name, s in spreads.items()},
-            "backup_until_parts_stored_s": own,
-            "endpoint_completion_s": common.spread([t["completion_s"] for t in shares]),
-            "ratio_to_physical_limit": round(median["backup"] / median["physical_limit"], 2),
-            "own_ratio_to_physical_limit": round(own["median"] / median["physical_limit"], 2),
-            "ratio_to_runbook": round(median["backup"] / median["runbook"], 2),
-            "object_mb": round(objects[-1] / 2**20, 1), "runbook_dump_mb": round(dumps[-1] / 2**20, 1)}
+    figure = {**{f"{name}_s": s for name, s in spreads.items()},
+              "backup_until_parts_stored_s": own,
+              "endpoint_completion_s": common.spread([t["completion_s"] for t in shares]),
+              "ratio_to_physical_limit": round(median["backup"] / median["physical_limit"], 2),
+              "own_ratio_to_physical_limit": round(own["median"] / median["physical_limit"], 2),
+              "ratio_to_runbook": round(median["backup"] / median["runbook"], 2),
+              "object_mb": round(objects[-1] / 2**20, 1), "runbook_dump_mb": round(dumps[-1] / 2**20, 1),
+              "core_bound": core_bound(times["physical_limit"], cpu)}
+    return {**figure, **ratios_to_core_bound(figure)}
 
 
 def ratios_to_core_bound(figure: dict) -> dict:
@@ -248,8 +245,6 @@ def main() -> None:
             main_figure = {"database_mb": database_mb(dsn), **three_way(dsn, endpoint, args.runs)}
             by_stage = stages(dsn, args.runs)
             by_variant = variants(dsn, endpoint, args.runs)
-            main_figure["core_bound"] = core_bound(dsn, args.runs, CORES)
-            main_figure.update(ratios_to_core_bound(main_figure))
             backups = runner(dsn, endpoint)
             verification = backups.verify(backups.resolve("latest")[0], local_env.database_dsn(server, "postgres"))
         growth = {scale: growth_at(server, endpoint, scale, args.growth_runs) for scale in scales}
@@ -270,9 +265,7 @@ def growth_at(server: str, endpoint: str, scale: int, runs: int) -> dict:
         info = common.template_info(server, scale)
         figure = {"email_events": info["counts"]["email_events"], "generate_s": info["generate_s"],
                   "database_mb": database_mb(dsn), "peak_rss_mb": peak, **three_way(dsn, endpoint, runs),
-                  "threads_and_levels": threads_and_levels(dsn, endpoint, runs),
-                  "core_bound": core_bound(dsn, runs, CORES)}
-    figure.update(ratios_to_core_bound(figure))
+                  "threads_and_levels": threads_and_levels(dsn, endpoint, runs)}
     return figure
 
 
@@ -302,9 +295,10 @@ def table(results: dict) -> str:
         f"| = backup end to end, manifest included | {mmm(e2e['backup_s'])} | {e2e['ratio_to_physical_limit']}× | "
         f"{e2e['ratio_to_core_bound']}× |",
         f"| physical limit: `pg_dump -Fc -Z0 --no-sync -f /dev/null` | {mmm(e2e['physical_limit_s'])} | | |",
-        f"| the machine's bound, counting cores: max(dump alone {e2e['core_bound']['dump_alone_wall_s']:.2f} s, CPU "
-        f"of pg_dump + backend + zstd + gpg {e2e['core_bound']['pipeline_cpu_s']:.2f} s ÷ {e2e['core_bound']['cores']}"
-        f" cores) | {e2e['core_bound']['bound_s']:.2f} s | | |",
+        f"| the machine's bound, counting cores: max(dump alone {e2e['core_bound']['dump_alone_wall_s']:.2f} s (the "
+        f"physical limit's median), CPU of the backup's pg_dump + backend + zstd + gpg "
+        f"{e2e['core_bound']['backup_cpu_s']:.2f} s ÷ {e2e['core_bound']['cores']} cores) | "
+        f"{e2e['core_bound']['bound_s']:.2f} s | | |",
         f"| runbook: `pg_dump -Fc -f backup.dump` | {mmm(e2e['runbook_s'])} | backup end to end: "
         f"**{e2e['ratio_to_runbook']}×** of it (goal ≤ 0.6×) | |",
         f"| size: our object vs the runbook's dump | {e2e['object_mb']} MB vs {e2e['runbook_dump_mb']} MB | "
