@@ -59,8 +59,8 @@ def test_mapped_archives_spread_over_both_workers_within_the_heavy_pool(celery_l
     def hand_over_once_worker_a_archives(run: dict) -> None:
         if not switched and any(ti["state"] == "running" and ti["hostname"] == "worker-a"
                                 for ti in archive_tis(live, api, run["dag_run_id"])):
+            live.stack.consume("worker-a", on=False)  # first: for a moment nobody takes a task, never both
             live.stack.consume("worker-b", on=True)
-            live.stack.consume("worker-a", on=False)
             switched.append(time.monotonic())
 
     live.stack.consume("worker-b", on=False)
@@ -177,8 +177,8 @@ def test_a_backfill_spread_over_both_workers_costs_one_refresh(celery_live, cele
                 "run_type": "backfill", "limit": 100}).json()["dag_runs"]) < 2:
             assert time.monotonic() < deadline, "no two backfill runs done on worker-a within 120 s"
             time.sleep(0.5)
-        live.stack.consume("worker-b", on=True)
         live.stack.consume("worker-a", on=False)
+        live.stack.consume("worker-b", on=True)
         runs = wait_backfill(live, api, dag_id)
     finally:
         live.set_paused(api, dag_id, True)
