@@ -100,6 +100,7 @@ def main() -> None:
     if only:
         return
     results = {name: {"wall_s": statistics.median(r["wall_s"] for r in rounds),
+                      "wall_s_spread": common.spread([r["wall_s"] for r in rounds]),
                       "tasks_per_min": statistics.median(r["tasks_per_min"] for r in rounds), "last": rounds[-1]}
                for name, rounds in collected.items()}
     common.write_results("executors", {"scale": args.scale, "rounds": args.rounds, "dag": DAG_ID,
@@ -111,14 +112,21 @@ def main() -> None:
 
 def table(results: dict) -> str:
     s = results["settings"]
+
+    def wall(r: dict) -> str:
+        spread = r.get("wall_s_spread")
+        return f"{r['wall_s']:.1f} s" + (f" ({spread['min']:.1f}–{spread['max']:.1f})" if spread and
+                                         spread["runs"] > 1 else "")
+
     return "\n".join([
         f"`{s['dag']}` at scale {s['scale']} ({s['email_events']:,} email_events), {results['machine']['cores']} "
         f"cores, four task slots in every setting and the heavy pool of 2; {s['rounds']} round(s), alternating "
         "which setting goes first; wall time from the run's queue time to its end:",
         "",
-        "| executor | tasks (archives) | wall time | tasks per minute | sum of task durations | hosts |",
+        "| executor | tasks (archives) | wall time, median (min–max) | tasks per minute, median | "
+        "sum of task durations (last round) | hosts |",
         "|---|---|---|---|---|---|",
-        *[f"| {name} | {r['last']['tasks']} ({r['last']['archives']}) | {r['wall_s']:.1f} s | "
+        *[f"| {name} | {r['last']['tasks']} ({r['last']['archives']}) | {wall(r)} | "
           f"**{r['tasks_per_min']:.1f}** | {r['last']['task_s_sum']:.1f} s | {', '.join(r['last']['hosts'])} |"
           for name, r in results["by_setting"].items()],
     ])
