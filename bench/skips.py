@@ -7,11 +7,12 @@ Where the 5 s went: the task process sends its SKIPPED state as a message to its
 sockets until each is closed, checks once whether the process has exited, and otherwise ``select``s again — on
 no socket at all, for up to ``min_heartbeat_interval`` (airflow/sdk/execution_time/supervisor.py
 ``_monitor_subprocess``). Measured with that loop instrumented (``/proc/<pid>/status`` sampled every 0.5 ms):
-the task process is still in the kernel's exit for 0.8–2.5 ms after its last socket closed, and when the check
-falls in that window the task — and its pool slot — stays "running" for the whole interval. Two tasks ending at
-once on two cores (the refresh DAG's two views) fall in it about half the time; a lone task rarely. The minimal
-DAG outside the project (``probe_skip``: two tasks that skip, no ColdCopy code) shows the same. The setting
-bounds it; its cost is a heartbeat API call per running task per second at most.
+the task process is still running when its last socket closes and becomes a zombie 0.8–2.5 ms later; when the
+check falls in that window the task — and its pool slot — stays "running" for the whole interval. Two tasks
+ending at once on two cores (the refresh DAG's two views) fall in it about half the time; a lone task rarely.
+The minimal DAG (``probe_skip``: two tasks that skip, no ColdCopy code in it; the stack loads the project's
+plugins as always) shows the same. The setting bounds it; its cost is a heartbeat API call per running task
+per second at most.
 
 Per setting: a stack of its own (metadata in a throwaway database, the project's DAGs and plugins, coldcopy_db a
 scale-1 generated database); ``--probes`` manual runs of the minimal ``probe_skip`` DAG and of
