@@ -220,11 +220,21 @@ def test_partition_helpers_use_utc_months_whatever_the_session_time_zone(migrate
         [(start,)] = conn.execute(
             "SELECT app.month_start_utc('2026-03-01 00:00+00', 1) AT TIME ZONE 'UTC'").fetchall()
         assert start == datetime(2026, 4, 1)
-        created = conn.execute(
-            "SELECT * FROM app.ensure_email_events_partitions(0, 6, now() + interval '3 months')").fetchall()
-        assert len(created) == 6  # three already existed
-        assert conn.execute("SELECT * FROM app.ensure_email_events_partitions(0, 6, now() + interval '3 months')"
-                            ).fetchall() == []
+        # The reference: 00:00 UTC on the 1st of the UTC month 3 ahead, which is the evening before, the month
+        # before, in New York. (It was now() + interval '3 months', added in the session's time zone: an evening
+        # in New York at the end of November landed on 1 March UTC, one month further than the test expected.)
+        ref, local_month = conn.execute(
+            "SELECT r, extract(month FROM r)::int FROM app.month_start_utc(now(), 3) r").fetchone()
+        ref_utc = ref.astimezone(UTC)
+        assert local_month != ref_utc.month  # the edge a session-time-zone month would fall off
+        wanted = []
+        for offset in range(7):
+            year, month = divmod(ref_utc.year * 12 + ref_utc.month - 1 + offset, 12)
+            wanted.append(f"email_events_{year:04d}_{month + 1:02d}")
+        existing = {name for (name,) in conn.execute("SELECT name FROM app.email_events_partitions")}
+        created = conn.execute("SELECT * FROM app.ensure_email_events_partitions(0, 6, %s)", (ref,)).fetchall()
+        assert [name for (name,) in created] == [name for name in wanted if name not in existing]
+        assert conn.execute("SELECT * FROM app.ensure_email_events_partitions(0, 6, %s)", (ref,)).fetchall() == []
 
 
 def test_materialized_views_refresh_concurrently(two_workspaces):
