@@ -9,6 +9,8 @@ from datetime import timedelta
 import psycopg
 from pydantic import BaseModel, ConfigDict
 
+from coldcopy import catalog
+
 log = logging.getLogger(__name__)
 
 
@@ -124,8 +126,6 @@ class Context:
         return [r["value"] for r in rows]
 
     def has_table(self, name: str) -> bool:
-        from coldcopy import catalog
-
         return catalog.exists(self.conn, name)
 
     def server_kind(self) -> str:

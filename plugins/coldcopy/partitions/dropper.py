@@ -14,6 +14,8 @@ from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ArchiveError, Partition
 from coldcopy.pitr import markers
 
+DROP_GRACE = timedelta(days=PARTITION_DROP_GRACE_DAYS)
+
 log = logging.getLogger(__name__)
 
 
@@ -23,7 +25,7 @@ class Dropper:
 
     conn: psycopg.Connection
 
-    def drop_detached(self, bucket: Bucket, grace: timedelta = timedelta(days=PARTITION_DROP_GRACE_DAYS)) -> list[str]:
+    def drop_detached(self, bucket: Bucket, grace: timedelta = DROP_GRACE) -> list[str]:
         """Drop months detached longer than ``grace`` ago that are still detached and whose archive verifies."""
         due = self.conn.execute(
             "SELECT partition_name, object_key, sha256, byte_size, range_start, range_end "
@@ -60,7 +62,7 @@ class Dropper:
             dropped.append(name)
         return dropped
 
-    def next_drop(self, grace: timedelta = timedelta(days=PARTITION_DROP_GRACE_DAYS)) -> tuple[str, object] | None:
+    def next_drop(self, grace: timedelta = DROP_GRACE) -> tuple[str, object] | None:
         """``(month, when)`` of the next detached month to fall due for dropping, or None when none is detached."""
         return self.conn.execute(
             "SELECT partition_name, detached_at + %s FROM coldcopy_ops.partition_archive WHERE state = 'detached' "
