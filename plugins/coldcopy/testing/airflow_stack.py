@@ -139,7 +139,7 @@ class AirflowStack:
         })
         if self.executor == "CeleryExecutor":
             env.update({
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sqlalchemy_url(self.metadata_dsn).replace(
                     "postgresql+psycopg2", "postgresql"),
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
@@ -229,6 +229,11 @@ class AirflowStack:
         _signal_group(self.processes[name], signal.SIGKILL)
         self.processes.pop(name).wait()
 
+    @property
+    def broker_url(self) -> str:
+        """The Celery broker: the stack's redis-server."""
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
     def consume(self, name: str, on: bool) -> None:
         """Worker ``name`` takes tasks from the default queue (``on``) or stops taking new ones, finishing what
         it holds (Celery's ``add_consumer`` / ``cancel_consumer``: how a worker is drained). A broadcast through
@@ -237,7 +242,7 @@ class AirflowStack:
         :class:`StackError` unless the worker confirmed."""
         from celery import Celery
 
-        app = Celery(broker=f"redis://127.0.0.1:{self.redis_port}/0")
+        app = Celery(broker=self.broker_url)
         try:
             command = app.control.add_consumer if on else app.control.cancel_consumer
             replies = command(DEFAULT_QUEUE, reply=True, timeout=10,
