@@ -161,6 +161,22 @@ def backup_key(monkeypatch) -> str:
 
 
 @pytest.fixture
+def approvals(monkeypatch, backup_key):
+    """``approvals(dag_id, record)``: the XCom a run's ``approve`` gate leaves for ``record`` (sealed with the
+    test manifest key, bound to run ``manual__test``), with "alice" the only approver of both Variables."""
+    from coldcopy.operators import approval
+
+    for variable in ("COLDCOPY_MIGRATION_APPROVERS", "COLDCOPY_RESTORE_APPROVERS"):
+        monkeypatch.setenv(f"AIRFLOW_VAR_{variable}", '["alice"]')
+
+    def sealed(dag_id: str, record: dict, approvers_variable: str = "coldcopy_migration_approvers") -> dict:
+        record = {"by": "alice", "by_id": "alice", **record}
+        return approval.seal(FakeTaskInstance(dag_id=dag_id, task_id="approve"), record, approvers_variable)
+
+    return sealed
+
+
+@pytest.fixture
 def dpo(monkeypatch):
     """The ``coldcopy_dpo`` connection: a local webhook that receives GDPR export links and passphrases."""
     from coldcopy.testing.alert_sink import AlertSink

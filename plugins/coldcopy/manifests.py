@@ -25,7 +25,7 @@ ALGORITHM = "HMAC-SHA256"
 MANIFEST_KEY_CONN_ID = "coldcopy_manifest_key"
 MIN_SECRET_CHARS = 32
 _KEY_LABEL = b"coldcopy manifest signing key v2"
-TYPES = ("backup", "archive", "ledger", "retention_archive", "segment", "chain", "tip", "pruned")
+TYPES = ("backup", "archive", "ledger", "retention_archive", "segment", "chain", "tip", "pruned", "approval")
 
 
 class ManifestRejected(RuntimeError):

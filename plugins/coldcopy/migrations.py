@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -52,6 +52,14 @@ class Migration:
     version: int
     name: str
     path: Path
+    # The file's bytes once :meth:`loaded`: what is checked is then what is applied, whatever the disk says later.
+    content: bytes | None = field(default=None, compare=False, repr=False)
+
+    def loaded(self) -> Migration:
+        """This migration with its bytes read once: checksum, statements and the SQL applied all come from that
+        buffer (a file changed on disk between the approval check and the apply, across a lock wait, is not the
+        one that runs)."""
+        return self if self.content is not None else replace(self, content=self.path.read_bytes())
 
     @property
     def phase(self) -> int:
@@ -62,11 +70,12 @@ class Migration:
         return self.path.name
 
     def read(self) -> str:
-        return self.path.read_text(encoding="utf-8")
+        raw = self.content if self.content is not None else self.path.read_bytes()
+        return raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text() reads it
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return hashlib.sha256(self.content if self.content is not None else self.path.read_bytes()).hexdigest()
 
     @property
     def transactional(self) -> bool:

@@ -210,17 +210,18 @@ def test_verification_runs_on_the_verify_connection_and_transient_failures_are_r
         operator.execute({"ti": None, "params": {}})
 
 
-def approved_context(backup: str) -> dict:
+def approved_context(approvals, backup: str) -> dict:
     """A task context whose run's ``approve`` gate answered *restore* to ``backup`` (the live gate is tested in
     tests/e2e: here only what the restore does with its answer)."""
 
-    decision = {"decision": "restore", "by": "alice", "request": {"backup": backup}}
+    decision = approvals("restore_from_spaces", {"decision": "restore", "request": {"backup": backup}},
+                         "coldcopy_restore_approvers")
     return {"ti": FakeTaskInstance(dag_id="restore_from_spaces", task_id="restore", xcoms={"approve": decision}),
             "params": {}}
 
 
 def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db, spaces, backup_key,
-                                                                   coldcopy_conn, new_database):
+                                                                   coldcopy_conn, new_database, approvals):
     from coldcopy.operators.restore import RestoreFromSpacesOperator
 
     coldcopy_conn(generated_db)
@@ -230,9 +231,10 @@ def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db
         RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute({})
     with pytest.raises(AirflowFailException, match="the approval was for backups/other"):
         RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute(
-            approved_context("backups/other.dump.zst.gpg"))
+            approved_context(approvals, "backups/other.dump.zst.gpg"))
     with pytest.raises(AirflowFailException, match="has [0-9]+ tables: a whole-database restore goes into an empty"):
-        RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute(approved_context(key))
+        RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute(
+            approved_context(approvals, key))
     # The question put to the approvers (the live gate itself: tests/e2e/test_live_approval.py).
     from coldcopy.operators.restore import RestoreApprovalOperator
 

@@ -100,7 +100,8 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
     with AlertSink() as sink:
         stack = AirflowStack(
             ROOT / ".airflow-e2e" / suffix, metadata, port=free_port(), dags_folder=dags,
-            users={"approver": "admin", "intruder": "admin"},  # HITL: one assigned, one not (both may edit)
+            # HITL: one assigned, one not (both may edit); mallory, a plain user, may write XCom and set states
+            users={"approver": "admin", "intruder": "admin", "mallory": "user"},
             extra_env={"AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2"},  # the HITL timeout sweep too
             connections={
                 "coldcopy_db": local_env.airflow_connection(local_env.database_dsn(admin_dsn, target)),

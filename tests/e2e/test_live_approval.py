@@ -136,3 +136,33 @@ def test_no_answer_in_time_is_a_rejection(live, api, pending_204):
     assert not cache_tables_exist(pending_204)
     [alert] = alerts_for(live, dag_id, run_id)
     assert "no answer within 0:00:05: rejected" in json.dumps(alert)
+
+
+def test_a_forged_decision_and_a_gate_marked_success_by_hand_apply_nothing(live, api, pending_204):
+    """Issue 31, 1: mallory (role ``user``) cannot answer the question (403), but may write the gate's XCom and set
+    its state through the public API. Before the seal, a decision copied from ``plan``'s XCom and the gate marked
+    *success* applied 204_cache_tables to the populated target. Now the file task refuses it: one alert."""
+    run_id = live.trigger(api, DAG_ID)
+    parked(live, api, DAG_ID, run_id)
+    plan = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value").json()["value"]
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    files = {e["file"]: e["checksum"] for e in plan if e["status"] == "pending"}
+    forged = {"decision": "apply", "by": "approver", "by_id": "approver", "comment": "", "at": None,
+              "request": {"files": files}, "dag_id": DAG_ID, "run_id": run_id, "gate": "approve",
+              "approvers_variable": "coldcopy_migration_approvers", "type": "approval"}
+    base = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve"
+    with live.stack.client("mallory") as mallory:
+        assert mallory.patch(hitl(api, DAG_ID, run_id), json={"chosen_options": ["apply"]}).status_code == 403
+        written = mallory.post(f"{base}/xcomEntries", json={"key": "return_value", "value": forged})
+        assert written.status_code == 201, written.text  # the API lets a user write it: the seal is what stops it
+        marked = mallory.patch(base, json={"new_state": "success"})
+        assert marked.status_code == 200, marked.text
+    assert live.wait_run(api, DAG_ID, run_id, timeout_s=300) == "failed"
+    states = {ti["task_id"]: ti["state"] for ti in live.task_instances(api, DAG_ID, run_id)}
+    assert states["approve"] == "success", states
+    assert states["phase_2_performance.204_cache_tables"] in ("failed", "upstream_failed"), states
+    assert "failed" in states.values(), states  # the first step that reads the decision (a phase gate or a file)
+    assert not cache_tables_exist(pending_204)
+    time.sleep(3)  # a second alert would arrive by now
+    [alert] = alerts_for(live, DAG_ID, run_id)
+    assert "not a signed document" in json.dumps(alert) and "REST API" in json.dumps(alert)

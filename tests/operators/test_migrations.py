@@ -343,7 +343,7 @@ def test_phase_gate(empty_db, coldcopy_conn, airflow_db):
 
 
 def test_the_gate_asks_only_when_something_would_change_data_and_a_file_applies_only_when_approved(
-        tmp_path, generated_db, empty_db, coldcopy_conn):
+        tmp_path, generated_db, empty_db, coldcopy_conn, approvals):
     """The approval gate's own decision to ask (the live question and answers: tests/e2e/test_live_approval.py), and
     the file task's refusal without a decision to apply, or of bytes other than those shown."""
     directory = write(tmp_path / "m", {"150_more.sql": "CREATE TABLE public.more (id bigint PRIMARY KEY);\n",
@@ -357,7 +357,8 @@ def test_the_gate_asks_only_when_something_would_change_data_and_a_file_applies_
     assert "holds no data" in gate.not_needed({"params": {}})
 
     def TaskInstance(decision):  # noqa: N802 - reads as the class it stands for
-        return FakeTaskInstance(dag_id="coldcopy_migrations", task_id="m150", xcoms={"approve": decision})
+        sealed = approvals("coldcopy_migrations", decision) if decision else None
+        return FakeTaskInstance(dag_id="coldcopy_migrations", task_id="m150", xcoms={"approve": sealed})
 
     apply = ApplyMigrationOperator(task_id="m150", sql="150_more.sql", migrations_dir=directory)
     coldcopy_conn(generated_db)
@@ -381,7 +382,7 @@ def test_the_gate_asks_only_when_something_would_change_data_and_a_file_applies_
 
 
 def test_the_gate_puts_to_the_approver_the_files_its_body_shows_not_one_added_since_the_plan(
-        tmp_path, generated_db, coldcopy_conn):
+        tmp_path, generated_db, coldcopy_conn, approvals):
     """The body lists the plan task's pending files; the facts the apply step holds the files to are those same
     files with the plan's checksums. Before, the gate planned again: a file written between the plan and the
     question was in the facts (so applied once approved) without being in the body the approver read."""
@@ -397,7 +398,8 @@ def test_the_gate_puts_to_the_approver_the_files_its_body_shows_not_one_added_si
     assert facts == {"files": {"150_more.sql": discover_migrations(directory)[0].checksum}}
     apply = ApplyMigrationOperator(task_id="m160", sql="160_added_since.sql", migrations_dir=directory)
     approved = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="m160",
-                                xcoms={"approve": {"decision": "apply", "request": facts}})
+                                xcoms={"approve": approvals("coldcopy_migrations",
+                                                            {"decision": "apply", "request": facts})})
     with pytest.raises(AirflowFailException, match="not the file that was rehearsed and approved"):
         apply.execute({"ti": approved, "params": {}})
     assert not table_exists(generated_db, "public.sneaked")

@@ -13,9 +13,16 @@ over its live database.
 * :meth:`ApprovalGate.not_needed` lets a subclass pass without asking (dry run, nothing to do, empty target),
   saying why in the log and in XCom.
 
-The decision is the task's XCom (``{"decision", "by", "comment", "at", "request"}``, the request being the facts
-shown: files and checksums, the backup's key); the steps after the gate check it themselves (:func:`decision`),
-so a DAG that leaves the gate out cannot apply or restore anything, and nothing else than what was shown is.
+The decision is the task's XCom (``{"decision", "by", "by_id", "comment", "at", "request", "dag_id", "run_id",
+"gate", "approvers_variable"}``, the request being the facts shown: files and checksums, the backup's key),
+**sealed**: signed with ``coldcopy_manifest_key`` as a document of type ``approval`` (:func:`seal`). Airflow lets
+any ``user``-role account write a task's XCom and set its state through the REST API, so nothing in XCom proves
+who decided unless it is signed by a key no REST user holds; only the gate's own ``execute_complete`` (run on
+the worker with the triggerer's event, i.e. the HITL record the ``hitlDetails`` endpoint wrote for an assigned
+user) seals one. The steps after the gate check it themselves (:func:`decision`): the seal verifies, it was made
+for this DAG, run and gate, and the approver is still in the approvers Variable; a DAG that leaves the gate out,
+a decision forged or copied from another run, or a gate marked *success* by hand applies or restores nothing,
+and nothing else than what was shown is.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from airflow.sdk.exceptions import AirflowFailException
 APPROVAL_TASK_ID = "approve"
 REJECT = "reject"
 NOT_NEEDED = "not needed"
+ASKED = "asked"  # the sealed facts kept across the wait; never a decision
 DEFAULT_RESPONSE_TIMEOUT = timedelta(hours=24)
 
 
@@ -61,13 +69,62 @@ def approvers(variable: str) -> list[dict[str, str]]:
     return users
 
 
+SEAL_TYPE = "approval"
+
+
+def seal(ti, record: dict, approvers_variable: str, keys=None) -> dict:
+    """``record`` (decision, by, by_id, comment, at, request) bound to ``ti``'s DAG, run and gate and to the
+    approvers Variable, signed with the manifest key: the XCom value :func:`decision` accepts."""
+    from coldcopy import manifests
+
+    body = {**record, "dag_id": ti.dag_id, "run_id": ti.run_id, "gate": ti.task_id,
+            "approvers_variable": approvers_variable}
+    return json.loads(manifests.dump(body, keys or manifests.keyring(), type=SEAL_TYPE))
+
+
+def unseal(ti, value, task_id: str, *, what: str) -> dict:
+    """The sealed document ``value`` once its signature verifies and it is bound to ``ti``'s DAG and run and to
+    the gate ``task_id``. :raises AirflowFailException: it is not (forged, edited, copied from another run)."""
+    from coldcopy import manifests
+
+    where = f"the '{task_id}' {what} of run {ti.run_id}"
+    try:
+        document = manifests.load(json.dumps(value).encode(), manifests.keyring(), where=where, type=SEAL_TYPE)
+    except manifests.ManifestRejected as error:
+        raise AirflowFailException(f"{error} (not sealed by the gate: written by hand through the REST API?); "
+                                   "nothing is done on it") from None
+    bound = (document.get("dag_id"), document.get("run_id"), document.get("gate"))
+    if bound != (ti.dag_id, ti.run_id, task_id) or not isinstance(document.get("decision"), str):
+        raise AirflowFailException(f"{where} was sealed for {'/'.join(map(str, bound))}, not this run's gate "
+                                   "(copied from another run?); nothing is done on it")
+    return document
+
+
 def decision(context: Context, task_id: str = APPROVAL_TASK_ID) -> dict | None:
-    """The gate's decision in this run (its XCom), or None when there was no gate or it gave none."""
+    """The gate's decision in this run, or None when there was no gate or it gave none (no XCom: the gate left
+    out, or marked *success* by hand without running).
+
+    :raises AirflowFailException: a decision that is not the gate's own: unsealed or edited (written through the
+        REST API), sealed for another DAG, run or gate (copied), or by a user no longer in the approvers
+        Variable. Nothing is applied or restored on it.
+    """
     ti = context.get("ti") if hasattr(context, "get") else None
     if ti is None:
         return None
     value = ti.xcom_pull(task_ids=task_id)
-    return value if isinstance(value, dict) and isinstance(value.get("decision"), str) else None
+    if value is None:
+        return None
+    document = unseal(ti, value, task_id, what="decision")
+    if document["decision"] not in (NOT_NEEDED, ASKED):
+        allowed = {u["id"] for u in approvers(document.get("approvers_variable") or "")}
+        if document.get("by_id") not in allowed:
+            raise AirflowFailException(f"the '{task_id}' decision of run {ti.run_id}: {document.get('by')!r} is "
+                                       f"not (or no longer) one of the approvers in "
+                                       f"{document.get('approvers_variable')}; nothing is done on it")
+    elif document["decision"] == ASKED:
+        raise AirflowFailException(f"the '{task_id}' gate of run {ti.run_id} asked and was not answered (its state "
+                                   "set by hand?); nothing is done without an answer")
+    return document
 
 
 class ApprovalGate(HITLOperator):
@@ -106,10 +163,12 @@ class ApprovalGate(HITLOperator):
         reason = self.not_needed(context)
         if reason:
             self.say(context, f"no approval needed: {reason}")
-            return {"decision": NOT_NEEDED, "reason": reason}
+            return seal(context["ti"], {"decision": NOT_NEEDED, "reason": reason}, self.approvers_variable)
         self.assigned_users = approvers(self.approvers_variable)
         self.subject, self.body, facts = self.describe(context)
-        context["ti"].xcom_push(key="request", value=facts)  # kept across the wait (not cleared on resume)
+        # Kept across the wait (not cleared on resume), sealed: a REST user can write this XCom key too.
+        context["ti"].xcom_push(key="request", value=seal(context["ti"], {"decision": ASKED, "request": facts},
+                                                          self.approvers_variable))
         self.log.info("asking %s (answer within %s, else rejected):\n%s\n%s",
                       ", ".join(u["id"] for u in self.assigned_users), self.response_timeout, self.subject, self.body)
         return super().execute(context)
@@ -119,11 +178,15 @@ class ApprovalGate(HITLOperator):
             raise AirflowFailException(f"no answer within {self.response_timeout}: rejected; nothing was changed")
         result = super().execute_complete(context, event)
         chosen = result["chosen_options"][0]
-        by = (result.get("responded_by_user") or {}).get("name") or "?"
+        user = result.get("responded_by_user") or {}
+        by = user.get("name") or user.get("id") or "?"
         comment = ((result.get("params_input") or {}).get("comment") or "").strip()
         if chosen == REJECT:
             raise AirflowFailException(f"rejected by {by}{': ' + comment if comment else ''}; nothing was changed")
         at = result.get("responded_at")
         self.say(context, f"{by} chose {chosen!r}{f' ({comment})' if comment else ''}")
-        return {"decision": chosen, "by": by, "comment": comment, "at": at.isoformat() if at else None,
-                "request": context["ti"].xcom_pull(task_ids=self.task_id, key="request") or {}}
+        record = {"decision": chosen, "by": by, "by_id": user.get("id"), "comment": comment,
+                  "at": at.isoformat() if hasattr(at, "isoformat") else at,
+                  "request": unseal(context["ti"], context["ti"].xcom_pull(task_ids=self.task_id, key="request"),
+                                    self.task_id, what="question")["request"]}
+        return seal(context["ti"], record, self.approvers_variable)

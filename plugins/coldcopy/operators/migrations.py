@@ -163,7 +163,7 @@ class ApplyMigrationOperator(BaseMigrationOperator):
         by_name = {m.file_name: m for m in migrations}
         if self.file_name not in by_name:
             raise AirflowFailException(f"{self.file_name}: no such migration in {self.migrations_dir}")
-        migration = by_name[self.file_name]
+        migration = by_name[self.file_name].loaded()  # read once: the bytes checked are the bytes applied
         runner = self.runner()
         if self.dry_run(context):
             status = runner.plan([migration])[0].status
@@ -184,8 +184,7 @@ class ApplyMigrationOperator(BaseMigrationOperator):
         except LockRetriesExhausted:
             raise  # transient: Airflow's task retries try again later
 
-    @staticmethod
-    def check_approved(context: Context, migration: Migration, runner: MigrationRunner) -> None:
+    def check_approved(self, context: Context, migration: Migration, runner: MigrationRunner) -> None:
         """Apply nothing a person did not approve: the run's ``approve`` gate said *apply* (or *apply phase 1 only*
         for a phase-1 file), or that no approval was needed (an empty target); and a file the rehearsal ran must
         still be the bytes it ran (a file edited while the approval waited was never shown to anyone)."""
@@ -200,6 +199,10 @@ class ApplyMigrationOperator(BaseMigrationOperator):
         if choice == APPLY_PHASE_1 and migration.phase != 1:
             skip(context, f"{migration.file_name}: approved for phase 1 only")
         if choice == approval.NOT_NEEDED:
+            if held := self.holds_data():  # decided again now: the gate's answer may be stale (tasks cleared since)
+                raise AirflowFailException(
+                    f"{migration.file_name}: the gate found no data to protect ({decided.get('reason')}), and the "
+                    f"target now holds data ({', '.join(held[:3])}…): trigger a new run so a person approves it")
             return
         shown = (decided.get("request") or {}).get("files") or {}
         rehearsed = {f["file"]: f.get("checksum") for f in

@@ -102,8 +102,11 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         return result
 
     def is_live(self, target: str) -> bool:
-        """Whether ``target`` is the database of ``conn_id`` (the live one)."""
-        return target == self.hook().get_connection(self.conn_id).schema
+        """Whether ``target`` is the database of ``conn_id`` (the live one), as the server names it: a connection
+        without a database name connects to libpq's default (the login's name), which a comparison with the
+        connection's ``schema`` field alone took for "not live"."""
+        with self.hook().get_conn() as conn:
+            return target == conn.execute("SELECT current_database()").fetchone()[0]
 
     def chosen_backup(self, runner) -> tuple[str, dict]:
         """Object key and verified manifest of what this run restores: the base backup of ``as_of``'s recovery
@@ -282,7 +285,10 @@ class RestoreApprovalOperator(approval.ApprovalGate, RestoreFromSpacesOperator):
             f"**Backup:** `{key}`, taken {taken:%Y-%m-%d %H:%M:%S} UTC ({age} ago) from `{manifest['database']}` "
             f"({manifest['database_size_bytes'] / 2**20:,.0f} MB)"
             + (f", replayed to **{self.as_of}** from the change archive" if self.recovery else "") + ".",
-            f"**Tables:** {tables}" if tables else "**Whole database** (refused by the restore itself if the target "
-            "holds tables: it must have been recreated empty).", "",
+            f"**Tables:** {tables}" if tables else
+            f"**One workspace:** `{self.workspace_id}`" + (f", copied into schema `{self.target_schema}`"
+                                                            if self.target_schema else "")
+            if (self.workspace_id or "").strip() else "**Whole database** (refused by the restore itself if the "
+            "target holds tables: it must have been recreated empty).", "",
             "*restore*: go ahead. *reject* (or no answer within 24 h): nothing is restored; say why in the comment."])
         return f"Restore {key.rsplit('/', 1)[-1]} into the live database {target}?", body, {"backup": key}
