@@ -77,7 +77,7 @@ def test_every_connection_the_dags_use_is_set_and_parses(compose):
 
 
 def test_host_ports_do_not_collide(compose):
-    ports = [str(p).split(":")[0] for s in compose["services"].values() for p in s.get("ports", [])]
+    ports = [str(p).split(":")[-2] for s in compose["services"].values() for p in s.get("ports", [])]
     assert len(ports) == len(set(ports)), ports
 
 
@@ -104,3 +104,71 @@ def test_docker_compose_validates_it(tmp_path):
                               str(ROOT / "docker-compose.yaml"), "config", "-q"], capture_output=True, text=True,
                              env={"PATH": "/usr/bin:/bin"})
     assert missing.returncode != 0 and "set in .env" in missing.stderr  # an unset secret is refused
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory) -> dict:
+    """``docker-compose config`` of the file with every .env value set: what the engine would be given."""
+    env_file = tmp_path_factory.mktemp("compose") / ".env"
+    env_file.write_text("".join(f"{k}={v or 'placeholder-' + k.lower()}\n" for k, v in env_example().items()))
+    result = subprocess.run([shutil.which("docker-compose") or "docker-compose", "--env-file", str(env_file), "-f",
+                             str(ROOT / "docker-compose.yaml"), "config"], capture_output=True, text=True, check=True)
+    return yaml.safe_load(result.stdout)
+
+
+def test_the_broker_takes_a_password_and_only_airflow_reaches_it(resolved):
+    """Issue 31, 6: every queued Celery message carries a task's workload token, exchangeable for one that reads
+    every connection; before, redis had no password and every container of the compose network reached it."""
+    services = resolved["services"]
+    redis = services["redis"]
+    assert "requirepass" in " ".join(redis["command"]) and "placeholder-redis_password" not in " ".join(
+        redis["command"])  # the password comes from the environment, not argv
+    assert redis["environment"]["REDIS_PASSWORD"] == "placeholder-redis_password"
+    assert not redis.get("ports") and set(redis["networks"]) == {"broker"}
+    assert resolved["networks"]["broker"].get("internal") is True
+    on_broker = {name for name, s in services.items() if "broker" in (s.get("networks") or {})}
+    assert on_broker == {"redis"} | {name for name in services if name.startswith("airflow-")}, on_broker
+    for name in on_broker - {"redis"}:
+        assert services[name]["environment"]["AIRFLOW__CELERY__BROKER_URL"] == \
+            "redis://:placeholder-redis_password@redis:6379/0", name
+
+
+def test_nothing_but_the_ui_is_published_beyond_loopback(resolved):
+    """Issue 31, 10: Prometheus on 9090 of every interface served every figure the metrics token protects."""
+    for name, service in resolved["services"].items():
+        for port in service.get("ports") or []:
+            if isinstance(port, dict):  # the long form: only the authenticated Airflow UI
+                assert name == "airflow-apiserver" and port["target"] == 8080, (name, port)
+            else:
+                assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert {"prometheus", "grafana"} <= {n for n, s in resolved["services"].items() if s.get("ports")}
+    assert resolved["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("placeholder")
+
+
+def test_the_broker_as_configured_refuses_a_client_without_the_password(resolved, tmp_path):
+    """The compose redis command, run with Debian's redis-server (the same program): no password, no PING."""
+    import os
+    import time
+
+    from coldcopy.testing.local_env import free_port, port_in_use
+
+    command = resolved["services"]["redis"]["command"][0].replace("$$", "$").replace(
+        "/tmp/redis.conf", str(tmp_path / "redis.conf"))
+    port = free_port()
+    server = subprocess.Popen(["sh", "-c", f"{command} --port {port} --bind 127.0.0.1 --dir {tmp_path}"],
+                              env={"PATH": os.environ["PATH"], "REDIS_PASSWORD": "s3cret-broker"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not port_in_use(port):
+            assert time.monotonic() < deadline and server.poll() is None, "redis-server did not start"
+            time.sleep(0.05)
+        cli = ["redis-cli", "-p", str(port), "ping"]
+        anonymous = subprocess.run(cli, capture_output=True, text=True).stdout
+        assert "NOAUTH" in anonymous, anonymous
+        authed = subprocess.run(cli, capture_output=True, text=True, env={
+            "PATH": os.environ["PATH"], "REDISCLI_AUTH": "s3cret-broker"}).stdout
+        assert authed.strip() == "PONG"
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -19,6 +19,7 @@ import psycopg
 
 from coldcopy import manifests
 from coldcopy.pitr import chain as chains
+from coldcopy.pitr import markers
 from coldcopy.pitr.pgoutput import lsn_int
 from coldcopy.pitr.replay import Replayer, ReplayError, Snapshot
 
@@ -175,7 +176,7 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
                 if not snapshot.visible(transaction["xid"]):
                     archived.update((t, c["op"]) for c in transaction["changes"] for t in
                                     (c.get("tables") or [c.get("table")]) if c["op"] != "M" and
-                                    (tables is None or t in tables))
+                                    t != markers.TABLE and (tables is None or t in tables))
                 replayer.apply(transaction)
                 last = transaction["commit_time"]
             if done:
@@ -187,7 +188,7 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
     report = {**recovery.describe(), "transactions_replayed": replayer.transactions,
               "transactions_in_base_backup": replayer.skipped, "last_commit_replayed": last,
               "changes": {f"{t}:{op}": n for (t, op), n in sorted(replayer.applied.items())},
-              "markers": replayer.markers, "sequences_set": len(sequences),
+              "markers": replayer.markers, "foreign_markers": replayer.foreign, "sequences_set": len(sequences),
               "runs_applied_one_by_one": replayer.one_by_one}
     log.info("replayed %d transactions (%d already in the base backup) up to %s", replayer.transactions,
              replayer.skipped, last)

@@ -76,6 +76,7 @@ class Replayer:
         self.applied: Counter = Counter()  # (table, op) → changes applied
         self.transactions = self.skipped = 0
         self.markers: list[dict] = []
+        self.foreign: list[str] = []  # marker-like changes ColdCopy did not write (messages, malformed rows)
         self._tables: dict[str, _Table] = {}
         self._pending = 0
         self._quieted: list[sql.Identifier] = []  # tables whose user triggers this replay disabled
@@ -97,11 +98,16 @@ class Replayer:
             self.skipped += 1
             return
         for change in transaction["changes"]:
-            if change["op"] == "M":
-                if (marker := markers.parse(change)) is not None:
-                    self._marker(marker)
+            if change["op"] == "M" or change.get("table") == markers.TABLE:
+                try:
+                    if (marker := markers.parse(change)) is not None:
+                        self._marker(marker)
+                except markers.Foreign as error:  # never applied, never a crash: counted and reported
+                    self.foreign.append(f"xid {transaction['xid']}: {error}")
+                    log.warning("ignoring a foreign marker in xid %s: %s", transaction["xid"], error)
             elif change["op"] == "T":
-                names = [t for t in change["tables"] if self.tables is None or t in self.tables]
+                names = [t for t in change["tables"] if t != markers.TABLE and (self.tables is None or
+                                                                               t in self.tables)]
                 self._flush()
                 if names:
                     self.conn.execute(sql.SQL("TRUNCATE {}{}").format(

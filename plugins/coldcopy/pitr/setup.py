@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from coldcopy import ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
+from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,15 @@ class Setup:
         self.conn, self.publication, self.slot, self.lock_retry = conn, publication, slot, lock_retry
 
     def application_tables(self) -> list[tuple[str, str, bool]]:
-        """``(schema, table, has a replica identity)`` of every table of the schema, partitions excluded."""
+        """``(schema, table, has a replica identity)`` of every table of the schema, partitions excluded, and
+        the markers table (:mod:`coldcopy.pitr.markers`) when it exists."""
         return self.conn.execute(
             "SELECT n.nspname, c.relname, (c.relreplident = 'f' OR (c.relreplident IN ('d', 'i') AND EXISTS ("
             "  SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)))) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
-            "AND c.relpersistence = 'p' ORDER BY 2", (SCHEMA,)).fetchall()
+            "WHERE (n.nspname = %s OR c.oid = to_regclass(%s)) AND c.relkind IN ('r', 'p') "
+            "AND NOT c.relispartition AND c.relpersistence = 'p' ORDER BY n.nspname = %s, 2",
+            (SCHEMA, markers.TABLE, SCHEMA)).fetchall()
 
     def published(self) -> set[tuple[str, str]]:
         return set(self.conn.execute(
@@ -103,6 +107,7 @@ class Setup:
         plan = self.plan()
         if plan.problems:
             raise SetupError("; ".join(plan.problems))
+        ops_schema.ensure(self.conn, "change_markers")  # before the publication, which then covers it
         self.sync()
         created = None
         if create_slot and not self.slot_exists():

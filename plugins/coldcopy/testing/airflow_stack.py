@@ -86,6 +86,7 @@ class AirflowStack:
         self.worker_names = [f"worker-{chr(ord('a') + i)}" for i in range(workers)] if executor == "CeleryExecutor" \
             else []
         self.redis_port: int | None = None
+        self.redis_password: str | None = None
         self.processes: dict[str, subprocess.Popen] = {}
         self.url = f"http://127.0.0.1:{port}"
 
@@ -207,8 +208,16 @@ class AirflowStack:
             raise StackError("redis-server is missing: apt-get install redis-server (make system-deps)")
         self.redis_port = free_port()
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        self._spawn("redis", [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"], os.environ.copy())
+        # A password, as in docker-compose.yaml: every queued message carries a task's workload token. In a
+        # file only this user reads, not argv.
+        import secrets
+
+        self.redis_password = secrets.token_hex(16)
+        conf = self.home / "redis.conf"
+        conf.touch(mode=0o600)
+        conf.write_text(f"requirepass {self.redis_password}\n")
+        self._spawn("redis", [binary, str(conf), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save",
+                              "", "--appendonly", "no"], os.environ.copy())
         deadline = time.monotonic() + 20
         while not port_in_use(self.redis_port):
             if time.monotonic() > deadline or self.processes["redis"].poll() is not None:
@@ -231,8 +240,8 @@ class AirflowStack:
 
     @property
     def broker_url(self) -> str:
-        """The Celery broker: the stack's redis-server."""
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        """The Celery broker: the stack's redis-server, with its password."""
+        return f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0"
 
     def consume(self, name: str, on: bool) -> None:
         """Worker ``name`` takes tasks from the default queue (``on``) or stops taking new ones, finishing what
