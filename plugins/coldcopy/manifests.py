@@ -231,6 +231,7 @@ class ChainManifest(_Document):
 class ChainTip(_Document):
     chain: str
     seq: int  # the newest segment when the slot was last found drained
+    segment_hash: str | None = None  # segment_hash() of that segment: a tip is bound to its chain's segment
     end_lsn: str
     drained_at: str  # every commit up to this time is in segments ≤ seq
 

@@ -14,3 +14,9 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.change_archive (
   broken_reason text,
   updated_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The anchor outside the bucket (issue 31): the newest verified segment's hash, so a bucket whose newest
+-- segments were deleted (or replaced) is refused before the archive extends it; the refusal, for db_health.
+ALTER TABLE coldcopy_ops.change_archive ADD COLUMN IF NOT EXISTS segment_hash text;
+ALTER TABLE coldcopy_ops.change_archive ADD COLUMN IF NOT EXISTS anchor_problem text;
+ALTER TABLE coldcopy_ops.change_archive ADD COLUMN IF NOT EXISTS anchor_problem_at timestamptz;

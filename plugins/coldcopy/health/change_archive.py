@@ -20,6 +20,9 @@ def check_change_archive(c: Context) -> list[Result]:
                    f"recovery reaches {since:%Y-%m-%d %H:%M:%S} UTC at most until the next backup after the archive "
                    "restarts" if since else f"chain {state['chain']} broken: the slot is gone")
         return [Result("change_archive", "breach", summary, None, "", details)]
+    if state.get("anchor_problem"):  # the bucket holds less than the database recorded: the archiver refuses
+        return [Result("change_archive", "breach", f"the archive in the bucket differs from the database's record: "
+                       f"{state['anchor_problem']}", None, "", details)]
     retained = (state["retained_bytes"] or 0) / GB
     lag_min = (state["lag_s"] or 0) / 60 if state["drained_at"] else None
     by_wal = graded(retained, c.t.change_archive_retained_warn_gb, c.t.change_archive_retained_breach_gb)

@@ -115,7 +115,8 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
             from coldcopy.pitr import recovery
 
             try:
-                self.recovery = recovery.plan(runner, recovery.parse_as_of(self.as_of))
+                self.recovery = recovery.plan(runner, recovery.parse_as_of(self.as_of),
+                                              anchor=recovery.read_anchor(self.hook().dsn()))
             except recovery.RecoveryError as error:
                 raise AirflowFailException(str(error)) from error
             self.log.info("as of %s: base backup %s, then segments %s of chain %s", self.as_of,

@@ -117,7 +117,10 @@ class ChangeArchiver:
     def drain_once(self) -> Drained:
         """Archive everything the slot holds now (up to ``max_changes`` rows of output, whole transactions)."""
         with self.connect() as conn:
+            created = self._confirmed(conn) is None
             chain = self.current_chain(conn)
+            if not created:
+                self.check_anchor(conn, chain)
             confirmed = lsn_int(self._confirmed(conn))
             tip = chain.tip
             if tip and lsn_int(tip["end_lsn"]) > confirmed:  # archived, but the advance was lost: finish it
@@ -157,6 +160,40 @@ class ChangeArchiver:
             return Drained(manifest["seq"], manifest["transactions"], manifest["changes"], lsn_text(end_lsn), lag,
                            [(done_at - t.commit_time).total_seconds() for t in kept])
 
+    def check_anchor(self, conn, chain: chains.Chain) -> None:
+        """Refuse to extend ``chain`` unless the bucket holds at least what the database recorded as archived
+        (``coldcopy_ops.change_archive``: chain, newest segment and its hash). Someone who can only delete
+        objects could otherwise remove the newest segment, its manifest and the tip: the slot has moved past
+        those transactions, the next drain reused the number, linked to the segment before, and the chain
+        looked whole without them; deleting a whole newest chain made the archiver fall back to an older one
+        and extend it across the gap. The refusal is recorded for db_health and raised (the task alerts)."""
+        row = conn.execute("SELECT chain, seq, segment_hash FROM coldcopy_ops.change_archive WHERE slot = %s "
+                           "AND broken_at IS NULL", (self.slot,)).fetchone()
+        if row is None:
+            return
+        anchored_chain, anchored_seq, anchored_hash = row
+        problem = None
+        if anchored_chain != chain.name:
+            problem = (f"the database records chain {anchored_chain} at segment {anchored_seq}, and the bucket's "
+                       f"newest chain for slot {self.slot} is {chain.name} (chain {anchored_chain} deleted?)")
+        else:
+            held = {s["seq"]: s for s in chain.segments}
+            newest = max(held, default=(chain.pruned or {}).get("through_seq", 0))
+            if newest < anchored_seq:
+                problem = (f"chain {chain.name}: the database records segment {anchored_seq} as archived, and the "
+                           f"bucket's newest is {newest} (segments {newest + 1}..{anchored_seq} deleted?)")
+            elif anchored_hash and anchored_seq in held and chains.segment_hash(held[anchored_seq]) != anchored_hash:
+                problem = (f"chain {chain.name}: segment {anchored_seq} in the bucket is not the one the database "
+                           "recorded (replaced?)")
+        if problem is None:
+            return
+        conn.execute("UPDATE coldcopy_ops.change_archive SET anchor_problem = %s, anchor_problem_at = now() "
+                     "WHERE slot = %s", (problem, self.slot))
+        self._chain = None
+        raise chains.ChainError(f"refusing to extend the change archive: {problem}; the transactions in the gap "
+                                "are no longer in the slot: take a base backup now, then drop the slot "
+                                "(change_archive_setup starts a new chain)")
+
     def _progress(self, conn, chain: str, tip: dict | None, end_lsn: str, drained_at: datetime, *,
                   lag: float | None = None, force: bool = False) -> None:
         """Record that every commit before ``drained_at`` is in a verified segment: in the database (what
@@ -165,17 +202,19 @@ class ChangeArchiver:
         seq = tip["seq"] if tip else 0
         if drained_at is None:
             return
+        digest = chains.segment_hash(tip) if tip else None
         conn.execute(
-            "INSERT INTO coldcopy_ops.change_archive (slot, chain, seq, end_lsn, drained_at, last_lag_s) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (slot) DO UPDATE SET chain = EXCLUDED.chain, "
-            "seq = EXCLUDED.seq, end_lsn = EXCLUDED.end_lsn, drained_at = EXCLUDED.drained_at, "
+            "INSERT INTO coldcopy_ops.change_archive (slot, chain, seq, end_lsn, drained_at, last_lag_s, "
+            "segment_hash) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (slot) DO UPDATE SET "
+            "chain = EXCLUDED.chain, seq = EXCLUDED.seq, end_lsn = EXCLUDED.end_lsn, drained_at = EXCLUDED.drained_at, "
+            "segment_hash = EXCLUDED.segment_hash, anchor_problem = NULL, anchor_problem_at = NULL, "
             "last_lag_s = coalesce(EXCLUDED.last_lag_s, change_archive.last_lag_s), updated_at = now(), "
             "broken_at = CASE WHEN change_archive.chain = EXCLUDED.chain THEN change_archive.broken_at END, "
             "broken_reason = CASE WHEN change_archive.chain = EXCLUDED.chain THEN change_archive.broken_reason END",
-            (self.slot, chain, seq, end_lsn, drained_at, lag))
+            (self.slot, chain, seq, end_lsn, drained_at, lag, digest))
         if not force and time.monotonic() - self._tip_written < self.tip_every_s:
             return
-        document = {"chain": chain, "seq": tip["seq"] if tip else 0, "end_lsn": end_lsn,
+        document = {"chain": chain, "seq": tip["seq"] if tip else 0, "segment_hash": digest, "end_lsn": end_lsn,
                     "drained_at": drained_at.astimezone(UTC).isoformat()}
         self.bucket.put(f"{chains.PREFIX}/{chain}/tip.json", manifests.dump(document, self.keyring, type="tip"),
                         "application/json")

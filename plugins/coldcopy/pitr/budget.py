@@ -29,16 +29,16 @@ def slot_state(conn: psycopg.Connection, slot: str = SLOT) -> dict | None:
         "  CASE WHEN s.restart_lsn IS NULL THEN NULL "
         "       ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint END, "
         "  a.chain, a.seq, a.drained_at, extract(epoch FROM now() - a.drained_at)::float8, a.broken_at, "
-        "  a.broken_reason, a.last_lag_s "
+        "  a.broken_reason, a.last_lag_s, to_jsonb(a) ->> 'anchor_problem' "
         "FROM (SELECT %s::text AS slot) want "
         "LEFT JOIN pg_replication_slots s ON s.slot_name = want.slot "
         f"LEFT JOIN {progress} a ON a.slot = want.slot", (slot,)).fetchone()
-    exists, active, pid, retained, chain, seq, drained_at, lag_s, broken_at, reason, last_lag = row
+    exists, active, pid, retained, chain, seq, drained_at, lag_s, broken_at, reason, last_lag, anchor = row
     if not exists and chain is None:
         return None
     return {"slot": slot, "exists": exists, "active": active, "active_pid": pid, "retained_bytes": retained,
             "chain": chain, "seq": seq, "drained_at": drained_at, "lag_s": lag_s, "broken_at": broken_at,
-            "broken_reason": reason, "last_segment_lag_s": last_lag}
+            "broken_reason": reason, "last_segment_lag_s": last_lag, "anchor_problem": anchor}
 
 
 def enforce(conn: psycopg.Connection, budget_bytes: int, slot: str = SLOT) -> dict | None:

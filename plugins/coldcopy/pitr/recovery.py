@@ -88,16 +88,52 @@ def newest_point(bucket, chain: chains.Chain, keys: manifests.Keyring) -> dateti
         if bucket.exists(key):
             try:
                 tip = manifests.load(bucket.get(key), keys, where=bucket.url(key), type="tip")
-                if good and tip["seq"] == good[-1]["seq"] or (not good and tip["seq"] == 0):
+                # bound to this chain and to its newest segment: another chain's genuine tip, copied here, or
+                # a tip of a segment since deleted and re-numbered, moves nothing
+                bound = tip["chain"] == chain.name and tip.get("segment_hash") == (
+                    chains.segment_hash(good[-1]) if good else None)
+                if bound and (good and tip["seq"] == good[-1]["seq"] or (not good and tip["seq"] == 0)):
                     newest = max(newest, datetime.fromisoformat(tip["drained_at"]))
             except manifests.ManifestRejected as error:
                 log.error("%s", error)
     return newest
 
 
-def plan(runner, as_of: datetime) -> RecoveryPlan:
+def read_anchor(dsn: str) -> dict | None:
+    """What the source database recorded as archived (``coldcopy_ops.change_archive``: chain, newest segment,
+    its hash), or ``None`` when it cannot say (no change archive there, or the database itself is lost)."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            if not conn.execute("SELECT to_regclass('coldcopy_ops.change_archive') IS NOT NULL").fetchone()[0]:
+                return None
+            row = conn.execute("SELECT chain, seq, to_jsonb(a) ->> 'segment_hash' FROM coldcopy_ops.change_archive a "
+                               "WHERE broken_at IS NULL ORDER BY updated_at DESC LIMIT 1").fetchone()
+    except psycopg.OperationalError as error:
+        log.warning("the source database cannot say what is archived (%s): the bucket alone decides",
+                    str(error).strip().splitlines()[0])
+        return None
+    return {"chain": row[0], "seq": row[1], "segment_hash": row[2]} if row else None
+
+
+def anchor_gap(chain: chains.Chain, anchor: dict | None) -> str | None:
+    """What the bucket lacks of ``chain`` against the database's record (``None``: nothing, or no record)."""
+    if not anchor or anchor["chain"] != chain.name:
+        return None
+    good = chain.consistent_prefix()
+    newest = good[-1]["seq"] if good else (chain.pruned or {}).get("through_seq", 0)
+    if newest < anchor["seq"]:
+        return (f"the chain {chain.name} lacks segments {newest + 1}..{anchor['seq']}, which the database "
+                "records as archived (deleted from the bucket?)")
+    held = next((s for s in good if s["seq"] == anchor["seq"]), None)
+    if held and anchor.get("segment_hash") and chains.segment_hash(held) != anchor["segment_hash"]:
+        return f"segment {anchor['seq']} of chain {chain.name} is not the one the database recorded (replaced?)"
+    return None
+
+
+def plan(runner, as_of: datetime, anchor: dict | None = None) -> RecoveryPlan:
     """Which base backup and which segments give the database as of ``as_of``; :class:`RecoveryError` with the
-    nearest reachable instant otherwise. Reads the bucket only."""
+    nearest reachable instant otherwise. Reads the bucket, held to ``anchor`` (:func:`read_anchor`) when the
+    source database could say what it archived: a chain shorter than that is refused past its gap, named."""
     bucket, keys = runner.bucket, runner.keyring
     backups = [(datetime.fromisoformat(m["pitr"]["snapshot_time"]), key, m)
                for _, key, m in runner.database_backups() if m.get("pitr")]
@@ -123,10 +159,14 @@ def plan(runner, as_of: datetime) -> RecoveryPlan:
                 continue
             good = chain.consistent_prefix()
             reach = newest_point(bucket, chain, keys)
+            gap = anchor_gap(chain, anchor)
+            if gap:
+                reach = min(reach, datetime.fromisoformat(good[-1]["last_commit"]) if good else
+                            datetime.fromisoformat(chain.head["created_at"]))
             if until > reach:  # the second asked for is not wholly in the archive
                 broken = chain.break_after()
-                why = (f"the chain {name} has a gap after segment {broken['seq']}" if broken is not None
-                       else f"the change archive {name} holds every commit up to {reach.isoformat()}")
+                why = gap or (f"the chain {name} has a gap after segment {broken['seq']}" if broken is not None
+                              else f"the change archive {name} holds every commit up to {reach.isoformat()}")
                 nearest.append(f"{why}: the newest possible point is "
                                f"{_stamp((reach - timedelta(seconds=1)).replace(microsecond=0))}")
                 break
@@ -136,7 +176,9 @@ def plan(runner, as_of: datetime) -> RecoveryPlan:
             needed = [s for s in good[max(first - 1, 0):] if datetime.fromisoformat(s["first_commit"]) < until]
             return RecoveryPlan(as_of, key, manifest, chain, needed)
         else:
-            nearest.append(f"no change archive chain extends backup {key}")
+            nearest.append(f"no change archive chain extends backup {key}" + (
+                f" (the database records chain {anchor['chain']}, which the bucket does not hold)"
+                if anchor and anchor["chain"] not in names else ""))
     raise RecoveryError(f"as_of {_stamp(as_of)} cannot be reached: {nearest[0]}")
 
 
