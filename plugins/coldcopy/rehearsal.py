@@ -13,6 +13,7 @@ too). See docs/migrations.md.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -218,17 +219,20 @@ class ScratchCopy:
     """A scratch database on ``admin_dsn``'s server holding the newest verified backup; dropped on exit,
     whatever happened (``with ScratchCopy(runner, admin_dsn) as dsn``)."""
 
-    def __init__(self, runner, admin_dsn: str) -> None:
+    def __init__(self, runner, admin_dsn: str, ttl=None) -> None:
         import os
         from datetime import UTC, datetime
 
-        self.runner, self.admin_dsn = runner, admin_dsn
+        self.runner, self.admin_dsn, self.ttl = runner, admin_dsn, ttl
         self.name = f"coldcopy_rehearsal_{datetime.now(UTC):%Y%m%d%H%M%S}_{os.getpid()}"
         self.backup_key: str | None = None
 
     def __enter__(self) -> str:
+        from coldcopy import scratch
+
         with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+            scratch.sweep(admin)  # what a killed rehearsal (or verification, restore) left, once expired
+            scratch.create(admin, self.name, "rehearsal", self.ttl)  # closed to PUBLIC from the start
         dsn = psycopg.conninfo.make_conninfo(self.admin_dsn, dbname=self.name)
         try:
             self.backup_key, manifest = newest_verified(self.runner)
@@ -239,5 +243,51 @@ class ScratchCopy:
         return dsn
 
     def __exit__(self, *exc) -> None:
+        from coldcopy import scratch
+
         with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+            scratch.drop(admin, self.name)
+
+
+# Statements whose effect is on the cluster, not the database: a scratch database dropped does not undo them.
+_CLUSTER = re.compile(
+    r"\b(?:CREATE|ALTER|DROP)\s+(?:ROLE|USER|GROUP|DATABASE|TABLESPACE|SUBSCRIPTION)\b|\bALTER\s+SYSTEM\b"
+    r"|\bGRANT\s+(?!(?:ALL|SELECT|INSERT|UPDATE|DELETE|TRUNCATE|REFERENCES|TRIGGER|USAGE|EXECUTE|CREATE|CONNECT"
+    r"|TEMP|TEMPORARY|MAINTAIN)\b)[\w\s,\"]+?\bTO\b"
+    r"|\bpg_(?:create_(?:logical|physical)_replication_slot|drop_replication_slot|terminate_backend"
+    r"|cancel_backend|reload_conf|rotate_logfile)\b|\bdblink\w*\s*\(|\bCOPY\b[^;]*\bPROGRAM\b",
+    re.IGNORECASE)
+
+
+def cluster_statements(text: str) -> list[str]:
+    """The statements of a migration file that act on the cluster (roles and their grants or settings,
+    databases, tablespaces, ALTER SYSTEM, replication slots, other sessions, dblink, COPY … PROGRAM), each
+    shortened to a line: shown to the approver, since no rehearsal on a scratch database contains them."""
+    import sqlparse
+
+    from coldcopy.migrations import strip_sql_comments
+
+    found = []
+    for statement in sqlparse.split(text):
+        flat = " ".join(strip_sql_comments(statement).split())
+        if flat and _CLUSTER.search(flat):
+            found.append(flat[:160])
+    return found
+
+
+def same_server(live: psycopg.Connection, other_dsn: str) -> bool:
+    """Whether ``other_dsn`` reaches the server ``live`` is connected to, whatever host names or ports lead
+    there: ``live`` holds an advisory lock on a random key, and ``pg_locks`` (readable by every role, unlike the
+    other sessions' rows of ``pg_stat_activity``) of that server shows it."""
+    import secrets
+
+    key = secrets.randbits(63)
+    live.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        pid = live.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(other_dsn, connect_timeout=10) as other:
+            return other.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = %s AND objsubid = 1 "
+                "AND (classid::bigint << 32 | objid::bigint) = %s)", (pid, key)).fetchone()[0]
+    finally:
+        live.execute("SELECT pg_advisory_unlock(%s)", (key,))

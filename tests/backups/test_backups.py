@@ -191,11 +191,7 @@ def test_verification_runs_on_the_verify_connection_and_transient_failures_are_r
     coldcopy_conn(generated_db)
     key = BackupRunner(generated_db, spaces, backup_key, keyring=KEYRING).backup(
         tables=["public.workspaces"]).object_key
-    verify_server = local_env.embedded_server_dsn()
-    with psycopg.connect(verify_server, autocommit=True) as conn:  # a verification server needs the roles
-        for role in ("anon", "authenticated", "service_role", "pgbouncer"):  # pg_dumpall --globals-only
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                conn.execute(f"CREATE ROLE {role} NOLOGIN")
+    verify_server = local_env.prepare_verify_server(local_env.embedded_server_dsn())  # with the roles
     monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_VERIFY_DB", local_env.airflow_connection(verify_server))
     operator = VerifyBackupOperator(task_id="verify_table", backup_key=key)
     with psycopg.connect(verify_server) as conn:

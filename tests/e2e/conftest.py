@@ -112,6 +112,8 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
                 "coldcopy_alerts_webhook": sink.airflow_connection(),
                 "coldcopy_metrics_token": json.dumps({"conn_type": "generic", "password": METRICS_TOKEN}),
                 "coldcopy_pitr_db": local_env.airflow_connection(local_env.database_dsn(logical.dsn, "coldcopy")),
+                # the rehearsal's server: never the live one (the logical cluster, another server)
+                "coldcopy_verify_db": local_env.airflow_connection(local_env.prepare_verify_server(logical.dsn)),
             },
         )
         import boto3

@@ -9,9 +9,9 @@ import time
 from datetime import UTC, datetime
 
 import psycopg
-from psycopg import sql
 
 from coldcopy import manifests, sessions
+from coldcopy import scratch as scratch_dbs
 from coldcopy.alerts import reason_of
 from coldcopy.backups.common import _KEY, PREFIX, BackupError, _count, _Pipeline
 from coldcopy.crypto import (
@@ -139,7 +139,8 @@ class Verification:
         try:
             manifest = self.manifest(key)  # refused before anything is restored if its signature fails
             with psycopg.connect(scratch_admin_dsn, autocommit=True) as admin:
-                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+                scratch_dbs.sweep(admin)
+                scratch_dbs.create(admin, scratch, "verify")
             scratch_dsn = psycopg.conninfo.make_conninfo(scratch_admin_dsn, dbname=scratch)
             try:
                 if manifest["tables"]:
@@ -155,7 +156,7 @@ class Verification:
                     raise BackupError(f"{key}: restored row counts differ from the manifest: {mismatches}")
             finally:
                 with psycopg.connect(scratch_admin_dsn, autocommit=True) as admin:
-                    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+                    scratch_dbs.drop(admin, scratch)
         except Exception as failure:  # noqa: BLE001 - recorded, then re-raised
             error = failure
         elapsed_ms = int((time.monotonic() - started) * 1000)

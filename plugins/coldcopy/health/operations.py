@@ -34,7 +34,27 @@ def check_cpu(c: Context) -> list[Result]:
 # -- ops freshness --------------------------------------------------------------------------------------
 
 def check_ops_freshness(c: Context) -> list[Result]:
-    return [view_freshness(c), partition_horizon(c), backup_age(c), maintenance_age(c)]
+    return [view_freshness(c), partition_horizon(c), backup_age(c), maintenance_age(c), scratch_databases(c)]
+
+
+def scratch_databases(c: Context) -> Result:
+    """Copies of production a killed task left on this server (:mod:`coldcopy.scratch`): a breach once past
+    the task's timeout (the next job of that kind sweeps it), or at once when PUBLIC may connect to one."""
+    from coldcopy import scratch
+
+    left = scratch.leftovers(c.conn)
+    expired = [e["database"] for e in left if e["expired"]]
+    open_ = [e["database"] for e in left if e["public_connect"]]
+    details = {"databases": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in e.items()}
+                             for e in left]}
+    if expired or open_:
+        return Result("scratch_databases", "breach", "copies of production left behind: " + "; ".join(
+            filter(None, [f"past their task's timeout: {', '.join(expired)}" if expired else "",
+                          f"open to PUBLIC: {', '.join(open_)}" if open_ else ""])) +
+            " (the next rehearsal, verification or restore sweeps the expired ones; DROP DATABASE … WITH (FORCE))",
+            len(set(expired) | set(open_)), "databases", details)
+    return Result("scratch_databases", "ok", f"{len(left)} scratch database(s), none past its task's timeout",
+                  len(left), "databases", details)
 
 
 def view_freshness(c: Context) -> Result:

@@ -251,8 +251,16 @@ class MigrationApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
             lines += [f"**Dress rehearsal** on a restored copy of `{rehearsed.get('backup')}` (locks sampled from "
                       "`pg_locks` every 5 ms; 🔴 = ACCESS EXCLUSIVE on a table the application's top statements use):",
                       "", rehearsed.get("table", ""), ""]
+        elif rehearsed.get("not_rehearsed"):
+            lines += [f"⚠️ **Not rehearsed**: {rehearsed['not_rehearsed']}. Set up `coldcopy_verify_db` "
+                      "(docs/migrations.md) to see what each file does before approving it.", ""]
         else:
             lines += ["**No rehearsal** ran in this run (see the `rehearse` task's log).", ""]
+        if cluster := rehearsed.get("cluster_statements"):
+            lines += ["⚠️ **Statements acting on the whole cluster** (roles, databases, settings, slots, other "
+                      "sessions: not contained by any scratch copy):", ""]
+            lines += [f"- `{file}`: `{statement}`" for file, found in sorted(cluster.items()) for statement in found]
+            lines += [""]
         lines += ["**Plan** (ours · the Supabase CLI's history):", "", "| file | phase | status | supabase cli |",
                   "|---|---|---|---|"]
         lines += [f"| {e['file']} | {e['phase']} | {e['status']} | {e.get('supabase_cli') or '—'} |" for e in plan

@@ -14,10 +14,15 @@ from coldcopy.operators.migrations import BaseMigrationOperator
 
 
 class RehearseMigrationsOperator(BaseMigrationOperator):
-    """Restore the newest verified backup into a scratch database (on ``coldcopy_verify_db``'s server when that
-    connection exists), apply every pending file there the same way, and report per file its duration, locks,
-    rewrites, WAL and the hot tables the application would queue on; the scratch database is dropped whatever
-    happens. A file failing in the rehearsal fails the run before anything touches the target.
+    """Restore the newest verified backup into a scratch database on ``coldcopy_verify_db``'s server, apply every
+    pending file there the same way, and report per file its duration, locks, rewrites, WAL and the hot tables
+    the application would queue on; the scratch database is dropped whatever happens. A file failing in the
+    rehearsal fails the run before anything touches the target.
+
+    Never on the live server: a pending file is SQL nobody approved yet, and what it does to the cluster (roles,
+    their settings, databases, ``ALTER SYSTEM``, slots) is not undone by dropping the scratch database. Without
+    ``coldcopy_verify_db``, or with one that reaches ``coldcopy_db``'s own server, nothing is rehearsed and the
+    approval question says so.
 
     A target without data (a fresh database) needs no rehearsal. ``skip_rehearsal`` is for an empty or
     disposable target only: it is refused when the target holds data.
@@ -31,13 +36,21 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
         self.skip_rehearsal, self.verify_conn_id = skip_rehearsal, verify_conn_id
         self.spaces_conn_id, self.key_conn_id = spaces_conn_id, key_conn_id
 
-    def scratch_server_dsn(self) -> str:
-        from coldcopy import optional_connection
+    def scratch_server_dsn(self) -> tuple[str | None, str | None]:
+        """(the verify server's admin DSN, None), or (None, why there is none to rehearse on)."""
+        from coldcopy import optional_connection, rehearsal
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
 
         if optional_connection(self.verify_conn_id) is None:
-            return self.hook().dsn(dbname="postgres")
-        return ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(dbname="postgres")
+            return None, (f"no {self.verify_conn_id} connection: the rehearsal runs only on a server of its own "
+                          "(on the live one a pending file's roles, grants, ALTER SYSTEM or slots would stay "
+                          "behind before anyone approved them)")
+        dsn = ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(dbname="postgres")
+        with self.hook().get_conn() as live:
+            if rehearsal.same_server(live, dsn):
+                return None, (f"{self.verify_conn_id} reaches coldcopy_db's own server: the rehearsal runs only on "
+                              "a server of its own")
+        return dsn, None
 
     def execute(self, context: Context) -> dict:
         from coldcopy import rehearsal
@@ -58,11 +71,16 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
             self.say(context, f"the target holds no data: {len(pending)} pending file(s) apply to it as they would "
                               "to a scratch copy; nothing to rehearse")
             return {"files": [], "empty_target": True}
+        server, why_not = self.scratch_server_dsn()
+        cluster = {m.file_name: found for m in pending if (found := rehearsal.cluster_statements(m.read()))}
+        if server is None:
+            self.say(context, f"not rehearsed: {why_not}")
+            return {"files": [], "not_rehearsed": why_not, "cluster_statements": cluster}
         runner = BackupRunner(self.hook().dsn(), self.bucket(), backup_passphrase(self.key_conn_id),
                               keyring=self.keyring())
         with self.hook().get_conn() as live:
             hot = rehearsal.hot_tables(live)
-        copy = rehearsal.ScratchCopy(runner, self.scratch_server_dsn())
+        copy = rehearsal.ScratchCopy(runner, server, self.execution_timeout)
         with copy as scratch:
             results = rehearsal.rehearse(scratch, pending, hot=hot, lock_retry=self.lock_policy())
         report = rehearsal.table(results)
@@ -73,4 +91,4 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
         self.say(context, f"rehearsed {len(results)} file(s) on a copy of {copy.backup_key}: " +
                  "; ".join(r.summary() for r in results)[:600])
         return {"backup": copy.backup_key, "hot_tables": sorted(hot), "files": [r.as_dict() for r in results],
-                "table": report}
+                "table": report, "cluster_statements": cluster}

@@ -145,15 +145,15 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
 
     def copy_workspace(self, scratch: str, schema: str) -> dict[str, int]:
         """The workspace's rows from the restored scratch database into ``schema``; the scratch is dropped."""
-        from psycopg import sql
 
+        from coldcopy import scratch as scratch_dbs
         from coldcopy.pitr.workspace import copy_into_schema
 
         try:
             copied = copy_into_schema(self.hook().dsn(dbname=scratch), self.hook().dsn(), schema)
         finally:
             with self._admin() as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+                scratch_dbs.drop(admin, scratch)
         self.log.info("workspace %s: %d rows of %d tables in schema %s", self.workspace, sum(copied.values()),
                       len(copied), schema)
         return copied
@@ -187,6 +187,8 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         import psycopg
         from psycopg import sql
 
+        from coldcopy import scratch as scratch_dbs
+
         quarantine = f"{target}__restoring"
         with self._admin() as admin:
             exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
@@ -201,9 +203,12 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                         f"{target!r} has {populated} tables: a whole-database restore goes into an empty database "
                         "only. Restore into a new database and point the application at it (docs/backups.md), "
                         "or drop and recreate this one first")
-            # A quarantine left by a killed try is ours to replace: it was never handed over.
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(quarantine)))
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(quarantine)))
+            # A quarantine left by a killed try is ours to replace: it was never handed over. Created closed to
+            # PUBLIC and labelled with its expiry: a SIGKILL leaves nothing the next sweep does not take.
+            scratch_dbs.sweep(admin)
+            scratch_dbs.drop(admin, quarantine)
+            scratch_dbs.create(admin, quarantine, "workspace" if self.target_schema else "quarantine",
+                               self.execution_timeout)
         try:
             quarantine_dsn = self.hook().dsn(dbname=quarantine)
             runner.restore(key, quarantine_dsn, manifest=manifest)
@@ -221,9 +226,11 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                     admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(target)))  # empty (checked)
                 admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(quarantine),
                                                                                sql.Identifier(target)))
+                if not self.target_schema:  # a workspace's scratch stays closed until copied and dropped
+                    scratch_dbs.hand_over(admin, target)
         except BaseException:
             with self._admin() as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(quarantine)))
+                scratch_dbs.drop(admin, quarantine)
             raise
         return erasures, problems
 

@@ -132,6 +132,19 @@ def drop_database(server_dsn: str, dbname: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
+API_ROLES = ("anon", "authenticated", "service_role", "pgbouncer")
+
+
+def prepare_verify_server(server_dsn: str) -> str:
+    """A server for ``coldcopy_verify_db``: the roles the project's dumps grant to (what ``pg_dumpall
+    --globals-only`` of production would bring). Returns ``server_dsn``."""
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        for role in API_ROLES:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    return server_dsn
+
+
 def airflow_connection(dsn: str) -> str:
     """The ``AIRFLOW_CONN_COLDCOPY_DB`` value (JSON form, which also carries Unix-socket hosts) for ``dsn``."""
     params = conninfo_to_dict(dsn)
