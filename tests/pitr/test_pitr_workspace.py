@@ -97,3 +97,37 @@ def test_only_some_tables_as_of_a_second_into_a_database_with_the_schema(pitr_db
     with psycopg.connect(target) as conn:
         assert [r[0] for r in conn.execute("SELECT s::text FROM public.suppression_list s ORDER BY 1")] == expected
         assert conn.execute("SELECT count(*) FROM public.leads").fetchone()[0] == 0  # only the table asked for
+
+
+def test_a_one_workspace_copy_holds_no_other_tenants_row_in_any_schema_or_view(generated_db):
+    """Issue 31, 7: before, only ``public`` was filtered: ``analytics.*`` (materialized views) kept every
+    tenant's rows, 4,500 ``lead_engagement`` rows and other tenants' campaign names among them."""
+    from coldcopy.pitr.workspace import keep_only
+
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        [workspace] = conn.execute("SELECT workspace_id::text FROM public.campaigns GROUP BY 1 ORDER BY count(*) DESC, "
+                                   "1 LIMIT 1").fetchone()
+        views = [v for (v,) in conn.execute("SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews m "
+                                            "WHERE EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = "
+                                            "format('%I.%I', schemaname, matviewname)::regclass AND a.attname = "
+                                            "'workspace_id')")]
+        for view in views:  # populated, as production's are
+            conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
+        assert views and any(conn.execute(f"SELECT count(*) FROM {v} WHERE workspace_id <> %s", (workspace,)
+                                          ).fetchone()[0] for v in views)  # other tenants' rows before
+    keep_only(generated_db, workspace)
+    with psycopg.connect(generated_db) as conn:
+        for view in views:
+            assert conn.execute(f"SELECT count(*) FROM {view} WHERE workspace_id IS DISTINCT FROM %s",
+                                (workspace,)).fetchone()[0] == 0, view
+        assert sum(conn.execute(f"SELECT count(*) FROM {v}").fetchone()[0] for v in views) > 0  # its own kept
+        others = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN "
+            "pg_attribute a ON a.attrelid = c.oid AND a.attname = 'workspace_id' WHERE c.relkind IN ('r', 'p') AND "
+            "NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema')").fetchall()
+        for schema, table in others:
+            assert conn.execute(f'SELECT count(*) FROM "{schema}"."{table}" WHERE workspace_id IS DISTINCT FROM %s',
+                                (workspace,)).fetchone()[0] == 0, (schema, table)
+        stats = conn.execute("SELECT most_common_vals::text FROM pg_stats WHERE schemaname = 'public' AND "
+                             "tablename = 'campaigns' AND attname = 'workspace_id'").fetchone()
+        assert stats is None or stats[0] is None or stats[0].strip("{}") in ("", workspace)  # statistics again

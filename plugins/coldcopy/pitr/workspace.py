@@ -53,6 +53,15 @@ def _tables(conn) -> list[tuple[str, bool]]:
         "AND NOT c.relispartition ORDER BY 1").fetchall()
 
 
+def _tenant_tables_elsewhere(conn) -> list[tuple[str, str]]:
+    """``(schema, table)`` of every table with a ``workspace_id`` outside ``public`` and the system schemas."""
+    return conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname NOT IN ('public', 'pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%' "
+        "AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND EXISTS (SELECT 1 FROM pg_attribute a "
+        "WHERE a.attrelid = c.oid AND a.attname = 'workspace_id' AND NOT a.attisdropped) ORDER BY 1, 2").fetchall()
+
+
 def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
     """Delete every other workspace's rows from the (private, restored) database ``dsn``; returns the rows
     kept per table."""
@@ -67,6 +76,18 @@ def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
             if tenant:
                 conn.execute(sql.SQL("DELETE FROM {} WHERE workspace_id IS DISTINCT FROM %s").format(
                     sql.Identifier("public", table)), (workspace_id,))
+        # Every other schema too: a tenant table anywhere (not only public), ColdCopy's own records (GDPR requests,
+        # health history… name other tenants' people), and the materialized views (analytics.*) recomputed from
+        # what is left. Before, only public was filtered: analytics.* kept every tenant's rows.
+        for schema, table in _tenant_tables_elsewhere(conn):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE workspace_id IS DISTINCT FROM %s").format(
+                sql.Identifier(schema, table)), (workspace_id,))
+        for (table,) in conn.execute(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = 'coldcopy_ops' AND c.relkind IN ('r', 'p') "
+                "AND NOT c.relispartition AND c.relname NOT IN ('schema_migrations', 'schema_migration_parts', "
+                "'ops_objects')").fetchall():
+            conn.execute(sql.SQL("TRUNCATE {}").format(catalog.relation(conn, table)))
         conn.execute("DELETE FROM public.workspaces WHERE id <> %s", (workspace_id,))
         referring = conn.execute(
             "SELECT c.conrelid::regclass::text, a.attname FROM pg_constraint c "
@@ -79,9 +100,18 @@ def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
                 for table, column in referring)
             conn.execute(sql.SQL("DELETE FROM public.users WHERE id NOT IN (SELECT * FROM ({}) u "
                                  "WHERE u IS NOT NULL)").format(users))
+            if conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()[0]:  # Supabase's logins
+                conn.execute("DELETE FROM auth.users WHERE id NOT IN (SELECT id FROM public.users)")
+        conn.execute("SET session_replication_role = origin")
+        for (view,) in conn.execute(
+                "SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews ORDER BY 1").fetchall():
+            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(catalog.relation(conn, view)))
         for table, _ in tables:
             kept[f"public.{table}"] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                 sql.Identifier("public", table))).fetchone()[0]
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE")  # pg_statistic's most common values were every tenant's: computed again
     log.info("kept workspace %s: %d rows in %d tables", workspace_id, sum(kept.values()),
              sum(1 for n in kept.values() if n))
     return kept
