@@ -76,8 +76,11 @@ def killed_while_creating(admin_dsn: str, name: str, kind: str, ttl_s: float) ->
     assert done.returncode == -9, done.stderr
 
 
-def test_what_a_killed_task_leaves_is_closed_reported_and_swept(admin_dsn):
+def test_what_a_killed_task_leaves_is_closed_reported_and_swept():
     from psycopg.rows import dict_row
+
+    # Not the shared server: the live stack's db_health, in the process beside, would see these leftovers.
+    admin_dsn = local_env.embedded_server_dsn()
 
     from coldcopy.health import Thresholds
     from coldcopy.health.common import Context
@@ -109,7 +112,8 @@ def test_what_a_killed_task_leaves_is_closed_reported_and_swept(admin_dsn):
             local_env.drop_database(admin_dsn, name)
 
 
-def test_a_label_nobody_can_read_counts_as_expired(admin_dsn):
+def test_a_label_nobody_can_read_counts_as_expired():
+    admin_dsn = local_env.embedded_server_dsn()
     name = "coldcopy_verify_badlabel"
     local_env.create_database(admin_dsn, name)
     try:
