@@ -42,23 +42,17 @@ SCALE ?= 1
 data: install
 	$(BIN)/python scripts/generate_data.py --scale $(SCALE)
 
-# The Celery stack's module and the other live-Airflow tests (tests/e2e) each run in a pytest process of their own
-# beside the rest (own stack, databases, S3 server and AIRFLOW_HOME): the live stacks mostly wait on their
-# schedulers, and CI's 20 minutes are tight (one process for all but Celery took 19 min 17 s).
+# The Celery stack's module runs in a second pytest process beside the rest (its own stack, databases, S3 server
+# and AIRFLOW_HOME): the two live stacks mostly wait on their schedulers, and CI's 20 minutes are tight.
 CELERY_TESTS = tests/e2e/test_live_celery.py
-E2E_TESTS = tests/e2e
 test: install system-deps lint
 	@mkdir -p .artifacts
 	@AIRFLOW_HOME=$(CURDIR)/.airflow-test-celery $(BIN)/python -m pytest $(CELERY_TESTS) > .artifacts/test-celery.log 2>&1 & \
 	celery=$$!; \
-	AIRFLOW_HOME=$(CURDIR)/.airflow-test-e2e $(BIN)/python -m pytest $(E2E_TESTS) --ignore=$(CELERY_TESTS) > .artifacts/test-e2e.log 2>&1 & \
-	e2e=$$!; \
-	$(BIN)/python -m pytest --ignore=$(E2E_TESTS); main=$$?; \
-	wait $$e2e; e2e_rc=$$?; \
+	$(BIN)/python -m pytest --ignore=$(CELERY_TESTS); main=$$?; \
 	wait $$celery; celery_rc=$$?; \
-	echo "=== $(E2E_TESTS) but Celery, run beside the rest (.artifacts/test-e2e.log) ==="; cat .artifacts/test-e2e.log; \
 	echo "=== $(CELERY_TESTS), run beside the rest (.artifacts/test-celery.log) ==="; cat .artifacts/test-celery.log; \
-	test $$main -eq 0 -a $$e2e_rc -eq 0 -a $$celery_rc -eq 0
+	test $$main -eq 0 -a $$celery_rc -eq 0
 
 # The edit loop: unit and integration tests (real PostgreSQL, S3, PgBouncer), no live Airflow or Chromium.
 test-fast: install
@@ -98,4 +92,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .airflow .airflow-test .airflow-test-celery .airflow-test-e2e .airflow-e2e .artifacts .pgdata .demo
+	rm -rf $(VENV) .airflow .airflow-test .airflow-test-celery .airflow-e2e .artifacts .pgdata .demo
