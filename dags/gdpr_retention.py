@@ -16,6 +16,10 @@ never waits long. Every policy's outcome and counts go to `coldcopy_ops.retentio
 set. A policy naming a table that does not exist or is not a tenant table (no `workspace_id`) is reported in
 the log and the task ends *skipped*: its name is never executed as SQL text (catalog check, then identifiers).
 
+`support_copies` drops the support copies past their expiry: one workspace restored by `restore_from_spaces`
+with `target_schema` into a new schema of the live database is kept 14 days (`coldcopy_ops.support_copies`;
+erasures reach it meanwhile), then dropped.
+
 Design, the stock-tools runbook and the measured figures: `docs/gdpr.md` in the repository.
 """
 
@@ -25,7 +29,7 @@ from airflow.sdk import DAG, CronTriggerTimetable
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
-from coldcopy.operators.gdpr import ApplyRetentionOperator, RetentionPoliciesOperator
+from coldcopy.operators.gdpr import ApplyRetentionOperator, ExpiredSupportCopiesOperator, RetentionPoliciesOperator
 
 with DAG(
     dag_id="gdpr_retention",
@@ -42,3 +46,4 @@ with DAG(
     policies = RetentionPoliciesOperator(task_id="policies")
     ApplyRetentionOperator.partial(task_id="apply_policy", map_index_template="{{ task.policy_id }}").expand(
         policy_id=policies.output)
+    ExpiredSupportCopiesOperator(task_id="support_copies")

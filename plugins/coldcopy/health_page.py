@@ -81,7 +81,9 @@ def metrics_token(request: Request) -> None:
 def create_app() -> FastAPI:
     from fastapi.responses import Response
 
-    app = FastAPI(title="ColdCopy DB health")
+    # No /docs, /redoc or /openapi.json: FastAPI serves them without the routes' dependencies (they were open
+    # to anyone, and /openapi.json answered 500 on Airflow's dependency types).
+    app = FastAPI(title="ColdCopy DB health", docs_url=None, redoc_url=None, openapi_url=None)
     page_auth = [Depends(authorize)]
 
     @app.get("/api", summary="The health page's data: latest state of every check, 7 days of hourly maxima",

@@ -163,15 +163,29 @@ def split_raw(text: str) -> list[str]:
     return tokens
 
 
-def _squeezed(statements: list[str]) -> str:
-    return re.sub(r"\s+", "", "".join(statements)).replace(";", "")
+# Literals, quoted identifiers, dollar quotes and comments (kept byte for byte), a ``;`` with the white space
+# around it, or a run of white space: the tokens :func:`_canonical` rewrites.
+_LEXEME = re.compile(r"""(?P<keep>[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|"""
+                     r"""\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?\$(?P=tag)\$|--[^\n]*|/\*.*?\*/)"""
+                     r"""|(?P<semi>\s*;\s*)|(?P<space>\s+)""", re.S)
+
+
+def _canonical(statements: list[str]) -> str:
+    """The statements joined by ``;``, every run of white space outside literals, quoted names, dollar quotes
+    and comments made one space (none around a ``;``): two splitters' records of one file compare equal, while
+    a changed literal, name or semicolon (``'a b'`` for ``'ab'``, ``'a;b'`` for ``'ab'``) does not. Before,
+    all white space and every ``;`` were dropped, literals included: an edited applied file was adopted."""
+    def token(match: re.Match) -> str:
+        return match["keep"] if match["keep"] is not None else ";" if match["semi"] is not None else " "
+
+    return _LEXEME.sub(token, ";".join(s.strip() for s in statements)).strip()
 
 
 def same_statements(recorded: list[str] | None, text: str) -> bool:
     """Whether what the CLI recorded is this file: the same statements, or (a splitter of another CLI version)
-    the same text once white space and semicolons are left out."""
+    the same statements and literals once white space outside them is made canonical (:func:`_canonical`)."""
     mine = split_statements(text)
-    return recorded == mine or (recorded is not None and _squeezed(recorded) == _squeezed(mine))
+    return recorded == mine or (recorded is not None and _canonical(recorded) == _canonical(mine))
 
 
 def exists(conn) -> bool:

@@ -247,6 +247,7 @@ def test_db_health_runs_every_check_alerts_once_and_its_page_is_behind_airflow_a
 
     page = f"{live.stack.url}/coldcopy-health/"
     assert httpx.get(page).status_code in (401, 403)
+    assert [httpx.get(f"{page}{path}").status_code for path in ("docs", "redoc", "openapi.json")] == [404] * 3
     assert httpx.get(f"{page}api", headers={"Authorization": "Bearer forged"}).status_code in (401, 403)
     data = httpx.get(f"{page}api", headers=api.headers).json()
     assert {c["check_name"] for c in data["checks"]} >= {"storage", "view_freshness", "partition_horizon"}

@@ -166,3 +166,34 @@ def test_a_forged_decision_and_a_gate_marked_success_by_hand_apply_nothing(live,
     time.sleep(3)  # a second alert would arrive by now
     [alert] = alerts_for(live, DAG_ID, run_id)
     assert "not a signed document" in json.dumps(alert) and "REST API" in json.dumps(alert)
+
+
+def test_a_forged_restore_decision_and_a_gate_marked_success_by_hand_restore_nothing(live, api, pending_204):
+    """Issue 31, 1, the restore gate: the same forgery as above on ``restore_from_spaces`` into the live
+    database (its tables' rows from the newest backup). Before the seal, the restore read the forged
+    ``{"decision": "restore"}`` and overwrote the live rows. Now it refuses: nothing restored, one alert."""
+    dag_id = "restore_from_spaces"
+    response = api.post("/variables", json={"key": "coldcopy_restore_approvers", "value": json.dumps(["approver"])})
+    assert response.status_code in (201, 409), response.text
+    with psycopg.connect(pending_204, autocommit=True) as conn:  # after the backup: what a restore would undo
+        conn.execute("DELETE FROM public.suppression_list")
+    backup = sorted(o["Key"] for o in live.s3_client.list_objects_v2(Bucket=live.bucket, Prefix="backups/")
+                    ["Contents"] if o["Key"].endswith(".dump.zst.gpg"))[-1]
+    run_id = live.trigger(api, dag_id, target_database=live.target, tables=["public.suppression_list"])
+    parked(live, api, dag_id, run_id)
+    forged = {"decision": "restore", "by": "approver", "by_id": "approver", "comment": "", "at": None,
+              "request": {"backup": backup}, "dag_id": dag_id, "run_id": run_id, "gate": "approve",
+              "approvers_variable": "coldcopy_restore_approvers", "type": "approval"}
+    base = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve"
+    with live.stack.client("mallory") as mallory:
+        assert mallory.patch(hitl(api, dag_id, run_id), json={"chosen_options": ["restore"]}).status_code == 403
+        assert mallory.post(f"{base}/xcomEntries", json={"key": "return_value", "value": forged}).status_code == 201
+        assert mallory.patch(base, json={"new_state": "success"}).status_code == 200
+    assert live.wait_run(api, dag_id, run_id, timeout_s=300) == "failed"
+    states = {ti["task_id"]: ti["state"] for ti in live.task_instances(api, dag_id, run_id)}
+    assert states == {"approve": "success", "restore": "failed"}, states
+    with psycopg.connect(pending_204) as conn:
+        assert conn.execute("SELECT count(*) FROM public.suppression_list").fetchone()[0] == 0  # nothing restored
+    time.sleep(3)
+    [alert] = alerts_for(live, dag_id, run_id)
+    assert "not a signed document" in json.dumps(alert), alert

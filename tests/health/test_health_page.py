@@ -94,3 +94,15 @@ def test_numbers_read_like_a_person_wrote_them():
     assert "1 h 10 min" in page and "4200.28" not in page and "70.281529" not in page and "1 min" in page
     assert "2026-11-29 13:05:04<" in page and ".123456" not in page
     assert "public.email_events_2025_08 (detached; dropped after 2026-12-06)" in page and "3.0 MB" in page
+
+
+def test_the_page_app_serves_no_unauthenticated_documentation():
+    """Issue 31, 11: FastAPI's /docs and /redoc answered without a login (the routes' dependencies do not
+    guard them) and /openapi.json answered 500."""
+    from fastapi.testclient import TestClient
+
+    from coldcopy.health_page import create_app
+
+    client = TestClient(create_app())
+    assert [client.get(path).status_code for path in ("/docs", "/redoc", "/openapi.json")] == [404] * 3
+    assert client.get("/metrics").status_code == 401

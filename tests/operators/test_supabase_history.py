@@ -103,3 +103,31 @@ def test_the_clis_own_files_are_a_second_source_after_the_runbooks(empty_db, tmp
     (cli / "2026_not_a_timestamp.sql").write_text("SELECT 1;\n")
     with pytest.raises(MigrationError, match="not a Supabase CLI migration name"):
         discover_migrations(MIGRATIONS_DIR, cli)
+
+
+def test_white_space_is_no_change_but_a_literal_or_a_semicolon_in_one_is(empty_db, tmp_path):
+    """Issue 31, 11: the comparison dropped every space and ``;``, literals included, so a file whose applied
+    literal was edited (``'do not send'`` to ``'donot send'``, ``'a;b'`` to ``'ab'``) was adopted as applied."""
+    from coldcopy.supabase_history import same_statements
+
+    text = ("CREATE TABLE public.notes (body text);\nINSERT INTO public.notes VALUES ('do not send'), ('a;b');\n"
+            "CREATE FUNCTION public.one() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$;\n"
+            "CREATE FUNCTION public.two() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 2; END;\n")
+    recorded = split_statements(text)
+    assert same_statements(recorded, text.replace("\n", "\n\n  ").replace(" VALUES", "\n\tVALUES"))
+    # another CLI version's splitter cut BEGIN ATOMIC's body at its ``;``: the same file
+    other_splitter = recorded[:3] + ["CREATE FUNCTION public.two() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 2",
+                                     "END"]
+    assert len(recorded) == 4 and recorded != other_splitter
+    assert same_statements(other_splitter, text)
+    for edited in (text.replace("'do not send'", "'donot send'"), text.replace("'a;b'", "'ab'"),
+                   text.replace("SELECT 1; $$", "SELECT  1; $$")):
+        assert not same_statements(recorded, edited)
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    path = folder / "100_notes.sql"
+    path.write_text(text)
+    push_like_the_cli(empty_db, path)
+    path.write_text(text.replace("'do not send'", "'donot send'"))
+    [entry] = MigrationRunner(lambda: psycopg.connect(empty_db)).plan(discover_migrations(folder))
+    assert entry.status is Status.CHANGED and entry.cli == "differs"

@@ -1,7 +1,9 @@
-"""Erasure: every copy inside the database, children first, in batches under lock_timeout."""
+"""Erasure: every copy inside the database (the support copies too), children first, in batches under
+lock_timeout."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,7 +11,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog
+from coldcopy import catalog, support_copies
 from coldcopy.gdpr.common import ERASED, REFUSE_TRIGGER, GdprError, Subject
 from coldcopy.gdpr.discovery import Link, detached_months, personal_data_map
 from coldcopy.lock_retries import under_lock_timeout
@@ -74,6 +76,7 @@ class Erasure:
                 counts[name] = counts.get(name, 0) + touched
                 if link.on_erase == "delete":  # nulled rows belong to someone else: their audit trail stays
                     erased_ids += ids
+        erased_ids += self._erase_support_copies(subject, request_id, counts)
         key = f"{ERASED}{subject.subject_hash}"
 
         def finish() -> None:
@@ -100,6 +103,53 @@ class Erasure:
                               "WHERE request_id = %s", (psycopg.types.json.Jsonb(counts), request_id))
 
         under_lock_timeout(self.conn, finish, self.lock_retry, what=f"erasure record of request {request_id}")
+
+    def _erase_support_copies(self, subject: Subject, request_id: str, counts: dict) -> list[str]:
+        """The subject's rows in every support copy of its workspace (:mod:`coldcopy.support_copies`): each table
+        of the copy stands for its namesake in ``public``, every place of the personal data map is reached there
+        too (its request and suppression rows with the address as well). The copy has no foreign keys and may
+        hold leads deleted here since: the subject's leads and messages are found in the copy itself, by address
+        and by the ledger's one-way keys of their ids. Returns their ids (the live audit trail's mentions of them
+        are erased too)."""
+        copies = [c for c in support_copies.active(self.conn) if c["workspace_id"] == str(subject.workspace_id)]
+        found: set[str] = set()
+        row = self.conn.execute("SELECT id_hashes FROM coldcopy_ops.erasure_ledger WHERE request_id = %s",
+                                (request_id,)).fetchone()
+        id_hashes = list(row[0]) if row else []
+        links = [link for link in personal_data_map(self.conn) if link.table.startswith("public.")]
+        for copy in copies:
+            local = self._subject_in(copy["schema"], subject, id_hashes)
+            for link in links:
+                moved = _in_schema(link, copy["schema"])
+                if moved is None or not all(catalog.exists(self.conn, t) for t in _tables_of(moved)):
+                    continue
+                where = self._where(moved, local)
+                if where is not None and (touched := self._in_batches(moved, *where)[0]):
+                    counts[moved.table] = counts.get(moved.table, 0) + touched
+            audit = f"{copy['schema']}.gdpr_audit_log"
+            if catalog.exists(self.conn, audit):  # its trail names the erased rows' ids, as the live one did
+                counts[f"{audit}.row_id"] = self.conn.execute(sql.SQL(
+                    "UPDATE {} SET row_id = 'erased' WHERE workspace_id = %s AND row_id = ANY(%s)").format(
+                    catalog.relation(self.conn, audit)), (subject.workspace_id, [
+                        str(i) for i in local.lead_ids + local.message_ids])).rowcount
+            found.update(str(i) for i in local.lead_ids + local.message_ids)
+            log.info("erasure %s reached support copy %s", request_id, copy["schema"])
+        return sorted(found)
+
+    def _subject_in(self, schema: str, subject: Subject, id_hashes: list[str]) -> Subject:
+        """``subject`` as the support copy in ``schema`` knows it: its leads and messages there."""
+        leads, messages = list(subject.lead_ids), list(subject.message_ids)
+        if catalog.exists(self.conn, f"{schema}.leads"):
+            leads += [r for (r,) in self.conn.execute(sql.SQL(
+                "SELECT id FROM {} WHERE workspace_id = %s AND (coldcopy_ops.subject_hash(workspace_id, email) = %s "
+                "OR coldcopy_ops.id_hash(id) = ANY(%s))").format(catalog.relation(self.conn, f"{schema}.leads")),
+                (subject.workspace_id, subject.subject_hash, id_hashes))]
+        if catalog.exists(self.conn, f"{schema}.email_messages"):
+            messages += [r for (r,) in self.conn.execute(sql.SQL(
+                "SELECT id FROM {} WHERE workspace_id = %s AND (lead_id = ANY(%s) "
+                "OR coldcopy_ops.id_hash(id) = ANY(%s))").format(
+                    catalog.relation(self.conn, f"{schema}.email_messages")), (subject.workspace_id, leads, id_hashes))]
+        return dataclasses.replace(subject, lead_ids=leads, message_ids=messages)
 
     def _in_batches(self, link: Link, where: sql.Composable, params: tuple) -> tuple[int, list[str]]:
         """Delete (or nullify) the matching rows ``self.batch`` at a time, each batch its own transaction."""
@@ -162,3 +212,15 @@ def drop_erased_rows(conn: psycopg.Connection, table: str) -> int:
         "DELETE FROM {} t USING l "
         "WHERE coldcopy_ops.id_hash(t.lead_id) = ANY(l.h) OR coldcopy_ops.id_hash(t.message_id) = ANY(l.h)"
     ).format(catalog.relation(conn, table))).rowcount
+
+
+def _in_schema(link: Link | None, schema: str) -> Link | None:
+    """``link`` (and its parents) with each ``public`` table replaced by its namesake in ``schema``."""
+    if link is None:
+        return None
+    return dataclasses.replace(link, table=f"{schema}.{link.table.removeprefix('public.')}",
+                               parent=_in_schema(link.parent, schema))
+
+
+def _tables_of(link: Link | None) -> list[str]:
+    return [] if link is None else [link.table, *_tables_of(link.parent)]

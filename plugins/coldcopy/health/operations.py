@@ -39,21 +39,29 @@ def check_ops_freshness(c: Context) -> list[Result]:
 
 def scratch_databases(c: Context) -> Result:
     """Copies of production a killed task left on this server (:mod:`coldcopy.scratch`): a breach once past
-    the task's timeout (the next job of that kind sweeps it), or at once when PUBLIC may connect to one."""
-    from coldcopy import scratch
+    the task's timeout (the next job of that kind sweeps it), or at once when PUBLIC may connect to one; and
+    support copies (:mod:`coldcopy.support_copies`) past their expiry (``gdpr_retention`` drops them)."""
+    from coldcopy import scratch, support_copies
 
     left = scratch.leftovers(c.conn)
     expired = [e["database"] for e in left if e["expired"]]
     open_ = [e["database"] for e in left if e["public_connect"]]
+    copies = support_copies.active(c.conn)
+    stale = [e["schema"] for e in copies if e["expired"]]
     details = {"databases": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in e.items()}
-                             for e in left]}
-    if expired or open_:
+                             for e in left],
+               "support_copies": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in e.items()}
+                                  for e in copies]}
+    if expired or open_ or stale:
         return Result("scratch_databases", "breach", "copies of production left behind: " + "; ".join(
             filter(None, [f"past their task's timeout: {', '.join(expired)}" if expired else "",
-                          f"open to PUBLIC: {', '.join(open_)}" if open_ else ""])) +
-            " (the next rehearsal, verification or restore sweeps the expired ones; DROP DATABASE … WITH (FORCE))",
-            len(set(expired) | set(open_)), "databases", details)
-    return Result("scratch_databases", "ok", f"{len(left)} scratch database(s), none past its task's timeout",
+                          f"open to PUBLIC: {', '.join(open_)}" if open_ else "",
+                          f"support copies past their expiry: {', '.join(stale)}" if stale else ""])) +
+            " (the next rehearsal, verification or restore sweeps the expired databases, gdpr_retention the "
+            "support copies; DROP DATABASE … WITH (FORCE))", len(set(expired) | set(open_)) + len(stale),
+            "databases", details)
+    return Result("scratch_databases", "ok", f"{len(left)} scratch database(s), none past its task's timeout; "
+                  f"{len(copies)} support cop{'y' if len(copies) == 1 else 'ies'}, none expired",
                   len(left), "databases", details)
 
 

@@ -165,3 +165,18 @@ class ApplyRetentionOperator(BaseGdprOperator):
         self.say(context, f"policy {self.policy_id} ({policy['action']} of {policy['table_name']} older than "
                           f"{policy['retain_for']}): {result['rows']:,} rows in {result['batches']} batch(es)")
         return result
+
+
+class ExpiredSupportCopiesOperator(BaseGdprOperator):
+    """Drop the support copies (one workspace restored into a schema of the live database) past their expiry,
+    14 days after ``restore_from_spaces`` made them (:mod:`coldcopy.support_copies`)."""
+
+    def execute(self, context: Context) -> list[str]:
+        from coldcopy import support_copies
+
+        with self.hook().session() as conn:
+            dropped = support_copies.sweep(conn, self.lock_policy())
+            left = support_copies.active(conn)
+        self.say(context, (f"dropped expired support copies: {', '.join(dropped)}" if dropped
+                           else "no support copy has expired") + f"; {len(left)} left")
+        return dropped

@@ -81,7 +81,7 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                 erasures, problems = self.restore_tables(runner, key, manifest, target, tables)
             elif schema:
                 erasures, problems = self.restore_database(runner, key, manifest, target)
-                copied = self.copy_workspace(target, schema)
+                copied = self.copy_workspace(target, schema, key)
             else:
                 erasures, problems = self.restore_database(runner, key, manifest, target)
         except BackupError as error:
@@ -143,14 +143,16 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         except WorkspaceError as error:
             raise AirflowFailException(str(error)) from error
 
-    def copy_workspace(self, scratch: str, schema: str) -> dict[str, int]:
-        """The workspace's rows from the restored scratch database into ``schema``; the scratch is dropped."""
-
+    def copy_workspace(self, scratch: str, schema: str, key: str) -> dict[str, int]:
+        """The workspace's rows from the restored scratch database into ``schema`` (a registered support copy,
+        which erasures reach and ``gdpr_retention`` drops when it expires); the scratch is dropped."""
         from coldcopy import scratch as scratch_dbs
         from coldcopy.pitr.workspace import copy_into_schema
 
         try:
-            copied = copy_into_schema(self.hook().dsn(dbname=scratch), self.hook().dsn(), schema)
+            origin = f"{key} as of {self.recovery.describe()['as_of']}" if self.recovery else key
+            copied = copy_into_schema(self.hook().dsn(dbname=scratch), self.hook().dsn(), schema,
+                                      workspace_id=self.workspace, origin=origin)
         finally:
             with self._admin() as admin:
                 scratch_dbs.drop(admin, scratch)

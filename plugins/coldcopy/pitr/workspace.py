@@ -4,7 +4,8 @@
 table of ``public`` with a ``workspace_id``), its ``workspaces`` row, and the ``users`` its rows refer to (by
 any foreign key to ``public.users``): nobody else's personal data leaves the restore. :func:`copy_into_schema`
 copies what is left into a new schema of another database (no constraints, no access for anyone but the
-owner: a staging copy to read from). See docs/pitr.md.
+owner: a staging copy to read from), registered as a support copy (:mod:`coldcopy.support_copies`: erasures
+reach it, ``gdpr_retention`` drops it after 14 days). See docs/pitr.md.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from datetime import UTC, timedelta
 
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog
+from coldcopy import catalog, support_copies
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +46,15 @@ def schema_name(conn: psycopg.Connection, value: str) -> str:
     return name
 
 
-def _tables(conn) -> list[tuple[str, bool]]:
-    """``(table, has workspace_id)`` of every table of ``public`` (partitions through their root)."""
+def _tables(conn) -> list[tuple[str, str, bool]]:
+    """``(schema, table, has workspace_id)`` of every table outside the system schemas (partitions through their
+    root), ``public`` first."""
     return conn.execute(
-        "SELECT c.relname, EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid "
+        "SELECT n.nspname, c.relname, EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid "
         "AND a.attname = 'workspace_id' AND NOT a.attisdropped) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') "
-        "AND NOT c.relispartition ORDER BY 1").fetchall()
-
-
-def _tenant_tables_elsewhere(conn) -> list[tuple[str, str]]:
-    """``(schema, table)`` of every table with a ``workspace_id`` outside ``public`` and the system schemas."""
-    return conn.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname NOT IN ('public', 'pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%' "
-        "AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND EXISTS (SELECT 1 FROM pg_attribute a "
-        "WHERE a.attrelid = c.oid AND a.attname = 'workspace_id' AND NOT a.attisdropped) ORDER BY 1, 2").fetchall()
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg\\_%%' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "ORDER BY n.nspname <> 'public', 1, 2").fetchall()
 
 
 def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
@@ -72,16 +67,13 @@ def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
             raise WorkspaceError(f"workspace {workspace_id} does not exist at that point in time")
         conn.execute("SET session_replication_role = replica")  # the copy is private: no triggers, no cascades
         tables = _tables(conn)
-        for table, tenant in tables:
+        # Every schema's tenant tables (not only public), ColdCopy's own records (GDPR requests, health history…
+        # name other tenants' people), and the materialized views (analytics.*) recomputed from what is left.
+        # Before, only public was filtered: analytics.* kept every tenant's rows.
+        for schema, table, tenant in tables:
             if tenant:
                 conn.execute(sql.SQL("DELETE FROM {} WHERE workspace_id IS DISTINCT FROM %s").format(
-                    sql.Identifier("public", table)), (workspace_id,))
-        # Every other schema too: a tenant table anywhere (not only public), ColdCopy's own records (GDPR requests,
-        # health history… name other tenants' people), and the materialized views (analytics.*) recomputed from
-        # what is left. Before, only public was filtered: analytics.* kept every tenant's rows.
-        for schema, table in _tenant_tables_elsewhere(conn):
-            conn.execute(sql.SQL("DELETE FROM {} WHERE workspace_id IS DISTINCT FROM %s").format(
-                sql.Identifier(schema, table)), (workspace_id,))
+                    sql.Identifier(schema, table)), (workspace_id,))
         for (table,) in conn.execute(
                 "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
                 "ON n.oid = c.relnamespace WHERE n.nspname = 'coldcopy_ops' AND c.relkind IN ('r', 'p') "
@@ -106,7 +98,7 @@ def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
         for (view,) in conn.execute(
                 "SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews ORDER BY 1").fetchall():
             conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(catalog.relation(conn, view)))
-        for table, _ in tables:
+        for _, table, _ in (t for t in tables if t[0] == "public"):
             kept[f"public.{table}"] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                 sql.Identifier("public", table))).fetchone()[0]
         conn.commit()
@@ -117,15 +109,26 @@ def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
     return kept
 
 
-def copy_into_schema(source_dsn: str, target_dsn: str, schema: str) -> dict[str, int]:
+def copy_into_schema(source_dsn: str, target_dsn: str, schema: str, *, workspace_id: str, origin: str | None = None,
+                     ttl: timedelta = support_copies.DEFAULT_TTL) -> dict[str, int]:
     """Copy every non-empty table of ``public`` in ``source_dsn`` into the new ``schema`` of ``target_dsn``
-    (columns and types as the source has them; rows by COPY). Returns rows per table."""
+    (columns and types as the source has them; rows by COPY), registered as a support copy of ``workspace_id``
+    (:mod:`coldcopy.support_copies`: erasures reach it, it is dropped after ``ttl``) in the same transaction;
+    ``origin`` says where it came from (backup, as_of).
+    Returns rows per table."""
     copied: dict[str, int] = {}
+    workspace_id = workspace_uuid(workspace_id)
+    with psycopg.connect(target_dsn, autocommit=True) as registry:
+        support_copies.ensure(registry)
     with psycopg.connect(source_dsn) as source, psycopg.connect(target_dsn) as target:
         schema = schema_name(target, schema)
         target.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         target.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(schema)))
-        for table, _ in _tables(source):
+        expires = support_copies.register(target, schema, workspace_id, source=origin, ttl=ttl)
+        target.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(
+            f"coldcopy support copy of workspace {workspace_id}, expires {expires.astimezone(UTC):%Y-%m-%d %H:%M} "
+            "UTC")))
+        for _, table, _ in (t for t in _tables(source) if t[0] == "public"):
             rows = source.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("public", table))
                                   ).fetchone()[0]
             if not rows:
@@ -145,5 +148,6 @@ def copy_into_schema(source_dsn: str, target_dsn: str, schema: str) -> dict[str,
                     into.write(chunk)
             copied[f"{schema}.{table}"] = rows
         target.commit()
-    log.info("copied %d rows of %d tables into schema %s", sum(copied.values()), len(copied), schema)
+    log.info("copied %d rows of %d tables into schema %s (a support copy, expires %s)", sum(copied.values()),
+             len(copied), schema, expires)
     return copied
