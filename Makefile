@@ -77,6 +77,7 @@ bench: install system-deps
 	$(BIN)/python -m bench.make_airflow
 	$(BIN)/python -m bench.trust
 	$(BIN)/python -m bench.pitr
+	$(BIN)/python -m bench.pitr_anchor
 	$(BIN)/python -m bench.task_imports
 	$(BIN)/python -m bench.skips
 	$(BIN)/python -m bench.metrics

@@ -169,22 +169,8 @@ class ChangeArchiver:
         and extend it across the gap. The refusal is recorded for db_health and raised (the task alerts)."""
         row = conn.execute("SELECT chain, seq, segment_hash FROM coldcopy_ops.change_archive WHERE slot = %s "
                            "AND broken_at IS NULL", (self.slot,)).fetchone()
-        if row is None:
-            return
-        anchored_chain, anchored_seq, anchored_hash = row
-        problem = None
-        if anchored_chain != chain.name:
-            problem = (f"the database records chain {anchored_chain} at segment {anchored_seq}, and the bucket's "
-                       f"newest chain for slot {self.slot} is {chain.name} (chain {anchored_chain} deleted?)")
-        else:
-            held = {s["seq"]: s for s in chain.segments}
-            newest = max(held, default=(chain.pruned or {}).get("through_seq", 0))
-            if newest < anchored_seq:
-                problem = (f"chain {chain.name}: the database records segment {anchored_seq} as archived, and the "
-                           f"bucket's newest is {newest} (segments {newest + 1}..{anchored_seq} deleted?)")
-            elif anchored_hash and anchored_seq in held and chains.segment_hash(held[anchored_seq]) != anchored_hash:
-                problem = (f"chain {chain.name}: segment {anchored_seq} in the bucket is not the one the database "
-                           "recorded (replaced?)")
+        problem = chain.anchor_gap(dict(zip(("chain", "seq", "segment_hash"), row, strict=True)) if row else None,
+                                   newest_for_slot=self.slot)
         if problem is None:
             return
         conn.execute("UPDATE coldcopy_ops.change_archive SET anchor_problem = %s, anchor_problem_at = now() "

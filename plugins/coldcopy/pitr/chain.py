@@ -80,6 +80,28 @@ class Chain:
             good.append(segment)
         return good
 
+    def anchor_gap(self, anchor: dict | None, *, newest_for_slot: str | None = None) -> str | None:
+        """What this chain lacks against the database's record of what it archived (``anchor``: chain, newest
+        segment, its hash; ``coldcopy_ops.change_archive``), ``None`` when nothing (or no record). The archiver
+        (before it extends the bucket's newest chain of slot ``newest_for_slot``) and a restore's plan (for each
+        chain it could use) ask the same question here. With ``newest_for_slot``, an anchor on another chain is
+        a gap too: that newer chain was deleted."""
+        if not anchor:
+            return None
+        if anchor["chain"] != self.name:
+            return None if newest_for_slot is None else (
+                f"the database records chain {anchor['chain']} at segment {anchor['seq']}, and the bucket's newest "
+                f"chain for slot {newest_for_slot} is {self.name} (chain {anchor['chain']} deleted?)")
+        good = self.consistent_prefix()
+        newest = good[-1]["seq"] if good else (self.pruned or {}).get("through_seq", 0)
+        if newest < anchor["seq"]:
+            return (f"the chain {self.name} lacks segments {newest + 1}..{anchor['seq']}, which the database "
+                    f"records as archived: the bucket's newest whole one is {newest} (deleted from the bucket?)")
+        held = next((s for s in good if s["seq"] == anchor["seq"]), None)
+        if held and anchor.get("segment_hash") and segment_hash(held) != anchor["segment_hash"]:
+            return f"segment {anchor['seq']} of chain {self.name} is not the one the database recorded (replaced?)"
+        return None
+
     def break_after(self) -> dict | None:
         """The last good segment before a break (``None`` when the chain is whole)."""
         prefix = self.consistent_prefix()

@@ -115,21 +115,6 @@ def read_anchor(dsn: str) -> dict | None:
     return {"chain": row[0], "seq": row[1], "segment_hash": row[2]} if row else None
 
 
-def anchor_gap(chain: chains.Chain, anchor: dict | None) -> str | None:
-    """What the bucket lacks of ``chain`` against the database's record (``None``: nothing, or no record)."""
-    if not anchor or anchor["chain"] != chain.name:
-        return None
-    good = chain.consistent_prefix()
-    newest = good[-1]["seq"] if good else (chain.pruned or {}).get("through_seq", 0)
-    if newest < anchor["seq"]:
-        return (f"the chain {chain.name} lacks segments {newest + 1}..{anchor['seq']}, which the database "
-                "records as archived (deleted from the bucket?)")
-    held = next((s for s in good if s["seq"] == anchor["seq"]), None)
-    if held and anchor.get("segment_hash") and chains.segment_hash(held) != anchor["segment_hash"]:
-        return f"segment {anchor['seq']} of chain {chain.name} is not the one the database recorded (replaced?)"
-    return None
-
-
 def plan(runner, as_of: datetime, anchor: dict | None = None) -> RecoveryPlan:
     """Which base backup and which segments give the database as of ``as_of``; :class:`RecoveryError` with the
     nearest reachable instant otherwise. Reads the bucket, held to ``anchor`` (:func:`read_anchor`) when the
@@ -159,7 +144,7 @@ def plan(runner, as_of: datetime, anchor: dict | None = None) -> RecoveryPlan:
                 continue
             good = chain.consistent_prefix()
             reach = newest_point(bucket, chain, keys)
-            gap = anchor_gap(chain, anchor)
+            gap = chain.anchor_gap(anchor)
             if gap:
                 reach = min(reach, datetime.fromisoformat(good[-1]["last_commit"]) if good else
                             datetime.fromisoformat(chain.head["created_at"]))
