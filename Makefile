@@ -42,21 +42,32 @@ SCALE ?= 1
 data: install
 	$(BIN)/python scripts/generate_data.py --scale $(SCALE)
 
-# The Celery stack's module runs in a second pytest process beside the rest (its own stack, databases, S3 server
-# and AIRFLOW_HOME): the two live stacks mostly wait on their schedulers, and CI's 20 minutes are tight.
+# Four pytest processes side by side (CI's 20 minutes, 2 cores; the live stacks mostly wait on their schedulers):
+# the live-Airflow tests (tests/e2e) on a PostgreSQL server of their own (COLDCOPY_TEST_OWN_SERVER: their db_health
+# must see no other process's sessions, locks or scratch databases), the Celery stack's module, the
+# Supabase-faithful tier (its own Supabase-shaped cluster), and the rest on the shared server. Each has its own
+# AIRFLOW_HOME; the others' output follows the main one's.
 CELERY_TESTS = tests/e2e/test_live_celery.py
+E2E_TESTS = tests/e2e
+SUPABASE_TESTS = tests/supabase
 test: install system-deps lint
 	@mkdir -p .artifacts
 	@AIRFLOW_HOME=$(CURDIR)/.airflow-test-celery $(BIN)/python -m pytest $(CELERY_TESTS) > .artifacts/test-celery.log 2>&1 & \
 	celery=$$!; \
-	$(BIN)/python -m pytest --ignore=$(CELERY_TESTS); main=$$?; \
-	wait $$celery; celery_rc=$$?; \
-	echo "=== $(CELERY_TESTS), run beside the rest (.artifacts/test-celery.log) ==="; cat .artifacts/test-celery.log; \
-	test $$main -eq 0 -a $$celery_rc -eq 0
+	COLDCOPY_TEST_OWN_SERVER=1 AIRFLOW_HOME=$(CURDIR)/.airflow-test-e2e $(BIN)/python -m pytest $(E2E_TESTS) \
+	  --ignore=$(CELERY_TESTS) > .artifacts/test-e2e.log 2>&1 & \
+	e2e=$$!; \
+	AIRFLOW_HOME=$(CURDIR)/.airflow-test-supabase $(BIN)/python -m pytest $(SUPABASE_TESTS) > .artifacts/test-supabase.log 2>&1 & \
+	supabase=$$!; \
+	$(BIN)/python -m pytest --ignore=$(E2E_TESTS) --ignore=$(SUPABASE_TESTS); main=$$?; \
+	wait $$e2e; e2e_rc=$$?; wait $$celery; celery_rc=$$?; wait $$supabase; supabase_rc=$$?; \
+	for log in e2e celery supabase; do echo "=== .artifacts/test-$$log.log, run beside the rest ==="; \
+	  cat .artifacts/test-$$log.log; done; \
+	test $$main -eq 0 -a $$e2e_rc -eq 0 -a $$celery_rc -eq 0 -a $$supabase_rc -eq 0
 
 # The edit loop: unit and integration tests (real PostgreSQL, S3, PgBouncer), no live Airflow or Chromium.
 test-fast: install
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m "not e2e and not supabase"
 
 lint: install
 	$(BIN)/ruff check .
@@ -93,4 +104,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .airflow .airflow-test .airflow-test-celery .airflow-e2e .artifacts .pgdata .demo
+	rm -rf $(VENV) .airflow .airflow-test .airflow-test-celery .airflow-test-e2e .airflow-test-supabase .airflow-e2e .artifacts .pgdata .demo

@@ -23,8 +23,21 @@ from coldcopy.migrations import discover_migrations  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def admin_dsn() -> str:
-    return local_env.admin_dsn()
+def admin_dsn():
+    """The server of this test session. With ``COLDCOPY_TEST_OWN_SERVER=1`` (``make test``'s live-Airflow process,
+    run beside the others) a throwaway server of this process alone, set like the shared one: its db_health
+    then sees no other process's sessions, locks, statements or scratch databases."""
+    if not os.environ.get("COLDCOPY_TEST_OWN_SERVER"):
+        yield local_env.admin_dsn()
+        return
+    from coldcopy.testing import servers
+
+    cluster = servers.ThrowawayCluster({"autovacuum": "off", "max_connections": "200"}).start()
+    os.environ["COLDCOPY_PG_ADMIN_DSN"] = cluster.dsn  # for what asks local_env.admin_dsn() itself
+    try:
+        yield cluster.dsn
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -172,3 +172,12 @@ def test_the_broker_as_configured_refuses_a_client_without_the_password(resolved
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_the_image_has_a_client_for_every_postgresql_supabase_builds():
+    """Issue 32: the image installed only postgresql-client-15, and pg_program rightly refuses a client older
+    than the server: every backup of a PostgreSQL 17 project would fail."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    clients = [int(v) for v in re.findall(r"postgresql-client-(\d+)", dockerfile)]
+    assert clients and max(clients) >= 17, clients
+    assert "apt.postgresql.org" in dockerfile  # Debian bookworm's own archive stops at 15

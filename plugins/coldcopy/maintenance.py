@@ -43,7 +43,7 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN LATERAL (SELECT sum(s.avg_width) AS width FROM pg_stats s
                    WHERE s.schemaname = n.nspname AND s.tablename = c.relname) w ON true
 WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-  AND c.reltuples >= 0
+  AND c.reltuples >= 0 AND {maintainable}
 """
 _INDEX_BLOAT_SQL = """
 SELECT format('%I.%I', n.nspname, ic.relname), format('%I.%I', n.nspname, t.relname),
@@ -57,7 +57,18 @@ LEFT JOIN LATERAL (SELECT sum(s.avg_width) AS width FROM pg_attribute a JOIN pg_
                    ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
                    WHERE a.attrelid = t.oid AND a.attnum = ANY (i.indkey)) w ON true
 WHERE i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+  AND {maintainable}
 """
+
+
+def maintainable(conn: psycopg.Connection, relation: str = "c") -> str:
+    """SQL: whether this login may VACUUM, ANALYZE, REINDEX and drop the indexes of ``relation`` (a pg_class
+    alias): its owner's rights (PostgreSQL 15, 16), or the MAINTAIN privilege (17). On Supabase the platform's
+    tables (auth.*, storage.*) are other roles': before, the bloat query picked auth.refresh_tokens_token_key
+    and REINDEX failed ("must be owner of index") three times, failing the weekly run."""
+    if conn.info.server_version >= 170000:
+        return f"has_table_privilege({relation}.oid, 'MAINTAIN')"
+    return f"pg_has_role({relation}.relowner, 'USAGE')"
 
 
 @dataclass(frozen=True)
@@ -113,16 +124,20 @@ class Maintenance:
 
     def vacuum_plan(self, *, everything: bool = False) -> tuple[list[Target], list[Target]]:
         """``(to vacuum, not needed)``, each with its reason; every user table is in one of the two lists."""
-        rows = self.conn.execute("""
+        mine = maintainable(self.conn)
+        rows = self.conn.execute(f"""
             SELECT format('%I.%I', s.schemaname, s.relname), s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze,
-                   greatest(s.last_vacuum, s.last_autovacuum), age(c.relfrozenxid)
+                   greatest(s.last_vacuum, s.last_autovacuum), age(c.relfrozenxid), {mine}, c.relowner::regrole::text
             FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
             WHERE c.relkind = 'r' AND s.schemaname <> 'coldcopy_ops' ORDER BY 1""").fetchall()
         now = self.conn.execute("SELECT now()").fetchone()[0]
         picked, skipped = [], []
-        for name, live, dead, modified, last_vacuum, xid_age in rows:
+        for name, live, dead, modified, last_vacuum, xid_age, mine, owner in rows:
             t = self.t
-            if xid_age > t.freeze_age:
+            if not mine:
+                skipped.append(Target(name, "vacuum", f"not this login's to maintain (owner {owner}): the "
+                                                      "platform's own maintenance covers it"))
+            elif xid_age > t.freeze_age:
                 picked.append(Target(name, "vacuum_freeze", f"age(relfrozenxid) {xid_age:,} > {t.freeze_age:,}"))
             elif everything:
                 picked.append(Target(name, "vacuum", "all tables requested"))
@@ -143,7 +158,8 @@ class Maintenance:
             "SELECT target FROM coldcopy_ops.maintenance_log WHERE action = 'reindex' AND outcome = 'done' "
             "AND started_at > now() - make_interval(days => %s)", (self.t.reindex_cooldown_days,)).fetchall()}
         candidates = sorted(
-            ((size * bloat, index, size, bloat) for index, _, size, bloat in self.conn.execute(_INDEX_BLOAT_SQL)
+            ((size * bloat, index, size, bloat) for index, _, size, bloat in self.conn.execute(
+                _INDEX_BLOAT_SQL.format(maintainable=maintainable(self.conn, "t")))
              if size >= self.t.reindex_min_bytes and (bloat or 0) >= self.t.reindex_bloat and index not in cooldown),
             reverse=True)
         return [Target(index, "reindex", f"{size / 2**20:.1f} MB, ~{bloat:.0%} bloat")
@@ -152,7 +168,7 @@ class Maintenance:
     def full_vacuum_plan(self) -> tuple[list[Target], list[Target]]:
         """``(VACUUM FULL now, report for pg_repack)``."""
         now, report = [], []
-        for table, size, bloat in self.conn.execute(_TABLE_BLOAT_SQL):
+        for table, size, bloat in self.conn.execute(_TABLE_BLOAT_SQL.format(maintainable=maintainable(self.conn))):
             if (bloat or 0) < self.t.full_bloat or size < self.t.full_min_bytes or table.startswith("coldcopy_ops."):
                 continue
             reason = f"{size / 2**20:.1f} MB, ~{bloat:.0%} bloat"
@@ -238,15 +254,17 @@ class Maintenance:
         """INVALID indexes left by failed concurrent builds (``*_ccnew*``, ``*_ccold*``)."""
         rows = self.conn.execute(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE NOT i.indisvalid AND (c.relname LIKE '%\\_ccnew%' OR c.relname LIKE '%\\_ccold%')").fetchall()
+            "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class t ON t.oid = i.indrelid "
+            "WHERE NOT i.indisvalid AND (c.relname LIKE '%\\_ccnew%' OR c.relname LIKE '%\\_ccold%') AND "
+            + maintainable(self.conn, "t")).fetchall()
         return [Target(name, "drop_invalid_index", "INVALID leftover of a failed concurrent build") for (name,) in rows]
 
     def stale_statistics(self) -> list[Target]:
         rows = self.conn.execute(
-            "SELECT format('%%I.%%I', schemaname, relname), n_mod_since_analyze FROM pg_stat_user_tables "
-            "WHERE n_mod_since_analyze >= %s + %s * n_live_tup AND n_mod_since_analyze > 0 "
-            "AND schemaname <> 'coldcopy_ops' ORDER BY 1", (self.t.analyze_base, self.t.analyze_scale)).fetchall()
+            "SELECT format('%%I.%%I', s.schemaname, s.relname), s.n_mod_since_analyze FROM pg_stat_user_tables s "
+            "JOIN pg_class c ON c.oid = s.relid WHERE s.n_mod_since_analyze >= %s + %s * s.n_live_tup "
+            "AND s.n_mod_since_analyze > 0 AND s.schemaname <> 'coldcopy_ops' AND " + maintainable(self.conn) +
+            " ORDER BY 1", (self.t.analyze_base, self.t.analyze_scale)).fetchall()
         return [Target(name, "analyze", f"{modified:,} rows modified since the last analyze")
                 for name, modified in rows]
 

@@ -101,7 +101,9 @@ class MigrationRunner:
     @staticmethod
     def _status(migration: Migration, history: dict[int, tuple[str, str]], cli: dict | None = None) -> Status:
         if migration.version in history:
-            return Status.APPLIED if history[migration.version][1] == migration.checksum else Status.CHANGED
+            recorded = history[migration.version][1]
+            return Status.APPLIED if recorded == migration.checksum or recorded in migration.reissues \
+                else Status.CHANGED
         version = (supabase_history.cli_version(migration.file_name) or ("",))[0]
         if cli and version in cli:  # applied by `supabase db push`: the same statements, or an edited file
             return Status.APPLIED if supabase_history.same_statements(cli[version][1], migration.read()) \
@@ -141,6 +143,11 @@ class MigrationRunner:
                 if status is Status.APPLIED:
                     if migration.version not in history:
                         self._adopt(conn, migration)
+                    elif history[migration.version][1] != migration.checksum:  # an earlier text it reissues
+                        conn.execute(f"UPDATE {HISTORY_TABLE} SET checksum = %s WHERE version = %s AND checksum = %s",
+                                     (migration.checksum, migration.version, history[migration.version][1]))
+                        log.info("%s: applied as its earlier text %s…, which it reissues: history updated",
+                                 migration.file_name, history[migration.version][1][:12])
                     log.info("%s: already applied, skipping", migration.file_name)
                     return False
                 missing = [p.file_name for p in predecessors
@@ -221,7 +228,13 @@ class MigrationRunner:
         if migration.transactional:
             executions = 1
             log.info("%s: applying in one transaction", migration.file_name)
-            with_lock_retries(run_in_transaction, self.lock_retry, what=migration.file_name)
+            try:
+                with_lock_retries(run_in_transaction, self.lock_retry, what=migration.file_name)
+            except MigrationError as error:
+                line = None if " at line " in str(error) else self._failing_line(conn, text)
+                if line is None:
+                    raise
+                raise MigrationError(str(error).replace(" failed ", f" failed at line {line} ", 1)) from error
         else:
             parts = migration.parts()
             executions = len(parts)
@@ -307,6 +320,35 @@ class MigrationRunner:
             what = f"{migration.file_name} {part.describe()}" if part is not None else migration.file_name
             raise MigrationError(f"{what} failed{where} {outcome}: {error.diag.sqlstate} {str(error).strip()}"
                                  ) from error
+
+    def _failing_line(self, conn: psycopg.Connection, text: str) -> int | None:
+        """The line of the statement that fails in ``text`` (a file that failed as one query, whose error
+        carries no position: a permission error, a trigger's): its statements run again one by one in a
+        transaction rolled back at the first error, under the same lock_timeout."""
+        class Found(Exception):
+            pass
+
+        offset, line = 0, None
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                self._set_timeouts(cur, self.lock_retry.lock_timeout_ms, local=True)
+                for statement in supabase_history.split_raw(text):
+                    start = offset + len(statement) - len(statement.lstrip())
+                    offset += len(statement)
+                    if not strip_sql_comments(statement).strip(" \n\t;"):
+                        continue
+                    if re.match(r"\s*(BEGIN|COMMIT|ROLLBACK|END)\b", strip_sql_comments(statement), re.I):
+                        return None  # the file manages its own transaction: not replayed here
+                    try:
+                        cur.execute(statement.encode("utf-8"))
+                    except psycopg.Error:
+                        line = text[:start].count("\n") + 1
+                        raise Found from None
+                raise Found
+        except Found:
+            return line
+        except psycopg.Error:
+            return None
 
     @staticmethod
     def _drop_invalid_index_left_by(conn: psycopg.Connection, statement: str) -> None:

@@ -23,6 +23,10 @@ ALL_PHASES = {**PHASE_NAMES, CLI_PHASE: "supabase"}
 _FILE_NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.sql$")
 _CLI_FILE_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[A-Za-z0-9_-]+)\.sql$")
 # Statements PostgreSQL refuses inside a transaction block.
+# ``-- coldcopy:reissues <sha256>``: this file replaces an earlier text of itself, with that checksum, which did
+# the same where it could apply (e.g. 203 made safe for Supabase's non-superuser postgres): a database that
+# applied the earlier text counts as having applied this one, and its history takes the new checksum.
+_REISSUES = re.compile(r"^-- coldcopy:reissues ([0-9a-f]{64})\b", re.M)
 _NON_TRANSACTIONAL = re.compile(
     r"\b(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY"
     r"|DROP\s+INDEX\s+CONCURRENTLY"
@@ -76,6 +80,11 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.content if self.content is not None else self.path.read_bytes()).hexdigest()
+
+    @property
+    def reissues(self) -> frozenset[str]:
+        """Checksums of the earlier texts this file replaces (see ``_REISSUES``)."""
+        return frozenset(_REISSUES.findall(self.read()))
 
     @property
     def transactional(self) -> bool:

@@ -1,4 +1,6 @@
 -- 203 connection pooling: what PgBouncer's auth_query needs (see include/pgbouncer.ini).
+-- coldcopy:reissues 6207aec834dbe63caadae0eaab05258a19d75fd3c2b3f40a70d846aeb5aafa52 (its text before 2026-12-03: the same
+-- objects and privileges where it could apply; a database that applied that text has this one)
 --
 -- PgBouncer logs in as the pgbouncer role and looks up the password hash of the connecting user through
 -- pgbouncer.get_auth(), a SECURITY DEFINER function owned by a superuser; nothing else can read pg_shadow.
@@ -32,7 +34,19 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON SCHEMA pgbouncer FROM PUBLIC;
-GRANT USAGE ON SCHEMA pgbouncer TO pgbouncer;
-REVOKE ALL ON FUNCTION pgbouncer.get_auth(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgbouncer.get_auth(text) TO pgbouncer;
+-- The privileges, on what this login owns: on Supabase the schema and the function belong to the platform
+-- (supabase_admin or pgbouncer), which already set them so; the project's postgres, no superuser there, may
+-- not change them (before, REVOKE failed there with "permission denied for function get_auth").
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgbouncer' AND pg_has_role(nspowner, 'USAGE')) THEN
+    REVOKE ALL ON SCHEMA pgbouncer FROM PUBLIC;
+    GRANT USAGE ON SCHEMA pgbouncer TO pgbouncer;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = 'pgbouncer.get_auth(text)'::regprocedure
+             AND pg_has_role(proowner, 'USAGE')) THEN
+    REVOKE ALL ON FUNCTION pgbouncer.get_auth(text) FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION pgbouncer.get_auth(text) TO pgbouncer;
+  END IF;
+END
+$$;

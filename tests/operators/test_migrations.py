@@ -403,3 +403,19 @@ def test_the_gate_puts_to_the_approver_the_files_its_body_shows_not_one_added_si
     with pytest.raises(AirflowFailException, match="not the file that was rehearsed and approved"):
         apply.execute({"ti": approved, "params": {}})
     assert not table_exists(generated_db, "public.sneaked")
+
+
+def test_a_reissued_file_counts_as_applied_where_its_earlier_text_was(empty_db):
+    """203 was made safe for Supabase's non-superuser postgres (issue 32): a database that applied its earlier
+    text must not see it as an edited, applied file (refused), nor apply it twice."""
+    from coldcopy.migrations import Migration
+
+    earlier = Migration(203, "connection_pooling",
+                        Path(__file__).parents[1] / "fixtures" / "reissued" / "203_connection_pooling.sql")
+    [current] = [m for m in discover_migrations() if m.version == 203]
+    assert earlier.checksum in current.reissues and earlier.checksum != current.checksum
+    runner = MigrationRunner(lambda: psycopg.connect(empty_db))
+    assert runner.apply(earlier, applied_by="pytest")
+    assert runner.plan([current])[0].status is Status.APPLIED
+    assert runner.apply(current, applied_by="pytest") is False
+    assert runner.applied()[203][1] == current.checksum  # the history now holds the file as it is

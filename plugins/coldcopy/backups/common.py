@@ -74,8 +74,18 @@ class _Pipeline:
         failed = {name: code for name, code in codes.items() if code != 0}
         if not failed:
             return None
-        return "; ".join(f"{name} exited {code}: {self.errors.get(name, b'').decode(errors='replace').strip()[:500]}"
-                         for name, code in failed.items())
+        # The furthest downstream failure is the cause; a stage before it that then failed writing into it
+        # (broken pipe, SIGPIPE) is only its consequence, left out. Before, gpg's "Broken pipe" came first and
+        # pg_restore's reason last, cut off.
+        order = list(self.stages)
+        cause = max(failed, key=order.index)
+
+        def said(name: str) -> str:
+            return self.errors.get(name, b"").decode(errors="replace").strip()
+
+        shown = [cause] + [n for n in failed if n != cause and not (
+            order.index(n) < order.index(cause) and (failed[n] == -13 or "Broken pipe" in said(n)))]
+        return "; ".join(f"{name} exited {failed[name]}: {said(name)[:500]}" for name in shown)
 
     def kill(self) -> None:
         for process in self.stages.values():

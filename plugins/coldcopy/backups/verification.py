@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
+import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 
 from coldcopy import manifests, sessions
 from coldcopy import scratch as scratch_dbs
 from coldcopy.alerts import reason_of
+from coldcopy.backups import toc
 from coldcopy.backups.common import _KEY, PREFIX, BackupError, _count, _Pipeline
 from coldcopy.crypto import (
     UntrustedObject,
@@ -36,52 +40,99 @@ class Verification:
         Bind before trust: the object is spooled and must equal its signed ``manifest`` (read here unless
         given) in key, size and sha256 before any byte reaches gpg (:func:`coldcopy.crypto.spool_bound`), and
         gpg must report an integrity-protected AES256 decryption. With ``tables``, only their rows are loaded
-        (``--data-only --disable-triggers``) into a target that already has the schema.
+        (``--data-only``; ``--disable-triggers`` for a superuser) into a target that already has the schema:
+        the archive's data entries of exactly those tables (and their partitions). A login that is no
+        superuser (Supabase's postgres) restores what it may (:mod:`coldcopy.backups.toc`): the entries left
+        out are logged and kept in :attr:`left_out`.
         """
         manifest = manifest or self.manifest(key)
         with psycopg.connect(target_dsn) as conn:
             server_major = conn.info.server_version // 10000
-        args = [pg_program("pg_restore", server_major), "--no-owner", "--exit-on-error", "--single-transaction"]
-        if tables:
-            args += ["--data-only", "--disable-triggers"]
-        for table in tables or []:
-            args += ["--table", table.split(".")[-1]]
+            can = toc.Capabilities.of(conn)
+            wanted = _with_partitions(conn, tables) if tables else None
+        program = pg_program("pg_restore", server_major)
+        args = [program, "--no-owner", "--exit-on-error", "--single-transaction"]
+        if tables:  # DISABLE TRIGGER ALL is refused to a non-superuser (the foreign keys' system triggers)
+            args += ["--data-only"] + (["--disable-triggers"] if can.superuser else [])
+        self.left_out = []
         try:
             with spool_bound(self.bucket, key, manifest, directory=self.spool_dir) as spooled, \
-                    open(spooled, "rb") as source:
-                gpg, status = gpg_decrypt_popen(self.passphrase, source, subprocess.PIPE)
-                zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=minimal_env())
-                restore = client_popen(args, target_dsn, stdin=zstd.stdout, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE)
-                zstd.stdout.close()
-                pipeline = _Pipeline({"gpg": gpg, "zstd": zstd, "pg_restore": restore})
-                # Not one byte reaches zstd and pg_restore before gpg said it is decrypting AES256 with integrity
-                # protection (a plain literal packet would pass `gpg --decrypt` with exit 0).
-                if problem := relay_checked(gpg, status, zstd.stdin):
-                    pipeline.kill()
-                    pipeline.failures()
-                    raise UntrustedObject(f"{self.bucket.uri}/{key}: {problem}; nothing was restored")
-                failures = pipeline.failures()
+                    tempfile.TemporaryDirectory(dir=self.spool_dir) as work:
+                if tables or not can.superuser:  # what to restore, chosen from the archive's own contents
+                    listing = self._through_gpg(spooled, key, [program, "-l", "-v"], None)
+                    try:
+                        chosen, self.left_out = toc.restorable(listing, can, tables=wanted)
+                    except LookupError as error:
+                        raise BackupError(f"{key}: {error}") from error
+                    (Path(work) / "restore.list").write_text(chosen)
+                    args += ["-L", str(Path(work) / "restore.list")]
+                    for entry in self.left_out:
+                        log.warning("%s: left out of the restore: %s", key, entry)
+                self._through_gpg(spooled, key, args, target_dsn)
         except UntrustedObject as error:
             raise BackupError(str(error)) from error
+        return manifest
+
+    def _through_gpg(self, spooled: str, key: str, args: list[str], target_dsn: str | None) -> str:
+        """``gpg --decrypt <spooled> | zstd -d | <args>`` (pg_restore); returns its output when it has no
+        target (``-l``: it stops reading after the table of contents, and what it leaves unread is no failure)."""
+        with open(spooled, "rb") as source:
+            gpg, status = gpg_decrypt_popen(self.passphrase, source, subprocess.PIPE)
+            zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=minimal_env())
+            restore = client_popen(args, target_dsn or self.dsn, stdin=zstd.stdout,
+                                   stdout=subprocess.PIPE if target_dsn is None else subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+            zstd.stdout.close()
+            listing: list[bytes] = []
+            reader = None
+            if target_dsn is None:
+                reader = threading.Thread(target=lambda: listing.append(restore.stdout.read()), daemon=True)
+                reader.start()
+            pipeline = _Pipeline({"gpg": gpg, "zstd": zstd, "pg_restore": restore})
+            # Not one byte reaches zstd and pg_restore before gpg said it is decrypting AES256 with integrity
+            # protection (a plain literal packet would pass `gpg --decrypt` with exit 0).
+            if problem := relay_checked(gpg, status, zstd.stdin):
+                pipeline.kill()
+                pipeline.failures()
+                raise UntrustedObject(f"{self.bucket.uri}/{key}: {problem}; nothing was restored")
+            failures = pipeline.failures()
+            if reader is not None:
+                reader.join()
+                restore.stdout.close()
+                if restore.returncode == 0:
+                    return b"".join(listing).decode()
         problem = status.problem()
         if problem or failures:
             raise BackupError(f"restore of {key} failed: {problem or failures}")
-        return manifest
+        return ""
 
     def _copy_schema(self, target_dsn: str) -> None:
-        """The source database's schema (no data) into ``target_dsn``: ``pg_dump -s | pg_restore``."""
+        """The source database's schema (no data) into ``target_dsn``: ``pg_dump -s`` into a file, then
+        ``pg_restore`` of what the login may restore there (:mod:`coldcopy.backups.toc`). Without foreign keys
+        and triggers: the scratch copy only counts a table backup's rows, whose parents are not in it (a
+        superuser's ``--disable-triggers`` load skipped them; a non-superuser's cannot)."""
         with self._connect() as conn:
             major = conn.info.server_version // 10000
-        dump = client_popen([pg_program("pg_dump", major), "-Fc", "-s", "--no-password"], self.dsn,
-                            stdout=subprocess.PIPE)
-        restore = client_popen([pg_program("pg_restore", major), "--no-owner", "--exit-on-error"], target_dsn,
-                               stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        dump.stdout.close()
-        _, errors = restore.communicate()
-        if dump.wait() or restore.returncode:
-            raise BackupError(f"could not copy the schema for verification: {errors.decode()[:500]}")
+        with psycopg.connect(target_dsn) as conn:
+            can = toc.Capabilities.of(conn)
+        with tempfile.TemporaryDirectory(dir=self.spool_dir) as work:
+            dump_file, list_file = str(Path(work) / "schema.dump"), Path(work) / "restore.list"
+            dump = client_popen([pg_program("pg_dump", major), "-Fc", "-s", "--no-password", "-f", dump_file],
+                                self.dsn, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, errors = dump.communicate()
+            if dump.returncode:
+                raise BackupError(f"could not dump the schema for verification: {errors.decode()[:500]}")
+            args = [pg_program("pg_restore", major), "--no-owner", "--exit-on-error"]
+            listing = client_popen([args[0], "-l", "-v", dump_file], target_dsn, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE).communicate()[0].decode()
+            chosen, _ = toc.restorable(listing, can, without=("FK CONSTRAINT", "TRIGGER"))
+            list_file.write_text(chosen)
+            args += ["-L", str(list_file)]
+            restore = client_popen([*args, dump_file], target_dsn, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, errors = restore.communicate()
+            if restore.returncode:
+                raise BackupError(f"could not copy the schema for verification: {errors.decode()[:500]}")
 
     def resolve(self, which: str) -> tuple[str, dict]:
         """Object key and verified manifest of ``latest`` (newest whole-database backup), of the newest one on
@@ -170,3 +221,18 @@ class Verification:
             raise error  # BackupError: the backup is bad; anything else (S3, network) is worth a retry
         log.info("verified %s: %d tables match in %d ms", key, len(manifest["row_counts"]), elapsed_ms)
         return {"object_key": key, "tables": len(manifest["row_counts"]), "verification_ms": elapsed_ms}
+
+
+def _with_partitions(conn: psycopg.Connection, tables: list[str]) -> list[str]:
+    """``tables`` as the target's catalog names them (``schema.table``), each partitioned one replaced by its
+    partitions: a partitioned table's rows are in its partitions' data entries."""
+    wanted: set[str] = set()
+    for table in tables:
+        rows = conn.execute(
+            "WITH RECURSIVE tree(oid) AS (SELECT to_regclass(%s)::oid UNION SELECT i.inhrelid FROM pg_inherits i "
+            "JOIN tree ON i.inhparent = tree.oid) SELECT format('%%s.%%s', n.nspname, c.relname), c.relkind "
+            "FROM tree JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace",
+            (table,)).fetchall()
+        wanted |= {name for name, kind in rows if kind != "p"} if rows else {
+            table if "." in table else f"public.{table}"}  # unknown here: the list says whether the backup has it
+    return sorted(wanted)

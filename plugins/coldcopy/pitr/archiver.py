@@ -23,6 +23,7 @@ import psycopg
 from coldcopy import manifests, ops_schema, sessions
 from coldcopy.crypto import gpg_symmetric
 from coldcopy.object_store import Bucket
+from coldcopy.pitr import budget
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr.pgoutput import Decoder, lsn_int, lsn_text
 from coldcopy.pitr.setup import PUBLICATION, SLOT, Setup
@@ -117,6 +118,7 @@ class ChangeArchiver:
     def drain_once(self) -> Drained:
         """Archive everything the slot holds now (up to ``max_changes`` rows of output, whole transactions)."""
         with self.connect() as conn:
+            self.refuse_lost_slot(conn)
             created = self._confirmed(conn) is None
             chain = self.current_chain(conn)
             if not created:
@@ -159,6 +161,17 @@ class ChangeArchiver:
             done_at = datetime.now(UTC)
             return Drained(manifest["seq"], manifest["transactions"], manifest["changes"], lsn_text(end_lsn), lag,
                            [(done_at - t.commit_time).total_seconds() for t in kept])
+
+    def refuse_lost_slot(self, conn) -> None:
+        """A slot the server invalidated gives no more changes, ever: the chain is marked broken (db_health
+        breaches) and the drain fails for good at once, naming what to do."""
+        state = budget.slot_state(conn, self.slot)
+        if reason := budget.lost_reason(state):
+            budget.mark_broken(conn, state, reason)
+            raise chains.ChainError(
+                f"{reason}; every commit up to {state['drained_at']} is archived, the ones after are gone from the "
+                "archive: take a base backup now, then drop the slot (change_archive_setup starts a new chain), "
+                "and keep the archive drained well within max_slot_wal_keep_size")
 
     def check_anchor(self, conn, chain: chains.Chain) -> None:
         """Refuse to extend ``chain`` unless the bucket holds at least what the database recorded as archived

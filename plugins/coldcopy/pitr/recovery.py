@@ -242,7 +242,7 @@ def migration_applier(target_dsn: str, directory: Path | None = None):
 
     def apply(marker: dict) -> None:
         migration = by_version.get(marker["version"])
-        if migration is None or migration.checksum != marker["checksum"]:
+        if migration is None or marker["checksum"] not in {migration.checksum, *migration.reissues}:
             raise ReplayError(f"the archive applied {marker['file']} (sha256 {marker['checksum'][:12]}…); this "
                               "checkout has no such file, or a different one: replay it from the matching release")
         MigrationRunner(lambda: _quiet(psycopg.connect(target_dsn))).apply(migration, applied_by="pitr replay")

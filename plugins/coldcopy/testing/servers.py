@@ -22,6 +22,8 @@ class ThrowawayCluster:
     :param settings: server settings (``-c name=value``), e.g. ``{"shared_preload_libraries": "pg_stat_statements"}``.
     """
 
+    bootstrap_user = "postgres"  # initdb -U: the cluster's superuser
+
     def __init__(self, settings: dict[str, str] | None = None) -> None:
         import glob
         import tempfile
@@ -45,7 +47,7 @@ class ThrowawayCluster:
 
     def start(self) -> ThrowawayCluster:
         if not (self.directory / "PG_VERSION").exists():
-            self._run(str(self.bindir / "initdb"), "-D", str(self.directory), "-U", "postgres", "-A", "trust",
+            self._run(str(self.bindir / "initdb"), "-D", str(self.directory), "-U", self.bootstrap_user, "-A", "trust",
                       "--no-sync", owned=(self.home,))
         options = " ".join([f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
                             *(f"-c {k}={v}" for k, v in self.settings.items())])
@@ -62,6 +64,44 @@ class ThrowawayCluster:
         if (self.directory / "postmaster.pid").exists():
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.directory), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+class SupabaseShapedCluster(ThrowawayCluster):
+    """A cluster shaped like a hosted Supabase project (sql/testing/supabase_shape.sql): bootstrap superuser
+    ``supabase_admin``; ``postgres`` a login without superuser; the platform's schemas, roles, extensions,
+    default privileges and API-role timeouts; Supabase's settings (``wal_level=logical``, 5 replication slots,
+    ``max_slot_wal_keep_size`` 4 GB, pg_stat_statements preloaded); and, like the platform's own services, a
+    superuser session held open on the database ``postgres`` (:meth:`start`). :attr:`dsn` is the project's
+    login: ``postgres`` on the database ``postgres``; :attr:`admin_dsn` the platform's."""
+
+    bootstrap_user = "supabase_admin"
+    SETTINGS = {"wal_level": "logical", "max_replication_slots": "5", "max_wal_senders": "10",
+                "max_slot_wal_keep_size": "4GB", "shared_preload_libraries": "pg_stat_statements",
+                "max_connections": "200"}
+
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        super().__init__({**self.SETTINGS, **(settings or {})})
+        self.platform = None
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://supabase_admin@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> SupabaseShapedCluster:
+        import psycopg
+
+        fresh = not (self.directory / "PG_VERSION").exists()
+        super().start()
+        if fresh:
+            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+                conn.execute((ROOT / "sql" / "testing" / "supabase_shape.sql").read_text())
+        self.platform = psycopg.connect(self.admin_dsn, autocommit=True, application_name="supabase platform")
+        return self
+
+    def stop(self) -> None:
+        if self.platform is not None:
+            self.platform.close()
+        super().stop()
 
 
 class LocalPgBouncer:

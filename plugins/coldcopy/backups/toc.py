@@ -1,0 +1,99 @@
+"""What of a dump this login may restore: the archive's table of contents (``pg_restore -l -v``) made into the
+list ``pg_restore -L`` reads.
+
+On Supabase the project's login ``postgres`` is no superuser, and a dump of a Supabase database holds entries
+only a superuser (or the platform's roles) can replay: ``CREATE EXTENSION`` of an untrusted extension
+(pg_stat_statements…), ``COMMENT ON EXTENSION``, event triggers, grants on ``pg_catalog`` functions
+(``GRANT ALL ON FUNCTION pg_catalog.pg_reload_conf() TO postgres``), ``ALTER DEFAULT PRIVILEGES FOR ROLE
+supabase_admin``. With ``--exit-on-error --single-transaction`` the first of them stopped every whole-database
+restore, hence every verification, ``as_of`` restore and rehearsal. :func:`restorable` leaves out exactly
+those (and, transitively, every entry depending on one: an extension's grants), and names them; a superuser's
+restore is not filtered. With ``tables``, only those tables' data entries are kept, matched on schema *and*
+name (``--table users`` also matched ``auth.users``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import psycopg
+
+_ENTRY = re.compile(r"^(?P<id>\d+); \d+ \d+ (?P<rest>.*)$")
+_DEPENDS = re.compile(r"^;\s+depends on:(?P<ids>[\d ]*)$")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the restoring login may do on the target server."""
+
+    superuser: bool
+    extensions: frozenset[str]  # those it may create: trusted ones, or any for a superuser
+    roles: frozenset[str]  # roles it is a member of (itself included)
+
+    @classmethod
+    def of(cls, conn: psycopg.Connection) -> Capabilities:
+        cursor = conn.cursor(row_factory=psycopg.rows.tuple_row)
+        superuser = cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+        extensions = {n for (n,) in cursor.execute(
+            "SELECT DISTINCT name FROM pg_available_extension_versions WHERE %s OR trusted OR NOT superuser",
+            (superuser,))}
+        roles = {r for (r,) in cursor.execute(
+            "SELECT rolname FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER')")}
+        return cls(bool(superuser), frozenset(extensions), frozenset(roles))
+
+
+def _refused(rest: str, can: Capabilities) -> str | None:
+    """Why ``can`` cannot replay the entry ``rest`` (its text after the ids), or ``None``."""
+    words = rest.split(" ")
+    if rest.startswith("EXTENSION - ") and words[2] not in can.extensions:
+        return "an extension only a superuser may create"
+    if rest.startswith("COMMENT - EXTENSION "):
+        return "a comment on an extension, which only its owner may set"
+    if rest.startswith("EVENT TRIGGER "):
+        return "an event trigger, which only a superuser may create"
+    if rest.startswith("ACL pg_catalog "):
+        return "a grant on a system object"
+    if rest.startswith("DEFAULT ACL ") and words[-1] not in can.roles:
+        return f"default privileges of role {words[-1]}, which this login is not a member of"
+    if rest.startswith("SUBSCRIPTION "):
+        return "a subscription, which only a superuser may create"
+    return None
+
+
+def restorable(listing: str, can: Capabilities, *, tables: list[str] | None = None,
+               without: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """The ``-L`` list of ``listing`` (``pg_restore -l -v``) that ``can`` replays, in the archive's order, and
+    the entries left out, each with why. ``tables`` (``schema.table``): only those tables' data. ``without``:
+    kinds of entries not wanted (``FK CONSTRAINT``, ``TRIGGER``), left out silently."""
+    entries: list[tuple[str, str, set[str]]] = []  # (id, line, depends on)
+    for line in listing.splitlines():
+        if match := _ENTRY.match(line):
+            entries.append((match["id"], line, set()))
+        elif (match := _DEPENDS.match(line)) and entries:
+            entries[-1][2].update(match["ids"].split())
+    wanted = None if tables is None else {tuple(t.split(".", 1)) for t in tables}
+    dropped: dict[str, str] = {}
+    kept: list[str] = []
+    left_out: list[str] = []
+    for entry_id, line, depends in entries:
+        rest = _ENTRY.match(line)["rest"]
+        if any(rest.startswith(f"{kind} ") for kind in without):
+            continue
+        why = None if can.superuser else _refused(rest, can)
+        if why is None and (parent := next((d for d in depends if d in dropped), None)):
+            why = f"depends on entry {parent}, left out"
+        if why is None and wanted is not None:
+            words = rest.split(" ")
+            if not (rest.startswith("TABLE DATA ") and (words[2], words[3]) in wanted):
+                continue  # not asked for: not restored, not reported
+        if why is not None:
+            dropped[entry_id] = why
+            left_out.append(f"{rest} ({why})")
+            continue
+        kept.append(line)
+    if wanted is not None:
+        found = {tuple(_ENTRY.match(line)["rest"].split(" ")[2:4]) for line in kept}
+        if missing := sorted(f"{s}.{t}" for s, t in wanted - found):
+            raise LookupError(f"the backup holds no data of {', '.join(missing)}")
+    return "\n".join(kept) + "\n", left_out
