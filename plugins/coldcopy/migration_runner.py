@@ -333,7 +333,7 @@ class MigrationRunner:
             with conn.transaction(), conn.cursor() as cur:
                 self._set_timeouts(cur, self.lock_retry.lock_timeout_ms, local=True)
                 for statement in supabase_history.split_raw(text):
-                    start = offset + len(statement) - len(statement.lstrip())
+                    start = offset + re.match(r"(?:\s|--[^\n]*|/\*.*?\*/)*", statement, re.S).end()
                     offset += len(statement)
                     if not strip_sql_comments(statement).strip(" \n\t;"):
                         continue

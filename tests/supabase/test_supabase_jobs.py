@@ -89,7 +89,7 @@ def test_maintenance_leaves_the_platforms_tables_to_the_platform(supabase, demo)
             assert runner.run(target).outcome == "done"
 
 
-def test_a_failing_migration_names_its_line_and_a_reissued_one_counts_as_applied(supabase, tmp_path):
+def test_a_failing_migration_names_its_line(supabase, tmp_path):
     with psycopg.connect(supabase.admin_dsn, autocommit=True) as admin:
         admin.execute("CREATE DATABASE lines OWNER postgres")
     dsn = local_env.database_dsn(supabase.dsn, "lines")
