@@ -98,3 +98,30 @@ def test_a_failing_migration_names_its_line(supabase, tmp_path):
                     "REVOKE ALL ON FUNCTION pg_catalog.pg_reload_conf() FROM postgres;\n")
     with pytest.raises(MigrationError, match=r"900_revoke.sql failed at line 4 and was rolled back"):
         MigrationRunner(lambda: psycopg.connect(dsn)).apply(Migration(900, "revoke", path), applied_by="pytest")
+
+
+def test_a_migration_is_rehearsed_as_postgres_on_a_supabase_shaped_verify_server(supabase, demo, spaces,
+                                                                                 backup_key, tmp_path):
+    """The rehearsal restores the newest backup on ``coldcopy_verify_db``: on Supabase a project of the same
+    shape, its login postgres too. Before, that restore stopped at the first entry only a superuser replays,
+    so every migration on a populated database failed at ``rehearse``."""
+    from coldcopy.backups import BackupRunner
+    from coldcopy.rehearsal import ScratchCopy, rehearse
+    from coldcopy.testing import servers
+    from tests.conftest import BACKUP_PASSPHRASE, KEYRING
+
+    verify = servers.SupabaseShapedCluster().start()
+    try:
+        runner = BackupRunner(supabase.dsn, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
+        runner.backup()
+        path = tmp_path / "390_lead_note.sql"
+        path.write_text("ALTER TABLE public.leads ADD COLUMN support_note text;\n"
+                        "SELECT pg_sleep(0.5);  -- the lock held long enough to be seen\n")
+        with ScratchCopy(runner, verify.dsn) as scratch:
+            with psycopg.connect(scratch) as conn:
+                leads = conn.execute("SELECT count(*) FROM public.leads").fetchone()[0]
+            [result] = rehearse(scratch, [Migration(390, "lead_note", path)], hot={"public.leads"})
+        assert leads > 0 and result.error is None and result.strongest == "AccessExclusiveLock", result
+        assert any("pg_stat_statements" in entry for entry in runner.left_out), runner.left_out
+    finally:
+        verify.stop()
