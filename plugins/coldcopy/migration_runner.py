@@ -16,16 +16,14 @@ Each file is applied:
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 
 import psycopg
-from psycopg import sql
 
-from coldcopy import catalog, ops_schema, supabase_history
+from coldcopy import catalog, migration_sql, ops_schema, supabase_history
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
-from coldcopy.migrations import Migration, MigrationError, Part, PlanEntry, Status, strip_sql_comments
+from coldcopy.migrations import Migration, MigrationError, Part, PlanEntry, Status
 from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
@@ -33,11 +31,6 @@ log = logging.getLogger(__name__)
 HISTORY_TABLE = "coldcopy_ops.schema_migrations"
 # pg_advisory_lock key of migration runs: an arbitrary large constant, far from the application's keys.
 ADVISORY_LOCK_KEY = 4_206_318_711_032_001
-_CONCURRENT_INDEX = re.compile(
-    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<index>\"?\w+\"?)\s+"
-    r"ON\s+(?:ONLY\s+)?(?:(?P<schema>\"?\w+\"?)\.)?\"?\w+\"?",
-    re.IGNORECASE,
-)
 
 
 
@@ -218,7 +211,7 @@ class MigrationRunner:
             with conn.transaction(), conn.cursor() as cur:
                 self._set_timeouts(cur, lock_timeout_ms, local=True)
                 announce(cur)
-                self._execute(cur, text, migration, transactional=True)
+                migration_sql.execute(cur, text, migration, transactional=True)
                 record(cur)
 
         def announce(cur) -> None:  # for the change archive's replay, before the file's own changes
@@ -231,7 +224,8 @@ class MigrationRunner:
             try:
                 with_lock_retries(run_in_transaction, self.lock_retry, what=migration.file_name)
             except MigrationError as error:
-                line = None if " at line " in str(error) else self._failing_line(conn, text)
+                line = None if " at line " in str(error) else migration_sql.failing_line(
+                    conn, text, lambda cur: self._set_timeouts(cur, self.lock_retry.lock_timeout_ms, local=True))
                 if line is None:
                     raise
                 raise MigrationError(str(error).replace(" failed ", f" failed at line {line} ", 1)) from error
@@ -281,15 +275,15 @@ class MigrationRunner:
             if part.transactional:
                 with conn.transaction(), conn.cursor() as cur:
                     self._set_timeouts(cur, lock_timeout_ms, local=True)
-                    self._execute(cur, part.sql, migration, transactional=True, part=part)
+                    migration_sql.execute(cur, part.sql, migration, transactional=True, part=part)
                     record(cur)
                 return
             with conn.cursor() as cur:
                 self._set_timeouts(cur, lock_timeout_ms, local=False)
-                self._execute(cur, part.sql, migration, transactional=False, part=part)
+                migration_sql.execute(cur, part.sql, migration, transactional=False, part=part)
 
         if not part.transactional:
-            self._drop_invalid_index_left_by(conn, part.sql)
+            migration_sql.drop_invalid_index_left_by(conn, part.sql)
         with_lock_retries(run, self.lock_retry, what=file_part)
         if not part.transactional:
             with conn.transaction(), conn.cursor() as cur:
@@ -302,68 +296,3 @@ class MigrationRunner:
             "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', %s, %s)",
             (f"{lock_timeout_ms}ms", local, self.statement_timeout, local),
         )
-
-    @staticmethod
-    def _execute(cur, text: str, migration: Migration, *, transactional: bool, part: Part | None = None) -> None:
-        try:
-            cur.execute(text.encode("utf-8"))
-        except psycopg.errors.LockNotAvailable:
-            raise
-        except psycopg.Error as error:
-            where = ""
-            position = getattr(error.diag, "statement_position", None)
-            if position:
-                where = f" at line {text[: int(position)].count(chr(10)) + 1}"
-            outcome = "and was rolled back" if transactional else "(it runs outside a transaction)"
-            if part is not None:
-                outcome += "; the file's earlier parts stay applied and a retry resumes at this part"
-            what = f"{migration.file_name} {part.describe()}" if part is not None else migration.file_name
-            raise MigrationError(f"{what} failed{where} {outcome}: {error.diag.sqlstate} {str(error).strip()}"
-                                 ) from error
-
-    def _failing_line(self, conn: psycopg.Connection, text: str) -> int | None:
-        """The line of the statement that fails in ``text`` (a file that failed as one query, whose error
-        carries no position: a permission error, a trigger's): its statements run again one by one in a
-        transaction rolled back at the first error, under the same lock_timeout."""
-        class Found(Exception):
-            pass
-
-        offset, line = 0, None
-        try:
-            with conn.transaction(), conn.cursor() as cur:
-                self._set_timeouts(cur, self.lock_retry.lock_timeout_ms, local=True)
-                for statement in supabase_history.split_raw(text):
-                    start = offset + re.match(r"(?:\s|--[^\n]*|/\*.*?\*/)*", statement, re.S).end()
-                    offset += len(statement)
-                    if not strip_sql_comments(statement).strip(" \n\t;"):
-                        continue
-                    if re.match(r"\s*(BEGIN|COMMIT|ROLLBACK|END)\b", strip_sql_comments(statement), re.I):
-                        return None  # the file manages its own transaction: not replayed here
-                    try:
-                        cur.execute(statement.encode("utf-8"))
-                    except psycopg.Error:
-                        line = text[:start].count("\n") + 1
-                        raise Found from None
-                raise Found
-        except Found:
-            return line
-        except psycopg.Error:
-            return None
-
-    @staticmethod
-    def _drop_invalid_index_left_by(conn: psycopg.Connection, statement: str) -> None:
-        """Drop the INVALID index an interrupted ``CREATE INDEX CONCURRENTLY`` of this name left behind."""
-        match = _CONCURRENT_INDEX.search(strip_sql_comments(statement))
-        if not match:
-            return
-        index, schema = match["index"].strip('"'), (match["schema"] or "public").strip('"')
-        invalid = conn.execute(
-            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relname = %s AND n.nspname = %s AND NOT i.indisvalid",
-            (index, schema),
-        ).fetchone()
-        if invalid:
-            log.warning("dropping INVALID index %s.%s left by an interrupted concurrent build", schema, index)
-            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(index)))
