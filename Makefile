@@ -44,12 +44,12 @@ data: install
 
 # Four pytest processes side by side (CI's 20 minutes, 2 cores; the live stacks mostly wait on their schedulers):
 # the live-Airflow tests (tests/e2e) on a PostgreSQL server of their own (COLDCOPY_TEST_OWN_SERVER: their db_health
-# must see no other process's sessions, locks or scratch databases), the Celery stack's module, the
-# Supabase-faithful tier (its own Supabase-shaped cluster), and the rest on the shared server. Each has its own
-# AIRFLOW_HOME; the others' output follows the main one's.
+# must see no other process's sessions, locks or scratch databases), the Celery stack's module, the tiers that
+# run on throwaway clusters of their own (tests/supabase: Supabase-shaped; tests/pitr: wal_level=logical), and
+# the rest on the shared server. Each has its own AIRFLOW_HOME; the others' output follows the main one's.
 CELERY_TESTS = tests/e2e/test_live_celery.py
 E2E_TESTS = tests/e2e
-SUPABASE_TESTS = tests/supabase
+SUPABASE_TESTS = tests/supabase tests/pitr
 test: install system-deps lint
 	@mkdir -p .artifacts
 	@AIRFLOW_HOME=$(CURDIR)/.airflow-test-celery $(BIN)/python -m pytest $(CELERY_TESTS) > .artifacts/test-celery.log 2>&1 & \
@@ -59,7 +59,7 @@ test: install system-deps lint
 	e2e=$$!; \
 	AIRFLOW_HOME=$(CURDIR)/.airflow-test-supabase $(BIN)/python -m pytest $(SUPABASE_TESTS) > .artifacts/test-supabase.log 2>&1 & \
 	supabase=$$!; \
-	$(BIN)/python -m pytest --ignore=$(E2E_TESTS) --ignore=$(SUPABASE_TESTS); main=$$?; \
+	$(BIN)/python -m pytest --ignore=$(E2E_TESTS) $(addprefix --ignore=,$(SUPABASE_TESTS)); main=$$?; \
 	wait $$e2e; e2e_rc=$$?; wait $$celery; celery_rc=$$?; wait $$supabase; supabase_rc=$$?; \
 	for log in e2e celery supabase; do echo "=== .artifacts/test-$$log.log, run beside the rest ==="; \
 	  cat .artifacts/test-$$log.log; done; \
