@@ -59,7 +59,8 @@ class Erasure:
 
     def _erase_rows(self, subject: Subject, request_id: str, counts: dict, erased_ids: list) -> None:
         months = set(detached_months(self.conn))
-        for link in personal_data_map(self.conn):
+        links = personal_data_map(self.conn)
+        for link in links:
             if link.table in ("public.suppression_list", "public.data_subject_requests"):
                 continue  # keep the request and the suppression, by one-way key (below)
             where = self._where(link, subject)
@@ -76,7 +77,7 @@ class Erasure:
                 counts[name] = counts.get(name, 0) + touched
                 if link.on_erase == "delete":  # nulled rows belong to someone else: their audit trail stays
                     erased_ids += ids
-        erased_ids += self._erase_support_copies(subject, request_id, counts)
+        erased_ids += self._erase_support_copies(subject, request_id, links, counts)
         key = f"{ERASED}{subject.subject_hash}"
 
         def finish() -> None:
@@ -104,7 +105,7 @@ class Erasure:
 
         under_lock_timeout(self.conn, finish, self.lock_retry, what=f"erasure record of request {request_id}")
 
-    def _erase_support_copies(self, subject: Subject, request_id: str, counts: dict) -> list[str]:
+    def _erase_support_copies(self, subject: Subject, request_id: str, links: list[Link], counts: dict) -> list[str]:
         """The subject's rows in every support copy of its workspace (:mod:`coldcopy.support_copies`): each table
         of the copy stands for its namesake in ``public``, every place of the personal data map is reached there
         too (its request and suppression rows with the address as well). The copy has no foreign keys and may
@@ -116,12 +117,15 @@ class Erasure:
         row = self.conn.execute("SELECT id_hashes FROM coldcopy_ops.erasure_ledger WHERE request_id = %s",
                                 (request_id,)).fetchone()
         id_hashes = list(row[0]) if row else []
-        links = [link for link in personal_data_map(self.conn) if link.table.startswith("public.")]
+        links = [link for link in links if link.table.startswith("public.")]
         for copy in copies:
-            local = self._subject_in(copy["schema"], subject, id_hashes)
+            there = self.find(subject.workspace_id, subject_hash=subject.subject_hash, id_hashes=id_hashes,
+                              schema=copy["schema"])
+            local = dataclasses.replace(subject, lead_ids=[*subject.lead_ids, *there.lead_ids],
+                                        message_ids=[*subject.message_ids, *there.message_ids])
             for link in links:
                 moved = _in_schema(link, copy["schema"])
-                if moved is None or not all(catalog.exists(self.conn, t) for t in _tables_of(moved)):
+                if not all(catalog.exists(self.conn, t) for t in _tables_of(moved)):
                     continue
                 where = self._where(moved, local)
                 if where is not None and (touched := self._in_batches(moved, *where)[0]):
@@ -135,21 +139,6 @@ class Erasure:
             found.update(str(i) for i in local.lead_ids + local.message_ids)
             log.info("erasure %s reached support copy %s", request_id, copy["schema"])
         return sorted(found)
-
-    def _subject_in(self, schema: str, subject: Subject, id_hashes: list[str]) -> Subject:
-        """``subject`` as the support copy in ``schema`` knows it: its leads and messages there."""
-        leads, messages = list(subject.lead_ids), list(subject.message_ids)
-        if catalog.exists(self.conn, f"{schema}.leads"):
-            leads += [r for (r,) in self.conn.execute(sql.SQL(
-                "SELECT id FROM {} WHERE workspace_id = %s AND (coldcopy_ops.subject_hash(workspace_id, email) = %s "
-                "OR coldcopy_ops.id_hash(id) = ANY(%s))").format(catalog.relation(self.conn, f"{schema}.leads")),
-                (subject.workspace_id, subject.subject_hash, id_hashes))]
-        if catalog.exists(self.conn, f"{schema}.email_messages"):
-            messages += [r for (r,) in self.conn.execute(sql.SQL(
-                "SELECT id FROM {} WHERE workspace_id = %s AND (lead_id = ANY(%s) "
-                "OR coldcopy_ops.id_hash(id) = ANY(%s))").format(
-                    catalog.relation(self.conn, f"{schema}.email_messages")), (subject.workspace_id, leads, id_hashes))]
-        return dataclasses.replace(subject, lead_ids=leads, message_ids=messages)
 
     def _in_batches(self, link: Link, where: sql.Composable, params: tuple) -> tuple[int, list[str]]:
         """Delete (or nullify) the matching rows ``self.batch`` at a time, each batch its own transaction."""
@@ -214,12 +203,10 @@ def drop_erased_rows(conn: psycopg.Connection, table: str) -> int:
     ).format(catalog.relation(conn, table))).rowcount
 
 
-def _in_schema(link: Link | None, schema: str) -> Link | None:
+def _in_schema(link: Link, schema: str) -> Link:
     """``link`` (and its parents) with each ``public`` table replaced by its namesake in ``schema``."""
-    if link is None:
-        return None
     return dataclasses.replace(link, table=f"{schema}.{link.table.removeprefix('public.')}",
-                               parent=_in_schema(link.parent, schema))
+                               parent=link.parent and _in_schema(link.parent, schema))
 
 
 def _tables_of(link: Link | None) -> list[str]:

@@ -62,16 +62,23 @@ class SubjectKeys:
         return self.conn.execute("SELECT coldcopy_ops.subject_hash(%s, %s)", (workspace_id, email)).fetchone()[0]
 
     def find(self, workspace_id: str, *, email: str | None = None, subject_hash: str | None = None,
-             id_hashes: list[str] = ()) -> Subject:
-        """The subject's lead and message ids in the workspace, by address or by the ledger's one-way keys."""
+             id_hashes: list[str] = (), schema: str = "public") -> Subject:
+        """The subject's lead and message ids in the workspace, by address or by the ledger's one-way keys, in
+        ``schema``: ``public``, or a support copy's (:mod:`coldcopy.support_copies`), which holds only the
+        tables that had rows."""
         subject_hash = subject_hash or self.subject_hash(workspace_id, email)
-        lead_ids = [r for (r,) in self.conn.execute(
-            "SELECT id FROM public.leads WHERE workspace_id = %s "
-            "AND (coldcopy_ops.subject_hash(workspace_id, email) = %s OR coldcopy_ops.id_hash(id) = ANY(%s))",
-            (workspace_id, subject_hash, list(id_hashes)))]
-        message_ids = [r for (r,) in self.conn.execute(
-            "SELECT id FROM public.email_messages WHERE workspace_id = %s AND (lead_id = ANY(%s) "
-            "OR coldcopy_ops.id_hash(id) = ANY(%s))", (workspace_id, lead_ids, list(id_hashes)))]
+
+        def ids(table: str, where: str, params: tuple) -> list:
+            if not catalog.exists(self.conn, f"{schema}.{table}"):
+                return []
+            query = sql.SQL("SELECT id FROM {} WHERE workspace_id = %s AND ({})").format(
+                catalog.relation(self.conn, f"{schema}.{table}"), sql.SQL(where))
+            return [r for (r,) in self.conn.execute(query, (workspace_id, *params))]
+
+        lead_ids = ids("leads", "coldcopy_ops.subject_hash(workspace_id, email) = %s OR coldcopy_ops.id_hash(id) = "
+                       "ANY(%s)", (subject_hash, list(id_hashes)))
+        message_ids = ids("email_messages", "lead_id = ANY(%s) OR coldcopy_ops.id_hash(id) = ANY(%s)",
+                          (lead_ids, list(id_hashes)))
         return Subject(workspace_id, subject_hash, email, lead_ids, message_ids)
 
     def _where(self, link: Link, subject: Subject) -> tuple[sql.Composable, tuple] | None:
