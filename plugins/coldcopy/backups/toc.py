@@ -66,18 +66,17 @@ def restorable(listing: str, can: Capabilities, *, tables: list[str] | None = No
     """The ``-L`` list of ``listing`` (``pg_restore -l -v``) that ``can`` replays, in the archive's order, and
     the entries left out, each with why. ``tables`` (``schema.table``): only those tables' data. ``without``:
     kinds of entries not wanted (``FK CONSTRAINT``, ``TRIGGER``), left out silently."""
-    entries: list[tuple[str, str, set[str]]] = []  # (id, line, depends on)
+    entries: list[tuple[str, str, str, set[str]]] = []  # (id, line, its text after the ids, depends on)
     for line in listing.splitlines():
         if match := _ENTRY.match(line):
-            entries.append((match["id"], line, set()))
+            entries.append((match["id"], line, match["rest"], set()))
         elif (match := _DEPENDS.match(line)) and entries:
-            entries[-1][2].update(match["ids"].split())
+            entries[-1][3].update(match["ids"].split())
     wanted = None if tables is None else {tuple(t.split(".", 1)) for t in tables}
     dropped: dict[str, str] = {}
-    kept: list[str] = []
+    kept: list[tuple[str, str]] = []  # (line, text after the ids)
     left_out: list[str] = []
-    for entry_id, line, depends in entries:
-        rest = _ENTRY.match(line)["rest"]
+    for entry_id, line, rest, depends in entries:
         if any(rest.startswith(f"{kind} ") for kind in without):
             continue
         why = None if can.superuser else _refused(rest, can)
@@ -91,9 +90,9 @@ def restorable(listing: str, can: Capabilities, *, tables: list[str] | None = No
             dropped[entry_id] = why
             left_out.append(f"{rest} ({why})")
             continue
-        kept.append(line)
+        kept.append((line, rest))
     if wanted is not None:
-        found = {tuple(_ENTRY.match(line)["rest"].split(" ")[2:4]) for line in kept}
+        found = {tuple(rest.split(" ")[2:4]) for _, rest in kept}
         if missing := sorted(f"{s}.{t}" for s, t in wanted - found):
             raise LookupError(f"the backup holds no data of {', '.join(missing)}")
-    return "\n".join(kept) + "\n", left_out
+    return "".join(f"{line}\n" for line, _ in kept), left_out

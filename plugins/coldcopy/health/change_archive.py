@@ -3,7 +3,7 @@ hard WAL budget so an undrained slot can never fill the database's disk."""
 
 from __future__ import annotations
 
-from coldcopy.health.common import GB, RANK, Context, Result, graded
+from coldcopy.health.common import GB, RANK, Context, Result, graded, iso
 from coldcopy.pitr import budget
 
 
@@ -13,7 +13,7 @@ def check_change_archive(c: Context) -> list[Result]:
     if state is None:
         return [Result("change_archive", "ok", "change archive not set up (change_archive_setup): no point-in-time "
                        "recovery beyond the last backup")]
-    details = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in state.items()}
+    details = iso(state)
     if lost := budget.lost_reason(state):  # invalidated by the server: no drain can go on
         budget.mark_broken(c.conn, state, lost)
         since = state["drained_at"]

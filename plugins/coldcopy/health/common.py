@@ -94,6 +94,11 @@ class Result:
     failed: bool = False  # the check itself errored: reported as unknown, and the task fails
 
 
+def iso(row: dict) -> dict:
+    """``row`` with its dates and times in ISO 8601, for a check's details."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
 def graded(value: float, warn: float, breach: float, *, higher_is_worse: bool = True) -> str:
     if higher_is_worse:
         return "breach" if value >= breach else "warning" if value >= warn else "ok"

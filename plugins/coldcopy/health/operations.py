@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from coldcopy.health.common import RANK, Context, Result, graded
+from coldcopy.health.common import RANK, Context, Result, graded, iso
 from coldcopy.refresh_jobs import REFRESH_JOBS
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,7 @@ def scratch_databases(c: Context) -> Result:
     open_ = [e["database"] for e in left if e["public_connect"]]
     copies = support_copies.active(c.conn)
     stale = [e["schema"] for e in copies if e["expired"]]
-    details = {"databases": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in e.items()}
-                             for e in left],
-               "support_copies": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in e.items()}
-                                  for e in copies]}
+    details = {"databases": [iso(e) for e in left], "support_copies": [iso(e) for e in copies]}
     if expired or open_ or stale:
         return Result("scratch_databases", "breach", "copies of production left behind: " + "; ".join(
             filter(None, [f"past their task's timeout: {', '.join(expired)}" if expired else "",

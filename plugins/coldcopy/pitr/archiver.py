@@ -180,10 +180,7 @@ class ChangeArchiver:
         those transactions, the next drain reused the number, linked to the segment before, and the chain
         looked whole without them; deleting a whole newest chain made the archiver fall back to an older one
         and extend it across the gap. The refusal is recorded for db_health and raised (the task alerts)."""
-        row = conn.execute("SELECT chain, seq, segment_hash FROM coldcopy_ops.change_archive WHERE slot = %s "
-                           "AND broken_at IS NULL", (self.slot,)).fetchone()
-        problem = chain.anchor_gap(dict(zip(("chain", "seq", "segment_hash"), row, strict=True)) if row else None,
-                                   newest_for_slot=self.slot)
+        problem = chain.anchor_gap(chains.recorded_anchor(conn, self.slot), newest_for_slot=self.slot)
         if problem is None:
             return
         conn.execute("UPDATE coldcopy_ops.change_archive SET anchor_problem = %s, anchor_problem_at = now() "

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 import msgspec
+from psycopg.rows import tuple_row
 
 from coldcopy import manifests
 from coldcopy.crypto import get_bound, gpg_open
@@ -113,6 +114,19 @@ class Chain:
         if self.pruned:
             return {"seq": self.pruned["through_seq"], "last_commit": self.pruned["last_commit"]}
         return {"seq": 0, "last_commit": self.head["created_at"]}
+
+
+def recorded_anchor(conn, slot: str | None = None) -> dict | None:
+    """What the database recorded as archived (``coldcopy_ops.change_archive``: chain, newest segment, its hash)
+    for ``slot`` (``None``: the newest record of any), or ``None`` when it has no record of an unbroken chain."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    if not cursor.execute("SELECT to_regclass('coldcopy_ops.change_archive') IS NOT NULL").fetchone()[0]:
+        return None
+    row = cursor.execute(
+        "SELECT chain, seq, to_jsonb(a) ->> 'segment_hash' FROM coldcopy_ops.change_archive a "
+        "WHERE broken_at IS NULL AND (%s::text IS NULL OR slot = %s) ORDER BY updated_at DESC LIMIT 1",
+        (slot, slot)).fetchone()
+    return dict(zip(("chain", "seq", "segment_hash"), row, strict=True)) if row else None
 
 
 def load_chain(bucket: Bucket, name: str, keys: manifests.Keyring) -> Chain:

@@ -104,15 +104,11 @@ def read_anchor(dsn: str) -> dict | None:
     its hash), or ``None`` when it cannot say (no change archive there, or the database itself is lost)."""
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
-            if not conn.execute("SELECT to_regclass('coldcopy_ops.change_archive') IS NOT NULL").fetchone()[0]:
-                return None
-            row = conn.execute("SELECT chain, seq, to_jsonb(a) ->> 'segment_hash' FROM coldcopy_ops.change_archive a "
-                               "WHERE broken_at IS NULL ORDER BY updated_at DESC LIMIT 1").fetchone()
+            return chains.recorded_anchor(conn)
     except psycopg.OperationalError as error:
         log.warning("the source database cannot say what is archived (%s): the bucket alone decides",
                     str(error).strip().splitlines()[0])
         return None
-    return {"chain": row[0], "seq": row[1], "segment_hash": row[2]} if row else None
 
 
 def plan(runner, as_of: datetime, anchor: dict | None = None) -> RecoveryPlan:
