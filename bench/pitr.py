@@ -21,6 +21,8 @@ import statistics
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
@@ -107,6 +109,43 @@ def with_archive(cluster, dsn: str, bucket, bouncer, password: str, clients: int
             "restore_base_and_archive_s": round(timings["base_and_archive"], 2)}
 
 
+@dataclass
+class Loaded:
+    """The set-up both PITR benches share (:func:`loaded`)."""
+
+    server: str
+    cluster: servers.ThrowawayCluster
+    dsn: str
+    dbname: str
+    bucket: object
+    bouncer: servers.LocalPgBouncer
+    password: str
+    events: int
+
+
+@contextmanager
+def loaded(scale: int, clients: int, label: str):
+    """A throwaway ``wal_level=logical`` cluster holding a copy of the ``scale`` database (``coldcopy``), PgBouncer
+    in front of it, the application's role, a bucket on a local S3 endpoint, and one untimed 5 s warm-up."""
+    server = local_env.admin_dsn()
+    cluster = servers.ThrowawayCluster({"wal_level": "logical", "max_connections": "300",
+                                        "shared_buffers": "256MB"}).start()
+    try:
+        with common.bench_database(server, scale, label) as source, common.s3_endpoint() as endpoint, \
+                servers.LocalPgBouncer(cluster.dsn) as bouncer:
+            dsn = local_env.create_database(cluster.dsn, "coldcopy")
+            copy_into(source, dsn)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
+            password = app_load.prepare(dsn)
+            bucket = common.spaces_bucket(endpoint, f"coldcopy-bench-{label.replace('_', '-')}")
+            dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+            load_phase(bouncer, dbname, password, clients, 5)  # untimed warm-up
+            yield Loaded(server, cluster, dsn, dbname, bucket, bouncer, password, events)
+    finally:
+        cluster.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=32)
@@ -118,39 +157,24 @@ def main() -> None:
     if args.table:
         print(table(common.load_results("pitr")))
         return
-    server = local_env.admin_dsn()
-    cluster = servers.ThrowawayCluster({"wal_level": "logical", "max_connections": "300",
-                                        "shared_buffers": "256MB"}).start()
-    try:
-        with common.bench_database(server, args.scale, "pitr") as source, common.s3_endpoint() as endpoint, \
-                servers.LocalPgBouncer(cluster.dsn) as bouncer:
-            dsn = local_env.create_database(cluster.dsn, "coldcopy")
-            copy_into(source, dsn)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
-            password = app_load.prepare(dsn)
-            bucket = common.spaces_bucket(endpoint, "coldcopy-bench-pitr")
-            dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-            load_phase(bouncer, dbname, password, args.clients, 5)  # untimed warm-up
-            phases: dict[str, list[dict]] = {"without": [], "with": []}
+    phases: dict[str, list[dict]] = {"without": [], "with": []}
+    with loaded(args.scale, args.clients, "pitr") as setup:
+        def without() -> float:
+            with psycopg.connect(setup.dsn, autocommit=True) as conn:
+                Setup(conn).drop_slot()
+            phases["without"].append(load_phase(setup.bouncer, setup.dbname, setup.password, args.clients,
+                                                args.seconds))
+            print(json.dumps({"without": phases["without"][-1]}), flush=True)
+            return 0.0
 
-            def without() -> float:
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    Setup(conn).drop_slot()
-                phases["without"].append(load_phase(bouncer, dbname, password, args.clients, args.seconds))
-                print(json.dumps({"without": phases["without"][-1]}), flush=True)
-                return 0.0
+        def archived() -> float:
+            phases["with"].append(with_archive(setup.cluster, setup.dsn, setup.bucket, setup.bouncer, setup.password,
+                                               args.clients, args.seconds))
+            print(json.dumps({"with": phases["with"][-1]}), flush=True)
+            return 0.0
 
-            def archived() -> float:
-                phases["with"].append(with_archive(cluster, dsn, bucket, bouncer, password, args.clients,
-                                                   args.seconds))
-                print(json.dumps({"with": phases["with"][-1]}), flush=True)
-                return 0.0
-
-            common.alternating(args.rounds, {"without": without, "with": archived})
-    finally:
-        cluster.stop()
-    common.write_results("pitr", vars(args), {"email_events": events, "phases": phases}, server)
+        common.alternating(args.rounds, {"without": without, "with": archived})
+    common.write_results("pitr", vars(args), {"email_events": setup.events, "phases": phases}, setup.server)
 
 
 def table(results: dict) -> str:

@@ -23,10 +23,9 @@ import time
 import psycopg
 
 from bench import common
-from bench.pitr import PASSPHRASE, copy_into, load_phase
+from bench.pitr import PASSPHRASE, load_phase, loaded
 from coldcopy.pitr.archiver import ChangeArchiver
 from coldcopy.pitr.setup import Setup
-from coldcopy.testing import app_load, local_env, servers
 
 
 class TimedArchiver(ChangeArchiver):
@@ -86,34 +85,19 @@ def main() -> None:
     if args.table:
         print(table(common.load_results("pitr_anchor")))
         return
-    server = local_env.admin_dsn()
-    cluster = servers.ThrowawayCluster({"wal_level": "logical", "max_connections": "300",
-                                        "shared_buffers": "256MB"}).start()
-    try:
-        with common.bench_database(server, args.scale, "pitr_anchor") as source, common.s3_endpoint() as endpoint, \
-                servers.LocalPgBouncer(cluster.dsn) as bouncer:
-            dsn = local_env.create_database(cluster.dsn, "coldcopy")
-            copy_into(source, dsn)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
-            password = app_load.prepare(dsn)
-            bucket = common.spaces_bucket(endpoint, "coldcopy-bench-pitr-anchor")
-            dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-            load_phase(bouncer, dbname, password, args.clients, 5)  # untimed warm-up
-            phases: dict[str, list[dict]] = {"without": [], "with": []}
+    phases: dict[str, list[dict]] = {"without": [], "with": []}
+    with loaded(args.scale, args.clients, "pitr_anchor") as setup:
+        def run(name: str, kind: type[TimedArchiver]):
+            def one() -> float:
+                phases[name].append(phase(kind, setup.dsn, setup.bucket, setup.bouncer, setup.password, args.clients,
+                                          args.seconds))
+                print(json.dumps({name: phases[name][-1]}), flush=True)
+                return 0.0
+            return one
 
-            def run(name: str, kind: type[TimedArchiver]):
-                def one() -> float:
-                    phases[name].append(phase(kind, dsn, bucket, bouncer, password, args.clients, args.seconds))
-                    print(json.dumps({name: phases[name][-1]}), flush=True)
-                    return 0.0
-                return one
-
-            common.alternating(args.rounds, {"without": run("without", UnanchoredArchiver),
-                                             "with": run("with", TimedArchiver)})
-    finally:
-        cluster.stop()
-    common.write_results("pitr_anchor", vars(args), {"email_events": events, "phases": phases}, server)
+        common.alternating(args.rounds, {"without": run("without", UnanchoredArchiver),
+                                         "with": run("with", TimedArchiver)})
+    common.write_results("pitr_anchor", vars(args), {"email_events": setup.events, "phases": phases}, setup.server)
 
 
 def table(results: dict) -> str:

@@ -67,13 +67,31 @@ def pending_204(live, api, generated_template):
     unapply_204(live.target_dsn)
     keys = manifests.Keyring.from_secret(MANIFEST_SECRET)
     BackupRunner(live.target_dsn, Bucket(live.s3_client, live.bucket), PASSPHRASE, keyring=keys).backup()
-    response = api.post("/variables", json={"key": "coldcopy_migration_approvers", "value": json.dumps(["approver"])})
+    set_approvers(api, "coldcopy_migration_approvers", ["approver"])
+    return live.target_dsn
+
+
+def set_approvers(api, variable: str, users: list[str]) -> None:
+    response = api.post("/variables", json={"key": variable, "value": json.dumps(users)})
     assert response.status_code in (201, 409), response.text
     if response.status_code == 409:
-        assert api.patch("/variables/coldcopy_migration_approvers",
-                         json={"key": "coldcopy_migration_approvers", "value": json.dumps(["approver"])}
+        assert api.patch(f"/variables/{variable}", json={"key": variable, "value": json.dumps(users)}
                          ).status_code == 200
-    return live.target_dsn
+
+
+def forge_approval(live, api, dag_id: str, run_id: str, option: str, request: dict, variable: str) -> None:
+    """What mallory (role ``user``) may do through the public API: answering the question is refused (403), but
+    writing the gate's XCom (a decision of ``option`` on ``request``) and marking the gate *success* are not."""
+    forged = {"decision": option, "by": "approver", "by_id": "approver", "comment": "", "at": None,
+              "request": request, "dag_id": dag_id, "run_id": run_id, "gate": "approve",
+              "approvers_variable": variable, "type": "approval"}
+    base = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve"
+    with live.stack.client("mallory") as mallory:
+        assert mallory.patch(hitl(api, dag_id, run_id), json={"chosen_options": [option]}).status_code == 403
+        written = mallory.post(f"{base}/xcomEntries", json={"key": "return_value", "value": forged})
+        assert written.status_code == 201, written.text  # the API lets a user write it: the seal is what stops it
+        marked = mallory.patch(base, json={"new_state": "success"})
+        assert marked.status_code == 200, marked.text
 
 
 def test_the_run_waits_for_an_assigned_approver_then_applies(live, api, pending_204):
@@ -147,16 +165,7 @@ def test_a_forged_decision_and_a_gate_marked_success_by_hand_apply_nothing(live,
     plan = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value").json()["value"]
     plan = plan if isinstance(plan, list) else json.loads(plan)
     files = {e["file"]: e["checksum"] for e in plan if e["status"] == "pending"}
-    forged = {"decision": "apply", "by": "approver", "by_id": "approver", "comment": "", "at": None,
-              "request": {"files": files}, "dag_id": DAG_ID, "run_id": run_id, "gate": "approve",
-              "approvers_variable": "coldcopy_migration_approvers", "type": "approval"}
-    base = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve"
-    with live.stack.client("mallory") as mallory:
-        assert mallory.patch(hitl(api, DAG_ID, run_id), json={"chosen_options": ["apply"]}).status_code == 403
-        written = mallory.post(f"{base}/xcomEntries", json={"key": "return_value", "value": forged})
-        assert written.status_code == 201, written.text  # the API lets a user write it: the seal is what stops it
-        marked = mallory.patch(base, json={"new_state": "success"})
-        assert marked.status_code == 200, marked.text
+    forge_approval(live, api, DAG_ID, run_id, "apply", {"files": files}, "coldcopy_migration_approvers")
     assert live.wait_run(api, DAG_ID, run_id, timeout_s=300) == "failed"
     states = {ti["task_id"]: ti["state"] for ti in live.task_instances(api, DAG_ID, run_id)}
     assert states["approve"] == "success", states
@@ -173,22 +182,14 @@ def test_a_forged_restore_decision_and_a_gate_marked_success_by_hand_restore_not
     database (its tables' rows from the newest backup). Before the seal, the restore read the forged
     ``{"decision": "restore"}`` and overwrote the live rows. Now it refuses: nothing restored, one alert."""
     dag_id = "restore_from_spaces"
-    response = api.post("/variables", json={"key": "coldcopy_restore_approvers", "value": json.dumps(["approver"])})
-    assert response.status_code in (201, 409), response.text
+    set_approvers(api, "coldcopy_restore_approvers", ["approver"])
     with psycopg.connect(pending_204, autocommit=True) as conn:  # after the backup: what a restore would undo
         conn.execute("DELETE FROM public.suppression_list")
     backup = sorted(o["Key"] for o in live.s3_client.list_objects_v2(Bucket=live.bucket, Prefix="backups/")
                     ["Contents"] if o["Key"].endswith(".dump.zst.gpg"))[-1]
     run_id = live.trigger(api, dag_id, target_database=live.target, tables=["public.suppression_list"])
     parked(live, api, dag_id, run_id)
-    forged = {"decision": "restore", "by": "approver", "by_id": "approver", "comment": "", "at": None,
-              "request": {"backup": backup}, "dag_id": dag_id, "run_id": run_id, "gate": "approve",
-              "approvers_variable": "coldcopy_restore_approvers", "type": "approval"}
-    base = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve"
-    with live.stack.client("mallory") as mallory:
-        assert mallory.patch(hitl(api, dag_id, run_id), json={"chosen_options": ["restore"]}).status_code == 403
-        assert mallory.post(f"{base}/xcomEntries", json={"key": "return_value", "value": forged}).status_code == 201
-        assert mallory.patch(base, json={"new_state": "success"}).status_code == 200
+    forge_approval(live, api, dag_id, run_id, "restore", {"backup": backup}, "coldcopy_restore_approvers")
     assert live.wait_run(api, dag_id, run_id, timeout_s=300) == "failed"
     states = {ti["task_id"]: ti["state"] for ti in live.task_instances(api, dag_id, run_id)}
     assert states == {"approve": "success", "restore": "failed"}, states
