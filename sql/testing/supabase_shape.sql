@@ -38,6 +38,9 @@ ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES 
 ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
 ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
 GRANT ALL ON FUNCTION pg_catalog.pg_reload_conf() TO postgres WITH GRANT OPTION;
+-- supautils lets postgres set these superuser-only settings (ansible/files/postgresql_config/supautils.conf.j2,
+-- privileged_role_allowed_configs); PostgreSQL 15's own grant stands in for it here.
+GRANT SET ON PARAMETER session_replication_role TO postgres;
 
 -- Extensions, in their own schema, installed by the platform.
 CREATE SCHEMA extensions;

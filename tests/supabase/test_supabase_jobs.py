@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from coldcopy.backups import toc
 from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import Migration, MigrationError
 from coldcopy.testing import local_env
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SUBJECT_PEPPER
 
 pytestmark = pytest.mark.supabase
 
@@ -28,6 +29,8 @@ def demo(supabase, tmp_path_factory):
            "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow-supabase"))}
     for name in ("AIRFLOW_CONN_COLDCOPY_SPACES", "AIRFLOW_CONN_COLDCOPY_BACKUP_KEY"):
         env.pop(name, None)
+    # the tests' subject pepper, so that the tests after it may erase in the project the demo's GDPR run keyed
+    env["AIRFLOW_CONN_COLDCOPY_SUBJECT_PEPPER"] = json.dumps({"conn_type": "generic", "password": SUBJECT_PEPPER})
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], env=env, capture_output=True,
                           text=True, timeout=900, cwd=ROOT)
     return done
@@ -125,3 +128,36 @@ def test_a_migration_is_rehearsed_as_postgres_on_a_supabase_shaped_verify_server
         assert any("pg_stat_statements" in entry for entry in runner.left_out), runner.left_out
     finally:
         verify.stop()
+
+
+def test_a_support_copy_made_and_erased_as_postgres(supabase, demo, spaces, backup_key, coldcopy_conn):
+    """The support copy (issue 31, 8) where the users are: ``restore_from_spaces`` with ``target_schema`` makes
+    it in the live database as postgres, an erasure reaches it, ``gdpr_retention``'s sweep drops it."""
+    import uuid
+
+    from coldcopy import support_copies
+    from coldcopy.backups import BackupRunner
+    from coldcopy.gdpr import Gdpr
+    from coldcopy.operators.restore import RestoreFromSpacesOperator
+    from tests.conftest import BACKUP_PASSPHRASE, KEYRING, FakeTaskInstance
+
+    BackupRunner(supabase.dsn, spaces, BACKUP_PASSPHRASE, keyring=KEYRING).backup()
+    with psycopg.connect(supabase.dsn) as conn:
+        workspace, email = conn.execute("SELECT workspace_id::text, email FROM public.leads l WHERE EXISTS "
+                                        "(SELECT 1 FROM public.email_events e WHERE e.lead_id = l.id) "
+                                        "ORDER BY id LIMIT 1").fetchone()
+    coldcopy_conn(supabase.dsn)
+    ti = FakeTaskInstance(dag_id="restore_from_spaces", run_id="r", task_id="restore")
+    done = RestoreFromSpacesOperator(task_id="restore", backup="latest", target_database="", workspace_id=workspace,
+                                     target_schema="support_ws").execute({"ti": ti})
+    assert done["target_schema"] == "support_ws" and done["rows"] > 0
+    with psycopg.connect(supabase.dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM support_ws.leads WHERE email = %s", (email,)).fetchone()[0] == 1
+        gdpr = Gdpr(conn, pepper=SUBJECT_PEPPER)
+        counts = gdpr.erase(gdpr.find(workspace, email=email), str(uuid.uuid4()))
+        assert counts["support_ws.leads"] == 1 and counts.get("support_ws.email_events", 0) > 0, counts
+        assert conn.execute("SELECT count(*) FROM support_ws.leads WHERE email = %s", (email,)).fetchone()[0] == 0
+        conn.execute("UPDATE coldcopy_ops.support_copies SET created_at = now() - interval '15 days', "
+                     "expires_at = now() - interval '1 day'")
+        assert support_copies.sweep(conn) == ["support_ws"]
+        assert conn.execute("SELECT to_regnamespace('support_ws')").fetchone()[0] is None
