@@ -18,8 +18,11 @@ CPU_NOTE = ("A managed database does not expose CPU to SQL: this is active backe
 
 
 def check_cpu(c: Context) -> list[Result]:
+    # Not db_health's own sessions: its check groups run side by side, and counting their probes made the check
+    # measure itself (a warning, then "resolved", from nothing but its own run).
     active = c.one("SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' "
-                   "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")["n"]
+                   "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                   "AND application_name NOT LIKE 'coldcopy:db\\_health.%'")["n"]
     pct = 100.0 * active / c.t.cpu_cores
     over = pct >= c.t.active_per_core_breach_pct
     earlier = c.recent_values("cpu_load", c.t.active_sustained_runs - 1)
