@@ -71,20 +71,25 @@ class _Pipeline:
         codes = {name: process.wait() for name, process in self.stages.items()}
         for reader in self.readers:
             reader.join()
+        def said(name: str) -> str:
+            return self.errors.get(name, b"").decode(errors="replace").strip()
+
+        def broken_pipe(name: str) -> bool:
+            return codes[name] == -13 or "Broken pipe" in said(name)
+
+        order = list(self.stages)
         failed = {name: code for name, code in codes.items() if code != 0}
+        if codes[order[-1]] == 0:  # the consumer succeeded and stopped reading (pg_restore -L): no failure
+            failed = {name: code for name, code in failed.items() if not broken_pipe(name)}
         if not failed:
             return None
         # The furthest downstream failure is the cause; a stage before it that then failed writing into it
         # (broken pipe, SIGPIPE) is only its consequence, left out. Before, gpg's "Broken pipe" came first and
         # pg_restore's reason last, cut off.
-        order = list(self.stages)
         cause = max(failed, key=order.index)
 
-        def said(name: str) -> str:
-            return self.errors.get(name, b"").decode(errors="replace").strip()
-
-        shown = [cause] + [n for n in failed if n != cause and not (
-            order.index(n) < order.index(cause) and (failed[n] == -13 or "Broken pipe" in said(n)))]
+        shown = [cause] + [n for n in failed if n != cause and not (order.index(n) < order.index(cause)
+                                                                    and broken_pipe(n))]
         return "; ".join(f"{name} exited {failed[name]}: {said(name)[:500]}" for name in shown)
 
     def kill(self) -> None:
