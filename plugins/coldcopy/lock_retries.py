@@ -96,19 +96,25 @@ def under_lock_timeout(
     what: str,
     transaction: bool = True,
     statement_timeout: str | None = None,
+    isolation: str | None = None,
 ) -> T:
     """Run ``work()`` on the autocommit connection ``conn`` under ``lock_timeout``, retried per ``policy``.
 
     With ``transaction`` (the default) each attempt is one transaction with ``SET LOCAL`` timeouts, rolled
     back when it fails. Without (VACUUM, ``… CONCURRENTLY``, which refuse a transaction block) the timeouts
-    are set for the session and reset afterwards.
+    are set for the session and reset afterwards. ``isolation`` (``"repeatable read"``…) is the isolation
+    level of each attempt's transaction: one snapshot for everything ``work`` reads.
     """
+    if isolation is not None and isolation not in ("read committed", "repeatable read", "serializable"):
+        raise ValueError(f"not an isolation level: {isolation!r}")
 
     def attempt(lock_timeout_ms: int) -> T:
         settings = "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', " \
                    "coalesce(%s, current_setting('statement_timeout')), %s)"
         if transaction:
             with conn.transaction():
+                if isolation is not None:  # before any query: the transaction's snapshot is not taken yet
+                    conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation.upper()}")
                 conn.execute(settings, (f"{lock_timeout_ms}ms", True, statement_timeout, True))
                 return work()
         saved = conn.execute("SELECT current_setting('statement_timeout')").fetchone()[0]

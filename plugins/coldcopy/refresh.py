@@ -11,6 +11,9 @@ Decision, in order (each outcome goes to ``coldcopy_ops.mv_refresh_log`` with it
 4. no committed change in any source table since the snapshot of the last refresh → **skip**;
 5. otherwise → ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` under ``lock_timeout`` with retries.
 
+The analytics summaries that replaced five of the views (migration 305) are maintained incrementally
+instead (:mod:`coldcopy.incremental`); :func:`refresher_for` picks the refresher of either kind.
+
 Source changes are recorded by a statement-level trigger per source table (and per partition) that
 inserts ``(table, transaction id)`` into ``coldcopy_ops.source_changes``. A change counts as covered
 when its transaction is visible in the snapshot the refresh took before it ran, so a write committed
@@ -22,8 +25,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass
-from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -31,12 +32,12 @@ from psycopg import sql
 from coldcopy import catalog, ops_schema
 from coldcopy.alerts import reason_of
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
+from coldcopy.refresh_runs import CHANGE_RETENTION, RefreshOutcome, RefreshRun, covered, last_refresh, log_outcome
 
 log = logging.getLogger(__name__)
 
 TRACKING_TRIGGER = "coldcopy_track_changes"
 # Changes older than this are pruned; a view whose last refresh is older refreshes unconditionally.
-CHANGE_RETENTION = "7 days"
 _CLOCK_FUNCTIONS = re.compile(
     r"\b(now\(\)|current_date|current_timestamp|localtimestamp|clock_timestamp\(\)|statement_timestamp\(\)"
     r"|transaction_timestamp\(\))", re.IGNORECASE,
@@ -76,43 +77,6 @@ def record_change(conn: psycopg.Connection, relation: str) -> None:
         "VALUES (coalesce(pg_partition_root(%s::regclass), %s::regclass), pg_current_xact_id()) "
         "ON CONFLICT DO NOTHING", (relation, relation),
     )
-
-
-@dataclass(frozen=True)
-class RefreshRun:
-    """Which Airflow run asks for the refresh, and the point in time it stands for.
-
-    ``covers_until``: the view must reflect the data as of this time. For scheduled and backfill runs it
-    is the end of the data interval; for a manual run, its logical date (the trigger time unless one was
-    chosen), so "trigger now" means now. :meth:`for_context` works it out from the task context.
-    """
-
-    run_id: str
-    dag_id: str | None = None
-    interval_start: datetime | None = None
-    interval_end: datetime | None = None
-    covers_until: datetime | None = None
-
-    @classmethod
-    def for_context(cls, context) -> RefreshRun:
-        ti = context["ti"]
-        start, end = context.get("data_interval_start"), context.get("data_interval_end")
-        points = [p for p in (end, context.get("logical_date")) if p is not None]
-        return cls(run_id=ti.run_id, dag_id=ti.dag_id, interval_start=start, interval_end=end,
-                   covers_until=max(points) if points else None)
-
-
-@dataclass
-class RefreshOutcome:
-    view: str
-    action: str  # refreshed | skipped
-    reason: str
-    mode: str | None = None  # concurrent | plain
-    row_count: int | None = None
-    duration_ms: int = 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class MaterializedViewRefresher:
@@ -200,13 +164,7 @@ class MaterializedViewRefresher:
         return installed
 
     def last_refresh(self) -> tuple | None:
-        """``(started_at, run_id, covered_snapshot, is_recent)`` of the latest successful refresh."""
-        return self.conn.execute(
-            "SELECT started_at, run_id, covered_snapshot, started_at > now() - %s::interval "
-            "FROM coldcopy_ops.mv_refresh_log WHERE view_name = %s AND action = 'refreshed' "
-            "ORDER BY started_at DESC LIMIT 1",
-            (CHANGE_RETENTION, self.view),
-        ).fetchone()
+        return last_refresh(self.conn, self.view)
 
     def changed_since(self, snapshot) -> bool:
         return self.conn.execute(
@@ -222,9 +180,8 @@ class MaterializedViewRefresher:
         if not self.is_populated():
             return "plain", "never populated: a plain refresh fills it (CONCURRENTLY needs a populated view)"
         last = self.last_refresh()
-        if last and run.covers_until is not None and last[0] >= run.covers_until:
-            return None, (f"data up to {run.covers_until.isoformat()} already covered by the refresh at "
-                          f"{last[0].isoformat()} (run {last[1]})")
+        if covered(last, run):
+            return None, covered(last, run)
         if not self.has_unique_plain_index():
             raise ValueError(f"{self.view}: REFRESH CONCURRENTLY needs a unique index on plain columns")
         if self.force:
@@ -274,11 +231,15 @@ class MaterializedViewRefresher:
         return snapshot, rows
 
     def _log(self, run: RefreshRun, started_at, started: float, outcome: RefreshOutcome, snapshot) -> None:
-        outcome.duration_ms = int((time.monotonic() - started) * 1000)
-        self.conn.execute(
-            "INSERT INTO coldcopy_ops.mv_refresh_log (view_name, dag_id, run_id, data_interval_start, "
-            "data_interval_end, started_at, finished_at, duration_ms, action, mode, reason, row_count, "
-            "covered_snapshot) VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s, %s, %s, %s, %s)",
-            (self.view, run.dag_id, run.run_id, run.interval_start, run.interval_end, started_at,
-             outcome.duration_ms, outcome.action, outcome.mode, outcome.reason, outcome.row_count, snapshot),
-        )
+        log_outcome(self.conn, run, started_at, started, outcome, snapshot)
+
+
+def refresher_for(conn: psycopg.Connection, view: str, **options):
+    """The refresher of ``view``: an incremental summary's (:mod:`coldcopy.incremental`) or a materialized
+    view's; both take ``lock_retry``, ``statement_timeout`` and ``force`` and have ``run(RefreshRun)``."""
+    from coldcopy.incremental.refresher import IncrementalRefresher
+    from coldcopy.incremental.summaries import SUMMARIES
+
+    if view in SUMMARIES and catalog.exists(conn, f"{view}_definition"):
+        return IncrementalRefresher(conn, view, **options)
+    return MaterializedViewRefresher(conn, view, **options)

@@ -15,12 +15,16 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.mv_refresh_log (
   finished_at timestamptz NOT NULL,
   duration_ms bigint NOT NULL,
   action text NOT NULL CHECK (action IN ('refreshed', 'skipped', 'failed')),
-  mode text CHECK (mode IN ('concurrent', 'plain')),
+  mode text CONSTRAINT mv_refresh_log_mode_check CHECK (mode IN ('concurrent', 'plain', 'incremental', 'rebuild')),
   reason text NOT NULL,
   row_count bigint,
   -- Snapshot taken before the refresh: every source change visible in it is reflected in the view.
   covered_snapshot pg_snapshot
 );
+-- Summaries maintained incrementally (coldcopy.incremental) log their applies here too.
+ALTER TABLE coldcopy_ops.mv_refresh_log DROP CONSTRAINT IF EXISTS mv_refresh_log_mode_check;
+ALTER TABLE coldcopy_ops.mv_refresh_log ADD CONSTRAINT mv_refresh_log_mode_check
+  CHECK (mode IN ('concurrent', 'plain', 'incremental', 'rebuild'));
 CREATE INDEX IF NOT EXISTS mv_refresh_log_view_started_idx ON coldcopy_ops.mv_refresh_log (view_name, started_at DESC);
 
 -- One row per (source table, writing transaction), written by a statement-level trigger. Insert-only with

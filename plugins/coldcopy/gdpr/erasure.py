@@ -16,7 +16,7 @@ from coldcopy.gdpr.common import ERASED, REFUSE_TRIGGER, GdprError, Subject
 from coldcopy.gdpr.discovery import Link, detached_months, personal_data_map
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
-from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+from coldcopy.refresh import RefreshRun, refresher_for
 
 log = logging.getLogger(__name__)
 
@@ -179,17 +179,26 @@ class Erasure:
         under_lock_timeout(self.conn, create, self.lock_retry, what="the erased-address guard on leads")
 
     def views_reading(self, tables: list[str]) -> list[str]:
-        """Materialized views that read any of ``tables`` (directly), to refresh after an erasure."""
+        """Materialized views and incremental summaries (through their definitions) that read any of ``tables``
+        directly, to refresh after an erasure."""
         relids = [self.conn.execute("SELECT to_regclass(%s)::oid", (t,)).fetchone()[0] for t in tables]
-        return [v for (v,) in self.conn.execute("""
-            SELECT DISTINCT format('%%I.%%I', n.nspname, c.relname) FROM pg_rewrite r
+        from coldcopy.incremental.summaries import SUMMARIES
+
+        found = self.conn.execute("""
+            SELECT DISTINCT format('%%I.%%I', n.nspname, c.relname), c.relkind FROM pg_rewrite r
             JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
             JOIN pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass
-            WHERE c.relkind = 'm' AND d.refobjid = ANY(%s) ORDER BY 1""", ([r for r in relids if r],))]
+            WHERE c.relkind IN ('m', 'v') AND d.refobjid = ANY(%s) ORDER BY 1""", ([r for r in relids if r],))
+        return [name if kind == "m" else name.removesuffix("_definition") for name, kind in found
+                if kind == "m" or name.removesuffix("_definition") in SUMMARIES]
 
     def refresh(self, views: list[str], run_id: str) -> None:
+        """Refresh ``views`` now: a materialized view fully (forced), a summary by applying its captured changes
+        (the erased rows' groups recomputed without them)."""
+        from coldcopy.incremental.summaries import SUMMARIES
+
         for view in views:
-            MaterializedViewRefresher(self.conn, view, lock_retry=self.lock_retry, force=True).run(
+            refresher_for(self.conn, view, lock_retry=self.lock_retry, force=view not in SUMMARIES).run(
                 RefreshRun(run_id=run_id, dag_id="gdpr_requests"))
 
 

@@ -1,4 +1,5 @@
-"""Operator refreshing one materialized view (see :mod:`coldcopy.refresh` for the decision rules)."""
+"""Operator refreshing one materialized view or incremental summary (:mod:`coldcopy.refresh`,
+:mod:`coldcopy.incremental`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class RefreshMaterializedViewOperator(ColdCopyOperator):
     :param lock_timeout_ms: lock_timeout of the first attempt to lock the view (grows on retries).
     :param lock_attempts: attempts before a lock timeout fails the try.
 
-    The DAG param ``force`` (bool) refreshes even when no source changed.
+    The DAG param ``force`` (bool) refreshes even when no source changed; a summary is rebuilt from its
+    definition.
     """
 
     template_fields: Sequence[str] = ("view",)
@@ -48,11 +50,11 @@ class RefreshMaterializedViewOperator(ColdCopyOperator):
         self.lock_attempts = lock_attempts
 
     def execute(self, context: Context) -> dict:
-        from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+        from coldcopy.refresh import RefreshRun, refresher_for
 
         run = RefreshRun.for_context(context)
         with self.hook(statement_timeout=self.statement_timeout).session() as conn:
-            refresher = MaterializedViewRefresher(
+            refresher = refresher_for(
                 conn, self.view, lock_retry=self.lock_policy(), statement_timeout=self.statement_timeout,
                 force=bool(context["params"].get("force", False)),
             )

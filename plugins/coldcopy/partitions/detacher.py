@@ -79,6 +79,6 @@ class Detacher:
         # DETACH … CONCURRENTLY refuses a transaction block.
         under_lock_timeout(self.conn, detach, self.lock_retry, what=f"detach of {name}", transaction=False)
         with self.conn.transaction():
-            self._record_parent_change()
+            self._record_parent_change(name)
             self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "
                               "updated_at = now() WHERE partition_name = %s", (name,))

@@ -12,7 +12,7 @@ from coldcopy import catalog
 from coldcopy.gdpr import drop_erased_rows
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
-from coldcopy.partitions.common import ArchiveError, Partition
+from coldcopy.partitions.common import PARENT, ArchiveError, Partition
 from coldcopy.partitions.streams import object_problems, read_back
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,9 @@ class Importer:
                 sql.SQL("ALTER TABLE public.email_events ATTACH PARTITION public.{} FOR VALUES FROM ({}) TO ({})")
                 .format(sql.Identifier(partition.name), sql.Literal(partition.range_start),
                         sql.Literal(partition.range_end)))
-            self._record_parent_change()
+            from coldcopy.incremental import capture
+
+            capture.on_new_partition(self.conn, PARENT, f"public.{partition.name}")
+            self._record_parent_change(partition.name)
 
         under_lock_timeout(self.conn, attach, self.lock_retry, what=f"attach of {partition.name}")

@@ -44,7 +44,11 @@ class Premaker:
         return created
 
     def _track_changes_on(self, partition: str) -> None:
-        """Give a new partition the refresh jobs' change trigger, if they track email_events already."""
+        """Give a new partition the refresh jobs' change trigger and the summaries' capture, if they track
+        email_events already."""
+        from coldcopy.incremental import capture
+
+        capture.on_new_partition(self.conn, PARENT, f"public.{partition}")
         tracked = self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s)",
             (PARENT, TRACKING_TRIGGER),

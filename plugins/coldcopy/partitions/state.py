@@ -80,7 +80,11 @@ class ArchiveState:
             return None
         return self.conn.execute("SELECT max(version) FROM coldcopy_ops.schema_migrations").fetchone()[0]
 
-    def _record_parent_change(self) -> None:
-        """Attaching or detaching changes what email_events returns: tell the refresh jobs (DDL fires no trigger)."""
+    def _record_parent_change(self, partition: str) -> None:
+        """Attaching or detaching ``partition`` changes what email_events returns: tell the refresh jobs and the
+        incremental summaries (its rows' groups; DDL fires no trigger). Call after it, in a transaction."""
         if self.conn.execute("SELECT to_regclass('coldcopy_ops.source_changes') IS NOT NULL").fetchone()[0]:
             record_change(self.conn, PARENT)
+        from coldcopy.incremental import capture
+
+        capture.record_partition(self.conn, PARENT, f"public.{partition}")
