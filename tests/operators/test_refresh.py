@@ -1,4 +1,4 @@
-"""Materialized-view refreshes against real PostgreSQL with generated data."""
+"""Refreshes of the materialized views and the incremental summaries, against real PostgreSQL with generated data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from psycopg import sql
 
 from coldcopy.lock_retries import LockRetryPolicy
-from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+from coldcopy.incremental.summaries import SUMMARIES
+from coldcopy.refresh import MaterializedViewRefresher, RefreshRun, refresher_for
 from coldcopy.testing.dag_test import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -28,7 +29,7 @@ REFRESH_DAGS = {
 
 def refresh(dsn: str, view: str, run_id: str, **kwargs):
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return MaterializedViewRefresher(conn, view, **kwargs).run(RefreshRun(run_id=run_id))
+        return refresher_for(conn, view, **kwargs).run(RefreshRun(run_id=run_id))
 
 
 def log_rows(dsn: str, view: str | None = None) -> list[tuple]:
@@ -40,7 +41,9 @@ def log_rows(dsn: str, view: str | None = None) -> list[tuple]:
 
 
 def view_equals_its_query(conn, view: str) -> bool:
-    definition = conn.execute("SELECT pg_get_viewdef(%s::regclass)", (view,)).fetchone()[0].rstrip().rstrip(";")
+    """The materialized view, or the summary, equals what its definition computes now, row for row."""
+    of = f"{view}_definition" if view in SUMMARIES else view
+    definition = conn.execute("SELECT pg_get_viewdef(%s::regclass)", (of,)).fetchone()[0].rstrip().rstrip(";")
     both_ways = sql.SQL("SELECT count(*) FROM ((TABLE {v} EXCEPT ALL ({q})) UNION ALL (({q}) EXCEPT ALL TABLE {v})) d")
     diff = conn.execute(both_ways.format(v=sql.SQL(view), q=sql.SQL(definition))).fetchone()[0]
     return diff == 0
@@ -80,7 +83,9 @@ def test_each_refresh_dag_end_to_end_matches_the_base_tables(generated_db, coldc
             "(SELECT sum(bounced) FROM analytics.email_deliverability)").fetchall()
         assert bounces == bounces_in_view > 0
     first = [r for r in log_rows(generated_db) if r[1] == "refreshed"]
-    assert len(first) == 7 and {r[2] for r in first} == {"plain"}  # created WITH NO DATA: first fill is plain
+    assert len(first) == 7  # created WITH NO DATA: a view's first fill is plain; a summary's is a rebuild
+    assert {r[0]: r[2] for r in first} == {v: "rebuild" if v in SUMMARIES else "plain"
+                                           for views in REFRESH_DAGS.values() for v in views}
 
     # A manual trigger stands for "now": nothing changed → skipped; after an application write → refreshed.
     dag = dagbag.get_dag("refresh_campaign_analytics")
@@ -90,14 +95,14 @@ def test_each_refresh_dag_end_to_end_matches_the_base_tables(generated_db, coldc
         conn.execute("INSERT INTO email_events (workspace_id, campaign_id, event_type) "
                      "SELECT workspace_id, id, 'replied' FROM campaigns ORDER BY id LIMIT 1")
     assert run_dag(dag, conf={"force": False}).state == "success"
-    assert [r[1:3] for r in log_rows(generated_db, "analytics.campaign_analytics")][-1] == ("refreshed", "concurrent")
+    assert [r[1:3] for r in log_rows(generated_db, "analytics.campaign_analytics")][-1] == ("refreshed", "incremental")
 
 
 def test_skip_unchanged_then_refresh_after_any_change(generated_db):
     view = "analytics.campaign_analytics"
-    assert refresh(generated_db, view, "r1").mode == "plain"
+    assert refresh(generated_db, view, "r1").mode == "rebuild"
     quiet = refresh(generated_db, view, "r2")
-    assert quiet.action == "skipped" and "no source table changed" in quiet.reason
+    assert quiet.action == "skipped" and "no source change" in quiet.reason
 
     with psycopg.connect(generated_db, autocommit=True) as conn:
         campaign, sent_before = conn.execute(
@@ -173,7 +178,7 @@ def test_readers_keep_reading_while_a_refresh_runs(generated_db):
             worst = max(worst, time.monotonic() - began)
             reads += 1
     blocker.close()
-    assert outcome and outcome[0].action == "refreshed" and outcome[0].mode == "concurrent"
+    assert outcome and outcome[0].action == "refreshed" and outcome[0].mode == "incremental"
     assert outcome[0].duration_ms >= 1000  # the reads really overlapped the refresh
     assert reads > 10 and worst < 0.5
 
@@ -181,15 +186,16 @@ def test_readers_keep_reading_while_a_refresh_runs(generated_db):
 def test_plain_refresh_would_block_readers(generated_db):
     """Control for the test above: what CONCURRENTLY saves readers from."""
     with psycopg.connect(generated_db, autocommit=True) as setup:
-        setup.execute("REFRESH MATERIALIZED VIEW analytics.campaign_analytics")
+        setup.execute("REFRESH MATERIALIZED VIEW analytics.workspace_usage")
+        workspaces = setup.execute("SELECT count(*) FROM workspaces").fetchone()[0]
     with psycopg.connect(generated_db) as refresher, psycopg.connect(generated_db, autocommit=True) as reader:
-        refresher.execute("REFRESH MATERIALIZED VIEW analytics.campaign_analytics")  # open transaction
+        refresher.execute("REFRESH MATERIALIZED VIEW analytics.workspace_usage")  # open transaction
         reader.execute("SET statement_timeout = '300ms'")
         with pytest.raises(psycopg.errors.QueryCanceled):
-            reader.execute("SELECT count(*) FROM analytics.campaign_analytics")
+            reader.execute("SELECT count(*) FROM analytics.workspace_usage")
         refresher.rollback()
-        refresher.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.campaign_analytics")
-        assert reader.execute("SELECT count(*) FROM analytics.campaign_analytics").fetchone()[0] == 20
+        refresher.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.workspace_usage")
+        assert reader.execute("SELECT count(*) FROM analytics.workspace_usage").fetchone()[0] == workspaces
 
 
 def test_backfill_of_unchanged_intervals_refreshes_once(generated_db, coldcopy_conn, dagbag, airflow_db):
@@ -214,9 +220,9 @@ def test_backfill_of_unchanged_intervals_refreshes_once(generated_db, coldcopy_c
 
 def test_failure_is_logged_and_raised(generated_db):
     with psycopg.connect(generated_db, autocommit=True) as conn:
-        MaterializedViewRefresher(conn, "analytics.campaign_analytics").run(RefreshRun(run_id="fill"))
+        refresher_for(conn, "analytics.campaign_analytics").run(RefreshRun(run_id="fill"))
         conn.execute("UPDATE campaigns SET name = name")
-        refresher = MaterializedViewRefresher(conn, "analytics.campaign_analytics", statement_timeout="1ms")
+        refresher = refresher_for(conn, "analytics.campaign_analytics", statement_timeout="1ms")
         with pytest.raises(psycopg.errors.QueryCanceled):
             refresher.run(RefreshRun(run_id="too slow"))
     assert log_rows(generated_db)[-1][1] == "failed" and "statement timeout" in log_rows(generated_db)[-1][3]
@@ -228,33 +234,42 @@ def test_unknown_view_is_a_clear_error(migrated_db):
 
 
 def test_refreshes_installing_tracking_at_once_do_not_collide(generated_db):
-    """Refresh DAGs started together on a fresh database share source tables (email_events and partitions)."""
-    views = ["analytics.campaign_analytics", "analytics.email_deliverability", "analytics.lead_engagement",
-             "analytics.daily_workspace_activity"]
-    barrier, errors, installed = threading.Barrier(len(views)), [], []
+    """Refresh DAGs started together on a fresh database share source tables (email_events and partitions): the
+    materialized views' change trigger and the summaries' capture are each installed exactly once."""
+    from coldcopy.incremental import capture
+
+    jobs = ["analytics.workspace_usage", "analytics.lead_intent_summary", "analytics.campaign_analytics",
+            "analytics.email_deliverability", "analytics.lead_engagement", "analytics.daily_workspace_activity"]
+    barrier, errors, installed = threading.Barrier(len(jobs)), [], []
 
     def install(view: str) -> None:
         try:
             with psycopg.connect(generated_db, autocommit=True) as conn:
-                refresher = MaterializedViewRefresher(conn, view)
-                barrier.wait()
-                installed.extend(refresher.ensure_change_tracking())
+                if view in SUMMARIES:
+                    barrier.wait()
+                    installed.extend(("capture", t) for t in capture.ensure(conn, SUMMARIES[view]))
+                else:
+                    refresher = MaterializedViewRefresher(conn, view)
+                    barrier.wait()
+                    installed.extend(("tracking", t) for t in refresher.ensure_change_tracking())
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=install, args=(v,)) for v in views]
+    threads = [threading.Thread(target=install, args=(v,)) for v in jobs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
-    assert len(installed) == len(set(installed)) and "email_events" in installed  # each table exactly once
+    assert len(installed) == len(set(installed))  # each table exactly once of each kind
+    assert ("tracking", "email_events") in installed and ("capture", "email_events") in installed
     with psycopg.connect(generated_db) as conn:
-        missing = conn.execute(
-            "SELECT count(*) FROM pg_class c WHERE c.relname LIKE 'email_events%%' AND c.relkind IN ('r', 'p') "
-            "AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = %s)",
-            ("coldcopy_track_changes",)).fetchone()[0]
-    assert missing == 0
+        for trigger in ("coldcopy_track_changes", *capture.TRIGGERS):
+            missing = conn.execute(
+                "SELECT count(*) FROM pg_class c WHERE c.relname LIKE 'email_events%%' AND c.relkind IN ('r', 'p') "
+                "AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = %s)",
+                (trigger,)).fetchone()[0]
+            assert missing == 0, trigger
 
 
 def test_a_failure_quoting_row_values_is_logged_without_them(generated_db):

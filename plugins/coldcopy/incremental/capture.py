@@ -48,9 +48,11 @@ def install_on(conn: psycopg.Connection, capture: Capture, relid: int) -> bool:
 
 
 def _tree(conn: psycopg.Connection, table: str) -> list[tuple[int, str]]:
+    """The table and, when partitioned, its partitions (pg_partition_tree lists nothing for a plain table)."""
     return conn.execute(
-        "SELECT relid::oid, relid::regclass::text FROM pg_partition_tree(%s::regclass) t "
-        "JOIN pg_class c ON c.oid = t.relid WHERE c.relkind IN ('r', 'p') ORDER BY t.level, 2", (table,)).fetchall()
+        "SELECT t.relid, t.relid::regclass::text FROM (SELECT %s::regclass::oid AS relid UNION "
+        "SELECT relid::oid FROM pg_partition_tree(%s::regclass)) t JOIN pg_class c ON c.oid = t.relid "
+        "WHERE c.relkind IN ('r', 'p') ORDER BY c.relkind = 'p' DESC, 2", (table, table)).fetchall()
 
 
 def ensure(conn: psycopg.Connection, summary: Summary, policy: LockRetryPolicy = LockRetryPolicy()) -> list[str]:
