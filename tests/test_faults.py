@@ -13,6 +13,8 @@ import pytest
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.refresh import RefreshRun, refresher_for
+from coldcopy.refresh_jobs import REFRESH_JOBS
 from coldcopy.testing import app_load, generate_data, local_env, servers
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 
@@ -27,8 +29,9 @@ def cluster():
     MigrationRunner(lambda: psycopg.connect(dsn)).apply_all(discover_migrations(), applied_by="pytest")
     generate_data.generate(dsn, scale=1)
     with psycopg.connect(dsn, autocommit=True) as conn:  # populated, as in production
-        for (view,) in conn.execute("SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews").fetchall():
-            conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
+        for job in REFRESH_JOBS.values():
+            for view in job.views:
+                refresher_for(conn, view).run(RefreshRun(run_id="populate"))
     cluster.coldcopy_dsn = dsn
     yield cluster
     cluster.stop()
@@ -57,8 +60,6 @@ def run_failing(work) -> BaseException | None:
 
 
 def test_pgbouncer_restart_under_load_the_application_recovers_and_jobs_are_unaffected(admin_dsn, generated_db):
-    from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
-
     bouncer = servers.LocalPgBouncer(admin_dsn).start()
     dbname = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
     try:
@@ -71,7 +72,7 @@ def test_pgbouncer_restart_under_load_the_application_recovers_and_jobs_are_unaf
         time.sleep(1.5)
         bouncer.restart()
         with psycopg.connect(generated_db, autocommit=True) as conn:  # jobs connect directly
-            outcome = MaterializedViewRefresher(conn, "analytics.campaign_analytics", force=True).run(
+            outcome = refresher_for(conn, "analytics.campaign_analytics", force=True).run(
                 RefreshRun("fault"))
         loader.join()
         after = app_load.run(bouncer, dbname, password, clients=10, seconds=3)
@@ -83,20 +84,18 @@ def test_pgbouncer_restart_under_load_the_application_recovers_and_jobs_are_unaf
 
 
 def test_a_refresh_interrupted_by_a_database_restart_fails_cleanly_and_its_retry_succeeds(cluster):
-    from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
-
     dsn = cluster.coldcopy_dsn
     hold = blocker(dsn, "LOCK TABLE public.campaigns IN ACCESS EXCLUSIVE MODE")  # the refresh waits here
     restart = restart_in(cluster, 2)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        refresher = MaterializedViewRefresher(conn, "analytics.campaign_analytics", lock_retry=PATIENT, force=True)
+        refresher = refresher_for(conn, "analytics.campaign_analytics", lock_retry=PATIENT, force=True)
         error = run_failing(lambda: refresher.run(RefreshRun("fault")))
     restart.join()
     hold.close()
     assert isinstance(error, psycopg.OperationalError)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        outcome = MaterializedViewRefresher(conn, "analytics.campaign_analytics", force=True).run(RefreshRun("retry"))
-        assert outcome.action == "refreshed" and outcome.mode == "concurrent"
+        outcome = refresher_for(conn, "analytics.campaign_analytics", force=True).run(RefreshRun("retry"))
+        assert outcome.action == "refreshed" and outcome.mode == "rebuild"
         assert conn.execute("SELECT count(*) FROM analytics.campaign_analytics").fetchone()[0] > 0
 
 

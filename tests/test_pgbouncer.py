@@ -53,7 +53,7 @@ def test_ops_tasks_refuse_a_transaction_pooling_connection_at_once(pgbouncer, mi
 def test_application_traffic_through_pgbouncer_never_waits_on_ops_jobs(pgbouncer, generated_db):
     from coldcopy.lock_retries import LockRetryPolicy
     from coldcopy.maintenance import Maintenance
-    from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+    from coldcopy.refresh import RefreshRun, refresher_for
     from coldcopy.refresh_jobs import REFRESH_JOBS
 
     password = app_load.prepare(generated_db)
@@ -65,7 +65,7 @@ def test_application_traffic_through_pgbouncer_never_waits_on_ops_jobs(pgbouncer
     with psycopg.connect(generated_db, autocommit=True) as conn:  # ops connect directly
         for job in REFRESH_JOBS.values():
             for view in job.views:
-                MaterializedViewRefresher(conn, view, lock_retry=policy, force=True).run(RefreshRun(run_id="load"))
+                refresher_for(conn, view, lock_retry=policy, force=True).run(RefreshRun(run_id="load"))
         maintenance = Maintenance(conn, lock_retry=policy)
         for target in maintenance.vacuum_plan(everything=True)[0][:10]:
             maintenance.run(target)

@@ -18,6 +18,7 @@ from psycopg import sql
 from coldcopy import manifests
 from coldcopy.gdpr import Gdpr, GdprError, personal_data_map, reapply_after_restore
 from coldcopy.lock_retries import LockRetryPolicy
+from coldcopy.refresh import RefreshRun, refresher_for
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING, ROOT, SUBJECT_PEPPER
 from tests.conftest import stock_decrypt as decrypt
 
@@ -150,7 +151,7 @@ def test_erasure_leaves_no_trace_suppresses_and_records_without_the_address(gene
     client, bucket = spaces.client, spaces.name
     subject = subject_of(generated_db)
     conn, gdpr = gdpr_on(generated_db)
-    conn.execute("REFRESH MATERIALIZED VIEW analytics.lead_engagement")
+    refresher_for(conn, "analytics.lead_engagement").run(RefreshRun(run_id="fill"))
     assert occurrences(generated_db, str(subject["lead_id"]))  # the view holds the subject before
     request_id = request(generated_db, subject, "erasure")
     result = gdpr.handle(request_id, spaces)

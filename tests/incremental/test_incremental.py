@@ -53,8 +53,9 @@ def random_round(conn, rnd: random.Random) -> list[str]:
         if kind == "insert":  # new events, some outside the 90-day window, some without campaign/lead/account
             conn.execute(
                 "INSERT INTO email_events (workspace_id, campaign_id, lead_id, message_id, email_account_id, "
-                "event_type, bounce_type, occurred_at) SELECT workspace_id, CASE WHEN random() < 0.9 THEN campaign_id END, "
-                "CASE WHEN random() < 0.9 THEN lead_id END, message_id, CASE WHEN random() < 0.9 THEN email_account_id END, "
+                "event_type, bounce_type, occurred_at) SELECT workspace_id, "
+                "CASE WHEN random() < 0.9 THEN campaign_id END, CASE WHEN random() < 0.9 THEN lead_id END, "
+                "message_id, CASE WHEN random() < 0.9 THEN email_account_id END, "
                 "(%s::text[])[1 + floor(random() * 8)::int], CASE WHEN random() < 0.5 THEN 'hard' END, "
                 "now() - random() * interval '120 days' FROM email_events ORDER BY random() LIMIT %s", (EVENT_TYPES, n))
         elif kind == "move":  # between campaigns, leads, types, days (and months: partitions), accounts
@@ -64,14 +65,15 @@ def random_round(conn, rnd: random.Random) -> list[str]:
                 "UPDATE email_events SET campaign_id = CASE WHEN random() < 0.3 THEN %s ELSE campaign_id END, "
                 "lead_id = CASE WHEN random() < 0.3 THEN %s ELSE lead_id END, "
                 "workspace_id = CASE WHEN random() < 0.1 THEN %s ELSE workspace_id END, "
-                "event_type = CASE WHEN random() < 0.5 THEN (%s::text[])[1 + floor(random() * 8)::int] ELSE event_type END, "
+                "event_type = CASE WHEN random() < 0.5 THEN (%s::text[])[1 + floor(random() * 8)::int] "
+                "ELSE event_type END, "
                 "occurred_at = occurred_at - CASE WHEN random() < 0.4 AND occurred_at > now() - interval '300 days' "
                 "THEN random() * interval '40 days' ELSE '0' END "
                 "WHERE id IN (SELECT id FROM email_events ORDER BY random() LIMIT %s)",
                 (campaign, lead[0], lead[1], EVENT_TYPES, n))
         elif kind == "delete":
-            conn.execute("DELETE FROM email_events WHERE id IN (SELECT id FROM email_events ORDER BY random() LIMIT %s)",
-                         (n,))
+            conn.execute("DELETE FROM email_events WHERE id IN "
+                         "(SELECT id FROM email_events ORDER BY random() LIMIT %s)", (n,))
         elif kind == "messages":  # messages moved between steps, turned inbound, deleted
             step = ids(conn, "campaign_sequences")[0]
             conn.execute("UPDATE email_messages SET sequence_id = CASE WHEN random() < 0.5 THEN %s END, "
@@ -90,7 +92,8 @@ def random_round(conn, rnd: random.Random) -> list[str]:
                          "o.step_number = campaign_sequences.step_number AND o.variant = 'B')",
                          (ids(conn, "campaign_sequences", 2),))
         elif kind == "truncate" and rnd.random() < 0.3:  # a whole month, straight on its partition
-            month = conn.execute("SELECT name FROM app.email_events_partitions ORDER BY random() LIMIT 1").fetchone()[0]
+            month = conn.execute("SELECT name FROM app.email_events_partitions ORDER BY random() LIMIT 1"
+                                 ).fetchone()[0]
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier("public", month)))
             kind = f"truncate {month}"
         done.append(f"{kind} {n}")
@@ -134,7 +137,8 @@ def test_a_detached_month_leaves_the_summaries_as_the_definition_does(generated_
     with psycopg.connect(generated_db, autocommit=True) as conn:
         month = conn.execute("SELECT name FROM app.email_events_partitions p WHERE EXISTS (SELECT 1 FROM "
                              "email_events e WHERE e.occurred_at >= p.range_start AND e.occurred_at < p.range_end "
-                             "AND e.occurred_at > now() - interval '60 days') ORDER BY range_start LIMIT 1").fetchone()[0]
+                             "AND e.occurred_at > now() - interval '60 days') ORDER BY range_start LIMIT 1"
+                             ).fetchone()[0]
         conn.execute(sql.SQL("ALTER TABLE email_events DETACH PARTITION {}").format(sql.Identifier(month)))
         apply_all(generated_db)  # DDL fires no trigger: without the partition's keys, nothing is recomputed
         assert differences(conn, "analytics.campaign_analytics") > 0  # the bug the record below prevents
@@ -150,7 +154,8 @@ def test_a_killed_apply_loses_and_doubles_nothing(generated_db):
     with psycopg.connect(generated_db, autocommit=True) as conn:
         conn.execute("UPDATE email_events SET event_type = 'replied' WHERE id IN (SELECT id FROM email_events "
                      "WHERE lead_id IS NOT NULL ORDER BY id LIMIT 200)")
-    with psycopg.connect(generated_db, autocommit=True) as victim, psycopg.connect(generated_db, autocommit=True) as killer:
+    with psycopg.connect(generated_db, autocommit=True) as victim, \
+            psycopg.connect(generated_db, autocommit=True) as killer:
         pid = victim.info.backend_pid
 
         def kill() -> None:  # after the groups were replaced, before the watermark commits with them

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.incremental.summaries import SUMMARIES
+from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.refresh import MaterializedViewRefresher, RefreshRun, refresher_for
 from coldcopy.testing.dag_test import run_dag
 

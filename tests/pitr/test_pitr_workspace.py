@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from coldcopy.backups import BackupRunner
 from coldcopy.operators.restore import RestoreFromSpacesOperator
 from coldcopy.pitr.archiver import ChangeArchiver
+from coldcopy.refresh import RefreshRun, refresher_for
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING, FakeTaskInstance
 
 
@@ -107,12 +108,14 @@ def test_a_one_workspace_copy_holds_no_other_tenants_row_in_any_schema_or_view(g
     with psycopg.connect(generated_db, autocommit=True) as conn:
         [workspace] = conn.execute("SELECT workspace_id::text FROM public.campaigns GROUP BY 1 ORDER BY count(*) DESC, "
                                    "1 LIMIT 1").fetchone()
-        views = [v for (v,) in conn.execute("SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews m "
-                                            "WHERE EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = "
-                                            "format('%I.%I', schemaname, matviewname)::regclass AND a.attname = "
-                                            "'workspace_id')")]
+        views = [v for (v,) in conn.execute(  # the materialized views and the summaries (305)
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'analytics' AND c.relkind IN ('m', 'r') AND EXISTS (SELECT 1 FROM pg_attribute a "
+            "WHERE a.attrelid = c.oid AND a.attname = 'workspace_id')")]
+        assert len(views) == 7
         for view in views:  # populated, as production's are
-            conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
+            refresher_for(conn, view).run(RefreshRun(run_id="fill"))
         assert views and any(conn.execute(f"SELECT count(*) FROM {v} WHERE workspace_id <> %s", (workspace,)
                                           ).fetchone()[0] for v in views)  # other tenants' rows before
     keep_only(generated_db, workspace)

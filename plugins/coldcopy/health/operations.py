@@ -73,9 +73,9 @@ def view_freshness(c: Context) -> Result:
         for view in job.views:
             row = c.one("SELECT (SELECT ispopulated FROM pg_matviews WHERE format('%%I.%%I', schemaname, "
                         "matviewname) = %s) AS populated, NULL::timestamptz AS fresh_at, now() AS now", (view,))
-            if row["populated"] is None and summaries:  # an incremental summary: populated once built
-                row["populated"] = c.one("SELECT count(*) > 0 AS built FROM coldcopy_ops.ivm_state WHERE summary = %s",
-                                         (view,))["built"] if c.has_table(view) else None
+            if row["populated"] is None and c.has_table(view):  # an incremental summary: populated once built
+                row["populated"] = summaries and c.one(
+                    "SELECT count(*) > 0 AS built FROM coldcopy_ops.ivm_state WHERE summary = %s", (view,))["built"]
             if logged:
                 row["fresh_at"] = c.one(
                     "SELECT max(finished_at) AS t FROM coldcopy_ops.mv_refresh_log WHERE view_name = %s "

@@ -51,7 +51,8 @@ class IncrementalRefresher:
                     outcome = RefreshOutcome(self.view, action, applied.reason, applied.mode,
                                              applied.groups if applied.mode == "rebuild" else None)
                     if action == "skipped":
-                        outcome.mode, outcome.reason = None, "no source change since the last apply (watermark advanced)"
+                        outcome.mode = None
+                        outcome.reason = "no source change since the last apply (watermark advanced)"
         except Exception as error:
             log_outcome(self.conn, run, started_at, started,
                         RefreshOutcome(self.view, "failed", reason_of(error)[:2000]), None)
