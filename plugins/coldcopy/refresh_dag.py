@@ -6,7 +6,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
-from coldcopy.operators.refresh import RefreshMaterializedViewOperator
+from coldcopy.operators.refresh import RefreshMaterializedViewOperator, VerifySummariesOperator
 from coldcopy.refresh_jobs import REFRESH_JOBS
 
 # The part of every refresh DAG's runbook page that is the same for all four: rendered here, once.
@@ -20,6 +20,9 @@ The first run refreshes; every later run's interval is then covered and skips in
 | task failed: *could not get its lock* | another session holds the view's lock (a manual refresh?) | find it in `pg_stat_activity`; the task retries |
 | task failed: *canceling statement due to statement timeout* | the refresh ran past its statement_timeout | check load and bloat; raise `statement_timeout` only with a reason |
 | deadline missed | the run did not finish within {deadline} of being queued | look at the task log and `pg_stat_activity` |
+| alert *summary_repaired* (daily `verify_summaries`) | an incremental summary differed from its definition; it was rebuilt | `coldcopy_ops.ivm_verifications`; find the write the capture missed (docs/refresh.md) |
+
+A summary (docs/refresh.md) recomputes only the groups whose rows changed; **`force`** rebuilds it from its definition.
 """
 
 
@@ -50,6 +53,8 @@ def build_refresh_dag(*, dag_id: str, doc_md: str) -> DAG:
         tags=["coldcopy", "materialized-views", "refresh"],
         doc_md=doc_md.rstrip() + "\n" + RUNBOOK.format(dag_id=dag_id, deadline=_duration(deadline)),
     ) as dag:
-        for view in views:
-            RefreshMaterializedViewOperator(task_id=f"refresh_{view.split('.')[-1]}", view=view)
+        refreshes = [RefreshMaterializedViewOperator(task_id=f"refresh_{view.split('.')[-1]}", view=view)
+                     for view in views]
+        if job.verify_summaries:
+            refreshes >> VerifySummariesOperator(task_id="verify_summaries", trigger_rule="all_done")
     return dag

@@ -13,6 +13,7 @@ class RefreshJob:
     cadence: timedelta  # the interval between the cron's runs
     deadline: timedelta
     views: list[str]
+    verify_summaries: bool = False  # a verify_summaries task after the refreshes (coldcopy.incremental)
 
 
 REFRESH_JOBS: dict[str, RefreshJob] = {
@@ -26,5 +27,5 @@ REFRESH_JOBS: dict[str, RefreshJob] = {
         "0 */6 * * *", timedelta(hours=6), timedelta(hours=1),
         ["analytics.lead_engagement", "analytics.lead_intent_summary"]),
     "refresh_workspace_usage": RefreshJob(
-        "0 2 * * *", timedelta(days=1), timedelta(hours=2), ["analytics.workspace_usage"]),
+        "0 2 * * *", timedelta(days=1), timedelta(hours=2), ["analytics.workspace_usage"], verify_summaries=True),
 }

@@ -69,3 +69,50 @@ class RefreshMaterializedViewOperator(ColdCopyOperator):
         self.say(context, f"{self.view} refreshed ({outcome.mode or 'refresh'}) in "
                           f"{duration(outcome.duration_ms / 1000)}{rows}: {outcome.reason}")
         return outcome.as_dict()
+
+
+class VerifySummariesOperator(ColdCopyOperator):
+    """Compare each incremental summary with its definition (EXCEPT ALL both ways, on the snapshot of an apply);
+    repair a difference in the same transaction and alert once about it.
+
+    A difference means the incremental path missed or doubled something — a capture lost, a definition edited
+    without its key query — so the task alerts even though it repaired: the repair hides the symptom, not the
+    cause. Every verification is a row of ``coldcopy_ops.ivm_verifications``.
+
+    :param summaries: schema-qualified summaries (:data:`coldcopy.incremental.summaries.SUMMARIES` by default).
+    """
+
+    template_fields: Sequence[str] = ("summaries",)
+    ui_color = "#e6f0fa"
+    default_execution_timeout = timedelta(hours=1)
+
+    def __init__(self, *, summaries: list[str] | None = None, conn_id: str = DB_CONN_ID,
+                 statement_timeout: str = "30min", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.summaries = summaries
+        self.conn_id = conn_id
+        self.statement_timeout = statement_timeout
+
+    def execute(self, context: Context) -> list[dict]:
+        from dataclasses import asdict
+
+        from coldcopy import alerts
+        from coldcopy.incremental.maintainer import SummaryMaintainer
+        from coldcopy.incremental.summaries import SUMMARIES
+
+        results = []
+        with self.hook(statement_timeout=self.statement_timeout).session() as conn:
+            for name in self.summaries or list(SUMMARIES):
+                verified = SummaryMaintainer(conn, name, lock_retry=self.lock_policy(),
+                                             statement_timeout=self.statement_timeout).verify(repair=True)
+                results.append(asdict(verified))
+                if not verified.equal:
+                    alerts.send_for_task(
+                        context, f"{name} differed from its definition: {verified.missing} row(s) missing, "
+                                 f"{verified.extra} extra; repaired by a rebuild", kind="summary_repaired",
+                        table=name, missing=verified.missing, extra=verified.extra)
+        differed = [r["summary"] for r in results if r["missing"] or r["extra"]]
+        self.say(context, f"{len(results)} summaries verified against their definitions in "
+                          f"{sum(r['duration_ms'] for r in results) / 1000:.1f} s: "
+                          + (f"repaired {', '.join(differed)}" if differed else "all equal"))
+        return results
