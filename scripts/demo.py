@@ -107,15 +107,16 @@ def print_schema_summary(dsn: str) -> None:
               (SELECT count(*) FROM app.email_events_partitions),
               (SELECT min(name) || ' .. ' || max(name) FROM app.email_events_partitions),
               (SELECT count(*) FROM pg_matviews WHERE schemaname = 'analytics'),
+              (SELECT count(*) FROM pg_views WHERE schemaname = 'analytics' AND viewname LIKE '%\\_definition'),
               current_setting('server_version')""").fetchone()
     print("\nMigrations applied (coldcopy_ops.schema_migrations):")
     print(f"  {'version':>7}  {'name':34} {'phase':>5}  {'mode':13} {'lock retries':>12} {'ms':>6}")
     for version, name, phase, transactional, retries, ms in history:
         mode = "transaction" if transactional else "no txn (CIC)"
         print(f"  {version:>7}  {name:34} {phase:>5}  {mode:13} {retries:>12} {ms:>6}")
-    tables, rls, composite, partitions, partition_range, matviews, server_version = facts
+    tables, rls, composite, partitions, partition_range, matviews, summaries, server_version = facts
     print(f"\nSchema on PostgreSQL {server_version}: {tables} tables, {rls} with RLS enabled+forced, "
-          f"{composite} composite indexes, {matviews} materialized views,\n"
+          f"{composite} composite indexes, {matviews} materialized views, {summaries} incremental summaries,\n"
           f"  email_events: {partitions} monthly partitions ({partition_range}), no DEFAULT partition")
 
 
@@ -125,7 +126,7 @@ def print_refresh_summary(dsn: str) -> None:
             "SELECT view_name, action, coalesce(mode, '-'), duration_ms, coalesce(row_count::text, '-'), reason "
             "FROM coldcopy_ops.mv_refresh_log ORDER BY id"
         ).fetchall()
-    print("\nMaterialized-view refreshes (coldcopy_ops.mv_refresh_log):")
+    print("\nMaterialized-view refreshes and summary applies (coldcopy_ops.mv_refresh_log):")
     for view, action, mode, ms, rows_, reason in rows:
         print(f"  {view:38} {action:9} {mode:10} {ms:>6} ms {rows_:>6} rows  {reason[:70]}")
 
