@@ -79,6 +79,7 @@ bench: install system-deps
 	$(BIN)/python -m bench.rehearsal
 	$(BIN)/python -m bench.dag_parse
 	$(BIN)/python -m bench.refresh
+	$(BIN)/python -m bench.incremental
 	$(BIN)/python -m bench.partitions
 	$(BIN)/python -m bench.backups
 	$(BIN)/python -m bench.maintenance

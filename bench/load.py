@@ -31,7 +31,7 @@ from coldcopy.maintenance import Maintenance
 from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations
 from coldcopy.partitions import PartitionManager
-from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+from coldcopy.refresh import RefreshRun, refresher_for
 from coldcopy.refresh_jobs import REFRESH_JOBS
 from coldcopy.testing import app_load, local_env, servers
 
@@ -110,8 +110,8 @@ def main() -> None:
         name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
         with psycopg.connect(dsn, autocommit=True) as conn:
             events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
-            for view in VIEWS:  # populated once, as production views are
-                conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
+            for view in VIEWS:  # populated once, as production's views and summaries are
+                refresher_for(conn, view, lock_retry=POLICY).run(RefreshRun("fill"))
         password = app_load.prepare(dsn)
         bucket = "coldcopy-load"
         spaces = common.spaces_bucket(endpoint, bucket)
@@ -128,7 +128,7 @@ def main() -> None:
             return [m.file_name for m in applied]
 
         def refreshes():
-            return [MaterializedViewRefresher(conn, v, lock_retry=POLICY, force=True).run(RefreshRun("load")).mode
+            return [refresher_for(conn, v, lock_retry=POLICY, force=True).run(RefreshRun("load")).mode
                     for v in VIEWS]
 
         manager = PartitionManager(conn, keyring=key, lock_retry=POLICY, passphrase="bench")

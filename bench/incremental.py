@@ -1,0 +1,223 @@
+"""Incremental summaries against full refreshes of the same definitions, the capture's cost to the application,
+and the daily verify's time.
+
+1. at each of ``--scales``: after 0.1 %, 1 % and 10 % of email_events changed (half new events of the last day,
+   four tenths updates of random events — type, campaign or a day earlier —, a tenth deletes), all five
+   summaries applied incrementally vs the same five definitions refreshed as materialized views
+   (``REFRESH … CONCURRENTLY``, what the refresh jobs did before), alternating which goes first, ``--runs`` each;
+2. the load bench's workload (``--clients`` through PgBouncer, 10 s rounds) with the capture triggers installed
+   and dropped, alternating, p99 of each;
+3. the daily verify (apply, then EXCEPT ALL both ways on the same snapshot) of all five.
+
+    make bench            # or: .venv/bin/python -m bench.incremental [--scales 8,32,96 --runs 3]
+    .venv/bin/python -m bench.incremental --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import psycopg
+from psycopg import sql
+
+from bench import common
+from coldcopy.incremental import capture
+from coldcopy.incremental.maintainer import SummaryMaintainer
+from coldcopy.incremental.summaries import SUMMARIES
+from coldcopy.testing import app_load, local_env, servers
+
+FRACTIONS = (0.001, 0.01, 0.1)
+
+
+def create_baseline(conn) -> dict[str, str]:
+    """The five definitions as materialized views in ``bench_full`` (unique index on the summary's key, filled):
+    what a full refresh of each costs. Returns summary → its baseline view."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS bench_full")
+    baseline = {}
+    for name, summary in SUMMARIES.items():
+        view = sql.Identifier("bench_full", summary.table)
+        conn.execute(sql.SQL("CREATE MATERIALIZED VIEW IF NOT EXISTS {} AS SELECT * FROM {}").format(
+            view, sql.Identifier(summary.schema, f"{summary.table}_definition")))
+        conn.execute(sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(f"{summary.table}_key"), view, sql.SQL(", ").join(map(sql.Identifier, summary.key))))
+        baseline[name] = f"bench_full.{summary.table}"
+    return baseline
+
+
+def change(conn, fraction: float) -> int:
+    """Change ``fraction`` of email_events as described in the module's docstring; returns the rows written."""
+    total = conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'email_events'::regclass").fetchone()[0]
+    if total <= 0:
+        total = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
+    n = max(1, int(total * fraction))
+    pct = min(100.0, 100.0 * n / total * 1.2)
+    written = conn.execute(
+        "INSERT INTO email_events (workspace_id, message_id, campaign_id, lead_id, email_account_id, event_type, "
+        "occurred_at) SELECT workspace_id, message_id, campaign_id, lead_id, email_account_id, event_type, "
+        "now() - random() * interval '1 day' FROM email_events TABLESAMPLE BERNOULLI (%s) LIMIT %s",
+        (pct / 2, n // 2)).rowcount
+    written += conn.execute(
+        "UPDATE email_events SET event_type = CASE WHEN random() < 0.5 THEN 'opened' ELSE 'clicked' END, "
+        "campaign_id = CASE WHEN random() < 0.2 THEN (SELECT id FROM campaigns LIMIT 1) ELSE campaign_id END, "
+        "occurred_at = CASE WHEN random() < 0.2 AND occurred_at > now() - interval '300 days' "
+        "THEN occurred_at - interval '1 day' ELSE occurred_at END "
+        "WHERE (id, occurred_at) IN (SELECT id, occurred_at FROM email_events TABLESAMPLE BERNOULLI (%s) LIMIT %s)",
+        (pct * 0.4, n * 4 // 10)).rowcount
+    written += conn.execute(
+        "DELETE FROM email_events WHERE (id, occurred_at) IN "
+        "(SELECT id, occurred_at FROM email_events TABLESAMPLE BERNOULLI (%s) LIMIT %s)",
+        (pct * 0.1, n // 10)).rowcount
+    conn.execute("ANALYZE email_events")
+    return written
+
+
+def apply_all(conn) -> dict[str, float]:
+    seconds = {}
+    for name in SUMMARIES:
+        began = time.perf_counter()
+        SummaryMaintainer(conn, name).apply()
+        seconds[name] = time.perf_counter() - began
+    return seconds
+
+
+def refresh_all(conn, baseline: dict[str, str]) -> dict[str, float]:
+    seconds = {}
+    for name, view in baseline.items():
+        began = time.perf_counter()
+        conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}").format(sql.SQL(view)))
+        seconds[name] = time.perf_counter() - began
+    return seconds
+
+
+def at_scale(server: str, scale: int, runs: int) -> dict:
+    with common.bench_database(server, scale, "ivm") as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        apply_all(conn)  # the first build
+        baseline = create_baseline(conn)
+        events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
+        per_fraction = {}
+        for fraction in FRACTIONS:
+            per_view: dict[str, dict[str, list[float]]] = {}
+
+            def incremental(fraction=fraction, per_view=per_view) -> float:
+                change(conn, fraction)
+                seconds = apply_all(conn)
+                for name, s in seconds.items():
+                    per_view.setdefault(name, {"incremental": [], "full": []})["incremental"].append(s)
+                return sum(seconds.values())
+
+            def full(fraction=fraction, per_view=per_view) -> float:
+                change(conn, fraction)
+                seconds = refresh_all(conn, baseline)
+                for name, s in seconds.items():
+                    per_view.setdefault(name, {"incremental": [], "full": []})["full"].append(s)
+                apply_all(conn)  # untimed: the summaries catch up, so the next incremental run pays only its change
+                return sum(seconds.values())
+
+            measured = common.alternating(runs, {"incremental": incremental, "full": full})
+            per_fraction[str(fraction)] = {
+                "changed_rows": int(events * fraction),
+                "incremental_s": common.spread(measured["incremental"]), "full_s": common.spread(measured["full"]),
+                "per_view": {name: {kind: round(sorted(v)[len(v) // 2], 3) for kind, v in kinds.items()}
+                             for name, kinds in per_view.items()}}
+            print(scale, fraction, per_fraction[str(fraction)]["incremental_s"]["median"],
+                  per_fraction[str(fraction)]["full_s"]["median"], flush=True)
+        verify = {}
+        for name in SUMMARIES:
+            verified = SummaryMaintainer(conn, name).verify(repair=False)
+            assert verified.equal, verified
+            verify[name] = {"ms": verified.duration_ms, "rows": verified.rows}
+        return {"email_events": events, "fractions": per_fraction, "verify": verify}
+
+
+def drop_capture(conn) -> None:
+    for table in {t for s in SUMMARIES.values() for t in s.sources}:
+        for (relname,) in conn.execute("SELECT t.relid::regclass::text FROM (SELECT %s::regclass AS relid UNION "
+                                       "SELECT relid FROM pg_partition_tree(%s::regclass)) t", (table, table)):
+            for trigger in capture.TRIGGERS:
+                conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                    sql.Identifier(trigger), sql.SQL(relname)))
+
+
+def trigger_cost(server: str, scale: int, clients: int, rounds: int) -> dict:
+    with (common.bench_database(server, scale, "ivm_load") as dsn, servers.LocalPgBouncer(server) as bouncer,
+          psycopg.connect(dsn, autocommit=True) as conn):
+        name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+        apply_all(conn)
+        password = app_load.prepare(dsn)
+        app_load.run(bouncer, name, password, clients=clients, seconds=10)  # warm-up, untimed
+
+        def phase(with_capture: bool) -> dict:
+            if with_capture:
+                for summary in SUMMARIES.values():
+                    capture.ensure(conn, summary)
+            else:
+                drop_capture(conn)
+            return app_load.run(bouncer, name, password, clients=clients, seconds=10).summary
+
+        measured = common.alternating(rounds, {"with capture": lambda: phase(True),
+                                               "without capture": lambda: phase(False)})
+    return {kind: {"p99_ms": common.spread([r["p99_ms"] for r in rs], 1),
+                   "p50_ms": common.spread([r["p50_ms"] for r in rs], 1),
+                   "tps": common.spread([r["tps"] for r in rs], 0),
+                   "errors": sum(r["errors"] for r in rs)} for kind, rs in measured.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", default="8,32,96")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--load-scale", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--load-rounds", type=int, default=4)
+    parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md table and exit")
+    args = parser.parse_args()
+    if args.table:
+        print(table(common.load_results("incremental")))
+        return
+    server = local_env.admin_dsn()
+    scales = [int(s) for s in args.scales.split(",")]
+    results = {"scales": {str(s): at_scale(server, s, args.runs) for s in scales},
+               "trigger_cost": trigger_cost(server, args.load_scale, args.clients, args.load_rounds)}
+    common.write_results("incremental", {"scales": scales, "runs": args.runs, "fractions": list(FRACTIONS),
+                                         "load_scale": args.load_scale, "clients": args.clients,
+                                         "load_rounds": args.load_rounds, "order": "alternating"}, results, server)
+
+
+def table(results: dict) -> str:
+    s = results["settings"]
+    rows = [f"All five summaries after a change of email_events, applied incrementally vs the same five "
+            f"definitions refreshed as materialized views (`REFRESH … CONCURRENTLY`, the refresh jobs' way before "
+            f"migration 305); the two alternate which goes first, {s['runs']} runs each, medians (min–max). The "
+            f"change: half new events of the last day, four tenths updates of random events (type, campaign, a day "
+            f"earlier), a tenth deletes. PostgreSQL {results['machine']['postgresql']}, "
+            f"{results['machine']['cores']} cores (`make bench`; `python -m bench.incremental --table` reprints "
+            f"this from `bench/results/incremental.json`).",
+            "",
+            "| scale (email_events) | changed | incremental | full refresh | ratio | slowest summary (incr. / full) |",
+            "|---|---|---|---|---|---|"]
+    for scale, r in results["scales"].items():
+        for fraction, f in r["fractions"].items():
+            inc, full = f["incremental_s"], f["full_s"]
+            slowest = max(f["per_view"], key=lambda v: f["per_view"][v]["incremental"])
+            pv = f["per_view"][slowest]
+            rows.append(f"| {scale} ({r['email_events']:,}) | {float(fraction) * 100:g} % ({f['changed_rows']:,}) | "
+                        f"{inc['median']:.2f} s ({inc['min']:.2f}–{inc['max']:.2f}) | {full['median']:.2f} s "
+                        f"({full['min']:.2f}–{full['max']:.2f}) | **{inc['median'] / full['median']:.2f}×** | "
+                        f"{slowest.split('.')[-1]} ({pv['incremental']:.2f} / {pv['full']:.2f} s) |")
+    t = results["trigger_cost"]
+    w, wo = t["with capture"], t["without capture"]
+    rows += ["", f"The capture's cost to the application: the load bench's workload, {s['clients']} clients through "
+                 f"PgBouncer at scale {s['load_scale']}, {s['load_rounds']} rounds of 10 s each with the capture "
+                 f"triggers installed and dropped, alternating: p99 **{w['p99_ms']['median']:.1f} ms** with, "
+                 f"{wo['p99_ms']['median']:.1f} ms without (**{w['p99_ms']['median'] / wo['p99_ms']['median']:.2f}×**, "
+                 f"goal ≤ 1.05×); p50 {w['p50_ms']['median']:.1f} / {wo['p50_ms']['median']:.1f} ms; TPS "
+                 f"{w['tps']['median']:,.0f} / {wo['tps']['median']:,.0f}; errors {w['errors']} / {wo['errors']}.",
+             "", "The daily verify (an apply, then EXCEPT ALL both ways on its snapshot), all five summaries: " +
+             "; ".join(f"scale {scale}: {sum(v['ms'] for v in r['verify'].values()) / 1000:.1f} s"
+                       for scale, r in results["scales"].items()) + "."]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
