@@ -47,14 +47,6 @@ def install_on(conn: psycopg.Connection, capture: Capture, relid: int) -> bool:
     return bool(missing)
 
 
-def _tree(conn: psycopg.Connection, table: str) -> list[tuple[int, str]]:
-    """The table and, when partitioned, its partitions (pg_partition_tree lists nothing for a plain table)."""
-    return conn.execute(
-        "SELECT t.relid, t.relid::regclass::text FROM (SELECT %s::regclass::oid AS relid UNION "
-        "SELECT relid::oid FROM pg_partition_tree(%s::regclass)) t JOIN pg_class c ON c.oid = t.relid "
-        "WHERE c.relkind IN ('r', 'p') ORDER BY c.relkind = 'p' DESC, 2", (table, table)).fetchall()
-
-
 def ensure(conn: psycopg.Connection, summary: Summary, policy: LockRetryPolicy = LockRetryPolicy()) -> list[str]:
     """Capture on every source of ``summary`` and each of its partitions; returns the tables it was installed on.
 
@@ -64,9 +56,13 @@ def ensure(conn: psycopg.Connection, summary: Summary, policy: LockRetryPolicy =
     ops_schema.ensure(conn, "incremental", policy)
     installed = []
     for capture in summary.captures():
-        for relid, name in _tree(conn, capture.table):
-            if not _missing(conn, relid):
-                continue
+        lacking = conn.execute(  # one query for the table and all its partitions: this runs on every refresh
+            "SELECT t.relid, t.relid::regclass::text FROM (SELECT %s::regclass::oid AS relid UNION "
+            "SELECT relid::oid FROM pg_partition_tree(%s::regclass)) t JOIN pg_class c ON c.oid = t.relid "
+            "WHERE c.relkind IN ('r', 'p') AND (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = t.relid "
+            "AND g.tgname = ANY(%s)) < %s ORDER BY c.relkind = 'p' DESC, 2",
+            (capture.table, capture.table, list(TRIGGERS), len(TRIGGERS))).fetchall()
+        for relid, name in lacking:
 
             def install(capture=capture, relid=relid) -> bool:
                 if not install_on(conn, capture, relid):

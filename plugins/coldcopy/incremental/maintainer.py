@@ -100,12 +100,12 @@ class SummaryMaintainer:
         names = ("watermark", "clock_at", "definition_sha", "db_identity", "rebuilt_at", "applied_at")
         return dict(zip(names, row, strict=True)) if row else None
 
-    def _rebuild_reason(self, state: dict | None, force: bool) -> str | None:
+    def _rebuild_reason(self, state: dict | None, force: bool, fingerprint: str) -> str | None:
         if force:
             return "forced"
         if state is None:
             return "no state on record: first build, or a source's capture was (re)installed"
-        if state["definition_sha"] != self.fingerprint():
+        if state["definition_sha"] != fingerprint:
             return "its definition changed since it was built (a migration)"
         if state["db_identity"] != self.conn.execute(_IDENTITY).fetchone()[0]:
             return "its state was recorded in another cluster or database (a restore)"
@@ -141,8 +141,8 @@ class SummaryMaintainer:
         conn = self.conn
         conn.execute("SET LOCAL TimeZone = 'UTC'")  # the definition's day windows start at a UTC midnight
         snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
-        state = self.state()
-        reason = self._rebuild_reason(state, force)
+        state, fingerprint = self.state(), self.fingerprint()
+        reason = self._rebuild_reason(state, force, fingerprint)
         if reason is not None:
             conn.execute(sql.SQL("DELETE FROM {}").format(self.table))  # not TRUNCATE: readers keep reading
             groups = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
@@ -161,7 +161,7 @@ class SummaryMaintainer:
             "db_identity = EXCLUDED.db_identity, "
             "rebuilt_at = CASE WHEN %(rebuilt)s THEN EXCLUDED.rebuilt_at ELSE s.rebuilt_at END, "
             "applied_at = EXCLUDED.applied_at, groups_applied = EXCLUDED.groups_applied",
-            {"s": self.summary.name, "w": snapshot, "f": self.fingerprint(), "rebuilt": applied.mode == "rebuild",
+            {"s": self.summary.name, "w": snapshot, "f": fingerprint, "rebuilt": applied.mode == "rebuild",
              "g": groups})
         return applied
 
