@@ -1,10 +1,12 @@
 """Incremental summaries against full refreshes of the same definitions, the capture's cost to the application,
 and the daily verify's time.
 
-1. at each of ``--scales``: after 0.1 %, 1 % and 10 % of email_events changed (half new events of the last day,
-   four tenths updates of random events — type, campaign or a day earlier —, a tenth deletes), all five
-   summaries applied incrementally vs the same five definitions refreshed as materialized views
-   (``REFRESH … CONCURRENTLY``, what the refresh jobs did before), alternating which goes first, ``--runs`` each;
+1. at each of ``--scales``: after 0.1 %, 1 % and 10 % of email_events changed, all five summaries applied
+   incrementally vs the same five definitions refreshed as materialized views (``REFRESH … CONCURRENTLY``, what
+   the refresh jobs did before), alternating which goes first, ``--runs`` each. Two kinds of change:
+   *arrivals*, new events of the last hour for the messages of 5 % of the campaigns (those sending now: the
+   application's steady state); *mixed*, half such new events, four tenths updates of random events of any age
+   (type, campaign or a day earlier) and a tenth deletes (the worst case);
 2. the load bench's workload (``--clients`` through PgBouncer, 10 s rounds) with the capture triggers installed
    and dropped, alternating, p99 of each;
 3. the daily verify (apply, then EXCEPT ALL both ways on the same snapshot) of all five.
@@ -28,6 +30,7 @@ from coldcopy.incremental.summaries import SUMMARIES
 from coldcopy.testing import app_load, local_env, servers
 
 FRACTIONS = (0.001, 0.01, 0.1)
+PATTERNS = ("arrivals", "mixed")  # new events of the last hour only / the mix of the module's docstring
 
 
 def create_baseline(conn) -> dict[str, str]:
@@ -45,17 +48,26 @@ def create_baseline(conn) -> dict[str, str]:
     return baseline
 
 
-def change(conn, fraction: float) -> int:
-    """Change ``fraction`` of email_events as described in the module's docstring; returns the rows written."""
+def change(conn, fraction: float, pattern: str = "mixed") -> int:
+    """Change ``fraction`` of email_events in ``pattern`` (the module's docstring); returns the rows written."""
     total = conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'email_events'::regclass").fetchone()[0]
     if total <= 0:
         total = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
     n = max(1, int(total * fraction))
     pct = min(100.0, 100.0 * n / total * 1.2)
+    if pattern == "arrivals":  # the campaigns sending right now: 5 % of them, their messages' new events
+        written = conn.execute(
+            "INSERT INTO email_events (workspace_id, message_id, campaign_id, lead_id, email_account_id, event_type, "
+            "occurred_at) SELECT workspace_id, message_id, campaign_id, lead_id, email_account_id, event_type, "
+            "now() - random() * interval '1 hour' FROM email_events CROSS JOIN generate_series(1, 4) "
+            "WHERE campaign_id IN (SELECT id FROM campaigns ORDER BY random() LIMIT (SELECT greatest(1, count(*) / 20) "
+            "FROM campaigns)) ORDER BY random() LIMIT %s", (n,)).rowcount
+        conn.execute("ANALYZE email_events")
+        return written
     written = conn.execute(
         "INSERT INTO email_events (workspace_id, message_id, campaign_id, lead_id, email_account_id, event_type, "
         "occurred_at) SELECT workspace_id, message_id, campaign_id, lead_id, email_account_id, event_type, "
-        "now() - random() * interval '1 day' FROM email_events TABLESAMPLE BERNOULLI (%s) LIMIT %s",
+        "now() - random() * interval '1 hour' FROM email_events TABLESAMPLE BERNOULLI (%s) LIMIT %s",
         (pct / 2, n // 2)).rowcount
     written += conn.execute(
         "UPDATE email_events SET event_type = CASE WHEN random() < 0.5 THEN 'opened' ELSE 'clicked' END, "
@@ -90,38 +102,43 @@ def refresh_all(conn, baseline: dict[str, str]) -> dict[str, float]:
     return seconds
 
 
+def compare(conn, baseline: dict[str, str], events: int, fraction: float, pattern: str, runs: int) -> dict:
+    """Incremental vs full after the same kind of change, alternating; totals and per-summary medians."""
+    per_view: dict[str, dict[str, list[float]]] = {n: {"incremental": [], "full": []} for n in SUMMARIES}
+
+    def incremental() -> float:
+        change(conn, fraction, pattern)
+        seconds = apply_all(conn)
+        for name, s in seconds.items():
+            per_view[name]["incremental"].append(s)
+        return sum(seconds.values())
+
+    def full() -> float:
+        change(conn, fraction, pattern)
+        seconds = refresh_all(conn, baseline)
+        for name, s in seconds.items():
+            per_view[name]["full"].append(s)
+        apply_all(conn)  # untimed: the summaries catch up, so the next incremental run pays only its change
+        return sum(seconds.values())
+
+    measured = common.alternating(runs, {"incremental": incremental, "full": full})
+    return {"pattern": pattern, "fraction": fraction, "changed_rows": int(events * fraction),
+            "incremental_s": common.spread(measured["incremental"]), "full_s": common.spread(measured["full"]),
+            "per_view": {name: {kind: round(sorted(v)[len(v) // 2], 3) for kind, v in kinds.items()}
+                         for name, kinds in per_view.items()}}
+
+
 def at_scale(server: str, scale: int, runs: int) -> dict:
     with common.bench_database(server, scale, "ivm") as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         apply_all(conn)  # the first build
         baseline = create_baseline(conn)
         events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
         per_fraction = {}
-        for fraction in FRACTIONS:
-            per_view: dict[str, dict[str, list[float]]] = {}
-
-            def incremental(fraction=fraction, per_view=per_view) -> float:
-                change(conn, fraction)
-                seconds = apply_all(conn)
-                for name, s in seconds.items():
-                    per_view.setdefault(name, {"incremental": [], "full": []})["incremental"].append(s)
-                return sum(seconds.values())
-
-            def full(fraction=fraction, per_view=per_view) -> float:
-                change(conn, fraction)
-                seconds = refresh_all(conn, baseline)
-                for name, s in seconds.items():
-                    per_view.setdefault(name, {"incremental": [], "full": []})["full"].append(s)
-                apply_all(conn)  # untimed: the summaries catch up, so the next incremental run pays only its change
-                return sum(seconds.values())
-
-            measured = common.alternating(runs, {"incremental": incremental, "full": full})
-            per_fraction[str(fraction)] = {
-                "changed_rows": int(events * fraction),
-                "incremental_s": common.spread(measured["incremental"]), "full_s": common.spread(measured["full"]),
-                "per_view": {name: {kind: round(sorted(v)[len(v) // 2], 3) for kind, v in kinds.items()}
-                             for name, kinds in per_view.items()}}
-            print(scale, fraction, per_fraction[str(fraction)]["incremental_s"]["median"],
-                  per_fraction[str(fraction)]["full_s"]["median"], flush=True)
+        for pattern in PATTERNS:
+            for fraction in FRACTIONS:
+                per_fraction[f"{pattern} {fraction}"] = compare(conn, baseline, events, fraction, pattern, runs)
+                print(scale, pattern, fraction, per_fraction[f"{pattern} {fraction}"]["incremental_s"]["median"],
+                      per_fraction[f"{pattern} {fraction}"]["full_s"]["median"], flush=True)
         verify = {}
         for name in SUMMARIES:
             verified = SummaryMaintainer(conn, name).verify(repair=False)
@@ -189,19 +206,22 @@ def table(results: dict) -> str:
     rows = [f"All five summaries after a change of email_events, applied incrementally vs the same five "
             f"definitions refreshed as materialized views (`REFRESH … CONCURRENTLY`, the refresh jobs' way before "
             f"migration 305); the two alternate which goes first, {s['runs']} runs each, medians (min–max). The "
-            f"change: half new events of the last day, four tenths updates of random events (type, campaign, a day "
-            f"earlier), a tenth deletes. PostgreSQL {results['machine']['postgresql']}, "
+            f"change: *arrivals*, new events of the last hour for the messages of 5 % of the campaigns (those "
+            f"sending now: the application's steady state); *mixed*, half new "
+            f"events, four tenths updates of random events of any age (type, campaign, a day earlier), a tenth "
+            f"deletes (the worst case: old groups everywhere). PostgreSQL {results['machine']['postgresql']}, "
             f"{results['machine']['cores']} cores (`make bench`; `python -m bench.incremental --table` reprints "
             f"this from `bench/results/incremental.json`).",
             "",
-            "| scale (email_events) | changed | incremental | full refresh | ratio | slowest summary (incr. / full) |",
+            "| scale (email_events) | change | incremental | full refresh | ratio | slowest summary (incr. / full) |",
             "|---|---|---|---|---|---|"]
     for scale, r in results["scales"].items():
-        for fraction, f in r["fractions"].items():
-            inc, full = f["incremental_s"], f["full_s"]
+        for f in r["fractions"].values():
+            inc, full, fraction = f["incremental_s"], f["full_s"], f["fraction"]
             slowest = max(f["per_view"], key=lambda v: f["per_view"][v]["incremental"])
             pv = f["per_view"][slowest]
-            rows.append(f"| {scale} ({r['email_events']:,}) | {float(fraction) * 100:g} % ({f['changed_rows']:,}) | "
+            rows.append(f"| {scale} ({r['email_events']:,}) | {f['pattern']} {fraction * 100:g} % "
+                        f"({f['changed_rows']:,}) | "
                         f"{inc['median']:.2f} s ({inc['min']:.2f}–{inc['max']:.2f}) | {full['median']:.2f} s "
                         f"({full['min']:.2f}–{full['max']:.2f}) | **{inc['median'] / full['median']:.2f}×** | "
                         f"{slowest.split('.')[-1]} ({pv['incremental']:.2f} / {pv['full']:.2f} s) |")
