@@ -260,3 +260,24 @@ def test_the_window_moving_past_a_day_drops_and_recuts_its_groups(generated_db):
             applied = SummaryMaintainer(conn, name).apply()
             assert applied.mode == "incremental" and applied.groups >= 1
             assert differences(conn, name) == 0, name
+
+
+def test_a_premade_month_is_captured_and_a_write_straight_into_it_counted(generated_db):
+    from datetime import UTC, datetime, timedelta
+
+    from coldcopy.partitions import PartitionManager
+    from tests.conftest import KEYRING
+
+    apply_all(generated_db)
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        manager = PartitionManager(conn, keyring=KEYRING, passphrase="test")
+        [created] = manager.premake(months_ahead=3, now=datetime.now(UTC) + timedelta(days=31))
+        assert capture.captured(conn, f"public.{created}")
+        conn.execute(sql.SQL("INSERT INTO {} (id, workspace_id, campaign_id, lead_id, event_type, occurred_at) "
+                             "SELECT -row_number() OVER (), workspace_id, campaign_id, lead_id, 'replied', "
+                             "p.range_start + interval '1 hour' "
+                             "FROM email_events, app.email_events_partitions p WHERE p.name = %s LIMIT 30").format(
+            sql.Identifier("public", created)), (created,))
+    applied = apply_all(generated_db)
+    assert applied["analytics.campaign_analytics"].groups > 0
+    assert_all_equal(generated_db, f"after writes straight into {created}")
