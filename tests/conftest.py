@@ -190,6 +190,16 @@ def approvals(monkeypatch, backup_key):
 
 
 @pytest.fixture
+def sink(monkeypatch):
+    """The alert webhook (``coldcopy_alerts_webhook``): a local server that records every alert."""
+    from coldcopy.testing.alert_sink import AlertSink
+
+    with AlertSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
+        yield sink
+
+
+@pytest.fixture
 def dpo(monkeypatch):
     """The ``coldcopy_dpo`` connection: a local webhook that receives GDPR export links and passphrases."""
     from coldcopy.testing.alert_sink import AlertSink

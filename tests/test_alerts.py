@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from coldcopy import alerts
-from coldcopy.testing.alert_sink import AlertSink
 from coldcopy.testing.dag_test import run_dag
 
 FAILING_DAG = '''
@@ -32,13 +31,6 @@ with DAG(
 
     breaks()
 '''
-
-
-@pytest.fixture
-def sink(monkeypatch):
-    with AlertSink() as sink:
-        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
-        yield sink
 
 
 @pytest.fixture

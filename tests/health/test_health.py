@@ -13,14 +13,6 @@ from psycopg.rows import dict_row
 
 from coldcopy import health, ops_schema
 from coldcopy.testing import local_env, servers
-from coldcopy.testing.alert_sink import AlertSink
-
-
-@pytest.fixture
-def sink(monkeypatch):
-    with AlertSink() as sink:
-        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
-        yield sink
 
 
 def texts(sink) -> list[str]:

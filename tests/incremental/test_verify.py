@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import psycopg
-import pytest
 
 from coldcopy.incremental.summaries import SUMMARIES
 from coldcopy.operators.refresh import VerifySummariesOperator
-from coldcopy.testing.alert_sink import AlertSink
 from tests.conftest import FakeTaskInstance
 from tests.incremental.test_incremental import apply_all, assert_all_equal, differences
-
-
-@pytest.fixture
-def sink(monkeypatch):
-    with AlertSink() as sink:
-        monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_ALERTS_WEBHOOK", sink.airflow_connection())
-        yield sink
 
 
 def verify(context_ti) -> list[dict]:
