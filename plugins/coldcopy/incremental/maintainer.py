@@ -26,6 +26,11 @@ _IDENTITY = (
     "(SELECT oid::text FROM pg_database WHERE datname = current_database())")
 
 
+# An apply recomputing more than this share of a summary's groups rebuilds it instead: one pass over the
+# definition costs less than that many filtered ones (bench/incremental.py's mixed changes).
+REBUILD_SHARE = 0.25
+
+
 class SummaryBusy(RuntimeError):
     """Another session is applying this summary."""
 
@@ -60,7 +65,7 @@ class Applied:
 class SummaryMaintainer:
     """Maintains the summary ``name`` (one of :data:`SUMMARIES`) on the autocommit connection ``conn``.
 
-    One session applies a summary at a time (a session-level advisory lock; a second one fails with
+    One session applies a summary at a time (a transaction-level advisory lock; a second one fails with
     :class:`SummaryBusy` at once rather than queue). Each apply is one REPEATABLE READ transaction under
     ``lock_timeout`` with retries: it takes row locks on the groups it replaces only (ROW EXCLUSIVE on the
     summary, which no reader's lock conflicts with).
@@ -121,21 +126,24 @@ class SummaryMaintainer:
               verify: Callable[[], Verified] | None = None) -> Applied:
         """Bring the summary up to the current snapshot; ``verify`` runs in the same transaction after it."""
         capture.ensure(self.conn, self.summary, self.lock_retry)
-        if not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key,)).fetchone()[0]:
-            raise SummaryBusy(f"{self.summary.name}: another session is applying it")
-        try:
-            def work():
-                applied = self._apply(force)
-                if verify is not None:
-                    applied.verified = verify()
-                if before_commit is not None:
-                    before_commit()
-                return applied
 
+        def work():
+            # A transaction-level lock: safe through a transaction pooler, gone with the transaction however it ends.
+            if not self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._lock_key,)).fetchone()[0]:
+                raise SummaryBusy(f"{self.summary.name}: another session is applying it")
+            applied = self._apply(force)
+            if verify is not None:
+                applied.verified = verify()
+            if before_commit is not None:
+                before_commit()
+            return applied
+
+        try:
             return under_lock_timeout(self.conn, work, self.lock_retry, what=f"apply of {self.summary.name}",
                                       statement_timeout=self.statement_timeout, isolation="repeatable read")
-        finally:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
+        except psycopg.errors.SerializationFailure as error:
+            # Our snapshot predates the commit of an apply that held the lock a moment before: it applied.
+            raise SummaryBusy(f"{self.summary.name}: another session applied it meanwhile ({error})") from error
 
     def _apply(self, force: bool) -> Applied:
         conn = self.conn
@@ -143,13 +151,15 @@ class SummaryMaintainer:
         snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
         state, fingerprint = self.state(), self.fingerprint()
         reason = self._rebuild_reason(state, force, fingerprint)
-        if reason is not None:
+        groups = self._apply_changes(state) if reason is None else None
+        if groups is None:
+            reason = reason or f"more than {REBUILD_SHARE:.0%} of its groups changed: a rebuild costs less"
             conn.execute(sql.SQL("DELETE FROM {}").format(self.table))  # not TRUNCATE: readers keep reading
             groups = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
                 self.table, self.definition)).rowcount
+            conn.execute(sql.SQL("ANALYZE {}").format(self.table))  # every row is new: plan with what is there
             applied = Applied(self.summary.name, "rebuild", reason, groups, snapshot)
         else:
-            groups = self._apply_changes(state)
             applied = Applied(self.summary.name, "incremental",
                               f"{groups} group(s) changed since the apply at {state['applied_at'].isoformat()}",
                               groups, snapshot)
@@ -165,7 +175,15 @@ class SummaryMaintainer:
              "g": groups})
         return applied
 
-    def _apply_changes(self, state: dict) -> int:
+    def _rows_estimate(self) -> float:
+        """The planner's row count of the summary (its exact count if it was never analyzed)."""
+        estimate = self.conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
+                                     (self.summary.name,)).fetchone()[0]
+        return estimate if estimate >= 0 else self.conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(self.table)).fetchone()[0]
+
+    def _apply_changes(self, state: dict) -> int | None:
+        """Replace the changed groups; returns how many, or None when so many changed that a rebuild is cheaper."""
         conn, key = self.conn, self.summary.key
         pending = {c.table.split(".")[1]: sql.SQL(_PENDING.format(c.delta)) for c in self.summary.captures()}
         keys = sql.SQL(self.summary.keys_sql()).format(previous_clock=sql.SQL("%(previous_clock)s::timestamptz"),
@@ -176,6 +194,9 @@ class SummaryMaintainer:
         if groups == 0:
             return 0
         conn.execute("ANALYZE ivm_keys")
+        if groups > REBUILD_SHARE * self._rows_estimate():
+            conn.execute("DROP TABLE ivm_keys")
+            return None  # most groups changed: recomputing them one by one costs more than the whole definition
         columns = [sql.Identifier(k) for k in key]
         same = sql.SQL(" AND ").join(sql.SQL("{0}.{1} = k.{1}").format(sql.Identifier("t"), c) for c in columns)
         conn.execute(sql.SQL("DELETE FROM {} t USING ivm_keys k WHERE {}").format(self.table, same))
