@@ -40,3 +40,23 @@ def test_a_summary_that_drifted_is_repaired_and_alerted_once(generated_db, coldc
     with psycopg.connect(generated_db) as conn:
         assert conn.execute("SELECT count(*), count(*) FILTER (WHERE repaired) FROM coldcopy_ops.ivm_verifications"
                             ).fetchone() == (10, len(differed))
+
+
+def test_the_health_check_warns_on_a_repaired_summary(generated_db, coldcopy_conn, sink):
+    from psycopg.rows import dict_row
+
+    from coldcopy.health.common import Context, Thresholds
+    from coldcopy.health.summaries import summaries
+
+    coldcopy_conn(generated_db)
+    apply_all(generated_db)
+    with psycopg.connect(generated_db, autocommit=True, row_factory=dict_row) as conn:
+        before = summaries(Context(conn, Thresholds()))
+        assert before.state == "ok" and "not verified" in before.summary
+        verify(FakeTaskInstance(dag_id="refresh_workspace_usage"))
+        assert summaries(Context(conn, Thresholds())).state == "ok"
+        conn.execute("UPDATE analytics.lead_engagement SET opens = opens + 1 WHERE lead_id = "
+                     "(SELECT lead_id FROM analytics.lead_engagement LIMIT 1)")
+        verify(FakeTaskInstance(dag_id="refresh_workspace_usage"))
+        after = summaries(Context(conn, Thresholds()))
+        assert after.state == "warning" and "analytics.lead_engagement" in after.summary

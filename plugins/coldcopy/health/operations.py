@@ -37,7 +37,10 @@ def check_cpu(c: Context) -> list[Result]:
 # -- ops freshness --------------------------------------------------------------------------------------
 
 def check_ops_freshness(c: Context) -> list[Result]:
-    return [view_freshness(c), partition_horizon(c), backup_age(c), maintenance_age(c), scratch_databases(c)]
+    from coldcopy.health.summaries import summaries
+
+    return [view_freshness(c), summaries(c), partition_horizon(c), backup_age(c), maintenance_age(c),
+            scratch_databases(c)]
 
 
 def scratch_databases(c: Context) -> Result:
