@@ -168,4 +168,7 @@ class LedgerSteps:
             done[entry["request_id"]] = {t: n for t, n in counts.items() if n}
         if done:
             self.ensure_refuse_trigger()
+            # The restored views and summaries still count the erased rows: recompute those reading what changed.
+            touched = sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for c in done.values() for t in c})
+            self.refresh(self.views_reading(touched), "gdpr:reapply")
         return done

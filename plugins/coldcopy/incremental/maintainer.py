@@ -151,6 +151,8 @@ class SummaryMaintainer:
         snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
         state, fingerprint = self.state(), self.fingerprint()
         reason = self._rebuild_reason(state, force, fingerprint)
+        if state is not None and "another cluster or database" in (reason or ""):
+            self._forget_foreign_state()
         groups = self._apply_changes(state) if reason is None else None
         if groups is None:
             reason = reason or f"more than {REBUILD_SHARE:.0%} of its groups changed: a rebuild costs less"
@@ -174,6 +176,16 @@ class SummaryMaintainer:
             {"s": self.summary.name, "w": snapshot, "f": fingerprint, "rebuilt": applied.mode == "rebuild",
              "g": groups})
         return applied
+
+    def _forget_foreign_state(self) -> None:
+        """The state came from another cluster or database (a restore): every summary's watermark and every
+        captured key came with it, in transaction ids that mean nothing here. All go (what this database's own
+        writers captured since our snapshot stays); every summary rebuilds. Erased subjects' ids go with them."""
+        from coldcopy.incremental.summaries import CAPTURES
+
+        self.conn.execute("DELETE FROM coldcopy_ops.ivm_state WHERE summary <> %s", (self.summary.name,))
+        for c in CAPTURES.values():
+            self.conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier("coldcopy_ops", c.delta)))
 
     def _rows_estimate(self) -> float:
         """The planner's row count of the summary (its exact count if it was never analyzed)."""
