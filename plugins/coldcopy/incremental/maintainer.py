@@ -156,10 +156,10 @@ class SummaryMaintainer:
         groups = self._apply_changes(state) if reason is None else None
         if groups is None:
             reason = reason or f"more than {REBUILD_SHARE:.0%} of its groups changed: a rebuild costs less"
-            conn.execute(sql.SQL("DELETE FROM {}").format(self.table))  # not TRUNCATE: readers keep reading
-            groups = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
-                self.table, self.definition)).rowcount
-            conn.execute(sql.SQL("ANALYZE {}").format(self.table))  # every row is new: plan with what is there
+            conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS SELECT * FROM {}").format(
+                self.definition))
+            groups = self.replace_with_truth()[0]
+            conn.execute("DROP TABLE ivm_truth")
             applied = Applied(self.summary.name, "rebuild", reason, groups, snapshot)
         else:
             applied = Applied(self.summary.name, "incremental",
@@ -176,6 +176,22 @@ class SummaryMaintainer:
             {"s": self.summary.name, "w": snapshot, "f": fingerprint, "rebuilt": applied.mode == "rebuild",
              "g": groups})
         return applied
+
+    def replace_with_truth(self) -> tuple[int, int]:
+        """Make the summary equal ``ivm_truth`` (the definition, materialized in this transaction) writing only
+        what differs, as ``REFRESH … CONCURRENTLY`` does: delete the summary's rows that are not in it (by
+        key), insert its rows that are not in the summary. Returns ``(rows of the definition, rows written)``.
+        No lock a reader waits on (never TRUNCATE)."""
+        conn, columns = self.conn, [sql.Identifier(k) for k in self.summary.key]
+        same = sql.SQL(" AND ").join(sql.SQL("t.{0} = d.{0}").format(c) for c in columns)
+        deleted = conn.execute(sql.SQL(
+            "DELETE FROM {s} t USING (SELECT {k} FROM (TABLE {s} EXCEPT ALL TABLE ivm_truth) x) d WHERE {same}").format(
+            s=self.table, k=sql.SQL(", ").join(columns), same=same)).rowcount
+        inserted = conn.execute(sql.SQL("INSERT INTO {s} SELECT * FROM (TABLE ivm_truth EXCEPT ALL TABLE {s}) x")
+                                .format(s=self.table)).rowcount
+        if deleted + inserted:
+            conn.execute(sql.SQL("ANALYZE {}").format(self.table))
+        return conn.execute("SELECT count(*) FROM ivm_truth").fetchone()[0], deleted + inserted
 
     def _forget_foreign_state(self) -> None:
         """The state came from another cluster or database (a restore): every summary's watermark and every
@@ -252,8 +268,7 @@ class SummaryMaintainer:
             rows = conn.execute("SELECT count(*) FROM ivm_truth").fetchone()[0]
             repaired = bool((missing or extra) and repair)
             if repaired:
-                conn.execute(sql.SQL("DELETE FROM {}").format(self.table))
-                conn.execute(sql.SQL("INSERT INTO {} TABLE ivm_truth").format(self.table))
+                self.replace_with_truth()
             conn.execute("DROP TABLE ivm_truth")
             result = Verified(self.summary.name, rows, missing, extra, repaired,
                               int((time.monotonic() - started) * 1000))
