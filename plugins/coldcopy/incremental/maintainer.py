@@ -105,14 +105,14 @@ class SummaryMaintainer:
         names = ("watermark", "clock_at", "definition_sha", "db_identity", "rebuilt_at", "applied_at")
         return dict(zip(names, row, strict=True)) if row else None
 
-    def _rebuild_reason(self, state: dict | None, force: bool, fingerprint: str) -> str | None:
+    def _rebuild_reason(self, state: dict | None, force: bool, fingerprint: str, identity: str) -> str | None:
         if force:
             return "forced"
         if state is None:
             return "no state on record: first build, or a source's capture was (re)installed"
         if state["definition_sha"] != fingerprint:
             return "its definition changed since it was built (a migration)"
-        if state["db_identity"] != self.conn.execute(_IDENTITY).fetchone()[0]:
+        if state["db_identity"] != identity:
             return "its state was recorded in another cluster or database (a restore)"
         uncaptured = self.uncaptured_sources()
         if uncaptured:
@@ -150,8 +150,9 @@ class SummaryMaintainer:
         conn.execute("SET LOCAL TimeZone = 'UTC'")  # the definition's day windows start at a UTC midnight
         snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
         state, fingerprint = self.state(), self.fingerprint()
-        reason = self._rebuild_reason(state, force, fingerprint)
-        if state is not None and "another cluster or database" in (reason or ""):
+        identity = conn.execute(_IDENTITY).fetchone()[0]
+        reason = self._rebuild_reason(state, force, fingerprint, identity)
+        if state is not None and state["db_identity"] != identity:
             self._forget_foreign_state()
         groups = self._apply_changes(state) if reason is None else None
         if groups is None:
@@ -167,14 +168,14 @@ class SummaryMaintainer:
                               groups, snapshot)
         conn.execute(
             "INSERT INTO coldcopy_ops.ivm_state AS s (summary, watermark, clock_at, definition_sha, db_identity, "
-            "rebuilt_at, applied_at, groups_applied) VALUES (%(s)s, %(w)s::pg_snapshot, now(), %(f)s, (" + _IDENTITY +
-            "), now(), clock_timestamp(), %(g)s) ON CONFLICT (summary) DO UPDATE SET "
+            "rebuilt_at, applied_at, groups_applied) VALUES (%(s)s, %(w)s::pg_snapshot, now(), %(f)s, %(i)s, "
+            "now(), clock_timestamp(), %(g)s) ON CONFLICT (summary) DO UPDATE SET "
             "watermark = EXCLUDED.watermark, clock_at = EXCLUDED.clock_at, definition_sha = EXCLUDED.definition_sha, "
             "db_identity = EXCLUDED.db_identity, "
             "rebuilt_at = CASE WHEN %(rebuilt)s THEN EXCLUDED.rebuilt_at ELSE s.rebuilt_at END, "
             "applied_at = EXCLUDED.applied_at, groups_applied = EXCLUDED.groups_applied",
-            {"s": self.summary.name, "w": snapshot, "f": fingerprint, "rebuilt": applied.mode == "rebuild",
-             "g": groups})
+            {"s": self.summary.name, "w": snapshot, "f": fingerprint, "i": identity,
+             "rebuilt": applied.mode == "rebuild", "g": groups})
         return applied
 
     def replace_with_truth(self) -> tuple[int, int]:
