@@ -236,7 +236,7 @@ class ScratchCopy:
         dsn = psycopg.conninfo.make_conninfo(self.admin_dsn, dbname=self.name)
         try:
             self.backup_key, manifest = newest_verified(self.runner)
-            self.runner.restore(self.backup_key, dsn, manifest=manifest)
+            self.runner.restore(self.backup_key, dsn, manifest=manifest, jobs=self.runner.restore_jobs)
         except BaseException:
             self.__exit__()
             raise

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_ZSTD_THREADS = os.cpu_count() or 2  # bench/backups.py "threads and levels" (docs/benchmarks.md)
+# pg_restore --jobs of a whole-database restore into a private database (bench/restore.py: docs/benchmarks.md);
+# the verify server's own cores when its connection says (extra "cores"), see restore_jobs_for
+DEFAULT_RESTORE_JOBS = os.cpu_count() or 2
 
 
 class BackupRunner(Pipeline, Verification, Retention):
@@ -53,13 +56,16 @@ class BackupRunner(Pipeline, Verification, Retention):
     :param zstd_level: zstd level; negative: ``--fast=N``.
     :param pipe_bytes: size of the pipes between the stages (Linux; at most /proc/sys/fs/pipe-max-size).
     :param part_size: bytes per uploaded part.
+    :param restore_jobs: ``pg_restore --jobs`` of a whole-database restore into a private database (a scratch
+        copy, a quarantine); default: this machine's cores. 1: single-stream, in one transaction.
     """
 
     def __init__(self, dsn: str, bucket: Bucket, passphrase: str, *, keyring: manifests.Keyring,
                  zstd_threads: int | None = None, zstd_level: int = 1, pipe_bytes: int | None = None,
-                 part_size: int = PART_SIZE, spool_dir: str | None = None) -> None:
+                 part_size: int = PART_SIZE, spool_dir: str | None = None, restore_jobs: int | None = None) -> None:
         self.dsn, self.bucket, self.passphrase = dsn, bucket, passphrase
         self.keyring, self.spool_dir = keyring, spool_dir
+        self.restore_jobs = restore_jobs or DEFAULT_RESTORE_JOBS  # a whole database into a private one (restore)
         self.skipped: list[str] = []  # backups resolve() or apply_retention() passed over (refused manifests)
         self.zstd_threads = zstd_threads or DEFAULT_ZSTD_THREADS
         self.zstd_level, self.pipe_bytes, self.part_size = zstd_level, pipe_bytes, part_size

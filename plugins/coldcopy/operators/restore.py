@@ -213,7 +213,7 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                                self.execution_timeout)
         try:
             quarantine_dsn = self.hook().dsn(dbname=quarantine)
-            runner.restore(key, quarantine_dsn, manifest=manifest)
+            runner.restore(key, quarantine_dsn, manifest=manifest, jobs=runner.restore_jobs)
             self.replay(runner, quarantine_dsn)
             erasures, problems = self.reapply_erasures(runner, manifest, quarantine_dsn)
             if self.workspace:

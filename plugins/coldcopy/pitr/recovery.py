@@ -182,20 +182,25 @@ def _read_ahead(runner, segments: list[dict]):
 
 
 def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str] | None = None,
-           migrations: Path | None = None) -> dict:
+           migrations: Path | None = None, observe=None) -> dict:
     """Apply the plan's segments to ``target_dsn`` (the base backup restored there already); a migration
-    marker applies the same file from ``migrations`` (default: this release's sql/migrations)."""
+    marker applies the same file from ``migrations`` (default: this release's sql/migrations). ``observe``
+    (a drill's expectation) is called with ``(segment manifest, transaction)`` for every archived transaction
+    committed before ``until``, in commit order, those in the base backup included."""
     with psycopg.connect(target_dsn) as conn:
         replayer = Replayer(conn, snapshot=Snapshot.parse(recovery.backup["pitr"]["snapshot"]),
                             tables=set(tables) if tables else None, migrate=migration_applier(target_dsn, migrations))
         last, archived = None, Counter()
         snapshot = replayer.snapshot
+        segments = iter(recovery.segments)
         for transactions in _read_ahead(runner, recovery.segments):  # each bound to its manifest, counts equal
-            done = False
+            done, segment = False, next(segments)
             for transaction in transactions:
                 if datetime.fromisoformat(transaction["commit_time"]) >= recovery.until:
                     done = True
                     break
+                if observe is not None:
+                    observe(segment, transaction)
                 if not snapshot.visible(transaction["xid"]):
                     archived.update((t, c["op"]) for c in transaction["changes"] for t in
                                     (c.get("tables") or [c.get("table")]) if c["op"] != "M" and

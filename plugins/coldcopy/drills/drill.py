@@ -1,0 +1,200 @@
+"""One restore drill: a second of the last day restored on the verification server, checked, measured.
+
+Steps, each timed (the RTO's split): the base backup downloaded and bound to its signed manifest; decrypted
+and restored (``pg_restore --jobs``); its rows checked against the manifest; the change archive replayed up to
+the second; the result checked against the archive (:mod:`coldcopy.drills.expected`); the erasure ledger
+re-applied. The scratch database is dropped whatever happens, and the drill — passed or failed — is recorded
+in the live database (:mod:`coldcopy.drills.record`) before a failure is raised.
+
+Never on the live server: ``verify_admin_dsn`` reaching ``live_dsn``'s server is refused before anything is
+made (:func:`coldcopy.rehearsal.same_server`). See docs/backups.md ("Restore drills").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from coldcopy import scratch as scratch_dbs
+from coldcopy.alerts import reason_of
+from coldcopy.drills import checks, record
+from coldcopy.drills.expected import SAMPLE_ONE_IN, Expectation
+from coldcopy.pitr import chain as chains
+from coldcopy.pitr import recovery
+from coldcopy.pitr.pgoutput import lsn_int
+from coldcopy.pitr.replay import Snapshot
+
+log = logging.getLogger(__name__)
+
+WINDOW = timedelta(hours=24)
+
+
+class DrillError(RuntimeError):
+    """The drill failed: no restore could be made, or the restored database is not what the archive holds."""
+
+
+class RpoWatch:
+    """Achieved RPO at ``until``: had the primary been lost then, the commits before it that were in no segment
+    yet (their segment was written after ``until``) were lost; the oldest one's age is the RPO."""
+
+    def __init__(self, until: datetime) -> None:
+        self.until, self.oldest, self.at_risk = until, None, 0
+
+    def add(self, segment: dict, transaction: dict) -> None:
+        if datetime.fromisoformat(segment["created_at"]) > self.until:
+            self.at_risk += 1
+            self.oldest = self.oldest or datetime.fromisoformat(transaction["commit_time"])
+
+    @property
+    def rpo_s(self) -> float:
+        return (self.until - self.oldest).total_seconds() if self.oldest else 0.0
+
+
+class RestoreDrill:
+    """:param runner: the backups' :class:`~coldcopy.backups.BackupRunner` (bucket, passphrase, keyring).
+    :param live_dsn: the live database (its archive anchor; the drill's record).
+    :param verify_admin_dsn: the verification server's maintenance database (the scratch copy is made there).
+    :param reapply: ``(manifest, dsn)`` → the erasure ledger re-applied to ``dsn`` (what every restore does).
+    """
+
+    def __init__(self, runner, live_dsn: str, verify_admin_dsn: str, *, reapply, jobs: int = 1,
+                 budget_s: float = record.DEFAULT_BUDGET_S, ttl: timedelta | None = None,
+                 sample_one_in: int = SAMPLE_ONE_IN) -> None:
+        self.runner, self.live_dsn, self.verify_admin_dsn, self.reapply = runner, live_dsn, verify_admin_dsn, reapply
+        self.jobs, self.budget_s, self.ttl, self.sample_one_in = jobs, budget_s, ttl, sample_one_in
+
+    # which second --------------------------------------------------------------------------------------------
+    def window(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        """The seconds a drill may pick: within the last day, after the oldest base backup the newest chain
+        extends, before the archive's newest point."""
+        now = now or datetime.now(UTC)
+        bucket, keys = self.runner.bucket, self.runner.keyring
+        names = chains.list_chains(bucket)
+        if not names:
+            raise DrillError("no change archive in the bucket: a drill restores as of a second (change_archive)")
+        chain = chains.load_chain(bucket, names[-1], keys)
+        backups = [datetime.fromisoformat(m["pitr"]["snapshot_time"]) for _, _, m in self.runner.database_backups()
+                   if m.get("pitr") and m["database"] == chain.head["database"]
+                   and lsn_int(m["pitr"]["lsn"]) >= chain.start_lsn]
+        if not backups:
+            raise DrillError(f"no whole-database backup extends the change archive {chain.name}: take one")
+        earliest = max(now - WINDOW, min(backups)).replace(microsecond=0) + timedelta(seconds=1)
+        latest = recovery.newest_point(bucket, chain, keys).replace(microsecond=0) - timedelta(seconds=1)
+        if latest < earliest:
+            raise DrillError(f"the change archive {chain.name} holds no whole second after its base backup yet "
+                             f"(base backup {min(backups):%Y-%m-%dT%H:%M:%SZ}, newest point {latest:%H:%M:%SZ})")
+        return earliest, latest
+
+    def pick(self, rng: random.Random | None = None) -> datetime:
+        earliest, latest = self.window()
+        return earliest + timedelta(seconds=(rng or random.SystemRandom()).randint(
+            0, int((latest - earliest).total_seconds())))
+
+    # the drill ----------------------------------------------------------------------------------------------
+    def run(self, as_of: datetime | None = None) -> dict:
+        """Drill once (as of ``as_of``, else a random second of :meth:`window`); the recorded row. A failed
+        drill is recorded, then raised (:class:`DrillError`, or what stopped it)."""
+        params = conninfo_to_dict(self.verify_admin_dsn)
+        row: dict = {"started_at": datetime.now(UTC), "jobs": self.jobs, "budget_s": self.budget_s,
+                     "verify_server": f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"}
+        began = time.monotonic()
+        failure: BaseException | None = None
+        try:
+            self._refuse_live()
+            row["as_of"] = as_of = as_of or self.pick()
+            self._drill(as_of, row)
+        except Exception as error:  # noqa: BLE001 - recorded, then raised
+            failure = error
+        row["finished_at"] = datetime.now(UTC)
+        row["outcome"] = "failed" if failure else "passed"
+        row["error"] = reason_of(failure)[:2000] if failure else None
+        if not failure:
+            row["rto_s"] = sum(row.get(p) or 0.0 for p in ("download_s", "restore_s", "replay_s", "verify_s",
+                                                           "erasures_s"))
+        with psycopg.connect(self.live_dsn, autocommit=True) as live:
+            row["id"] = record.save(live, row)
+        log.info("restore drill %s as of %s in %.1f s: %s", row["outcome"], row.get("as_of"),
+                 time.monotonic() - began, row["error"] or f"RTO {row['rto_s']:.1f} s, RPO {row['rpo_s']:.1f} s")
+        if failure:
+            raise failure
+        return row
+
+    def _refuse_live(self) -> None:
+        from coldcopy.rehearsal import same_server
+
+        with psycopg.connect(self.live_dsn, autocommit=True) as live:
+            if same_server(live, self.verify_admin_dsn):
+                raise DrillError("the verification server is the live database's own server: a drill never "
+                                 "runs there (it restores a whole copy of production beside it); point "
+                                 "coldcopy_verify_db at a server of its own")
+
+    def _drill(self, as_of: datetime, row: dict) -> None:
+        runner = self.runner
+        plan = recovery.plan(runner, as_of, recovery.read_anchor(self.live_dsn))
+        row.update(backup_key=plan.backup_key, chain=plan.chain.name, segments=len(plan.segments),
+                   bytes=plan.backup["byte_size"] + sum(s["byte_size"] for s in plan.segments))
+        name = f"coldcopy_drill_{datetime.now(UTC):%Y%m%d%H%M%S}_{os.getpid()}"
+        with psycopg.connect(self.verify_admin_dsn, autocommit=True) as admin:
+            scratch_dbs.sweep(admin)
+            scratch_dbs.create(admin, name, "drill", self.ttl)
+        dsn = make_conninfo(self.verify_admin_dsn, dbname=name)
+        try:
+            runner.restore(plan.backup_key, dsn, manifest=plan.backup, jobs=self.jobs)
+            row["download_s"] = runner.timings["download_s"]
+            row["restore_s"] = runner.timings["total_s"] - runner.timings["download_s"]
+            started = time.monotonic()
+            with psycopg.connect(dsn) as conn:
+                base = checks.table_counts(conn)
+            if differ := checks.against_manifest(base, plan.backup):
+                raise DrillError(f"the base backup {plan.backup_key} restored other row counts than its manifest "
+                                 f"(manifest, restored): {differ}")
+            row["verify_s"] = time.monotonic() - started
+            with psycopg.connect(dsn, autocommit=True) as lookup:
+                expectation = Expectation(Snapshot.parse(plan.backup["pitr"]["snapshot"]),
+                                          cache(lambda table: _primary_key(lookup, table)), self.sample_one_in)
+                rpo = RpoWatch(plan.until)
+
+                def observe(segment: dict, transaction: dict) -> None:
+                    expectation.add(transaction)
+                    rpo.add(segment, transaction)
+
+                started = time.monotonic()
+                replayed = recovery.replay(runner, plan, dsn, observe=observe)
+                row["replay_s"] = time.monotonic() - started
+            row.update(rpo_s=rpo.rpo_s, at_risk_transactions=rpo.at_risk,
+                       changes_replayed=sum(replayed["changes"].values()))
+            started = time.monotonic()
+            with psycopg.connect(dsn) as conn:
+                found = checks.against_archive(conn, expectation, base)
+            row["verify_s"] += time.monotonic() - started
+            row["rows"] = found["rows"]
+            row["checks"] = {"tables": found["counts"], "sampled": found["sampled"],
+                             "sampled_keys": found["sampled_keys"], "sample_one_in": self.sample_one_in,
+                             "transactions": expectation.transactions, "problems": found["problems"],
+                             "timings": {k: round(v, 3) for k, v in runner.timings.items()}}
+            if found["problems"]:
+                raise DrillError(f"the restore as of {as_of:%Y-%m-%dT%H:%M:%SZ} differs from the archive: "
+                                 + "; ".join(found["problems"])[:1500])
+            started = time.monotonic()
+            _, problems = self.reapply(plan.backup, dsn)
+            row["erasures_s"] = time.monotonic() - started
+            row["checks"]["ledger_problems"] = problems
+        finally:
+            with psycopg.connect(self.verify_admin_dsn, autocommit=True) as admin:
+                scratch_dbs.drop(admin, name)
+
+
+def _primary_key(conn: psycopg.Connection, table: str) -> list[str]:
+    from coldcopy.catalog import UnknownRelation
+
+    try:
+        return checks.primary_key(conn, table)
+    except UnknownRelation:
+        return []

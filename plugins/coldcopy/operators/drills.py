@@ -1,0 +1,77 @@
+"""The ``drill`` task of ``restore_drill`` (see :mod:`coldcopy.drills`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from coldcopy.operators.backups import BaseBackupOperator
+
+
+class RestoreDrillOperator(BaseBackupOperator):
+    """Restore the database as of a second of the last day on ``coldcopy_verify_db``'s server, check it against
+    the archive, measure RTO (by phase) and achieved RPO, record it in ``coldcopy_ops.restore_drills``.
+
+    :param as_of: the second (UTC, ``2026-12-04T03:00:05Z``); empty: a random one of the last 24 h.
+    :param jobs: ``pg_restore --jobs``; 0: the verify connection's extra ``cores``, else this worker's cores.
+    :param verify_conn_id: the verification server; required, and never the live database's server.
+    """
+
+    template_fields: Sequence[str] = ("as_of", "jobs")
+    ui_color = "#e8e2f3"
+    default_execution_timeout = timedelta(hours=4)
+
+    def __init__(self, *, as_of: str = "", jobs: int | str = 0, verify_conn_id: str = "coldcopy_verify_db",
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.as_of, self.jobs, self.verify_conn_id = as_of, jobs, verify_conn_id
+
+    def restore_jobs(self, connection) -> int:
+        if int(self.jobs or 0) > 0:
+            return int(self.jobs)
+        cores = (connection.extra_dejson or {}).get("cores")
+        return int(cores) if cores else (os.cpu_count() or 2)
+
+    def execute(self, context: Context) -> dict:
+        from airflow.sdk import Variable
+
+        from coldcopy import optional_connection
+        from coldcopy.drills import record
+        from coldcopy.drills.drill import DrillError, RestoreDrill
+        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+        from coldcopy.humanize import duration, size
+        from coldcopy.operators.restore import RestoreFromSpacesOperator
+        from coldcopy.pitr.recovery import RecoveryError, parse_as_of
+
+        connection = optional_connection(self.verify_conn_id)
+        if connection is None:
+            raise AirflowFailException(f"no {self.verify_conn_id} connection: a restore drill runs only on a "
+                                       "verification server of its own, never beside the live database")
+        try:
+            as_of = parse_as_of(self.as_of) if (self.as_of or "").strip() else None
+        except RecoveryError as error:
+            raise AirflowFailException(str(error)) from error
+        budget = float(Variable.get(record.BUDGET_VARIABLE, default=record.DEFAULT_BUDGET_S))
+        runner = self.runner()
+        runner.restore_jobs = jobs = self.restore_jobs(connection)
+        drill = RestoreDrill(
+            runner, self.hook().dsn(), ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(
+                dbname="postgres"),
+            reapply=lambda manifest, dsn: RestoreFromSpacesOperator.reapply_erasures(runner, manifest, dsn),
+            jobs=jobs, budget_s=budget, ttl=self.execution_timeout)
+        try:
+            row = drill.run(as_of)
+        except (DrillError, RecoveryError) as error:
+            raise AirflowFailException(str(error)) from error  # recorded; a retry would not mend the archive
+        over = f"; over the RTO budget of {duration(budget)}" if row["rto_s"] > budget else ""
+        self.say(context, f"drill as of {row['as_of']:%Y-%m-%d %H:%M:%S} UTC passed: RTO {duration(row['rto_s'])} "
+                          f"(download {duration(row['download_s'])}, restore {duration(row['restore_s'])} with "
+                          f"{jobs} job(s), replay {duration(row['replay_s'])}, checks {duration(row['verify_s'])}, "
+                          f"erasures {duration(row['erasures_s'])}), RPO {duration(row['rpo_s'])}; "
+                          f"{size(row['bytes'])}, {row['rows']:,} rows, {row['changes_replayed']:,} changes "
+                          f"replayed, {row['checks']['sampled_keys']:,} sampled keys equal{over}")
+        return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items() if k != "checks"}

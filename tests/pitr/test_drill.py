@@ -1,0 +1,144 @@
+"""Restore drills (coldcopy.drills): a point-in-time restore on the verification server, checked against the
+archive. The live database is on the throwaway logical cluster; the verification server is the shared one."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from coldcopy.backups import BackupRunner
+from coldcopy.drills import record
+from coldcopy.drills.drill import DrillError, RestoreDrill
+from coldcopy.operators.restore import RestoreFromSpacesOperator
+from coldcopy.pitr import chain as chains
+from coldcopy.pitr.archiver import ChangeArchiver
+from coldcopy.pitr.recovery import RecoveryError
+from coldcopy.testing import local_env
+from tests.conftest import BACKUP_PASSPHRASE, KEYRING
+
+
+def busy(dsn: str, tag: str) -> None:
+    """Inserts, updates and deletes on several tables, in separate transactions."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.suppression_list (workspace_id, email, reason) SELECT workspace_id, "
+                     "%s || '-' || id || '@example.com', 'manual' FROM public.leads ORDER BY id LIMIT 40", (tag,))
+        conn.execute("UPDATE public.campaigns SET name = name || %s WHERE id IN (SELECT id FROM public.campaigns "
+                     "ORDER BY id LIMIT 60)", (f" {tag}",))
+        conn.execute("UPDATE public.leads SET first_name = %s WHERE id IN (SELECT id FROM public.leads "
+                     "ORDER BY id DESC LIMIT 80)", (tag,))
+        conn.execute("DELETE FROM public.suppression_list WHERE id IN (SELECT id FROM public.suppression_list "
+                     "WHERE reason = 'manual' ORDER BY id LIMIT 10)")
+
+
+@pytest.fixture
+def archived(pitr_db, spaces, backup_key, admin_dsn):
+    """A chain, a base backup, writes before and after it drained into segments; a drill on the shared server."""
+    archiver = ChangeArchiver(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
+    archiver.tip_every_s = 0
+    archiver.drain_once()
+    busy(pitr_db, "before")
+    archiver.drain_once()
+    runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING, restore_jobs=2)
+    runner.backup()
+    for round_ in range(3):
+        busy(pitr_db, f"after{round_}")
+        archiver.drain_once()
+    time.sleep(1.1)
+    archiver.drain_once()
+    local_env.prepare_verify_server(admin_dsn)
+
+    def drill(verify: str = admin_dsn, **options) -> RestoreDrill:
+        options.setdefault("sample_one_in", 2)  # scale 1 has 20 campaigns: one in 8 may sample none of them
+        return RestoreDrill(runner, pitr_db, verify, jobs=2, reapply=lambda manifest, dsn: (
+            RestoreFromSpacesOperator.reapply_erasures(runner, manifest, dsn)), **options)
+
+    return drill
+
+
+def drills(dsn: str) -> list[dict]:
+    with psycopg.connect(dsn) as conn:
+        return record.recent(conn)
+
+
+def scratch_left(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [d for (d,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'coldcopy_drill_%'")]
+
+
+def test_a_drill_on_a_good_archive_passes_and_is_recorded(archived, pitr_db, admin_dsn):
+    row = archived().run(datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1))
+    assert row["outcome"] == "passed" and row["error"] is None
+    assert row["segments"] >= 2 and row["changes_replayed"] > 0 and row["rows"] > 1000
+    assert row["rto_s"] == pytest.approx(sum(row[p] for p in ("download_s", "restore_s", "replay_s", "verify_s",
+                                                               "erasures_s")))
+    assert row["rpo_s"] >= 0 and row["bytes"] > 0 and row["jobs"] == 2
+    checked = row["checks"]
+    assert checked["sampled_keys"] > 10 and not checked["problems"]
+    assert {"public.suppression_list", "public.campaigns", "public.leads"} <= set(checked["sampled"])
+    assert checked["tables"]["public.suppression_list"]["expected"] == checked["tables"][
+        "public.suppression_list"]["restored"]
+    [stored] = drills(pitr_db)
+    assert stored["outcome"] == "passed" and stored["rto_s"] == pytest.approx(row["rto_s"])
+    assert scratch_left(admin_dsn) == []  # the copy is dropped
+    picked = archived().run()  # a random second of the window
+    assert picked["outcome"] == "passed"
+    earliest, latest = archived().window()
+    assert earliest <= picked["as_of"] <= latest
+
+
+@pytest.mark.parametrize("fault", ["a delete lost", "an update's value changed"])
+def test_a_wrong_replay_cannot_pass(archived, pitr_db, admin_dsn, monkeypatch, fault):
+    """Faults below the replay's own bookkeeping (it counts every change as applied): only the drill's checks
+    against the archive can see them."""
+    from coldcopy.pitr import bulk
+
+    if fault == "a delete lost":
+        original = bulk._delete_keys
+        monkeypatch.setattr(bulk, "_delete_keys", lambda conn, table, keys: original(conn, table, keys[1:]))
+    else:
+        original = bulk.NetEffect.add
+
+        def add(self, table, change):
+            if change["op"] == "U" and change["table"] == "public.leads":
+                change = {**change, "new": {**change["new"], "first_name": "wrong"}}
+            return original(self, table, change)
+
+        monkeypatch.setattr(bulk.NetEffect, "add", add)
+    with pytest.raises(DrillError, match="differs from the archive") as raised:
+        archived().run(datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1))
+    if fault == "a delete lost":
+        assert "public.suppression_list:" in str(raised.value) and "rows restored, the archive implies" in str(
+            raised.value)
+    else:
+        assert re.search(r"public\.leads: (\d+) of \1 sampled keys differ", str(raised.value))
+    [stored] = drills(pitr_db)
+    assert stored["outcome"] == "failed" and "differs from the archive" in stored["error"]
+    assert scratch_left(admin_dsn) == []
+
+
+def test_a_tampered_or_missing_segment_fails_the_drill(archived, pitr_db, spaces):
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    chain = chains.load_chain(spaces, chains.list_chains(spaces)[-1], KEYRING)
+    middle = chain.segments[-2]
+    original = spaces.get(middle["object_key"])
+    spaces.put(middle["object_key"], original[:-1] + bytes([original[-1] ^ 1]), "application/pgp-encrypted")
+    with pytest.raises(Exception, match="does not match its signed manifest"):
+        archived().run(at)
+    spaces.put(middle["object_key"], original, "application/pgp-encrypted")
+    spaces.delete(middle["object_key"])
+    spaces.delete(chains.manifest_key(middle["object_key"]))
+    with pytest.raises(RecoveryError, match="lacks segments"):
+        archived().run(at)
+    assert [d["outcome"] for d in drills(pitr_db)] == ["failed", "failed"]
+
+
+def test_a_drill_never_runs_on_the_live_server(archived, pitr_db, logical):
+    with pytest.raises(DrillError, match="live database's own server"):
+        archived(verify=local_env.database_dsn(logical.dsn, "postgres")).run()
+    assert scratch_left(logical.dsn) == []
+    [stored] = drills(pitr_db)
+    assert stored["outcome"] == "failed" and "own server" in stored["error"]
