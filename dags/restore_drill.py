@@ -45,7 +45,7 @@ with DAG(
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(pool=HEAVY_POOL, retries=1),
+    default_args=default_args(pool=HEAVY_POOL, retries=2),
     deadline=alerts.deadline(timedelta(hours=4), expected="the daily restore drill"),
     params={
         "as_of": Param("", type="string", description="the second to restore (UTC, 2026-12-04T03:00:05Z); empty: "

@@ -147,7 +147,7 @@ def _cell(key: str, value):
     if key.endswith("bytes") or key.endswith("bytes_per_day"):
         return None if value is None else size(value)
     if key.endswith("_s"):
-        return duration(value)
+        return None if value is None else duration(value)
     if key.endswith("_at"):
         return when(value)
     return value
@@ -178,6 +178,17 @@ def _largest(table: dict) -> dict:
     return table
 
 
+def _drills(line: str, drills: list[dict]) -> str:
+    """The drills' trend: RTO and RPO of each passed drill (oldest first), and the newest ones in a table."""
+    passed = [d for d in drills if d.get("outcome") == "passed"]
+    charts = "".join(f"<figure><figcaption>{title}</figcaption>{sparkline([[d['finished_at'], d[key]] for d in passed])}"
+                     "</figure>" for title, key in (("RTO (s)", "rto_s"), ("RPO (s)", "rpo_s")))
+    return f"<p>{line}</p><div class='charts'>{charts}</div>" + _table(list(reversed(drills))[:10], [
+        ("finished_at", "finished"), ("as_of", "as of"), ("outcome", "outcome"), ("rto_s", "RTO s"),
+        ("download_s", "download"), ("restore_s", "restore"), ("replay_s", "replay"), ("verify_s", "verify"),
+        ("erasures_s", "erasures"), ("rpo_s", "RPO s"), ("jobs", "jobs"), ("error", "error")], "no drill recorded")
+
+
 def render(data: dict) -> str:
     checks = {c["check_name"]: c for c in data["checks"]}
 
@@ -202,6 +213,7 @@ def render(data: dict) -> str:
             ("view", "view"), ("state", "state"), ("fresh_at", "fresh as of"), ("age_s", "age"),
             ("cadence_s", "cadence")], "no refresh recorded")),
         _section("Partitions and backups", f"<p>{summary('partition_horizon')}</p><p>{summary('backup_age')}</p>"),
+        _section("Restore drills", _drills(summary("restore_drill"), details("restore_drill").get("drills", []))),
         _section("Recent maintenance", f"<p>{summary('maintenance_age')}</p>" + _table(
             details("maintenance_age").get("recent", []), [
                 ("started_at", "started"), ("action", "action"), ("target", "target"), ("outcome", "outcome"),

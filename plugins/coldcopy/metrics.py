@@ -34,6 +34,12 @@ METRICS = {  # name → help
     "coldcopy_change_archive_lag_seconds": "How far the change archive is behind (seconds), from db_health",
     "coldcopy_change_archive_retained_wal_bytes": "WAL kept for the change archive's slot, from db_health",
     "coldcopy_dag_last_success_timestamp_seconds": "End of each ColdCopy DAG's last successful run (Unix time)",
+    "coldcopy_restore_drill_rto_seconds": "RTO of the newest passed restore drill: start to a usable, checked database",
+    "coldcopy_restore_drill_rto_phase_seconds": "The newest passed restore drill's RTO by phase",
+    "coldcopy_restore_drill_rpo_seconds": "Achieved RPO at the newest passed restore drill's second",
+    "coldcopy_restore_drill_last_success_timestamp": "End of the newest passed restore drill (Unix time)",
+    "coldcopy_restore_drill_failed": "1 when the newest restore drill failed, else 0",
+    "coldcopy_restore_drill_rto_budget_seconds": "The RTO budget the newest drill ran under (Variable)",
 }
 __doc__ += "\n".join(f"\n* ``{name}``: {text}" for name, text in METRICS.items())
 
@@ -53,7 +59,9 @@ def token_matches(presented: str | None) -> bool:
 LABELS = {"coldcopy_health_check_value": ("check", "unit"), "coldcopy_health_check_state": ("check", "state"),
           "coldcopy_health_check_severity": ("check",), "coldcopy_health_check_age_seconds": ("check",),
           "coldcopy_view_age_seconds": ("view", "dag_id"), "coldcopy_view_cadence_seconds": ("view", "dag_id"),
-          "coldcopy_dag_last_success_timestamp_seconds": ("dag_id",)}
+          "coldcopy_dag_last_success_timestamp_seconds": ("dag_id",),
+          "coldcopy_restore_drill_rto_phase_seconds": ("phase",)}
+DRILL_PHASES = ("download", "restore", "replay", "verify", "erasures")
 
 
 def collect(conn: psycopg.Connection, dag_success: dict[str, datetime] | None = None) -> bytes:
@@ -107,6 +115,22 @@ def collect(conn: psycopg.Connection, dag_success: dict[str, datetime] | None = 
         put("coldcopy_gdpr_requests_open", open_count)
         put("coldcopy_gdpr_requests_overdue", overdue)
         put("coldcopy_gdpr_oldest_open_request_age_seconds", (now - oldest).total_seconds() if oldest else 0)
+    if catalog.exists(conn, "coldcopy_ops.restore_drills"):
+        newest = conn.execute("SELECT outcome, budget_s FROM coldcopy_ops.restore_drills ORDER BY finished_at DESC "
+                              "LIMIT 1").fetchone()
+        passed = conn.execute(
+            "SELECT finished_at, rto_s, rpo_s, " + ", ".join(f"{p}_s" for p in DRILL_PHASES) +  # noqa: S608
+            " FROM coldcopy_ops.restore_drills WHERE outcome = 'passed' ORDER BY finished_at DESC LIMIT 1").fetchone()
+        if newest:
+            put("coldcopy_restore_drill_failed", 1 if newest[0] == "failed" else 0)
+            if newest[1] is not None:
+                put("coldcopy_restore_drill_rto_budget_seconds", newest[1])
+        if passed:
+            put("coldcopy_restore_drill_last_success_timestamp", passed[0].timestamp())
+            put("coldcopy_restore_drill_rto_seconds", passed[1])
+            put("coldcopy_restore_drill_rpo_seconds", passed[2])
+            for phase, seconds in zip(DRILL_PHASES, passed[3:], strict=True):
+                put("coldcopy_restore_drill_rto_phase_seconds", seconds or 0.0, phase)
     for dag_id, ended in (dag_success or {}).items():
         put("coldcopy_dag_last_success_timestamp_seconds", ended.timestamp(), dag_id)
 

@@ -88,6 +88,32 @@ def test_a_drill_on_a_good_archive_passes_and_is_recorded(archived, pitr_db, adm
     assert picked["outcome"] == "passed"
     earliest, latest = archived().window()
     assert earliest <= picked["as_of"] <= latest
+    shown_on_the_page_and_served_as_metrics(pitr_db, picked)
+
+
+def shown_on_the_page_and_served_as_metrics(dsn: str, newest: dict) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from coldcopy import health, health_page, metrics
+
+    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row, autocommit=True) as conn:
+        [check] = [r for r in health.run_group(health.Context(conn, health.Thresholds()), "ops_freshness") if r.check == "restore_drill"]
+        assert check.state == "ok" and check.value == pytest.approx(newest["rto_s"])
+        assert len(check.details["drills"]) == 2
+        page = health_page.render({"checks": [{"check_name": check.check, "state": check.state, "value": check.value,
+                                               "unit": check.unit, "summary": check.summary,
+                                               "details": check.details, "taken_at": newest["finished_at"].isoformat()}],
+                                   "series": {}})
+    assert "Restore drills" in page and "RTO (s)" in page and "not enough history" not in page.split("RTO (s)")[1][:300]
+    with psycopg.connect(dsn) as conn:
+        families = {f.name: f for f in text_string_to_metric_families(metrics.collect(conn).decode())}
+    assert families["coldcopy_restore_drill_rto_seconds"].samples[0].value == pytest.approx(newest["rto_s"])
+    assert families["coldcopy_restore_drill_rpo_seconds"].samples[0].value == pytest.approx(newest["rpo_s"])
+    assert families["coldcopy_restore_drill_last_success_timestamp"].samples[0].value == pytest.approx(
+        newest["finished_at"].timestamp())
+    assert families["coldcopy_restore_drill_failed"].samples[0].value == 0
+    assert {s.labels["phase"] for s in families["coldcopy_restore_drill_rto_phase_seconds"].samples} == {
+        "download", "restore", "replay", "verify", "erasures"}
 
 
 @pytest.mark.parametrize("fault", ["a delete lost", "an update's value changed"])
@@ -136,9 +162,45 @@ def test_a_tampered_or_missing_segment_fails_the_drill(archived, pitr_db, spaces
     assert [d["outcome"] for d in drills(pitr_db)] == ["failed", "failed"]
 
 
+def test_a_failed_drill_breaches_and_pages(archived, pitr_db):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from coldcopy import health, metrics
+
+    archived().run(datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1))
+    with pytest.raises(RecoveryError):
+        archived().run(datetime.now(UTC) + timedelta(days=1))  # the future: refused, recorded as failed
+    with psycopg.connect(pitr_db, row_factory=psycopg.rows.dict_row, autocommit=True) as conn:
+        [check] = [r for r in health.run_group(health.Context(conn, health.Thresholds()), "ops_freshness") if r.check == "restore_drill"]
+    assert check.state == "breach" and "failed" in check.summary
+    with psycopg.connect(pitr_db) as conn:
+        families = {f.name: f for f in text_string_to_metric_families(metrics.collect(conn).decode())}
+    assert families["coldcopy_restore_drill_failed"].samples[0].value == 1
+    assert families["coldcopy_restore_drill_rto_seconds"].samples  # the newest passed one is still served
+
+
 def test_a_drill_never_runs_on_the_live_server(archived, pitr_db, logical):
     with pytest.raises(DrillError, match="live database's own server"):
         archived(verify=local_env.database_dsn(logical.dsn, "postgres")).run()
     assert scratch_left(logical.dsn) == []
     [stored] = drills(pitr_db)
     assert stored["outcome"] == "failed" and "own server" in stored["error"]
+
+
+def test_the_dag_drills_and_a_tampered_archive_fails_it_with_one_alert(archived, pitr_db, admin_dsn, spaces, dagbag,
+                                                                      coldcopy_conn, sink, monkeypatch):
+    from coldcopy.testing.dag_test import result_lines, run_dag
+
+    coldcopy_conn(pitr_db)
+    monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_VERIFY_DB", local_env.airflow_connection(admin_dsn))
+    at = f"{datetime.now(UTC) - timedelta(seconds=1):%Y-%m-%dT%H:%M:%SZ}"
+    run = run_dag(dagbag.get_dag("restore_drill"), conf={"as_of": at, "jobs": 2})
+    assert run.state == "success"
+    assert "passed: RTO" in result_lines(run)["drill"] and sink.received == []
+    chain = chains.load_chain(spaces, chains.list_chains(spaces)[-1], KEYRING)
+    key = chain.segments[-1]["object_key"]
+    spaces.put(key, spaces.get(key) + b"\0", "application/pgp-encrypted")
+    run = run_dag(dagbag.get_dag("restore_drill"), conf={"as_of": at, "jobs": 2}, require_results=False)
+    assert run.state == "failed"
+    assert len(sink.received) == 1 and sink.received[0]["body"]["alert"]["dag_id"] == "restore_drill"
+    assert [d["outcome"] for d in drills(pitr_db)] == ["failed", "passed"]

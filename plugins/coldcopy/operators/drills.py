@@ -45,6 +45,9 @@ class RestoreDrillOperator(BaseBackupOperator):
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
         from coldcopy.humanize import duration, size
         from coldcopy.operators.restore import RestoreFromSpacesOperator
+        from coldcopy.backups import BackupError
+        from coldcopy.crypto import UntrustedObject
+        from coldcopy.pitr.chain import ChainError
         from coldcopy.pitr.recovery import RecoveryError, parse_as_of
 
         connection = optional_connection(self.verify_conn_id)
@@ -65,8 +68,9 @@ class RestoreDrillOperator(BaseBackupOperator):
             jobs=jobs, budget_s=budget, ttl=self.execution_timeout)
         try:
             row = drill.run(as_of)
-        except (DrillError, RecoveryError) as error:
-            raise AirflowFailException(str(error)) from error  # recorded; a retry would not mend the archive
+        except (DrillError, RecoveryError, ChainError, UntrustedObject, BackupError) as error:
+            # recorded; a retry would not mend the archive (S3 or network trouble is retried)
+            raise AirflowFailException(str(error)) from error
         over = f"; over the RTO budget of {duration(budget)}" if row["rto_s"] > budget else ""
         self.say(context, f"drill as of {row['as_of']:%Y-%m-%d %H:%M:%S} UTC passed: RTO {duration(row['rto_s'])} "
                           f"(download {duration(row['download_s'])}, restore {duration(row['restore_s'])} with "
