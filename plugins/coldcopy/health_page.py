@@ -181,8 +181,9 @@ def _largest(table: dict) -> dict:
 def _drills(line: str, drills: list[dict]) -> str:
     """The drills' trend: RTO and RPO of each passed drill (oldest first), and the newest ones in a table."""
     passed = [d for d in drills if d.get("outcome") == "passed"]
-    charts = "".join(f"<figure><figcaption>{title}</figcaption>{sparkline([[d['finished_at'], d[key]] for d in passed])}"
-                     "</figure>" for title, key in (("RTO (s)", "rto_s"), ("RPO (s)", "rpo_s")))
+    charts = "".join(f"<figure><figcaption>{title}</figcaption>"
+                     f"{sparkline([[d['finished_at'], d[key]] for d in passed])}</figure>"
+                     for title, key in (("RTO (s)", "rto_s"), ("RPO (s)", "rpo_s")))
     return f"<p>{line}</p><div class='charts'>{charts}</div>" + _table(list(reversed(drills))[:10], [
         ("finished_at", "finished"), ("as_of", "as of"), ("outcome", "outcome"), ("rto_s", "RTO s"),
         ("download_s", "download"), ("restore_s", "restore"), ("replay_s", "replay"), ("verify_s", "verify"),

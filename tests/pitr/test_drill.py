@@ -59,6 +59,13 @@ def archived(pitr_db, spaces, backup_key, admin_dsn):
     return drill
 
 
+def drill_check(conn):
+    from coldcopy import health
+
+    return [r for r in health.run_group(health.Context(conn, health.Thresholds()), "ops_freshness")
+            if r.check == "restore_drill"]
+
+
 def drills(dsn: str) -> list[dict]:
     with psycopg.connect(dsn) as conn:
         return record.recent(conn)
@@ -94,16 +101,15 @@ def test_a_drill_on_a_good_archive_passes_and_is_recorded(archived, pitr_db, adm
 def shown_on_the_page_and_served_as_metrics(dsn: str, newest: dict) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from coldcopy import health, health_page, metrics
+    from coldcopy import health_page, metrics
 
     with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row, autocommit=True) as conn:
-        [check] = [r for r in health.run_group(health.Context(conn, health.Thresholds()), "ops_freshness") if r.check == "restore_drill"]
+        [check] = drill_check(conn)
         assert check.state == "ok" and check.value == pytest.approx(newest["rto_s"])
         assert len(check.details["drills"]) == 2
-        page = health_page.render({"checks": [{"check_name": check.check, "state": check.state, "value": check.value,
-                                               "unit": check.unit, "summary": check.summary,
-                                               "details": check.details, "taken_at": newest["finished_at"].isoformat()}],
-                                   "series": {}})
+        shown = {"check_name": check.check, "state": check.state, "value": check.value, "unit": check.unit,
+                 "summary": check.summary, "details": check.details, "taken_at": newest["finished_at"].isoformat()}
+        page = health_page.render({"checks": [shown], "series": {}})
     assert "Restore drills" in page and "RTO (s)" in page and "not enough history" not in page.split("RTO (s)")[1][:300]
     with psycopg.connect(dsn) as conn:
         families = {f.name: f for f in text_string_to_metric_families(metrics.collect(conn).decode())}
@@ -165,13 +171,13 @@ def test_a_tampered_or_missing_segment_fails_the_drill(archived, pitr_db, spaces
 def test_a_failed_drill_breaches_and_pages(archived, pitr_db):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from coldcopy import health, metrics
+    from coldcopy import metrics
 
     archived().run(datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1))
     with pytest.raises(RecoveryError):
         archived().run(datetime.now(UTC) + timedelta(days=1))  # the future: refused, recorded as failed
     with psycopg.connect(pitr_db, row_factory=psycopg.rows.dict_row, autocommit=True) as conn:
-        [check] = [r for r in health.run_group(health.Context(conn, health.Thresholds()), "ops_freshness") if r.check == "restore_drill"]
+        [check] = drill_check(conn)
     assert check.state == "breach" and "failed" in check.summary
     with psycopg.connect(pitr_db) as conn:
         families = {f.name: f for f in text_string_to_metric_families(metrics.collect(conn).decode())}

@@ -40,13 +40,13 @@ class RestoreDrillOperator(BaseBackupOperator):
         from airflow.sdk import Variable
 
         from coldcopy import optional_connection
+        from coldcopy.backups import BackupError
+        from coldcopy.crypto import UntrustedObject
         from coldcopy.drills import record
         from coldcopy.drills.drill import DrillError, RestoreDrill
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
         from coldcopy.humanize import duration, size
         from coldcopy.operators.restore import RestoreFromSpacesOperator
-        from coldcopy.backups import BackupError
-        from coldcopy.crypto import UntrustedObject
         from coldcopy.pitr.chain import ChainError
         from coldcopy.pitr.recovery import RecoveryError, parse_as_of
 
