@@ -89,6 +89,7 @@ bench: install system-deps
 	$(BIN)/python -m bench.make_airflow
 	$(BIN)/python -m bench.trust
 	$(BIN)/python -m bench.pitr
+	$(BIN)/python -m bench.restore
 	$(BIN)/python -m bench.pitr_anchor
 	$(BIN)/python -m bench.task_imports
 	$(BIN)/python -m bench.skips
