@@ -208,21 +208,15 @@ def pitr_demo(bag, dsn: str) -> None:
     with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=target)) as conn:
         back = conn.execute("SELECT count(*) FROM campaigns WHERE workspace_id = %s", (workspace,)).fetchone()[0]
     print(f"  {target}: the workspace has its {back} campaigns again (the live database: 0)")
-    verify_server()
+    if not local_env.demo_verify_server(dsn):
+        print("  restore_drill: skipped (a target of your own needs AIRFLOW_CONN_COLDCOPY_VERIFY_DB: its own server)")
+        return
     run(bag.get_dag("restore_drill"), "a random second of the archive, on the verify server", as_of="", jobs=0)
     with psycopg.connect(dsn) as conn:
         drill = conn.execute("SELECT as_of, outcome, rto_s, restore_s, replay_s, rpo_s FROM "
                              "coldcopy_ops.restore_drills ORDER BY id DESC LIMIT 1").fetchone()
     print(f"  coldcopy_ops.restore_drills: as of {drill[0]:%H:%M:%S} {drill[1]}, RTO {drill[2]:.1f} s (restore "
           f"{drill[3]:.1f}, replay {drill[4]:.1f}), RPO {drill[5]:.1f} s")
-
-
-def verify_server() -> None:
-    """coldcopy_verify_db if given, else a second embedded server: a drill never runs on the live one."""
-    if not os.environ.get("AIRFLOW_CONN_COLDCOPY_VERIFY_DB"):
-        server = local_env.prepare_verify_server(local_env.embedded_server_dsn("demo-verify"))
-        os.environ["AIRFLOW_CONN_COLDCOPY_VERIFY_DB"] = local_env.airflow_connection(server)
-        print("  verify server: a second embedded PostgreSQL in .pgdata/demo-verify")
 
 
 def main() -> None:

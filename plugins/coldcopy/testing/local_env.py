@@ -145,6 +145,16 @@ def prepare_verify_server(server_dsn: str) -> str:
     return server_dsn
 
 
+def demo_verify_server(live_dsn: str) -> bool:
+    """``make demo``'s ``coldcopy_verify_db``: the one given, else, for the embedded default target, a second
+    embedded server (``.pgdata/demo-verify``; a drill never runs on the live one); False when there is none."""
+    if not os.environ.get("AIRFLOW_CONN_COLDCOPY_VERIFY_DB") and str(ROOT / ".pgdata") in live_dsn:
+        server = prepare_verify_server(embedded_server_dsn("demo-verify"))
+        os.environ["AIRFLOW_CONN_COLDCOPY_VERIFY_DB"] = airflow_connection(server)
+        print("  verify server: a second embedded PostgreSQL in .pgdata/demo-verify")
+    return bool(os.environ.get("AIRFLOW_CONN_COLDCOPY_VERIFY_DB"))
+
+
 def airflow_connection(dsn: str) -> str:
     """The ``AIRFLOW_CONN_COLDCOPY_DB`` value (JSON form, which also carries Unix-socket hosts) for ``dsn``."""
     params = conninfo_to_dict(dsn)
