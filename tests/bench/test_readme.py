@@ -30,5 +30,11 @@ def test_the_readme_is_a_front_page_and_links_a_page_that_exists():
     readme = BENCH.parent / "README.md"
     text = readme.read_text()
     assert len(text.splitlines()) <= 200
-    links = re.findall(r"\]\((docs/[^)]+)\)", text)
-    assert links and all((BENCH.parent / link).exists() for link in links)
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#([^)]+))?\)", text)
+    assert links
+    for page, anchor in links:
+        assert (BENCH.parent / page).exists(), page
+        if anchor:  # GitHub's heading slugs: lower case, punctuation but - and _ dropped, spaces to -
+            headings = re.findall(r"^#+ (.+)$", (BENCH.parent / page).read_text(), re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+            assert anchor in slugs, f"{page}#{anchor}: no such heading"

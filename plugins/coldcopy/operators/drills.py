@@ -23,7 +23,7 @@ class RestoreDrillOperator(BaseBackupOperator):
 
     template_fields: Sequence[str] = ("as_of", "jobs")
     ui_color = "#e8e2f3"
-    default_execution_timeout = timedelta(hours=4)
+    default_execution_timeout = timedelta(hours=3)  # three times the default RTO budget
 
     def __init__(self, *, as_of: str = "", jobs: int | str = 0, verify_conn_id: str = "coldcopy_verify_db",
                  **kwargs) -> None:
