@@ -27,6 +27,7 @@ def test_parallel_restore_gives_the_single_stream_database_and_refuses_an_unboun
     assert runner.timings["jobs"] == 1 and "decrypt_s" not in runner.timings
     runner.restore(backup.object_key, parallel, manifest=backup.manifest, jobs=2)
     assert runner.timings["jobs"] == 2 and runner.timings["decrypt_s"] >= 0
+    assert runner.timings["offsets"] >= 20  # the streamed dump's data offsets written: workers seek, not scan
     rows = every_row(parallel)
     assert sum(map(len, rows.values())) > 10_000 and rows == every_row(single)
     stored = spaces.get(backup.object_key)

@@ -9,7 +9,7 @@ import pytest
 
 from coldcopy.pitr.chain import Chain, segment_hash
 from coldcopy.pitr.pgoutput import DecodeError, Decoder, Relation, lsn_int, lsn_text
-from coldcopy.pitr.replay import Snapshot
+from coldcopy.pitr.snapshot import Snapshot
 
 
 def test_snapshot_visibility_follows_xmin_xmax_and_the_in_progress_list():

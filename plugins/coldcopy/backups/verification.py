@@ -16,7 +16,7 @@ import psycopg
 from coldcopy import manifests, sessions
 from coldcopy import scratch as scratch_dbs
 from coldcopy.alerts import reason_of
-from coldcopy.backups import toc
+from coldcopy.backups import offsets, toc
 from coldcopy.backups.common import _KEY, PREFIX, BackupError, _count, _Pipeline
 from coldcopy.crypto import (
     UntrustedObject,
@@ -49,7 +49,8 @@ class Verification:
         anything fails) decrypts the bound object into a seekable file in the private spool and runs
         ``pg_restore --jobs`` on it: data and indexes load in parallel, but not in one transaction (PostgreSQL
         refuses ``--single-transaction`` with ``--jobs``), which is why only a database nobody else sees takes
-        it. The file is removed when the restore ends. :attr:`timings` says where the time went.
+        it; the data offsets a streamed dump lacks are written into it first (:mod:`coldcopy.backups.offsets`).
+        The file is removed when the restore ends. :attr:`timings` says where the time went.
         """
         manifest = manifest or self.manifest(key)
         with psycopg.connect(target_dsn) as conn:
@@ -74,6 +75,7 @@ class Verification:
                     source = str(Path(work) / "restore.dump")
                     self._decrypt_into(spooled, key, source)
                     Path(spooled).unlink()  # bound, decrypted and no longer needed: half the spool back
+                    timings["offsets"] = offsets.add_offsets(source)  # the workers seek to their tables
                     timings["decrypt_s"] = time.monotonic() - began - timings["download_s"]
                 if tables or not can.superuser:  # what to restore, chosen from the archive's own contents
                     listing = self._pg_restore(spooled, source, key, [program, "-l", "-v"], None)

@@ -29,7 +29,7 @@ from coldcopy.drills.expected import SAMPLE_ONE_IN, Expectation
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
 from coldcopy.pitr.pgoutput import lsn_int
-from coldcopy.pitr.replay import Snapshot
+from coldcopy.pitr.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

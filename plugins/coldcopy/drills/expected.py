@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coldcopy.pitr import markers
-from coldcopy.pitr.replay import Snapshot
+from coldcopy.pitr.snapshot import Snapshot
 
 SAMPLE_ONE_IN = 8
 

@@ -12,14 +12,24 @@ docs/pitr.md.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from psycopg import sql
+
+
+def _key_of(columns: list[str]):
+    """A row's primary key as a tuple (a column it lacks is None)."""
+    if len(columns) == 1:
+        column = columns[0]
+        return lambda row: (row.get(column),)
+    return lambda row: tuple(row.get(k) for k in columns)
 
 
 class NetEffect:
     """Final state per (table, key) of the changes added since the last :meth:`clear`."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, tuple] = {}  # name → (_Table, {key: row dict | None (deleted)})
+        self.tables: dict[str, tuple] = {}  # name → (_Table, {key: row dict | None (deleted)}, key function)
         self.changes: list[dict] = []  # the run itself, in order (the fallback applies these)
 
     def __len__(self) -> int:
@@ -27,19 +37,20 @@ class NetEffect:
 
     def add(self, table, change: dict) -> None:
         self.changes.append(change)
-        rows = self.tables.setdefault(table.name, (table, {}))[1]
-
-        def key(row: dict) -> tuple:
-            return tuple(row.get(k) for k in table.key)
-
+        entry = self.tables.get(table.name)
+        if entry is None:
+            entry = self.tables[table.name] = (table, {}, _key_of(table.key))
+        _, rows, key = entry
         if change["op"] == "D":
             rows[key(change["old"])] = None
             return
         new = change["new"]
-        if change.get("old") and key(change["old"]) != key(new):
-            rows[key(change["old"])] = None
-        before = rows.get(key(new))
-        rows[key(new)] = {**before, **new} if before is not None and change["op"] == "U" else dict(new)
+        at = key(new)
+        old = change.get("old")
+        if old and key(old) != at:
+            rows[key(old)] = None
+        before = rows.get(at)
+        rows[at] = {**before, **new} if before is not None and change["op"] == "U" else dict(new)
 
     def clear(self) -> None:
         self.tables.clear()
@@ -47,11 +58,11 @@ class NetEffect:
 
     def apply(self, conn) -> None:
         """Deletes first, then upserts, table by table (inside the caller's transaction)."""
-        for table, rows in self.tables.values():
+        for table, rows, _ in self.tables.values():
             gone = [k for k, row in rows.items() if row is None]
             if gone:
                 _delete_keys(conn, table, gone)
-        for table, rows in self.tables.values():
+        for table, rows, _ in self.tables.values():
             shapes: dict[tuple, list[dict]] = {}
             for row in rows.values():
                 if row is not None:
@@ -93,3 +104,29 @@ def _upsert_rows(conn, table, columns: list[str], rows: list[dict]) -> None:
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     conn.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT ({}) {}").format(
         table.ident, names, names, scratch, sql.SQL(", ").join(map(sql.Identifier, table.key)), action))
+
+
+class Applier:
+    """Applies runs on one thread of its own, in the order handed over, while the caller collects the next run
+    (PostgreSQL's work and the caller's decoding overlap). At most one run is in flight: :meth:`submit` and
+    :meth:`wait` wait for it, and raise what it raised. Until :meth:`wait` returns, the caller leaves the
+    connection alone."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="replay-apply")
+        self._inflight: Future | None = None
+
+    def submit(self, work, *args) -> None:
+        self.wait()
+        self._inflight = self._thread.submit(work, *args)
+
+    def wait(self) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._thread.shutdown(wait=True)

@@ -21,7 +21,8 @@ from coldcopy import manifests
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import markers
 from coldcopy.pitr.pgoutput import lsn_int
-from coldcopy.pitr.replay import Replayer, ReplayError, Snapshot
+from coldcopy.pitr.replay import Replayer, ReplayError
+from coldcopy.pitr.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -190,29 +191,15 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
     with psycopg.connect(target_dsn) as conn:
         replayer = Replayer(conn, snapshot=Snapshot.parse(recovery.backup["pitr"]["snapshot"]),
                             tables=set(tables) if tables else None, migrate=migration_applier(target_dsn, migrations))
-        last, archived = None, Counter()
-        snapshot = replayer.snapshot
-        segments = iter(recovery.segments)
-        for transactions in _read_ahead(runner, recovery.segments):  # each bound to its manifest, counts equal
-            done, segment = False, next(segments)
-            for transaction in transactions:
-                if datetime.fromisoformat(transaction["commit_time"]) >= recovery.until:
-                    done = True
-                    break
-                if observe is not None:
-                    observe(segment, transaction)
-                if not snapshot.visible(transaction["xid"]):
-                    archived.update((t, c["op"]) for c in transaction["changes"] for t in
-                                    (c.get("tables") or [c.get("table")]) if c["op"] != "M" and
-                                    t != markers.TABLE and (tables is None or t in tables))
-                replayer.apply(transaction)
-                last = transaction["commit_time"]
-            if done:
-                break
-        if +archived != +replayer.applied:  # every archived change up to as_of applied, once
-            raise RecoveryError(f"replay applied {sum(replayer.applied.values())} changes where the archive holds "
-                                f"{sum(archived.values())} up to {_stamp(recovery.as_of)}; the restore is incomplete")
-        sequences = replayer.finish()
+        try:
+            last, archived = _apply_segments(runner, recovery, replayer, replayer.tables, observe)
+            if +archived != +replayer.applied:  # every archived change up to as_of applied, once
+                raise RecoveryError(f"replay applied {sum(replayer.applied.values())} changes where the archive "
+                                    f"holds {sum(archived.values())} up to {_stamp(recovery.as_of)}; the restore "
+                                    "is incomplete")
+            sequences = replayer.finish()
+        finally:
+            replayer.close()
     report = {**recovery.describe(), "transactions_replayed": replayer.transactions,
               "transactions_in_base_backup": replayer.skipped, "last_commit_replayed": last,
               "changes": {f"{t}:{op}": n for (t, op), n in sorted(replayer.applied.items())},
@@ -221,6 +208,30 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
     log.info("replayed %d transactions (%d already in the base backup) up to %s", replayer.transactions,
              replayer.skipped, last)
     return report
+
+
+def _apply_segments(runner, recovery: RecoveryPlan, replayer: Replayer, tables, observe) -> tuple:
+    """Every archived transaction committed before ``until`` to ``replayer``; the commit time of the last and
+    the count of changes (table, op) the archive holds past the base backup's snapshot."""
+    last, archived, until, snapshot = None, Counter(), recovery.until, replayer.snapshot
+    segments = iter(recovery.segments)
+    for transactions in _read_ahead(runner, recovery.segments):  # each bound to its manifest, counts equal
+        segment = next(segments)
+        for transaction in transactions:
+            if datetime.fromisoformat(transaction["commit_time"]) >= until:
+                return last, archived
+            if observe is not None:
+                observe(segment, transaction)
+            if not snapshot.visible(transaction["xid"]):
+                for change in transaction["changes"]:
+                    if (op := change["op"]) == "M":
+                        continue
+                    for name in change["tables"] if op == "T" else (change.get("table"),):
+                        if name != markers.TABLE and (tables is None or name in tables):
+                            archived[(name, op)] += 1
+            replayer.apply(transaction)
+            last = transaction["commit_time"]
+    return last, archived
 
 
 def _quiet(conn: psycopg.Connection) -> psycopg.Connection:

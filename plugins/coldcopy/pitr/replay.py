@@ -21,7 +21,8 @@ from psycopg import sql
 
 from coldcopy.catalog import UnknownRelation, relation, relation_parts
 from coldcopy.pitr import markers
-from coldcopy.pitr.bulk import NetEffect
+from coldcopy.pitr.bulk import Applier, NetEffect
+from coldcopy.pitr.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +33,6 @@ NET_EFFECT_MAX = 50_000  # changes collapsed at most into one bulk apply
 
 class ReplayError(RuntimeError):
     """A change cannot be applied as archived (a table or column the target does not have, a changed file)."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """``pg_current_snapshot()`` of the base backup's dump: which transactions it already contains."""
-
-    xmin: int
-    xmax: int
-    xip: frozenset[int]
-
-    @classmethod
-    def parse(cls, text: str) -> Snapshot:
-        xmin, xmax, xip = text.split(":")
-        return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
-
-    def visible(self, xid32: int) -> bool:
-        """Whether the 32-bit xid pgoutput reports committed before the snapshot was taken."""
-        base = (self.xmax & ~0xFFFFFFFF) | xid32  # the epoch nearest xmax: xids live within 2^31 of it
-        full = min((base - (1 << 32), base, base + (1 << 32)), key=lambda x: abs(x - self.xmax))
-        return full < self.xmin or (full < self.xmax and full not in self.xip)
 
 
 @dataclass
@@ -65,7 +46,7 @@ class _Table:
 class Replayer:
     """Applies transactions (as :mod:`coldcopy.pitr.pgoutput` decoded them) to ``conn``'s database.
 
-    :param snapshot: the base backup's snapshot: transactions it saw are skipped.
+    :param snapshot: the base backup's snapshot (:class:`Snapshot`): transactions it saw are skipped.
     :param tables: only these ``schema.table`` names (a table-only restore); markers still apply.
     :param migrate: called with a migration marker (the caller applies the file on its own connection).
     """
@@ -83,6 +64,7 @@ class Replayer:
         self._statements: dict[tuple, str] = {}  # the statement of each (table, columns) shape, built once
         self._pipeline = self._cursor = None
         self._net = NetEffect()
+        self._applier = Applier()  # the net effect of a run goes to PostgreSQL while the next run is collected
         self.one_by_one = 0  # runs whose net effect collided and were applied change by change
         conn.autocommit = False
         conn.execute("SET synchronous_commit = off")
@@ -119,12 +101,20 @@ class Replayer:
         self.transactions += 1
         self._pending += 1
         if self._pending >= BATCH:
-            self.commit()
+            if self.replica_role and self._pipeline is None:  # in the background: the next run goes on
+                self._hand_over(commit=True)
+                self._pending = 0
+            else:
+                self.commit()
 
     def commit(self) -> None:
         self._flush()
         self.conn.commit()
         self._pending = 0
+
+    def close(self) -> None:
+        """Wait for the run in flight (raising what it raised) and stop the applier's thread."""
+        self._applier.close()
 
     def _table(self, name: str) -> _Table:
         if name not in self._tables:
@@ -152,15 +142,17 @@ class Replayer:
         return self._tables[name]
 
     def _row(self, change: dict) -> None:
-        table = self._table(change["table"])
-        if unknown := set(change.get("new") or ()) - table.columns:
-            raise ReplayError(f"{table.ident.as_string(self.conn)} has no column {', '.join(sorted(unknown))} "
-                              "in the restored database")
-        self.applied[(change["table"], change["op"])] += 1
+        name = change["table"]
+        table = self._tables.get(name) or self._table(name)
+        new = change.get("new")
+        if new and not table.columns.issuperset(new):
+            raise ReplayError(f"{table.ident.as_string(self.conn)} has no column "
+                              f"{', '.join(sorted(set(new) - table.columns))} in the restored database")
+        self.applied[(name, change["op"])] += 1
         if self.replica_role:  # triggers and foreign keys quiet: the net effect is the same, in bulk
             self._net.add(table, change)
             if len(self._net) >= NET_EFFECT_MAX:
-                self._flush()
+                self._hand_over(commit=False)
             return
         self._exact(table, change)
 
@@ -199,20 +191,28 @@ class Replayer:
                 sql.SQL(", ").join(map(sql.Identifier, table.key)), action).as_string(self.conn)
         self._queue(self._statements[cache], [row[c] for c in names])
 
-    def _apply_net(self) -> None:
+    def _hand_over(self, *, commit: bool) -> None:
+        """The run collected so far (and the commit of the replay's batch) to the applier's thread."""
+        net, self._net = self._net, NetEffect()
+        self._applier.submit(self._apply_net, net, commit)
+
+    def _apply_net(self, net: NetEffect, commit: bool = False) -> None:
         """The run's net effect in bulk; on a collision a unique key other than the primary key sees only in
         the net effect, the same run change by change (:mod:`coldcopy.pitr.bulk`)."""
-        self.conn.execute("SAVEPOINT coldcopy_net")
-        try:
-            self._net.apply(self.conn)
-            self.conn.execute("RELEASE SAVEPOINT coldcopy_net")
-        except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
-            self.conn.execute("ROLLBACK TO SAVEPOINT coldcopy_net")
-            self.one_by_one += 1
-            log.info("replay: %d changes applied one by one (their net effect collides)", len(self._net))
-            for change in self._net.changes:
-                self._exact(self._tables[change["table"]], change)
-        self._net.clear()
+        if len(net):
+            self.conn.execute("SAVEPOINT coldcopy_net")
+            try:
+                net.apply(self.conn)
+                self.conn.execute("RELEASE SAVEPOINT coldcopy_net")
+            except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
+                self.conn.execute("ROLLBACK TO SAVEPOINT coldcopy_net")
+                self.one_by_one += 1
+                log.info("replay: %d changes applied one by one (their net effect collides)", len(net))
+                for change in net.changes:
+                    self._exact(net.tables[change["table"]][0], change)
+                self._end_pipeline()
+        if commit:
+            self.conn.commit()
 
     def _queue(self, statement: str, params: list) -> None:
         """Changes go to the server in libpq's pipeline mode: one by one and in order, without a round trip
@@ -224,8 +224,14 @@ class Replayer:
         self._cursor.execute(statement, params, prepare=True)
 
     def _flush(self) -> None:
+        """Everything handed over or collected is applied (in this transaction) when this returns."""
+        self._applier.wait()
         if len(self._net):
-            self._apply_net()
+            self._apply_net(self._net)
+            self._net = NetEffect()
+        self._end_pipeline()
+
+    def _end_pipeline(self) -> None:
         if self._pipeline is not None:
             pipeline, self._pipeline = self._pipeline, None
             pipeline.__exit__(None, None, None)
@@ -266,6 +272,7 @@ class Replayer:
         """Commit, then set every column-owned sequence from the data (``setval`` to its column's maximum)
         and enable again the triggers this replay disabled."""
         self.commit()
+        self.close()
         for ident in self._quieted:
             self.conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
         moved = self.sync_sequences()
