@@ -48,6 +48,7 @@ def archived(pitr_db, spaces, backup_key, admin_dsn):
         busy(pitr_db, f"after{round_}")
         archiver.drain_once()
     time.sleep(1.1)
+    draining = datetime.now(UTC)
     archiver.drain_once()
     local_env.prepare_verify_server(admin_dsn)
 
@@ -56,6 +57,8 @@ def archived(pitr_db, spaces, backup_key, admin_dsn):
         return RestoreDrill(runner, pitr_db, verify, jobs=2, reapply=lambda manifest, dsn: (
             RestoreFromSpacesOperator.reapply_erasures(runner, manifest, dsn)), **options)
 
+    # the newest whole second the archive holds (however long a loaded machine takes to reach the test)
+    drill.at = draining.replace(microsecond=0) - timedelta(seconds=1)
     return drill
 
 
@@ -77,7 +80,7 @@ def scratch_left(dsn: str) -> list[str]:
 
 
 def test_a_drill_on_a_good_archive_passes_and_is_recorded(archived, pitr_db, admin_dsn):
-    row = archived().run(datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1))
+    row = archived().run(archived.at)
     assert row["outcome"] == "passed" and row["error"] is None
     assert row["segments"] >= 2 and row["changes_replayed"] > 0 and row["rows"] > 1000
     assert row["rto_s"] == pytest.approx(sum(row[p] for p in ("download_s", "restore_s", "replay_s", "verify_s",
@@ -141,7 +144,7 @@ def test_a_wrong_replay_cannot_pass(archived, pitr_db, admin_dsn, monkeypatch, f
 
         monkeypatch.setattr(bulk.NetEffect, "add", add)
     with pytest.raises(DrillError, match="differs from the archive") as raised:
-        archived().run(datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1))
+        archived().run(archived.at)
     if fault == "a delete lost":
         assert "public.suppression_list:" in str(raised.value) and "rows restored, the archive implies" in str(
             raised.value)
@@ -153,7 +156,7 @@ def test_a_wrong_replay_cannot_pass(archived, pitr_db, admin_dsn, monkeypatch, f
 
 
 def test_a_tampered_or_missing_segment_fails_the_drill(archived, pitr_db, spaces):
-    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    at = archived.at
     chain = chains.load_chain(spaces, chains.list_chains(spaces)[-1], KEYRING)
     middle = chain.segments[-2]
     original = spaces.get(middle["object_key"])
@@ -173,7 +176,7 @@ def test_a_failed_drill_breaches_and_pages(archived, pitr_db):
 
     from coldcopy import metrics
 
-    archived().run(datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1))
+    archived().run(archived.at)
     with pytest.raises(RecoveryError):
         archived().run(datetime.now(UTC) + timedelta(days=1))  # the future: refused, recorded as failed
     with psycopg.connect(pitr_db, row_factory=psycopg.rows.dict_row, autocommit=True) as conn:
@@ -199,7 +202,7 @@ def test_the_dag_drills_and_a_tampered_archive_fails_it_with_one_alert(archived,
 
     coldcopy_conn(pitr_db)
     monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_VERIFY_DB", local_env.airflow_connection(admin_dsn))
-    at = f"{datetime.now(UTC) - timedelta(seconds=1):%Y-%m-%dT%H:%M:%SZ}"
+    at = f"{archived.at:%Y-%m-%dT%H:%M:%SZ}"
     run = run_dag(dagbag.get_dag("restore_drill"), conf={"as_of": at, "jobs": 2})
     assert run.state == "success"
     assert "passed: RTO" in result_lines(run)["drill"] and sink.received == []
