@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,15 @@ from pathlib import Path
 import httpx
 
 from coldcopy import REPO_ROOT
+from coldcopy.testing.celery_stack import DEFAULT_QUEUE, CeleryParts, StackError, signal_group, worker_hostname
 from coldcopy.testing.local_env import port_in_use
 
-ROOT = REPO_ROOT
+__all__ = ["DEFAULT_QUEUE", "AirflowStack", "StackError", "worker_hostname"]
 
 ROOT = REPO_ROOT
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN_USER = "admin"
 MIN_HEARTBEAT_INTERVAL_S = 1
-
-
-class StackError(RuntimeError):
-    """The stack could not start; the message says what to fix."""
 
 
 def sqlalchemy_url(dsn: str) -> str:
@@ -52,7 +48,7 @@ def sqlalchemy_url(dsn: str) -> str:
     ).render_as_string(hide_password=False)
 
 
-class AirflowStack:
+class AirflowStack(CeleryParts):
     """The four Airflow components on loopback, sharing one environment.
 
     :param home: AIRFLOW_HOME (config, logs, generated secrets); created if missing.
@@ -145,7 +141,7 @@ class AirflowStack:
                     "postgresql+psycopg2", "postgresql"),
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
                 # Each worker's task instances carry its name (COLDCOPY_WORKER_NAME), not the machine's.
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "coldcopy.testing.airflow_stack.worker_hostname",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "coldcopy.testing.celery_stack.worker_hostname",
             })
         env.update({f"AIRFLOW_CONN_{conn_id.upper()}": value for conn_id, value in self.connections.items()})
         env.update(self.extra_env)
@@ -197,70 +193,6 @@ class AirflowStack:
         log.close()
         return self.processes[name]
 
-    def start_redis(self) -> None:
-        """Debian's redis-server on a free loopback port, nothing kept on disk: the Celery broker."""
-        import shutil
-
-        from coldcopy.testing.local_env import free_port
-
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise StackError("redis-server is missing: apt-get install redis-server (make system-deps)")
-        self.redis_port = free_port()
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        # A password, as in docker-compose.yaml: every queued message carries a task's workload token. In a
-        # file only this user reads, not argv.
-        import secrets
-
-        self.redis_password = secrets.token_hex(16)
-        conf = self.home / "redis.conf"
-        conf.touch(mode=0o600)
-        conf.write_text(f"requirepass {self.redis_password}\n")
-        self._spawn("redis", [binary, str(conf), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save",
-                              "", "--appendonly", "no"], os.environ.copy())
-        deadline = time.monotonic() + 20
-        while not port_in_use(self.redis_port):
-            if time.monotonic() > deadline or self.processes["redis"].poll() is not None:
-                raise StackError(f"redis-server did not start; see {self.home / 'logs' / 'redis.log'}")
-            time.sleep(0.1)
-
-    def start_worker(self, name: str) -> subprocess.Popen:
-        """A Celery worker named ``name`` (its task instances' hostname), with a log server port of its own."""
-        from coldcopy.testing.local_env import free_port
-
-        env = {**self.env(), "COLDCOPY_WORKER_NAME": name,
-               "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
-        return self._spawn(name, [sys.executable, "-m", "airflow", "celery", "worker", "--celery-hostname",
-                                  f"{name}@%h", "--concurrency", str(self.worker_concurrency)], env)
-
-    def kill_worker(self, name: str) -> None:
-        """SIGKILL a worker's whole process group (the worker, its pool, the task supervisors and tasks)."""
-        _signal_group(self.processes[name], signal.SIGKILL)
-        self.processes.pop(name).wait()
-
-    @property
-    def broker_url(self) -> str:
-        """The Celery broker: the stack's redis-server, with its password."""
-        return f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0"
-
-    def consume(self, name: str, on: bool) -> None:
-        """Worker ``name`` takes tasks from the default queue (``on``) or stops taking new ones, finishing what
-        it holds (Celery's ``add_consumer`` / ``cancel_consumer``: how a worker is drained). A broadcast through
-        the broker from this process, returning once the worker replied; a subprocess importing Airflow's Celery
-        app took 1.9 s a call on an idle machine, more under load, in which the worker still took tasks. Raises
-        :class:`StackError` unless the worker confirmed."""
-        from celery import Celery
-
-        app = Celery(broker=self.broker_url)
-        try:
-            command = app.control.add_consumer if on else app.control.cancel_consumer
-            replies = command(DEFAULT_QUEUE, reply=True, timeout=10,
-                              destination=[f"{name}@{socket.gethostname()}"])
-        finally:
-            app.close()
-        if not replies or not all("ok" in answer for reply in replies for answer in reply.values()):
-            raise StackError(f"{name}: {'add' if on else 'cancel'}_consumer not confirmed: {replies}")
-
     def wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -280,28 +212,17 @@ class AirflowStack:
         self.stop()
         raise StackError(f"Airflow was not healthy within {timeout_s:.0f} s; logs in {self.home / 'logs'}")
 
-    def workers_ready(self) -> bool:
-        """Every Celery worker answered ``celery inspect ping`` (True without Celery)."""
-        if not self.worker_names:
-            return True
-        done = subprocess.run(
-            [sys.executable, "-c", "from airflow.providers.celery.executors.celery_executor import app; "
-             "import json; print(json.dumps(sorted((app.control.inspect(timeout=2).ping() or {}))))"],
-            env=self.env(), capture_output=True, text=True)
-        answered = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else "[]"
-        return all(any(n.startswith(f"{name}@") for n in json.loads(answered)) for name in self.worker_names)
-
     def stop(self, grace_s: float = 20) -> None:
         """SIGTERM every component's process group, then SIGKILL what is left after ``grace_s``."""
         for process in self.processes.values():
-            _signal_group(process, signal.SIGTERM)
+            signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         for process in self.processes.values():
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-            _signal_group(process, signal.SIGKILL)
+            signal_group(process, signal.SIGKILL)
             process.wait()
         self.processes.clear()
 
@@ -314,21 +235,3 @@ class AirflowStack:
         token.raise_for_status()
         return httpx.Client(base_url=f"{self.url}/api/v2", timeout=60,
                             headers={"Authorization": f"Bearer {token.json()['access_token']}"})
-
-
-DEFAULT_QUEUE = "default"  # [operators] default_queue, which the stack leaves as it is
-
-
-def worker_hostname() -> str:
-    """``[core] hostname_callable`` of the Celery workers: the worker's name (COLDCOPY_WORKER_NAME), so task
-    instances say which worker ran them; the machine's name elsewhere."""
-    import socket
-
-    return os.environ.get("COLDCOPY_WORKER_NAME") or socket.getfqdn()
-
-
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
