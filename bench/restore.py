@@ -148,7 +148,8 @@ def table(results: dict) -> str:
     rows = [f"Whole-database restores into a new database on the same server, alternating which goes first, "
             f"{s['runs']} runs each ({s['runs_at_96']} at scale 96), medians (min–max): *single*, the bound object "
             f"streamed `gpg | zstd -d | pg_restore --single-transaction` (every restore before); *parallel*, the "
-            f"bound object decrypted into the spool, then `pg_restore --jobs N` (N = the cores); *physical limit*, "
+            f"bound object decrypted into the spool, its data offsets written (`coldcopy.backups.offsets`), then "
+            f"`pg_restore --jobs N` (N = the cores); *physical limit*, "
             f"`pg_restore --jobs N` of an unencrypted local `pg_dump -Fc -Z0` file of the same database. "
             f"PostgreSQL {m['postgresql']}, {m['cores']} cores (`python -m bench.restore --table` reprints this).",
             "", "| scale (email_events, database) | single | parallel | physical limit | parallel / limit | "

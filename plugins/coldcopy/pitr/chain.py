@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 
 import msgspec
@@ -177,10 +178,14 @@ def read_segment(bucket: Bucket, manifest: dict, passphrase: str) -> list[dict]:
 
 def count_changes(transactions: list[dict]) -> dict[str, dict[str, int]]:
     """Per table: how many inserts (I), updates (U), deletes (D) and truncates (T) the transactions hold."""
-    tables: dict[str, dict[str, int]] = {}
+    counted: Counter = Counter()
     for transaction in transactions:
         for change in transaction["changes"]:
-            for table in change.get("tables") or ([change["table"]] if "table" in change else []):
-                counts = tables.setdefault(table, {})
-                counts[change["op"]] = counts.get(change["op"], 0) + 1
+            if names := change.get("tables"):
+                counted.update((table, change["op"]) for table in names)
+            elif (table := change.get("table")) is not None:
+                counted[(table, change["op"])] += 1
+    tables: dict[str, dict[str, int]] = {}
+    for (table, op), n in counted.items():
+        tables.setdefault(table, {})[op] = n
     return tables
