@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import threading
@@ -91,7 +92,7 @@ def with_archive(cluster, dsn: str, bucket, bouncer, password: str, clients: int
         timings[label] = time.perf_counter() - started
         if label == "base_and_archive":
             replay_began = time.perf_counter()
-            report = recovery.replay(runner, plan, target)
+            report = recovery.replay(runner, plan, target, jobs=os.cpu_count() or 2)
             timings["replay"] = time.perf_counter() - replay_began
             timings[label] += timings["replay"]
         local_env.drop_database(cluster.dsn, f"bench_pitr_{label}")

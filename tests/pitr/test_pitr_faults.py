@@ -179,7 +179,8 @@ def test_as_of_in_the_future_unparseable_or_outside_the_archive_is_refused_befor
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pitr_never%'").fetchone()[0] == 0
 
 
-def test_rows_swapping_a_unique_value_replay_change_by_change(pitr_db, spaces, logical):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_rows_swapping_a_unique_value_replay_change_by_change(pitr_db, spaces, logical, jobs):
     """The bulk replay applies a run's net effect; two rows swapping a value of another unique key (UNIQUE
     (workspace_id, email)) collide there and nowhere else: that run is applied change by change instead."""
     archiver = archiver_for(pitr_db, spaces)
@@ -194,8 +195,8 @@ def test_rows_swapping_a_unique_value_replay_change_by_change(pitr_db, spaces, l
         conn.execute("UPDATE public.suppression_list SET email = 'swap-tmp@example.com' WHERE id = %s", (first[0],))
         conn.execute("UPDATE public.suppression_list SET email = %s WHERE id = %s", (first[1], second[0]))
         conn.execute("UPDATE public.suppression_list SET email = %s WHERE id = %s", (second[1], first[0]))
-    plan, target = restored_base(archiver, runner, pitr_db, logical.dsn, "swap")
-    assert recovery.replay(runner, plan, target)["runs_applied_one_by_one"] == 1
+    plan, target = restored_base(archiver, runner, pitr_db, logical.dsn, f"swap{jobs}")
+    assert recovery.replay(runner, plan, target, jobs=jobs)["runs_applied_one_by_one"] == 1
     with psycopg.connect(target) as conn:
         swapped = dict(conn.execute("SELECT id, email FROM public.suppression_list WHERE email LIKE 'swap-%'"))
     assert swapped == {first[0]: second[1], second[0]: first[1]}

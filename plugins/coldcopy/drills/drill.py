@@ -166,7 +166,7 @@ class RestoreDrill:
                     rpo.add(segment, transaction)
 
                 started = time.monotonic()
-                replayed = recovery.replay(runner, plan, dsn, observe=observe)
+                replayed = recovery.replay(runner, plan, dsn, observe=observe, jobs=self.jobs)
                 row["replay_s"] = time.monotonic() - started
             row.update(rpo_s=rpo.rpo_s, at_risk_transactions=rpo.at_risk,
                        changes_replayed=sum(replayed["changes"].values()))

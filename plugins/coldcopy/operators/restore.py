@@ -174,13 +174,13 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         self.replay(runner, target_dsn, tables)
         return self.reapply_erasures(runner, manifest, target_dsn)
 
-    def replay(self, runner, target_dsn: str, tables: list[str] | None = None) -> None:
-        """The change archive up to ``as_of`` (nothing without it)."""
+    def replay(self, runner, target_dsn: str, tables: list[str] | None = None, jobs: int = 1) -> None:
+        """The change archive up to ``as_of`` (nothing without it); ``jobs`` connections for a private target."""
         if self.recovery is None:
             return
         from coldcopy.pitr import recovery
 
-        report = recovery.replay(runner, self.recovery, target_dsn, tables=tables)
+        report = recovery.replay(runner, self.recovery, target_dsn, tables=tables, jobs=jobs)
         self.log.info("replayed %d transaction(s) up to %s (%d already in the base backup); changes %s",
                       report["transactions_replayed"], report["last_commit_replayed"],
                       report["transactions_in_base_backup"], report["changes"])
@@ -214,7 +214,7 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         try:
             quarantine_dsn = self.hook().dsn(dbname=quarantine)
             runner.restore(key, quarantine_dsn, manifest=manifest, jobs=runner.restore_jobs)
-            self.replay(runner, quarantine_dsn)
+            self.replay(runner, quarantine_dsn, jobs=runner.restore_jobs)
             erasures, problems = self.reapply_erasures(runner, manifest, quarantine_dsn)
             if self.workspace:
                 from coldcopy.pitr.workspace import WorkspaceError, keep_only

@@ -56,6 +56,15 @@ class NetEffect:
         self.tables.clear()
         self.changes.clear()
 
+    def split(self, lane_of, lanes: int) -> list[NetEffect]:
+        """The run as ``lanes`` runs, table by table (``lane_of(name)``), each keeping its changes' order."""
+        parts = [NetEffect() for _ in range(lanes)]
+        for name, entry in self.tables.items():
+            parts[lane_of(name)].tables[name] = entry
+        for change in self.changes:
+            parts[lane_of(change["table"])].changes.append(change)
+        return parts
+
     def apply(self, conn) -> None:
         """Deletes first, then upserts, table by table (inside the caller's transaction)."""
         for table, rows, _ in self.tables.values():
@@ -104,6 +113,48 @@ def _upsert_rows(conn, table, columns: list[str], rows: list[dict]) -> None:
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     conn.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT ({}) {}").format(
         table.ident, names, names, scratch, sql.SQL(", ").join(map(sql.Identifier, table.key)), action))
+
+
+class Lanes:
+    """Runs applied on ``len(connections)`` connections at once, table by table: a table always on the same
+    one (its first appearance picks it, round robin), so each table's runs stay in order. Tables are
+    independent here: the replay's triggers and foreign keys are quiet, and every unique constraint is a
+    table's own. ``apply(conn, run, commit)`` runs on each lane's :class:`Applier`. The first connection is
+    the replay's own: :meth:`wait` returns with every lane idle and the others' work committed."""
+
+    def __init__(self, connections: list, apply) -> None:
+        self.connections, self.apply = connections, apply
+        self.appliers = [Applier() for _ in connections]
+        self._lane: dict[str, int] = {}
+
+    def lane_of(self, table: str) -> int:
+        if (lane := self._lane.get(table)) is None:
+            lane = self._lane[table] = len(self._lane) % len(self.connections)
+        return lane
+
+    def submit(self, run: NetEffect, commit: bool) -> None:
+        """Hand ``run`` over (``commit``: and commit every lane's transaction after it)."""
+        parts = run.split(self.lane_of, len(self.connections)) if len(self.connections) > 1 else [run]
+        for conn, applier, part in zip(self.connections, self.appliers, parts, strict=True):
+            if len(part) or commit:
+                applier.submit(self.apply, conn, part, commit)
+
+    def wait(self) -> None:
+        """Every lane idle (what a lane raised is raised here) and the other lanes' work committed: the first
+        connection may then take locks their rows hold (a truncate, a partition detached)."""
+        for applier in self.appliers:
+            applier.wait()
+        for conn in self.connections[1:]:
+            if not conn.closed:  # closed: the replay has finished with its lanes
+                conn.commit()
+
+    def close(self) -> None:
+        try:
+            for applier in self.appliers:
+                applier.close()
+        finally:
+            for conn in self.connections[1:]:
+                conn.close()
 
 
 class Applier:

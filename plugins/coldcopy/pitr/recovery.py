@@ -183,14 +183,16 @@ def _read_ahead(runner, segments: list[dict]):
 
 
 def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str] | None = None,
-           migrations: Path | None = None, observe=None) -> dict:
+           migrations: Path | None = None, observe=None, jobs: int = 1) -> dict:
     """Apply the plan's segments to ``target_dsn`` (the base backup restored there already); a migration
     marker applies the same file from ``migrations`` (default: this release's sql/migrations). ``observe``
     (a drill's expectation) is called with ``(segment manifest, transaction)`` for every archived transaction
-    committed before ``until``, in commit order, those in the base backup included."""
+    committed before ``until``, in commit order, those in the base backup included. ``jobs`` > 1 (a private
+    target: a drill's copy, a quarantine) applies different tables' runs on that many connections at once."""
     with psycopg.connect(target_dsn) as conn:
         replayer = Replayer(conn, snapshot=Snapshot.parse(recovery.backup["pitr"]["snapshot"]),
-                            tables=set(tables) if tables else None, migrate=migration_applier(target_dsn, migrations))
+                            tables=set(tables) if tables else None, migrate=migration_applier(target_dsn, migrations),
+                            connect=lambda: psycopg.connect(target_dsn), lanes=max(1, jobs))
         try:
             last, archived = _apply_segments(runner, recovery, replayer, replayer.tables, observe)
             if +archived != +replayer.applied:  # every archived change up to as_of applied, once

@@ -21,8 +21,9 @@ from psycopg import sql
 
 from coldcopy.catalog import UnknownRelation, relation, relation_parts
 from coldcopy.pitr import markers
-from coldcopy.pitr.bulk import Applier, NetEffect
+from coldcopy.pitr.bulk import Lanes, NetEffect
 from coldcopy.pitr.snapshot import Snapshot
+from coldcopy.pitr.statements import Statements
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,12 @@ class Replayer:
     :param snapshot: the base backup's snapshot (:class:`Snapshot`): transactions it saw are skipped.
     :param tables: only these ``schema.table`` names (a table-only restore); markers still apply.
     :param migrate: called with a migration marker (the caller applies the file on its own connection).
+    :param connect: more connections to the same database, for ``lanes`` > 1: runs of different tables are
+        then applied on ``lanes`` connections at once (:class:`~coldcopy.pitr.bulk.Lanes`; a private target).
     """
 
     def __init__(self, conn: psycopg.Connection, *, snapshot: Snapshot | None = None,
-                 tables: set[str] | None = None, migrate=None) -> None:
+                 tables: set[str] | None = None, migrate=None, connect=None, lanes: int = 1) -> None:
         self.conn, self.snapshot, self.tables, self.migrate = conn, snapshot, tables, migrate
         self.applied: Counter = Counter()  # (table, op) → changes applied
         self.transactions = self.skipped = 0
@@ -61,19 +64,14 @@ class Replayer:
         self._tables: dict[str, _Table] = {}
         self._pending = 0
         self._quieted: list[sql.Identifier] = []  # tables whose user triggers this replay disabled
-        self._statements: dict[tuple, str] = {}  # the statement of each (table, columns) shape, built once
+        self._statements = Statements(conn)  # a change on its own: the statement of each shape, built once
         self._pipeline = self._cursor = None
         self._net = NetEffect()
-        self._applier = Applier()  # the net effect of a run goes to PostgreSQL while the next run is collected
         self.one_by_one = 0  # runs whose net effect collided and were applied change by change
-        conn.autocommit = False
-        conn.execute("SET synchronous_commit = off")
-        try:
-            with conn.transaction():
-                conn.execute("SET session_replication_role = replica")
-            self.replica_role = True
-        except psycopg.errors.InsufficientPrivilege:  # not a superuser (Supabase's postgres): quiet each table
-            self.replica_role = False
+        self.replica_role = _quiet_session(conn)
+        extra = [_lane(connect) for _ in range(lanes - 1)] if self.replica_role and connect else []
+        # the net effect of a run goes to PostgreSQL while the next run is collected
+        self._lanes = Lanes([conn, *extra], self._apply_net)
 
     def apply(self, transaction: dict) -> None:
         if self.snapshot is not None and self.snapshot.visible(transaction["xid"]):
@@ -101,7 +99,7 @@ class Replayer:
         self.transactions += 1
         self._pending += 1
         if self._pending >= BATCH:
-            if self.replica_role and self._pipeline is None:  # in the background: the next run goes on
+            if self.replica_role:  # in the background: the next run goes on
                 self._hand_over(commit=True)
                 self._pending = 0
             else:
@@ -113,8 +111,8 @@ class Replayer:
         self._pending = 0
 
     def close(self) -> None:
-        """Wait for the run in flight (raising what it raised) and stop the applier's thread."""
-        self._applier.close()
+        """Wait for the runs in flight (raising what they raised); stop the lanes' threads and connections."""
+        self._lanes.close()
 
     def _table(self, name: str) -> _Table:
         if name not in self._tables:
@@ -156,63 +154,31 @@ class Replayer:
             return
         self._exact(table, change)
 
-    def _exact(self, table: _Table, change: dict) -> None:
-        op = change["op"]
-        if op in ("U", "D") and change.get("old"):
-            old = change["old"]
-            if op == "D" or any(old.get(k) != change["new"].get(k) for k in table.key):
-                self._delete(table, old)
-        if op in ("I", "U"):
-            self._upsert(table, change["new"])
-
-    def _delete(self, table: _Table, key: dict) -> None:
-        cache = (table.name, "D")
-        if cache not in self._statements:
-            self._statements[cache] = sql.SQL("DELETE FROM {} WHERE {}").format(
-                table.ident, sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in table.key)
-            ).as_string(self.conn)
-        self._queue(self._statements[cache], [key[k] for k in table.key])
-
-    def _upsert(self, table: _Table, row: dict) -> None:
-        names = tuple(row)
-        cache = (table.name, names)
-        if cache not in self._statements:
-            if unknown := set(row) - table.columns:
-                raise ReplayError(f"{table.ident.as_string(self.conn)} has no column {', '.join(sorted(unknown))} "
-                                  "in the restored database")
-            others = [c for c in names if c not in table.key]
-            action = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)) if others \
-                else sql.SQL("DO NOTHING")
-            self._statements[cache] = sql.SQL(
-                "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({}) ON CONFLICT ({}) {}").format(
-                table.ident, sql.SQL(", ").join(map(sql.Identifier, names)),
-                sql.SQL(", ").join(sql.Placeholder() * len(names)),
-                sql.SQL(", ").join(map(sql.Identifier, table.key)), action).as_string(self.conn)
-        self._queue(self._statements[cache], [row[c] for c in names])
+    def _exact(self, table: _Table, change: dict, send=None) -> None:
+        self._statements.exact(table, change, send or self._queue)
 
     def _hand_over(self, *, commit: bool) -> None:
-        """The run collected so far (and the commit of the replay's batch) to the applier's thread."""
+        """The run collected so far (and the commit of the replay's batch) to the lanes' threads."""
         net, self._net = self._net, NetEffect()
-        self._applier.submit(self._apply_net, net, commit)
+        self._lanes.submit(net, commit)
 
-    def _apply_net(self, net: NetEffect, commit: bool = False) -> None:
+    def _apply_net(self, conn: psycopg.Connection, net: NetEffect, commit: bool = False) -> None:
         """The run's net effect in bulk; on a collision a unique key other than the primary key sees only in
         the net effect, the same run change by change (:mod:`coldcopy.pitr.bulk`)."""
         if len(net):
-            self.conn.execute("SAVEPOINT coldcopy_net")
+            conn.execute("SAVEPOINT coldcopy_net")
             try:
-                net.apply(self.conn)
-                self.conn.execute("RELEASE SAVEPOINT coldcopy_net")
+                net.apply(conn)
+                conn.execute("RELEASE SAVEPOINT coldcopy_net")
             except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
-                self.conn.execute("ROLLBACK TO SAVEPOINT coldcopy_net")
+                conn.execute("ROLLBACK TO SAVEPOINT coldcopy_net")
                 self.one_by_one += 1
                 log.info("replay: %d changes applied one by one (their net effect collides)", len(net))
-                for change in net.changes:
-                    self._exact(net.tables[change["table"]][0], change)
-                self._end_pipeline()
+                with conn.pipeline():
+                    for change in net.changes:
+                        self._exact(net.tables[change["table"]][0], change, conn.execute)
         if commit:
-            self.conn.commit()
+            conn.commit()
 
     def _queue(self, statement: str, params: list) -> None:
         """Changes go to the server in libpq's pipeline mode: one by one and in order, without a round trip
@@ -224,14 +190,11 @@ class Replayer:
         self._cursor.execute(statement, params, prepare=True)
 
     def _flush(self) -> None:
-        """Everything handed over or collected is applied (in this transaction) when this returns."""
-        self._applier.wait()
+        """Everything handed over or collected is applied when this returns (the other lanes' part committed,
+        this connection's in its transaction)."""
         if len(self._net):
-            self._apply_net(self._net)
-            self._net = NetEffect()
-        self._end_pipeline()
-
-    def _end_pipeline(self) -> None:
+            self._hand_over(commit=False)
+        self._lanes.wait()
         if self._pipeline is not None:
             pipeline, self._pipeline = self._pipeline, None
             pipeline.__exit__(None, None, None)
@@ -295,3 +258,22 @@ class Replayer:
                 moved[sequence] = int(top)
         self.commit()
         return moved
+
+
+def _quiet_session(conn: psycopg.Connection) -> bool:
+    """The replay's session settings; whether triggers are quiet by ``session_replication_role`` (a superuser)."""
+    conn.autocommit = False
+    conn.execute("SET synchronous_commit = off")
+    try:
+        with conn.transaction():
+            conn.execute("SET session_replication_role = replica")
+    except psycopg.errors.InsufficientPrivilege:  # not a superuser (Supabase's postgres): quiet each table
+        return False
+    return True
+
+
+def _lane(connect) -> psycopg.Connection:
+    conn = connect()
+    _quiet_session(conn)
+    conn.commit()
+    return conn
