@@ -149,12 +149,17 @@ class Lanes:
                 conn.commit()
 
     def close(self) -> None:
-        try:
-            for applier in self.appliers:
+        """Every lane stopped and its connection closed; then what a lane raised, if one did."""
+        failures = []
+        for applier in self.appliers:
+            try:
                 applier.close()
-        finally:
-            for conn in self.connections[1:]:
-                conn.close()
+            except Exception as error:  # noqa: BLE001 - every lane is stopped before one failure is raised
+                failures.append(error)
+        for conn in self.connections[1:]:
+            conn.close()
+        if failures:
+            raise failures[0]
 
 
 class Applier:

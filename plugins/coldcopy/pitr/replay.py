@@ -64,7 +64,7 @@ class Replayer:
         self._tables: dict[str, _Table] = {}
         self._pending = 0
         self._quieted: list[sql.Identifier] = []  # tables whose user triggers this replay disabled
-        self._statements = Statements(conn)  # a change on its own: the statement of each shape, built once
+        self._statements = Statements()  # a change on its own: the statement of each shape, built once
         self._pipeline = self._cursor = None
         self._net = NetEffect()
         self.one_by_one = 0  # runs whose net effect collided and were applied change by change
@@ -154,8 +154,8 @@ class Replayer:
             return
         self._exact(table, change)
 
-    def _exact(self, table: _Table, change: dict, send=None) -> None:
-        self._statements.exact(table, change, send or self._queue)
+    def _exact(self, table: _Table, change: dict) -> None:
+        self._statements.exact(self.conn, table, change, self._queue)
 
     def _hand_over(self, *, commit: bool) -> None:
         """The run collected so far (and the commit of the replay's batch) to the lanes' threads."""
@@ -176,7 +176,7 @@ class Replayer:
                 log.info("replay: %d changes applied one by one (their net effect collides)", len(net))
                 with conn.pipeline():
                     for change in net.changes:
-                        self._exact(net.tables[change["table"]][0], change, conn.execute)
+                        self._statements.exact(conn, net.tables[change["table"]][0], change, conn.execute)
         if commit:
             conn.commit()
 

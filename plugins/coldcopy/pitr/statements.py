@@ -11,34 +11,34 @@ from psycopg import sql
 class Statements:
     """The statement of each (table, columns) shape, built once; :meth:`clear` after the schema changed."""
 
-    def __init__(self, conn) -> None:
-        self.conn, self._cache = conn, {}
+    def __init__(self) -> None:
+        self._cache: dict[tuple, str] = {}
 
     def clear(self) -> None:
         self._cache.clear()
 
-    def exact(self, table, change: dict, send) -> None:
-        """``send(statement, params)`` for the change: a delete of the old key (a delete, or an update that
-        moved the key), then the upsert of the new row (an insert or update)."""
+    def exact(self, conn, table, change: dict, send) -> None:
+        """``send(statement, params)`` for the change on ``conn`` (the thread's own: it quotes the names): a
+        delete of the old key (a delete, or an update that moved the key), then the upsert of the new row."""
         op = change["op"]
         if op in ("U", "D") and change.get("old"):
             old = change["old"]
             if op == "D" or any(old.get(k) != change["new"].get(k) for k in table.key):
-                send(self._delete(table), [old[k] for k in table.key])
+                send(self._delete(conn, table), [old[k] for k in table.key])
         if op in ("I", "U"):
             row = change["new"]
             names = tuple(row)
-            send(self._upsert(table, names), [row[c] for c in names])
+            send(self._upsert(conn, table, names), [row[c] for c in names])
 
-    def _delete(self, table) -> str:
+    def _delete(self, conn, table) -> str:
         shape = (table.name, "D")
         if shape not in self._cache:
             self._cache[shape] = sql.SQL("DELETE FROM {} WHERE {}").format(
                 table.ident, sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in table.key)
-            ).as_string(self.conn)
+            ).as_string(conn)
         return self._cache[shape]
 
-    def _upsert(self, table, names: tuple) -> str:
+    def _upsert(self, conn, table, names: tuple) -> str:
         shape = (table.name, names)
         if shape not in self._cache:
             others = [c for c in names if c not in table.key]
@@ -49,5 +49,5 @@ class Statements:
                 "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({}) ON CONFLICT ({}) {}").format(
                 table.ident, sql.SQL(", ").join(map(sql.Identifier, names)),
                 sql.SQL(", ").join(sql.Placeholder() * len(names)),
-                sql.SQL(", ").join(map(sql.Identifier, table.key)), action).as_string(self.conn)
+                sql.SQL(", ").join(map(sql.Identifier, table.key)), action).as_string(conn)
         return self._cache[shape]
