@@ -41,7 +41,8 @@ CLI: `airflow dags trigger restore_from_spaces --conf '{"backup": "latest", "tar
 from airflow.sdk import DAG, Param
 
 from coldcopy.dag_defaults import START_DATE, default_args
-from coldcopy.operators.restore import RestoreApprovalOperator, RestoreFromSpacesOperator
+from coldcopy.operators.restore import RestoreFromSpacesOperator
+from coldcopy.operators.restore_approval import RestoreApprovalOperator
 
 with DAG(
     dag_id="restore_from_spaces",

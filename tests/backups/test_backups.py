@@ -232,7 +232,7 @@ def test_a_whole_restore_never_half_overwrites_a_populated_database(generated_db
         RestoreFromSpacesOperator(task_id="restore", backup=key, target_database=live).execute(
             approved_context(approvals, key))
     # The question put to the approvers (the live gate itself: tests/e2e/test_live_approval.py).
-    from coldcopy.operators.restore import RestoreApprovalOperator
+    from coldcopy.operators.restore_approval import RestoreApprovalOperator
 
     gate = RestoreApprovalOperator(task_id="approve", backup="latest", target_database=live)
     assert gate.not_needed({}) is None

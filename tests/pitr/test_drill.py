@@ -79,8 +79,14 @@ def scratch_left(dsn: str) -> list[str]:
         return [d for (d,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'coldcopy_drill_%'")]
 
 
-def test_a_drill_on_a_good_archive_passes_and_is_recorded(archived, pitr_db, admin_dsn):
+def test_a_drill_on_a_good_archive_passes_and_is_recorded(archived, pitr_db, admin_dsn, monkeypatch):
+    from coldcopy.backups import BackupRunner
+
+    events, read, restore = [], chains.read_segment, BackupRunner.restore
+    monkeypatch.setattr(chains, "read_segment", lambda *a: events.append("segment read") or read(*a))
+    monkeypatch.setattr(BackupRunner, "restore", lambda *a, **k: (restore(*a, **k), events.append("restored"))[0])
     row = archived().run(archived.at)
+    assert events.index("segment read") < events.index("restored")  # the first segment read beside the restore
     assert row["outcome"] == "passed" and row["error"] is None
     assert row["segments"] >= 2 and row["changes_replayed"] > 0 and row["rows"] > 1000
     assert row["rto_s"] == pytest.approx(sum(row[p] for p in ("download_s", "restore_s", "replay_s", "verify_s",

@@ -145,6 +145,8 @@ class RestoreDrill:
             scratch_dbs.sweep(admin)
             scratch_dbs.create(admin, name, "drill", self.ttl)
         dsn = make_conninfo(self.verify_admin_dsn, dbname=name)
+        # the first segment is fetched, bound and decrypted while the base backup restores, as in a recovery
+        segments = recovery.ReadAhead(runner, plan.segments)
         try:
             runner.restore(plan.backup_key, dsn, manifest=plan.backup, jobs=self.jobs)
             row["download_s"] = runner.timings["download_s"]
@@ -166,7 +168,7 @@ class RestoreDrill:
                     rpo.add(segment, transaction)
 
                 started = time.monotonic()
-                replayed = recovery.replay(runner, plan, dsn, observe=observe, jobs=self.jobs)
+                replayed = recovery.replay(runner, plan, dsn, observe=observe, jobs=self.jobs, segments=segments)
                 row["replay_s"] = time.monotonic() - started
             row.update(rpo_s=rpo.rpo_s, at_risk_transactions=rpo.at_risk,
                        changes_replayed=sum(replayed["changes"].values()))
@@ -187,6 +189,7 @@ class RestoreDrill:
             row["erasures_s"] = time.monotonic() - started
             row["checks"]["ledger_problems"] = problems
         finally:
+            segments.close()
             with psycopg.connect(self.verify_admin_dsn, autocommit=True) as admin:
                 scratch_dbs.drop(admin, name)
 

@@ -164,37 +164,55 @@ def plan(runner, as_of: datetime, anchor: dict | None = None) -> RecoveryPlan:
     raise RecoveryError(f"as_of {_stamp(as_of)} cannot be reached: {nearest[0]}")
 
 
-def _read_ahead(runner, segments: list[dict]):
-    """The segments' transactions, the next segment downloaded, checked and decrypted in a thread while the
-    caller applies this one (at most two segments in memory)."""
-    with ThreadPoolExecutor(1, thread_name_prefix="segment-reader") as reader:
-        queued = [reader.submit(chains.read_segment, runner.bucket, s, runner.passphrase) for s in segments[:1]]
-        for index in range(len(segments)):
-            current = queued.pop(0)
-            if index + 1 < len(segments):
-                queued.append(reader.submit(chains.read_segment, runner.bucket, segments[index + 1],
-                                            runner.passphrase))
-            try:
-                yield current.result()
-            except GeneratorExit:
-                for future in queued:
-                    future.cancel()
-                raise
+class ReadAhead:
+    """The segments' transactions, in order: each downloaded, bound to its signed manifest, decrypted and
+    counted on a thread of its own, the next one while the caller applies this one (at most two segments in
+    memory). The first is fetched from the start, so a caller may make this before the base restore and have
+    it ready when the replay begins. Iterated once; :meth:`close` (or ``with``) cancels what is queued."""
+
+    def __init__(self, runner, segments: list[dict]) -> None:
+        self.runner, self.segments = runner, segments
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="segment-reader")
+        self._queued = [self._read(0)] if segments else []
+
+    def _read(self, index: int):
+        return self._pool.submit(chains.read_segment, self.runner.bucket, self.segments[index],
+                                 self.runner.passphrase)
+
+    def __iter__(self):
+        for index, segment in enumerate(self.segments):
+            current = self._queued.pop(0)
+            if index + 1 < len(self.segments):
+                self._queued.append(self._read(index + 1))
+            yield segment, current.result()
+
+    def close(self) -> None:
+        for future in self._queued:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str] | None = None,
-           migrations: Path | None = None, observe=None, jobs: int = 1) -> dict:
+           migrations: Path | None = None, observe=None, jobs: int = 1, segments: ReadAhead | None = None) -> dict:
     """Apply the plan's segments to ``target_dsn`` (the base backup restored there already); a migration
     marker applies the same file from ``migrations`` (default: this release's sql/migrations). ``observe``
     (a drill's expectation) is called with ``(segment manifest, transaction)`` for every archived transaction
     committed before ``until``, in commit order, those in the base backup included. ``jobs`` > 1 (a private
-    target: a drill's copy, a quarantine) applies different tables' runs on that many connections at once."""
+    target: a drill's copy, a quarantine) applies different tables' runs on that many connections at once.
+    ``segments``: the plan's segments already being read (:class:`ReadAhead`, made before the base restore)."""
     with psycopg.connect(target_dsn) as conn:
         replayer = Replayer(conn, snapshot=Snapshot.parse(recovery.backup["pitr"]["snapshot"]),
                             tables=set(tables) if tables else None, migrate=migration_applier(target_dsn, migrations),
                             connect=lambda: psycopg.connect(target_dsn), lanes=max(1, jobs))
         try:
-            last, archived = _apply_segments(runner, recovery, replayer, replayer.tables, observe)
+            with segments or ReadAhead(runner, recovery.segments) as reader:
+                last, archived = _apply_segments(reader, recovery, replayer, replayer.tables, observe)
             if +archived != +replayer.applied:  # every archived change up to as_of applied, once
                 raise RecoveryError(f"replay applied {sum(replayer.applied.values())} changes where the archive "
                                     f"holds {sum(archived.values())} up to {_stamp(recovery.as_of)}; the restore "
@@ -212,13 +230,13 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
     return report
 
 
-def _apply_segments(runner, recovery: RecoveryPlan, replayer: Replayer, tables, observe) -> tuple:
+def _apply_segments(reader: ReadAhead, recovery: RecoveryPlan, replayer: Replayer, tables, observe) -> tuple:
     """Every archived transaction committed before ``until`` to ``replayer``; the commit time of the last and
     the count of changes (table, op) the archive holds past the base backup's snapshot."""
+    if [s["object_key"] for s in reader.segments] != [s["object_key"] for s in recovery.segments]:
+        raise RecoveryError("the segments being read are not the plan's")
     last, archived, until, snapshot = None, Counter(), recovery.until, replayer.snapshot
-    segments = iter(recovery.segments)
-    for transactions in _read_ahead(runner, recovery.segments):  # each bound to its manifest, counts equal
-        segment = next(segments)
+    for segment, transactions in reader:  # each bound to its manifest, counts equal
         for transaction in transactions:
             if datetime.fromisoformat(transaction["commit_time"]) >= until:
                 return last, archived
