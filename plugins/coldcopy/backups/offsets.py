@@ -61,7 +61,7 @@ class _Reader:
 
 def _entries(reader: _Reader) -> tuple[list[tuple[int, int]], int]:
     """The head and table of contents: ``[(dumpId, position of its offset field)]`` of the entries with data,
-    in order, and the offsets' size."""
+    in order, and where the data blocks begin (right after the table of contents)."""
     if reader.buf[:5] != _MAGIC:
         raise Unsupported("not a custom-format archive")
     reader.pos = 5

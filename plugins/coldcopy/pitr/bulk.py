@@ -26,7 +26,7 @@ def _key_of(columns: list[str]):
 
 
 class NetEffect:
-    """Final state per (table, key) of the changes added since the last :meth:`clear`."""
+    """Final state per (table, key) of the changes added to it (a run: a new one after each hand-over)."""
 
     def __init__(self) -> None:
         self.tables: dict[str, tuple] = {}  # name → (_Table, {key: row dict | None (deleted)}, key function)
@@ -51,10 +51,6 @@ class NetEffect:
             rows[key(old)] = None
         before = rows.get(at)
         rows[at] = {**before, **new} if before is not None and change["op"] == "U" else dict(new)
-
-    def clear(self) -> None:
-        self.tables.clear()
-        self.changes.clear()
 
     def split(self, lane_of, lanes: int) -> list[NetEffect]:
         """The run as ``lanes`` runs, table by table (``lane_of(name)``), each keeping its changes' order."""
@@ -145,8 +141,7 @@ class Lanes:
         for applier in self.appliers:
             applier.wait()
         for conn in self.connections[1:]:
-            if not conn.closed:  # closed: the replay has finished with its lanes
-                conn.commit()
+            conn.commit()
 
     def close(self) -> None:
         """Every lane stopped and its connection closed; then what a lane raised, if one did."""

@@ -212,7 +212,7 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
                             connect=lambda: psycopg.connect(target_dsn), lanes=max(1, jobs))
         try:
             with segments or ReadAhead(runner, recovery.segments) as reader:
-                last, archived = _apply_segments(reader, recovery, replayer, replayer.tables, observe)
+                last, archived = _apply_segments(reader, recovery, replayer, observe)
             if +archived != +replayer.applied:  # every archived change up to as_of applied, once
                 raise RecoveryError(f"replay applied {sum(replayer.applied.values())} changes where the archive "
                                     f"holds {sum(archived.values())} up to {_stamp(recovery.as_of)}; the restore "
@@ -230,12 +230,13 @@ def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str]
     return report
 
 
-def _apply_segments(reader: ReadAhead, recovery: RecoveryPlan, replayer: Replayer, tables, observe) -> tuple:
+def _apply_segments(reader: ReadAhead, recovery: RecoveryPlan, replayer: Replayer, observe) -> tuple:
     """Every archived transaction committed before ``until`` to ``replayer``; the commit time of the last and
-    the count of changes (table, op) the archive holds past the base backup's snapshot."""
+    the count of changes (table, op) the archive holds past the base backup's snapshot, of the replayer's
+    tables."""
     if [s["object_key"] for s in reader.segments] != [s["object_key"] for s in recovery.segments]:
         raise RecoveryError("the segments being read are not the plan's")
-    last, archived, until, snapshot = None, Counter(), recovery.until, replayer.snapshot
+    last, archived, until, snapshot, tables = None, Counter(), recovery.until, replayer.snapshot, replayer.tables
     for segment, transactions in reader:  # each bound to its manifest, counts equal
         for transaction in transactions:
             if datetime.fromisoformat(transaction["commit_time"]) >= until:

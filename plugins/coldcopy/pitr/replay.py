@@ -235,11 +235,11 @@ class Replayer:
         """Commit, then set every column-owned sequence from the data (``setval`` to its column's maximum)
         and enable again the triggers this replay disabled."""
         self.commit()
-        self.close()
         for ident in self._quieted:
             self.conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
         moved = self.sync_sequences()
         self.commit()
+        self.close()
         return moved
 
     def sync_sequences(self) -> dict[str, int]:
