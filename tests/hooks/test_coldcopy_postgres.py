@@ -69,3 +69,35 @@ def test_the_dsn_carries_the_session_settings(empty_db, monkeypatch):
     with psycopg.connect(hook.dsn()) as conn:  # the backups' path
         assert conn.execute("SHOW application_name").fetchone()[0] == "coldcopy:backup_to_spaces.backup_database"
         assert conn.execute("SHOW statement_timeout").fetchone()[0] == "3h"
+
+
+# Every extra the docs give a postgres connection (README "Connections", docs/backups.md): connecting with it works
+# on every path — the provider's get_conn (sessions), the DSN (backups) and a client program (psql).
+DOCUMENTED_EXTRAS = [{"cores": 2}, {"require_tls": True}, {"require_tls": "true", "sslmode": "disable"},
+                     {"sslmode": "disable"}, {"options": "-c work_mem=7MB"}, {"connect_timeout": 5},
+                     {"sslrootcert": "/nonexistent/root.crt", "sslmode": "prefer"}]
+
+
+@pytest.mark.parametrize("extra", DOCUMENTED_EXTRAS, ids=lambda e: ",".join(e))
+def test_every_documented_extra_connects_on_every_path(empty_db, monkeypatch, extra):
+    hook = with_extra(monkeypatch, empty_db, **extra)  # the test server is on loopback: require_tls allows it
+    for ours in ("cores", "require_tls"):
+        assert ours not in hook.libpq_params() and ours not in conninfo_to_dict(hook.dsn())
+    with hook.session() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with psycopg.connect(hook.dsn()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    psql = client_popen([pg_program("psql", 15), "-X", "-At", "-c", "SELECT 1"], hook.dsn(),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = psql.communicate()
+    assert psql.returncode == 0 and out.strip() == "1", err
+
+
+def test_an_unknown_extra_is_refused_by_name_before_connecting(empty_db, monkeypatch):
+    from coldcopy.hooks.coldcopy_postgres import UnknownExtraError
+
+    hook = with_extra(monkeypatch, empty_db, sslmdoe="require", cursor="dictcursor")  # cursor: the provider's own
+    for path in (hook.libpq_params, hook.dsn, hook.get_conn):
+        with pytest.raises(UnknownExtraError, match=r"'sslmdoe'.*neither libpq") as refused:
+            path()
+        assert "cursor" not in str(refused.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,38 @@ def require_tls(params: dict) -> None:
                                       "sslmode to require, verify-ca or verify-full in the connection's extra")
 
 
+# Extra keys that are ColdCopy's own settings, never libpq's (README "Connections", docs/backups.md).
+OWN_EXTRAS = {
+    "cores": "the verify server's cores: pg_restore --jobs and the drill's replay connections",
+    "require_tls": "refuse an sslmode weaker than require to a non-loopback host",
+}
+
+
+class UnknownExtraError(ValueError):
+    """A connection's extra holds a key that is neither a libpq setting, the provider's, nor ours."""
+
+
+@functools.cache
+def libpq_keywords() -> frozenset[str]:
+    """Every connection keyword the libpq in use knows (``PQconndefaults``), e.g. ``sslmode``, ``options``."""
+    from psycopg import pq
+
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
+def libpq_extras(conn_id: str, extra: dict, provider_keys) -> dict:
+    """The extra's libpq settings alone. Our own keys (:data:`OWN_EXTRAS`) and the provider's (``cursor``,
+    ``iam``…) are left out; any other key is refused by name: a misspelt ``sslmode`` passed on would fail in
+    libpq only after retries, and one dropped silently could connect without TLS."""
+    unknown = sorted(set(extra) - libpq_keywords() - set(OWN_EXTRAS) - set(provider_keys))
+    if unknown:
+        raise UnknownExtraError(
+            f"connection {conn_id!r}: extra key(s) {', '.join(map(repr, unknown))} are neither libpq connection "
+            f"settings (e.g. sslmode, sslrootcert, options, connect_timeout) nor ColdCopy's own "
+            f"({', '.join(sorted(OWN_EXTRAS))}): fix or remove them in the connection's Extra")
+    return {k: v for k, v in extra.items() if k in libpq_keywords()}
+
+
 class PoolerConnectionError(RuntimeError):
     """The connection reaches PostgreSQL through a transaction-pooling proxy: ops jobs cannot run there."""
 
@@ -66,8 +99,9 @@ class ColdCopyPostgresHook(PostgresHook):
         super().__init__(*args, **kwargs)
         self.application_name = application_name
         self.statement_timeout = statement_timeout
-        # The extra's ``options`` reach the server merged with ours (libpq_params), through the provider's options.
-        self.ignored_extra_options = {*self.ignored_extra_options, "options", "require_tls"}
+        # The extra's ``options`` reach the server merged with ours (libpq_params), through the provider's options;
+        # our own keys never reach libpq (get_conn refuses unknown ones first, through libpq_params).
+        self.ignored_extra_options = {*self.ignored_extra_options, "options", *OWN_EXTRAS}
 
     def libpq_params(self, dbname: str | None = None, *, nonce: str | None = None) -> dict[str, str]:
         """The connection's libpq settings, its extra included (``sslmode``, ``sslrootcert``, ``options``…),
@@ -75,7 +109,7 @@ class ColdCopyPostgresHook(PostgresHook):
         conn = self.connection  # looked up once per hook; get_conn() uses the same
         params = {"host": conn.host, "port": conn.port, "user": conn.login, "password": conn.password,
                   "dbname": dbname or self.database or conn.schema}
-        params.update({k: v for k, v in conn.extra_dejson.items() if k not in self.ignored_extra_options})
+        params.update(libpq_extras(self.postgres_conn_id, conn.extra_dejson, type(self).ignored_extra_options))
         # The session settings travel as startup parameters, so every connection (the provider's, backups' from
         # the DSN) starts with them; client programs get their own application_name (coldcopy.sessions).
         params.setdefault("application_name", self.application_name[:63])
