@@ -18,7 +18,7 @@ REVOKE ALL ON coldcopy_ops.subject_key FROM PUBLIC;
 -- HMAC-SHA256 under the pepper of a text (hex); NULL until the pepper exists.
 CREATE OR REPLACE FUNCTION coldcopy_ops.keyed(value text)
 RETURNS text LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(k.outer_pad || pg_catalog.sha256(k.inner_pad || pg_catalog.convert_to(value, 'UTF8'))), 'hex') FROM coldcopy_ops.subject_key k $$;
 
 -- The one-way key of a data subject: HMAC under the pepper of sha256('<workspace id>:<lower(email)>') (per
@@ -27,13 +27,13 @@ AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(k.outer_pad || pg_catalog.sha25
 -- without the address.
 CREATE OR REPLACE FUNCTION coldcopy_ops.subject_hash(workspace uuid, email text)
 RETURNS text LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT coldcopy_ops.keyed(pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(workspace::text || ':' || pg_catalog.lower(email), 'UTF8')), 'hex')) $$;
 
 -- The one-way key of an erased row id (lead, message): applied to restored backups and archived months.
 CREATE OR REPLACE FUNCTION coldcopy_ops.id_hash(id uuid)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(id::text, 'UTF8')), 'hex') $$;
 
 -- Every erasure: no personal data, only one-way keys and counts. Mirrored, signed, under gdpr/erasures/ in the
@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.retention_log (
 CREATE OR REPLACE FUNCTION coldcopy_ops.refuse_erased_subject()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF EXISTS (SELECT 1 FROM public.suppression_list s

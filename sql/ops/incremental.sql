@@ -60,31 +60,31 @@ CREATE INDEX IF NOT EXISTS ivm_verifications_summary_idx ON coldcopy_ops.ivm_ver
 -- The keys of every row of an email_events table (the whole table before a TRUNCATE; a month when it is attached
 -- or detached, which no DML trigger sees), as the current transaction's change.
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_record_email_events(rel regclass)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   EXECUTE pg_catalog.format(
     'INSERT INTO coldcopy_ops.ivm_delta_email_events SELECT DISTINCT pg_catalog.pg_current_xact_id(), '
-    'workspace_id, campaign_id, lead_id, message_id, email_account_id, (occurred_at AT TIME ZONE ''UTC'')::date, '
+    'workspace_id, campaign_id, lead_id, message_id, email_account_id, (occurred_at AT TIME ZONE ''UTC'')::pg_catalog.date, '
     'event_type FROM %s', rel);
 END
 $$;
 
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_events()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF TG_OP = 'INSERT' THEN
     INSERT INTO coldcopy_ops.ivm_delta_email_events
     SELECT DISTINCT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id,
-           email_account_id, (occurred_at AT TIME ZONE 'UTC')::date, event_type FROM ivm_new;
+           email_account_id, (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type FROM ivm_new;
   ELSIF TG_OP = 'UPDATE' THEN
     INSERT INTO coldcopy_ops.ivm_delta_email_events
     SELECT DISTINCT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id,
-           email_account_id, (occurred_at AT TIME ZONE 'UTC')::date, event_type
+           email_account_id, (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type
     FROM (SELECT * FROM ivm_old UNION ALL SELECT * FROM ivm_new) r;
   ELSIF TG_OP = 'DELETE' THEN
     INSERT INTO coldcopy_ops.ivm_delta_email_events
     SELECT DISTINCT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id,
-           email_account_id, (occurred_at AT TIME ZONE 'UTC')::date, event_type FROM ivm_old;
+           email_account_id, (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type FROM ivm_old;
   ELSE  -- BEFORE TRUNCATE: the rows about to go
     PERFORM coldcopy_ops.ivm_record_email_events(TG_RELID);
   END IF;
@@ -94,11 +94,11 @@ $$;
 
 -- campaigns and campaign_sequences: a summary group per row id.
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_ids()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  delta text := CASE TG_TABLE_NAME WHEN 'campaigns' THEN 'ivm_delta_campaigns'
+  delta pg_catalog.text := CASE TG_TABLE_NAME WHEN 'campaigns' THEN 'ivm_delta_campaigns'
                                    WHEN 'campaign_sequences' THEN 'ivm_delta_campaign_sequences' END;
-  rows text := CASE TG_OP WHEN 'INSERT' THEN 'SELECT id FROM ivm_new'
+  rows pg_catalog.text := CASE TG_OP WHEN 'INSERT' THEN 'SELECT id FROM ivm_new'
                           WHEN 'UPDATE' THEN 'SELECT id FROM ivm_old UNION SELECT id FROM ivm_new'
                           WHEN 'DELETE' THEN 'SELECT id FROM ivm_old'
                           ELSE pg_catalog.format('SELECT id FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) END;
@@ -110,7 +110,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_messages()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF TG_OP = 'INSERT' THEN
     INSERT INTO coldcopy_ops.ivm_delta_email_messages

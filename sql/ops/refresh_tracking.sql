@@ -40,7 +40,7 @@ CREATE INDEX IF NOT EXISTS source_changes_changed_at_idx ON coldcopy_ops.source_
 CREATE OR REPLACE FUNCTION coldcopy_ops.record_source_change()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   -- A write to a partition counts as a write to its partitioned table.
