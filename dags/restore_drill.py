@@ -36,6 +36,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
+from coldcopy.dag_params import AS_OF_PATTERN, optional, text
 from coldcopy.operators.drills import RestoreDrillOperator
 
 with DAG(
@@ -48,11 +49,11 @@ with DAG(
     default_args=default_args(pool=HEAVY_POOL, retries=2),
     deadline=alerts.deadline(timedelta(hours=4), expected="the daily restore drill"),
     params={
-        "as_of": Param("", type="string", description="the second to restore (UTC, 2026-12-04T03:00:05Z); empty: "
-                       "a random second of the last 24 h"),
+        "as_of": optional("the second to restore (UTC, whole seconds, 2026-12-04T03:00:05Z); empty: a random "
+                          "second of the last 24 h", pattern=AS_OF_PATTERN),
         "jobs": Param(0, type="integer", minimum=0, description="pg_restore --jobs (0: the verify server's cores)"),
     },
     tags=["coldcopy", "backups", "pitr"],
     doc_md=__doc__,
 ):
-    RestoreDrillOperator(task_id="drill", as_of="{{ params.as_of }}", jobs="{{ params.jobs }}")
+    RestoreDrillOperator(task_id="drill", as_of=text("as_of"), jobs="{{ params.jobs }}")

@@ -41,6 +41,7 @@ CLI: `airflow dags trigger restore_from_spaces --conf '{"backup": "latest", "tar
 from airflow.sdk import DAG, Param
 
 from coldcopy.dag_defaults import START_DATE, default_args
+from coldcopy.dag_params import AS_OF_PATTERN, SCHEMA_PATTERN, optional, text
 from coldcopy.operators.restore import RestoreFromSpacesOperator
 from coldcopy.operators.restore_approval import RestoreApprovalOperator
 
@@ -53,19 +54,21 @@ with DAG(
     max_active_runs=1,
     default_args=default_args(retries=2),
     params={
-        "backup": Param("latest", type="string", description="latest, YYYY-MM-DD, or an object key"),
-        "target_database": Param("coldcopy_restored", type="string", minLength=1),
-        "tables": Param([], type="array", description="only these tables' rows (schema-qualified)"),
-        "as_of": Param("", type="string", description="point in time, UTC, e.g. 2026-11-29T16:00:05Z (empty: "
-                       "the backup itself); needs the change archive (docs/pitr.md)"),
-        "workspace_id": Param("", type="string", description="only this workspace's rows (empty: all)"),
-        "target_schema": Param("", type="string", description="with workspace_id: copy into this new schema of the "
-                               "live database instead of a new database"),
+        "backup": Param("latest", type="string", pattern=r"^(latest|\d{4}-\d{2}-\d{2}|backups/\S+)$",
+                        description="latest, YYYY-MM-DD (newest of that day), or an object key backups/…"),
+        "target_database": Param("coldcopy_restored", type="string", minLength=1, maxLength=63),
+        "tables": optional("only these tables' rows, schema-qualified (empty: all)", kind="array",
+                           items={"type": "string", "pattern": r"^[^.\s]+\.[^\s]+$"}),
+        "as_of": optional("point in time, UTC, whole seconds, e.g. 2026-11-29T16:00:05Z (empty: the backup itself); "
+                          "needs the change archive (docs/pitr.md)", pattern=AS_OF_PATTERN),
+        "workspace_id": optional("only this workspace's rows, its UUID (empty: the whole database)", format="uuid"),
+        "target_schema": optional("with workspace_id: copy into this new schema of the live database instead of a "
+                                  "new database (lower-case letters, digits, _)", pattern=SCHEMA_PATTERN),
     },
     tags=["coldcopy", "backups", "restore"],
     doc_md=__doc__,
 ):
     what = {"backup": "{{ params.backup }}", "target_database": "{{ params.target_database }}",
-            "tables": "{{ params.tables | join(',') }}", "as_of": "{{ params.as_of }}"}
+            "tables": "{{ (params.tables or []) | join(',') }}", "as_of": text("as_of")}
     RestoreApprovalOperator(task_id="approve", **what) >> RestoreFromSpacesOperator(
-        task_id="restore", **what, workspace_id="{{ params.workspace_id }}", target_schema="{{ params.target_schema }}")
+        task_id="restore", **what, workspace_id=text("workspace_id"), target_schema=text("target_schema"))

@@ -134,3 +134,55 @@ def test_the_first_retry_delay_follows_coldcopy_retry_delay_s_and_refuses_nonsen
         monkeypatch.setenv(RETRY_DELAY_ENV, bad)
         with pytest.raises(ValueError, match=RETRY_DELAY_ENV):
             retry_delay()
+
+
+def test_every_dag_can_be_triggered_from_the_form_with_its_defaults(dagbag):
+    """Issue 41: a param the form holds required (its type without "null") with an empty default turned the Trigger
+    form red and kept its button disabled; every DAG's defaults must also pass their own schemas (Airflow's
+    ParamsDict validation, what a trigger runs)."""
+    from coldcopy.dag_params import required_in_form
+
+    for dag_id, dag in dagbag.dags.items():
+        dag.params.validate()  # raises ParamValidationError naming the param
+        for name, param in dag.params.items():
+            if required_in_form(param):
+                assert param.value not in (None, "", []), f"{dag_id}.{name}: required in the form, empty by default"
+
+
+@pytest.mark.parametrize(("dag_id", "conf", "refused"), [
+    ("restore_from_spaces", {"as_of": "2026-11-29T16:00:05Z", "workspace_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                             "target_schema": "support_ws1", "tables": ["public.workspaces"]}, None),
+    ("restore_from_spaces", {"as_of": None, "workspace_id": None, "target_schema": None, "tables": None}, None),
+    ("restore_from_spaces", {"as_of": "yesterday"}, "as_of"),
+    ("restore_from_spaces", {"as_of": "2026-11-29 16:00:05"}, "as_of"),  # no zone: would restore the wrong hour
+    ("restore_from_spaces", {"workspace_id": "acme"}, "workspace_id"),
+    ("restore_from_spaces", {"target_schema": "Support-Copy"}, "target_schema"),
+    ("restore_from_spaces", {"backup": "last week"}, "backup"),
+    ("restore_from_spaces", {"tables": ["workspaces"]}, "tables"),
+    ("restore_drill", {"as_of": "2026-12-04T03:00:05+00:00"}, None),
+    ("restore_drill", {"as_of": "now"}, "as_of"),
+    ("partition_restore", {"month": "2025-13-01"}, "month"),
+])
+def test_a_bad_param_is_refused_before_the_run(dagbag, dag_id, conf, refused):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    def trigger():  # what a trigger does: the DAG's params, the run's conf over them, validated
+        params = ParamsDict(dagbag.get_dag(dag_id).params)
+        params.update(conf)
+        return params.validate()
+
+    if refused is None:
+        trigger()
+        return
+    with pytest.raises(ParamValidationError, match=f"param {refused}"):
+        trigger()
+
+
+def test_an_empty_optional_param_reaches_the_task_as_empty_text():
+    from jinja2 import Template
+
+    from coldcopy.dag_params import text
+
+    assert Template(text("as_of")).render(params={"as_of": None}) == ""  # not "None"
+    assert Template(text("as_of")).render(params={"as_of": "2026-11-29T16:00:05Z"}) == "2026-11-29T16:00:05Z"

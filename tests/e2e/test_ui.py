@@ -79,3 +79,19 @@ def test_the_health_page_in_the_airflow_nav(page, live, generated_template):
     assert not re.search(r"\d\d:\d\d:\d\d\.\d{3,}", text), "a timestamp with sub-seconds"
     assert not re.search(r"\b\d+\.\d{4,}\b", text), "a number with machine precision"
     page.screenshot(path=ARTIFACTS / "health_page.png", full_page=True)
+
+
+def test_the_trigger_form_of_every_hand_started_dag_can_be_submitted_with_its_defaults(page, live, api):
+    """Issue 41, 1: empty optional params once turned the form red and kept its Trigger button disabled. Defaults:
+    restore_from_spaces restores the latest backup, whole database, into a new one; nothing is triggered here."""
+    for dag_id in ("restore_from_spaces", "restore_drill", "partition_restore"):
+        page.goto(f"{live.stack.url}/dags/{dag_id}")
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.get_by_role("dialog")
+        submit = dialog.get_by_role("button", name="Trigger")
+        submit.wait_for(timeout=30_000)
+        dialog.get_by_text("Run Parameters").first.wait_for(timeout=10_000)
+        page.screenshot(path=ARTIFACTS / f"trigger_{dag_id}.png")
+        assert submit.is_enabled(), f"{dag_id}: the Trigger button is disabled ({dialog.inner_text()[:1500]})"
+        assert "required" not in dialog.inner_text().lower(), dialog.inner_text()[:1500]
+        page.keyboard.press("Escape")
