@@ -304,6 +304,14 @@ def test_restore_of_a_month_never_archived_fails_at_once_with_where_it_looked(mi
         with pytest.raises(ArchiveError, match=f"no archive for 1999-01 under s3://{bucket}/archive/email_events/"
                                                "1999/01/"):
             manager(conn).restore(datetime(1999, 1, 1, tzinfo=UTC), spaces)
+        with pytest.raises(ArchiveError, match="holds no archived month at all"):
+            manager(conn).restore(datetime(1999, 1, 1, tzinfo=UTC), spaces)
+        for month in ("2024/05", "2024/07", "2023/01"):  # what the bucket holds: the nearest are named
+            spaces.put(f"archive/email_events/{month}/manifest.json", b"{}")
+        spaces.put("archive/email_events/2024/06/junk.json", b"{}")
+        with pytest.raises(ArchiveError, match=r"nearest to it: 2023-01, 2024-05, 2024-07 \(of 3\); trigger "
+                                               "partition_restore"):
+            manager(conn).restore(datetime(2024, 6, 1, tzinfo=UTC), spaces)
     coldcopy_conn(migrated_db)
     with pytest.raises(AirflowFailException, match="no archive for 1999-01"):  # fail, not retry 3 times
         RestorePartitionOperator(task_id="restore", month="1999-01").execute({})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta
 
 import psycopg
@@ -12,7 +13,7 @@ from coldcopy import catalog
 from coldcopy.gdpr import drop_erased_rows
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
-from coldcopy.partitions.common import PARENT, ArchiveError, Partition
+from coldcopy.partitions.common import ARCHIVE_PREFIX, PARENT, ArchiveError, Partition
 from coldcopy.partitions.streams import object_problems, read_back
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ class Importer:
                                f"('{partition.range_start.isoformat()}') TO ('{partition.range_end.isoformat()}')")
         if not bucket.exists(partition.manifest_key):
             raise ArchiveError(f"no archive for {partition.month} under "
-                               f"{bucket.uri}/{partition.manifest_key.rsplit('/', 1)[0]}/ (never archived?)")
+                               f"{bucket.uri}/{partition.manifest_key.rsplit('/', 1)[0]}/: "
+                               f"{archived_months_hint(bucket, partition.month)}")
         manifest = self.read_manifest(partition, bucket)
         table = sql.Identifier(partition.name)
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in manifest["columns"])
@@ -89,3 +91,23 @@ class Importer:
             self._record_parent_change(partition.name)
 
         under_lock_timeout(self.conn, attach, self.lock_retry, what=f"attach of {partition.name}")
+
+
+def archived_months_hint(bucket: Bucket, month: str, nearest: int = 6) -> str:
+    """What to do instead: the archived months nearest to ``month`` (names from the bucket: shown, never used
+    as SQL; a month is restorable only once its signed manifest verifies)."""
+    months = sorted({f"{m[1]}-{m[2]}" for key in bucket.list_keys(f"{ARCHIVE_PREFIX}/")
+                     if (m := _MANIFEST_KEY.fullmatch(key[len(ARCHIVE_PREFIX) + 1:]))})
+    if not months:
+        return "the bucket holds no archived month at all (partition_maintenance archives months past 12)"
+    closest = sorted(months, key=lambda m: abs(_month_number(m) - _month_number(month)))[:nearest]
+    return f"archived months nearest to it: {', '.join(sorted(closest))} (of {len(months)}); trigger " \
+           f"partition_restore with one of them as month"
+
+
+_MANIFEST_KEY = re.compile(r"(\d{4})/(\d{2})/manifest\.json")
+
+
+def _month_number(month: str) -> int:
+    year, number = month.split("-")
+    return int(year) * 12 + int(number)
