@@ -45,3 +45,28 @@ def test_a_layout_it_does_not_know_is_left_as_it_was(generated_db, tmp_path):
     (tmp_path / "cut.dump").write_bytes(streamed[:len(streamed) // 2])  # blocks missing past the middle
     assert offsets.add_offsets(str(tmp_path / "cut.dump")) == 0
     assert (tmp_path / "cut.dump").read_bytes() == streamed[:len(streamed) // 2]
+
+
+def _int(value: int) -> bytes:  # the archive's integer: a sign byte, then four bytes, little-endian
+    return bytes([value < 0]) + abs(value).to_bytes(4, "little")
+
+
+def _str(value: bytes | None) -> bytes:
+    return _int(-1) if value is None else _int(len(value)) + value
+
+
+def archive(dump_id: int) -> bytes:
+    """A minimal -Z0 archive of version 1.14: one TABLE DATA entry, ``dump_id``, its block right after the TOC."""
+    head = b"PGDMP" + bytes([1, 14, 0, 4, 8, 1]) + _int(0) + _int(0) * 7 + _str(b"db") + _str(b"15") * 2
+    entry = (_int(dump_id) + _int(1) + _str(b"0") + _str(b"0") + _str(b"notes") + _str(b"TABLE DATA") + _int(3)
+             + _str(b"") * 7 + _str(b"false") + _str(None) + bytes([offsets._POS_NOT_SET]) + bytes(8))
+    return head + _int(1) + entry + bytes([offsets._BLK_DATA]) + _int(abs(dump_id)) + _str(b"1\tx\n") + _int(0)
+
+
+def test_a_negative_dump_id_leaves_the_file_alone(tmp_path):
+    """Before: ``OverflowError`` (a negative id cannot be written as the block header it looks for)."""
+    (tmp_path / "fine.dump").write_bytes(archive(5))
+    assert offsets.add_offsets(str(tmp_path / "fine.dump")) == 1
+    (tmp_path / "negative.dump").write_bytes(archive(-5))
+    assert offsets.add_offsets(str(tmp_path / "negative.dump")) == 0
+    assert (tmp_path / "negative.dump").read_bytes() == archive(-5)

@@ -88,6 +88,8 @@ def _entries(reader: _Reader) -> tuple[list[tuple[int, int]], int]:
             pass
         if desc in (b"BLOBS", b"BLOB", b"LARGE OBJECTS"):
             raise Unsupported("large objects")
+        if dump_id <= 0:  # pg_dump numbers its entries from 1: no block header to look for
+            raise Unsupported(f"an entry with the dump id {dump_id}")
         position, state = reader.pos, reader.byte()
         reader.pos += off_size
         if had_dumper and state == _POS_NOT_SET:
