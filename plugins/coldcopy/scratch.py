@@ -1,9 +1,9 @@
 """Scratch databases: the copies of production the jobs make for a while (a rehearsal's restored copy, a
 backup's verification, a restore's quarantine, a one-workspace restore's scratch) — and never leave behind.
 
-* **Created closed**: ``CONNECT`` and ``TEMPORARY`` revoked from PUBLIC at once (the role that created it, its
-  owner, keeps them), so no application or API role reads production's rows from a copy the erasures have not
-  yet reached.
+* **Created closed**: ``CONNECT`` and ``TEMPORARY`` revoked from PUBLIC (the role that created it, its owner,
+  keeps them) before it accepts any connection (``ALLOW_CONNECTIONS = false`` until then), so no application or
+  API role reads production's rows from a copy the erasures have not yet reached.
 * **Labelled**: its comment says what it is, who made it and when it expires (the creating task's timeout), so
   a task killed with SIGKILL, which runs no ``finally``, still leaves something that says it may go.
 * **Swept**: :func:`sweep` (at the start of every job that makes one, on that server) drops the expired ones
@@ -41,10 +41,13 @@ def create(admin: psycopg.Connection, name: str, kind: str, ttl: timedelta | Non
     label = {"label": LABEL, "kind": kind, "created_at": now.isoformat(),
              "expires_at": (now + (ttl or DEFAULT_TTL)).isoformat(), "host": socket.gethostname(), "pid": os.getpid()}
     ident = sql.Identifier(name)
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    # Made accepting no connection at all (not even its owner's) until PUBLIC's CONNECT is revoked: a session
+    # opened in between would have stayed open, with production's rows in reach once they are restored.
+    admin.execute(sql.SQL("CREATE DATABASE {} WITH ALLOW_CONNECTIONS = false").format(ident))
     try:
         admin.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(ident))
         admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(json.dumps(label))))
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS = true").format(ident))
     except BaseException:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
         raise
