@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -65,8 +64,9 @@ class Applied:
 class SummaryMaintainer:
     """Maintains the summary ``name`` (one of :data:`SUMMARIES`) on the autocommit connection ``conn``.
 
-    One session applies a summary at a time (a transaction-level advisory lock; a second one fails with
-    :class:`SummaryBusy` at once rather than queue). Each apply is one REPEATABLE READ transaction under
+    One session applies a summary at a time (its row of ``coldcopy_ops.ivm_apply_locks`` locked for the
+    transaction, which only the ops role may lock; a second one fails with :class:`SummaryBusy` at once rather
+    than queue). Each apply is one REPEATABLE READ transaction under
     ``lock_timeout`` with retries: it takes row locks on the groups it replaces only (ROW EXCLUSIVE on the
     summary, which no reader's lock conflicts with).
     """
@@ -79,7 +79,6 @@ class SummaryMaintainer:
         self.lock_retry, self.statement_timeout = lock_retry, statement_timeout
         self.table = sql.Identifier(self.summary.schema, self.summary.table)
         self.definition = sql.Identifier(self.summary.schema, f"{self.summary.table}_definition")
-        self._lock_key = zlib.crc32(f"coldcopy.incremental:{name}".encode())
 
     # -- facts -------------------------------------------------------------------------------------------
 
@@ -108,6 +107,8 @@ class SummaryMaintainer:
     def _rebuild_reason(self, state: dict | None, force: bool, fingerprint: str, identity: str) -> str | None:
         if force:
             return "forced"
+        if due := capture.due(self.conn, self.summary.name):
+            return f"changes went uncaptured: {due}"
         if state is None:
             return "no state on record: first build, or a source's capture was (re)installed"
         if state["definition_sha"] != fingerprint:
@@ -128,8 +129,10 @@ class SummaryMaintainer:
         capture.ensure(self.conn, self.summary, self.lock_retry)
 
         def work():
-            # A transaction-level lock: safe through a transaction pooler, gone with the transaction however it ends.
-            if not self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._lock_key,)).fetchone()[0]:
+            # A row lock: safe through a transaction pooler, gone with the transaction however it ends, and
+            # (unlike an advisory lock's key) out of reach of any login without UPDATE on the table.
+            if not self.conn.execute("SELECT 1 FROM coldcopy_ops.ivm_apply_locks WHERE summary = %s FOR UPDATE "
+                                     "SKIP LOCKED", (self.summary.name,)).fetchone():
                 raise SummaryBusy(f"{self.summary.name}: another session is applying it")
             applied = self._apply(force)
             if verify is not None:
@@ -161,6 +164,7 @@ class SummaryMaintainer:
                 self.definition))
             groups = self.replace_with_truth()[0]
             conn.execute("DROP TABLE ivm_truth")
+            conn.execute("DELETE FROM coldcopy_ops.ivm_rebuild_due WHERE summary = %s", (self.summary.name,))
             applied = Applied(self.summary.name, "rebuild", reason, groups, snapshot)
         else:
             applied = Applied(self.summary.name, "incremental",

@@ -170,9 +170,22 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
             if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone():
                 raise AirflowFailException(f"{target!r} does not exist: a table restore needs its schema")
         target_dsn = self.hook().dsn(dbname=target)
-        runner.restore(key, target_dsn, tables=tables, manifest=manifest)
-        self.replay(runner, target_dsn, tables)
+        try:
+            runner.restore(key, target_dsn, tables=tables, manifest=manifest)
+            self.replay(runner, target_dsn, tables)
+        finally:  # loaded and replayed with triggers off: no capture saw it (coldcopy.incremental)
+            self._summaries_rebuild(target_dsn, tables)
         return self.reapply_erasures(runner, manifest, target_dsn)
+
+    def _summaries_rebuild(self, target_dsn: str, tables: list[str]) -> None:
+        import psycopg
+
+        from coldcopy.incremental import capture
+
+        with psycopg.connect(target_dsn, autocommit=True) as conn:
+            if due := capture.note_lost(conn, tables, f"table restore of {', '.join(tables)}"):
+                self.log.info("summaries reading the restored tables rebuild on their next refresh: %s",
+                              ", ".join(due))
 
     def replay(self, runner, target_dsn: str, tables: list[str] | None = None, jobs: int = 1,
                segments=None) -> None:
