@@ -90,11 +90,9 @@ class Replayer:
                                                                                t in self.tables)]
                 self._flush()
                 if names:
-                    with self._lanes.waits(0):
-                        self.conn.execute(sql.SQL("TRUNCATE {}{}").format(
-                            sql.SQL(", ").join(self._table(t).ident for t in names),
-                            sql.SQL(" RESTART IDENTITY" if change["restart_identity"] else "")))
-                    self._release()
+                    self.conn.execute(sql.SQL("TRUNCATE {}{}").format(
+                        sql.SQL(", ").join(self._table(t).ident for t in names),
+                        sql.SQL(" RESTART IDENTITY" if change["restart_identity"] else "")))
                     self.applied.update((t, "T") for t in names)
             elif self.tables is None or change["table"] in self.tables:
                 self._row(change)
@@ -109,8 +107,19 @@ class Replayer:
 
     def commit(self) -> None:
         self._flush()
+        self._triggers_on()
         self.conn.commit()
         self._pending = 0
+
+    def _triggers_on(self) -> None:
+        """Enable again, in the transaction about to commit, the user triggers this replay disabled in it: a
+        disabled trigger is never committed, so a replay that fails or is killed leaves none off (capture, GDPR
+        audit). The next transaction looks its tables up, and quiets them, again."""
+        for ident in self._quieted:
+            self.conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
+        for name in [n for n, t in self._tables.items() if t.ident in self._quieted]:
+            del self._tables[name]
+        self._quieted.clear()
 
     def close(self) -> None:
         """Wait for the runs in flight (raising what they raised); stop the lanes' threads and connections."""
@@ -158,14 +167,6 @@ class Replayer:
 
     def _exact(self, table: _Table, change: dict) -> None:
         self._statements.exact(self.conn, table, change, self._queue)
-
-    def _release(self) -> None:
-        """With other lanes, the replay's own connection commits the truncate or partition step it just took a
-        lock for: the table's own lane would wait for that lock while the replay waits for the lane. The table's
-        changes stay in commit order (its lane's next run follows this commit); the private target is committed
-        in parts already (each lane commits its own)."""
-        if len(self._lanes.connections) > 1:
-            self.conn.commit()
 
     def _hand_over(self, *, commit: bool) -> None:
         """The run collected so far (and the commit of the replay's batch) to the lanes' threads."""
@@ -221,9 +222,7 @@ class Replayer:
             self._tables.clear()
             self._statements.clear()
         elif marker["kind"] == "partition":
-            with self._lanes.waits(0):
-                self._partition(marker)
-            self._release()
+            self._partition(marker)
             self._tables.clear()
             self._statements.clear()
 
@@ -247,8 +246,6 @@ class Replayer:
         """Commit, then set every column-owned sequence from the data (``setval`` to its column's maximum)
         and enable again the triggers this replay disabled."""
         self.commit()
-        for ident in self._quieted:
-            self.conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
         moved = self.sync_sequences()
         self.commit()
         self.close()
