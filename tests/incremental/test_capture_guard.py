@@ -185,6 +185,23 @@ def test_a_missing_delta_table_is_created_again_and_its_summaries_rebuilt(genera
         assert SummaryMaintainer(conn, "analytics.lead_engagement").apply().mode == "incremental"  # reads no campaign
 
 
+def test_creating_a_lost_delta_table_again_locks_no_other_delta_table(generated_db):
+    """Before: the whole incremental.sql ran again, whose CREATE INDEX IF NOT EXISTS takes SHARE on every delta
+    table: it waited behind a writer's open transaction, and every writer after queued behind it."""
+    from coldcopy.lock_retries import LockRetryPolicy
+
+    apply_all(generated_db)
+    with psycopg.connect(generated_db) as writer, psycopg.connect(generated_db, autocommit=True) as conn:
+        conn.execute("DROP TABLE coldcopy_ops.ivm_delta_campaigns")
+        writer.execute(FIFTY_EVENTS)  # open: ROW EXCLUSIVE on ivm_delta_email_events until it commits
+        once = LockRetryPolicy(attempts=1, lock_timeout_ms=500)
+        applied = SummaryMaintainer(conn, NAME, lock_retry=once).apply()
+        assert applied.mode == "rebuild" and "delta table was missing" in applied.reason
+        writer.commit()
+        assert SummaryMaintainer(conn, NAME).apply().groups > 0  # the writer's events, captured
+        assert differences(conn, NAME) == 0
+
+
 def test_a_source_marked_lost_by_a_writer_rebuilds_each_summary_reading_it(generated_db):
     """A row of ivm_rebuild_due without a summary (what a degraded capture trigger writes) stands for every
     summary reading its source."""

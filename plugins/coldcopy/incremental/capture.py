@@ -12,6 +12,7 @@ due for a rebuild (``coldcopy_ops.ivm_rebuild_due``, :func:`note_lost`), as does
 from __future__ import annotations
 
 import logging
+import re
 
 import psycopg
 from psycopg import sql
@@ -147,15 +148,26 @@ def _expand_due(conn: psycopg.Connection) -> None:
 
 def _recreate_lost_deltas(conn: psycopg.Connection, summary: Summary, policy: LockRetryPolicy) -> None:
     """A delta table of ``summary``'s captures gone (dropped by hand; the writers' capture then fails or, once
-    it degrades, skips it): its sources' summaries are marked due, then incremental.sql is applied again."""
+    it degrades, skips it): its sources' summaries are marked due and the table is created again, in one
+    transaction — from its own statements of incremental.sql, so no other delta table is locked (applying the
+    whole file again would take SHARE on each, its CREATE INDEX IF NOT EXISTS, and writers would queue)."""
     gone = [c for c in summary.captures() if conn.execute("SELECT to_regclass(%s) IS NULL",
                                                           (f"coldcopy_ops.{c.delta}",)).fetchone()[0]]
     if not gone:
         return
-    with conn.transaction():
-        readers = note_lost(conn, [c.table for c in gone], "its delta table was missing")
-        conn.execute("DELETE FROM coldcopy_ops.ops_objects WHERE name = 'incremental'")
-    ops_schema.ensure(conn, "incremental", policy)
+    ddl = (ops_schema.OPS_SQL_DIR / "incremental.sql").read_text()
+
+    def recreate() -> list[str]:
+        for c in gone:
+            statements = re.findall(rf"CREATE (?:TABLE|INDEX) IF NOT EXISTS [^;]*\b{c.delta}\b[^;]*;", ddl)
+            if not any(s.startswith("CREATE TABLE") for s in statements):
+                raise RuntimeError(f"coldcopy_ops.{c.delta} is missing and sql/ops/incremental.sql does not create it")
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(sql.Identifier("coldcopy_ops", c.delta)))
+        return note_lost(conn, [c.table for c in gone], "its delta table was missing")
+
+    readers = under_lock_timeout(conn, recreate, policy, what="delta tables created again")
     log.warning("delta table(s) %s were missing: created again; %s rebuild on their next apply",
                 ", ".join(c.delta for c in gone), ", ".join(readers))
 
