@@ -1,12 +1,19 @@
 -- A database shaped like a hosted Supabase project, for the Supabase-faithful test tier (tests/supabase/).
 -- Run by the bootstrap superuser supabase_admin (initdb -U supabase_admin) in the database "postgres", once.
--- Follows supabase/postgres migrations/db/ (init-scripts, 10000000000000_demote-postgres.sql, the grants to
--- postgres since) and ansible/files/pgbouncer_config/pgbouncer_auth_schema.sql: the login role "postgres" is
--- no superuser, the platform's schemas belong to the platform's roles, extensions live in "extensions",
--- default privileges hand every new public object to the API roles, and the API roles carry statement timeouts.
+-- Follows supabase/postgres migrations/db/ in the platform's order: roles and extensions first (init-scripts/
+-- 00000000000000-initial-schema.sql), then the grants that follow them (the initial schema's, post-setup,
+-- 10000000000000_demote-postgres.sql, 20230224042246_grant_extensions_perms_for_postgres.sql: every routine,
+-- table and sequence of "extensions" to postgres WITH GRANT OPTION), then the platform's services (auth,
+-- storage, realtime, the pooler's auth_query), then what a project commonly runs itself (its grants on
+-- "extensions" to the API roles). Because those grants come after the extensions exist, they differ from the
+-- extensions' initial privileges and pg_dump writes them (GRANT ALL ON FUNCTION extensions.pg_stat_statements(…)
+-- TO postgres WITH GRANT OPTION), as in a real project's dumps. The login role "postgres" is no superuser, the
+-- platform's schemas belong to the platform's roles, default privileges hand every new public object to the API
+-- roles, and the API roles carry statement timeouts.
 -- What supautils adds (privileged extensions and settings for postgres) is not here: without it postgres may
 -- do less, never more, than on Supabase.
 
+-- 1. Roles.
 CREATE ROLE postgres LOGIN NOSUPERUSER CREATEDB CREATEROLE REPLICATION BYPASSRLS;
 ALTER ROLE supabase_admin SET search_path TO "$user", public, auth, extensions;
 ALTER ROLE postgres SET search_path TO "$user", public, extensions;
@@ -25,15 +32,36 @@ CREATE ROLE supabase_realtime_admin NOLOGIN NOINHERIT;
 CREATE ROLE supabase_replication_admin LOGIN REPLICATION;
 CREATE ROLE supabase_read_only_user LOGIN BYPASSRLS;
 GRANT pg_read_all_data TO supabase_read_only_user;
-GRANT pg_monitor, pg_read_all_data, pg_signal_backend TO postgres;
-GRANT anon, authenticated, service_role TO postgres;
 
-GRANT ALL ON DATABASE postgres TO postgres;
+-- 2. Extensions, in their own schema, installed by the platform (supabase_admin).
+CREATE SCHEMA extensions;
+CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA extensions;
+CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA extensions;
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA extensions;
+
+-- 3. The platform's grants, which follow the roles and extensions.
 GRANT USAGE ON SCHEMA public TO postgres, anon, authenticated, service_role;
-GRANT CREATE ON SCHEMA public TO postgres;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO postgres, anon, authenticated, service_role;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO postgres, anon, authenticated, service_role;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO postgres, anon, authenticated, service_role;
+GRANT USAGE ON SCHEMA extensions TO postgres, anon, authenticated, service_role;
+-- 10000000000000_demote-postgres.sql
+GRANT ALL ON DATABASE postgres TO postgres;
+GRANT CREATE ON SCHEMA public TO postgres;
+GRANT ALL ON SCHEMA extensions TO postgres;
+GRANT ALL ON ALL TABLES IN SCHEMA extensions TO postgres;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA extensions TO postgres;
+GRANT ALL ON ALL ROUTINES IN SCHEMA extensions TO postgres;
+-- 20230224042246_grant_extensions_perms_for_postgres.sql
+GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA extensions TO postgres WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON ALL ROUTINES IN SCHEMA extensions TO postgres WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA extensions TO postgres WITH GRANT OPTION;
+ALTER DEFAULT PRIVILEGES IN SCHEMA extensions GRANT ALL ON TABLES TO postgres WITH GRANT OPTION;
+ALTER DEFAULT PRIVILEGES IN SCHEMA extensions GRANT ALL ON ROUTINES TO postgres WITH GRANT OPTION;
+ALTER DEFAULT PRIVILEGES IN SCHEMA extensions GRANT ALL ON SEQUENCES TO postgres WITH GRANT OPTION;
+-- 20230201083204_grant_auth_roles_to_postgres.sql, 20230306081037_grant_pg_monitor_to_postgres.sql, and since
+GRANT pg_monitor, pg_read_all_data, pg_signal_backend TO postgres;
+GRANT anon, authenticated, service_role TO postgres;
 ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
 ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
 ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
@@ -42,14 +70,7 @@ GRANT ALL ON FUNCTION pg_catalog.pg_reload_conf() TO postgres WITH GRANT OPTION;
 -- privileged_role_allowed_configs); PostgreSQL 15's own grant stands in for it here.
 GRANT SET ON PARAMETER session_replication_role TO postgres;
 
--- Extensions, in their own schema, installed by the platform.
-CREATE SCHEMA extensions;
-GRANT USAGE ON SCHEMA extensions TO postgres, anon, authenticated, service_role;
-GRANT ALL ON SCHEMA extensions TO postgres;
-CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA extensions;
-CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA extensions;
-CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA extensions;
-
+-- 4. The platform's services.
 -- The platform's event trigger (supabase/postgres 00000000000003-post-setup.sql), owned by supabase_admin.
 CREATE FUNCTION extensions.grant_pg_cron_access() RETURNS event_trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -133,3 +154,9 @@ INSERT INTO auth.users (id, aud, role, email, created_at)
 INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at)
   SELECT md5(g::text), (SELECT id::text FROM auth.users LIMIT 1), false, now() FROM generate_series(1, 50) g;
 INSERT INTO storage.buckets (id, name) VALUES ('avatars', 'avatars');
+
+-- 5. What a project commonly runs itself, as postgres (the SQL editor's login): its grants on the extensions'
+-- routines to the API roles, through the grant option the platform gave it.
+SET ROLE postgres;
+GRANT ALL ON ALL FUNCTIONS IN SCHEMA extensions TO anon, authenticated, service_role;
+RESET ROLE;

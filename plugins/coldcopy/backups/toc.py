@@ -7,9 +7,16 @@ only a superuser (or the platform's roles) can replay: ``CREATE EXTENSION`` of a
 (``GRANT ALL ON FUNCTION pg_catalog.pg_reload_conf() TO postgres``), ``ALTER DEFAULT PRIVILEGES FOR ROLE
 supabase_admin``. With ``--exit-on-error --single-transaction`` the first of them stopped every whole-database
 restore, hence every verification, ``as_of`` restore and rehearsal. :func:`restorable` leaves out exactly
-those (and, transitively, every entry depending on one: an extension's grants), and names them; a superuser's
-restore is not filtered. With ``tables``, only those tables' data entries are kept, matched on schema *and*
-name (``--table users`` also matched ``auth.users``).
+those (and, transitively, every entry depending on one), and names them; a superuser's restore is not
+filtered. With ``tables``, only those tables' data entries are kept, matched on schema *and* name (``--table
+users`` also matched ``auth.users``).
+
+A grant whose object the archive does not hold is left out too: Supabase grants every routine of
+``extensions`` to postgres ``WITH GRANT OPTION`` after the extensions exist (and projects grant them to the API
+roles), so pg_dump writes ``GRANT … ON FUNCTION extensions.pg_stat_statements(…)``, whose dependency is an entry
+an extension's members never get (they are not dumped). Its extension left out, the grant stopped the restore
+at ``function extensions.pg_stat_statements(boolean) does not exist``. The grants on the schema ``public``,
+which every database has and pg_dump does not write, stay. :func:`log_lines` names the grants in one line.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import psycopg
 
 _ENTRY = re.compile(r"^(?P<id>\d+); \d+ \d+ (?P<rest>.*)$")
 _DEPENDS = re.compile(r"^;\s+depends on:(?P<ids>[\d ]*)$")
+_EVERYWHERE = {"ACL - SCHEMA public "}  # grants on what every database has, which pg_dump does not write
+NOT_HELD = "a grant on an object the archive does not hold (an extension's member)"
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ def restorable(listing: str, can: Capabilities, *, tables: list[str] | None = No
             entries.append((match["id"], line, match["rest"], set()))
         elif (match := _DEPENDS.match(line)) and entries:
             entries[-1][3].update(match["ids"].split())
+    held = {entry[0] for entry in entries}
     wanted = None if tables is None else {tuple(t.split(".", 1)) for t in tables}
     dropped: dict[str, str] = {}
     kept: list[tuple[str, str]] = []  # (line, text after the ids)
@@ -80,6 +90,9 @@ def restorable(listing: str, can: Capabilities, *, tables: list[str] | None = No
         if any(rest.startswith(f"{kind} ") for kind in without):
             continue
         why = None if can.superuser else _refused(rest, can)
+        if why is None and not can.superuser and rest.startswith("ACL ") and not depends <= held and \
+                not any(rest.startswith(kind) for kind in _EVERYWHERE):
+            why = NOT_HELD
         if why is None and (parent := next((d for d in depends if d in dropped), None)):
             why = f"depends on entry {parent}, left out"
         if why is None and wanted is not None:
@@ -96,3 +109,22 @@ def restorable(listing: str, can: Capabilities, *, tables: list[str] | None = No
         if missing := sorted(f"{s}.{t}" for s, t in wanted - found):
             raise LookupError(f"the backup holds no data of {', '.join(missing)}")
     return "".join(f"{line}\n" for line, _ in kept), left_out
+
+
+def log_lines(left_out: list[str]) -> list[str]:
+    """What :func:`restorable` left out, for the log: one line per entry, but every grant in one line (a
+    project's dump holds one for each routine of an extension and each role), each named by its object."""
+    grants = [entry for entry in left_out if entry.startswith("ACL ")]
+    lines = [entry for entry in left_out if not entry.startswith("ACL ")]
+    if grants:
+        names = sorted({_object(entry) for entry in grants})
+        lines.append(f"{len(grants)} grants left out, on objects the archive does not hold or the restore "
+                     f"leaves out: {', '.join(names)}")
+    return lines
+
+
+def _object(entry: str) -> str:
+    """``schema.name(…)`` of a left-out ACL entry's text (``ACL <schema> <KIND> <name(args)> <owner> (why)``)."""
+    words = entry.split(" ")
+    name = " ".join(words[3:]).split("(", 1)
+    return f"{'' if words[1] == '-' else words[1] + '.'}{name[0].split(' ')[0]}{'(…)' if len(name) > 1 else ''}"

@@ -85,8 +85,8 @@ class Verification:
                         raise BackupError(f"{key}: {error}") from error
                     (Path(work) / "restore.list").write_text(chosen)
                     args += ["-L", str(Path(work) / "restore.list")]
-                    for entry in self.left_out:
-                        log.warning("%s: left out of the restore: %s", key, entry)
+                    for line in toc.log_lines(self.left_out):
+                        log.warning("%s: left out of the restore: %s", key, line)
                 loading = time.monotonic()
                 self._pg_restore(spooled, source, key, args, target_dsn)
                 timings["restore_s"] = time.monotonic() - loading

@@ -69,9 +69,11 @@ class ThrowawayCluster:
 class SupabaseShapedCluster(ThrowawayCluster):
     """A cluster shaped like a hosted Supabase project (sql/testing/supabase_shape.sql): bootstrap superuser
     ``supabase_admin``; ``postgres`` a login without superuser; the platform's schemas, roles, extensions,
-    default privileges and API-role timeouts; Supabase's settings (``wal_level=logical``, 5 replication slots,
-    ``max_slot_wal_keep_size`` 4 GB, pg_stat_statements preloaded); and, like the platform's own services, a
-    superuser session held open on the database ``postgres`` (:meth:`start`). :attr:`dsn` is the project's
+    default privileges and API-role timeouts, built in the platform's order (roles and extensions, then the
+    grants that follow them, then a project's own grants on ``extensions``: what a real project's dumps hold);
+    Supabase's settings (``wal_level=logical``, 5 replication slots, ``max_slot_wal_keep_size`` 4 GB,
+    pg_stat_statements preloaded); and, like the platform's own services, a superuser session held open on the
+    database ``postgres`` (:meth:`start`). :attr:`dsn` is the project's
     login: ``postgres`` on the database ``postgres``; :attr:`admin_dsn` the platform's."""
 
     bootstrap_user = "supabase_admin"
