@@ -111,6 +111,21 @@ def restorable(listing: str, can: Capabilities, *, tables: list[str] | None = No
     return "".join(f"{line}\n" for line, _ in kept), left_out
 
 
+def with_partitions(conn: psycopg.Connection, tables: list[str]) -> list[str]:
+    """``tables`` as the target's catalog names them (``schema.table``), each partitioned one replaced by its
+    partitions: a partitioned table's rows are in its partitions' data entries."""
+    wanted: set[str] = set()
+    for table in tables:
+        rows = conn.execute(
+            "WITH RECURSIVE tree(oid) AS (SELECT to_regclass(%s)::oid UNION SELECT i.inhrelid FROM pg_inherits i "
+            "JOIN tree ON i.inhparent = tree.oid) SELECT format('%%s.%%s', n.nspname, c.relname), c.relkind "
+            "FROM tree JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace",
+            (table,)).fetchall()
+        wanted |= {name for name, kind in rows if kind != "p"} if rows else {
+            table if "." in table else f"public.{table}"}  # unknown here: the list says whether the backup has it
+    return sorted(wanted)
+
+
 def log_lines(left_out: list[str]) -> list[str]:
     """What :func:`restorable` left out, for the log: one line per entry, but every grant in one line (a
     project's dump holds one for each routine of an extension and each role), each named by its object."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ import psycopg
 from coldcopy import manifests, sessions
 from coldcopy import scratch as scratch_dbs
 from coldcopy.alerts import reason_of
-from coldcopy.backups import offsets, toc
+from coldcopy.backups import offsets, spool, toc
 from coldcopy.backups.common import _KEY, PREFIX, BackupError, _count, _Pipeline
 from coldcopy.crypto import (
     UntrustedObject,
@@ -50,13 +49,14 @@ class Verification:
         ``pg_restore --jobs`` on it: data and indexes load in parallel, but not in one transaction (PostgreSQL
         refuses ``--single-transaction`` with ``--jobs``), which is why only a database nobody else sees takes
         it; the data offsets a streamed dump lacks are written into it first (:mod:`coldcopy.backups.offsets`).
-        The file is removed when the restore ends. :attr:`timings` says where the time went.
+        The file has no name, so a killed task leaves no plaintext (:mod:`coldcopy.backups.spool`).
+        :attr:`timings` says where the time went.
         """
         manifest = manifest or self.manifest(key)
         with psycopg.connect(target_dsn) as conn:
             server_major = conn.info.server_version // 10000
             can = toc.Capabilities.of(conn)
-            wanted = _with_partitions(conn, tables) if tables else None
+            wanted = toc.with_partitions(conn, tables) if tables else None
         program = pg_program("pg_restore", server_major)
         parallel = jobs > 1 and not tables
         args = [program, "--no-owner", "--exit-on-error"]
@@ -67,15 +67,15 @@ class Verification:
         self.timings = timings = {"jobs": jobs if parallel else 1}
         began = time.monotonic()
         try:
-            with spool_bound(self.bucket, key, manifest, directory=self.spool_dir) as spooled, \
-                    tempfile.TemporaryDirectory(dir=self.spool_dir) as work:
+            with spool.workdir(self.spool_dir) as work, \
+                    spool_bound(self.bucket, key, manifest, directory=str(work)) as spooled, \
+                    spool.plaintext(work if parallel else None) as source:
+                # source: the decrypted dump's descriptor (parallel), else gpg streams it each time
                 timings["download_s"] = time.monotonic() - began
-                source: str | None = None  # the decrypted dump file (parallel), else gpg streams it each time
-                if parallel:
-                    source = str(Path(work) / "restore.dump")
+                if source is not None:
                     self._decrypt_into(spooled, key, source)
                     Path(spooled).unlink()  # bound, decrypted and no longer needed: half the spool back
-                    timings["offsets"] = offsets.add_offsets(source)  # the workers seek to their tables
+                    timings["offsets"] = offsets.add_offsets(spool.path_of(source))  # the workers seek
                     timings["decrypt_s"] = time.monotonic() - began - timings["download_s"]
                 if tables or not can.superuser:  # what to restore, chosen from the archive's own contents
                     listing = self._pg_restore(spooled, source, key, [program, "-l", "-v"], None)
@@ -95,11 +95,12 @@ class Verification:
         timings["total_s"] = time.monotonic() - began
         return manifest
 
-    def _pg_restore(self, spooled: str, source: str | None, key: str, args: list[str], target_dsn: str | None) -> str:
-        """``args`` (pg_restore) on the decrypted file ``source``, or streamed through gpg from ``spooled``."""
+    def _pg_restore(self, spooled: str, source: int | None, key: str, args: list[str], target_dsn: str | None) -> str:
+        """``args`` (pg_restore) on the decrypted file ``source`` (a descriptor handed down), or streamed through
+        gpg from ``spooled``."""
         if source is None:
             return self._through_gpg(spooled, key, args, target_dsn)
-        restore = client_popen([*args, source], target_dsn or self.dsn,
+        restore = client_popen([*args, spool.path_of(source)], target_dsn or self.dsn, pass_fds=(source,),
                                stdout=subprocess.PIPE if target_dsn is None else subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
         output, errors = restore.communicate()
@@ -108,22 +109,20 @@ class Verification:
                               f"{errors.decode(errors='replace').strip()[:500]}")
         return output.decode() if target_dsn is None else ""
 
-    def _decrypt_into(self, spooled: str, key: str, path: str) -> None:
-        """``gpg --decrypt <spooled> | zstd -d -o path``: not one byte reaches zstd before gpg said it is
-        decrypting AES256 with integrity protection, and the file is kept only if both exited cleanly."""
+    def _decrypt_into(self, spooled: str, key: str, fd: int) -> None:
+        """``gpg --decrypt <spooled> | zstd -d > fd``: not one byte reaches zstd before gpg said it is
+        decrypting AES256 with integrity protection, and the file is used only if both exited cleanly."""
         with open(spooled, "rb") as source:
             gpg, status = gpg_decrypt_popen(self.passphrase, source, subprocess.PIPE)
-            zstd = sessions.popen(["zstd", "-q", "-d", "-f", "-o", path], stdin=subprocess.PIPE,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=minimal_env())
+            zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=fd,
+                                  stderr=subprocess.PIPE, env=minimal_env())
             pipeline = _Pipeline({"gpg": gpg, "zstd": zstd})
             if problem := relay_checked(gpg, status, zstd.stdin):
                 pipeline.kill()
                 pipeline.failures()
-                Path(path).unlink(missing_ok=True)
                 raise UntrustedObject(f"{self.bucket.uri}/{key}: {problem}; nothing was restored")
             failures = pipeline.failures()
         if (problem := status.problem()) or failures:
-            Path(path).unlink(missing_ok=True)
             raise BackupError(f"restore of {key} failed: {problem or failures}")
 
     def _through_gpg(self, spooled: str, key: str, args: list[str], target_dsn: str | None) -> str:
@@ -169,8 +168,8 @@ class Verification:
             major = conn.info.server_version // 10000
         with psycopg.connect(target_dsn) as conn:
             can = toc.Capabilities.of(conn)
-        with tempfile.TemporaryDirectory(dir=self.spool_dir) as work:
-            dump_file, list_file = str(Path(work) / "schema.dump"), Path(work) / "restore.list"
+        with spool.workdir(self.spool_dir) as work:
+            dump_file, list_file = str(work / "schema.dump"), work / "restore.list"
             dump = client_popen([pg_program("pg_dump", major), "-Fc", "-s", "--no-password", "-f", dump_file],
                                 self.dsn, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, errors = dump.communicate()
@@ -275,17 +274,3 @@ class Verification:
         log.info("verified %s: %d tables match in %d ms", key, len(manifest["row_counts"]), elapsed_ms)
         return {"object_key": key, "tables": len(manifest["row_counts"]), "verification_ms": elapsed_ms}
 
-
-def _with_partitions(conn: psycopg.Connection, tables: list[str]) -> list[str]:
-    """``tables`` as the target's catalog names them (``schema.table``), each partitioned one replaced by its
-    partitions: a partitioned table's rows are in its partitions' data entries."""
-    wanted: set[str] = set()
-    for table in tables:
-        rows = conn.execute(
-            "WITH RECURSIVE tree(oid) AS (SELECT to_regclass(%s)::oid UNION SELECT i.inhrelid FROM pg_inherits i "
-            "JOIN tree ON i.inhparent = tree.oid) SELECT format('%%s.%%s', n.nspname, c.relname), c.relkind "
-            "FROM tree JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace",
-            (table,)).fetchall()
-        wanted |= {name for name, kind in rows if kind != "p"} if rows else {
-            table if "." in table else f"public.{table}"}  # unknown here: the list says whether the backup has it
-    return sorted(wanted)
