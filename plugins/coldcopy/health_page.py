@@ -9,7 +9,7 @@ depends on Airflow's own authentication and on read access to the ``db_health`` 
 from __future__ import annotations
 
 import html
-from datetime import datetime
+from functools import partial
 
 import psycopg
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from psycopg.rows import dict_row
 
+from coldcopy.health_charts import chart
 from coldcopy.humanize import duration, size, when  # noqa: F401 - the page's formats
 
 PAGE_DAG_ID = "db_health"
@@ -32,6 +33,7 @@ CHARTED = {  # check → chart title
 }
 SHOWN_FIRST = ["breach", "unknown", "warning", "ok"]
 STATE_COLORS = {"ok": "#2e7d32", "warning": "#ed8a00", "breach": "#c62828", "unknown": "#757575"}
+OUTCOME_STATES = {"passed": "ok", "done": "ok", "failed": "breach", "skipped": "warning"}  # drills, maintenance
 
 
 def read_health(conn: psycopg.Connection) -> dict:
@@ -127,43 +129,32 @@ def _number(value, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
-def sparkline(points: list, width: int = 260, height: int = 56) -> str:
-    """An inline SVG line of ``[[iso time, value], …]`` with its min and max; nothing fetched at run time."""
-    values = [(datetime.fromisoformat(t).timestamp(), v) for t, v in points if v is not None]
-    if len(values) < 2:
-        return (f'<svg class="spark" width="{width}" height="{height}">'
-                '<text x="4" y="30">not enough history</text></svg>')
-    t0, t1 = values[0][0], values[-1][0]
-    low, high = min(v for _, v in values), max(v for _, v in values)
-    span = (high - low) or 1.0
-    xy = " ".join(f"{4 + (t - t0) / ((t1 - t0) or 1) * (width - 8):.1f},"
-                  f"{height - 14 - (v - low) / span * (height - 22):.1f}" for t, v in values)
-    return (f'<svg class="spark" width="{width}" height="{height}" role="img">'
-            f'<polyline fill="none" stroke="#1565c0" stroke-width="1.5" points="{xy}"/>'
-            f'<text x="4" y="{height - 2}">min {_number(low)} · max {_number(high)} · {len(values)} h</text></svg>')
-
-
-def _cell(key: str, value):
+def _cell(key: str, value) -> str:
+    """One table cell's HTML: states and outcomes as badges, moments in the page's one format, sizes and
+    durations as people read them."""
+    if key in ("state", "outcome"):
+        return _badge(value) if value else ""
     if key.endswith("bytes") or key.endswith("bytes_per_day"):
-        return None if value is None else size(value)
+        return f"<span class='n'>{_e(None if value is None else size(value))}</span>"
     if key.endswith("_s"):
-        return None if value is None else duration(value)
-    if key.endswith("_at"):
-        return when(value)
-    return value
+        return f"<span class='n'>{_e(None if value is None else duration(value))}</span>"
+    if key.endswith("_at") or key == "as_of":
+        return f"<span class='when'>{_e(when(value))}</span>"
+    return _e(value)
 
 
 def _table(rows: list[dict], columns: list[tuple[str, str]], empty: str) -> str:
     if not rows:
         return f"<p class='empty'>{_e(empty)}</p>"
     head = "".join(f"<th>{_e(title)}</th>" for _, title in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(key, row.get(key)))}</td>" for key, _ in columns) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_cell(key, row.get(key))}</td>" for key, _ in columns) + "</tr>"
                    for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _badge(state: str) -> str:
-    return f'<span class="badge" style="background:{STATE_COLORS.get(state, "#757575")}">{_e(state)}</span>'
+    color = STATE_COLORS.get(OUTCOME_STATES.get(state, state), STATE_COLORS["unknown"])
+    return f'<span class="badge" style="background:{color}">{_e(state)}</span>'
 
 
 def _section(title: str, body: str) -> str:
@@ -178,16 +169,27 @@ def _largest(table: dict) -> dict:
     return table
 
 
+KEY = "<span class='key-line'>●</span> passed · <span class='key-failed'>✕</span> failed"
+
+
 def _drills(line: str, drills: list[dict]) -> str:
-    """The drills' trend: RTO and RPO of each passed drill (oldest first), and the newest ones in a table."""
+    """The drills' trend (oldest first): RTO and RPO of each passed drill, each failed drill a red ✕ at its
+    time, the newest drill's RTO budget dashed; and the newest drills in a table."""
     passed = [d for d in drills if d.get("outcome") == "passed"]
-    charts = "".join(f"<figure><figcaption>{title}</figcaption>"
-                     f"{sparkline([[d['finished_at'], d[key]] for d in passed])}</figure>"
-                     for title, key in (("RTO (s)", "rto_s"), ("RPO (s)", "rpo_s")))
+    failed = [[d["finished_at"], d.get("error") or "failed"] for d in drills if d.get("outcome") == "failed"]
+    budget = next((d["budget_s"] for d in reversed(drills) if d.get("budget_s") is not None), None)
+    figures = []
+    for title, key in (("RTO (s)", "rto_s"), ("RPO (s)", "rpo_s")):
+        limit = budget if key == "rto_s" else None
+        key_text = KEY + (" · <span class='key-threshold'>- -</span> budget" if limit is not None else "")
+        figures.append(f"<figure><figcaption>{title} · {key_text}</figcaption>" + chart(
+            [[d["finished_at"], d[key]] for d in passed], failures=failed, label=duration, least=1,
+            threshold=limit, threshold_label=f"budget {duration(limit)}") + "</figure>")
+    charts = "".join(figures)
     return f"<p>{line}</p><div class='charts'>{charts}</div>" + _table(list(reversed(drills))[:10], [
-        ("finished_at", "finished"), ("as_of", "as of"), ("outcome", "outcome"), ("rto_s", "RTO s"),
+        ("finished_at", "finished"), ("as_of", "as of"), ("outcome", "outcome"), ("rto_s", "RTO"),
         ("download_s", "download"), ("restore_s", "restore"), ("replay_s", "replay"), ("verify_s", "verify"),
-        ("erasures_s", "erasures"), ("rpo_s", "RPO s"), ("jobs", "jobs"), ("error", "error")], "no drill recorded")
+        ("erasures_s", "erasures"), ("rpo_s", "RPO"), ("jobs", "jobs"), ("error", "error")], "no drill recorded")
 
 
 def render(data: dict) -> str:
@@ -201,13 +203,16 @@ def render(data: dict) -> str:
         return f"{_badge(check['state'])} {_e(check['summary'])}" if check else "<span class='empty'>no data</span>"
 
     rows = "".join(
-        f"<tr><td>{_badge(c['state'])}</td><td>{_e(c['check_name'])}</td><td>{_e(_number(c['value'], c['unit']))}</td>"
-        f"<td>{_e(c['summary'])}</td><td class='when'>{_e(when(c['taken_at']))}</td></tr>"
+        f"<tr><td>{_badge(c['state'])}</td><td>{_e(c['check_name'])}</td>"
+        f"<td class='n'>{_e(_number(c['value'], c['unit']))}</td>"
+        f"<td>{_e(c['summary'])}</td><td>{_cell('taken_at', c['taken_at'])}</td></tr>"
         for c in data["checks"])
-    charts = "".join(f"<figure><figcaption>{_e(title)}</figcaption>{sparkline(data['series'].get(name, []))}</figure>"
-                     for name, title in CHARTED.items())
+    units = {c["check_name"]: c["unit"] for c in data["checks"]}
+    charts = "".join(f"<figure><figcaption>{_e(title)}</figcaption>" + chart(
+        data["series"].get(name, []), label=partial(_number, unit=units.get(name, ""))) + "</figure>"
+        for name, title in CHARTED.items())
     sections = [
-        _section("Checks", f"<table><tr><th>state</th><th>check</th><th>value</th><th>summary</th><th>at (UTC)</th>"
+        _section("Checks", f"<table><tr><th>state</th><th>check</th><th>value</th><th>summary</th><th>at</th>"
                            f"</tr>{rows}</table>" if rows else f"<p class='empty'>{_e(data.get('note'))}</p>"),
         _section("Last 7 days (hourly maxima)", f"<div class='charts'>{charts}</div>"),
         _section("Materialized views", _table(details("view_freshness").get("views", []), [
@@ -226,7 +231,7 @@ def render(data: dict) -> str:
         _section("Unused indexes", _table(details("unused_indexes").get("indexes", []), [
             ("index", "index"), ("table", "table"), ("bytes", "bytes")], "none")),
         _section("Sessions waiting on locks", _table(details("lock_waits").get("waiting", []), [
-            ("pid", "pid"), ("application", "application"), ("waiting_s", "waiting s"), ("relation", "relation"),
+            ("pid", "pid"), ("application", "application"), ("waiting_s", "waiting"), ("relation", "relation"),
             ("blocked_by", "blocked by")], "none")),
         _section("Largest tables", _table([_largest(t) for t in details("storage").get("tables", [])[:10]], [
             ("name", "table"), ("total_bytes", "total"), ("table_bytes", "table"), ("index_bytes", "indexes"),
@@ -241,7 +246,9 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ border-bottom: 1px
 .badge {{ color: #fff; border-radius: 8px; padding: 1px 7px; font-size: 12px; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 12px; }} figure {{ margin: 0; }}
 figcaption {{ font-size: 12px; color: #555; }} .spark text {{ font-size: 10px; fill: #555; }}
-.empty, .when {{ color: #777; }}
+.spark .grid {{ stroke: #eee; }} .spark .axis {{ stroke: #999; }} .spark .threshold-label {{ fill: #b36200; }}
+.key-line {{ color: #1565c0; }} .key-failed {{ color: #c62828; font-weight: bold; }}
+.key-threshold {{ color: #ed8a00; }} .empty, .when {{ color: #777; }} .when, .n {{ white-space: nowrap; }}
 </style></head><body><h1>ColdCopy DB health</h1>
 <p class="when">From db_health's history (every 10 minutes). JSON: <a href="api">api</a>.</p>
 {"".join(sections)}</body></html>"""

@@ -34,8 +34,9 @@ def size(value: float | None) -> str:
 
 
 def when(value) -> str:
-    """A timestamp to the second, in UTC (the page's one zone)."""
+    """``2026-12-07 05:20:04 UTC``: a moment to the second, in UTC, said so (the one format of the health page,
+    its tables, charts and summaries; naive values are UTC already)."""
     if not value:
         return "—"
-    moment = datetime.fromisoformat(str(value))
-    return f"{moment.astimezone(UTC) if moment.tzinfo else moment:%Y-%m-%d %H:%M:%S}"
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return f"{moment.astimezone(UTC) if moment.tzinfo else moment:%Y-%m-%d %H:%M:%S} UTC"

@@ -79,7 +79,7 @@ def test_numbers_read_like_a_person_wrote_them():
         ["4.2 s", "1 min", "1 h", "1 h 10 min", "1 d 2 h", "—"]
     assert [health_page.size(b) for b in (512, 655360, 12.9 * 2**20, 1.25 * 2**30)] == \
         ["512 B", "640.0 kB", "12.9 MB", "1.25 GB"]
-    assert health_page.when("2026-11-29T13:05:04.123456+00:00") == "2026-11-29 13:05:04"
+    assert health_page.when("2026-11-29T13:05:04.123456+00:00") == "2026-11-29 13:05:04 UTC"
     data = {"checks": [
         {"check_name": "view_freshness", "taken_at": "2026-11-29T13:05:04.123456+00:00", "state": "ok", "value": 70.3,
          "unit": "s", "summary": "fresh", "details": {"views": [
@@ -92,7 +92,7 @@ def test_numbers_read_like_a_person_wrote_them():
         "series": {}}
     page = health_page.render(data)
     assert "1 h 10 min" in page and "4200.28" not in page and "70.281529" not in page and "1 min" in page
-    assert "2026-11-29 13:05:04<" in page and ".123456" not in page
+    assert "2026-11-29 13:05:04 UTC<" in page and ".123456" not in page
     assert "public.email_events_2025_08 (detached; dropped after 2026-12-06)" in page and "3.0 MB" in page
 
 
@@ -106,3 +106,85 @@ def test_the_page_app_serves_no_unauthenticated_documentation():
     client = TestClient(create_app())
     assert [client.get(path).status_code for path in ("/docs", "/redoc", "/openapi.json")] == [404] * 3
     assert client.get("/metrics").status_code == 401
+
+
+# -- issue 41, 10: one format, one state style, trends that can be read ------------------------------------------
+
+def drill(day: int, outcome: str = "passed", rto_s: float | None = 1.63, **more) -> dict:
+    at = f"2026-12-{day:02d}T05:20:04.5+00:00"
+    return {"finished_at": at, "as_of": at.replace("05:20", "03:20"), "outcome": outcome, "rto_s": rto_s,
+            "rpo_s": None if rto_s is None else 0.4, "budget_s": 3.0, "download_s": rto_s, "jobs": 2,
+            "error": "no coldcopy_verify_db connection" if outcome == "failed" else None, **more}
+
+
+def test_the_drill_rto_reads_the_same_in_the_value_the_summary_and_the_table(migrated_db):
+    """It read 1.6 s in the value column and "RTO 2 s" in the summary (``:,.0f``)."""
+    from datetime import UTC, datetime
+
+    from coldcopy import health
+    from coldcopy.drills import record
+    from coldcopy.health.drills import restore_drill
+
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        now = datetime.now(UTC)
+        record.save(conn, {**drill(1), "started_at": now, "finished_at": now, "as_of": "2026-12-07T03:20:04.5+00:00"})
+        conn.row_factory = dict_row
+        check = restore_drill(health.Context(conn, health.Thresholds()))
+    assert check.summary.startswith("RTO 1.6 s (budget 3.0 s), RPO 0.4 s, as of 2026-12-07 03:20:04 UTC"), check
+    shown = {"check_name": check.check, "state": check.state, "value": check.value, "unit": check.unit,
+             "summary": check.summary, "details": check.details, "taken_at": "2026-12-07T05:20:04+00:00"}
+    page = health_page.render({"checks": [shown], "series": {}})
+    assert ">1.6 s<" in page and "RTO 2 s" not in page and "RTO 1.6 s" in page
+
+
+def test_the_drill_trend_shows_failed_drills_on_a_time_axis_under_the_budget():
+    drills = [drill(1), drill(2, "failed", None), drill(3, rto_s=2.1), drill(4, "failed", None), drill(5, rto_s=1.8)]
+    data = {"checks": [{"check_name": "restore_drill", "taken_at": "2026-12-05T06:00:00+00:00", "state": "breach",
+                        "value": 1.8, "unit": "s", "summary": "the newest drill failed",
+                        "details": {"drills": drills}}], "series": {}}
+    section = health_page.render(data).split("<h2>Restore drills")[1].split("<h2>")[0]
+    rto_chart = section.split("RTO (s)")[1].split("</svg>")[0]
+    assert rto_chart.count('class="failed"') == 2 and "2026-12-02 05:20:04 UTC: failed: no coldcopy_verify_db" \
+        in rto_chart  # each failed drill marked apart, its time and error in its tooltip
+    assert rto_chart.count('class="point"') == 3 and "2026-12-03 05:20:04 UTC: 2.1 s" in rto_chart
+    assert 'class="threshold"' in rto_chart and "budget 3.0 s" in rto_chart  # the RTO budget, dashed
+    assert all(f">Dec 0{d}<" in rto_chart for d in (2, 3, 4, 5))  # a time axis: the days
+    assert ">0<" in rto_chart and ">5<" in rto_chart  # a value axis from zero, above the budget
+    assert section.split("RPO (s)")[1].split("</svg>")[0].count('class="failed"') == 2
+
+
+def test_the_7_day_trends_have_a_time_axis_and_a_value_axis():
+    hours = [[f"2026-12-{1 + h // 24:02d}T{h % 24:02d}:00:00+00:00", 40 + h % 24] for h in range(7 * 24)]
+    data = {"checks": [{"check_name": "storage", "taken_at": "2026-12-07T23:00:00+00:00", "state": "ok",
+                        "value": 63.0, "unit": "%", "summary": "ok", "details": {}}], "series": {"storage": hours}}
+    figure = health_page.render(data).split("Storage used (% of allocated)")[1].split("</svg>")[0]
+    import re
+
+    days = re.findall(r">(Dec \d\d)<", figure)  # a time axis: dates every day or two
+    assert "<polyline" in figure and len(days) >= 3 and days == sorted(days) and days[-1] == "Dec 07", days
+    assert [f">{v}<" in figure for v in (0, 50, 100)] == [True] * 3  # 0 to a round top above the maximum (63)
+
+
+def test_one_state_style_and_one_timestamp_format_in_every_table():
+    """Views' states were plain text beside badges; a drill's ``as of`` was ISO beside plain timestamps."""
+    import re
+
+    data = {"checks": [
+        {"check_name": "view_freshness", "taken_at": "2026-12-07T05:20:04+00:00", "state": "breach", "value": None,
+         "unit": "", "summary": "stale", "details": {"views": [
+             {"view": "analytics.a", "state": "breach", "fresh_at": "2026-12-07T01:00:00.25+00:00"},
+             {"view": "analytics.b", "state": "ok", "fresh_at": "2026-12-07T05:00:00+00:00"}]}},
+        {"check_name": "maintenance_age", "taken_at": "2026-12-07T05:20:04+00:00", "state": "ok", "value": 4.0,
+         "unit": "h", "summary": "last daily maintenance 4.0 h ago", "details": {"recent": [
+             {"action": "vacuum", "outcome": "done", "started_at": "2026-12-07T01:00:03+00:00"},
+             {"action": "reindex", "outcome": "skipped", "started_at": "2026-12-07T01:00:05+00:00"}]}},
+        {"check_name": "restore_drill", "taken_at": "2026-12-07T05:20:04+00:00", "state": "ok", "value": 1.6,
+         "unit": "s", "summary": "RTO 1.6 s", "details": {"drills": [drill(5), drill(6, "failed", None)]}}],
+        "series": {}}
+    page = health_page.render(data)
+    cells = re.findall(r"<td>(.*?)</td>", page)
+    for word in ("ok", "breach", "done", "skipped", "passed", "failed"):
+        assert word not in cells and any('class="badge"' in c and f">{word}</span>" in c for c in cells), word
+    text = re.sub(r"<[^>]+>", " ", page.split("</style>")[1])
+    moments = re.findall(r"\b20\d\d-\d\d-\d\d[ T][\d:.+]*( UTC)?", text)
+    assert len(moments) >= 9 and all(m == " UTC" for m in moments), moments  # taken, fresh, started, finished, as of

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from coldcopy.drills.record import SUCCESS_WITHIN_HOURS
 from coldcopy.health.common import Context, Result, iso
+from coldcopy.humanize import duration, when
 
 TREND = 30  # drills shown on the health page
 
@@ -21,12 +22,14 @@ def restore_drill(c: Context) -> Result:
     details = {"drills": [iso(dict(r)) for r in reversed(rows)]}
     rto = passed["rto_s"] if passed else None
     if newest["outcome"] == "failed":
-        return Result("restore_drill", "breach", f"the newest drill (as of {newest['as_of']}) failed: "
-                      f"{(newest['error'] or '')[:200]}", rto, "s", details)
+        of = f" (as of {when(newest['as_of'])})" if newest["as_of"] else ""
+        return Result("restore_drill", "breach", f"the newest drill{of} failed: {(newest['error'] or '')[:200]}",
+                      rto, "s", details)
     if passed is None or passed["finished_at"] < recent:
         return Result("restore_drill", "breach", f"no drill passed in {SUCCESS_WITHIN_HOURS} h", rto, "s", details)
-    summary = (f"RTO {rto:,.0f} s (budget {passed['budget_s']:,.0f} s), RPO {passed['rpo_s']:,.0f} s, as of "
-               f"{passed['as_of']:%Y-%m-%d %H:%M:%S} UTC")
+    # The page's formats (coldcopy.humanize), so the summary says what the value column and the table say.
+    summary = (f"RTO {duration(rto)} (budget {duration(passed['budget_s'])}), RPO {duration(passed['rpo_s'])}, "
+               f"as of {when(passed['as_of'])}")
     if passed["budget_s"] is not None and rto > passed["budget_s"]:
         return Result("restore_drill", "breach", f"over the RTO budget: {summary}", rto, "s", details)
     return Result("restore_drill", "ok", summary, rto, "s", details)
