@@ -22,7 +22,10 @@ purpose under their own timeouts. Query texts are stored with string literals re
 
 **Thresholds**: every name in `coldcopy.health.Thresholds` can be overridden in the Airflow Variable
 `coldcopy_health_thresholds` (JSON, e.g. `{"storage_allocated_gb": 250, "cpu_cores": 4}`) or per run with the
-param `thresholds`; an unknown name fails the run. Read when the tasks run, never at parse time.
+param `thresholds`. The param is checked by its JSON Schema when the run is triggered (an unknown name or a
+non-number is refused by the Trigger form, the REST API and the CLI: no run, no alert); a bad Variable fails each
+check task with the same message, and on-call is paged **once** for it (alerts of one DAG with the same error are
+sent once an hour: `coldcopy.alerts`). Read when the tasks run, never at parse time.
 
 | Symptom | Meaning | Action |
 |---|---|---|
@@ -41,6 +44,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule
 from coldcopy import alerts
 from coldcopy.dag_defaults import START_DATE, default_args
 from coldcopy.operators.health import CHECK_GROUPS, HealthCheckOperator, PruneHealthHistoryOperator
+from coldcopy.thresholds import Thresholds
 
 with DAG(
     dag_id="db_health",
@@ -51,8 +55,9 @@ with DAG(
     max_active_runs=1,
     default_args=default_args(retries=2, retry_delay=timedelta(seconds=20), retry_exponential_backoff=False),
     deadline=alerts.deadline(timedelta(minutes=8), expected="health checks"),
-    params={"thresholds": Param({}, type="object", description="Threshold overrides for this run, e.g. "
-                                                                '{"storage_allocated_gb": 250}.')},
+    params={"thresholds": Param({}, description="Threshold overrides for this run, e.g. "
+                                '{"storage_allocated_gb": 250}: known names, numbers (refused otherwise).',
+                                **Thresholds.json_schema())},
     tags=["coldcopy", "health", "monitoring"],
     doc_md=__doc__,
 ):

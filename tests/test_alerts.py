@@ -111,3 +111,47 @@ def test_every_dag_alerts_on_failure_and_has_a_deadline():
         if dag.schedule is not None:  # DAGs triggered by hand have a person watching them
             assert dag.deadline, f"{dag_id} has no deadline"
             assert dag.deadline[0].callback.path == "coldcopy.alerts.on_deadline_missed"
+
+
+def _miss_deadline(dag, run, deadline_time) -> list:
+    """What the scheduler (Deadline.handle_miss) and then the triggerer (CallbackTrigger) do for a missed deadline;
+    returns the trigger's events."""
+    from airflow.models.deadline import Deadline
+    from airflow.models.trigger import Trigger
+    from airflow.triggers.callback import CallbackTrigger
+    from airflow.utils.session import create_session
+
+    [alert] = dag.deadline
+    with create_session() as session:
+        deadline = Deadline(deadline_time=deadline_time, callback=alert.callback, dagrun_id=run.id,
+                            deadline_alert_id=None, dag_id=dag.dag_id)
+        session.add(deadline)
+        session.flush()
+        deadline.handle_miss(session=session)
+        session.flush()
+        kwargs = dict(session.get(Trigger, deadline.callback.trigger_id).kwargs)
+
+    async def run_trigger() -> list:
+        return [event.payload async for event in CallbackTrigger(**kwargs).run()]
+
+    return asyncio.run(run_trigger())
+
+
+def test_no_deadline_alert_for_a_run_that_failed_before_its_deadline(sink, failing_dag):
+    """Issue 41, 6: a run failed (paged once), and 8 minutes later its deadline paged again."""
+    run = run_dag(failing_dag)
+    assert run.state == "failed" and len(sink.received) == 1
+    events = _miss_deadline(failing_dag, run, run.end_date + timedelta(minutes=5))
+    assert events[-1]["state"] == "success", events
+    assert len(sink.received) == 1, sink.texts()
+
+
+def test_a_failed_catch_up_run_does_not_repeat_the_same_page(sink, failing_dag, empty_db, coldcopy_conn):
+    """Issue 41, 6: a scheduled run and the catch-up run with it failed on the same error: one page, not two (real
+    PostgreSQL: coldcopy_db records what was paged); another error still pages."""
+    coldcopy_conn(empty_db)
+    assert run_dag(failing_dag).state == "failed" and len(sink.received) == 1
+    assert run_dag(failing_dag).state == "failed" and len(sink.received) == 1  # the same error, an hour not over
+    alerts.on_task_failure({"ti": type("TI", (), {"dag_id": failing_dag.dag_id, "run_id": "r3", "task_id": "breaks",
+                                                  "try_number": 1})(), "exception": RuntimeError("disk gone")})
+    assert len(sink.received) == 2 and "disk gone" in sink.texts()[1]

@@ -124,12 +124,18 @@ def send_for_task(context, summary: str, *, kind: str = "task_failed", **details
 
 
 def on_task_failure(context) -> None:
-    """``on_failure_callback`` of every ColdCopy task."""
+    """``on_failure_callback`` of every ColdCopy task: one page per DAG and error within an hour
+    (:mod:`coldcopy.alert_dedupe`), however many tasks or runs fail with it."""
+    from coldcopy import alert_dedupe
+
     ti = context["ti"]
     error = context.get("exception")
     reason = reason_of(error)
+    if not alert_dedupe.first_in_window(alert_dedupe.key("task_failed", ti.dag_id, reason), run_id=ti.run_id,
+                                        task_id=ti.task_id):
+        return
     send_for_task(context, f"{ti.task_id} failed for good (try {ti.try_number}): {reason}", error=reason,
-                  try_number=ti.try_number)
+                  try_number=ti.try_number, repeats_muted_for=str(alert_dedupe.WINDOW))
 
 
 def reason_of(error: BaseException | None) -> str:
@@ -144,6 +150,12 @@ async def on_deadline_missed(*, deadline_name: str, expected: str, context: dict
     """Deadline callback; runs in the triggerer (hence importable from plugins/ and async)."""
     dag_run = (context or {}).get("dag_run", {})
     deadline = (context or {}).get("deadline", {})
+    if ended_before(dag_run.get("end_date"), deadline.get("deadline_time")):
+        # Deadlines are pruned only when a run succeeds: a run that failed in time still reaches here, and its
+        # failure has paged already (issue 41: a deadline_missed alert for a run that had failed minutes before).
+        log.info("deadline %s of run %s: the run ended (%s) before it, not paging", deadline_name,
+                 dag_run.get("run_id") or dag_run.get("dag_run_id"), dag_run.get("state"))
+        return 0
     if dag_run.get("run_type") == "backfill":
         # A backfill queues all its runs at once; most are merely waiting their turn. Whoever started the
         # backfill watches it in the UI (Backfills tab), so its runs never page.
@@ -155,6 +167,17 @@ async def on_deadline_missed(*, deadline_name: str, expected: str, context: dict
         dag_id=dag_run.get("dag_id"), run_id=dag_run.get("dag_run_id") or dag_run.get("run_id"),
         details={"state": dag_run.get("state"), "queued_at": dag_run.get("queued_at")},
     ))
+
+
+def ended_before(end_date, deadline_time) -> bool:
+    """Whether a run's ``end_date`` (ISO text or datetime, None while it runs) is at or before ``deadline_time``."""
+    from datetime import datetime
+
+    def moment(value):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+
+    end, due = moment(end_date), moment(deadline_time)
+    return end is not None and due is not None and end <= due
 
 
 def deadline(interval: timedelta, expected: str):

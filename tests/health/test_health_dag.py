@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from coldcopy.testing.dag_test import run_dag
 
@@ -29,5 +30,7 @@ def test_thresholds_come_from_the_variable_then_the_run(migrated_db, coldcopy_co
     assert latest(migrated_db, "storage")[0] == "breach"  # a 1 MB allocation, from the Variable
     run = run_dag(dagbag.get_dag("db_health"), conf={"thresholds": {"storage_allocated_gb": 1000}})
     assert run.state == "success" and latest(migrated_db, "storage")[0] == "ok"  # the run's param wins
-    run = run_dag(dagbag.get_dag("db_health"), conf={"thresholds": {"storage_gb": 1}})
-    assert run.state == "failed"  # an unknown threshold name is an error, not ignored
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="storage_gb"):  # an unknown name: refused, no run (issue 41)
+        run_dag(dagbag.get_dag("db_health"), conf={"thresholds": {"storage_gb": 1}})

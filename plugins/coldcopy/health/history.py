@@ -35,7 +35,9 @@ def alert_for(result: Result, previous: dict | None, now: datetime, t: Threshold
     if RANK[result.state] > RANK[before]:
         return "entered" if before == "ok" else "worse"
     last_value = previous["alerted_value"]
-    if result.worse_by_value and result.value is not None and last_value is not None:
+    # From an alerted value of 0 (a warning that was not about the value: an inactive slot retaining 0.00 GB) any
+    # growth is "infinitely" worse: only a higher state says worse then.
+    if result.worse_by_value and result.value is not None and last_value:
         moved = result.value - last_value if result.higher_is_worse else last_value - result.value
         if moved > abs(last_value) * t.worse_margin and moved > 0:
             return "worse"
