@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from coldcopy import manifests, sessions
+from coldcopy import manifests, sessions, verify_roles
 from coldcopy import scratch as scratch_dbs
 from coldcopy.alerts import reason_of
 from coldcopy.backups import offsets, spool, toc
@@ -241,6 +241,7 @@ class Verification:
         error, manifest = None, {"row_counts": {}}
         try:
             manifest = self.manifest(key)  # refused before anything is restored if its signature fails
+            verify_roles.prepare(self.dsn, scratch_admin_dsn)  # the roles its grants name, NOLOGIN
             with psycopg.connect(scratch_admin_dsn, autocommit=True) as admin:
                 scratch_dbs.sweep(admin)
                 scratch_dbs.create(admin, scratch, "verify")

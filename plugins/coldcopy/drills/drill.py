@@ -23,6 +23,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coldcopy import scratch as scratch_dbs
+from coldcopy import verify_roles
 from coldcopy.alerts import reason_of
 from coldcopy.drills import checks, record
 from coldcopy.drills.expected import SAMPLE_ONE_IN, Expectation
@@ -141,6 +142,7 @@ class RestoreDrill:
         row.update(backup_key=plan.backup_key, chain=plan.chain.name, segments=len(plan.segments),
                    bytes=plan.backup["byte_size"] + sum(s["byte_size"] for s in plan.segments))
         name = f"coldcopy_drill_{datetime.now(UTC):%Y%m%d%H%M%S}_{os.getpid()}"
+        verify_roles.prepare(self.live_dsn, self.verify_admin_dsn)  # the roles the backup's grants name, NOLOGIN
         with psycopg.connect(self.verify_admin_dsn, autocommit=True) as admin:
             scratch_dbs.sweep(admin)
             scratch_dbs.create(admin, name, "drill", self.ttl)
