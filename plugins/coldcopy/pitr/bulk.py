@@ -13,8 +13,18 @@ docs/pitr.md.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
+import psycopg
 from psycopg import sql
+
+# every lane's lock_timeout when there are several (a private target: nobody else takes its locks; autovacuum gives
+# way after deadlock_timeout): a lock wait this long is lanes waiting on each other, a cycle PostgreSQL never sees
+LOCK_TIMEOUT_S = 5
+
+
+class LanesWaited(RuntimeError):
+    """A lane waited :data:`LOCK_TIMEOUT_S` for a lock: on a private target, only another lane holds one."""
 
 
 def _key_of(columns: list[str]):
@@ -116,12 +126,33 @@ class Lanes:
     one (its first appearance picks it, round robin), so each table's runs stay in order. Tables are
     independent here: the replay's triggers and foreign keys are quiet, and every unique constraint is a
     table's own. ``apply(conn, run, commit)`` runs on each lane's :class:`Applier`. The first connection is
-    the replay's own: :meth:`wait` returns with every lane idle and the others' work committed."""
+    the replay's own: :meth:`wait` returns with every lane idle and the others' work committed. With more than
+    one, every connection gets a short ``lock_timeout``: a lane waiting for another's lock (while the replay
+    waits for that lane) is :class:`LanesWaited` within seconds, not a hang until ``statement_timeout``."""
 
     def __init__(self, connections: list, apply) -> None:
         self.connections, self.apply = connections, apply
         self.appliers = [Applier() for _ in connections]
         self._lane: dict[str, int] = {}
+        if len(connections) > 1:
+            for conn in connections:
+                conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
+                conn.commit()
+
+    @contextmanager
+    def waits(self, lane: int):
+        """A lock wait past the lanes' ``lock_timeout`` on ``lane`` raised as :class:`LanesWaited`."""
+        try:
+            yield
+        except psycopg.errors.LockNotAvailable as error:
+            raise LanesWaited(
+                f"replay lane {lane} of {len(self.connections)} waited {LOCK_TIMEOUT_S} s for a lock: the replay's "
+                "lanes waited on each other (a cycle between lanes; nothing else writes a private target); replay "
+                f"with jobs = 1 ({str(error).strip()})") from error
+
+    def _apply(self, lane: int, conn, run: NetEffect, commit: bool) -> None:
+        with self.waits(lane):
+            self.apply(conn, run, commit)
 
     def lane_of(self, table: str) -> int:
         if (lane := self._lane.get(table)) is None:
@@ -131,9 +162,9 @@ class Lanes:
     def submit(self, run: NetEffect, commit: bool) -> None:
         """Hand ``run`` over (``commit``: and commit every lane's transaction after it)."""
         parts = run.split(self.lane_of, len(self.connections)) if len(self.connections) > 1 else [run]
-        for conn, applier, part in zip(self.connections, self.appliers, parts, strict=True):
+        for lane, (conn, applier, part) in enumerate(zip(self.connections, self.appliers, parts, strict=True)):
             if len(part) or commit:
-                applier.submit(self.apply, conn, part, commit)
+                applier.submit(self._apply, lane, conn, part, commit)
 
     def wait(self) -> None:
         """Every lane idle (what a lane raised is raised here) and the other lanes' work committed: the first

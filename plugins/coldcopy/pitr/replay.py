@@ -90,9 +90,11 @@ class Replayer:
                                                                                t in self.tables)]
                 self._flush()
                 if names:
-                    self.conn.execute(sql.SQL("TRUNCATE {}{}").format(
-                        sql.SQL(", ").join(self._table(t).ident for t in names),
-                        sql.SQL(" RESTART IDENTITY" if change["restart_identity"] else "")))
+                    with self._lanes.waits(0):
+                        self.conn.execute(sql.SQL("TRUNCATE {}{}").format(
+                            sql.SQL(", ").join(self._table(t).ident for t in names),
+                            sql.SQL(" RESTART IDENTITY" if change["restart_identity"] else "")))
+                    self._release()
                     self.applied.update((t, "T") for t in names)
             elif self.tables is None or change["table"] in self.tables:
                 self._row(change)
@@ -168,6 +170,14 @@ class Replayer:
     def _exact(self, table: _Table, change: dict) -> None:
         self._statements.exact(self.conn, table, change, self._queue)
 
+    def _release(self) -> None:
+        """With other lanes, the replay's own connection commits the truncate or partition step it just took a
+        lock for: the table's own lane would wait for that lock while the replay waits for the lane. The table's
+        changes stay in commit order (its lane's next run follows this commit); the private target is committed
+        in parts already (each lane commits its own)."""
+        if len(self._lanes.connections) > 1:
+            self.conn.commit()
+
     def _hand_over(self, *, commit: bool) -> None:
         """The run collected so far (and the commit of the replay's batch) to the lanes' threads."""
         net, self._net = self._net, NetEffect()
@@ -222,7 +232,9 @@ class Replayer:
             self._tables.clear()
             self._statements.clear()
         elif marker["kind"] == "partition":
-            self._partition(marker)
+            with self._lanes.waits(0):
+                self._partition(marker)
+            self._release()
             self._tables.clear()
             self._statements.clear()
 
