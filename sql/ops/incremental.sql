@@ -21,13 +21,21 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_email_events (
   day date,
   event_type text
 );
-CREATE INDEX IF NOT EXISTS ivm_delta_email_events_txid_idx ON coldcopy_ops.ivm_delta_email_events (txid);
+DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_events_txid_idx') IS NULL THEN
+  CREATE INDEX ivm_delta_email_events_txid_idx ON coldcopy_ops.ivm_delta_email_events (txid);
+END IF; END $$;
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_campaigns (txid xid8 NOT NULL, id uuid);
-CREATE INDEX IF NOT EXISTS ivm_delta_campaigns_txid_idx ON coldcopy_ops.ivm_delta_campaigns (txid);
+DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_campaigns_txid_idx') IS NULL THEN
+  CREATE INDEX ivm_delta_campaigns_txid_idx ON coldcopy_ops.ivm_delta_campaigns (txid);
+END IF; END $$;
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_campaign_sequences (txid xid8 NOT NULL, id uuid);
-CREATE INDEX IF NOT EXISTS ivm_delta_campaign_sequences_txid_idx ON coldcopy_ops.ivm_delta_campaign_sequences (txid);
+DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_campaign_sequences_txid_idx') IS NULL THEN
+  CREATE INDEX ivm_delta_campaign_sequences_txid_idx ON coldcopy_ops.ivm_delta_campaign_sequences (txid);
+END IF; END $$;
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_email_messages (txid xid8 NOT NULL, sequence_id uuid);
-CREATE INDEX IF NOT EXISTS ivm_delta_email_messages_txid_idx ON coldcopy_ops.ivm_delta_email_messages (txid);
+DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_messages_txid_idx') IS NULL THEN
+  CREATE INDEX ivm_delta_email_messages_txid_idx ON coldcopy_ops.ivm_delta_email_messages (txid);
+END IF; END $$;
 
 -- One row per summary: what it reflects. watermark: every change visible in this snapshot is in the summary;
 -- clock_at: the now() its clock-dependent groups were computed at; definition_sha: the checksum of the
@@ -55,7 +63,9 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_verifications (
   extra_rows bigint NOT NULL,    -- in the summary, not in the definition
   repaired boolean NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ivm_verifications_summary_idx ON coldcopy_ops.ivm_verifications (summary, verified_at DESC);
+DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_verifications_summary_idx') IS NULL THEN
+  CREATE INDEX ivm_verifications_summary_idx ON coldcopy_ops.ivm_verifications (summary, verified_at DESC);
+END IF; END $$;
 
 -- The keys of every row of an email_events table (the whole table before a TRUNCATE; a month when it is attached
 -- or detached, which no DML trigger sees), as the current transaction's change.
@@ -72,6 +82,13 @@ $$;
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_events()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_events') IS NULL THEN  -- lost: the write goes on, the summaries rebuild
+    IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
+      INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason)
+      VALUES ('public.email_events', 'a write found ' || 'coldcopy_ops.ivm_delta_email_events' || ' missing');
+    END IF;
+    RETURN NULL;
+  END IF;
   IF TG_OP = 'INSERT' THEN
     INSERT INTO coldcopy_ops.ivm_delta_email_events
     SELECT DISTINCT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id,
@@ -103,6 +120,13 @@ DECLARE
                           WHEN 'DELETE' THEN 'SELECT id FROM ivm_old'
                           ELSE pg_catalog.format('SELECT id FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) END;
 BEGIN
+  IF pg_catalog.to_regclass(pg_catalog.format('coldcopy_ops.%I', delta)) IS NULL THEN  -- lost: the write goes on, the summaries rebuild
+    IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
+      INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason)
+      VALUES (pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), 'a write found ' || pg_catalog.format('coldcopy_ops.%I', delta) || ' missing');
+    END IF;
+    RETURN NULL;
+  END IF;
   EXECUTE pg_catalog.format('INSERT INTO coldcopy_ops.%I SELECT DISTINCT pg_catalog.pg_current_xact_id(), id FROM (%s) r',
                             delta, rows);
   RETURN NULL;
@@ -112,6 +136,13 @@ $$;
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_messages()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_messages') IS NULL THEN  -- lost: the write goes on, the summaries rebuild
+    IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
+      INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason)
+      VALUES ('public.email_messages', 'a write found ' || 'coldcopy_ops.ivm_delta_email_messages' || ' missing');
+    END IF;
+    RETURN NULL;
+  END IF;
   IF TG_OP = 'INSERT' THEN
     INSERT INTO coldcopy_ops.ivm_delta_email_messages
     SELECT DISTINCT pg_catalog.pg_current_xact_id(), sequence_id FROM ivm_new WHERE sequence_id IS NOT NULL;
