@@ -48,6 +48,14 @@ def sqlalchemy_url(dsn: str) -> str:
     ).render_as_string(hide_password=False)
 
 
+def _write_private(path: Path, text: str, mode: int) -> None:
+    """``text`` into ``path``, readable by its owner only from the first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 class AirflowStack(CeleryParts):
     """The four Airflow components on loopback, sharing one environment.
 
@@ -155,6 +163,31 @@ class AirflowStack(CeleryParts):
             raise StackError(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
         return result
 
+    @property
+    def cli(self) -> Path:
+        """``<home>/bin/airflow``: the ``airflow`` CLI against this stack, from any shell (:meth:`write_cli`)."""
+        return self.home / "bin" / "airflow"
+
+    def write_cli(self) -> Path:
+        """Write what reaches this stack from a shell: ``<home>/airflow.env`` (its settings, to ``source``) and
+        the wrapper :attr:`cli`, which drops the shell's own ``AIRFLOW*`` settings, sources that file and runs
+        this venv's ``airflow``. Without them ``airflow`` read ``airflow.cfg``'s SQLite: another database. Both
+        owner-only (they hold the connections' secrets, like the home's other files)."""
+        import shlex
+
+        settings = {k: v for k, v in self.env().items() if k.startswith("AIRFLOW") or k in self.extra_env}
+        env_file = self.home / "airflow.env"
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(settings.items()))
+        _write_private(env_file, f"# written by make airflow: `. {env_file}` reaches this stack\n{exports}", 0o600)
+        self.cli.parent.mkdir(exist_ok=True)
+        _write_private(self.cli, f"""#!/bin/sh
+# The airflow CLI against the stack of {self.home} (written by make airflow; any shell, any directory).
+for name in $(env | sed -n 's/^\\(AIRFLOW[A-Za-z0-9_]*\\)=.*/\\1/p'); do unset "$name"; done
+. {shlex.quote(str(env_file))}
+exec {shlex.quote(sys.executable)} -m airflow "$@"
+""", 0o700)
+        return self.cli
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def prepare(self) -> None:
@@ -178,6 +211,7 @@ class AirflowStack(CeleryParts):
         if self.executor == "CeleryExecutor":
             self.start_redis()
         self.prepare()
+        self.write_cli()
         env = self.env()
         for component in COMPONENTS:
             self._spawn(component, [sys.executable, "-m", "airflow", component], env)
