@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ops_objects (
   checksum text NOT NULL,
   applied_at timestamptz NOT NULL DEFAULT now()
 );
+REVOKE ALL ON coldcopy_ops.ops_objects FROM PUBLIC;
 """
 
 
@@ -47,7 +48,12 @@ def ensure(conn: psycopg.Connection, name: str, policy: LockRetryPolicy = LockRe
         return False
 
     def apply() -> bool:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ENSURE_LOCK_KEY,))
+        if conn.execute("SELECT to_regclass('coldcopy_ops.ops_objects') IS NOT NULL").fetchone()[0]:
+            # A lock no other login can take (LOCK TABLE needs a privilege PUBLIC lacks here), unlike an advisory
+            # key anyone can compute and hold; SHARE ROW EXCLUSIVE conflicts with itself, not with readers.
+            conn.execute("LOCK TABLE coldcopy_ops.ops_objects IN SHARE ROW EXCLUSIVE MODE")
+        else:  # the very first use: nothing of ours to lock yet
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ENSURE_LOCK_KEY,))
         if _applied_checksum(conn, name) == checksum:
             return False  # another session got here first
         conn.execute(_REGISTRY_DDL)
