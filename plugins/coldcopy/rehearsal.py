@@ -119,11 +119,11 @@ def _relfilenodes(conn) -> dict[str, int]:
         "AND n.nspname NOT LIKE 'pg_toast%'").fetchall())
 
 
-def hot_tables(conn, top: int = 20) -> set[str]:
-    """Tables the ``pg_stat_statements`` top statements (by total time) of ``conn``'s database name, when the
-    extension is there (else none)."""
+def hot_tables(conn, top: int = 20) -> set[str] | None:
+    """Tables the ``pg_stat_statements`` top statements (by total time) of ``conn``'s database name; None without
+    the extension: not known (which is not "none", the approver is told so: :data:`HOT_UNKNOWN`)."""
     if not conn.execute("SELECT to_regclass('pg_stat_statements') IS NOT NULL").fetchone()[0]:
-        return set()
+        return None
     tables = {name.split(".")[-1].strip('"'): name for (name,) in conn.execute(
         "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND n.nspname = 'public' AND NOT c.relispartition")}
@@ -134,7 +134,8 @@ def hot_tables(conn, top: int = 20) -> set[str]:
             for q in queries if f" {short} " in f" {q.lower().replace(',', ' ').replace('.', ' ')} "}
 
 
-def rehearse(scratch_dsn: str, migrations, *, hot: set[str] = frozenset(), lock_retry=None) -> list[FileRehearsal]:
+def rehearse(scratch_dsn: str, migrations, *, hot: set[str] | None = frozenset(),
+             lock_retry=None) -> list[FileRehearsal]:
     """Apply ``migrations`` (the pending ones, in order) to ``scratch_dsn`` and measure each; stops at the first
     that fails (its error recorded)."""
     from coldcopy.migration_runner import MigrationRunner
@@ -165,7 +166,7 @@ def rehearse(scratch_dsn: str, migrations, *, hot: set[str] = frozenset(), lock_
             result.wal_bytes = int(probe.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (wal_before,)
                                                  ).fetchone()[0])
             result.hot_blocked = sorted({lock.relation for lock in result.locks
-                                         if lock.relation in hot and lock.mode in BLOCKS_WRITES})
+                                         if lock.relation in (hot or ()) and lock.mode in BLOCKS_WRITES})
             results.append(result)
             log.info("rehearsed %s: %.0f ms, strongest lock %s, rewrote %s, %d bytes of WAL%s", migration.file_name,
                      result.duration_ms, result.strongest, ", ".join(result.rewritten) or "nothing",
@@ -175,8 +176,8 @@ def rehearse(scratch_dsn: str, migrations, *, hot: set[str] = frozenset(), lock_
     return results
 
 
-def table(results: list[FileRehearsal]) -> str:
-    """The rehearsal as the approver reads it (Markdown)."""
+def table(results: list[FileRehearsal], hot_known: bool = True) -> str:
+    """The rehearsal as the approver reads it (Markdown); ``hot_known``: False without pg_stat_statements."""
     lines = ["| file | duration | locks (strongest first, held) | rewritten | WAL | application would queue on |",
              "|---|---|---|---|---|---|"]
     for r in results:
@@ -184,8 +185,11 @@ def table(results: list[FileRehearsal]) -> str:
         rewritten = ", ".join(f"{t} ({n:,} rows)" for t, n in r.rewritten.items()) or "—"
         lines.append(f"| {r.file}{' — FAILED: ' + r.error if r.error else ''} | {r.duration_ms / 1000:.1f} s | "
                      f"{locks or '—'} | {rewritten} | {r.wal_bytes / 2**20:.1f} MB | "
-                     f"{', '.join(r.hot_blocked) or '—'} |")
+                     f"{', '.join(r.hot_blocked) or ('none' if hot_known else HOT_UNKNOWN)} |")
     return "\n".join(lines)
+
+
+HOT_UNKNOWN = "unknown (pg_stat_statements is not installed)"
 
 
 def _lock_cell(lock: HeldLock, hot_blocked: list[str]) -> str:

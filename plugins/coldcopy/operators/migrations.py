@@ -245,12 +245,19 @@ class MigrationApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
             database, size = conn.execute(
                 sql.SQL("SELECT current_database(), pg_size_pretty(pg_database_size(current_database()))")).fetchone()
         pending = [e for e in plan if e.get("status") == Status.PENDING.value]
+        phases = sorted({e["phase"] for e in pending})
+        # Only choices that differ: "phase 1 only" when phase 1 has pending files and a later phase has too.
+        self.options = [APPLY, APPLY_PHASE_1, approval.REJECT] if phases[:1] == [1] and len(phases) > 1 \
+            else [APPLY, approval.REJECT]
         lines = [f"**Target:** database `{database}` ({size}); **{len(pending)} pending file(s)** in phases "
-                 f"{', '.join(str(p) for p in sorted({e['phase'] for e in pending}))}.", ""]
+                 f"{', '.join(str(p) for p in phases)}.", ""]
         if rehearsed.get("files"):
             lines += [f"**Dress rehearsal** on a restored copy of `{rehearsed.get('backup')}` (locks sampled from "
                       "`pg_locks` every 5 ms; 🔴 = ACCESS EXCLUSIVE on a table the application's top statements use):",
                       "", rehearsed.get("table", ""), ""]
+            if "hot_tables" in rehearsed and rehearsed["hot_tables"] is None:
+                lines += ["⚠️ **Which tables the application would queue on is unknown**: pg_stat_statements is not "
+                          "installed on the target, so no lock is marked 🔴; judge the locks above yourself.", ""]
         elif rehearsed.get("not_rehearsed"):
             lines += [f"⚠️ **Not rehearsed**: {rehearsed['not_rehearsed']}. Set up `coldcopy_verify_db` "
                       "(docs/migrations.md) to see what each file does before approving it.", ""]
@@ -265,8 +272,8 @@ class MigrationApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
                   "|---|---|---|---|"]
         lines += [f"| {e['file']} | {e['phase']} | {e['status']} | {e.get('supabase_cli') or '—'} |" for e in plan
                   if e.get("status") != Status.APPLIED.value]
-        lines += ["", "*apply*: every pending file, phase by phase. *apply phase 1 only*: the later phases are "
-                  "skipped in this run. *reject* (or no answer within 24 h): nothing is applied; say why in the "
-                  "comment."]
+        lines += ["", "*apply*: every pending file, phase by phase." + (
+            " *apply phase 1 only*: the later phases are skipped in this run." if APPLY_PHASE_1 in self.options
+            else "") + " *reject* (or no answer within 24 h): nothing is applied; say why in the comment."]
         files = {e["file"]: e["checksum"] for e in pending}  # what the body shows, as the plan task read it
         return f"Apply {len(pending)} migration(s) to {database}?", "\n".join(lines), {"files": files}

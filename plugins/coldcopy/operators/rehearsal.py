@@ -83,12 +83,13 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
         copy = rehearsal.ScratchCopy(runner, server, self.execution_timeout)
         with copy as scratch:
             results = rehearsal.rehearse(scratch, pending, hot=hot, lock_retry=self.lock_policy())
-        report = rehearsal.table(results)
+        report = rehearsal.table(results, hot_known=hot is not None)
         self.log.info("rehearsal on %s (restored from %s):\n%s", copy.name, copy.backup_key, report)
         if failed := [r for r in results if r.error]:
             raise AirflowFailException(f"{failed[0].file} failed in the rehearsal, nothing was applied: "
                                        f"{failed[0].error}")
         self.say(context, f"rehearsed {len(results)} file(s) on a copy of {copy.backup_key}: " +
                  "; ".join(r.summary() for r in results)[:600])
-        return {"backup": copy.backup_key, "hot_tables": sorted(hot), "files": [r.as_dict() for r in results],
-                "table": report, "cluster_statements": cluster}
+        # hot_tables None: pg_stat_statements is not installed, which tables the application uses is not known
+        return {"backup": copy.backup_key, "hot_tables": None if hot is None else sorted(hot),
+                "files": [r.as_dict() for r in results], "table": report, "cluster_statements": cluster}
