@@ -37,6 +37,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param
 from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
 from coldcopy.dag_params import AS_OF_PATTERN, optional, text
+from coldcopy.operators.backups import MAX_JOBS
 from coldcopy.operators.drills import RestoreDrillOperator
 
 with DAG(
@@ -51,7 +52,8 @@ with DAG(
     params={
         "as_of": optional("the second to restore (UTC, whole seconds, 2026-12-04T03:00:05Z); empty: a random "
                           "second of the last 24 h", pattern=AS_OF_PATTERN),
-        "jobs": Param(0, type="integer", minimum=0, description="pg_restore --jobs (0: the verify server's cores)"),
+        "jobs": Param(0, type="integer", minimum=0, maximum=MAX_JOBS, description="pg_restore --jobs and the "
+                      f"replay's connections, at most {MAX_JOBS} (0: the verify server's cores)"),
     },
     tags=["coldcopy", "backups", "pitr"],
     doc_md=__doc__,

@@ -20,7 +20,10 @@
   the oldest base backup the archive extends, after the archive's newest point, or across a gap;
 - `workspace_id`: optional, only that workspace's rows (every tenant table, its `workspaces` row, the users
   they refer to), in `target_database`, or with `target_schema` in that new schema of the live database
-  (owner-only, no constraints: support copies back from it; the restored database is dropped).
+  (owner-only, no constraints: support copies back from it; the restored database is dropped);
+- `jobs`: connections of a whole-database restore (`pg_restore --jobs`) and of `as_of`'s replay (its lanes),
+  at most 32; 0 (default): one per CPU; 1: one connection, no parallel restore and one replay lane (the fallback
+  should the parallel replay ever misbehave).
 
 The object is downloaded to a private spool and must equal its signed manifest (key, size, sha256) before
 anything is decrypted; gpg must report an integrity-protected AES256 decryption before its output reaches
@@ -42,6 +45,7 @@ from airflow.sdk import DAG, Param
 
 from coldcopy.dag_defaults import START_DATE, default_args
 from coldcopy.dag_params import AS_OF_PATTERN, SCHEMA_PATTERN, optional, text
+from coldcopy.operators.backups import MAX_JOBS
 from coldcopy.operators.restore import RestoreFromSpacesOperator
 from coldcopy.operators.restore_approval import RestoreApprovalOperator
 
@@ -62,6 +66,9 @@ with DAG(
         "as_of": optional("point in time, UTC, whole seconds, e.g. 2026-11-29T16:00:05Z (empty: the backup itself); "
                           "needs the change archive (docs/pitr.md)", pattern=AS_OF_PATTERN),
         "workspace_id": optional("only this workspace's rows, its UUID (empty: the whole database)", format="uuid"),
+        "jobs": Param(0, type="integer", minimum=0, maximum=MAX_JOBS, description="connections of a whole-database "
+                      f"restore and of the replay, at most {MAX_JOBS} (0: one per CPU; 1: one, no parallel restore or "
+                      "replay lanes)"),
         "target_schema": optional("with workspace_id: copy into this new schema of the live database instead of a "
                                   "new database (lower-case letters, digits, _)", pattern=SCHEMA_PATTERN),
     },
@@ -71,4 +78,5 @@ with DAG(
     what = {"backup": "{{ params.backup }}", "target_database": "{{ params.target_database }}",
             "tables": "{{ (params.tables or []) | join(',') }}", "as_of": text("as_of")}
     RestoreApprovalOperator(task_id="approve", **what) >> RestoreFromSpacesOperator(
-        task_id="restore", **what, workspace_id=text("workspace_id"), target_schema=text("target_schema"))
+        task_id="restore", **what, workspace_id=text("workspace_id"), target_schema=text("target_schema"),
+        jobs="{{ params.jobs }}")

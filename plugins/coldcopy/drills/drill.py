@@ -77,10 +77,14 @@ class RestoreDrill:
         extends, before the archive's newest point."""
         now = now or datetime.now(UTC)
         bucket, keys = self.runner.bucket, self.runner.keyring
-        names = chains.list_chains(bucket)
+        names, refused = chains.list_chains(bucket), {}
         if not names:
             raise DrillError("no change archive in the bucket: a drill restores as of a second (change_archive)")
-        chain = chains.load_chain(bucket, names[-1], keys)
+        # the newest chain whose head verifies: a planted, unsigned or forged one is skipped and named
+        chain = next(filter(None, (chains.load_trusted(bucket, n, keys, refused) for n in reversed(names))), None)
+        if chain is None:
+            raise DrillError("no change archive chain in the bucket has a head that verifies"
+                             + chains.refused_note(refused))
         backups = [datetime.fromisoformat(m["pitr"]["snapshot_time"]) for _, _, m in self.runner.database_backups()
                    if m.get("pitr") and m["database"] == chain.head["database"]
                    and lsn_int(m["pitr"]["lsn"]) >= chain.start_lsn]
@@ -182,7 +186,8 @@ class RestoreDrill:
             row["checks"] = {"tables": found["counts"], "sampled": found["sampled"],
                              "sampled_keys": found["sampled_keys"], "sample_one_in": self.sample_one_in,
                              "transactions": expectation.transactions, "problems": found["problems"],
-                             "timings": {k: round(v, 3) for k, v in runner.timings.items()}}
+                             "timings": {k: round(v, 3) for k, v in runner.timings.items()},
+                             "chain_heads_refused": plan.refused}
             if found["problems"]:
                 raise DrillError(f"the restore as of {as_of:%Y-%m-%dT%H:%M:%SZ} differs from the archive: "
                                  + "; ".join(found["problems"])[:1500])

@@ -12,6 +12,8 @@ from coldcopy import DB_CONN_ID, KEY_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID, Bucket
 from coldcopy.operators.base import ColdCopyOperator
 
+MAX_JOBS = 32  # a restore's or drill's jobs: pg_restore --jobs and the replay's lanes, each a connection to the target
+
 
 class BaseBackupOperator(ColdCopyOperator):
     """Shared parts: the database, Spaces and backup-key connections.
@@ -31,6 +33,18 @@ class BaseBackupOperator(ColdCopyOperator):
         super().__init__(**kwargs)
         self.conn_id, self.spaces_conn_id, self.key_conn_id = conn_id, spaces_conn_id, key_conn_id
         self.zstd_threads = zstd_threads
+
+    @staticmethod
+    def checked_jobs(value) -> int:
+        """A ``jobs`` param as a number from 0 (the default) to :data:`MAX_JOBS`; else the task fails for good."""
+        try:
+            jobs = int(str(value or 0).strip() or 0)
+        except ValueError:
+            raise AirflowFailException(f"jobs {value!r} is not a whole number") from None
+        if not 0 <= jobs <= MAX_JOBS:
+            raise AirflowFailException(f"jobs {jobs}: from 0 (the default) to {MAX_JOBS} (each job is a connection to "
+                                       "the target server)")
+        return jobs
 
     def runner(self):
         from coldcopy.backups import BackupRunner, backup_passphrase

@@ -9,7 +9,7 @@ from datetime import timedelta
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy.operators.backups import BaseBackupOperator
+from coldcopy.operators.backups import MAX_JOBS, BaseBackupOperator
 
 
 class RestoreDrillOperator(BaseBackupOperator):
@@ -17,7 +17,8 @@ class RestoreDrillOperator(BaseBackupOperator):
     the archive, measure RTO (by phase) and achieved RPO, record it in ``coldcopy_ops.restore_drills``.
 
     :param as_of: the second (UTC, ``2026-12-04T03:00:05Z``); empty: a random one of the last 24 h.
-    :param jobs: ``pg_restore --jobs``; 0: the verify connection's extra ``cores``, else this worker's cores.
+    :param jobs: ``pg_restore --jobs`` and the replay's lanes, at most :data:`MAX_JOBS`; 0: the verify
+        connection's extra ``cores``, else this worker's cores (capped the same).
     :param verify_conn_id: the verification server; required, and never the live database's server.
     """
 
@@ -31,24 +32,27 @@ class RestoreDrillOperator(BaseBackupOperator):
         self.as_of, self.jobs, self.verify_conn_id = as_of, jobs, verify_conn_id
 
     def restore_jobs(self, connection) -> int:
-        if int(self.jobs or 0) > 0:
-            return int(self.jobs)
+        if jobs := self.checked_jobs(self.jobs):
+            return jobs
         cores = (connection.extra_dejson or {}).get("cores")
-        return int(cores) if cores else (os.cpu_count() or 2)
+        return max(1, min(int(cores) if cores else (os.cpu_count() or 2), MAX_JOBS))
 
     def execute(self, context: Context) -> dict:
         from airflow.sdk import Variable
 
-        from coldcopy import optional_connection
+        from coldcopy import alerts, optional_connection
         from coldcopy.backups import BackupError
         from coldcopy.crypto import UntrustedObject
         from coldcopy.drills import record
         from coldcopy.drills.drill import DrillError, RestoreDrill
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
         from coldcopy.humanize import duration, size
+        from coldcopy.manifests import ManifestRejected
         from coldcopy.operators.restore import RestoreFromSpacesOperator
+        from coldcopy.pitr.bulk import LanesWaited
         from coldcopy.pitr.chain import ChainError
         from coldcopy.pitr.recovery import RecoveryError, parse_as_of
+        from coldcopy.pitr.replay import ReplayError
 
         connection = optional_connection(self.verify_conn_id)
         if connection is None:
@@ -68,9 +72,14 @@ class RestoreDrillOperator(BaseBackupOperator):
             jobs=jobs, budget_s=budget, ttl=self.execution_timeout)
         try:
             row = drill.run(as_of)
-        except (DrillError, RecoveryError, ChainError, UntrustedObject, BackupError) as error:
-            # recorded; a retry would not mend the archive (S3 or network trouble is retried)
+        except (DrillError, RecoveryError, ChainError, UntrustedObject, BackupError, ManifestRejected, ReplayError,
+                LanesWaited) as error:
+            # recorded; a retry would not mend the archive or the replay (S3 or network trouble is retried)
             raise AirflowFailException(str(error)) from error
+        if refused := row["checks"].get("chain_heads_refused"):
+            alerts.send_for_task(context, f"restore drill skipped {len(refused)} change archive chain head(s) that do "
+                                 f"not verify (planted or forged?): {', '.join(refused)[:800]}",
+                                 kind="threshold_breached")
         over = f"; over the RTO budget of {duration(budget)}" if row["rto_s"] > budget else ""
         self.say(context, f"drill as of {row['as_of']:%Y-%m-%d %H:%M:%S} UTC passed: RTO {duration(row['rto_s'])} "
                           f"(download {duration(row['download_s'])}, restore {duration(row['restore_s'])} with "

@@ -37,13 +37,13 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
     """
 
     template_fields: Sequence[str] = ("backup", "target_database", "tables", "as_of", "workspace_id",
-                                      "target_schema")
+                                      "target_schema", "jobs")
 
     def __init__(self, *, backup: str, target_database: str, tables: list[str] | str | None = None,
                  as_of: str | None = None, workspace_id: str | None = None, target_schema: str | None = None,
-                 **kwargs) -> None:
+                 jobs: int | str = 0, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.backup, self.target_database = backup, target_database
+        self.backup, self.target_database, self.jobs = backup, target_database, jobs
         self.tables, self.as_of = tables, as_of
         self.workspace_id, self.target_schema = workspace_id, target_schema
         self.recovery = self.workspace = None
@@ -68,6 +68,8 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
             raise AirflowFailException(f"refusing to restore into the live database {target!r} without an approval "
                                        f"(the run's '{approval.APPROVAL_TASK_ID}' task, answered 'restore')")
         runner = self.runner()
+        if jobs := self.checked_jobs(self.jobs):  # 0: one per core; 1: no parallel restore, one replay lane
+            runner.restore_jobs = jobs
         try:
             key, manifest = self.chosen_backup(runner)
             if live and (decided.get("request") or {}).get("backup") != key:
@@ -77,6 +79,10 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
             if runner.skipped:
                 alerts.send_for_task(context, f"restore passed over {len(runner.skipped)} backup(s) with a refused "
                                      f"manifest: {'; '.join(runner.skipped)[:800]}", kind="threshold_breached")
+            if self.recovery and self.recovery.refused:
+                alerts.send_for_task(context, f"restore skipped {len(self.recovery.refused)} change archive chain "
+                                     f"head(s) that do not verify: {', '.join(self.recovery.refused)[:800]}",
+                                     kind="threshold_breached")
             if tables:
                 erasures, problems = self.restore_tables(runner, key, manifest, target, tables)
             elif schema:

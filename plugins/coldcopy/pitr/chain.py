@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ from coldcopy import manifests
 from coldcopy.crypto import get_bound, gpg_open
 from coldcopy.object_store import Bucket
 from coldcopy.pitr.pgoutput import lsn_int
+
+log = logging.getLogger(__name__)
 
 PREFIX = "pitr"
 _LINES = msgspec.json.Decoder()  # JSON lines, several times faster than json.loads (replay is bound by it)
@@ -155,6 +158,23 @@ def load_chain(bucket: Bucket, name: str, keys: manifests.Keyring) -> Chain:
             chain.problems.append(str(error))
     chain.segments.sort(key=lambda m: m["seq"])
     return chain
+
+
+def load_trusted(bucket: Bucket, name: str, keys: manifests.Keyring, refused: dict[str, str]) -> Chain | None:
+    """The chain ``name``, or ``None`` when its head is refused (unsigned, forged, another chain's head copied
+    here): logged and recorded in ``refused`` (key → why). One ``chain.json`` planted by someone who can write the
+    bucket but holds no key then blocks no restore: it is skipped and named, as a backup's refused manifest is."""
+    try:
+        return load_chain(bucket, name, keys)
+    except (manifests.ManifestRejected, ChainError) as error:
+        refused[chain_key(name)] = str(error)
+        log.error("change archive: chain %s skipped, its head is refused: %s", name, error)
+        return None
+
+
+def refused_note(refused: dict[str, str]) -> str:
+    """`` (refused chain heads, skipped: …)`` naming each key and why, or nothing."""
+    return f" (refused chain heads, skipped: {'; '.join(refused.values())})" if refused else ""
 
 
 def list_chains(bucket: Bucket) -> list[str]:

@@ -66,6 +66,7 @@ class RecoveryPlan:
     backup: dict
     chain: chains.Chain
     segments: list[dict] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # chain heads skipped: unsigned or forged (by key)
 
     @property
     def until(self) -> datetime:
@@ -75,7 +76,7 @@ class RecoveryPlan:
     def describe(self) -> dict:
         return {"as_of": _stamp(self.as_of), "base_backup": self.backup_key,
                 "base_snapshot_time": self.backup["pitr"]["snapshot_time"], "chain": self.chain.name,
-                "segments": [s["seq"] for s in self.segments]}
+                "segments": [s["seq"] for s in self.segments], "chain_heads_refused": self.refused}
 
 
 def newest_point(bucket, chain: chains.Chain, keys: manifests.Keyring) -> datetime:
@@ -129,15 +130,16 @@ def plan(runner, as_of: datetime, anchor: dict | None = None) -> RecoveryPlan:
         raise RecoveryError(f"as_of {_stamp(as_of)} is before the oldest base backup the change archive extends; "
                             f"the earliest possible point is {_stamp(oldest.replace(microsecond=0))}")
     names = chains.list_chains(bucket)
-    loaded: dict[str, chains.Chain] = {}  # each chain read once, however many backups are tried against it
+    loaded: dict[str, chains.Chain | None] = {}  # each chain read once, however many backups are tried against it
+    refused: dict[str, str] = {}  # a head that does not verify is skipped, named: it blocks no restore
     nearest: list[str] = []
     for _taken, key, manifest in eligible:
         backup_lsn = lsn_int(manifest["pitr"]["lsn"])
         for name in reversed(names):
             if name not in loaded:
-                loaded[name] = chains.load_chain(bucket, name, keys)
+                loaded[name] = chains.load_trusted(bucket, name, keys, refused)
             chain = loaded[name]
-            if chain.start_lsn > backup_lsn or chain.head["database"] != manifest["database"]:
+            if chain is None or chain.start_lsn > backup_lsn or chain.head["database"] != manifest["database"]:
                 continue
             good = chain.consistent_prefix()
             reach = newest_point(bucket, chain, keys)
@@ -156,12 +158,12 @@ def plan(runner, as_of: datetime, anchor: dict | None = None) -> RecoveryPlan:
             # in-progress list may have committed just before the LSN was read); the snapshot filters both
             first = next((i for i, s in enumerate(good) if lsn_int(s["end_lsn"]) >= backup_lsn), len(good))
             needed = [s for s in good[max(first - 1, 0):] if datetime.fromisoformat(s["first_commit"]) < until]
-            return RecoveryPlan(as_of, key, manifest, chain, needed)
+            return RecoveryPlan(as_of, key, manifest, chain, needed, sorted(refused))
         else:
             nearest.append(f"no change archive chain extends backup {key}" + (
                 f" (the database records chain {anchor['chain']}, which the bucket does not hold)"
                 if anchor and anchor["chain"] not in names else ""))
-    raise RecoveryError(f"as_of {_stamp(as_of)} cannot be reached: {nearest[0]}")
+    raise RecoveryError(f"as_of {_stamp(as_of)} cannot be reached: {nearest[0]}{chains.refused_note(refused)}")
 
 
 class ReadAhead:
