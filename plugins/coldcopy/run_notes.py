@@ -1,5 +1,6 @@
 """A note on every ColdCopy run in which every task skipped, so the runs list says so ("nothing changed since …")
-instead of looking like any other success (issue 24).
+instead of looking like any other success (issue 24); and on a run a task asked a note for (:func:`note`): a dry
+run says "dry run: nothing applied — …" (issue 41), so it cannot be taken for an applied run.
 
 An Airflow listener (plugins/coldcopy_run_notes_plugin.py): ``on_dag_run_success`` runs in the scheduler, on
 the run it is finishing, in the scheduler's own session; the note is set on that run (Airflow's ``DagRun.note``,
@@ -17,6 +18,7 @@ from airflow.listeners import hookimpl
 log = logging.getLogger(__name__)
 
 SKIP_REASON_KEY = "skip_reason"
+RUN_NOTE_KEY = "run_note"
 NOTE_LIMIT = 1000  # dag_run_note.content
 
 
@@ -28,6 +30,15 @@ def skip(context, reason: str):
     if ti is not None:
         ti.xcom_push(key=SKIP_REASON_KEY, value=reason[:500])
     raise AirflowSkipException(reason)
+
+
+def note(context, text: str) -> None:
+    """Ask for ``text`` as the run's note when the run succeeds (a dry run: "dry run: nothing applied — …"); the
+    notes of several tasks are joined. The task's log says it too."""
+    log.info("run note: %s", text)
+    ti = context.get("ti") if hasattr(context, "get") else None
+    if ti is not None:
+        ti.xcom_push(key=RUN_NOTE_KEY, value=text[:NOTE_LIMIT])
 
 
 def note_for(reasons: list[str], tasks: int) -> str:
@@ -67,15 +78,21 @@ def _note(session, dag_run) -> None:
 
     if dag_run is None or dag_run.note:
         return  # a person's note stays
+    def said(key: str) -> list[str]:
+        rows = session.execute(select(XComModel.value).where(
+            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
+            XComModel.key == key)).scalars().all()
+        return [v if isinstance(v, str) else XComModel.deserialize_value(_Row(v)) for v in rows]
+
+    if asked := [text for text in dict.fromkeys(said(RUN_NOTE_KEY)) if text]:
+        joined = "; ".join(asked)
+        dag_run.note = joined if len(joined) <= NOTE_LIMIT else joined[: NOTE_LIMIT - 1] + "…"
+        return
     states = session.execute(select(TaskInstance.state).where(
         TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)).scalars().all()
     if not states or any(state != TaskInstanceState.SKIPPED for state in states):
         return
-    rows = session.execute(select(XComModel.value).where(
-        XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-        XComModel.key == SKIP_REASON_KEY)).scalars().all()
-    dag_run.note = note_for([v if isinstance(v, str) else XComModel.deserialize_value(_Row(v)) for v in rows],
-                            len(states))
+    dag_run.note = note_for(said(SKIP_REASON_KEY), len(states))
 
 
 class _Row:

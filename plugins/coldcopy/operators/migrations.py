@@ -18,7 +18,7 @@ from coldcopy import DB_CONN_ID, MIGRATIONS_DIR
 from coldcopy.migrations import ALL_PHASES, Migration, MigrationError, Status, discover_migrations
 from coldcopy.operators import approval
 from coldcopy.operators.base import ColdCopyOperator
-from coldcopy.run_notes import skip
+from coldcopy.run_notes import note, skip
 
 if TYPE_CHECKING:
     from coldcopy.migration_runner import MigrationRunner
@@ -105,10 +105,11 @@ class MigrationPlanOperator(BaseMigrationOperator):
                 f"applied migration file(s) changed on disk: {', '.join(changed)}; "
                 "restore them and put the change in a new migration"
             )
-        self.say(context, f"{len(plan)} file(s), {len(pending)} pending" +
-                 (f": {', '.join(e.migration.file_name for e in pending)[:400]}" if pending else
-                  ": the target is up to date") + (" (dry run: nothing will be changed)" if self.dry_run(context)
-                                                    else ""))
+        what = f"{len(plan)} file(s), {len(pending)} pending" + (
+            f": {', '.join(e.migration.file_name for e in pending)[:400]}" if pending else ": the target is up to date")
+        self.say(context, what + (" (dry run: nothing will be changed)" if self.dry_run(context) else ""))
+        if self.dry_run(context):  # the runs list tells it from an applied run; the apply tasks skip (issue 41)
+            note(context, f"dry run: nothing applied — {what}")
         return [{"file": e.migration.file_name, "phase": e.migration.phase, "status": e.status.value,
                  "checksum": e.migration.checksum, "supabase_cli": e.cli} for e in plan]
 
@@ -133,7 +134,7 @@ class PhaseGateOperator(BaseMigrationOperator):
         if not not_applied:
             self.say(context, f"phase {self.phase} gate open: all {len(earlier)} earlier migrations applied")
         elif self.dry_run(context):
-            self.say(context, f"dry run: phase {self.phase} would wait for {', '.join(not_applied)}")
+            skip(context, f"dry run: phase {self.phase} would wait for {', '.join(not_applied)}")
         else:
             raise AirflowFailException(
                 f"phase {self.phase} ({ALL_PHASES[self.phase]}) cannot start: not applied: {', '.join(not_applied)}"
@@ -167,8 +168,7 @@ class ApplyMigrationOperator(BaseMigrationOperator):
         runner = self.runner()
         if self.dry_run(context):
             status = runner.plan([migration])[0].status
-            self.say(context, f"dry run: {migration.file_name} is {status.value}; nothing changed")
-            return False
+            skip(context, f"dry run: {migration.file_name} is {status.value}; nothing applied")
         self.check_approved(context, migration, runner)
         ti = context["ti"]
         applied_by = f"airflow {ti.dag_id}.{ti.task_id} run {ti.run_id}"

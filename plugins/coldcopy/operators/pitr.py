@@ -13,6 +13,7 @@ from coldcopy import DB_CONN_ID, KEY_CONN_ID
 from coldcopy.humanize import duration
 from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
+from coldcopy.run_notes import note
 
 
 class BasePitrOperator(ColdCopyOperator):
@@ -105,12 +106,15 @@ class ChangeArchiveSetupOperator(BasePitrOperator):
                 self.log.info("%s: %s", "would run" if dry_run else "runs", statement)
             for problem in plan.problems:
                 self.log.error("problem: %s", problem)
+            if plan.problems:  # a dry run is run to find these: it fails too, naming them (issue 41)
+                raise AirflowFailException(("dry run: nothing changed; " if dry_run else "") + f"{len(plan.problems)} "
+                                           "problem(s) stop the setup: " + "; ".join(plan.problems))
             if dry_run:
                 self.say(context, f"dry run: {len(plan.tables)} table(s) to publish, {len(plan.statements)} "
-                                  f"statement(s), {len(plan.problems)} problem(s); nothing changed")
-                return {"dry_run": True, "statements": plan.statements, "problems": plan.problems}
-            if plan.problems:
-                raise AirflowFailException("; ".join(plan.problems))
+                                  "statement(s), no problem; nothing changed")
+                note(context, f"dry run: nothing applied — {len(plan.statements)} statement(s) would run, "
+                              f"{len(plan.tables)} table(s) published; no problem found")
+                return {"dry_run": True, "statements": plan.statements, "problems": []}
         archiver = ChangeArchiveOperator.archiver(self)
         try:
             archiver.drain_once()  # creates what is missing, starts the chain, archives what is there
