@@ -5,7 +5,8 @@
 `CREATE PUBLICATION coldcopy_pitr FOR TABLE … WITH (publish_via_partition_root = true)` over every application
 table with a primary key, and `pg_create_logical_replication_slot('coldcopy_pitr', 'pgoutput')` — and any
 problem (`wal_level`, a role without `REPLICATION`, a table without a key whose updates publishing would
-break). With `dry_run` false it applies them and starts a chain; `change_archive` then keeps it drained.
+break): a dry run that finds one **fails**, naming it and its fix; a clean one succeeds with the run note
+*dry run: nothing applied — …*. With `dry_run` false it applies them and starts a chain; `change_archive` then keeps it drained.
 
 On Supabase: use a **direct** connection for `coldcopy_db` (not the transaction pooler: a slot needs a
 session); the `postgres` role has `REPLICATION`; `wal_level` is already `logical`. Cost: the WAL the slot

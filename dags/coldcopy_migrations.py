@@ -8,7 +8,8 @@
 (version, name, checksum, phase, duration, attempts, who applied it).
 
 **Plan first.** Trigger with param `dry_run = true`: the `plan` task lists every file as pending / applied /
-changed (ours and the Supabase CLI's history side by side) and nothing is changed.
+changed (ours and the Supabase CLI's history side by side) and nothing is changed: every file task is *skipped*
+and the run's note says *dry run: nothing applied — …*.
 
 **Rehearsed, then approved.** `rehearse` restores the newest verified backup into a scratch database
 (on `coldcopy_verify_db` when set), applies every pending file there and records per file its duration, the
