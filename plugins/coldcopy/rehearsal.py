@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import catalog
+from coldcopy.server_identity import same_server  # noqa: F401 - the drills' and rehearsals' guard, here
 
 log = logging.getLogger(__name__)
 
@@ -279,20 +280,3 @@ def cluster_statements(text: str) -> list[str]:
             found.append(flat[:160])
     return found
 
-
-def same_server(live: psycopg.Connection, other_dsn: str) -> bool:
-    """Whether ``other_dsn`` reaches the server ``live`` is connected to, whatever host names or ports lead
-    there: ``live`` holds an advisory lock on a random key, and ``pg_locks`` (readable by every role, unlike the
-    other sessions' rows of ``pg_stat_activity``) of that server shows it."""
-    import secrets
-
-    key = secrets.randbits(63)
-    live.execute("SELECT pg_advisory_lock(%s)", (key,))
-    try:
-        pid = live.execute("SELECT pg_backend_pid()").fetchone()[0]
-        with psycopg.connect(other_dsn, connect_timeout=10) as other:
-            return other.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = %s AND objsubid = 1 "
-                "AND (classid::bigint << 32 | objid::bigint) = %s)", (pid, key)).fetchone()[0]
-    finally:
-        live.execute("SELECT pg_advisory_unlock(%s)", (key,))
