@@ -7,10 +7,10 @@
    per-table row counts taken in the dump's own snapshot, sha256, retention class.
 2. **verify_database** — downloads it, decrypts, `pg_restore`s it into a scratch database, compares every
    table's row count with the manifest, drops the scratch database; the result goes to
-   `coldcopy_ops.backup_log`. On the `coldcopy_verify_db` connection's server when it exists (which needs
-   the same roles: `pg_dumpall --globals-only`), else on the database's own server (disk and I/O of a
-   full restore there). A mismatch, a refused manifest or a failed decryption fails at once and alerts; a
-   transient S3 or network failure is retried.
+   `coldcopy_ops.backup_log`. On the `coldcopy_verify_db` connection's server when it exists (the roles its
+   grants name are created there first, NOLOGIN, when its login has CREATEROLE), else on the database's own
+   server (disk and I/O of a full restore there). A mismatch, a refused manifest or a failed decryption fails
+   at once and alerts; a transient S3 or network failure is retried.
 3. **backup_table / verify_table** — the same for each table in `BACKUP_TABLES` (the runbook's
    `pg_dump -t`), verified by loading its rows into a scratch copy of the schema.
 4. **retention** — deletes standard backups after 30 days and compliance ones (the first of each month)

@@ -1,8 +1,14 @@
 """`make airflow`: a complete local Airflow 3.3 with the ColdCopy DAGs, on the embedded default.
 
-* Airflow's metadata: database ``airflow`` of an embedded PostgreSQL (``pgserver``, data in ``.pgdata/airflow``);
+* Airflow's metadata: database ``airflow`` of an embedded PostgreSQL (``pgserver``, data in ``.pgdata/airflow``),
+  run with ``wal_level=logical`` (the change archive, point-in-time restores and drills work out of the box);
 * ``coldcopy_db``: database ``coldcopy`` of the same server, migrated and filled at ``SCALE`` (default 1) on
   first start — or your own database via ``AIRFLOW_CONN_COLDCOPY_DB`` (checked, never changed here);
+* ``coldcopy_verify_db``: a second embedded PostgreSQL (``.pgdata/airflow-verify``) with the target's roles,
+  where backups are verified, migrations rehearsed and drills run — or yours via ``AIRFLOW_CONN_COLDCOPY_VERIFY_DB``;
+  none beside a target of your own (its server version and roles are yours to match);
+* users ``admin`` and ``approver`` (a second approver), generated passwords printed at start;
+* ``.airflow/bin/airflow``: the ``airflow`` CLI against this stack (``.airflow/airflow.env`` to source instead);
 * ``coldcopy_spaces``: a local S3 endpoint (moto), bucket ``coldcopy-local``, saved to ``.airflow/s3/`` on stop
   and loaded on the next start;
 * alerts: a local webhook sink appending each alert to ``.airflow/alerts.jsonl``;
@@ -34,6 +40,9 @@ from coldcopy.testing.alert_sink import AlertSink  # noqa: E402
 HOME = ROOT / ".airflow"
 PID_FILE = HOME / "stack.pid"
 BUCKET = "coldcopy-local"
+SERVER = "airflow"  # .pgdata/airflow; the verify server in .pgdata/airflow-verify
+TARGET_SETTINGS = {"wal_level": "logical"}  # as Supabase runs: the change archive needs logical decoding
+USERS = {"approver": "admin"}  # beside admin: a second person for the approval gates
 
 
 def running_pid() -> int | None:
@@ -90,6 +99,30 @@ def coldcopy_database(server_dsn: str) -> str:
     return local_env.airflow_connection(dsn)
 
 
+def embedded_servers(name: str = SERVER) -> tuple[str, str | None]:
+    """The embedded server (metadata, and ``coldcopy_db`` unless yours), ``wal_level=logical``; and the
+    ``coldcopy_verify_db`` value: yours, else for the embedded target a second embedded server with its roles,
+    else None (a target of your own: a verify server must match its version and roles)."""
+    server = local_env.embedded_server_dsn(name, TARGET_SETTINGS)
+    if os.environ.get("AIRFLOW_CONN_COLDCOPY_VERIFY_DB"):
+        return server, os.environ["AIRFLOW_CONN_COLDCOPY_VERIFY_DB"]
+    if os.environ.get("AIRFLOW_CONN_COLDCOPY_DB"):
+        return server, None
+    verify = local_env.prepare_verify_server(local_env.embedded_server_dsn(f"{name}-verify"))
+    return server, local_env.airflow_connection(verify)
+
+
+def make_stack(metadata: str, connections: dict[str, str], *, port: int, executor: str) -> AirflowStack:
+    """The stack: the given connections, the generated secrets' connections, admin and :data:`USERS`."""
+    stack = AirflowStack(HOME, metadata, port=port, parallelism=4, executor=executor, users=USERS,
+                         connections=dict(connections))
+    for conn_id, secret in (("coldcopy_backup_key", "backup_passphrase"), ("coldcopy_manifest_key", "manifest_key"),
+                            ("coldcopy_subject_pepper", "subject_pepper"),
+                            ("coldcopy_metrics_token", "metrics_token")):  # Prometheus: /coldcopy-health/metrics
+        stack.connections[conn_id] = json.dumps({"conn_type": "generic", "password": stack.secret(secret)})
+    return stack
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stop", action="store_true", help="stop a running `make airflow`")
@@ -107,7 +140,7 @@ def main() -> None:
                          f"AIRFLOW_PORT=8081 make airflow")
     started = time.monotonic()
     HOME.mkdir(exist_ok=True)
-    server = local_env.embedded_server_dsn("airflow")
+    server, verify_db = embedded_servers()
     metadata = ensure_database(server, "airflow")
     coldcopy_db = coldcopy_database(server)
 
@@ -117,20 +150,13 @@ def main() -> None:
         s3.client().create_bucket(Bucket=BUCKET)
     sink = AlertSink(record_to=HOME / "alerts.jsonl").__enter__()
     executor = {"local": "LocalExecutor", "celery": "CeleryExecutor"}[args.executor]
-    stack = AirflowStack(HOME, metadata, port=port, parallelism=4, executor=executor, connections={
+    stack = make_stack(metadata, {
         "coldcopy_db": coldcopy_db,
         "coldcopy_spaces": local_env.spaces_connection(s3.url, BUCKET),
         "coldcopy_alerts_webhook": sink.airflow_connection(),
-    })
-    stack.connections["coldcopy_backup_key"] = json.dumps(
-        {"conn_type": "generic", "password": stack.secret("backup_passphrase")})
-    stack.connections["coldcopy_manifest_key"] = json.dumps(
-        {"conn_type": "generic", "password": stack.secret("manifest_key")})
-    stack.connections["coldcopy_subject_pepper"] = json.dumps(
-        {"conn_type": "generic", "password": stack.secret("subject_pepper")})
-    stack.connections["coldcopy_dpo"] = sink.airflow_connection()
-    stack.connections["coldcopy_metrics_token"] = json.dumps(  # Prometheus: /coldcopy-health/metrics
-        {"conn_type": "generic", "password": stack.secret("metrics_token")})
+        "coldcopy_dpo": sink.airflow_connection(),
+        **({"coldcopy_verify_db": verify_db} if verify_db else {}),
+    }, port=port, executor=executor)
 
     stopping = False
 
@@ -149,10 +175,14 @@ def main() -> None:
         print(f"""
 Airflow 3.3 is up in {time.monotonic() - started:.0f} s: {stack.url}
   log in as:     admin / {stack.admin_password}   (kept in {stack.passwords_file.relative_to(ROOT)})
+  approver:      approver / {stack.password("approver")}   (a second user for the approval gates, same file)
+  airflow CLI:   {stack.cli.relative_to(ROOT)} variables get coldcopy_migration_approvers   (reaches this stack;
+                 or `. {(HOME / "airflow.env").relative_to(ROOT)}`, or PATH="$PWD/.airflow/bin:$PATH")
   REST API:      {stack.url}/api/v2  (token: POST {stack.url}/auth/token with that user and password)
   component logs: .airflow/logs/<api-server|scheduler|dag-processor|triggerer>.log; task logs beside them
   alerts:        tail -f .airflow/alerts.jsonl   (every alert the DAGs send, one JSON per line)
-  coldcopy_db:   {local_env.dsn_from_airflow_connection(coldcopy_db)}
+  coldcopy_db:   {local_env.dsn_from_airflow_connection(coldcopy_db)}   (wal_level=logical when embedded)
+  verify server: {verify_line(verify_db)}
   Spaces:        {s3.url} bucket {BUCKET} ({restored} object(s) from the last run)
 DAGs start paused: unpause them in the UI. Ctrl-C or `make airflow-stop` stops everything started here.""",
               flush=True)
@@ -170,6 +200,13 @@ DAGs start paused: unpause them in the UI. Ctrl-C or `make airflow-stop` stops e
         sink.__exit__(None, None, None)
         PID_FILE.unlink(missing_ok=True)
         print(f"stopped; {saved} object(s) of the local S3 saved to .airflow/s3/")
+
+
+def verify_line(verify_db: str | None) -> str:
+    if verify_db is None:
+        return ("none: set AIRFLOW_CONN_COLDCOPY_VERIFY_DB to a server of its own (no rehearsals, no drills "
+                "without it; docs/backups.md)")
+    return f"{local_env.dsn_from_airflow_connection(verify_db)}   (coldcopy_verify_db)"
 
 
 if __name__ == "__main__":
