@@ -137,6 +137,32 @@ class PitrPoint(BaseModel):
     snapshot_time: str  # the server's clock in that transaction
 
 
+class SafetyPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    command: str
+    permissive: bool
+    roles: list[str]
+    using: str | None
+    with_check: str | None
+
+
+class SafetyTable(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rls: bool
+    force_rls: bool
+    policies: dict[str, SafetyPolicy]
+    grants: dict[str, list[str]]
+
+
+class SafetyFingerprint(BaseModel):
+    """What matters for safety in the source (:mod:`coldcopy.backups.safety`), proven after a restore."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: int
+    api_roles: list[str]
+    tables: dict[str, SafetyTable]
+
+
 class BackupManifest(_Document):
     database: str
     database_size_bytes: int
@@ -156,6 +182,7 @@ class BackupManifest(_Document):
     started_at: str
     finished_at: str
     pitr: PitrPoint | None = None  # where the change archive's replay starts (coldcopy.pitr)
+    safety: SafetyFingerprint | None = None  # RLS, policies, API grants of the source; older backups: none
 
 
 class ArchiveManifest(_Document):

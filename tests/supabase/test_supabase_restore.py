@@ -49,9 +49,13 @@ def test_a_backup_verifies_as_postgres_and_the_grants_it_cannot_replay_are_named
     runner = BackupRunner(supabase.dsn, spaces, backup_key, keyring=KEYRING)
     whole = runner.backup()
     with caplog.at_level(logging.WARNING, logger="coldcopy.backups.verification"):
-        assert runner.verify(whole.object_key, supabase.dsn)["tables"] > 0
+        verified = runner.verify(whole.object_key, supabase.dsn)
+    assert verified["tables"] > 0 and verified["safety"] == "compared"  # RLS, policies, API grants as the source's
     grants = [r.getMessage() for r in caplog.records if "grants left out" in r.getMessage()]
     assert len(grants) == 1 and "pg_stat_statements_reset(" in grants[0], grants  # named, in one line
     assert any("pg_stat_statements" in entry and "the archive does not hold" in entry for entry in runner.left_out)
+    notes = whole.manifest["safety"]["tables"]["probe.notes"]
+    assert notes["force_rls"] and notes["grants"] == {"authenticated": ["SELECT"]}, notes
+    assert not [t for t in whole.manifest["safety"]["tables"] if t.split(".")[0] in ("auth", "storage", "extensions")]
     table = runner.backup(tables=[probe])
     assert runner.verify(table.object_key, supabase.dsn)["tables"] == 1

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from coldcopy import humanize, manifests, sessions
+from coldcopy.backups import safety
 from coldcopy.backups.common import PREFIX, RETENTION, BackupError, BackupResult, _count, _Pipeline, _relation
 from coldcopy.crypto import (
     gpg_encrypt_argv,
@@ -53,6 +54,7 @@ class Pipeline:
             dump_args = [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "--no-password"]
             # Quoted from the catalog: pg_dump reads --table as a pattern (wildcards, case folding).
             dump_args += [f"--table={_relation(snap_conn, t).as_string(snap_conn)}" for t in tables or []]
+            fingerprint = safety.fingerprint(snap_conn, tables)  # RLS, policies, API grants: proven after a restore
             # The counts (a scan of every table) read the dump's snapshot while pg_dump streams, not before it.
             with ThreadPoolExecutor(1, thread_name_prefix="backup-counts") as counting:
                 counted = counting.submit(self._row_counts, snap_conn, tables)
@@ -74,6 +76,7 @@ class Pipeline:
             "retention_class": klass, "expires_after_days": RETENTION[klass].days,
             "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
             "pitr": {"lsn": replay_from, "snapshot": seen, "snapshot_time": seen_at.isoformat()},
+            "safety": fingerprint,
         }
         try:
             self.bucket.put(manifest_key, manifests.dump(manifest, self.keyring, type="backup"), "application/json")

@@ -15,7 +15,7 @@ import psycopg
 from coldcopy import manifests, sessions, verify_roles
 from coldcopy import scratch as scratch_dbs
 from coldcopy.alerts import reason_of
-from coldcopy.backups import offsets, spool, toc
+from coldcopy.backups import offsets, safety, spool, toc
 from coldcopy.backups.common import _KEY, PREFIX, BackupError, _count, _Pipeline
 from coldcopy.crypto import (
     UntrustedObject,
@@ -234,7 +234,8 @@ class Verification:
         return manifest
 
     def verify(self, key: str, scratch_admin_dsn: str) -> dict:
-        """Restore ``key`` into a scratch database, compare every table's row count with the manifest,
+        """Restore ``key`` into a scratch database, compare every table's row count and what matters for safety
+        (row-level security, policies, the API roles' grants: :mod:`coldcopy.backups.safety`) with the manifest,
         drop the scratch database, and record the result in ``coldcopy_ops.backup_log``."""
         started = time.monotonic()
         scratch = f"coldcopy_verify_{datetime.now(UTC):%Y%m%d%H%M%S}_{os.getpid()}"
@@ -256,8 +257,15 @@ class Verification:
                         got = _count(conn, table)
                         if got != expected:
                             mismatches[table] = (expected, got)
+                    restored = safety.fingerprint(conn, manifest["tables"]) if "safety" in manifest else None
                 if mismatches:
                     raise BackupError(f"{key}: restored row counts differ from the manifest: {mismatches}")
+                if restored is None:
+                    log.warning("%s: no safety fingerprint in its manifest (a backup from before it): row-level "
+                                "security, policies and grants not compared", key)
+                elif differs := safety.differences(manifest["safety"], restored):
+                    raise BackupError(f"{key}: the restored copy's row-level security, policies or grants differ "
+                                      f"from the source's: {'; '.join(differs)}")
             finally:
                 with psycopg.connect(scratch_admin_dsn, autocommit=True) as admin:
                     scratch_dbs.drop(admin, scratch)
@@ -273,5 +281,6 @@ class Verification:
         if error:
             raise error  # BackupError: the backup is bad; anything else (S3, network) is worth a retry
         log.info("verified %s: %d tables match in %d ms", key, len(manifest["row_counts"]), elapsed_ms)
-        return {"object_key": key, "tables": len(manifest["row_counts"]), "verification_ms": elapsed_ms}
+        return {"object_key": key, "tables": len(manifest["row_counts"]), "verification_ms": elapsed_ms,
+                "safety": "compared" if "safety" in manifest else "not recorded"}
 
