@@ -50,6 +50,21 @@ def test_failing_task_alert_is_delivered(sink, failing_dag):
     [text] = sink.texts()
     assert "task_failed" in text and "breaks failed" in text and "disk on fire" in text
     assert sink.received[0]["body"]["alert"]["dag_id"] == "alert_test_failing"
+    # What to do, where the log is, and no Python class name (before: "RuntimeError: disk on fire", no next step)
+    assert "RuntimeError" not in text
+    assert "\nNext: open the log below, then the alert_test_failing runbook" in text
+    assert "\nLog: http" in text and "/dags/alert_test_failing/runs/" in text and "/tasks/breaks" in text
+
+
+@pytest.mark.parametrize("error, step", [
+    (RuntimeError("canceling statement due to lock timeout"), "db_health's blocking-queries check"),
+    (RuntimeError("no coldcopy_verify_db connection: nothing to restore onto"), "add the connection named"),
+    (type("Picky", (Exception,), {"next_step": "trigger it again with latest"})("no backup matches"),
+     "trigger it again with latest"),
+])
+def test_a_failure_alert_says_the_next_step(error, step):
+    assert step in alerts.next_step(error, "some_dag")
+    assert alerts.plain_reason(error) == str(error) and alerts.plain_reason(KeyError()) == "key error"
 
 
 def test_missed_deadline_alert_is_delivered_through_the_scheduler_and_triggerer_code(sink, failing_dag):
