@@ -196,7 +196,11 @@ class Verification:
         self.skipped = []
         candidates = self.database_backups(None if which == "latest" else which.replace("-", ""))
         if not candidates:
-            raise BackupError(f"no whole-database backup matches {which!r} in {self.bucket.uri}/{PREFIX}/")
+            newest = sorted(self.database_backups(), key=lambda c: c[:2])[-5:] if which != "latest" else []
+            hint = ("; the newest ones: " + ", ".join(key for _, key, _ in reversed(newest))
+                    + " (give one of these keys, a YYYY-MM-DD, or latest)") if newest else \
+                "; the bucket holds no whole-database backup that verifies: run backup_to_spaces first"
+            raise BackupError(f"no whole-database backup matches {which!r} in {self.bucket.uri}/{PREFIX}/{hint}")
         _, key, manifest = max(candidates, key=lambda c: c[:2])
         return key, manifest
 
