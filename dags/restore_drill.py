@@ -51,7 +51,8 @@ with DAG(
     deadline=alerts.deadline(timedelta(hours=4), expected="the daily restore drill"),
     params={
         "as_of": optional("the second to restore (UTC, whole seconds, 2026-12-04T03:00:05Z); empty: a random "
-                          "second of the last 24 h", pattern=AS_OF_PATTERN),
+                          "second of the last 24 h; a second the archive does not hold yet drills its newest one",
+                          pattern=AS_OF_PATTERN),
         "jobs": Param(0, type="integer", minimum=0, maximum=MAX_JOBS, description="pg_restore --jobs and the "
                       f"replay's connections, at most {MAX_JOBS} (0: the verify server's cores)"),
     },

@@ -102,6 +102,21 @@ class RestoreDrill:
         return earliest + timedelta(seconds=(rng or random.SystemRandom()).randint(
             0, int((latest - earliest).total_seconds())))
 
+    def reachable(self, as_of: datetime, row: dict) -> datetime:
+        """``as_of``, or the newest second the archive reaches when ``as_of`` is past it (a second that was not
+        drained yet: the drill moves, says so, and does not fail); before the window, an error naming it."""
+        earliest, latest = self.window()
+        if as_of > latest:
+            log.warning("restore drill: as_of %s is past the newest second the change archive holds; drilling as "
+                        "of %s instead", f"{as_of:%Y-%m-%dT%H:%M:%SZ}", f"{latest:%Y-%m-%dT%H:%M:%SZ}")
+            row["as_of_requested"] = as_of
+            return latest
+        if as_of < earliest:
+            raise DrillError(f"as_of {as_of:%Y-%m-%dT%H:%M:%SZ} is before the seconds a drill can reach "
+                             f"({earliest:%Y-%m-%dT%H:%M:%SZ} to {latest:%Y-%m-%dT%H:%M:%SZ}): give one of "
+                             "those, or none for a random one")
+        return as_of
+
     # the drill ----------------------------------------------------------------------------------------------
     def run(self, as_of: datetime | None = None) -> dict:
         """Drill once (as of ``as_of``, else a random second of :meth:`window`); the recorded row. A failed
@@ -113,10 +128,13 @@ class RestoreDrill:
         failure: BaseException | None = None
         try:
             self._refuse_live()
-            row["as_of"] = as_of = as_of or self.pick()
+            row["as_of"] = as_of = self.reachable(as_of, row) if as_of else self.pick()
             self._drill(as_of, row)
         except Exception as error:  # noqa: BLE001 - recorded, then raised
             failure = error
+        if row.get("as_of_requested"):
+            row["checks"] = {**(row.get("checks") or {}), "as_of_requested": row["as_of_requested"].isoformat(),
+                             "as_of_moved_to": row["as_of"].isoformat()}
         row["finished_at"] = datetime.now(UTC)
         row["outcome"] = "failed" if failure else "passed"
         row["error"] = reason_of(failure)[:2000] if failure else None
