@@ -7,7 +7,7 @@ from datetime import datetime
 
 PARENT = "public.email_events"
 ARCHIVE_PREFIX = "archive/email_events"
-DETACH_LOCK = f"coldcopy: detach from {PARENT}"  # advisory lock key (hashed) serializing detaches
+DETACH_LOCK = f"coldcopy: detach from {PARENT}"  # the job lock (coldcopy.job_locks) serializing detaches
 # Order-independent fingerprint of a partition's row versions (see the module docstring), with the range of
 # occurred_at the manifest records: one scan of three columns.
 ROW_VERSIONS_SQL = ("SELECT count(*), coalesce(sum(hashint8extended(id, xmin::text::bigint)), 0)::text, "

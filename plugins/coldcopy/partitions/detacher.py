@@ -1,15 +1,15 @@
-"""DETACH … CONCURRENTLY, one at a time behind an advisory lock."""
+"""DETACH … CONCURRENTLY, one at a time behind a lock only the ops role can take."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
 
+from coldcopy import job_locks
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.partitions.common import DETACH_LOCK, PARENT, Partition
 from coldcopy.pitr import markers
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class Detacher:
-    """DETACH … CONCURRENTLY, one at a time behind an advisory lock.
+    """DETACH … CONCURRENTLY, one at a time behind a lock only the ops role can take.
     Mixed into :class:`coldcopy.partitions.PartitionManager`."""
 
     conn: psycopg.Connection
@@ -27,8 +27,8 @@ class Detacher:
         """``DETACH PARTITION … CONCURRENTLY`` (outside a transaction block), finishing an interrupted one.
 
         PostgreSQL allows one pending detach per partitioned table, and archive tasks of several months run
-        in parallel: a session advisory lock on the parent serializes the detaches (exports stay parallel),
-        and a detach some earlier session left pending is finalized first.
+        in parallel: a job lock on the parent (:func:`coldcopy.job_locks.held`) serializes the detaches (exports
+        stay parallel), and a detach some earlier session left pending is finalized first.
         """
         with self._detach_lock():
             for pending in [p for p in self.partitions() if p.detach_pending and p.name != partition.name]:
@@ -50,19 +50,12 @@ class Detacher:
 
     @contextmanager
     def _detach_lock(self, poll_s: float = 0.5) -> Iterator[None]:
-        # Polled with pg_try_advisory_lock, never waited for in a statement: a waiting statement holds a
-        # snapshot, and the DETACH CONCURRENTLY that holds the lock waits for every older snapshot.
-        waited = 0.0
-        while not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (DETACH_LOCK,)
-                                    ).fetchone()[0]:
-            if waited % 60 < poll_s:
-                log.info("waiting for another detach from %s to finish (%.0f s so far)", PARENT, waited)
-            time.sleep(poll_s)
-            waited += poll_s
-        try:
+        # A row of coldcopy_ops.job_locks held on a side connection (no other login can take it, unlike an
+        # advisory key), polled, never waited for in a statement: a waiting statement holds a snapshot, and the
+        # DETACH CONCURRENTLY that holds the lock waits for every older snapshot.
+        with job_locks.held(job_locks.connect_like(self.conn), DETACH_LOCK, wait_s=None, poll_s=poll_s,
+                            what=f"another detach from {PARENT} to finish"):
             yield
-        finally:
-            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (DETACH_LOCK,))
 
     def _detach_one(self, name: str) -> None:
         def detach() -> None:
