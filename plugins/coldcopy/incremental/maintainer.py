@@ -251,8 +251,13 @@ class SummaryMaintainer:
                 "SELECT count(*) = %s, min(pg_snapshot_xmin(watermark)) FROM coldcopy_ops.ivm_state "
                 "WHERE summary = ANY(%s) AND db_identity = (" + _IDENTITY + ")", (len(readers), readers)).fetchone()
             if row[0] and row[1] is not None:
-                deleted += self.conn.execute(sql.SQL("DELETE FROM {} WHERE txid < %s").format(
-                    sql.Identifier("coldcopy_ops", c.delta)), (row[1],)).rowcount
+                # Every key each reader's watermark sees: those before the oldest xmin, and those committed
+                # before a watermark that a transaction still running elsewhere in the cluster (any database)
+                # held below its xmin (an erased person's keys stayed until it ended).
+                deleted += self.conn.execute(sql.SQL(
+                    "DELETE FROM {} d WHERE d.txid < %s OR NOT EXISTS (SELECT FROM coldcopy_ops.ivm_state s "
+                    "WHERE s.summary = ANY(%s) AND NOT pg_visible_in_snapshot(d.txid, s.watermark))").format(
+                    sql.Identifier("coldcopy_ops", c.delta)), (row[1], readers)).rowcount
         return deleted
 
     # -- verify ------------------------------------------------------------------------------------------
