@@ -34,8 +34,9 @@ def before_306(admin_dsn):
     with psycopg.connect(dsn, autocommit=True) as conn:
         for role in ("anon", "authenticated", "service_role"):
             conn.execute(f"DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-        conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, "
-                     "service_role")
+        for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
+            conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind} TO anon, authenticated, "
+                         "service_role")
     _apply(dsn, below=306)
     generate_data.generate(dsn, scale=1)
     yield name
@@ -79,6 +80,43 @@ def test_anon_cannot_write_the_dashboards_with_supabases_default_privileges(old_
     assert _dashboards_written_by(dsn, "authenticated") == []
     with psycopg.connect(dsn) as conn:
         assert guards.writable_public_views(conn) == []
+
+
+def _tenant_powers(dsn: str) -> list[str]:
+    """What a member of authenticated managed to do beyond its rows (each attempt in a savepoint)."""
+    done = []
+    attempts = {
+        "trigger": "CREATE TRIGGER zz_owner AFTER INSERT ON public.leads FOR EACH ROW "
+                   "EXECUTE FUNCTION app.add_workspace_owner()",
+        "truncate": "TRUNCATE public.email_events",
+        "setval": "SELECT setval('public.gdpr_audit_log_id_seq', 9223372036854775807)",
+    }
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET ROLE authenticated")
+        for name, statement in attempts.items():
+            try:
+                with conn.transaction():
+                    conn.execute(statement)
+                done.append(name)
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+        conn.rollback()
+    return done
+
+
+def test_a_tenant_login_cannot_hang_triggers_truncate_or_exhaust_sequences(old_schema):
+    """Before (found attacking 306's first text): Supabase's default privileges gave authenticated TRIGGER,
+    TRUNCATE and sequence UPDATE: a tenant hung app.add_workspace_owner() on leads and became owner of another
+    workspace, hung a pg_temp function that ran as the next writer (postgres), truncated email_events past RLS,
+    and setval() exhausted the audit log's sequence for every workspace."""
+    assert _tenant_powers(old_schema) == ["trigger", "truncate", "setval"]  # the holes, reproduced
+    _apply(old_schema)
+    assert _tenant_powers(old_schema) == []
+    with psycopg.connect(old_schema) as conn:
+        assert guards.api_role_powers(conn) == [] and guards.callable_trigger_functions(conn) == []
+        conn.execute("CREATE TABLE public.made_after_306 (id bigserial PRIMARY KEY)")  # the defaults, revoked too
+        assert guards.api_role_powers(conn) == []
+        conn.rollback()
 
 
 def _bounced(conn, campaign) -> int:
@@ -227,3 +265,12 @@ def test_the_guards_find_what_they_guard(empty_db):
         assert guards.definer_paths(conn) == ["f(): search_path=\"\""]
         assert guards.writable_public_views(conn) == ["v: anon can INSERT"]
         assert guards.cross_workspace_joins(conn) == ["v: b.a_id = a.id without b.workspace_id = a.workspace_id"]
+        conn.execute("CREATE FUNCTION public.g() RETURNS int LANGUAGE sql SECURITY DEFINER "
+                     "SET search_path = pg_catalog AS 'SELECT 1'")  # pg_temp not named: searched FIRST
+        assert "g(): search_path=pg_catalog" in guards.definer_paths(conn)
+        conn.execute("CREATE SEQUENCE public.s")
+        conn.execute("GRANT UPDATE ON public.s TO anon")
+        conn.execute("GRANT TRIGGER ON public.a TO anon")
+        assert guards.api_role_powers(conn) == ["a: anon can TRIGGER", "s: anon can UPDATE"]
+        conn.execute("CREATE FUNCTION public.t() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'")
+        assert "t(): anon can EXECUTE" in guards.callable_trigger_functions(conn)  # PUBLIC's default

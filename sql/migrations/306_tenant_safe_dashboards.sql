@@ -131,3 +131,27 @@ REVOKE ALL ON public.dashboard_campaign_analytics, public.dashboard_sequence_ste
 GRANT SELECT ON public.dashboard_campaign_analytics, public.dashboard_sequence_step_performance,
   public.dashboard_lead_engagement, public.dashboard_email_deliverability, public.dashboard_daily_workspace_activity,
   public.dashboard_workspace_usage, public.dashboard_lead_intent_summary TO authenticated, service_role;
+
+-- 5. What the API roles may do to the project's tables, sequences and trigger functions (on Supabase the default
+--    privileges give anon/authenticated ALL on every new public table and sequence): TRIGGER let a tenant login
+--    hang its own pg_temp function on a table, to run as whoever writes next (the ops role included), or
+--    app.add_workspace_owner() on leads to make itself owner of another workspace; TRUNCATE ignores RLS;
+--    UPDATE on a sequence lets setval() exhaust it for every workspace. Reads and row writes stay, under RLS.
+REVOKE TRUNCATE, TRIGGER, REFERENCES ON ALL TABLES IN SCHEMA public FROM PUBLIC, anon, authenticated;
+REVOKE UPDATE ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC, anon, authenticated;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE TRUNCATE, TRIGGER, REFERENCES ON TABLES FROM anon, authenticated;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE UPDATE ON SEQUENCES FROM anon, authenticated;
+-- Trigger functions need no EXECUTE to fire: nobody calls them, nor hangs them on a table of their choosing.
+DO $$
+DECLARE
+  f regprocedure;
+BEGIN
+  FOR f IN
+    SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = 'app' AND p.prorettype = 'pg_catalog.trigger'::pg_catalog.regtype
+      AND p.proowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
+  LOOP
+    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated', f);
+  END LOOP;
+END
+$$;

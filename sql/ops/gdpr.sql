@@ -93,3 +93,8 @@ BEGIN
   RETURN NEW;
 END
 $$;
+
+-- Nobody but the ops role calls these: the trigger fires without EXECUTE, and keyed() under the pepper is an
+-- oracle of the erased people's keys for whoever may call it.
+REVOKE ALL ON FUNCTION coldcopy_ops.refuse_erased_subject(), coldcopy_ops.keyed(text),
+  coldcopy_ops.subject_hash(uuid, text) FROM PUBLIC;

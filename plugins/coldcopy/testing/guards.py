@@ -22,7 +22,8 @@ import psycopg
 PLATFORM_SCHEMAS = ("pg_catalog", "information_schema", "auth", "storage", "realtime", "extensions", "graphql",
                     "graphql_public", "vault", "pgsodium", "pgsodium_masks", "supabase_functions",
                     "supabase_migrations", "net", "cron", "pgbouncer", "pgtle", "_realtime", "_analytics")
-SAFE_PATHS = {"search_path=pg_catalog, pg_temp", "search_path=pg_catalog,pg_temp", "search_path=pg_catalog",
+# pg_temp named, and last: a path without it (even "pg_catalog" alone) still searches pg_temp FIRST.
+SAFE_PATHS = {"search_path=pg_catalog, pg_temp", "search_path=pg_catalog,pg_temp",
               'search_path="pg_catalog", "pg_temp"'}
 API_ROLES = ("anon", "authenticated")
 
@@ -88,9 +89,42 @@ def cross_workspace_joins(conn: psycopg.Connection, schemas: tuple[str, ...] = (
     return bad
 
 
+def api_role_powers(conn: psycopg.Connection) -> list[str]:
+    """``relation: role can PRIVILEGE`` for what no tenant needs and a tenant login could abuse on public's tables
+    and sequences (Supabase's default privileges grant it): TRIGGER (hang its own function on a table, to run as
+    the next writer), TRUNCATE (ignores RLS), REFERENCES; UPDATE on a sequence (setval exhausts it)."""
+    roles = [r for (r,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                        (list(API_ROLES),)).fetchall()]
+    rows = conn.execute(
+        "SELECT c.oid::regclass::text, r.role, p.priv FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "CROSS JOIN unnest(%s::text[]) r(role) "
+        "CROSS JOIN unnest(ARRAY['TRUNCATE', 'TRIGGER', 'REFERENCES', 'UPDATE']) p(priv) "
+        "WHERE n.nspname = 'public' AND ((c.relkind IN ('r', 'p') AND p.priv <> 'UPDATE' "
+        "  AND has_table_privilege(r.role, c.oid, p.priv)) "
+        " OR (c.relkind = 'S' AND p.priv = 'UPDATE' AND has_sequence_privilege(r.role, c.oid, 'UPDATE'))) "
+        "ORDER BY 1, 2, 3", (roles,)).fetchall()
+    return [f"{rel}: {role} can {priv}" for rel, role, priv in rows]
+
+
+def callable_trigger_functions(conn: psycopg.Connection) -> list[str]:
+    """The project's trigger functions the API roles may execute (so hang on a table of their choosing): none
+    needs EXECUTE to fire."""
+    roles = [r for (r,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                        (list(API_ROLES),)).fetchall()]
+    rows = conn.execute(
+        "SELECT p.oid::regprocedure::text, r.role FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "CROSS JOIN unnest(%s::text[]) r(role) "
+        "WHERE p.prorettype = 'trigger'::regtype AND n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> ALL(%s) "
+        "AND has_function_privilege(r.role, p.oid, 'EXECUTE') ORDER BY 1, 2",
+        (roles, list(PLATFORM_SCHEMAS))).fetchall()
+    return [f"{function}: {role} can EXECUTE" for function, role in rows]
+
+
 def all_violations(conn: psycopg.Connection) -> dict[str, list[str]]:
     """Every guard's findings (only those with some)."""
     found = {"SECURITY DEFINER without search_path = pg_catalog, pg_temp": definer_paths(conn),
              "public views writable by the API roles": writable_public_views(conn),
+             "tenant powers over public tables and sequences": api_role_powers(conn),
+             "trigger functions the API roles may execute": callable_trigger_functions(conn),
              "joins of tenant rows without the workspace": cross_workspace_joins(conn)}
     return {k: v for k, v in found.items() if v}
