@@ -216,7 +216,14 @@ def get_bound(bucket: Bucket, key: str, manifest: dict) -> bytes:
     (:class:`UntrustedObject` otherwise); :func:`spool_bound` is the same for objects too big for memory."""
     if manifest.get("object_key") != key:  # before a byte is downloaded
         check_binding(manifest, key, -1, "", where=bucket.url(key))
-    stored = bucket.get(key)
+    from coldcopy.manifests import ManifestRejected
+
+    try:  # never more than the signed size in memory
+        stored = bucket.get(key, max_bytes=max(int(manifest.get("byte_size") or 0), 0))
+    except ManifestRejected:
+        stored = None
+    if stored is None:  # longer than signed
+        check_binding(manifest, key, -1, "", where=bucket.url(key))
     check_binding(manifest, key, len(stored), hashlib.sha256(stored).hexdigest(), where=bucket.url(key))
     return stored
 

@@ -99,7 +99,7 @@ def load(raw: bytes, keys: Keyring, *, where: str, type: str) -> dict:  # noqa: 
         value, key_id = signature["value"], signature["key_id"]
         if signature.get("algorithm") != ALGORITHM or not isinstance(value, str) or not isinstance(key_id, str):
             raise ValueError("algorithm")
-    except (ValueError, AttributeError, KeyError, TypeError) as error:
+    except (ValueError, AttributeError, KeyError, TypeError, RecursionError) as error:  # nested past the stack
         raise ManifestRejected(f"{where}: not a signed document ({error.__class__.__name__}); refusing to use it") \
             from None
     key = keys.key(key_id)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
+# The largest signed document (manifest, chain head, ledger entry) read whole: ours are kilobytes.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
 SPACES_CONN_ID = "coldcopy_spaces"
 PART_SIZE = 8 * 1024 * 1024  # S3 parts must be at least 5 MiB, except the last
@@ -177,9 +179,19 @@ class Bucket:
         finally:
             body.close()
 
-    def get(self, key: str) -> bytes:
-        """A small object (manifest, ledger entry) whole."""
-        return b"".join(self.read(key))
+    def get(self, key: str, max_bytes: int = MAX_DOCUMENT_BYTES) -> bytes:
+        """A small object (manifest, ledger entry) whole; one larger than ``max_bytes`` is refused as it is read
+        (:class:`~coldcopy.manifests.ManifestRejected`): a planted giant is never held in the worker's memory."""
+        from coldcopy.manifests import ManifestRejected
+
+        chunks, size = [], 0
+        for chunk in self.read(key):
+            size += len(chunk)
+            if size > max_bytes:
+                raise ManifestRejected(f"{self.url(key)}: larger than {max_bytes:,} bytes, more than any document "
+                                       "of ours; refusing to read it")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def put(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type)

@@ -14,10 +14,12 @@ import gzip
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import msgspec
+from botocore.exceptions import ClientError
 from psycopg.rows import tuple_row
 
 from coldcopy import manifests
@@ -166,7 +168,7 @@ def load_trusted(bucket: Bucket, name: str, keys: manifests.Keyring, refused: di
     bucket but holds no key then blocks no restore: it is skipped and named, as a backup's refused manifest is."""
     try:
         return load_chain(bucket, name, keys)
-    except (manifests.ManifestRejected, ChainError) as error:
+    except (manifests.ManifestRejected, ChainError, ClientError) as error:  # ClientError: gone since listed
         refused[chain_key(name)] = str(error)
         log.error("change archive: chain %s skipped, its head is refused: %s", name, error)
         return None
@@ -179,7 +181,11 @@ def refused_note(refused: dict[str, str]) -> str:
 
 def list_chains(bucket: Bucket) -> list[str]:
     """Chain names, oldest first (they are UTC timestamps)."""
-    return sorted({k.split("/")[1] for k in bucket.list_keys(f"{PREFIX}/") if k.endswith("/chain.json")})
+    return sorted({m[1] for k in bucket.list_keys(f"{PREFIX}/") if (m := _CHAIN_KEY.fullmatch(k))})
+
+
+# exactly pitr/<name>/chain.json: a planted pitr/<name>/x/chain.json names no chain
+_CHAIN_KEY = re.compile(rf"{PREFIX}/([^/]+)/chain\.json")
 
 
 def read_segment(bucket: Bucket, manifest: dict, passphrase: str) -> list[dict]:
