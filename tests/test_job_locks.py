@@ -16,7 +16,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from coldcopy import job_locks
+from coldcopy.gdpr import Gdpr
+from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.partitions import PartitionManager
+from tests.conftest import BACKUP_PASSPHRASE, KEYRING, SUBJECT_PEPPER
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +118,26 @@ def test_a_login_without_privileges_cannot_hold_up_a_detach(migrated_db, nobody)
         in_thread(lambda: rotation.detach(month), timeout=30)
         assert month.name not in [p.name for p in rotation.partitions()]
 
+
+@pytest.mark.parametrize("old_key", ["coldcopy gdpr request:{request}", "coldcopy erasure:{workspace}:{subject}",
+                                     "coldcopy erasure ledger"])
+def test_a_login_without_privileges_cannot_hold_up_an_erasure(generated_db, spaces, backup_key, nobody, old_key):
+    """The request's claim, the subject's erasure and the ledger's entry: each was an advisory key (the ledger's
+    waited for under lock_timeout, then failed after its retries)."""
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        gdpr = Gdpr(conn, keyring=KEYRING, lock_retry=LockRetryPolicy(attempts=2, lock_timeout_ms=300),
+                    passphrase=BACKUP_PASSPHRASE, pepper=SUBJECT_PEPPER)
+        workspace, email = conn.execute("SELECT workspace_id, email FROM leads ORDER BY id LIMIT 1").fetchone()
+        request_id = str(conn.execute(
+            "INSERT INTO data_subject_requests (workspace_id, email, request_type, status) "
+            "VALUES (%s, %s, 'erasure', 'verified') RETURNING id", (workspace, email)).fetchone()[0])
+        key = old_key.format(request=request_id, workspace=workspace,
+                             subject=gdpr.subject_hash(str(workspace), email))
+        squatter = nobody(generated_db)
+        squatter.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+        cannot_take(squatter, key)
+        in_thread(lambda: gdpr.handle(request_id, spaces), timeout=120)
+        assert conn.execute("SELECT status FROM data_subject_requests WHERE id = %s", (request_id,)).fetchone()[0] \
+            == "completed"
+        assert conn.execute("SELECT count(*) FROM leads WHERE workspace_id = %s AND email = %s",
+                            (workspace, email)).fetchone()[0] == 0

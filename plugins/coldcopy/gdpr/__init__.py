@@ -66,6 +66,7 @@ class Gdpr(SubjectKeys, Access, Erasure, LedgerSteps, Requests, Retention):
         self.lock_retry = lock_retry
         self.batch = batch
         ops_schema.ensure(conn, "gdpr", lock_retry)
+        ops_schema.ensure(conn, "job_locks", lock_retry)  # the ledger's lock (coldcopy.job_locks)
         self.ensure_subject_key(pepper)
 
 

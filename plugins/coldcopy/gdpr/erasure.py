@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog, support_copies
+from coldcopy import catalog, job_locks, support_copies
 from coldcopy.gdpr.common import ERASED, REFUSE_TRIGGER, GdprError, Subject
 from coldcopy.gdpr.discovery import Link, detached_months, personal_data_map
 from coldcopy.lock_retries import under_lock_timeout
@@ -32,7 +32,8 @@ class Erasure:
 
         The ledger entry (one-way keys of the subject and of its lead and message ids) is written first, in
         its own transaction, and published to the bucket when ``bucket`` is given; only then does the first
-        delete run. A session advisory lock per subject keeps a zombie task's erasure of the same person out.
+        delete run. A job lock per subject (:mod:`coldcopy.job_locks`) keeps a zombie task's erasure of the same
+        person out.
         """
         counts: dict[str, int] = {}
         erased_ids: list[str] = []
@@ -49,13 +50,12 @@ class Erasure:
 
     @contextmanager
     def _subject_lock(self, subject: Subject) -> Iterator[None]:
-        key = f"coldcopy erasure:{subject.workspace_id}:{subject.subject_hash}"
-        if not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
-            raise GdprError("another session is erasing this subject right now (a zombie task?); retried later")
-        try:
+        # A job lock (coldcopy.job_locks): no other login can take it and stall an erasure, unlike an advisory key.
+        with job_locks.held(job_locks.connect_like(self.conn), f"coldcopy erasure:{subject.workspace_id}:"
+                            f"{subject.subject_hash}", busy=lambda holder: GdprError(
+                                "another session is erasing this subject right now (a zombie task?); retried later; "
+                                f"held by {holder}")):
             yield
-        finally:
-            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
     def _erase_rows(self, subject: Subject, request_id: str, counts: dict, erased_ids: list) -> None:
         months = set(detached_months(self.conn))

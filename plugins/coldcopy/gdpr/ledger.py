@@ -10,7 +10,7 @@ from datetime import datetime
 
 import psycopg
 
-from coldcopy import manifests
+from coldcopy import job_locks, manifests
 from coldcopy.gdpr.common import LEDGER_PREFIX, Subject
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
@@ -53,7 +53,7 @@ class LedgerSteps:
         hash), committed before any row is deleted. A retried erasure keeps its entry, adding ids found since."""
 
         def write() -> None:
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('coldcopy erasure ledger', 0))")
+            job_locks.xact_lock(self.conn, "coldcopy erasure ledger")  # no other login can take it (job_locks)
             row = self.conn.execute("SELECT seq, id_hashes FROM coldcopy_ops.erasure_ledger WHERE request_id = %s",
                                     (request_id,)).fetchone()
             if row is not None and row[0] is not None and set(id_hashes) <= set(row[1]):

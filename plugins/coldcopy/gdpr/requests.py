@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import psycopg
 
+from coldcopy import job_locks
 from coldcopy.gdpr.common import ERASED, EXPORT_URL_TTL, HANDLED_TYPES, GdprError
 from coldcopy.object_store import Bucket
 
@@ -35,11 +36,11 @@ class Requests:
     @contextmanager
     def _claim(self, request_id: str) -> Iterator[tuple]:
         """The request, claimed: its row locked (``FOR UPDATE SKIP LOCKED``) while it is marked in progress, and
-        a session advisory lock held until it is handled, so a zombie task and its retry never both run it."""
-        key = f"coldcopy gdpr request:{request_id}"
-        if not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
-            raise GdprError(f"request {request_id}: another session is handling it right now (a zombie task?)")
-        try:
+        a job lock (:mod:`coldcopy.job_locks`, which no other login can take) held until it is handled, so a zombie
+        task and its retry never both run it."""
+        with job_locks.held(job_locks.connect_like(self.conn), f"coldcopy gdpr request:{request_id}",
+                            busy=lambda holder: GdprError(f"request {request_id}: another session is handling it "
+                                                          f"right now (a zombie task?); held by {holder}")):
             with self.conn.transaction():
                 request = self.conn.execute(
                     "UPDATE public.data_subject_requests r SET status = 'in_progress' FROM (SELECT id FROM "
@@ -52,8 +53,6 @@ class Requests:
                 raise GdprError(f"request {request_id}: " + (
                     f"status {status[0]!r}, only verified requests are processed" if status else "no such request"))
             yield request
-        finally:
-            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
     def _handle(self, request: tuple, bucket: Bucket, run_id: str | None) -> dict:
         request_id = str(request[0])
