@@ -18,12 +18,15 @@ from psycopg.conninfo import make_conninfo
 from coldcopy import job_locks
 from coldcopy.gdpr import Gdpr
 from coldcopy.lock_retries import LockRetryPolicy
+from coldcopy.migration_runner import MigrationRunner
+from coldcopy.migrations import discover_migrations
 from coldcopy.partitions import PartitionManager
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING, SUBJECT_PEPPER
 
 pytestmark = pytest.mark.integration
 
 OLD_DETACH_KEY = "coldcopy: detach from public.email_events"  # hashtextextended(…, 0) was the advisory key
+OLD_MIGRATION_KEY = 4_206_318_711_032_001
 
 
 @pytest.fixture
@@ -141,3 +144,15 @@ def test_a_login_without_privileges_cannot_hold_up_an_erasure(generated_db, spac
             == "completed"
         assert conn.execute("SELECT count(*) FROM leads WHERE workspace_id = %s AND email = %s",
                             (workspace, email)).fetchone()[0] == 0
+
+
+def test_a_login_without_privileges_cannot_hold_up_a_migration(migrated_db, nobody, tmp_path):
+    """Before: the run waited advisory_lock_wait_s for the key, then refused to apply."""
+    (tmp_path / "399_more.sql").write_text("CREATE TABLE public.more (id bigint PRIMARY KEY);\n")
+    squatter = nobody(migrated_db)
+    squatter.execute("SELECT pg_advisory_lock(%s)", (OLD_MIGRATION_KEY,))
+    runner = MigrationRunner(lambda: psycopg.connect(migrated_db), advisory_lock_wait_s=2)
+    cannot_take(squatter, "coldcopy migrations")
+    assert runner.apply_all(discover_migrations(tmp_path), applied_by="test")
+    with psycopg.connect(migrated_db) as conn:
+        assert conn.execute("SELECT to_regclass('public.more') IS NOT NULL").fetchone()[0]

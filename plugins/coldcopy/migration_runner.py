@@ -2,7 +2,8 @@
 
 Each file is applied:
 
-* under a session-level advisory lock, so two runs never interleave;
+* under the migration lock (:func:`coldcopy.job_locks.held`, which no other login can take, unlike an advisory
+  key), so two runs never interleave;
 * in one transaction, so a failure leaves nothing behind, unless the file holds statements PostgreSQL
   refuses in a transaction block (``CREATE INDEX CONCURRENTLY`` and the like): such a file is applied in
   parts (:meth:`Migration.parts`: each run of transactional statements in one transaction, each concurrent
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from coldcopy import catalog, migration_sql, ops_schema, supabase_history
+from coldcopy import catalog, job_locks, migration_sql, ops_schema, supabase_history
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 from coldcopy.migrations import Migration, MigrationError, Part, PlanEntry, Status
 from coldcopy.pitr import markers
@@ -29,8 +30,8 @@ from coldcopy.pitr import markers
 log = logging.getLogger(__name__)
 
 HISTORY_TABLE = "coldcopy_ops.schema_migrations"
-# pg_advisory_lock key of migration runs: an arbitrary large constant, far from the application's keys.
-ADVISORY_LOCK_KEY = 4_206_318_711_032_001
+# The job lock of migration runs (coldcopy_ops.job_locks).
+MIGRATION_LOCK = "coldcopy migrations"
 
 
 
@@ -125,32 +126,28 @@ class MigrationRunner:
         :raises MigrationError: the file failed (rolled back), was edited after being applied, or comes
             before its predecessors.
         """
-        with self._open() as conn:
-            self._acquire_advisory_lock(conn, migration)
-            try:
-                ops_schema.ensure(conn, "schema_migrations")
-                history, cli = self._history(conn), supabase_history.recorded(conn)
-                status = self._status(migration, history, cli)
-                if status is Status.CHANGED:
-                    raise self.changed_error(migration, history)
-                if status is Status.APPLIED:
-                    if migration.version not in history:
-                        self._adopt(conn, migration)
-                    elif history[migration.version][1] != migration.checksum:  # an earlier text it reissues
-                        conn.execute(f"UPDATE {HISTORY_TABLE} SET checksum = %s WHERE version = %s AND checksum = %s",
-                                     (migration.checksum, migration.version, history[migration.version][1]))
-                        log.info("%s: applied as its earlier text %s…, which it reissues: history updated",
-                                 migration.file_name, history[migration.version][1][:12])
-                    log.info("%s: already applied, skipping", migration.file_name)
-                    return False
-                missing = [p.file_name for p in predecessors
-                           if self._status(p, history, cli) is not Status.APPLIED]
-                if missing:
-                    raise MigrationError(f"{migration.file_name}: refusing to apply before {', '.join(missing)}")
-                self._run(conn, migration, applied_by)
-                return True
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        with self._migration_lock(migration), self._open() as conn:
+            ops_schema.ensure(conn, "schema_migrations")
+            history, cli = self._history(conn), supabase_history.recorded(conn)
+            status = self._status(migration, history, cli)
+            if status is Status.CHANGED:
+                raise self.changed_error(migration, history)
+            if status is Status.APPLIED:
+                if migration.version not in history:
+                    self._adopt(conn, migration)
+                elif history[migration.version][1] != migration.checksum:  # an earlier text it reissues
+                    conn.execute(f"UPDATE {HISTORY_TABLE} SET checksum = %s WHERE version = %s AND checksum = %s",
+                                 (migration.checksum, migration.version, history[migration.version][1]))
+                    log.info("%s: applied as its earlier text %s…, which it reissues: history updated",
+                             migration.file_name, history[migration.version][1][:12])
+                log.info("%s: already applied, skipping", migration.file_name)
+                return False
+            missing = [p.file_name for p in predecessors
+                       if self._status(p, history, cli) is not Status.APPLIED]
+            if missing:
+                raise MigrationError(f"{migration.file_name}: refusing to apply before {', '.join(missing)}")
+            self._run(conn, migration, applied_by)
+            return True
 
     def apply_all(self, migrations: list[Migration], *, applied_by: str) -> list[Migration]:
         """Apply ``migrations`` in order (outside Airflow: bench/, tools); returns the ones that ran."""
@@ -168,24 +165,12 @@ class MigrationRunner:
             (migration.version, migration.name, migration.phase, migration.checksum, migration.transactional))
         log.info("%s: applied by the Supabase CLI (same statements); recorded with its checksum", migration.file_name)
 
-    def _acquire_advisory_lock(self, conn: psycopg.Connection, migration: Migration) -> None:
-        deadline = time.monotonic() + self.advisory_lock_wait_s
-        announced = False
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise MigrationError(
-                    f"{migration.file_name}: another migration run held the migration lock for over "
-                    f"{self.advisory_lock_wait_s:.0f} s; not applying"
-                )
-            if not announced:
-                holder = conn.execute(
-                    "SELECT string_agg(pid::text, ', ') FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = %s",
-                    (ADVISORY_LOCK_KEY,),
-                ).fetchone()[0]
-                log.info("%s: waiting for another migration run (backend pid %s)", migration.file_name, holder)
-                announced = True
-            time.sleep(0.2)
+    def _migration_lock(self, migration: Migration):
+        """The migration lock, held on a connection of its own for the block (waits up to advisory_lock_wait_s)."""
+        return job_locks.held(self._connect, MIGRATION_LOCK, wait_s=self.advisory_lock_wait_s, poll_s=0.2,
+                              what=f"{migration.file_name}: another migration run", busy=lambda holder: MigrationError(
+                                  f"{migration.file_name}: another migration run held the migration lock for over "
+                                  f"{self.advisory_lock_wait_s:.0f} s; not applying (held by {holder})"))
 
     def _run(self, conn: psycopg.Connection, migration: Migration, applied_by: str) -> None:
         attempts = 0  # executions, including those that hit lock_timeout

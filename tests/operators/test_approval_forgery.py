@@ -85,13 +85,13 @@ def test_the_bytes_applied_are_the_bytes_checked(pending_150, generated_db, appr
     directory, migration = pending_150
     approved = migration.checksum
     sealed = approvals(DAG_ID, {"decision": "apply", "request": {"files": {"150_more.sql": approved}}})
-    waited = MigrationRunner._acquire_advisory_lock
+    waited = MigrationRunner._migration_lock
 
-    def deploy_during_the_lock_wait(self, conn, m):
+    def deploy_during_the_lock_wait(self, m):
         (directory / "150_more.sql").write_text("CREATE TABLE public.sneaked (id bigint PRIMARY KEY);\n")
-        return waited(self, conn, m)
+        return waited(self, m)
 
-    monkeypatch.setattr(MigrationRunner, "_acquire_advisory_lock", deploy_during_the_lock_wait)
+    monkeypatch.setattr(MigrationRunner, "_migration_lock", deploy_during_the_lock_wait)
     assert apply_with(directory, sealed) is True
     assert table_exists(generated_db, "public.more") and not table_exists(generated_db, "public.sneaked")
 
