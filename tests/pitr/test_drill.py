@@ -183,7 +183,7 @@ def test_a_failed_drill_breaches_and_pages(archived, pitr_db):
     from coldcopy import metrics
 
     archived().run(archived.at)
-    with pytest.raises(RecoveryError):
+    with pytest.raises(DrillError, match="is in the future"):
         archived().run(datetime.now(UTC) + timedelta(days=1))  # the future: refused, recorded as failed
     with psycopg.connect(pitr_db, row_factory=psycopg.rows.dict_row, autocommit=True) as conn:
         [check] = drill_check(conn)

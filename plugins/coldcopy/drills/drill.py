@@ -105,7 +105,13 @@ class RestoreDrill:
     def reachable(self, as_of: datetime, row: dict) -> datetime:
         """``as_of``, or the newest second the archive reaches when ``as_of`` is past it (a second that was not
         drained yet: the drill moves, says so, and does not fail); before the window, an error naming it."""
-        earliest, latest = self.window()
+        if as_of > datetime.now(UTC):
+            raise DrillError(f"as_of {as_of:%Y-%m-%dT%H:%M:%SZ} is in the future: give a past second, or none for a "
+                             "random one")
+        try:
+            earliest, latest = self.window()
+        except DrillError:
+            return as_of  # the restore itself says what is wrong with the archive, more precisely
         if as_of > latest:
             log.warning("restore drill: as_of %s is past the newest second the change archive holds; drilling as "
                         "of %s instead", f"{as_of:%Y-%m-%dT%H:%M:%SZ}", f"{latest:%Y-%m-%dT%H:%M:%SZ}")
