@@ -27,8 +27,9 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# make demo SUPABASE=1: the same on a throwaway cluster shaped like a hosted Supabase project (non-superuser postgres).
 demo: install
-	$(BIN)/python scripts/demo.py
+	SUPABASE=$(SUPABASE) $(BIN)/python scripts/demo.py
 
 # A complete local Airflow (UI on http://127.0.0.1:8080, AIRFLOW_PORT to change) on the embedded default.
 airflow: install

@@ -1,8 +1,9 @@
 """`make demo`: run the ColdCopy DAGs end to end and print what happened.
 
 Target database: the Airflow connection ``coldcopy_db`` if ``AIRFLOW_CONN_COLDCOPY_DB`` is set (nothing
-is dropped there); otherwise an embedded PostgreSQL (``pgserver``, data in ``.pgdata/demo``) with a fresh
-``coldcopy`` database. Airflow's own metadata lives in SQLite under ``.airflow/``.
+is dropped there); with ``SUPABASE=1`` (``make demo SUPABASE=1``) a throwaway cluster shaped like a hosted Supabase
+project, the DAGs run as its non-superuser ``postgres``; otherwise an embedded PostgreSQL (``pgserver``, data in
+``.pgdata/demo``) with a fresh ``coldcopy`` database. Airflow's own metadata lives in SQLite under ``.airflow/``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ import psycopg  # noqa: E402
 
 
 def target_database() -> str:
+    if os.environ.get("SUPABASE") == "1" and not os.environ.get("AIRFLOW_CONN_COLDCOPY_DB"):
+        import atexit
+
+        from coldcopy.testing import servers
+
+        cluster = servers.SupabaseShapedCluster().start()
+        atexit.register(cluster.stop)
+        print("Target: a throwaway cluster shaped like a hosted Supabase project (sql/testing/supabase_shape.sql), "
+              "every DAG as its non-superuser login postgres")
+        os.environ["AIRFLOW_CONN_COLDCOPY_DB"] = local_env.airflow_connection(cluster.dsn)
+        return cluster.dsn
     if os.environ.get("AIRFLOW_CONN_COLDCOPY_DB"):
         print("Target: the coldcopy_db connection from AIRFLOW_CONN_COLDCOPY_DB")
         return local_env.dsn_from_airflow_connection(os.environ["AIRFLOW_CONN_COLDCOPY_DB"])
