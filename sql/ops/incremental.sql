@@ -67,6 +67,22 @@ DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_verifications_summary_id
   CREATE INDEX ivm_verifications_summary_idx ON coldcopy_ops.ivm_verifications (summary, verified_at DESC);
 END IF; END $$;
 
+-- Whether a capture's delta table is gone (dropped by hand, a restore that left it out): then the source is noted
+-- in ivm_rebuild_due, so every summary reading it rebuilds, and the application's write goes on uncaptured.
+-- Called by the capture functions, as their owner; nobody else.
+CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_delta_lost(delta pg_catalog.text, source pg_catalog.text)
+RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF pg_catalog.to_regclass(delta) IS NOT NULL THEN
+    RETURN false;
+  END IF;
+  IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
+    INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason) VALUES (source, 'a write found ' || delta || ' missing');
+  END IF;
+  RETURN true;
+END
+$$;
+
 -- The keys of every row of an email_events table (the whole table before a TRUNCATE; a month when it is attached
 -- or detached, which no DML trigger sees), as the current transaction's change.
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_record_email_events(rel regclass)
@@ -82,11 +98,7 @@ $$;
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_events()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_events') IS NULL THEN  -- lost: the write goes on, the summaries rebuild
-    IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
-      INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason)
-      VALUES ('public.email_events', 'a write found ' || 'coldcopy_ops.ivm_delta_email_events' || ' missing');
-    END IF;
+  IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_email_events', 'public.email_events') THEN  -- the write goes on, the summaries rebuild
     RETURN NULL;
   END IF;
   IF TG_OP = 'INSERT' THEN
@@ -120,11 +132,7 @@ DECLARE
                           WHEN 'DELETE' THEN 'SELECT id FROM ivm_old'
                           ELSE pg_catalog.format('SELECT id FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) END;
 BEGIN
-  IF pg_catalog.to_regclass(pg_catalog.format('coldcopy_ops.%I', delta)) IS NULL THEN  -- lost: the write goes on, the summaries rebuild
-    IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
-      INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason)
-      VALUES (pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), 'a write found ' || pg_catalog.format('coldcopy_ops.%I', delta) || ' missing');
-    END IF;
+  IF coldcopy_ops.ivm_delta_lost(pg_catalog.format('coldcopy_ops.%I', delta), pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN  -- the write goes on, the summaries rebuild
     RETURN NULL;
   END IF;
   EXECUTE pg_catalog.format('INSERT INTO coldcopy_ops.%I SELECT DISTINCT pg_catalog.pg_current_xact_id(), id FROM (%s) r',
@@ -136,11 +144,7 @@ $$;
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_messages()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_messages') IS NULL THEN  -- lost: the write goes on, the summaries rebuild
-    IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
-      INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason)
-      VALUES ('public.email_messages', 'a write found ' || 'coldcopy_ops.ivm_delta_email_messages' || ' missing');
-    END IF;
+  IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_email_messages', 'public.email_messages') THEN  -- the write goes on, the summaries rebuild
     RETURN NULL;
   END IF;
   IF TG_OP = 'INSERT' THEN
@@ -161,7 +165,8 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION coldcopy_ops.ivm_record_email_events(regclass), coldcopy_ops.ivm_capture_email_events(),
+REVOKE ALL ON FUNCTION coldcopy_ops.ivm_record_email_events(regclass),
+  coldcopy_ops.ivm_delta_lost(text, text), coldcopy_ops.ivm_capture_email_events(),
   coldcopy_ops.ivm_capture_ids(),
   coldcopy_ops.ivm_capture_email_messages() FROM PUBLIC;
 REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campaigns,
