@@ -170,3 +170,10 @@ def test_a_failed_catch_up_run_does_not_repeat_the_same_page(sink, failing_dag, 
     alerts.on_task_failure({"ti": type("TI", (), {"dag_id": failing_dag.dag_id, "run_id": "r3", "task_id": "breaks",
                                                   "try_number": 1})(), "exception": RuntimeError("disk gone")})
     assert len(sink.received) == 2 and "disk gone" in sink.texts()[1]
+
+
+def test_a_deadline_of_a_run_still_running_or_unreadable_pages():
+    """Before: an end_date of None with a deadline_time that was no ISO time raised ValueError in the triggerer."""
+    assert alerts.ended_before(None, "now") is False
+    assert alerts.ended_before("2026-01-01T00:00:00Z", "soon") is False
+    assert alerts.ended_before("2026-01-01T00:00:00Z", "2026-01-01T00:05:00+00:00") is True

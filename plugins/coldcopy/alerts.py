@@ -227,8 +227,13 @@ def ended_before(end_date, deadline_time) -> bool:
     from datetime import datetime
 
     def moment(value):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+        except ValueError:  # not a time we can compare: page, as if the run had not ended in time
+            return None
 
+    if end_date is None:  # still running
+        return False
     end, due = moment(end_date), moment(deadline_time)
     return end is not None and due is not None and end <= due
 

@@ -104,7 +104,8 @@ def test_the_run_waits_for_an_assigned_approver_then_applies(live, api, pending_
     assert states["phase_2_performance.204_cache_tables"] in (None, "none", "scheduled")
 
     detail = api.get(hitl(api, DAG_ID, run_id)).json()
-    assert detail["options"] == ["apply", "apply phase 1 only", "reject"] and detail["defaults"] == ["reject"]
+    # only phase 2 is pending: "apply phase 1 only" would apply nothing, so it is not offered (issue 41, 10)
+    assert detail["options"] == ["apply", "reject"] and detail["defaults"] == ["reject"]
     assert [u["id"] for u in detail["assigned_users"]] == ["approver"]
     assert "Dress rehearsal" in detail["body"] and "204_cache_tables.sql" in detail["body"]
 

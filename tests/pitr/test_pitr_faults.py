@@ -226,7 +226,6 @@ def test_a_drain_reads_the_chain_again_only_when_it_changed(pitr_db, spaces, mon
 def test_the_chains_own_documents_edited_in_the_bucket_are_not_trusted(pitr_db, spaces):
     """The tip (how current the archive is), the retention record and the chain's head are read back from the
     bucket too: each is refused when edited, never taken for what it claims."""
-    from coldcopy import manifests
 
     archiver = archiver_for(pitr_db, spaces)
     archiver.drain_once()
@@ -259,5 +258,6 @@ def test_the_chains_own_documents_edited_in_the_bucket_are_not_trusted(pitr_db, 
     head = json.loads(spaces.get(head_key))
     head["start_lsn"] = "0/0"
     spaces.put(head_key, json.dumps(head).encode())
-    with pytest.raises(manifests.ManifestRejected, match="signature does not verify"):
+    # skipped and named, as every refused head is (issue 40, 8): nothing else extends the backup
+    with pytest.raises(recovery.RecoveryError, match="refused chain heads, skipped: .*signature does not verify"):
         recovery.plan(runner, later)
