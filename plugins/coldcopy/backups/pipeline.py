@@ -54,13 +54,17 @@ class Pipeline:
             dump_args = [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "--no-password"]
             # Quoted from the catalog: pg_dump reads --table as a pattern (wildcards, case folding).
             dump_args += [f"--table={_relation(snap_conn, t).as_string(snap_conn)}" for t in tables or []]
-            fingerprint = safety.fingerprint(snap_conn, tables)  # RLS, policies, API grants: proven after a restore
-            # The counts (a scan of every table) read the dump's snapshot while pg_dump streams, not before it.
+            # The counts (a scan of every table) and the safety fingerprint (RLS, policies, API grants: proven
+            # after a restore) read the dump's snapshot while pg_dump streams, not before it: pg_get_expr locks the
+            # tables it deparses, and pg_dump, not this, is what waits for a lock (and what on_kill stops).
+            def facts_of_snapshot() -> tuple[dict, dict]:
+                return safety.fingerprint(snap_conn, tables), self._row_counts(snap_conn, tables)
+
             with ThreadPoolExecutor(1, thread_name_prefix="backup-counts") as counting:
-                counted = counting.submit(self._row_counts, snap_conn, tables)
+                counted = counting.submit(facts_of_snapshot)
                 upload = self._stream(dump_args, key)
                 try:
-                    counts = counted.result()
+                    fingerprint, counts = counted.result()
                 except BaseException:
                     self.bucket.delete(key)  # no object without its manifest
                     raise
