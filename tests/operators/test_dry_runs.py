@@ -33,8 +33,13 @@ def test_a_migrations_dry_run_skips_every_apply_and_says_so_in_its_note(empty_db
     note = note_of(run) or ""
     assert note.startswith(f"dry run: nothing applied — {files} file(s), {files} pending: "
                            "100_auth_and_workspaces.sql"), note
-    with psycopg.connect(empty_db) as conn:
+    with psycopg.connect(empty_db) as conn:  # and it changed nothing (was test_migrations' own dry run)
         assert conn.execute("SELECT to_regclass('public.workspaces')").fetchone()[0] is None
+        objects = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')").fetchone()[0]
+        assert objects == 0
+        assert conn.execute("SELECT to_regclass('coldcopy_ops.schema_migrations')").fetchone()[0] is None
 
 
 def test_a_change_archive_dry_run_that_finds_a_problem_fails_naming_it(migrated_db, coldcopy_conn, dagbag, sink):

@@ -75,19 +75,6 @@ def test_dag_builds_empty_database_and_second_run_applies_nothing(empty_db, cold
     assert history(empty_db) == first  # same rows, same applied_at: nothing re-applied
 
 
-def test_dry_run_changes_nothing(empty_db, coldcopy_conn, migrations_dag):
-    coldcopy_conn(empty_db)
-    run, states = run_dag(migrations_dag, dry_run=True)
-    assert run.state == "success", states
-    with psycopg.connect(empty_db) as conn:
-        objects = conn.execute(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
-        ).fetchone()[0]
-    assert objects == 0
-    assert not table_exists(empty_db, HISTORY_TABLE)
-
-
 SMALL_DAG = """
 from datetime import datetime
 from pathlib import Path
