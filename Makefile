@@ -43,14 +43,17 @@ SCALE ?= 1
 data: install
 	$(BIN)/python scripts/generate_data.py --scale $(SCALE)
 
-# Four pytest processes side by side (CI's 20 minutes, 2 cores; the live stacks mostly wait on their schedulers):
-# the live-Airflow tests (tests/e2e) on a PostgreSQL server of their own (COLDCOPY_TEST_OWN_SERVER: their db_health
-# must see no other process's sessions, locks or scratch databases), the Celery stack's module, the tiers that
-# run on throwaway clusters of their own (tests/supabase: Supabase-shaped; tests/pitr: wal_level=logical), and
-# the rest on the shared server. Each has its own AIRFLOW_HOME; the others' output follows the main one's.
+# Five pytest processes side by side (CI's 20 minutes, 2 cores; the live stacks mostly wait on their schedulers, the
+# database-heavy tiers on PostgreSQL and their client programs): the live-Airflow tests (tests/e2e) on a PostgreSQL
+# server of their own (COLDCOPY_TEST_OWN_SERVER: their db_health must see no other process's sessions, locks or
+# scratch databases), the Celery stack's module, the tiers that run on throwaway clusters of their own
+# (tests/supabase: Supabase-shaped; tests/pitr: wal_level=logical), the wings that restore and re-run whole DAGs
+# (backups, gdpr, operators), and the rest on the shared server. Each has its own AIRFLOW_HOME; the others'
+# output follows the main one's.
 CELERY_TESTS = tests/e2e/test_live_celery.py
 E2E_TESTS = tests/e2e
 SUPABASE_TESTS = tests/supabase tests/pitr
+RESTORE_TESTS = tests/backups tests/gdpr tests/operators
 test: install system-deps lint
 	@mkdir -p .artifacts
 	@AIRFLOW_HOME=$(CURDIR)/.airflow-test-celery $(BIN)/python -m pytest $(CELERY_TESTS) > .artifacts/test-celery.log 2>&1 & \
@@ -60,11 +63,13 @@ test: install system-deps lint
 	e2e=$$!; \
 	AIRFLOW_HOME=$(CURDIR)/.airflow-test-supabase $(BIN)/python -m pytest $(SUPABASE_TESTS) > .artifacts/test-supabase.log 2>&1 & \
 	supabase=$$!; \
-	$(BIN)/python -m pytest --ignore=$(E2E_TESTS) $(addprefix --ignore=,$(SUPABASE_TESTS)); main=$$?; \
-	wait $$e2e; e2e_rc=$$?; wait $$celery; celery_rc=$$?; wait $$supabase; supabase_rc=$$?; \
-	for log in e2e celery supabase; do echo "=== .artifacts/test-$$log.log, run beside the rest ==="; \
+	AIRFLOW_HOME=$(CURDIR)/.airflow-test-restore $(BIN)/python -m pytest $(RESTORE_TESTS) > .artifacts/test-restore.log 2>&1 & \
+	restore=$$!; \
+	$(BIN)/python -m pytest --ignore=$(E2E_TESTS) $(addprefix --ignore=,$(SUPABASE_TESTS) $(RESTORE_TESTS)); main=$$?; \
+	wait $$e2e; e2e_rc=$$?; wait $$celery; celery_rc=$$?; wait $$supabase; supabase_rc=$$?; wait $$restore; restore_rc=$$?; \
+	for log in e2e celery supabase restore; do echo "=== .artifacts/test-$$log.log, run beside the rest ==="; \
 	  cat .artifacts/test-$$log.log; done; \
-	test $$main -eq 0 -a $$e2e_rc -eq 0 -a $$celery_rc -eq 0 -a $$supabase_rc -eq 0
+	test $$main -eq 0 -a $$e2e_rc -eq 0 -a $$celery_rc -eq 0 -a $$supabase_rc -eq 0 -a $$restore_rc -eq 0
 
 # The edit loop: unit and integration tests (real PostgreSQL, S3, PgBouncer), no live Airflow or Chromium.
 test-fast: install
@@ -107,4 +112,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .airflow .airflow-test .airflow-test-celery .airflow-test-e2e .airflow-test-supabase .airflow-e2e .artifacts .pgdata .demo
+	rm -rf $(VENV) .airflow .airflow-test .airflow-test-celery .airflow-test-e2e .airflow-test-supabase .airflow-test-restore .airflow-e2e .artifacts .pgdata .demo
