@@ -44,32 +44,37 @@ data: install
 	$(BIN)/python scripts/generate_data.py --scale $(SCALE)
 
 # Five pytest processes side by side (CI's 20 minutes, 2 cores; the live stacks mostly wait on their schedulers, the
-# database-heavy tiers on PostgreSQL and their client programs): the live-Airflow tests (tests/e2e) on a PostgreSQL
-# server of their own (COLDCOPY_TEST_OWN_SERVER: their db_health must see no other process's sessions, locks or
-# scratch databases), the Celery stack's module, the tiers that run on throwaway clusters of their own
-# (tests/supabase: Supabase-shaped; tests/pitr: wal_level=logical), the wings that restore and re-run whole DAGs
-# (backups, gdpr, operators), and the rest on the shared server. Each has its own AIRFLOW_HOME; the others'
-# output follows the main one's.
+# database-heavy tiers on PostgreSQL and their client programs), each with its own AIRFLOW_HOME; the others' output
+# follows the main one's:
+#   LIVE_AIRFLOW_TESTS  a live Airflow with the LocalExecutor (tests/e2e), on a PostgreSQL server of its own
+#                       (COLDCOPY_TEST_OWN_SERVER: its db_health must see no other process's sessions, locks or
+#                       scratch databases);
+#   CELERY_TESTS        the Celery stack's module;
+#   OWN_CLUSTER_TESTS   the tiers on throwaway clusters of their own (tests/supabase: Supabase-shaped; tests/pitr and
+#                       tests/drills: wal_level=logical);
+#   WHOLE_JOB_TESTS     the wings that restore and re-run whole jobs (backups, gdpr, migrations, operators);
+#   the rest            on the shared server.
 CELERY_TESTS = tests/e2e/test_live_celery.py
-E2E_TESTS = tests/e2e
-SUPABASE_TESTS = tests/supabase tests/pitr
-RESTORE_TESTS = tests/backups tests/gdpr tests/operators
+LIVE_AIRFLOW_TESTS = tests/e2e
+OWN_CLUSTER_TESTS = tests/supabase tests/pitr tests/drills
+WHOLE_JOB_TESTS = tests/backups tests/gdpr tests/migrations tests/operators
 test: install system-deps lint
 	@mkdir -p .artifacts
 	@AIRFLOW_HOME=$(CURDIR)/.airflow-test-celery $(BIN)/python -m pytest $(CELERY_TESTS) > .artifacts/test-celery.log 2>&1 & \
 	celery=$$!; \
-	COLDCOPY_TEST_OWN_SERVER=1 AIRFLOW_HOME=$(CURDIR)/.airflow-test-e2e $(BIN)/python -m pytest $(E2E_TESTS) \
-	  --ignore=$(CELERY_TESTS) > .artifacts/test-e2e.log 2>&1 & \
-	e2e=$$!; \
-	AIRFLOW_HOME=$(CURDIR)/.airflow-test-supabase $(BIN)/python -m pytest $(SUPABASE_TESTS) > .artifacts/test-supabase.log 2>&1 & \
-	supabase=$$!; \
-	AIRFLOW_HOME=$(CURDIR)/.airflow-test-restore $(BIN)/python -m pytest $(RESTORE_TESTS) > .artifacts/test-restore.log 2>&1 & \
-	restore=$$!; \
-	$(BIN)/python -m pytest --ignore=$(E2E_TESTS) $(addprefix --ignore=,$(SUPABASE_TESTS) $(RESTORE_TESTS)); main=$$?; \
-	wait $$e2e; e2e_rc=$$?; wait $$celery; celery_rc=$$?; wait $$supabase; supabase_rc=$$?; wait $$restore; restore_rc=$$?; \
-	for log in e2e celery supabase restore; do echo "=== .artifacts/test-$$log.log, run beside the rest ==="; \
+	COLDCOPY_TEST_OWN_SERVER=1 AIRFLOW_HOME=$(CURDIR)/.airflow-test-e2e $(BIN)/python -m pytest $(LIVE_AIRFLOW_TESTS) \
+	  --ignore=$(CELERY_TESTS) > .artifacts/test-live-airflow.log 2>&1 & \
+	live=$$!; \
+	AIRFLOW_HOME=$(CURDIR)/.airflow-test-own-cluster $(BIN)/python -m pytest $(OWN_CLUSTER_TESTS) \
+	  > .artifacts/test-own-cluster.log 2>&1 & \
+	own=$$!; \
+	AIRFLOW_HOME=$(CURDIR)/.airflow-test-whole-job $(BIN)/python -m pytest $(WHOLE_JOB_TESTS) > .artifacts/test-whole-job.log 2>&1 & \
+	whole=$$!; \
+	$(BIN)/python -m pytest --ignore=$(LIVE_AIRFLOW_TESTS) $(addprefix --ignore=,$(OWN_CLUSTER_TESTS) $(WHOLE_JOB_TESTS)); main=$$?; \
+	wait $$live; live_rc=$$?; wait $$celery; celery_rc=$$?; wait $$own; own_rc=$$?; wait $$whole; whole_rc=$$?; \
+	for log in live-airflow celery own-cluster whole-job; do echo "=== .artifacts/test-$$log.log, run beside the rest ==="; \
 	  cat .artifacts/test-$$log.log; done; \
-	test $$main -eq 0 -a $$e2e_rc -eq 0 -a $$celery_rc -eq 0 -a $$supabase_rc -eq 0 -a $$restore_rc -eq 0
+	test $$main -eq 0 -a $$live_rc -eq 0 -a $$celery_rc -eq 0 -a $$own_rc -eq 0 -a $$whole_rc -eq 0
 
 # The edit loop: unit and integration tests (real PostgreSQL, S3, PgBouncer), no live Airflow or Chromium.
 test-fast: install
@@ -112,4 +117,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .airflow .airflow-test .airflow-test-celery .airflow-test-e2e .airflow-test-supabase .airflow-test-restore .airflow-e2e .artifacts .pgdata .demo
+	rm -rf $(VENV) .airflow .airflow-test .airflow-test-celery .airflow-test-e2e .airflow-test-own-cluster .airflow-test-whole-job .airflow-e2e .artifacts .pgdata .demo

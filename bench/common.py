@@ -62,8 +62,8 @@ def template_database(server: str, scale: int) -> str:
         local_env.drop_database(server, old)
     if exists:
         return name
-    from coldcopy.migration_runner import MigrationRunner
     from coldcopy.migrations import discover_migrations
+    from coldcopy.migrations.runner import MigrationRunner
 
     building = f"{name}_building"
     dsn = local_env.create_database(server, building, replace=True)

@@ -21,8 +21,8 @@ from psycopg.rows import dict_row
 
 from bench import common
 from coldcopy import health, ops_schema
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.testing import generate_data, health_history, local_env, servers
 
 

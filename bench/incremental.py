@@ -24,9 +24,9 @@ import psycopg
 from psycopg import sql
 
 from bench import common
-from coldcopy.incremental import capture
-from coldcopy.incremental.maintainer import SummaryMaintainer
-from coldcopy.incremental.summaries import SUMMARIES
+from coldcopy.refresh.incremental import capture
+from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
+from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.testing import app_load, local_env, servers
 
 FRACTIONS = (0.001, 0.01, 0.1)

@@ -28,11 +28,12 @@ from bench import common
 from coldcopy.backups import BackupRunner
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.maintenance import Maintenance
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.partitions import PartitionManager
-from coldcopy.refresh import RefreshRun, refresher_for
-from coldcopy.refresh_jobs import REFRESH_JOBS
+from coldcopy.refresh.dispatch import refresher_for
+from coldcopy.refresh.jobs import REFRESH_JOBS
+from coldcopy.refresh.runs import RefreshRun
 from coldcopy.testing import app_load, local_env, servers
 
 POLICY = LockRetryPolicy.growing(1000, 6)

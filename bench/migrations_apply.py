@@ -16,8 +16,8 @@ import time
 import psycopg
 
 from bench import common
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.testing import local_env
 
 

@@ -27,8 +27,9 @@ import psycopg
 from psycopg import sql
 
 from bench import common
-from coldcopy.incremental.summaries import SUMMARIES
-from coldcopy.refresh import MaterializedViewRefresher, RefreshRun
+from coldcopy.refresh.incremental.summaries import SUMMARIES
+from coldcopy.refresh.runs import RefreshRun
+from coldcopy.refresh.views import MaterializedViewRefresher
 from coldcopy.testing import local_env
 
 CADENCES = {  # view → its cadence in hours (the DAG that refreshes it)

@@ -3,7 +3,8 @@ locks it predicts are the locks production sees.
 
 1. At ``--scale`` (32), one backup of the database is taken; then, alternating which goes first, ``--runs``
    times each: *restore alone* (the rehearsal's scratch copy: create, restore the bound backup, drop) and *the
-   rehearsal* (the same copy, then the pending files applied and measured: :func:`coldcopy.rehearsal.rehearse`).
+   rehearsal* (the same copy, then the pending files applied and measured:
+   :func:`coldcopy.migrations.rehearsal.rehearse`).
    Goal: rehearsal ≤ 1.2 × the restore.
 2. The same pending files applied to a copy of the live database under ``bench/load.py``'s workload (pgbench,
    ``--clients`` through PgBouncer), measured the same way (the runner's sessions sampled in ``pg_locks`` every
@@ -29,9 +30,8 @@ from pathlib import Path
 import psycopg
 
 from bench import common
-from coldcopy import rehearsal
 from coldcopy.backups import BackupRunner
-from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations
+from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations, rehearsal
 from coldcopy.testing import app_load, local_env, servers
 
 BUCKET = "coldcopy-bench-rehearsal"

@@ -11,11 +11,11 @@ Refreshes `analytics.lead_engagement` (per-lead opens, clicks, replies and engag
 - Concurrent refresh, readers never blocked. `force: true` refreshes regardless. Pool `coldcopy_db_heavy`.
 
 Backfill steps and the symptom table below are shared by the four refresh DAGs: Airflow shows them from
-`coldcopy.refresh_dag.RUNBOOK`, written once.
+`coldcopy.refresh.dag.RUNBOOK`, written once.
 
 Design, the stock-tools runbook and the measured figures: `docs/refresh.md` in the repository.
 """
 
-from coldcopy.refresh_dag import build_refresh_dag
+from coldcopy.refresh.dag import build_refresh_dag
 
 dag = build_refresh_dag(dag_id="refresh_lead_engagement", doc_md=__doc__)

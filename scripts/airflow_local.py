@@ -88,8 +88,8 @@ def coldcopy_database(server_dsn: str) -> str:
     with psycopg.connect(dsn) as conn:
         migrated = conn.execute("SELECT to_regclass('coldcopy_ops.schema_migrations') IS NOT NULL").fetchone()[0]
     if not migrated:
-        from coldcopy.migration_runner import MigrationRunner
         from coldcopy.migrations import discover_migrations
+        from coldcopy.migrations.runner import MigrationRunner
         from coldcopy.testing import generate_data
 
         scale = int(os.environ.get("SCALE", "1"))

@@ -18,8 +18,10 @@ import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
 from coldcopy import manifests  # noqa: E402
-from coldcopy.migration_runner import MigrationRunner  # noqa: E402
 from coldcopy.migrations import discover_migrations  # noqa: E402
+from coldcopy.migrations.runner import MigrationRunner  # noqa: E402
+
+pytest_plugins = ["tests.support.logical_cluster"]  # the logical-decoding cluster of tests/pitr and tests/drills
 
 
 @pytest.fixture(scope="session")
@@ -137,10 +139,10 @@ def spaces(s3_endpoint, monkeypatch):
 
 @pytest.fixture
 def faulty_spaces(s3_endpoint, monkeypatch):
-    """A fresh bucket reached through a :class:`tests.s3_endpoint.FaultyProxy` (``fail_after`` cuts the endpoint
+    """A fresh bucket reached through a :class:`tests.support.s3_endpoint.FaultyProxy` (``fail_after`` cuts the endpoint
     mid-upload, ``heal`` ends it), with ``coldcopy_spaces`` pointing at it: yields ``(proxy, Bucket)``."""
     from coldcopy.object_store import Bucket
-    from tests.s3_endpoint import FaultyProxy
+    from tests.support.s3_endpoint import FaultyProxy
 
     proxy = FaultyProxy(s3_endpoint.port)
     name = f"coldcopy-faults-{uuid.uuid4().hex[:10]}"

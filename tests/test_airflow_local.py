@@ -31,7 +31,7 @@ def launcher(monkeypatch, tmp_path):
 
 
 def test_embedded_target_is_logical_and_a_verify_server_of_its_own_has_its_roles(launcher, monkeypatch):
-    from coldcopy.rehearsal import same_server
+    from coldcopy.scratch import same_server
 
     name = f"test-launcher-{uuid.uuid4().hex[:8]}"
     try:

@@ -11,10 +11,11 @@ import psycopg
 import pytest
 
 from coldcopy.lock_retries import LockRetryPolicy
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
-from coldcopy.refresh import RefreshRun, refresher_for
-from coldcopy.refresh_jobs import REFRESH_JOBS
+from coldcopy.migrations.runner import MigrationRunner
+from coldcopy.refresh.dispatch import refresher_for
+from coldcopy.refresh.jobs import REFRESH_JOBS
+from coldcopy.refresh.runs import RefreshRun
 from coldcopy.testing import app_load, generate_data, local_env, servers
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 

@@ -18,8 +18,8 @@ from psycopg.conninfo import make_conninfo
 from coldcopy import job_locks
 from coldcopy.gdpr import Gdpr
 from coldcopy.lock_retries import LockRetryPolicy
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.partitions import PartitionManager
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING, SUBJECT_PEPPER
 

@@ -130,7 +130,7 @@ def test_an_edited_archive_manifest_is_refused_by_verify_restore_and_drop(genera
 
 
 def test_a_view_name_with_a_quote_is_a_clear_error(generated_db):
-    from coldcopy.refresh import MaterializedViewRefresher
+    from coldcopy.refresh.views import MaterializedViewRefresher
 
     with psycopg.connect(generated_db, autocommit=True) as conn:
         for name in ('analytics.campaign_analytics"; DROP TABLE public.leads; --', "analytics.nope"):

@@ -53,8 +53,9 @@ def test_ops_tasks_refuse_a_transaction_pooling_connection_at_once(pgbouncer, mi
 def test_application_traffic_through_pgbouncer_never_waits_on_ops_jobs(pgbouncer, generated_db):
     from coldcopy.lock_retries import LockRetryPolicy
     from coldcopy.maintenance import Maintenance
-    from coldcopy.refresh import RefreshRun, refresher_for
-    from coldcopy.refresh_jobs import REFRESH_JOBS
+    from coldcopy.refresh.dispatch import refresher_for
+    from coldcopy.refresh.jobs import REFRESH_JOBS
+    from coldcopy.refresh.runs import RefreshRun
 
     password = app_load.prepare(generated_db)
     result = {}

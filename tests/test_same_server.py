@@ -14,7 +14,7 @@ import subprocess
 import psycopg
 import pytest
 
-from coldcopy.rehearsal import same_server
+from coldcopy.scratch import same_server
 from coldcopy.testing import app_load, servers
 
 

@@ -13,9 +13,9 @@ import pytest
 from psycopg import sql
 
 from coldcopy import MIGRATIONS_DIR, REPO_ROOT
-from coldcopy.incremental.summaries import SUMMARIES
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
+from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.testing import local_env
 
 
@@ -242,8 +242,9 @@ def test_partition_helpers_use_utc_months_whatever_the_session_time_zone(migrate
 
 def populate_analytics(conn) -> None:
     """Every analytics view and summary filled, as production's are."""
-    from coldcopy.refresh import RefreshRun, refresher_for
-    from coldcopy.refresh_jobs import REFRESH_JOBS
+    from coldcopy.refresh.dispatch import refresher_for
+    from coldcopy.refresh.jobs import REFRESH_JOBS
+    from coldcopy.refresh.runs import RefreshRun
 
     for job in REFRESH_JOBS.values():
         for view in job.views:

@@ -11,10 +11,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from coldcopy import ops_schema
-from coldcopy.incremental import capture
-from coldcopy.incremental.summaries import SUMMARIES
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
+from coldcopy.refresh.incremental import capture
+from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.testing import generate_data, guards, local_env
 
 pytestmark = pytest.mark.integration
@@ -161,7 +161,7 @@ def test_the_dashboards_read_with_the_tenants_own_rights(generated_db):
     non-member none, even when a view's own filter is gone."""
     with psycopg.connect(generated_db, autocommit=True) as conn:
         for name in SUMMARIES:
-            from coldcopy.incremental.maintainer import SummaryMaintainer
+            from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
             SummaryMaintainer(conn, name).apply()
         member, ws = conn.execute("SELECT user_id, workspace_id FROM workspace_members ORDER BY 1 LIMIT 1").fetchone()
         total = conn.execute("SELECT count(DISTINCT workspace_id) FROM analytics.campaign_analytics").fetchone()[0]

@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-DB_CONN_ID = "coldcopy_db"
-# Its password is the backup passphrase; it also keys the signatures of backup and archive manifests.
-KEY_CONN_ID = "coldcopy_backup_key"
+from coldcopy.connections import DB_CONN_ID, KEY_CONN_ID  # noqa: F401 - the ids most modules take from here
+
 # Days a detached, archived month is kept before partition_maintenance drops it (the dropper, the health page).
 PARTITION_DROP_GRACE_DAYS = 7
 REPO_ROOT = Path(__file__).resolve().parents[2]

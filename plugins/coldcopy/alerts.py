@@ -22,11 +22,10 @@ from datetime import timedelta
 from typing import Any
 
 from coldcopy import optional_connection
+from coldcopy.connections import SMTP_CONN_ID, WEBHOOK_CONN_ID  # noqa: F401 - re-exported under this module's name
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_CONN_ID = "coldcopy_alerts_webhook"
-SMTP_CONN_ID = "coldcopy_alerts_smtp"
 
 
 @dataclass(frozen=True)

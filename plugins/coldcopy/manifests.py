@@ -21,8 +21,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from coldcopy.connections import MANIFEST_KEY_CONN_ID  # noqa: F401 - re-exported under this module's name
+
 ALGORITHM = "HMAC-SHA256"
-MANIFEST_KEY_CONN_ID = "coldcopy_manifest_key"
 MIN_SECRET_CHARS = 32
 _KEY_LABEL = b"coldcopy manifest signing key v2"
 TYPES = ("backup", "archive", "ledger", "retention_archive", "segment", "chain", "tip", "pruned", "approval")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from coldcopy import catalog
+from coldcopy.connections import TOKEN_CONN_ID  # noqa: F401 - re-exported under this module's name
 
 STATES = {"ok": 0, "warning": 1, "breach": 2, "unknown": 3}
 METRICS = {  # name → help
@@ -43,7 +44,6 @@ METRICS = {  # name → help
 }
 __doc__ += "\n".join(f"\n* ``{name}``: {text}" for name, text in METRICS.items())
 
-TOKEN_CONN_ID = "coldcopy_metrics_token"
 
 
 def token_matches(presented: str | None) -> bool:

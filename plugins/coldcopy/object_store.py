@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from coldcopy.connections import SPACES_CONN_ID  # noqa: F401 - re-exported under this module's name
+
 log = logging.getLogger(__name__)
 # The largest signed document (manifest, chain head, ledger entry) read whole: ours are kilobytes.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
-SPACES_CONN_ID = "coldcopy_spaces"
 PART_SIZE = 8 * 1024 * 1024  # S3 parts must be at least 5 MiB, except the last
 
 

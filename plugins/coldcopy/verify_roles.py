@@ -82,7 +82,7 @@ def prepare(live_dsn: str, verify_admin_dsn: str) -> list[str]:
         missing = [name for name in needed if name not in existing]
         if not missing:
             return []
-        from coldcopy.rehearsal import same_server
+        from coldcopy.scratch import same_server
 
         if same_server(live, verify_admin_dsn):  # cannot happen (the live roles exist there): never create
             return []

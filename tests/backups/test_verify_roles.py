@@ -39,7 +39,7 @@ def roles(dsn: str) -> dict[str, bool]:
 
 
 def test_verification_creates_the_missing_roles_nologin(migrated_db, spaces, backup_key, verify_server):
-    from coldcopy import rehearsal
+    from coldcopy.migrations import rehearsal
 
     fresh(verify_server)
     runner = BackupRunner(migrated_db, spaces, backup_key, keyring=KEYRING)

@@ -13,8 +13,8 @@ import psycopg
 
 from coldcopy import manifests
 from coldcopy.backups import BackupRunner
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.object_store import Bucket
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery

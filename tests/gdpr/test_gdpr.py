@@ -18,7 +18,8 @@ from psycopg import sql
 from coldcopy import manifests
 from coldcopy.gdpr import Gdpr, GdprError, personal_data_map, reapply_after_restore
 from coldcopy.lock_retries import LockRetryPolicy
-from coldcopy.refresh import RefreshRun, refresher_for
+from coldcopy.refresh.dispatch import refresher_for
+from coldcopy.refresh.runs import RefreshRun
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING, ROOT, SUBJECT_PEPPER
 from tests.conftest import stock_decrypt as decrypt
 

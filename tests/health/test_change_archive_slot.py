@@ -11,8 +11,8 @@ import pytest
 from psycopg.rows import dict_row
 
 from coldcopy import health, ops_schema
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.testing import local_env, servers
 
 

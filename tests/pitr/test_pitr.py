@@ -11,8 +11,8 @@ import psycopg
 
 from coldcopy.backups import BackupRunner
 from coldcopy.gdpr import Gdpr
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.partitions import PartitionManager
 from coldcopy.pitr import recovery
 from coldcopy.pitr.archiver import ChangeArchiver

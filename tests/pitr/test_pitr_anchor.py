@@ -20,7 +20,7 @@ from coldcopy.health.common import Context
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
-from tests.pitr.support import archiver_for, write
+from tests.support.pitr import archiver_for, write
 
 
 def delete_chain_objects(bucket, prefix: str) -> None:

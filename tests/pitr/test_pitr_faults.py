@@ -20,7 +20,7 @@ from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
 from coldcopy.testing import local_env
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
-from tests.pitr.support import archiver_for, confirmed, restore_now, restored_base, tagged, write
+from tests.support.pitr import archiver_for, confirmed, restore_now, restored_base, tagged, write
 
 
 def archived_inserts(bucket: Bucket, keys, table: str = "public.suppression_list") -> int:

@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from coldcopy.pitr import markers
+from coldcopy import markers
 from coldcopy.pitr.bulk import LanesWaited
 from coldcopy.pitr.replay import Replayer
 

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from coldcopy.pitr import chain as chains
-from tests.pitr.support import archiver_for, write
 from tests.pitr.test_pitr_anchor import health
+from tests.support.pitr import archiver_for, write
 
 
 def test_a_slot_the_server_invalidated_breaks_the_chain_at_once_and_db_health_says_so(logical, pitr_db, spaces):

@@ -10,10 +10,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from coldcopy import markers
 from coldcopy.backups import BackupRunner
-from coldcopy.pitr import markers, recovery
+from coldcopy.pitr import recovery
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
-from tests.pitr.support import archiver_for, restored_base, tagged, write
+from tests.support.pitr import archiver_for, restored_base, tagged, write
 
 NOBODY = "no_grants_at_all"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 
 from coldcopy.pitr import chain as chains
-from tests.pitr.support import archiver_for, write
 from tests.pitr.test_pitr_planted_head import UNSIGNED, plant, unsigned
+from tests.support.pitr import archiver_for, write
 
 
 def test_a_planted_head_is_skipped_by_the_archiver_and_named(pitr_db, spaces, caplog):

@@ -17,7 +17,7 @@ from coldcopy.pitr.archiver import ChangeArchiver
 from coldcopy.pitr.setup import Setup
 from coldcopy.testing import local_env
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
-from tests.pitr.support import tagged, write
+from tests.support.pitr import tagged, write
 
 
 def test_retention_of_segments_follows_the_backups_they_extend(pitr_db, spaces, logical):

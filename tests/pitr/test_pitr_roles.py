@@ -12,7 +12,7 @@ from coldcopy.pitr import recovery
 from coldcopy.pitr.archiver import ChangeArchiver
 from coldcopy.pitr.replay import Replayer
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
-from tests.pitr.support import restored_base
+from tests.support.pitr import restored_base
 
 ROLE = "supabase_like"
 

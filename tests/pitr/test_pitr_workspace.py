@@ -13,7 +13,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from coldcopy.backups import BackupRunner
 from coldcopy.operators.restore import RestoreFromSpacesOperator
 from coldcopy.pitr.archiver import ChangeArchiver
-from coldcopy.refresh import RefreshRun, refresher_for
+from coldcopy.refresh.dispatch import refresher_for
+from coldcopy.refresh.runs import RefreshRun
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING, FakeTaskInstance
 
 
@@ -69,8 +70,8 @@ def test_one_workspace_as_of_a_second_into_a_new_schema(pitr_db, spaces, backup_
 
 def test_only_some_tables_as_of_a_second_into_a_database_with_the_schema(pitr_db, spaces, backup_key,
                                                                           coldcopy_conn, logical):
-    from coldcopy.migration_runner import MigrationRunner
     from coldcopy.migrations import discover_migrations
+    from coldcopy.migrations.runner import MigrationRunner
     from coldcopy.testing import local_env
 
     archiver = ChangeArchiver(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)

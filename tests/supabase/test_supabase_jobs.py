@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from coldcopy.backups import toc
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import Migration, MigrationError
+from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.testing import local_env
 from tests.conftest import ROOT, SUBJECT_PEPPER
 
@@ -109,7 +109,7 @@ def test_a_migration_is_rehearsed_as_postgres_on_a_supabase_shaped_verify_server
     shape, its login postgres too. Before, that restore stopped at the first entry only a superuser replays,
     so every migration on a populated database failed at ``rehearse``."""
     from coldcopy.backups import BackupRunner
-    from coldcopy.rehearsal import ScratchCopy, rehearse
+    from coldcopy.migrations.rehearsal import ScratchCopy, rehearse
     from coldcopy.testing import servers
     from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 

@@ -8,10 +8,10 @@ import psycopg
 import pytest
 
 from coldcopy import ops_schema
-from coldcopy.incremental import capture
-from coldcopy.incremental.summaries import SUMMARIES
-from coldcopy.migration_runner import MigrationRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.migrations.runner import MigrationRunner
+from coldcopy.refresh.incremental import capture
+from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.testing import guards
 
 pytestmark = pytest.mark.supabase

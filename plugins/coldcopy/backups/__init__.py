@@ -25,14 +25,28 @@ from datetime import datetime
 import psycopg
 
 from coldcopy import manifests, ops_schema, sessions
-from coldcopy.backups.common import *  # noqa: F403 - the package's public names
-from coldcopy.backups.common import _KEY, PREFIX, _count, _Pipeline, _relation  # noqa: F401 - used by bench and tests
+from coldcopy.backups.common import (  # noqa: F401 - used by bench and tests
+    _KEY,
+    ORPHAN_AFTER,
+    PREFIX,
+    RETENTION,
+    BackupError,
+    BackupResult,
+    _count,
+    _Pipeline,
+    _relation,
+    backup_passphrase,
+)
 from coldcopy.backups.pipeline import Pipeline
 from coldcopy.backups.retention import Retention
 from coldcopy.backups.verification import Verification
 from coldcopy.object_store import PART_SIZE, Bucket
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "backup_passphrase", "BackupError", "BackupResult", "BackupRunner", "ORPHAN_AFTER", "PREFIX", "RETENTION",
+]
 
 
 DEFAULT_ZSTD_THREADS = os.cpu_count() or 2  # bench/backups.py "threads and levels" (docs/benchmarks.md)
@@ -77,6 +91,21 @@ class BackupRunner(Pipeline, Verification, Retention):
 
     def _log_table(self, conn) -> None:
         ops_schema.ensure(conn, "backups")
+
+    def newest_verified(self) -> tuple[str, dict]:
+        """The key and manifest of the newest whole-database backup whose restore was verified
+        (``coldcopy_ops.backup_log``), else of the newest whole-database backup (a rehearsal's copy)."""
+        with self._connect(autocommit=True) as conn:
+            self._log_table(conn)
+            verified = {k for (k,) in conn.execute(
+                "SELECT object_key FROM coldcopy_ops.backup_log WHERE verification = 'verified' "
+                "AND kind = 'database' AND deleted_at IS NULL")}
+        candidates = self.database_backups()
+        chosen = [c for c in candidates if c[1] in verified] or candidates
+        if not chosen:
+            raise BackupError("no whole-database backup to rehearse on: run backup_to_spaces first")
+        _, key, manifest = chosen[-1]
+        return key, manifest
 
     def retention_class(self, now: datetime, label: str) -> str:
         """``compliance`` for the month's first backup of ``label`` (the database, or its table set), else

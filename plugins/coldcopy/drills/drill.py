@@ -7,7 +7,7 @@ re-applied. The scratch database is dropped whatever happens, and the drill — 
 in the live database (:mod:`coldcopy.drills.record`) before a failure is raised.
 
 Never on the live server: ``verify_admin_dsn`` reaching ``live_dsn``'s server is refused before anything is
-made (:func:`coldcopy.rehearsal.same_server`). See docs/backups.md ("Restore drills").
+made (:func:`coldcopy.scratch.same_server`). See docs/backups.md ("Restore drills").
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class RestoreDrill:
         return row
 
     def _refuse_live(self) -> None:
-        from coldcopy.rehearsal import same_server
+        from coldcopy.scratch import same_server
 
         with psycopg.connect(self.live_dsn, autocommit=True) as live:
             if same_server(live, self.verify_admin_dsn):

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coldcopy.pitr import markers
+from coldcopy import markers
 from coldcopy.pitr.snapshot import Snapshot
 
 SAMPLE_ONE_IN = 8

@@ -32,10 +32,36 @@ import psycopg
 
 from coldcopy import manifests, ops_schema
 from coldcopy.gdpr.access import Access
-from coldcopy.gdpr.common import *  # noqa: F403 - the package's public names
-from coldcopy.gdpr.common import BATCH, DPO_CONN_ID
-from coldcopy.gdpr.discovery import *  # noqa: F403
-from coldcopy.gdpr.erasure import Erasure, drop_erased_rows
+from coldcopy.gdpr.common import (
+    AGE_COLUMNS,
+    BATCH,
+    DPO_CONN_ID,
+    ERASED,
+    EXPORT_PREFIX,
+    EXPORT_URL_TTL,
+    HANDLED_TYPES,
+    LEDGER_PREFIX,
+    LEGACY_ERASED,
+    NO_FOREIGN_KEY,
+    OUT_OF_SCOPE,
+    PEPPER_CONN_ID,
+    PERSONAL_COLUMNS,
+    REFUSE_TRIGGER,
+    RETENTION_PREFIX,
+    RETENTION_TABLES,
+    GdprError,
+    Subject,
+    subject_pepper,
+)
+from coldcopy.gdpr.discovery import (
+    MAX_DEPTH,
+    PERSONAL_COLUMNS_REGISTRY,
+    Link,
+    detached_months,
+    personal_data_map,
+    unregistered_columns,
+)
+from coldcopy.gdpr.erasure import Erasure
 from coldcopy.gdpr.keys import SubjectKeys
 from coldcopy.gdpr.ledger import Ledger, LedgerSteps, entry_hash, ledger_entry
 from coldcopy.gdpr.requests import Requests
@@ -45,7 +71,14 @@ from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Gdpr", "Ledger", "drop_erased_rows", "entry_hash", "ledger_entry", "reapply_after_restore"]
+__all__ = [
+    "AGE_COLUMNS", "BATCH", "detached_months", "DPO_CONN_ID", "entry_hash", "ERASED", "EXPORT_PREFIX",
+    "EXPORT_URL_TTL", "Gdpr", "GdprError", "HANDLED_TYPES", "Ledger", "ledger_entry", "LEDGER_PREFIX",
+    "LEGACY_ERASED", "Link", "MAX_DEPTH", "NO_FOREIGN_KEY", "OUT_OF_SCOPE", "PEPPER_CONN_ID", "PERSONAL_COLUMNS",
+    "PERSONAL_COLUMNS_REGISTRY", "personal_data_map", "reapply_after_restore", "REFUSE_TRIGGER", "RETENTION_PREFIX",
+    "RETENTION_TABLES", "Subject", "subject_pepper", "unregistered_columns",
+]
+
 
 
 class Gdpr(SubjectKeys, Access, Erasure, LedgerSteps, Requests, Retention):

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from coldcopy.connections import DPO_CONN_ID, PEPPER_CONN_ID  # noqa: F401 - re-exported under this module's name
+
 log = logging.getLogger(__name__)
 
 BATCH = 2000
@@ -15,8 +17,6 @@ RETENTION_PREFIX = "gdpr/retention"
 EXPORT_URL_TTL = timedelta(days=7)
 ERASED = "hmac:"  # prefix of a keyed subject hash standing where an address was (suppression list, requests)
 LEGACY_ERASED = "sha256:"  # the unkeyed hash used before; migrated on first use (Gdpr.ensure_subject_key)
-DPO_CONN_ID = "coldcopy_dpo"  # where an export's link and passphrase go (http webhook or smtp)
-PEPPER_CONN_ID = "coldcopy_subject_pepper"  # the secret keying subject hashes (its password)
 HANDLED_TYPES = {"access": "export", "portability": "export", "erasure": "erase"}
 OUT_OF_SCOPE = {"public.users", "public.email_accounts"}  # the workspace's own accounts, not its recipients
 NO_FOREIGN_KEY = [("public.email_events", "lead_id", "lead"), ("public.email_events", "message_id", "message")]

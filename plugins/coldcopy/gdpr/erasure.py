@@ -16,7 +16,8 @@ from coldcopy.gdpr.common import ERASED, REFUSE_TRIGGER, GdprError, Subject
 from coldcopy.gdpr.discovery import Link, detached_months, personal_data_map
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
-from coldcopy.refresh import RefreshRun, refresher_for
+from coldcopy.refresh.dispatch import refresher_for
+from coldcopy.refresh.runs import RefreshRun
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class Erasure:
         """Materialized views and incremental summaries (through their definitions) that read any of ``tables``
         directly, to refresh after an erasure."""
         relids = [self.conn.execute("SELECT to_regclass(%s)::oid", (t,)).fetchone()[0] for t in tables]
-        from coldcopy.incremental.summaries import SUMMARIES
+        from coldcopy.refresh.incremental.summaries import SUMMARIES
 
         found = self.conn.execute("""
             SELECT DISTINCT format('%%I.%%I', n.nspname, c.relname), c.relkind FROM pg_rewrite r
@@ -195,21 +196,11 @@ class Erasure:
     def refresh(self, views: list[str], run_id: str) -> None:
         """Refresh ``views`` now: a materialized view fully (forced), a summary by applying its captured changes
         (the erased rows' groups recomputed without them)."""
-        from coldcopy.incremental.summaries import SUMMARIES
+        from coldcopy.refresh.incremental.summaries import SUMMARIES
 
         for view in views:
             refresher_for(self.conn, view, lock_retry=self.lock_retry, force=view not in SUMMARIES).run(
                 RefreshRun(run_id=run_id, dag_id="gdpr_requests"))
-
-
-def drop_erased_rows(conn: psycopg.Connection, table: str) -> int:
-    """Delete from ``table`` (an email_events month being restored, not yet attached) the rows of leads and
-    messages erased since (the ledger's one-way keys of their ids); returns how many."""
-    return conn.execute(sql.SQL(
-        "WITH l AS (SELECT coalesce(array_agg(h), '{{}}') AS h FROM coldcopy_ops.erasure_ledger, unnest(id_hashes) h) "
-        "DELETE FROM {} t USING l "
-        "WHERE coldcopy_ops.id_hash(t.lead_id) = ANY(l.h) OR coldcopy_ops.id_hash(t.message_id) = ANY(l.h)"
-    ).format(catalog.relation(conn, table))).rowcount
 
 
 def _in_schema(link: Link, schema: str) -> Link:

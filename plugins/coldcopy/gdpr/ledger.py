@@ -10,11 +10,10 @@ from datetime import datetime
 
 import psycopg
 
-from coldcopy import job_locks, manifests
+from coldcopy import job_locks, manifests, markers
 from coldcopy.gdpr.common import LEDGER_PREFIX, Subject
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
-from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
 

@@ -21,22 +21,43 @@ import psycopg
 
 from coldcopy import alerts
 from coldcopy.health.change_archive import check_change_archive
-from coldcopy.health.common import *  # noqa: F403
-from coldcopy.health.common import Context, Result
-from coldcopy.health.connections import *  # noqa: F403
-from coldcopy.health.connections import check_connections
-from coldcopy.health.engine import *  # noqa: F403
-from coldcopy.health.engine import check_engine
-from coldcopy.health.history import *  # noqa: F403
-from coldcopy.health.operations import *  # noqa: F403
-from coldcopy.health.operations import check_cpu, check_ops_freshness
-from coldcopy.health.queries import *  # noqa: F403
-from coldcopy.health.queries import check_slow_queries
-from coldcopy.health.redaction import *  # noqa: F403
-from coldcopy.health.storage import *  # noqa: F403
+from coldcopy.health.common import GB, RANK, THRESHOLDS_VARIABLE, Context, Result, Thresholds, graded, iso
+from coldcopy.health.connections import check_connections, pgbouncer_pools
+from coldcopy.health.engine import (
+    cache_hit,
+    check_engine,
+    lock_waits,
+    long_transactions,
+    replication_slots,
+    sequences,
+    stale_vacuum,
+    wraparound,
+)
+from coldcopy.health.history import alert_for, as_dict, prune, record
+from coldcopy.health.operations import (
+    CPU_NOTE,
+    backup_age,
+    check_cpu,
+    check_ops_freshness,
+    maintenance_age,
+    partition_horizon,
+    scratch_databases,
+    view_freshness,
+)
+from coldcopy.health.queries import ENABLE_PG_STAT_STATEMENTS, check_slow_queries
+from coldcopy.health.redaction import redact
 from coldcopy.health.storage import check_indexes, check_sizes
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "alert_for", "as_dict", "backup_age", "cache_hit", "check_connections", "check_cpu", "check_engine",
+    "check_indexes", "check_ops_freshness", "check_sizes", "check_slow_queries", "Context", "CPU_NOTE",
+    "ENABLE_PG_STAT_STATEMENTS", "GB", "graded", "iso", "lock_waits", "long_transactions", "maintenance_age",
+    "partition_horizon", "pgbouncer_pools", "prune", "RANK", "record", "redact", "replication_slots", "Result",
+    "run_group", "scratch_databases", "sequences", "stale_vacuum", "Thresholds", "THRESHOLDS_VARIABLE",
+    "view_freshness", "wraparound",
+]
 
 CHECKS: dict[str, Callable[[Context], list[Result]]] = {
     "sizes": check_sizes,

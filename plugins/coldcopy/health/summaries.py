@@ -1,4 +1,5 @@
-"""The incremental summaries (coldcopy.incremental): the last daily verify of each, and the captured keys waiting."""
+"""The incremental summaries (coldcopy.refresh.incremental): the last daily verify of each, and the captured keys
+waiting."""
 
 from __future__ import annotations
 

@@ -8,19 +8,16 @@ from datetime import timedelta
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import DB_CONN_ID, KEY_CONN_ID
-from coldcopy.object_store import SPACES_CONN_ID, Bucket
+from coldcopy.object_store import Bucket
 from coldcopy.operators.base import ColdCopyOperator
 
 MAX_JOBS = 32  # a restore's or drill's jobs: pg_restore --jobs and the replay's lanes, each a connection to the target
 
 
 class BaseBackupOperator(ColdCopyOperator):
-    """Shared parts: the database, Spaces and backup-key connections.
+    """Shared parts: the database, Spaces and backup-key connections (declared by :class:`ColdCopyOperator`;
+    ``conn_id`` is also the server restores are verified on without ``verify_conn_id``).
 
-    :param conn_id: the database to back up (and the server restores are verified on).
-    :param spaces_conn_id: the bucket (aws connection).
-    :param key_conn_id: connection whose password is the encryption passphrase.
     :param zstd_threads: compression threads (default: every core, as measured by bench/backups.py).
     """
 
@@ -28,10 +25,8 @@ class BaseBackupOperator(ColdCopyOperator):
     default_execution_timeout = timedelta(hours=3)
     default_statement_timeout = "3h"  # counting every table's rows in the dump's snapshot takes a while
 
-    def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
-                 key_conn_id: str = KEY_CONN_ID, zstd_threads: int | None = None, **kwargs) -> None:
+    def __init__(self, *, zstd_threads: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.conn_id, self.spaces_conn_id, self.key_conn_id = conn_id, spaces_conn_id, key_conn_id
         self.zstd_threads = zstd_threads
 
     @staticmethod
@@ -96,10 +91,9 @@ class VerifyBackupOperator(BaseBackupOperator):
 
     template_fields: Sequence[str] = ("backup_key",)
 
-    def __init__(self, *, backup_key: str, verify_conn_id: str = "coldcopy_verify_db", **kwargs) -> None:
+    def __init__(self, *, backup_key: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.backup_key = backup_key
-        self.verify_conn_id = verify_conn_id
 
     def scratch_server_dsn(self) -> str:
         from coldcopy import optional_connection

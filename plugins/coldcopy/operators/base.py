@@ -7,6 +7,7 @@ from datetime import timedelta
 from airflow.sdk import BaseOperator, Context
 
 from coldcopy import DB_CONN_ID, KEY_CONN_ID
+from coldcopy.connections import MANIFEST_KEY_CONN_ID, VERIFY_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID, Bucket
 
 
@@ -15,9 +16,16 @@ class ColdCopyOperator(BaseOperator):
     ``on_kill`` that terminates the task's backends and kills its child processes (:mod:`coldcopy.sessions`),
     so nothing it started keeps running on the server after the task is killed or times out.
 
-    Subclasses set ``self.conn_id`` (the database), ``spaces_conn_id`` and ``key_conn_id`` (bucket and backup key,
-    for :meth:`bucket`;
-    manifests are signed with :meth:`keyring`), and ``lock_timeout_ms`` / ``lock_attempts`` for :meth:`lock_policy`.
+    The parameters every wing shares are declared here once (as Airflow's ``AwsBaseOperator`` does); a wing
+    changes a default by a class attribute, a DAG per task by the keyword:
+
+    :param conn_id: the target database (``coldcopy_db``).
+    :param spaces_conn_id: the bucket (aws connection, ``coldcopy_spaces``), for :meth:`bucket`.
+    :param key_conn_id: the connection whose password is the backup passphrase (``coldcopy_backup_key``).
+    :param manifest_key_conn_id: the key that signs manifests and ledger entries, for :meth:`keyring`.
+    :param verify_conn_id: a server of its own for rehearsals, restore verification and drills.
+    :param lock_timeout_ms: ``lock_timeout`` of the first attempt of a locking step (grows on retries), and
+    :param lock_attempts: attempts before a lock timeout gives up, both for :meth:`lock_policy`.
     """
 
     default_execution_timeout = timedelta(hours=1)
@@ -25,13 +33,22 @@ class ColdCopyOperator(BaseOperator):
     conn_id: str = DB_CONN_ID
     spaces_conn_id: str = SPACES_CONN_ID
     key_conn_id: str = KEY_CONN_ID
-    manifest_key_conn_id: str = "coldcopy_manifest_key"
+    manifest_key_conn_id: str = MANIFEST_KEY_CONN_ID
+    verify_conn_id: str = VERIFY_CONN_ID
     lock_timeout_ms: int = 2000
     lock_attempts: int = 6
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, *, conn_id: str | None = None, spaces_conn_id: str | None = None,
+                 key_conn_id: str | None = None, manifest_key_conn_id: str | None = None,
+                 verify_conn_id: str | None = None, lock_timeout_ms: int | None = None,
+                 lock_attempts: int | None = None, **kwargs) -> None:
         kwargs.setdefault("execution_timeout", self.default_execution_timeout)
         super().__init__(**kwargs)
+        for name, value in (("conn_id", conn_id), ("spaces_conn_id", spaces_conn_id), ("key_conn_id", key_conn_id),
+                            ("manifest_key_conn_id", manifest_key_conn_id), ("verify_conn_id", verify_conn_id),
+                            ("lock_timeout_ms", lock_timeout_ms), ("lock_attempts", lock_attempts)):
+            if value is not None:
+                setattr(self, name, value)
 
     def say(self, context: Context, line: str) -> None:
         """The task's one result line: logged, and kept in XCom (``result``) for whoever reads the run later."""

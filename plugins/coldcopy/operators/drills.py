@@ -19,17 +19,16 @@ class RestoreDrillOperator(BaseBackupOperator):
     :param as_of: the second (UTC, ``2026-12-04T03:00:05Z``); empty: a random one of the last 24 h.
     :param jobs: ``pg_restore --jobs`` and the replay's lanes, at most :data:`MAX_JOBS`; 0: the verify
         connection's extra ``cores``, else this worker's cores (capped the same).
-    :param verify_conn_id: the verification server; required, and never the live database's server.
+    ``verify_conn_id`` (the verification server) is required here, and never the live database's server.
     """
 
     template_fields: Sequence[str] = ("as_of", "jobs")
     ui_color = "#e8e2f3"
     default_execution_timeout = timedelta(hours=3)  # three times the default RTO budget
 
-    def __init__(self, *, as_of: str = "", jobs: int | str = 0, verify_conn_id: str = "coldcopy_verify_db",
-                 **kwargs) -> None:
+    def __init__(self, *, as_of: str = "", jobs: int | str = 0, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.as_of, self.jobs, self.verify_conn_id = as_of, jobs, verify_conn_id
+        self.as_of, self.jobs = as_of, jobs
 
     def restore_jobs(self, connection) -> int:
         if jobs := self.checked_jobs(self.jobs):

@@ -8,8 +8,6 @@ from datetime import timedelta
 
 from airflow.sdk import Context
 
-from coldcopy import KEY_CONN_ID
-from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
 from coldcopy.run_notes import skip
 
@@ -17,17 +15,13 @@ from coldcopy.run_notes import skip
 class BaseGdprOperator(ColdCopyOperator):
     """Shared parts: the database, the bucket, and the key that signs the erasure ledger.
 
-    :param spaces_conn_id: Airflow connection (aws type) of the bucket (exports, ledger, retention archives).
-    :param key_conn_id: the backup passphrase connection (the ledger is signed with ``coldcopy_manifest_key``).
+    ``spaces_conn_id`` (exports, ledger, retention archives) and ``key_conn_id`` are :class:`ColdCopyOperator`'s;
+    the ledger is signed with ``manifest_key_conn_id``.
     """
 
     ui_color = "#eef1fb"
     default_execution_timeout = timedelta(hours=1)
     default_statement_timeout = "15min"
-
-    def __init__(self, *, spaces_conn_id: str = SPACES_CONN_ID, key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.spaces_conn_id, self.key_conn_id = spaces_conn_id, key_conn_id
 
     @contextmanager
     def gdpr(self):

@@ -10,9 +10,9 @@ from datetime import timedelta
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from coldcopy.connections import PGBOUNCER_CONN_ID  # noqa: F401 - re-exported under this module's name
 from coldcopy.operators.base import ColdCopyOperator
 
-PGBOUNCER_CONN_ID = "coldcopy_pgbouncer"
 # The keys of coldcopy.health.CHECKS, named here so a DAG file does not import psycopg while it is parsed.
 CHECK_GROUPS = ("sizes", "slow_queries", "indexes", "connections", "engine", "cpu", "ops_freshness",
                 "change_archive")
@@ -67,7 +67,7 @@ class HealthCheckOperator(HealthOperator):
     def paused_dags(self, context: Context) -> frozenset[str]:
         """The ColdCopy DAGs whose jobs a check judges (the refreshes) that are paused in Airflow: a stale view's
         cause, named in its summary. Asked through the task's own API (``ti.get_dag``); unknown → none."""
-        from coldcopy.refresh_jobs import REFRESH_JOBS
+        from coldcopy.refresh.jobs import REFRESH_JOBS
 
         ti = context.get("ti")
         paused = set()

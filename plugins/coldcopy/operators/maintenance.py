@@ -8,7 +8,6 @@ from datetime import timedelta
 
 from airflow.sdk import Context
 
-from coldcopy import DB_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
 
 
@@ -16,18 +15,19 @@ class BaseMaintenanceOperator(ColdCopyOperator):
     """Shared parts: the connection, timeouts and lock retries.
 
     :param statement_timeout: ceiling for each maintenance statement.
-    :param lock_timeout_ms: lock_timeout of the first attempt (grows on retries, up to 5×).
-    :param lock_attempts: attempts before a table that stays locked is skipped for this run.
+
+    A table that stays locked through ``lock_attempts`` (4 here; the first ``lock_timeout_ms`` 1 s) is skipped
+    for this run.
     """
 
     ui_color = "#f3e8f6"
     default_execution_timeout = timedelta(hours=2)
+    lock_timeout_ms = 1000
+    lock_attempts = 4
 
-    def __init__(self, *, conn_id: str = DB_CONN_ID, statement_timeout: str = "1h", lock_timeout_ms: int = 1000,
-                 lock_attempts: int = 4, **kwargs) -> None:
+    def __init__(self, *, statement_timeout: str = "1h", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.conn_id, self.statement_timeout = conn_id, statement_timeout
-        self.lock_timeout_ms, self.lock_attempts = lock_timeout_ms, lock_attempts
+        self.statement_timeout = statement_timeout
 
     @contextmanager
     def maintenance(self, context: Context):

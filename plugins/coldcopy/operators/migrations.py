@@ -14,23 +14,20 @@ from typing import TYPE_CHECKING
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import DB_CONN_ID, MIGRATIONS_DIR
+from coldcopy import MIGRATIONS_DIR
 from coldcopy.migrations import ALL_PHASES, Migration, MigrationError, Status, discover_migrations
 from coldcopy.operators import approval
 from coldcopy.operators.base import ColdCopyOperator
 from coldcopy.run_notes import note, skip
 
 if TYPE_CHECKING:
-    from coldcopy.migration_runner import MigrationRunner
+    from coldcopy.migrations.runner import MigrationRunner
 
 
 class BaseMigrationOperator(ColdCopyOperator):
     """Shared parts: the connection, the migrations directory and the ``dry_run`` DAG param.
 
     :param migrations_dir: directory of ``NNN_name.sql`` files.
-    :param conn_id: Airflow connection of the target database.
-    :param lock_timeout_ms: lock_timeout of the first attempt; later attempts wait up to 5x longer.
-    :param lock_attempts: attempts before a lock timeout fails the task.
     :param statement_timeout: ceiling for each statement.
     """
 
@@ -41,21 +38,15 @@ class BaseMigrationOperator(ColdCopyOperator):
         self,
         *,
         migrations_dir: str | Path = MIGRATIONS_DIR,
-        conn_id: str = DB_CONN_ID,
-        lock_timeout_ms: int = 2000,
-        lock_attempts: int = 6,
         statement_timeout: str = "15min",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.migrations_dir = Path(migrations_dir)
-        self.conn_id = conn_id
-        self.lock_timeout_ms = lock_timeout_ms
-        self.lock_attempts = lock_attempts
         self.statement_timeout = statement_timeout
 
     def runner(self) -> MigrationRunner:
-        from coldcopy.migration_runner import MigrationRunner
+        from coldcopy.migrations.runner import MigrationRunner
 
         return MigrationRunner(self.hook().get_conn, lock_retry=self.lock_policy(),
                                statement_timeout=self.statement_timeout)
@@ -72,14 +63,10 @@ class BaseMigrationOperator(ColdCopyOperator):
 
     def holds_data(self) -> list[str]:
         """The application tables of the target with at least one row."""
-        from psycopg import sql
+        from coldcopy import catalog
 
         with self.hook().get_conn() as conn:
-            tables = conn.execute(
-                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition").fetchall()
-            return [f"{schema}.{name}" for schema, name in tables if conn.execute(
-                sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(schema, name))).fetchone()[0]]
+            return catalog.tables_with_rows(conn)
 
     def pending(self) -> list[Migration]:
         return [e.migration for e in self.runner().plan(self.migrations()) if e.status is Status.PENDING]

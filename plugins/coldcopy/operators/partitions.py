@@ -9,35 +9,18 @@ from datetime import timedelta
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import DB_CONN_ID, KEY_CONN_ID, PARTITION_DROP_GRACE_DAYS
+from coldcopy import PARTITION_DROP_GRACE_DAYS
 from coldcopy.humanize import duration, size
-from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
 
 
 class BasePartitionOperator(ColdCopyOperator):
-    """Shared parts: the database and Spaces connections and the lock retry schedule.
-
-    :param conn_id: Airflow connection of the database.
-    :param spaces_conn_id: Airflow connection (aws type) of the archive bucket.
-    :param key_conn_id: connection whose password (the backup passphrase) encrypts the archives.
-    :param lock_timeout_ms: lock_timeout of the first attempt of each locking step (grows on retries).
-    :param lock_attempts: attempts before a lock timeout fails the try.
-    """
+    """Shared parts (the database, the archive bucket, the passphrase that encrypts the archives, the lock
+    retry schedule: :class:`ColdCopyOperator`'s parameters) and the partition manager they make."""
 
     ui_color = "#fdf2e3"
     default_execution_timeout = timedelta(hours=3)
     default_statement_timeout = "2h"  # one month's export, read back, or restore
-
-    def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
-                 key_conn_id: str = KEY_CONN_ID, lock_timeout_ms: int = 2000, lock_attempts: int = 6,
-                 **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
-        self.spaces_conn_id = spaces_conn_id
-        self.key_conn_id = key_conn_id
-        self.lock_timeout_ms = lock_timeout_ms
-        self.lock_attempts = lock_attempts
 
     @contextmanager
     def manager(self):

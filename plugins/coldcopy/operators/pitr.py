@@ -9,25 +9,14 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import DB_CONN_ID, KEY_CONN_ID
 from coldcopy.humanize import duration
-from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
 from coldcopy.run_notes import note
 
 
 class BasePitrOperator(ColdCopyOperator):
-    """Shared parts: the database (a direct connection, a role with ``REPLICATION``), the bucket, the key.
-
-    :param conn_id: the database whose changes are archived.
-    :param spaces_conn_id: the bucket (aws connection).
-    :param key_conn_id: connection whose password is the encryption passphrase (the backups' own).
-    """
-
-    def __init__(self, *, conn_id: str = DB_CONN_ID, spaces_conn_id: str = SPACES_CONN_ID,
-                 key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id, self.spaces_conn_id, self.key_conn_id = conn_id, spaces_conn_id, key_conn_id
+    """Shared parts: the database (``conn_id``: a direct connection, a role with ``REPLICATION``), the bucket and
+    the backups' passphrase, as :class:`ColdCopyOperator` declares them."""
 
 
 class ChangeArchiveOperator(BasePitrOperator):

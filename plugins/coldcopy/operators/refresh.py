@@ -1,5 +1,5 @@
 """Operator refreshing one materialized view or incremental summary (:mod:`coldcopy.refresh`,
-:mod:`coldcopy.incremental`)."""
+:mod:`coldcopy.refresh.incremental`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from datetime import timedelta
 
 from airflow.sdk import Context
 
-from coldcopy import DB_CONN_ID
 from coldcopy.operators.base import ColdCopyOperator
 
 
@@ -19,10 +18,7 @@ class RefreshMaterializedViewOperator(ColdCopyOperator):
     skip ends the task in Airflow's *skipped* state with the reason, so the grid tells the two apart.
 
     :param view: schema-qualified materialized view, e.g. ``analytics.campaign_analytics``.
-    :param conn_id: Airflow connection of the database.
     :param statement_timeout: ceiling for the refresh statement.
-    :param lock_timeout_ms: lock_timeout of the first attempt to lock the view (grows on retries).
-    :param lock_attempts: attempts before a lock timeout fails the try.
 
     The DAG param ``force`` (bool) refreshes even when no source changed; a summary is rebuilt from its
     definition.
@@ -36,21 +32,16 @@ class RefreshMaterializedViewOperator(ColdCopyOperator):
         self,
         *,
         view: str,
-        conn_id: str = DB_CONN_ID,
         statement_timeout: str = "30min",
-        lock_timeout_ms: int = 2000,
-        lock_attempts: int = 6,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.view = view
-        self.conn_id = conn_id
         self.statement_timeout = statement_timeout
-        self.lock_timeout_ms = lock_timeout_ms
-        self.lock_attempts = lock_attempts
 
     def execute(self, context: Context) -> dict:
-        from coldcopy.refresh import RefreshRun, refresher_for
+        from coldcopy.refresh.dispatch import refresher_for
+        from coldcopy.refresh.runs import RefreshRun
 
         run = RefreshRun.for_context(context)
         with self.hook(statement_timeout=self.statement_timeout).session() as conn:
@@ -79,26 +70,24 @@ class VerifySummariesOperator(ColdCopyOperator):
     without its key query — so the task alerts even though it repaired: the repair hides the symptom, not the
     cause. Every verification is a row of ``coldcopy_ops.ivm_verifications``.
 
-    :param summaries: schema-qualified summaries (:data:`coldcopy.incremental.summaries.SUMMARIES` by default).
+    :param summaries: schema-qualified summaries (:data:`coldcopy.refresh.incremental.summaries.SUMMARIES` by default).
     """
 
     template_fields: Sequence[str] = ("summaries",)
     ui_color = "#e6f0fa"
     default_execution_timeout = timedelta(hours=1)
 
-    def __init__(self, *, summaries: list[str] | None = None, conn_id: str = DB_CONN_ID,
-                 statement_timeout: str = "30min", **kwargs) -> None:
+    def __init__(self, *, summaries: list[str] | None = None, statement_timeout: str = "30min", **kwargs) -> None:
         super().__init__(**kwargs)
         self.summaries = summaries
-        self.conn_id = conn_id
         self.statement_timeout = statement_timeout
 
     def execute(self, context: Context) -> list[dict]:
         from dataclasses import asdict
 
         from coldcopy import alerts
-        from coldcopy.incremental.maintainer import SummaryMaintainer
-        from coldcopy.incremental.summaries import SUMMARIES
+        from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
+        from coldcopy.refresh.incremental.summaries import SUMMARIES
 
         results = []
         with self.hook(statement_timeout=self.statement_timeout).session() as conn:

@@ -1,5 +1,5 @@
 """The ``rehearse`` task of ``coldcopy_migrations``: the pending files applied to a restored copy of the newest
-verified backup first (see :mod:`coldcopy.rehearsal`)."""
+verified backup first (see :mod:`coldcopy.migrations.rehearsal`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import KEY_CONN_ID
-from coldcopy.object_store import SPACES_CONN_ID
 from coldcopy.operators.migrations import BaseMigrationOperator
 
 
@@ -30,15 +28,13 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
 
     template_fields: Sequence[str] = ("skip_rehearsal",)
 
-    def __init__(self, *, skip_rehearsal: bool | str = False, verify_conn_id: str = "coldcopy_verify_db",
-                 spaces_conn_id: str = SPACES_CONN_ID, key_conn_id: str = KEY_CONN_ID, **kwargs) -> None:
+    def __init__(self, *, skip_rehearsal: bool | str = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.skip_rehearsal, self.verify_conn_id = skip_rehearsal, verify_conn_id
-        self.spaces_conn_id, self.key_conn_id = spaces_conn_id, key_conn_id
+        self.skip_rehearsal = skip_rehearsal
 
     def scratch_server_dsn(self) -> tuple[str | None, str | None]:
         """(the verify server's admin DSN, None), or (None, why there is none to rehearse on)."""
-        from coldcopy import optional_connection, rehearsal
+        from coldcopy import optional_connection, scratch
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
 
         if optional_connection(self.verify_conn_id) is None:
@@ -47,14 +43,14 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
                           "behind before anyone approved them)")
         dsn = ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(dbname="postgres")
         with self.hook().get_conn() as live:
-            if rehearsal.same_server(live, dsn):
+            if scratch.same_server(live, dsn):
                 return None, (f"{self.verify_conn_id} reaches coldcopy_db's own server: the rehearsal runs only on "
                               "a server of its own")
         return dsn, None
 
     def execute(self, context: Context) -> dict:
-        from coldcopy import rehearsal
         from coldcopy.backups import BackupRunner, backup_passphrase
+        from coldcopy.migrations import rehearsal
 
         pending = self.pending()
         if not pending:

@@ -179,14 +179,14 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         try:
             runner.restore(key, target_dsn, tables=tables, manifest=manifest)
             self.replay(runner, target_dsn, tables)
-        finally:  # loaded and replayed with triggers off: no capture saw it (coldcopy.incremental)
+        finally:  # loaded and replayed with triggers off: no capture saw it (coldcopy.refresh.incremental)
             self._summaries_rebuild(target_dsn, tables)
         return self.reapply_erasures(runner, manifest, target_dsn)
 
     def _summaries_rebuild(self, target_dsn: str, tables: list[str]) -> None:
         import psycopg
 
-        from coldcopy.incremental import capture
+        from coldcopy.refresh.incremental import capture
 
         with psycopg.connect(target_dsn, autocommit=True) as conn:
             if due := capture.note_lost(conn, tables, f"table restore of {', '.join(tables)}"):

@@ -34,15 +34,29 @@ import psycopg
 
 from coldcopy import manifests, ops_schema
 from coldcopy.lock_retries import LockRetryPolicy
-from coldcopy.partitions.common import *  # noqa: F403 - the package's public names
+from coldcopy.partitions.common import (
+    ARCHIVE_PREFIX,
+    COPY_OUT_SQL,
+    DETACH_LOCK,
+    PARENT,
+    ROW_VERSIONS_SQL,
+    ArchiveError,
+    Partition,
+)
 from coldcopy.partitions.detacher import Detacher
 from coldcopy.partitions.dropper import Dropper
 from coldcopy.partitions.exporter import Exporter
 from coldcopy.partitions.importer import Importer
 from coldcopy.partitions.premaker import Premaker
 from coldcopy.partitions.state import ArchiveState
-from coldcopy.partitions.streams import *  # noqa: F403
+from coldcopy.partitions.streams import Encrypting, GzipInThread, ReadBack, object_problems, read_back
 from coldcopy.partitions.verifier import Verifier
+
+__all__ = [
+    "ARCHIVE_PREFIX", "ArchiveError", "COPY_OUT_SQL", "DETACH_LOCK", "Encrypting", "GzipInThread",
+    "object_problems", "PARENT", "Partition", "PartitionManager", "read_back", "ReadBack", "ROW_VERSIONS_SQL",
+]
+
 
 
 class PartitionManager(ArchiveState, Premaker, Exporter, Verifier, Detacher, Dropper, Importer):

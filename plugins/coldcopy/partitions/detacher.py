@@ -9,10 +9,9 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from coldcopy import job_locks
+from coldcopy import job_locks, markers
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.partitions.common import DETACH_LOCK, PARENT, Partition
-from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,10 @@ from datetime import timedelta
 import psycopg
 from psycopg import sql
 
-from coldcopy import PARTITION_DROP_GRACE_DAYS
+from coldcopy import PARTITION_DROP_GRACE_DAYS, markers
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ArchiveError, Partition
-from coldcopy.pitr import markers
 
 DROP_GRACE = timedelta(days=PARTITION_DROP_GRACE_DAYS)
 

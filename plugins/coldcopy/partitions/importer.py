@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import catalog
-from coldcopy.gdpr import drop_erased_rows
+from coldcopy.erased_rows import drop_erased_rows
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ARCHIVE_PREFIX, PARENT, ArchiveError, Partition
@@ -85,7 +85,7 @@ class Importer:
                 sql.SQL("ALTER TABLE public.email_events ATTACH PARTITION public.{} FOR VALUES FROM ({}) TO ({})")
                 .format(sql.Identifier(partition.name), sql.Literal(partition.range_start),
                         sql.Literal(partition.range_end)))
-            from coldcopy.incremental import capture
+            from coldcopy.refresh.incremental import capture
 
             capture.on_new_partition(self.conn, PARENT, f"public.{partition.name}")
             self._record_parent_change(partition.name)

@@ -7,10 +7,10 @@ from datetime import datetime
 
 import psycopg
 
+from coldcopy import markers
+from coldcopy.change_tracking import TRACKING_TRIGGER, create_tracking_trigger
 from coldcopy.lock_retries import under_lock_timeout
 from coldcopy.partitions.common import PARENT
-from coldcopy.pitr import markers
-from coldcopy.refresh import TRACKING_TRIGGER, create_tracking_trigger
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Premaker:
     def _track_changes_on(self, partition: str) -> None:
         """Give a new partition the refresh jobs' change trigger and the summaries' capture, if they track
         email_events already."""
-        from coldcopy.incremental import capture
+        from coldcopy.refresh.incremental import capture
 
         capture.on_new_partition(self.conn, PARENT, f"public.{partition}")
         tracked = self.conn.execute(

@@ -8,8 +8,8 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
+from coldcopy.change_tracking import record_change
 from coldcopy.partitions.common import PARENT, ROW_VERSIONS_SQL, Partition
-from coldcopy.refresh import record_change
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,6 @@ class ArchiveState:
         incremental summaries (its rows' groups; DDL fires no trigger). Call after it, in a transaction."""
         if self.conn.execute("SELECT to_regclass('coldcopy_ops.source_changes') IS NOT NULL").fetchone()[0]:
             record_change(self.conn, PARENT)
-        from coldcopy.incremental import capture
+        from coldcopy.refresh.incremental import capture
 
         capture.record_partition(self.conn, PARENT, f"public.{partition}")

@@ -4,7 +4,7 @@ encrypted segments in the bucket, replayed onto the newest base backup before th
 
 One module per step: :mod:`~coldcopy.pitr.setup` (publication, slot), :mod:`~coldcopy.pitr.pgoutput` (the
 decoder), :mod:`~coldcopy.pitr.archiver` (drain → segment → read back → advance), :mod:`~coldcopy.pitr.chain`
-(the bucket's chains, gaps), :mod:`~coldcopy.pitr.markers` (DDL the decoder does not carry),
+(the bucket's chains, gaps), :mod:`~coldcopy.markers` (DDL the decoder does not carry),
 :mod:`~coldcopy.pitr.replay` (idempotent apply), :mod:`~coldcopy.pitr.recovery` (``as_of``: plan and restore),
 :mod:`~coldcopy.pitr.budget` (the slot's WAL never fills the disk). The runbook: docs/pitr.md.
 """

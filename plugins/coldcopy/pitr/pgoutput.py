@@ -2,7 +2,7 @@
 interface (``pg_logical_slot_peek_binary_changes``) and turned into whole committed transactions.
 
 Only what the change archive needs: Begin, Relation, Insert, Update, Delete, Truncate, Message (the markers of
-:mod:`coldcopy.pitr.markers`) and Commit; Origin and Type messages are skipped. Column values arrive in their
+:mod:`coldcopy.markers`) and Commit; Origin and Type messages are skipped. Column values arrive in their
 text form (what ``COPY`` and the types' input functions read back); an unchanged TOASTed value (``u``) is left
 out of the row, so replay keeps the stored one. See docs/pitr.md.
 """

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from coldcopy import manifests
+from coldcopy import manifests, markers
 from coldcopy.pitr import chain as chains
-from coldcopy.pitr import markers
 from coldcopy.pitr.pgoutput import lsn_int
 from coldcopy.pitr.replay import Replayer, ReplayError
 from coldcopy.pitr.snapshot import Snapshot
@@ -270,8 +269,8 @@ def _quiet(conn: psycopg.Connection) -> psycopg.Connection:
 def migration_applier(target_dsn: str, directory: Path | None = None):
     """What :class:`Replayer` calls for a migration marker: the same file, checked against the marker's
     checksum, applied to the target by the migration runner (skipped when the base backup has it)."""
-    from coldcopy.migration_runner import MigrationRunner
     from coldcopy.migrations import discover_migrations
+    from coldcopy.migrations.runner import MigrationRunner
 
     by_version = {m.version: m for m in (discover_migrations(directory) if directory else discover_migrations())}
 

@@ -5,7 +5,7 @@ of the columns it carries (an unchanged TOASTed value is not carried, so the sto
 ``DELETE … WHERE pk``, a truncate ``TRUNCATE``. Replaying a transaction twice therefore changes nothing, and a
 transaction the base backup's snapshot already saw is skipped by its xid (:class:`Snapshot`). Triggers stay
 quiet (``session_replication_role = replica``, as PostgreSQL's own logical replication applies): the archive
-already holds what they wrote. Markers (:mod:`coldcopy.pitr.markers`) apply the migration file or the
+already holds what they wrote. Markers (:mod:`coldcopy.markers`) apply the migration file or the
 partition step at their place. Every name comes from the target's catalog. See docs/pitr.md.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from coldcopy import markers
 from coldcopy.catalog import UnknownRelation, relation, relation_parts
-from coldcopy.pitr import markers
 from coldcopy.pitr.bulk import Lanes, NetEffect
 from coldcopy.pitr.snapshot import Snapshot
 from coldcopy.pitr.statements import Statements

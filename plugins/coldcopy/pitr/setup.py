@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from coldcopy import ops_schema
+from coldcopy import markers, ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
-from coldcopy.pitr import markers
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class Setup:
 
     def application_tables(self) -> list[tuple[str, str, bool]]:
         """``(schema, table, has a replica identity)`` of every table of the schema, partitions excluded, and
-        the markers table (:mod:`coldcopy.pitr.markers`) when it exists."""
+        the markers table (:mod:`coldcopy.markers`) when it exists."""
         return self.conn.execute(
             "SELECT n.nspname, c.relname, (c.relreplident = 'f' OR (c.relreplident IN ('d', 'i') AND EXISTS ("
             "  SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)))) "

@@ -1,0 +1,193 @@
+"""The change capture of the summaries' source tables: four statement-level triggers per table and partition.
+
+``AFTER INSERT`` / ``UPDATE`` / ``DELETE`` with transition tables (PostgreSQL allows one event per trigger
+that has them) and ``BEFORE TRUNCATE``, which still sees the rows about to go. Installing takes the table's
+SHARE ROW EXCLUSIVE lock (what CREATE TRIGGER takes), so it runs under ``lock_timeout`` with retries.
+
+A capture switched off (a trigger disabled: ``tgenabled``) or a delta table gone loses changes: the check
+before every apply switches it on again (or recreates the table) and marks the summaries reading that source
+due for a rebuild (``coldcopy_ops.ivm_rebuild_due``, :func:`note_lost`), as does a table restore.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import psycopg
+from psycopg import sql
+
+from coldcopy import ops_schema
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
+from coldcopy.refresh.incremental.summaries import CAPTURES, SUMMARIES, Capture, Summary, consumers
+
+log = logging.getLogger(__name__)
+
+TRIGGERS = {  # name → its timing, event and transition tables
+    "coldcopy_ivm_insert": "AFTER INSERT ON {table} REFERENCING NEW TABLE AS ivm_new",
+    "coldcopy_ivm_update": "AFTER UPDATE ON {table} REFERENCING OLD TABLE AS ivm_old NEW TABLE AS ivm_new",
+    "coldcopy_ivm_delete": "AFTER DELETE ON {table} REFERENCING OLD TABLE AS ivm_old",
+    "coldcopy_ivm_truncate": "BEFORE TRUNCATE ON {table}",
+}
+# tgenabled of a trigger that fires in an ordinary session ('O'rigin, 'A'lways; not 'D'isabled nor 'R'eplica only)
+_ON = ("O", "A")
+
+
+def _state(conn: psycopg.Connection, relid: int) -> dict[str, str]:
+    """The capture triggers ``relid`` has: name → tgenabled."""
+    return dict(conn.execute("SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = %s AND tgname = ANY(%s)",
+                             (relid, list(TRIGGERS))).fetchall())
+
+
+def _missing(conn: psycopg.Connection, relid: int) -> list[str]:
+    have = _state(conn, relid)
+    return [n for n in TRIGGERS if have.get(n) not in _ON]
+
+
+def install_on(conn: psycopg.Connection, capture: Capture, relid: int) -> list[str]:
+    """In the caller's transaction (under ``lock_timeout``): give the table ``relid`` the triggers of
+    ``capture`` it lacks and switch on those switched off; returns what it did (empty: nothing). Concurrent
+    installers queue on the lock taken first, then find the triggers there."""
+    schema, name = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+                                "ON n.oid = c.relnamespace WHERE c.oid = %s", (relid,)).fetchone()
+    table = sql.Identifier(schema, name)
+    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
+    have, done = _state(conn, relid), []
+    for trigger in TRIGGERS:
+        if trigger not in have:
+            conn.execute(sql.SQL("CREATE TRIGGER {} " + TRIGGERS[trigger] + " FOR EACH STATEMENT EXECUTE FUNCTION {}()")
+                         .format(sql.Identifier(trigger), sql.Identifier("coldcopy_ops", capture.function),
+                                 table=table))
+            done.append(f"{trigger} created")
+        elif have[trigger] not in _ON:
+            conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(table, sql.Identifier(trigger)))
+            done.append(f"{trigger} switched on again (tgenabled {have[trigger]!r})")
+    return done
+
+
+def ensure(conn: psycopg.Connection, summary: Summary, policy: LockRetryPolicy = LockRetryPolicy()) -> list[str]:
+    """Capture on every source of ``summary`` and each of its partitions, switched on, with its delta table;
+    returns the tables it was installed on or switched on again.
+
+    What a table saw before its capture existed (or while it was off) is unknown: installing on a table forgets
+    the state of every summary reading it and marks them due for a rebuild, so each rebuilds on its next apply.
+    """
+    ops_schema.ensure(conn, "incremental", policy)
+    ops_schema.ensure(conn, "incremental_guard", policy)
+    conn.execute("INSERT INTO coldcopy_ops.ivm_apply_locks VALUES (%s) ON CONFLICT DO NOTHING", (summary.name,))
+    _recreate_lost_deltas(conn, summary, policy)
+    installed = []
+    for capture in summary.captures():
+        lacking = conn.execute(  # one query for the table and all its partitions: this runs on every refresh
+            "SELECT t.relid, t.relid::regclass::text FROM (SELECT %s::regclass::oid AS relid UNION "
+            "SELECT relid::oid FROM pg_partition_tree(%s::regclass)) t JOIN pg_class c ON c.oid = t.relid "
+            "WHERE c.relkind IN ('r', 'p') AND (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = t.relid "
+            "AND g.tgname = ANY(%s) AND g.tgenabled = ANY(%s)) < %s ORDER BY c.relkind = 'p' DESC, 2",
+            (capture.table, capture.table, list(TRIGGERS), list(_ON), len(TRIGGERS))).fetchall()
+        for relid, name in lacking:
+
+            def install(capture=capture, relid=relid, name=name) -> list[str]:
+                done = install_on(conn, capture, relid)
+                if done:
+                    readers = [s.name for s in consumers(capture.table)]
+                    conn.execute("DELETE FROM coldcopy_ops.ivm_state WHERE summary = ANY(%s)", (readers,))
+                    note_lost(conn, [capture.table], f"capture of {name}: {', '.join(done)}")
+                return done
+
+            done = under_lock_timeout(conn, install, policy, what=f"change capture on {name}")
+            if done:
+                switched = any("switched on" in d for d in done)
+                (log.warning if switched else log.info)(
+                    "change capture on %s: %s; %s rebuild on their next apply", name, ", ".join(done),
+                    ", ".join(s.name for s in consumers(capture.table)))
+                installed.append(name)
+    _expand_due(conn)
+    return installed
+
+
+def note_lost(conn: psycopg.Connection, tables: list[str], reason: str) -> list[str]:
+    """In the caller's transaction: the changes of ``tables`` (sources, or partitions of one) were not all
+    captured — every summary reading them rebuilds at its next apply whose snapshot sees this. Returns those
+    summaries. Nothing when the database has no incremental summaries' bookkeeping (a bare restore target)."""
+    due_table, state_table = conn.execute("SELECT to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL, "
+                                          "to_regclass('coldcopy_ops.ivm_state') IS NOT NULL").fetchone()
+    if not (due_table or state_table):
+        return []
+    roots = {r for (r,) in conn.execute(  # a partition stands for its partitioned table
+        "SELECT coalesce((SELECT n.nspname || '.' || c.relname FROM pg_partition_ancestors(to_regclass(t)) a "
+        "JOIN pg_class c ON c.oid = a JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT c.relispartition), t) "
+        "FROM unnest(%s::text[]) t", (list(tables),)).fetchall()}
+    readers = sorted({s.name for s in SUMMARIES.values() if roots & {*s.sources}})
+    if not due_table:  # bookkeeping from before ivm_rebuild_due: forgetting the state rebuilds them too
+        conn.execute("DELETE FROM coldcopy_ops.ivm_state WHERE summary = ANY(%s)", (readers,))
+        return readers
+    for name in readers:
+        conn.execute("INSERT INTO coldcopy_ops.ivm_rebuild_due (summary, source, reason) VALUES (%s, %s, %s)",
+                     (name, ", ".join(sorted(roots & {*SUMMARIES[name].sources})), reason[:2000]))
+    return readers
+
+
+def due(conn: psycopg.Connection, summary: str) -> str | None:
+    """Why ``summary`` must rebuild (the oldest reason this transaction's snapshot sees), or None."""
+    row = conn.execute("SELECT reason || ' (' || source || ', ' || noted_at || ')', count(*) OVER () "
+                       "FROM coldcopy_ops.ivm_rebuild_due WHERE summary = %s ORDER BY id LIMIT 1", (summary,))
+    row = row.fetchone()
+    return None if row is None else row[0] + (f" and {row[1] - 1} more" if row[1] > 1 else "")
+
+
+def _expand_due(conn: psycopg.Connection) -> None:
+    """A source's row of ivm_rebuild_due (summary NULL, as the capture triggers write it) → one per summary."""
+    pairs = [(s.name, source) for s in SUMMARIES.values() for source in s.sources]
+    conn.execute(
+        "WITH lost AS (DELETE FROM coldcopy_ops.ivm_rebuild_due WHERE summary IS NULL RETURNING source, reason, "
+        "noted_at) INSERT INTO coldcopy_ops.ivm_rebuild_due (summary, source, reason, noted_at) "
+        "SELECT p.summary, l.source, l.reason, l.noted_at FROM lost l JOIN unnest(%s::text[], %s::text[]) "
+        "p(summary, source) ON p.source = l.source",
+        ([p[0] for p in pairs], [p[1] for p in pairs]))
+
+
+def _recreate_lost_deltas(conn: psycopg.Connection, summary: Summary, policy: LockRetryPolicy) -> None:
+    """A delta table of ``summary``'s captures gone (dropped by hand; the writers' capture then fails or, once
+    it degrades, skips it): its sources' summaries are marked due and the table is created again, in one
+    transaction — from its own statements of incremental.sql, so no other delta table is locked (applying the
+    whole file again would take SHARE on each, its CREATE INDEX IF NOT EXISTS, and writers would queue)."""
+    gone = [c for c in summary.captures() if conn.execute("SELECT to_regclass(%s) IS NULL",
+                                                          (f"coldcopy_ops.{c.delta}",)).fetchone()[0]]
+    if not gone:
+        return
+    ddl = (ops_schema.OPS_SQL_DIR / "incremental.sql").read_text()
+
+    def recreate() -> list[str]:
+        for c in gone:
+            statements = re.findall(rf"CREATE (?:TABLE|INDEX) IF NOT EXISTS [^;]*\b{c.delta}\b[^;]*;", ddl)
+            if not any(s.startswith("CREATE TABLE") for s in statements):
+                raise RuntimeError(f"coldcopy_ops.{c.delta} is missing and sql/ops/incremental.sql does not create it")
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(sql.Identifier("coldcopy_ops", c.delta)))
+        return note_lost(conn, [c.table for c in gone], "its delta table was missing")
+
+    readers = under_lock_timeout(conn, recreate, policy, what="delta tables created again")
+    log.warning("delta table(s) %s were missing: created again; %s rebuild on their next apply",
+                ", ".join(c.delta for c in gone), ", ".join(readers))
+
+
+def captured(conn: psycopg.Connection, table: str) -> bool:
+    """Whether ``table`` (a source) has its capture, switched on."""
+    return not _missing(conn, conn.execute("SELECT %s::regclass::oid", (table,)).fetchone()[0])
+
+
+def on_new_partition(conn: psycopg.Connection, parent: str, partition: str) -> None:
+    """In the caller's transaction: a new (empty) partition of a captured ``parent`` gets the capture too, so
+    a write straight into it is seen."""
+    capture = CAPTURES.get(parent)
+    if capture is not None and captured(conn, parent):
+        install_on(conn, capture, conn.execute("SELECT %s::regclass::oid", (partition,)).fetchone()[0])
+
+
+def record_partition(conn: psycopg.Connection, parent: str, partition: str) -> None:
+    """In the caller's transaction: every group of ``partition``'s rows changed — it was just attached to, or
+    detached from, the captured ``parent`` (DDL fires no trigger). Call after the attach or detach, while the
+    table still exists; the next apply recomputes those groups with it in or out."""
+    if parent == "public.email_events" and captured(conn, parent):
+        conn.execute("SELECT coldcopy_ops.ivm_record_email_events(%s::regclass)", (partition,))
