@@ -63,8 +63,8 @@ def test_every_mounted_and_built_path_exists(compose):
 
 
 def test_every_connection_the_dags_use_is_set_and_parses(compose):
-    from coldcopy import DB_CONN_ID, KEY_CONN_ID
     from coldcopy.alerts import WEBHOOK_CONN_ID
+    from coldcopy.connections import DB_CONN_ID, KEY_CONN_ID
     from coldcopy.object_store import SPACES_CONN_ID
 
     used = {DB_CONN_ID, SPACES_CONN_ID, KEY_CONN_ID, WEBHOOK_CONN_ID}

@@ -19,7 +19,7 @@ from coldcopy import metrics
 from coldcopy.testing import health_history
 from coldcopy.testing.local_env import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "include" / "prometheus"
 DASHBOARD = ROOT / "include" / "grafana" / "coldcopy-db.json"
 TOKEN = "metrics-token-for-tests-only-0123456789"

@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-from coldcopy.connections import DB_CONN_ID, KEY_CONN_ID  # noqa: F401 - the ids most modules take from here
-
 # Days a detached, archived month is kept before partition_maintenance drops it (the dropper, the health page).
 PARTITION_DROP_GRACE_DAYS = 7
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -26,7 +26,8 @@ def first_in_window(dedupe_key: str, *, run_id: str | None = None, task_id: str 
                     window: timedelta = WINDOW) -> bool:
     """Whether to send: True, and recorded, unless the same key was sent within ``window`` (then the repeat is
     counted). True as well when ``coldcopy_db`` is not configured or cannot be reached."""
-    from coldcopy import DB_CONN_ID, optional_connection
+    from coldcopy import optional_connection
+    from coldcopy.connections import DB_CONN_ID
 
     if optional_connection(DB_CONN_ID) is None:
         return True

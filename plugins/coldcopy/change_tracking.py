@@ -1,6 +1,6 @@
 """Which source tables changed since a refresh: a statement-level trigger per source table (and partition)
 inserts ``(table, transaction id)`` into ``coldcopy_ops.source_changes``. The refreshers read it
-(:mod:`coldcopy.refresh`), and the jobs that change a table's shape record what no DML trigger sees
+(:mod:`coldcopy.refresh.views`), and the jobs that change a table's shape record what no DML trigger sees
 (partitions attached, detached, made).
 """
 

@@ -22,8 +22,6 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from coldcopy.backups.common import BackupError
-
 log = logging.getLogger(__name__)
 
 # Every role an object of the current database names: grantees and grantors of its ACLs, default privileges'
@@ -54,7 +52,7 @@ JOIN pg_roles m ON m.oid = a.member JOIN pg_roles g ON g.oid = a.roleid ORDER BY
 """
 
 
-class MissingRoles(BackupError):
+class MissingRoles(RuntimeError):
     """The verification server lacks roles the restore needs, and its login may not create them."""
 
 

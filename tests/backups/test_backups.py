@@ -132,7 +132,7 @@ def test_retention_deletes_exactly_the_expired(runner, spaces, generated_db):
     compliance = {age: place("compliance", age) for age in (40, 200, 364, 366, 500)}
     leads = {age: place("standard", age, "coldcopy-leads") for age in (35, 60)}  # another kind: a table set
     with psycopg.connect(generated_db, autocommit=True) as conn:
-        runner._log_table(conn)
+        runner.log.ensure(conn)
         # only old verified ones: the newest verified of each kind survives
         for key in (standard[45], compliance[500], leads[35], leads[60]):
             conn.execute("INSERT INTO coldcopy_ops.backup_log (object_key, manifest_key, kind, retention_class, "

@@ -15,7 +15,7 @@ from tests.conftest import KEYRING
 
 def losing(runner: BackupRunner, statements: str) -> None:
     """Make ``runner``'s restores lose something: ``statements`` run on the restored copy after each one."""
-    real = runner.restore
+    real = runner.restorer.restore
 
     def restore(key, target_dsn, **kwargs):
         manifest = real(key, target_dsn, **kwargs)
@@ -23,7 +23,7 @@ def losing(runner: BackupRunner, statements: str) -> None:
             conn.execute(statements)
         return manifest
 
-    runner.restore = restore
+    runner.restorer.restore = restore
 
 
 def test_the_manifest_holds_the_sources_fingerprint_and_an_honest_restore_verifies(generated_db, spaces,
@@ -73,6 +73,6 @@ def test_a_table_backup_compares_its_tables_and_an_old_manifest_verifies_with_a_
     spaces.put(old["object_key"].removesuffix(".dump.zst.gpg") + ".manifest.json",
                manifests.dump(old, KEYRING, type="backup"), "application/json")
     losing(runner, "DROP POLICY workspace_isolation ON public.leads")  # nothing recorded to compare with
-    with caplog.at_level(logging.WARNING, logger="coldcopy.backups.verification"):
+    with caplog.at_level(logging.WARNING, logger="coldcopy.backups"):
         assert runner.verify(old["object_key"], generated_db)["safety"] == "not recorded"
     assert any("no safety fingerprint" in r.getMessage() for r in caplog.records)

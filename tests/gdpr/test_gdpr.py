@@ -279,7 +279,7 @@ def test_a_zombie_task_cannot_handle_a_request_being_handled(generated_db, space
     request_id = request(generated_db, subject, "erasure")
     zombie_conn, zombie = gdpr_on(generated_db)
     conn, gdpr = gdpr_on(generated_db)
-    with zombie._claim(request_id):  # the first try, still running somewhere
+    with zombie.requests._claim(request_id):  # the first try, still running somewhere
         with pytest.raises(GdprError, match="another session is handling it"):
             gdpr.handle(request_id, spaces)
         assert conn.execute("SELECT status FROM data_subject_requests WHERE id = %s",
@@ -300,13 +300,13 @@ def test_an_erasure_racing_a_partition_restore_leaves_no_row_of_the_subject(gene
     month, (lead_id, workspace_id, email) = month_with_a_lead(conn, manager)
     manager.archive(month, spaces)
     other.execute(f"DROP TABLE public.{month.name}")
-    erase_rows = gdpr._erase_rows
+    erase_rows = gdpr.erasure.erase_rows
 
     def restore_in_between(*args, **kwargs):
         manager.restore(month.range_start, spaces)  # another task, between intent and deletes
         return erase_rows(*args, **kwargs)
 
-    gdpr._erase_rows = restore_in_between
+    gdpr.erasure.erase_rows = restore_in_between
     gdpr.handle(request(generated_db, {"workspace_id": workspace_id, "email": email}, "erasure"), spaces)
     assert conn.execute(f"SELECT count(*) FROM public.{month.name} WHERE lead_id = %s", (lead_id,)).fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM email_events WHERE lead_id = %s", (lead_id,)).fetchone()[0] == 0

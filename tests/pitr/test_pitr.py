@@ -95,7 +95,7 @@ def test_restore_as_of_five_instants_equals_the_database_as_it_was(pitr_db, spac
         assert added.file_name == "399_pitr_note.sql"
         mark()  # 4: after the second backup, a migration (marker) and its backfill
         oldest = PartitionManager(conn, keyring=KEYRING, passphrase=BACKUP_PASSPHRASE).partitions()[0]
-        PartitionManager(conn, keyring=KEYRING, passphrase=BACKUP_PASSPHRASE)._detach_one(oldest.name)
+        PartitionManager(conn, keyring=KEYRING, passphrase=BACKUP_PASSPHRASE).detach(oldest)
         tables_now = published(dsn)
         assert tables_now == tables
         conn.execute("INSERT INTO public.suppression_list (workspace_id, email, reason) "

@@ -48,7 +48,7 @@ def test_a_backup_verifies_as_postgres_and_the_grants_it_cannot_replay_are_named
 
     runner = BackupRunner(supabase.dsn, spaces, backup_key, keyring=KEYRING)
     whole = runner.backup()
-    with caplog.at_level(logging.WARNING, logger="coldcopy.backups.verification"):
+    with caplog.at_level(logging.WARNING, logger="coldcopy.backups"):
         verified = runner.verify(whole.object_key, supabase.dsn)
     assert verified["tables"] > 0 and verified["safety"] == "compared"  # RLS, policies, API grants as the source's
     grants = [r.getMessage() for r in caplog.records if "grants left out" in r.getMessage()]

@@ -22,9 +22,7 @@ import logging
 import os
 from datetime import datetime
 
-import psycopg
-
-from coldcopy import manifests, ops_schema, sessions
+from coldcopy import manifests
 from coldcopy.backups.common import (  # noqa: F401 - used by bench and tests
     _KEY,
     ORPHAN_AFTER,
@@ -37,9 +35,12 @@ from coldcopy.backups.common import (  # noqa: F401 - used by bench and tests
     _relation,
     backup_passphrase,
 )
+from coldcopy.backups.inventory import Inventory
+from coldcopy.backups.log import BackupLog
 from coldcopy.backups.pipeline import Pipeline
-from coldcopy.backups.retention import Retention
-from coldcopy.backups.verification import Verification
+from coldcopy.backups.restorer import Restorer
+from coldcopy.backups.retention import BackupRetention
+from coldcopy.backups.verification import Verifier
 from coldcopy.object_store import PART_SIZE, Bucket
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ DEFAULT_ZSTD_THREADS = os.cpu_count() or 2  # bench/backups.py "threads and leve
 DEFAULT_RESTORE_JOBS = os.cpu_count() or 2
 
 
-class BackupRunner(Pipeline, Verification, Retention):
-    """Backups of one database into one bucket.
+class BackupRunner:
+    """Backups of one database into one bucket: a facade composing one object per step — the backup pipeline, the
+    bucket's inventory, the restorer, the verifier, retention — each given what it needs.
 
     :param dsn: libpq connection string of the database (a role that can read every table).
     :param bucket: the bucket (:meth:`coldcopy.object_store.Bucket.from_connection`).
@@ -83,38 +85,58 @@ class BackupRunner(Pipeline, Verification, Retention):
         self.skipped: list[str] = []  # backups resolve() or apply_retention() passed over (refused manifests)
         self.zstd_threads = zstd_threads or DEFAULT_ZSTD_THREADS
         self.zstd_level, self.pipe_bytes, self.part_size = zstd_level, pipe_bytes, part_size
+        self.log = BackupLog(dsn)
+        self.inventory = Inventory(bucket, keyring, self.log, self.skipped)
+        self.pipeline = Pipeline(self.log, bucket, passphrase, keyring, self.inventory, settings=self)
+        self.restorer = Restorer(self.log, bucket, passphrase, self.inventory, spool_dir)
+        self.verifier = Verifier(self.log, self.inventory, self.restorer)
+        self.retention = BackupRetention(bucket, keyring, self.log, self.inventory, self.skipped)
 
-    def _connect(self, **kwargs) -> psycopg.Connection:
-        conn = psycopg.connect(self.dsn, **kwargs)
-        sessions.track_connection(conn)
-        return conn
+    # Backing up
+    def backup(self, *, tables: list[str] | None = None, now: datetime | None = None,
+               retention_class: str | None = None) -> BackupResult:
+        return self.pipeline.backup(tables=tables, now=now, retention_class=retention_class)
 
-    def _log_table(self, conn) -> None:
-        ops_schema.ensure(conn, "backups")
+    # What the bucket holds
+    def resolve(self, which: str) -> tuple[str, dict]:
+        return self.inventory.resolve(which)
+
+    def database_backups(self, stamp_prefix: str | None = None) -> list[tuple[str, str, dict]]:
+        return self.inventory.database_backups(stamp_prefix)
+
+    def manifest(self, key: str) -> dict:
+        return self.inventory.manifest(key)
 
     def newest_verified(self) -> tuple[str, dict]:
-        """The key and manifest of the newest whole-database backup whose restore was verified
-        (``coldcopy_ops.backup_log``), else of the newest whole-database backup (a rehearsal's copy)."""
-        with self._connect(autocommit=True) as conn:
-            self._log_table(conn)
-            verified = {k for (k,) in conn.execute(
-                "SELECT object_key FROM coldcopy_ops.backup_log WHERE verification = 'verified' "
-                "AND kind = 'database' AND deleted_at IS NULL")}
-        candidates = self.database_backups()
-        chosen = [c for c in candidates if c[1] in verified] or candidates
-        if not chosen:
-            raise BackupError("no whole-database backup to rehearse on: run backup_to_spaces first")
-        _, key, manifest = chosen[-1]
-        return key, manifest
+        return self.inventory.newest_verified()
 
     def retention_class(self, now: datetime, label: str) -> str:
-        """``compliance`` for the month's first backup of ``label`` (the database, or its table set), else
-        ``standard``: every kind of backup keeps one a month for a year."""
-        month = now.strftime("%Y/%m")
-        first_of_month = not any(
-            (match := _KEY.match(o["Key"])) and match["name"] == label
-            for o in self._list(f"{PREFIX}/compliance/{month}/"))
-        return "compliance" if first_of_month else "standard"
+        return self.inventory.retention_class(now, label)
 
-    def _list(self, prefix: str) -> list[dict]:
-        return self.bucket.list_objects(prefix)
+    # Restoring and verifying
+    def restore(self, key: str, target_dsn: str, *, tables: list[str] | None = None,
+                manifest: dict | None = None, jobs: int = 1) -> dict:
+        return self.restorer.restore(key, target_dsn, tables=tables, manifest=manifest, jobs=jobs)
+
+    @property
+    def timings(self) -> dict:
+        """Where the last restore's time went."""
+        return self.restorer.timings
+
+    @property
+    def left_out(self) -> list[str]:
+        """What the last restore left out (entries a non-superuser may not restore)."""
+        return self.restorer.left_out
+
+    def verify(self, key: str, scratch_admin_dsn: str) -> dict:
+        return self.verifier.verify(key, scratch_admin_dsn, jobs=self.restore_jobs)
+
+    # Retention
+    def expired(self, now: datetime | None = None) -> list[str]:
+        return self.retention.expired(now)
+
+    def orphans(self, now: datetime | None = None) -> list[str]:
+        return self.retention.orphans(now)
+
+    def apply_retention(self, *, dry_run: bool, now: datetime | None = None) -> list[str]:
+        return self.retention.apply_retention(dry_run=dry_run, now=now)

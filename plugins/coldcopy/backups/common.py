@@ -13,7 +13,8 @@ from datetime import timedelta
 import psycopg
 from psycopg import sql
 
-from coldcopy import KEY_CONN_ID, catalog
+from coldcopy import catalog
+from coldcopy.connections import KEY_CONN_ID
 
 log = logging.getLogger(__name__)
 

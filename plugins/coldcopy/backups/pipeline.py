@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 from coldcopy import humanize, manifests, sessions
 from coldcopy.backups import safety
 from coldcopy.backups.common import PREFIX, RETENTION, BackupError, BackupResult, _count, _Pipeline, _relation
+from coldcopy.backups.inventory import Inventory
+from coldcopy.backups.log import BackupLog
 from coldcopy.crypto import (
     gpg_encrypt_argv,
     passphrase_pipe,
 )
-from coldcopy.object_store import MultipartUpload
+from coldcopy.object_store import Bucket, MultipartUpload
 from coldcopy.pg_tools import client_popen, minimal_env, pg_program
 
 log = logging.getLogger(__name__)
@@ -24,28 +26,33 @@ log = logging.getLogger(__name__)
 
 class Pipeline:
     """The backup itself: pg_dump | zstd | gpg into a multipart upload, counts in the dump's snapshot, signed manifest.
-    Mixed into :class:`coldcopy.backups.BackupRunner`."""
+    ``settings`` is the runner (zstd threads and level, pipe and part sizes), read at each backup."""
+
+    def __init__(self, backup_log: BackupLog, bucket: Bucket, passphrase: str, keyring: manifests.Keyring,
+                 inventory: Inventory, settings) -> None:
+        self.log, self.dsn, self.bucket, self.passphrase = backup_log, backup_log.dsn, bucket, passphrase
+        self.keyring, self.inventory, self.settings = keyring, inventory, settings
 
     def backup(self, *, tables: list[str] | None = None, now: datetime | None = None,
                retention_class: str | None = None) -> BackupResult:
         """Dump the database (or only ``tables``) into the bucket; returns the object key and manifest."""
         now = now or datetime.now(UTC)
-        with self._connect(autocommit=True) as conn:
-            self._log_table(conn)
+        with self.log.connect(autocommit=True) as conn:
+            self.log.ensure(conn)
             dbname = conn.info.dbname
             server_major = conn.info.server_version // 10000
             # The change archive replays from here (coldcopy.pitr): read before the dump's snapshot is taken, so
             # every transaction the snapshot does not see commits after it; replay skips those it does see.
             replay_from = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
         label = dbname + (f"-{'-'.join(t.split('.')[-1] for t in tables)}" if tables else "")
-        klass = retention_class or self.retention_class(now, label)
+        klass = retention_class or self.inventory.retention_class(now, label)
         key = f"{PREFIX}/{klass}/{now:%Y/%m/%d}/{label}-{now:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
         manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
         pg_dump = pg_program("pg_dump", server_major)
         started_at = datetime.now(UTC)
 
         # The exporting transaction must stay open until pg_dump has taken its snapshot (we keep it to the end).
-        with self._connect() as snap_conn:
+        with self.log.connect() as snap_conn:
             snap_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot, seen, seen_at = snap_conn.execute(
                 "SELECT pg_export_snapshot(), pg_current_snapshot()::text, clock_timestamp()").fetchone()
@@ -87,7 +94,7 @@ class Pipeline:
         except BaseException:
             self.bucket.delete(key)  # no object without its manifest
             raise
-        with self._connect(autocommit=True) as conn:
+        with self.log.connect(autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO coldcopy_ops.backup_log (object_key, manifest_key, kind, tables, retention_class, "
                 "byte_size, sha256, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -113,23 +120,24 @@ class Pipeline:
         """Run ``pg_dump | zstd | gpg`` and upload gpg's output; abort the upload if any stage fails."""
         passphrase_fd = passphrase_pipe(self.passphrase)
         dump = client_popen(dump_args, self.dsn, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        level = f"-{self.zstd_level}" if self.zstd_level > 0 else f"--fast={-self.zstd_level}"
-        zstd = sessions.popen(["zstd", "-q", level, f"-T{self.zstd_threads}", "-c"],
+        zstd_level = self.settings.zstd_level
+        level = f"-{zstd_level}" if zstd_level > 0 else f"--fast={-zstd_level}"
+        zstd = sessions.popen(["zstd", "-q", level, f"-T{self.settings.zstd_threads}", "-c"],
                               stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=minimal_env())
         gpg = sessions.popen(
             gpg_encrypt_argv(passphrase_fd, "--compress-algo", "none"),  # zstd has compressed it already
             stdin=zstd.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,),
             env=minimal_env())
         os.close(passphrase_fd)
-        if self.pipe_bytes:
+        if self.settings.pipe_bytes:
             for pipe in (dump.stdout, zstd.stdout, gpg.stdout):
-                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, self.pipe_bytes)
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, self.settings.pipe_bytes)
         dump.stdout.close()
         zstd.stdout.close()
         pipeline = _Pipeline({"pg_dump": dump, "zstd": zstd, "gpg": gpg})
         try:
-            with self.bucket.upload(key, part_size=self.part_size) as upload, gpg.stdout:
-                while chunk := gpg.stdout.read(self.part_size):
+            with self.bucket.upload(key, part_size=self.settings.part_size) as upload, gpg.stdout:
+                while chunk := gpg.stdout.read(self.settings.part_size):
                     upload.write(chunk)
                 if failures := pipeline.failures():
                     raise BackupError(f"{key}: backup pipeline failed ({failures}); upload aborted")

@@ -5,28 +5,36 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from coldcopy import manifests
 from coldcopy.backups.common import _KEY, ORPHAN_AFTER, PREFIX, RETENTION, BackupError
+from coldcopy.backups.inventory import Inventory
+from coldcopy.backups.log import BackupLog
+from coldcopy.object_store import Bucket
 from coldcopy.pitr import retention as pitr_retention
 
 log = logging.getLogger(__name__)
 
 
-class Retention:
-    """Retention: expired backups and leftovers without a manifest deleted, never an untrusted one.
-    Mixed into :class:`coldcopy.backups.BackupRunner`."""
+class BackupRetention:
+    """Retention: expired backups and leftovers without a manifest deleted, never an untrusted one."""
+
+    def __init__(self, bucket: Bucket, keyring: manifests.Keyring, backup_log: BackupLog, inventory: Inventory,
+                 skipped: list[str]) -> None:
+        self.bucket, self.keyring, self.log, self.inventory, self.skipped = (bucket, keyring, backup_log, inventory,
+                                                                             skipped)
 
     def expired(self, now: datetime | None = None) -> list[str]:
         """Backup objects past their class's retention, never the newest verified backup of each kind (the
         whole database, and each table set, separately)."""
         now = now or datetime.now(UTC)
         backups = []
-        for obj in self._list(f"{PREFIX}/"):
+        for obj in self.inventory.list_objects(f"{PREFIX}/"):
             match = _KEY.match(obj["Key"])
             if match:
                 stamp = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
                 backups.append((stamp, obj["Key"], match["cls"], match["name"]))
-        with self._connect(autocommit=True) as conn:
-            self._log_table(conn)
+        with self.log.connect(autocommit=True) as conn:
+            self.log.ensure(conn)
             verified = {k for (k,) in conn.execute(
                 "SELECT object_key FROM coldcopy_ops.backup_log WHERE verification = 'verified'").fetchall()}
         newest_verified: dict[str, tuple] = {}
@@ -39,7 +47,7 @@ class Retention:
         """Backup objects without a manifest beside them, older than :data:`ORPHAN_AFTER` (a backup writes its
         manifest right after the upload): nothing can restore them, so they are only cost and exposure."""
         now = now or datetime.now(UTC)
-        listed = self._list(f"{PREFIX}/")
+        listed = self.inventory.list_objects(f"{PREFIX}/")
         keys = {o["Key"] for o in listed}
         return sorted(o["Key"] for o in listed if _KEY.match(o["Key"]) and now - o["LastModified"] > ORPHAN_AFTER
                       and o["Key"].removesuffix(".dump.zst.gpg") + ".manifest.json" not in keys)
@@ -48,11 +56,11 @@ class Retention:
         """Delete expired backups and their manifests, and objects left without a manifest (``dry_run``: only
         list them). A backup whose manifest does not verify is not ours to delete: skipped and listed in
         :attr:`skipped` (the operator alerts), and the rest still run."""
-        self.skipped = []
+        self.skipped.clear()
         done = []
         for key in self.expired(now):
             try:
-                self.manifest(key)
+                self.inventory.manifest(key)
             except BackupError as error:
                 self.skipped.append(str(error))
                 log.error("retention skips %s: %s", key, error)
@@ -63,7 +71,7 @@ class Retention:
                 continue
             self.bucket.delete(key)
             self.bucket.delete(key.removesuffix(".dump.zst.gpg") + ".manifest.json")
-            with self._connect(autocommit=True) as conn:
+            with self.log.connect(autocommit=True) as conn:
                 conn.execute("UPDATE coldcopy_ops.backup_log SET deleted_at = now() WHERE object_key = %s", (key,))
             log.info("deleted expired backup %s", key)
         for key in self.orphans(now):
@@ -73,7 +81,7 @@ class Retention:
                 continue
             self.bucket.delete(key)
             log.warning("deleted %s: no manifest beside it", key)
-        kept = [m for _, key, m in self.database_backups() if key not in done]
-        self.skipped = list(dict.fromkeys(self.skipped))  # a refused manifest is reported once
+        kept = [m for _, key, m in self.inventory.database_backups() if key not in done]
+        self.skipped[:] = list(dict.fromkeys(self.skipped))  # a refused manifest is reported once
         done += pitr_retention.prune(self.bucket, self.keyring, kept, dry_run=dry_run)
         return done

@@ -26,7 +26,7 @@ rotation, while the rows can only come back through these two doors, both of whi
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
 
@@ -53,6 +53,7 @@ from coldcopy.gdpr.common import (
     Subject,
     subject_pepper,
 )
+from coldcopy.gdpr.dashboards import Dashboards
 from coldcopy.gdpr.discovery import (
     MAX_DEPTH,
     PERSONAL_COLUMNS_REGISTRY,
@@ -63,9 +64,9 @@ from coldcopy.gdpr.discovery import (
 )
 from coldcopy.gdpr.erasure import Erasure
 from coldcopy.gdpr.keys import SubjectKeys
-from coldcopy.gdpr.ledger import Ledger, LedgerSteps, entry_hash, ledger_entry
+from coldcopy.gdpr.ledger import Ledger, LedgerBook, entry_hash, ledger_entry
 from coldcopy.gdpr.requests import Requests
-from coldcopy.gdpr.retention import Retention
+from coldcopy.gdpr.retention import RetentionPolicies
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.object_store import Bucket
 
@@ -81,9 +82,10 @@ __all__ = [
 
 
 
-class Gdpr(SubjectKeys, Access, Erasure, LedgerSteps, Requests, Retention):
-    """GDPR work on one (autocommit) connection, one mixin per step (discovery, keys, access, erasure, ledger,
-    requests, retention: a module each in this package).
+class Gdpr:
+    """GDPR work on one (autocommit) connection: a facade composing one object per step (keys, access, the
+    dashboards an erasure reaches, the ledger, erasure, requests, retention: a module each in this package), each
+    given what it needs in its constructor.
 
     :param lock_retry: lock_timeout and retries of every batch.
     :param keyring: signs and authenticates the ledger objects in the bucket.
@@ -97,10 +99,77 @@ class Gdpr(SubjectKeys, Access, Erasure, LedgerSteps, Requests, Retention):
         self.conn = conn
         self.keyring, self.dpo_conn_id, self.passphrase = keyring, dpo_conn_id, passphrase
         self.lock_retry = lock_retry
-        self.batch = batch
         ops_schema.ensure(conn, "gdpr", lock_retry)
         ops_schema.ensure(conn, "job_locks", lock_retry)  # the ledger's lock (coldcopy.job_locks)
-        self.ensure_subject_key(pepper)
+        self.keys = SubjectKeys(conn, lock_retry)
+        self.keys.ensure_subject_key(pepper)
+        self.access = Access(conn, self.keys, dpo_conn_id)
+        self.dashboards = Dashboards(conn, lock_retry)
+        self.ledger = LedgerBook(conn, keyring, lock_retry)
+        self.erasure = Erasure(conn, keys=self.keys, ledger=self.ledger, access=self.access,
+                               dashboards=self.dashboards, lock_retry=lock_retry, batch=batch)
+        self.requests = Requests(conn, keys=self.keys, access=self.access, erasure=self.erasure,
+                                 dashboards=self.dashboards)
+        self.retention = RetentionPolicies(conn, keyring=keyring, passphrase=passphrase, lock_retry=lock_retry,
+                                           batch=batch)
+
+    @property
+    def batch(self) -> int:
+        return self.erasure.batch
+
+    @batch.setter
+    def batch(self, rows: int) -> None:
+        self.erasure.batch = self.retention.batch = rows
+
+    # Subjects
+    def subject_hash(self, workspace_id: str, email: str) -> str:
+        return self.keys.subject_hash(workspace_id, email)
+
+    def find(self, workspace_id: str, **by) -> Subject:
+        return self.keys.find(workspace_id, **by)
+
+    # Requests
+    def pending(self, limit: int = 100) -> list[str]:
+        return self.requests.pending(limit)
+
+    def handle(self, request_id: str, bucket: Bucket, run_id: str | None = None) -> dict:
+        return self.requests.handle(request_id, bucket, run_id)
+
+    def record_failure(self, request_id: str, reason: str) -> None:
+        self.requests.record_failure(request_id, reason)
+
+    def due_soon(self, within: timedelta = timedelta(days=3)) -> list[dict]:
+        return self.requests.due_soon(within)
+
+    # Access and erasure
+    def delete_expired_exports(self, bucket: Bucket, now: datetime | None = None) -> list[str]:
+        return self.access.delete_expired_exports(bucket, now)
+
+    def erase(self, subject: Subject, request_id: str, *, bucket: Bucket | None = None) -> dict[str, int]:
+        return self.erasure.erase(subject, request_id, bucket=bucket)
+
+    def ensure_refuse_trigger(self) -> None:
+        self.erasure.ensure_refuse_trigger()
+
+    def reapply(self, entries: list[dict]) -> dict[str, dict]:
+        return self.erasure.reapply(entries)
+
+    # The ledger
+    def ledger_from_bucket(self, bucket: Bucket, since: datetime | None = None) -> Ledger:
+        return self.ledger.ledger_from_bucket(bucket, since)
+
+    def check_ledger(self, bucket: Bucket) -> list[str]:
+        return self.ledger.check_ledger(bucket)
+
+    # Retention
+    def policy(self, policy_id: str) -> dict:
+        return self.retention.policy(policy_id)
+
+    def apply_retention(self, policy: dict, bucket: Bucket | None = None) -> dict:
+        return self.retention.apply_retention(policy, bucket)
+
+    def log_retention(self, policy: dict, outcome: str, **details) -> None:
+        self.retention.log_retention(policy, outcome, **details)
 
 
 def reapply_after_restore(dsn: str, bucket: Bucket, keyring: manifests.Keyring,

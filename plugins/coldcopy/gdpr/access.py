@@ -14,22 +14,23 @@ from coldcopy import alerts
 from coldcopy.crypto import gpg_symmetric
 from coldcopy.gdpr.common import ERASED, EXPORT_PREFIX, EXPORT_URL_TTL, Subject
 from coldcopy.gdpr.discovery import personal_data_map
+from coldcopy.gdpr.keys import SubjectKeys
 from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)
 
 
 class Access:
-    """Access and portability: every row about a subject, encrypted, to the DPO; exports that expire.
-    Mixed into :class:`coldcopy.gdpr.Gdpr`."""
+    """Access and portability: every row about a subject, encrypted, to the DPO; exports that expire."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, keys: SubjectKeys, dpo_conn_id: str) -> None:
+        self.conn, self.keys, self.dpo_conn_id = conn, keys, dpo_conn_id
 
     def collect(self, subject: Subject) -> dict[str, list[dict]]:
         """Every row about the subject, per table (tables without any left out)."""
         found: dict[str, list[dict]] = {}
         for link in personal_data_map(self.conn):
-            where = self._where(link, subject)
+            where = self.keys.where(link, subject)
             if where is None:
                 continue
             rows = [r for (r,) in self.conn.execute(sql.SQL("SELECT to_jsonb(t) ") + where[0], where[1])]
@@ -45,7 +46,7 @@ class Access:
         through the ``coldcopy_dpo`` connection (never stored in the database, a log or XCom). The object is
         deleted after :data:`EXPORT_URL_TTL` (:meth:`delete_expired_exports`) and when the subject is erased.
         Returns where and how much (no secret)."""
-        subject = self.find(request["workspace_id"], email=request["email"])
+        subject = self.keys.find(request["workspace_id"], email=request["email"])
         tables = self.collect(subject)
         document = {"request_id": str(request["id"]), "workspace_id": str(request["workspace_id"]),
                     "email": request["email"], "generated_at": datetime.now().astimezone().isoformat(),

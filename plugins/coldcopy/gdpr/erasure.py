@@ -12,21 +12,27 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import catalog, job_locks, support_copies
+from coldcopy.gdpr.access import Access
 from coldcopy.gdpr.common import ERASED, REFUSE_TRIGGER, GdprError, Subject
+from coldcopy.gdpr.dashboards import Dashboards
 from coldcopy.gdpr.discovery import Link, detached_months, personal_data_map
-from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.gdpr.keys import SubjectKeys
+from coldcopy.gdpr.ledger import LedgerBook, entry_hash
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
-from coldcopy.refresh.dispatch import refresher_for
-from coldcopy.refresh.runs import RefreshRun
 
 log = logging.getLogger(__name__)
 
 
 class Erasure:
-    """Erasure: every copy inside the database, children first, in batches under lock_timeout.
-    Mixed into :class:`coldcopy.gdpr.Gdpr`."""
+    """Erasure: every copy inside the database, children first, in batches under lock_timeout. Writes the ledger
+    entry first (``ledger``), deletes the subject's exports (``access``), and re-applies the bucket's ledger to a
+    restored database; the ledger never calls back."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, *, keys: SubjectKeys, ledger: LedgerBook, access: Access,
+                 dashboards: Dashboards, lock_retry: LockRetryPolicy, batch: int) -> None:
+        self.conn, self.keys, self.ledger, self.access, self.dashboards = conn, keys, ledger, access, dashboards
+        self.lock_retry, self.batch = lock_retry, batch
 
     def erase(self, subject: Subject, request_id: str, *, bucket: Bucket | None = None) -> dict[str, int]:
         """Erase everything about ``subject`` (see the module doc); returns rows touched per table.
@@ -41,11 +47,11 @@ class Erasure:
         id_hashes = [h for (h,) in self.conn.execute(
             "SELECT coldcopy_ops.id_hash(x) FROM unnest(%s::uuid[]) x", (subject.lead_ids + subject.message_ids,))]
         with self._subject_lock(subject):
-            self.record_intent(request_id, subject, id_hashes)
+            self.ledger.record_intent(request_id, subject, id_hashes)
             if bucket is not None:
-                self.publish_ledger(request_id, bucket)
-                self.delete_subject_exports(subject, bucket)
-            self._erase_rows(subject, request_id, counts, erased_ids)
+                self.ledger.publish_ledger(request_id, bucket)
+                self.access.delete_subject_exports(subject, bucket)
+            self.erase_rows(subject, request_id, counts, erased_ids)
         self.ensure_refuse_trigger()
         return {t: n for t, n in counts.items() if n}
 
@@ -58,13 +64,13 @@ class Erasure:
                                 f"held by {holder}")):
             yield
 
-    def _erase_rows(self, subject: Subject, request_id: str, counts: dict, erased_ids: list) -> None:
+    def erase_rows(self, subject: Subject, request_id: str, counts: dict, erased_ids: list) -> None:
         months = set(detached_months(self.conn))
         links = personal_data_map(self.conn)
         for link in links:
             if link.table in ("public.suppression_list", "public.data_subject_requests"):
                 continue  # keep the request and the suppression, by one-way key (below)
-            where = self._where(link, subject)
+            where = self.keys.where(link, subject)
             if where is None:
                 continue
             touched, ids = self._in_batches(link, *where)
@@ -120,7 +126,7 @@ class Erasure:
         id_hashes = list(row[0]) if row else []
         links = [link for link in links if link.table.startswith("public.")]
         for copy in copies:
-            there = self.find(subject.workspace_id, subject_hash=subject.subject_hash, id_hashes=id_hashes,
+            there = self.keys.find(subject.workspace_id, subject_hash=subject.subject_hash, id_hashes=id_hashes,
                               schema=copy["schema"])
             local = dataclasses.replace(subject, lead_ids=[*subject.lead_ids, *there.lead_ids],
                                         message_ids=[*subject.message_ids, *there.message_ids])
@@ -128,7 +134,7 @@ class Erasure:
                 moved = _in_schema(link, copy["schema"])
                 if not all(catalog.exists(self.conn, t) for t in _tables_of(moved)):
                     continue
-                where = self._where(moved, local)
+                where = self.keys.where(moved, local)
                 if where is not None and (touched := self._in_batches(moved, *where)[0]):
                     counts[moved.table] = counts.get(moved.table, 0) + touched
             audit = f"{copy['schema']}.gdpr_audit_log"
@@ -179,28 +185,32 @@ class Erasure:
 
         under_lock_timeout(self.conn, create, self.lock_retry, what="the erased-address guard on leads")
 
-    def views_reading(self, tables: list[str]) -> list[str]:
-        """Materialized views and incremental summaries (through their definitions) that read any of ``tables``
-        directly, to refresh after an erasure."""
-        relids = [self.conn.execute("SELECT to_regclass(%s)::oid", (t,)).fetchone()[0] for t in tables]
-        from coldcopy.refresh.incremental.summaries import SUMMARIES
-
-        found = self.conn.execute("""
-            SELECT DISTINCT format('%%I.%%I', n.nspname, c.relname), c.relkind FROM pg_rewrite r
-            JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
-            JOIN pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass
-            WHERE c.relkind IN ('m', 'v') AND d.refobjid = ANY(%s) ORDER BY 1""", ([r for r in relids if r],))
-        return [name if kind == "m" else name.removesuffix("_definition") for name, kind in found
-                if kind == "m" or name.removesuffix("_definition") in SUMMARIES]
-
-    def refresh(self, views: list[str], run_id: str) -> None:
-        """Refresh ``views`` now: a materialized view fully (forced), a summary by applying its captured changes
-        (the erased rows' groups recomputed without them)."""
-        from coldcopy.refresh.incremental.summaries import SUMMARIES
-
-        for view in views:
-            refresher_for(self.conn, view, lock_retry=self.lock_retry, force=view not in SUMMARIES).run(
-                RefreshRun(run_id=run_id, dag_id="gdpr_requests"))
+    def reapply(self, entries: list[dict]) -> dict[str, dict]:
+        """Re-apply ledger entries to this database (a restored backup); returns rows touched per request."""
+        done = {}
+        for entry in entries:
+            if not self.conn.execute("SELECT EXISTS (SELECT 1 FROM public.workspaces WHERE id = %s)",
+                                     (entry["workspace_id"],)).fetchone()[0]:
+                continue
+            subject = self.keys.find(entry["workspace_id"], subject_hash=entry["subject_hash"],
+                                id_hashes=entry["id_hashes"])
+            # The bucket's entry is the record: it replaces whatever the restored database had for the request.
+            self.conn.execute("DELETE FROM coldcopy_ops.erasure_ledger WHERE request_id = %s OR seq = %s",
+                              (entry["request_id"], entry["seq"]))
+            self.conn.execute(
+                "INSERT INTO coldcopy_ops.erasure_ledger (request_id, workspace_id, subject_hash, id_hashes, "
+                "erased_at, seq, prev_hash, entry_hash, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'intent')",
+                (entry["request_id"], entry["workspace_id"], entry["subject_hash"], entry["id_hashes"],
+                 entry["erased_at"], entry["seq"], entry["prev_hash"], entry_hash(entry)))
+            with self._subject_lock(subject):
+                self.erase_rows(subject, entry["request_id"], counts := {}, [])
+            done[entry["request_id"]] = {t: n for t, n in counts.items() if n}
+        if done:
+            self.ensure_refuse_trigger()
+            # The restored views and summaries still count the erased rows: recompute those reading what changed.
+            touched = sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for c in done.values() for t in c})
+            self.dashboards.refresh(self.dashboards.views_reading(touched), "gdpr:reapply")
+        return done
 
 
 def _in_schema(link: Link, schema: str) -> Link:

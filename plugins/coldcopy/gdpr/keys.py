@@ -11,16 +11,16 @@ from psycopg import sql
 from coldcopy import catalog
 from coldcopy.gdpr.common import ERASED, LEGACY_ERASED, PEPPER_CONN_ID, GdprError, Subject
 from coldcopy.gdpr.discovery import Link
-from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 
 log = logging.getLogger(__name__)
 
 
 class SubjectKeys:
-    """The pepper of subject keys and the subject lookups (:mod:`coldcopy.gdpr`).
-    Mixed into :class:`coldcopy.gdpr.Gdpr`."""
+    """The pepper of subject keys and the subject lookups (:mod:`coldcopy.gdpr`)."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, lock_retry: LockRetryPolicy) -> None:
+        self.conn, self.lock_retry = conn, lock_retry
 
     def ensure_subject_key(self, pepper: str | None) -> None:
         """Install the pepper of subject keys (the ``coldcopy_subject_pepper`` connection) in
@@ -81,7 +81,7 @@ class SubjectKeys:
                           (lead_ids, list(id_hashes)))
         return Subject(workspace_id, subject_hash, email, lead_ids, message_ids)
 
-    def _where(self, link: Link, subject: Subject) -> tuple[sql.Composable, tuple] | None:
+    def where(self, link: Link, subject: Subject) -> tuple[sql.Composable, tuple] | None:
         """``FROM <table> t WHERE …`` selecting the subject's rows of ``link``, and its parameters (``None``:
         the subject cannot have any there)."""
         table = catalog.relation(self.conn, link.table)
@@ -96,7 +96,7 @@ class SubjectKeys:
                             "AND coldcopy_ops.subject_hash(t.workspace_id, v #>> '{{}}') = %s)").format(table, column),
                     (subject.workspace_id, subject.subject_hash))
         if link.via == "parent":
-            parent = self._where(link.parent, subject)
+            parent = self.where(link.parent, subject)
             if parent is None:
                 return None
             columns = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in link.columns)

@@ -12,7 +12,7 @@ import psycopg
 
 from coldcopy import job_locks, manifests, markers
 from coldcopy.gdpr.common import LEDGER_PREFIX, Subject
-from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,12 @@ def entry_hash(entry: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-class LedgerSteps:
-    """The erasure ledger: a chain written before the first delete, mirrored signed to the bucket.
-    Mixed into :class:`coldcopy.gdpr.Gdpr`."""
+class LedgerBook:
+    """The erasure ledger: a chain written before the first delete, mirrored signed to the bucket."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, keyring: manifests.Keyring | None,
+                 lock_retry: LockRetryPolicy) -> None:
+        self.conn, self.keyring, self.lock_retry = conn, keyring, lock_retry
 
     def record_intent(self, request_id: str, subject: Subject, id_hashes: list[str]) -> None:
         """The ledger entry of an erasure about to start: next in the chain (sequence number, previous entry's
@@ -144,30 +145,3 @@ class LedgerSteps:
             elif in_bucket[seq] != hashed:
                 problems.append(f"ledger entry {seq} in the bucket differs from the database's")
         return problems
-
-    def reapply(self, entries: list[dict]) -> dict[str, dict]:
-        """Re-apply ledger entries to this database (a restored backup); returns rows touched per request."""
-        done = {}
-        for entry in entries:
-            if not self.conn.execute("SELECT EXISTS (SELECT 1 FROM public.workspaces WHERE id = %s)",
-                                     (entry["workspace_id"],)).fetchone()[0]:
-                continue
-            subject = self.find(entry["workspace_id"], subject_hash=entry["subject_hash"],
-                                id_hashes=entry["id_hashes"])
-            # The bucket's entry is the record: it replaces whatever the restored database had for the request.
-            self.conn.execute("DELETE FROM coldcopy_ops.erasure_ledger WHERE request_id = %s OR seq = %s",
-                              (entry["request_id"], entry["seq"]))
-            self.conn.execute(
-                "INSERT INTO coldcopy_ops.erasure_ledger (request_id, workspace_id, subject_hash, id_hashes, "
-                "erased_at, seq, prev_hash, entry_hash, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'intent')",
-                (entry["request_id"], entry["workspace_id"], entry["subject_hash"], entry["id_hashes"],
-                 entry["erased_at"], entry["seq"], entry["prev_hash"], entry_hash(entry)))
-            with self._subject_lock(subject):
-                self._erase_rows(subject, entry["request_id"], counts := {}, [])
-            done[entry["request_id"]] = {t: n for t, n in counts.items() if n}
-        if done:
-            self.ensure_refuse_trigger()
-            # The restored views and summaries still count the erased rows: recompute those reading what changed.
-            touched = sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for c in done.values() for t in c})
-            self.refresh(self.views_reading(touched), "gdpr:reapply")
-        return done

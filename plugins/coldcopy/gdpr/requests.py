@@ -10,17 +10,22 @@ from datetime import timedelta
 import psycopg
 
 from coldcopy import job_locks
+from coldcopy.gdpr.access import Access
 from coldcopy.gdpr.common import ERASED, EXPORT_URL_TTL, HANDLED_TYPES, GdprError
+from coldcopy.gdpr.dashboards import Dashboards
+from coldcopy.gdpr.erasure import Erasure
+from coldcopy.gdpr.keys import SubjectKeys
 from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)
 
 
 class Requests:
-    """Data-subject requests: claimed, handled once, their deadlines.
-    Mixed into :class:`coldcopy.gdpr.Gdpr`."""
+    """Data-subject requests: claimed, handled once, their deadlines."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, *, keys: SubjectKeys, access: Access, erasure: Erasure,
+                 dashboards: Dashboards) -> None:
+        self.conn, self.keys, self.access, self.erasure, self.dashboards = conn, keys, access, erasure, dashboards
 
     def pending(self, limit: int = 100) -> list[str]:
         """Requests to process: ``verified`` (or ``in_progress`` left by a failed try), of a handled type."""
@@ -64,17 +69,18 @@ class Requests:
         if kind == "export":
             if request["email"].startswith(ERASED):
                 raise GdprError(f"request {request_id}: the address was erased; nothing can be exported")
-            result = self.export(request, bucket)
+            result = self.access.export(request, bucket)
             note = (f"export of {result['rows']} rows from {len(result['tables'])} tables ready; link and passphrase "
                     f"delivered to the data protection officer (valid {EXPORT_URL_TTL.days} days)"
                     if result["rows"] else "nothing found: no data about this address in the workspace")
         else:
             email = request["email"]
-            subject = (self.find(request["workspace_id"], subject_hash=email.removeprefix(ERASED))
-                       if email.startswith(ERASED) else self.find(request["workspace_id"], email=email))
-            counts = self.erase(subject, request_id, bucket=bucket)
-            views = self.views_reading(sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for t in counts}))
-            self.refresh(views, run_id or f"gdpr:{request_id}")
+            subject = (self.keys.find(request["workspace_id"], subject_hash=email.removeprefix(ERASED))
+                       if email.startswith(ERASED) else self.keys.find(request["workspace_id"], email=email))
+            counts = self.erasure.erase(subject, request_id, bucket=bucket)
+            tables = sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for t in counts})
+            views = self.dashboards.views_reading(tables)
+            self.dashboards.refresh(views, run_id or f"gdpr:{request_id}")
             data_rows = sum(n for t, n in counts.items()
                             if t not in ("public.suppression_list", "public.data_subject_requests"))
             result = {"rows": counts, "views_refreshed": views}

@@ -13,17 +13,19 @@ from psycopg import sql
 from coldcopy import catalog, manifests
 from coldcopy.crypto import get_bound, gpg_symmetric
 from coldcopy.gdpr.common import AGE_COLUMNS, PERSONAL_COLUMNS, RETENTION_PREFIX, RETENTION_TABLES, GdprError
-from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)
 
 
-class Retention:
-    """Retention policies: only the allowed tables; delete, anonymize or archive (encrypted, signed).
-    Mixed into :class:`coldcopy.gdpr.Gdpr`."""
+class RetentionPolicies:
+    """Retention policies: only the allowed tables; delete, anonymize or archive (encrypted, signed)."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, *, keyring: manifests.Keyring | None, passphrase: str | None,
+                 lock_retry: LockRetryPolicy, batch: int) -> None:
+        self.conn, self.keyring, self.passphrase, self.lock_retry, self.batch = (conn, keyring, passphrase,
+                                                                                lock_retry, batch)
 
     def policy(self, policy_id: str) -> dict:
         row = self.conn.execute(

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from coldcopy import DB_CONN_ID
+from coldcopy.connections import DB_CONN_ID
 
 NONCE_SETTING = "coldcopy.session_nonce"
 _TLS_MODES = ("require", "verify-ca", "verify-full")

@@ -6,8 +6,7 @@ from datetime import timedelta
 
 from airflow.sdk import BaseOperator, Context
 
-from coldcopy import DB_CONN_ID, KEY_CONN_ID
-from coldcopy.connections import MANIFEST_KEY_CONN_ID, VERIFY_CONN_ID
+from coldcopy.connections import DB_CONN_ID, KEY_CONN_ID, MANIFEST_KEY_CONN_ID, VERIFY_CONN_ID
 from coldcopy.object_store import SPACES_CONN_ID, Bucket
 
 

@@ -1,5 +1,5 @@
-"""Operator refreshing one materialized view or incremental summary (:mod:`coldcopy.refresh`,
-:mod:`coldcopy.refresh.incremental`)."""
+"""Operator refreshing one materialized view or incremental summary (:mod:`coldcopy.refresh.views`,
+:mod:`coldcopy.refresh.incremental`), as :func:`coldcopy.refresh.dispatch.refresher_for` picks."""
 
 from __future__ import annotations
 

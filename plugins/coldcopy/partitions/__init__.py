@@ -30,10 +30,13 @@ sha256 and CSV hash equal the signed manifest's: unverified bytes are never comm
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import psycopg
 
 from coldcopy import manifests, ops_schema
 from coldcopy.lock_retries import LockRetryPolicy
+from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import (
     ARCHIVE_PREFIX,
     COPY_OUT_SQL,
@@ -44,10 +47,11 @@ from coldcopy.partitions.common import (
     Partition,
 )
 from coldcopy.partitions.detacher import Detacher
-from coldcopy.partitions.dropper import Dropper
+from coldcopy.partitions.dropper import DROP_GRACE, Dropper
 from coldcopy.partitions.exporter import Exporter
 from coldcopy.partitions.importer import Importer
 from coldcopy.partitions.premaker import Premaker
+from coldcopy.partitions.signed import SignedManifests
 from coldcopy.partitions.state import ArchiveState
 from coldcopy.partitions.streams import Encrypting, GzipInThread, ReadBack, object_problems, read_back
 from coldcopy.partitions.verifier import Verifier
@@ -59,8 +63,10 @@ __all__ = [
 
 
 
-class PartitionManager(ArchiveState, Premaker, Exporter, Verifier, Detacher, Dropper, Importer):
-    """Partition rotation on one autocommit connection (``ColdCopyPostgresHook().session()``).
+class PartitionManager:
+    """Partition rotation on one autocommit connection (``ColdCopyPostgresHook().session()``): a facade composing
+    one object per step, each given what it needs — the archive state every step reads and writes through, the
+    signed manifests, the passphrase, the lock retry schedule.
 
     :param keyring: signs and checks the archives' manifests (:func:`coldcopy.manifests.keyring`).
     :param lock_retry: lock_timeout and retry schedule for every step that locks the parent.
@@ -73,3 +79,79 @@ class PartitionManager(ArchiveState, Premaker, Exporter, Verifier, Detacher, Dro
         self.lock_retry = lock_retry
         self.conn.execute("SET TimeZone = 'UTC'")
         ops_schema.ensure(conn, "partition_rotation")
+        self.state = ArchiveState(conn)
+        self.signed = SignedManifests(keyring)
+        self.premaker = Premaker(conn, self.state, lock_retry)
+        self.exporter = Exporter(conn, self.state, self.signed, passphrase)
+        self.verifier = Verifier(conn, self.state, self.signed, passphrase)
+        self.detacher = Detacher(conn, self.state, lock_retry)
+        self.dropper = Dropper(conn, self.signed, lock_retry)
+        self.importer = Importer(conn, self.state, self.signed, passphrase, lock_retry)
+
+    # What the months are
+    def partitions(self) -> list[Partition]:
+        return self.state.partitions()
+
+    def month_start(self, offset: int = 0, now: datetime | None = None) -> datetime:
+        return self.state.month_start(offset, now)
+
+    def future_months(self, now: datetime | None = None) -> int:
+        return self.state.future_months(now)
+
+    def archive_candidates(self, retain_months: int = 12, now: datetime | None = None) -> list[Partition]:
+        return self.state.archive_candidates(retain_months, now)
+
+    def held(self, now: datetime | None = None) -> list[tuple[str, datetime, str | None]]:
+        return self.state.held(now)
+
+    # The steps
+    def premake(self, months_ahead: int = 3, now: datetime | None = None) -> list[str]:
+        return self.premaker.premake(months_ahead, now)
+
+    def archive(self, partition: Partition, bucket: Bucket, *, detach: bool = True) -> dict:
+        """Export, verify, then (unless ``detach`` is false) detach one month. Returns its manifest.
+
+        The DAG exports months in parallel with ``detach=False`` and detaches them in one step afterwards
+        (:meth:`detach_verified`): a ``DETACH … CONCURRENTLY`` waits for every older snapshot, and the export
+        of another month is one.
+        """
+        try:
+            if partition.detach_pending or (self.state.state(partition) == "restored"
+                                            and not self.state.erased_on_restore(partition)):
+                # A restored month's archive exists already: it must still describe the partition (rows
+                # written into the month since the restore fail this, and the month stays attached).
+                manifest = self.verify(partition, bucket)
+            else:
+                manifest = self.export(partition, bucket)
+                self.verify(partition, bucket)
+            if detach:
+                self.detach(partition)
+            return manifest
+        except Exception as error:
+            raise ArchiveError(f"email_events {partition.month} ({partition.name}) not archived, partition left "
+                               f"attached with all its rows: {type(error).__name__}: {error}") from error
+
+    def export(self, partition: Partition, bucket: Bucket) -> dict:
+        return self.exporter.export(partition, bucket)
+
+    def verify(self, partition: Partition, bucket: Bucket) -> dict:
+        return self.verifier.verify(partition, bucket)
+
+    def read_manifest(self, partition: Partition, bucket: Bucket) -> dict:
+        return self.signed.read(partition, bucket)
+
+    def detach(self, partition: Partition) -> None:
+        self.detacher.detach(partition)
+
+    def detach_verified(self) -> list[str]:
+        return self.detacher.detach_verified()
+
+    def drop_detached(self, bucket: Bucket, grace: timedelta = DROP_GRACE) -> list[str]:
+        return self.dropper.drop_detached(bucket, grace)
+
+    def next_drop(self, grace: timedelta = DROP_GRACE) -> tuple[str, object] | None:
+        return self.dropper.next_drop(grace)
+
+    def restore(self, month: datetime, bucket: Bucket, *, hold: timedelta = timedelta(days=30),
+                restored_by: str | None = None) -> dict:
+        return self.importer.restore(month, bucket, hold=hold, restored_by=restored_by)

@@ -10,17 +10,18 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import job_locks, markers
-from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.partitions.common import DETACH_LOCK, PARENT, Partition
+from coldcopy.partitions.state import ArchiveState
 
 log = logging.getLogger(__name__)
 
 
 class Detacher:
-    """DETACH … CONCURRENTLY, one at a time behind a lock only the ops role can take.
-    Mixed into :class:`coldcopy.partitions.PartitionManager`."""
+    """DETACH … CONCURRENTLY, one at a time behind a lock only the ops role can take."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, state: ArchiveState, lock_retry: LockRetryPolicy) -> None:
+        self.conn, self.state, self.lock_retry = conn, state, lock_retry
 
     def detach(self, partition: Partition) -> None:
         """``DETACH PARTITION … CONCURRENTLY`` (outside a transaction block), finishing an interrupted one.
@@ -30,7 +31,7 @@ class Detacher:
         stay parallel), and a detach some earlier session left pending is finalized first.
         """
         with self._detach_lock():
-            for pending in [p for p in self.partitions() if p.detach_pending and p.name != partition.name]:
+            for pending in [p for p in self.state.partitions() if p.detach_pending and p.name != partition.name]:
                 log.warning("%s: a detach left pending by an interrupted run; finalizing it first", pending.name)
                 self._detach_one(pending.name)
             self._detach_one(partition.name)
@@ -41,7 +42,7 @@ class Detacher:
         verified = {name for (name,) in self.conn.execute(
             "SELECT partition_name FROM coldcopy_ops.partition_archive WHERE state = 'verified'")}
         detached = []
-        for partition in self.partitions():
+        for partition in self.state.partitions():
             if partition.name in verified:
                 self.detach(partition)
                 detached.append(partition.name)
@@ -71,6 +72,6 @@ class Detacher:
         # DETACH … CONCURRENTLY refuses a transaction block.
         under_lock_timeout(self.conn, detach, self.lock_retry, what=f"detach of {name}", transaction=False)
         with self.conn.transaction():
-            self._record_parent_change(name)
+            self.state.record_parent_change(name)
             self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "
                               "updated_at = now() WHERE partition_name = %s", (name,))

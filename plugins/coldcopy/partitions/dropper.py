@@ -9,9 +9,10 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import PARTITION_DROP_GRACE_DAYS, markers
-from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ArchiveError, Partition
+from coldcopy.partitions.signed import SignedManifests
 
 DROP_GRACE = timedelta(days=PARTITION_DROP_GRACE_DAYS)
 
@@ -19,10 +20,10 @@ log = logging.getLogger(__name__)
 
 
 class Dropper:
-    """Detached months dropped after their grace period, if their archive still verifies.
-    Mixed into :class:`coldcopy.partitions.PartitionManager`."""
+    """Detached months dropped after their grace period, if their archive still verifies."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, signed: SignedManifests, lock_retry: LockRetryPolicy) -> None:
+        self.conn, self.signed, self.lock_retry = conn, signed, lock_retry
 
     def drop_detached(self, bucket: Bucket, grace: timedelta = DROP_GRACE) -> list[str]:
         """Drop months detached longer than ``grace`` ago that are still detached and whose archive verifies."""
@@ -33,7 +34,7 @@ class Dropper:
         ).fetchall()
         dropped = []
         for name, key, sha256, size, range_start, range_end in due:
-            manifest = self.read_manifest(Partition(name, range_start, range_end), bucket)
+            manifest = self.signed.read(Partition(name, range_start, range_end), bucket)
             if (manifest["sha256"], manifest["byte_size"]) != (sha256, size):
                 raise ArchiveError(f"{name}: its signed manifest does not describe the archive recorded; not dropping")
             attached = self.conn.execute(

@@ -7,48 +7,21 @@ import logging
 import psycopg
 from psycopg import sql
 
-from coldcopy import manifests
 from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import COPY_OUT_SQL, PARENT, ROW_VERSIONS_SQL, ArchiveError, Partition
+from coldcopy.partitions.signed import SignedManifests
+from coldcopy.partitions.state import ArchiveState
 from coldcopy.partitions.streams import Encrypting, GzipInThread
 
 log = logging.getLogger(__name__)
 
 
 class Exporter:
-    """One month into the bucket: COPY, gzip, gpg, multipart upload, signed manifest.
-    Mixed into :class:`coldcopy.partitions.PartitionManager`."""
+    """One month into the bucket: COPY, gzip, gpg, multipart upload, signed manifest."""
 
-    conn: psycopg.Connection
-
-    def archive(self, partition: Partition, bucket: Bucket, *, detach: bool = True) -> dict:
-        """Export, verify, then (unless ``detach`` is false) detach one month. Returns its manifest.
-
-        The DAG exports months in parallel with ``detach=False`` and detaches them in one step afterwards
-        (:meth:`detach_verified`): a ``DETACH … CONCURRENTLY`` waits for every older snapshot, and the export
-        of another month is one.
-        """
-        try:
-            if partition.detach_pending or (self._state(partition) == "restored" and not self._erased_on_restore(
-                    partition)):
-                # A restored month's archive exists already: it must still describe the partition (rows
-                # written into the month since the restore fail this, and the month stays attached).
-                manifest = self.verify(partition, bucket)
-            else:
-                manifest = self.export(partition, bucket)
-                self.verify(partition, bucket)
-            if detach:
-                self.detach(partition)
-            return manifest
-        except Exception as error:
-            raise ArchiveError(f"email_events {partition.month} ({partition.name}) not archived, partition left "
-                               f"attached with all its rows: {type(error).__name__}: {error}") from error
-
-    def _erased_on_restore(self, partition: Partition) -> bool:
-        """A restored month that lost erased subjects' rows no longer matches its archive: export it afresh
-        (which replaces the archive with one without them)."""
-        return bool(self.conn.execute("SELECT coalesce(erased_rows, 0) > 0 FROM coldcopy_ops.partition_archive "
-                                      "WHERE partition_name = %s", (partition.name,)).fetchone()[0])
+    def __init__(self, conn: psycopg.Connection, state: ArchiveState, signed: SignedManifests,
+                 passphrase: str) -> None:
+        self.conn, self.state, self.signed, self.passphrase = conn, state, signed, passphrase
 
     def export(self, partition: Partition, bucket: Bucket) -> dict:
         """Stream the partition into the bucket as gzip'd CSV, then write its manifest; returns the manifest."""
@@ -60,7 +33,7 @@ class Exporter:
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             rows, row_versions, low, high = cur.execute(sql.SQL(ROW_VERSIONS_SQL).format(table)).fetchone()
-            columns = self._columns(partition.name)
+            columns = self.state.columns(partition.name)
             with bucket.upload(partition.object_key) as upload:
                 with Encrypting(upload, self.passphrase) as sealed:
                     gzipper = GzipInThread(sealed)
@@ -77,24 +50,10 @@ class Exporter:
             "min_occurred_at": low.isoformat() if low else None, "max_occurred_at": high.isoformat() if high else None,
             "object_key": partition.object_key, "byte_size": upload.size, "sha256": upload.sha256,
             "format": "csv, header row, gzip, OpenPGP AES256 (gpg --decrypt | gunzip)", "columns": columns,
-            "schema_version": self._schema_version(),
+            "schema_version": self.state.schema_version(),
             "exported_at": self.conn.execute("SELECT now()").fetchone()[0].isoformat(),
         }
-        bucket.put(partition.manifest_key, manifests.dump(manifest, self.keyring, type="archive"), "application/json")
-        self._set_state(partition, manifest, "exported", fingerprint=(rows, row_versions))
+        self.signed.write(partition, bucket, manifest)
+        self.state.set_state(partition, manifest, "exported", fingerprint=(rows, row_versions))
         log.info("exported %s: %d rows, %d bytes, sha256 %s", partition.name, rows, upload.size, upload.sha256)
-        return manifest
-
-    def read_manifest(self, partition: Partition, bucket: Bucket) -> dict:
-        """The month's manifest once its signature verifies and it describes this month's object
-        (:class:`ArchiveError` otherwise)."""
-        where = f"{bucket.uri}/{partition.manifest_key}"
-        raw = bucket.get(partition.manifest_key)
-        try:
-            manifest = manifests.load(raw, self.keyring, where=where, type="archive")
-        except manifests.ManifestRejected as error:
-            raise ArchiveError(str(error)) from error
-        if manifest.get("partition") != partition.name or not partition.owns(str(manifest.get("object_key"))):
-            raise ArchiveError(f"{where}: describes {manifest.get('object_key')!r}, not an archive of "
-                               f"{partition.name} (another month's manifest copied here?); refusing to use it")
         return manifest

@@ -11,29 +11,33 @@ from psycopg import sql
 
 from coldcopy import catalog
 from coldcopy.erased_rows import drop_erased_rows
-from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
 from coldcopy.partitions.common import ARCHIVE_PREFIX, PARENT, ArchiveError, Partition
+from coldcopy.partitions.signed import SignedManifests
+from coldcopy.partitions.state import ArchiveState
 from coldcopy.partitions.streams import object_problems, read_back
 
 log = logging.getLogger(__name__)
 
 
 class Importer:
-    """A month back from its archive, bound before anything is committed, then attached.
-    Mixed into :class:`coldcopy.partitions.PartitionManager`."""
+    """A month back from its archive, bound before anything is committed, then attached."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, state: ArchiveState, signed: SignedManifests, passphrase: str,
+                 lock_retry: LockRetryPolicy) -> None:
+        self.conn, self.state, self.signed = conn, state, signed
+        self.passphrase, self.lock_retry = passphrase, lock_retry
 
     def restore(self, month: datetime, bucket: Bucket, *, hold: timedelta = timedelta(days=30),
                 restored_by: str | None = None) -> dict:
         """Load a month back from its archive into a new table, verify it, and attach it, held there for
         ``hold`` (rotation leaves it alone until then). Returns the manifest."""
-        start = self.month_start(0, month)
+        start = self.state.month_start(0, month)
         partition = Partition(
             self.conn.execute("SELECT app.email_events_partition_name(%s)", (start,)).fetchone()[0],
-            start, self.month_start(1, month))
-        if any(p.name == partition.name for p in self.partitions()):
+            start, self.state.month_start(1, month))
+        if any(p.name == partition.name for p in self.state.partitions()):
             raise ArchiveError(f"{partition.name} is attached: nothing to restore")
         if catalog.exists(self.conn, f"public.{partition.name}"):
             raise ArchiveError(f"{partition.name} exists detached (in its grace period): re-attach it instead: "
@@ -43,7 +47,7 @@ class Importer:
             raise ArchiveError(f"no archive for {partition.month} under "
                                f"{bucket.uri}/{partition.manifest_key.rsplit('/', 1)[0]}/: "
                                f"{archived_months_hint(bucket, partition.month)}")
-        manifest = self.read_manifest(partition, bucket)
+        manifest = self.signed.read(partition, bucket)
         table = sql.Identifier(partition.name)
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in manifest["columns"])
         with self.conn.transaction():
@@ -61,10 +65,10 @@ class Importer:
             if problems:
                 raise ArchiveError(f"{partition.name}: not restored (rolled back): " + "; ".join(problems))
             erased = self._drop_erased(partition.name)
-            fingerprint = self._row_versions(partition.name)
+            fingerprint = self.state.row_versions(partition.name)
         self._attach(partition)
         # Recorded also when this database never archived the month itself.
-        self._set_state(partition, manifest, "restored", fingerprint=fingerprint)
+        self.state.set_state(partition, manifest, "restored", fingerprint=fingerprint)
         self.conn.execute("UPDATE coldcopy_ops.partition_archive SET restored_by = %s, held_until = now() + %s, "
                           "erased_rows = %s WHERE partition_name = %s", (restored_by, hold, erased, partition.name))
         log.info("restored %s: %d rows", partition.name, manifest["rows"])
@@ -88,7 +92,7 @@ class Importer:
             from coldcopy.refresh.incremental import capture
 
             capture.on_new_partition(self.conn, PARENT, f"public.{partition.name}")
-            self._record_parent_change(partition.name)
+            self.state.record_parent_change(partition.name)
 
         under_lock_timeout(self.conn, attach, self.lock_retry, what=f"attach of {partition.name}")
 

@@ -9,24 +9,25 @@ import psycopg
 
 from coldcopy import markers
 from coldcopy.change_tracking import TRACKING_TRIGGER, create_tracking_trigger
-from coldcopy.lock_retries import under_lock_timeout
+from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.partitions.common import PARENT
+from coldcopy.partitions.state import ArchiveState
 
 log = logging.getLogger(__name__)
 
 
 class Premaker:
-    """Partitions for the current month and the months ahead, under lock_timeout.
-    Mixed into :class:`coldcopy.partitions.PartitionManager`."""
+    """Partitions for the current month and the months ahead, under lock_timeout."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection, state: ArchiveState, lock_retry: LockRetryPolicy) -> None:
+        self.conn, self.state, self.lock_retry = conn, state, lock_retry
 
     def premake(self, months_ahead: int = 3, now: datetime | None = None) -> list[str]:
         """Create the missing partitions from the current month to ``months_ahead``; returns the created ones."""
-        existing = {p.range_start for p in self.partitions()}
+        existing = {p.range_start for p in self.state.partitions()}
         created = []
         for offset in range(months_ahead + 1):
-            month = self.month_start(offset, now)
+            month = self.state.month_start(offset, now)
             if month in existing:
                 continue
 

@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from coldcopy import manifests
 from coldcopy.object_store import Bucket
 from coldcopy.partitions import (
     ArchiveError,
@@ -115,7 +114,7 @@ class ArchiveScrubber:
         return [self.scrub(partition, bucket, seq, erased) for partition in self.due(seq)]
 
     def scrub(self, partition: Partition, bucket: Bucket, seq: int, erased: set[str]) -> Scrubbed:
-        manifest = self.manager.read_manifest(partition, bucket)
+        manifest = self.manager.signed.read(partition, bucket)
         old_key = manifest["object_key"]
         new_key = f"{partition.object_key.removesuffix('.csv.gz.gpg')}.s{seq}.csv.gz.gpg"
         with bucket.upload(new_key) as upload:
@@ -138,8 +137,7 @@ class ArchiveScrubber:
                         "erased_rows": manifest.get("erased_rows", 0) + records.removed,
                         "scrubbed_through_seq": seq, "rewritten_at": datetime.now(UTC).isoformat()}
             manifest.pop("type", None)
-            bucket.put(partition.manifest_key, manifests.dump(manifest, self.manager.keyring, type="archive"),
-                       "application/json")
+            self.manager.signed.write(partition, bucket, manifest)
         self.conn.execute(
             "UPDATE coldcopy_ops.partition_archive SET object_key = %s, sha256 = %s, byte_size = %s, row_count = %s, "
             "scrubbed_seq = %s, scrubbed_at = now(), updated_at = now() WHERE partition_name = %s",

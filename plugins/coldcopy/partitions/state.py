@@ -15,10 +15,11 @@ log = logging.getLogger(__name__)
 
 
 class ArchiveState:
-    """Reading the partitions and recording each month's archive state.
-    Mixed into :class:`coldcopy.partitions.PartitionManager`."""
+    """Reading the partitions and recording each month's archive state (``coldcopy_ops.partition_archive``): what
+    every other step reads and writes through, on the manager's connection."""
 
-    conn: psycopg.Connection
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
 
     def partitions(self) -> list[Partition]:
         rows = self.conn.execute(
@@ -47,12 +48,18 @@ class ArchiveState:
             "SELECT partition_name, held_until, restored_by FROM coldcopy_ops.partition_archive "
             "WHERE state = 'restored' AND held_until > coalesce(%s, now()) ORDER BY 1", (now,)).fetchall()
 
-    def _state(self, partition: Partition) -> str | None:
+    def erased_on_restore(self, partition: Partition) -> bool:
+        """A restored month that lost erased subjects' rows no longer matches its archive: export it afresh
+        (which replaces the archive with one without them)."""
+        return bool(self.conn.execute("SELECT coalesce(erased_rows, 0) > 0 FROM coldcopy_ops.partition_archive "
+                                      "WHERE partition_name = %s", (partition.name,)).fetchone()[0])
+
+    def state(self, partition: Partition) -> str | None:
         row = self.conn.execute("SELECT state FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
                                 (partition.name,)).fetchone()
         return row[0] if row else None
 
-    def _set_state(self, partition: Partition, manifest: dict, state: str, fingerprint: tuple[int, str]) -> None:
+    def set_state(self, partition: Partition, manifest: dict, state: str, fingerprint: tuple[int, str]) -> None:
         """Record ``state`` and ``fingerprint`` (rows, and row versions or row checksum): what the live partition
         must keep showing for the archive to describe it."""
         stamp = {"exported": "exported_at", "verified": "verified_at", "restored": "restored_at"}[state]
@@ -67,20 +74,20 @@ class ArchiveState:
              partition.manifest_key, *fingerprint, manifest["sha256"], manifest["byte_size"], state),
         )
 
-    def _row_versions(self, table: str) -> tuple[int, str]:
+    def row_versions(self, table: str) -> tuple[int, str]:
         rows, versions, _, _ = self.conn.execute(sql.SQL(ROW_VERSIONS_SQL).format(sql.Identifier(table))).fetchone()
         return rows, versions
 
-    def _columns(self, table: str) -> list[str]:
+    def columns(self, table: str) -> list[str]:
         return [c.name for c in self.conn.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(
             sql.Identifier(table))).description]
 
-    def _schema_version(self) -> int | None:
+    def schema_version(self) -> int | None:
         if not self.conn.execute("SELECT to_regclass('coldcopy_ops.schema_migrations') IS NOT NULL").fetchone()[0]:
             return None
         return self.conn.execute("SELECT max(version) FROM coldcopy_ops.schema_migrations").fetchone()[0]
 
-    def _record_parent_change(self, partition: str) -> None:
+    def record_parent_change(self, partition: str) -> None:
         """Attaching or detaching ``partition`` changes what email_events returns: tell the refresh jobs and the
         incremental summaries (its rows' groups; DDL fires no trigger). Call after it, in a transaction."""
         if self.conn.execute("SELECT to_regclass('coldcopy_ops.source_changes') IS NOT NULL").fetchone()[0]:

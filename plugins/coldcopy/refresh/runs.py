@@ -1,5 +1,6 @@
 """What a refresh run stands for, what it did, and its record in ``coldcopy_ops.mv_refresh_log``: shared by the
-materialized views' refresher (:mod:`coldcopy.refresh`) and the summaries' (:mod:`coldcopy.refresh.incremental`)."""
+materialized views' refresher (:mod:`coldcopy.refresh.views`) and the summaries'
+(:mod:`coldcopy.refresh.incremental`)."""
 
 from __future__ import annotations
 

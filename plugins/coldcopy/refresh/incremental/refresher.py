@@ -1,5 +1,5 @@
 """A refresh of an incremental summary, as the refresh DAGs run it: same decisions, same log as a materialized
-view's (:mod:`coldcopy.refresh`), but costing the groups that changed."""
+view's (:mod:`coldcopy.refresh.views`), but costing the groups that changed."""
 
 from __future__ import annotations
 

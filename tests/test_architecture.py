@@ -1,0 +1,82 @@
+"""The house's rules (issue 42; docs/architecture.md), checked on the tree: the core imports no wing, a wing imports
+another only where one job's work *is* the other's (each edge named below with why), the faces name what they
+export, and no module outgrows 300 lines."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from tests.support import ROOT
+
+PACKAGE = ROOT / "plugins" / "coldcopy"
+WINGS = {"backups", "drills", "gdpr", "health", "migrations", "partitions", "pitr", "refresh"}
+COMPOSERS = {"operators", "testing"}  # the operators compose the wings; coldcopy.testing drives them all
+ALLOWED = {
+    ("drills", "pitr"): "a drill is a point-in-time restore: the chains, the recovery, the snapshot",
+    ("pitr", "migrations"): "replay applies a migration marker's file as the runner would",
+    ("backups", "pitr"): "backup retention prunes the change-archive segments no kept base backup anchors",
+    ("partitions", "refresh"): "a month made or restored gets the summaries' capture triggers",
+    ("gdpr", "refresh"): "an erasure refreshes the dashboards that read the erased rows",
+    ("health", "pitr"): "the health checks read what the change archive records (budget, slot)",
+    ("health", "drills"): "the health checks read the drills' record",
+    ("health", "refresh"): "the health checks read the refresh jobs' freshness",
+}
+
+
+def owner(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else "core"
+
+
+def imported(path: Path) -> set[str]:
+    """The ``coldcopy`` subpackages ``path`` imports, at any depth of the module (function-level imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [f"coldcopy.{a.name}" for a in node.names] if node.module == "coldcopy" else [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        found |= {n.split(".")[1] for n in names if n.startswith("coldcopy.")}
+    return found
+
+
+def edges() -> dict[tuple[str, str], set[str]]:
+    found: dict[tuple[str, str], set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        source = owner(path)
+        for target in imported(path) & WINGS - {source}:
+            found.setdefault((source, target), set()).add(str(path.relative_to(PACKAGE)))
+    return found
+
+
+def test_the_core_imports_no_wing():
+    assert {edge: files for edge, files in edges().items() if edge[0] == "core"} == {}
+
+
+def test_a_wing_imports_another_only_where_one_jobs_work_is_the_others():
+    unexpected = {edge: files for edge, files in edges().items()
+                  if edge[0] in WINGS and edge not in ALLOWED}
+    assert unexpected == {}
+
+
+def test_every_allowed_edge_is_still_there():
+    """An edge that went away leaves the list: the list says what the house is, not what it once was."""
+    assert set(ALLOWED) <= set(edges())
+
+
+def test_faces_name_what_they_export():
+    stars = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")
+             if re.search(r"^\s*from \S+ import \*", p.read_text(), flags=re.M)]
+    assert stars == []
+    for wing in ("backups", "gdpr", "health", "partitions"):
+        face = (PACKAGE / wing / "__init__.py").read_text()
+        assert "__all__" in face, wing
+
+
+def test_no_module_of_the_package_or_dag_file_is_over_300_lines():
+    long = {str(p.relative_to(ROOT)): n for p in [*PACKAGE.rglob("*.py"), *(ROOT / "dags").glob("*.py")]
+            if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}
