@@ -127,7 +127,7 @@ def threads_and_levels(dsn: str, endpoint: str, runs: int) -> dict:
 
 def _backend_cpu_s(dsn: str, done: threading.Event, out: list) -> None:
     """CPU seconds of pg_dump's backend (``/proc/<pid>/stat``: the server is local), read until ``done``: a bare
-    ``pg_dump``'s, or the backup's (``coldcopy:pg_dump:…``, :func:`coldcopy.sessions.client_application_name`)."""
+    ``pg_dump``'s, or the backup's (``coldcopy:pg_dump:…``, :func:`coldcopy.kill_targets.client_application_name`)."""
     ticks = os.sysconf("SC_CLK_TCK")
     with psycopg.connect(dsn, autocommit=True) as conn:
         pid, last = None, 0.0

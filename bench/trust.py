@@ -23,7 +23,7 @@ import uuid
 import psycopg
 
 from bench import common
-from coldcopy import sessions
+from coldcopy import kill_targets
 from coldcopy.backups import BackupRunner, _count, _Pipeline
 from coldcopy.crypto import gpg_decrypt_popen
 from coldcopy.pg_tools import client_popen, minimal_env, pg_program
@@ -36,7 +36,7 @@ PASSPHRASE = "bench-only passphrase"
 def unbound_restore(runner: BackupRunner, key: str, target: str) -> None:
     """The restore before binding: the object streamed from the bucket straight into gpg, nothing checked."""
     gpg, _ = gpg_decrypt_popen(runner.passphrase, subprocess.PIPE, subprocess.PIPE)
-    zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=gpg.stdout, stdout=subprocess.PIPE,
+    zstd = kill_targets.popen(["zstd", "-q", "-d", "-c"], stdin=gpg.stdout, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, env=minimal_env())
     restore = client_popen([pg_program("pg_restore", 15), "--no-owner", "--exit-on-error", "--single-transaction"],
                            target, stdin=zstd.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -86,7 +86,7 @@ REFRESH_DAGS = ["refresh_campaign_analytics", "refresh_email_deliverability", "r
 
 
 def run(dag, label: str, **conf) -> None:
-    from coldcopy.testing.dag_test import result_lines, run_dag
+    from coldcopy.testing.in_process import result_lines, run_dag
 
     started = time.monotonic()
     dag_run = run_dag(dag, conf=conf, require_results=False)  # the demo shows a silent task rather than stopping

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from coldcopy import alerts
-from coldcopy.testing.dag_test import run_dag
+from coldcopy.testing.in_process import run_dag
 
 FAILING_DAG = '''
 """Fails on purpose: a test of alert delivery."""

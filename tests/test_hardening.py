@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from coldcopy import sessions
+from coldcopy import kill_targets
 from coldcopy.health import redact
 from coldcopy.pg_tools import client_popen, pg_program
 from coldcopy.testing import local_env
@@ -59,12 +59,12 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
 def test_on_kill_in_one_container_leaves_the_other_containers_backend_alive(migrated_db):
     """Two Celery containers run tasks with the same pid and counter: each process names its client programs
     with its own identity, so one task's on_kill terminates only its own backends."""
-    ours = sessions.client_application_name("psql", migrated_db)
-    theirs = ours.replace(sessions._PROCESS, "f" * len(sessions._PROCESS))  # same program, pid, counter
+    ours = kill_targets.client_application_name("psql", migrated_db)
+    theirs = ours.replace(kill_targets._PROCESS, "f" * len(kill_targets._PROCESS))  # same program, pid, counter
     assert theirs != ours
     mine, other = sleeping_backend(migrated_db, ours), sleeping_backend(migrated_db, theirs)
     assert wait_until(lambda: alive(migrated_db, ours) and alive(migrated_db, theirs))
-    sessions.stop_all(migrated_db)
+    kill_targets.stop_all(migrated_db)
     assert wait_until(lambda: not alive(migrated_db, ours))
     assert alive(migrated_db, theirs)
     for process in (mine, other):
@@ -74,12 +74,12 @@ def test_on_kill_in_one_container_leaves_the_other_containers_backend_alive(migr
 
 def test_on_kill_takes_no_lock_and_reaches_the_verification_server(migrated_db):
     verify_server = local_env.embedded_server_dsn()
-    name = sessions.client_application_name("pg_restore", verify_server)
+    name = kill_targets.client_application_name("pg_restore", verify_server)
     psql = sleeping_backend(verify_server, name)
     assert wait_until(lambda: alive(verify_server, name))
     done = threading.Event()
-    with sessions._lock:  # the signal handler interrupted the thread holding it
-        worker = threading.Thread(target=lambda: (sessions.stop_all(migrated_db), done.set()), daemon=True)
+    with kill_targets._lock:  # the signal handler interrupted the thread holding it
+        worker = threading.Thread(target=lambda: (kill_targets.stop_all(migrated_db), done.set()), daemon=True)
         worker.start()
         assert done.wait(20), "stop_all waited for a lock inside on_kill"
     assert wait_until(lambda: not alive(verify_server, name))  # the backend on the other server is gone

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from coldcopy.lock_retries import LockRetryPolicy
-from coldcopy.maintenance import Maintenance, Target, Thresholds
-from coldcopy.testing.dag_test import run_dag
+from coldcopy.maintenance import Maintenance, MaintenanceThresholds, Target
+from coldcopy.testing.in_process import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 FAST = LockRetryPolicy(attempts=3, lock_timeout_ms=100, max_lock_timeout_ms=200, backoff_s=0.05)
@@ -77,7 +77,7 @@ def test_reindex_concurrently_picks_bloated_indexes_only(generated_db):
     bloat(generated_db)
     with psycopg.connect(generated_db, autocommit=True) as conn:
         conn.execute("VACUUM public.bloat_probe")  # heap space reusable, indexes still full of dead entries
-        m = Maintenance(conn, thresholds=Thresholds(reindex_min_bytes=100_000))
+        m = Maintenance(conn, thresholds=MaintenanceThresholds(reindex_min_bytes=100_000))
         plan = m.reindex_plan()
         assert "public.bloat_probe_n_idx" in {t.name for t in plan}
         assert len(plan) <= 5

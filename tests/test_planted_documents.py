@@ -8,7 +8,7 @@ import pytest
 
 from coldcopy import manifests
 from coldcopy.backups import BackupRunner
-from coldcopy.backups.common import BackupError
+from coldcopy.backups.layout import BackupError
 from coldcopy.pitr import chain as chains
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 

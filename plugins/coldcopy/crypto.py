@@ -146,12 +146,12 @@ def relay_checked(process: subprocess.Popen, status: GpgStatus, sink, chunk: int
 
 def gpg_decrypt_popen(passphrase: str, stdin, stdout, **kwargs) -> tuple[subprocess.Popen, GpgStatus]:
     """Start gpg decrypting ``stdin``; returns the process and its :class:`GpgStatus` (check it after exit)."""
-    from coldcopy import sessions
+    from coldcopy import kill_targets
 
     passphrase_fd = passphrase_pipe(passphrase)
     status = GpgStatus()
     try:
-        process = sessions.popen(gpg_decrypt_argv(passphrase_fd, status.write_fd), stdin=stdin, stdout=stdout,
+        process = kill_targets.popen(gpg_decrypt_argv(passphrase_fd, status.write_fd), stdin=stdin, stdout=stdout,
                                  stderr=subprocess.PIPE, pass_fds=(passphrase_fd, status.write_fd), env=minimal_env(),
                                  **kwargs)
     finally:

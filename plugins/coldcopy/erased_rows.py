@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog
+from coldcopy import safe_names
 
 
 def drop_erased_rows(conn: psycopg.Connection, table: str) -> int:
@@ -17,4 +17,4 @@ def drop_erased_rows(conn: psycopg.Connection, table: str) -> int:
         "WITH l AS (SELECT coalesce(array_agg(h), '{{}}') AS h FROM coldcopy_ops.erasure_ledger, unnest(id_hashes) h) "
         "DELETE FROM {} t USING l "
         "WHERE coldcopy_ops.id_hash(t.lead_id) = ANY(l.h) OR coldcopy_ops.id_hash(t.message_id) = ANY(l.h)"
-    ).format(catalog.relation(conn, table))).rowcount
+    ).format(safe_names.relation(conn, table))).rowcount

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog, ops_schema
+from coldcopy import ops_schema, safe_names
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy, under_lock_timeout
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def maintainable(conn: psycopg.Connection, relation: str = "c") -> str:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class MaintenanceThresholds:
     vacuum_base: int = 50
     vacuum_scale: float = 0.2
     analyze_base: int = 50
@@ -113,7 +113,7 @@ class Maintenance:
     :param lock_retry: lock_timeout and retry schedule for each statement.
     """
 
-    def __init__(self, conn: psycopg.Connection, *, thresholds: Thresholds = Thresholds(),
+    def __init__(self, conn: psycopg.Connection, *, thresholds: MaintenanceThresholds = MaintenanceThresholds(),
                  statement_timeout: str = "1h", lock_retry: LockRetryPolicy = LockRetryPolicy(),
                  dag_id: str | None = None, run_id: str | None = None) -> None:
         self.conn, self.t, self.statement_timeout, self.lock_retry = conn, thresholds, statement_timeout, lock_retry
@@ -195,9 +195,10 @@ class Maintenance:
             "drop_invalid_index": "DROP INDEX CONCURRENTLY IF EXISTS {}",
         }[target.action]
         started, started_at = time.monotonic(), self.conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        schema, name = catalog.relation_parts(  # the target arrives through XCom: only the catalog's name is used
+        schema, name = safe_names.relation_parts(  # the target arrives through XCom: only the catalog's name is used
             self.conn, target.name,
-            kinds=catalog.INDEX_KINDS if target.action in ("reindex", "drop_invalid_index") else catalog.TABLE_KINDS)
+            kinds=(safe_names.INDEX_KINDS if target.action in ("reindex", "drop_invalid_index")
+                   else safe_names.TABLE_KINDS))
         relation = sql.Identifier(schema, name)
         before = self.size_of(target.name) if target.action != "drop_invalid_index" else None
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from coldcopy import catalog
+from coldcopy import safe_names
 from coldcopy.connections import TOKEN_CONN_ID  # noqa: F401 - re-exported under this module's name
 
 STATES = {"ok": 0, "warning": 1, "breach": 2, "unknown": 3}
@@ -77,7 +77,7 @@ def collect(conn: psycopg.Connection, dag_success: dict[str, datetime] | None = 
         families[name].add_metric(list(labels), float(figure))
 
     now = datetime.now(UTC)
-    if catalog.exists(conn, "coldcopy_ops.health_latest"):
+    if safe_names.exists(conn, "coldcopy_ops.health_latest"):
         rows = conn.execute(
             "SELECT s.check_name, s.taken_at, s.state, s.value, coalesce(s.unit, ''), s.details "
             "FROM coldcopy_ops.health_latest l JOIN coldcopy_ops.health_snapshot s ON s.id = l.snapshot_id").fetchall()
@@ -101,21 +101,21 @@ def collect(conn: psycopg.Connection, dag_success: dict[str, datetime] | None = 
                 put("coldcopy_change_archive_lag_seconds", figure * 60)
                 if details.get("retained_bytes") is not None:
                     put("coldcopy_change_archive_retained_wal_bytes", details["retained_bytes"])
-    if catalog.exists(conn, "coldcopy_ops.backup_log"):
+    if safe_names.exists(conn, "coldcopy_ops.backup_log"):
         newest = conn.execute(
             "SELECT finished_at, byte_size FROM coldcopy_ops.backup_log WHERE kind = 'database' AND verification = "
             "'verified' AND deleted_at IS NULL ORDER BY finished_at DESC LIMIT 1").fetchone()
         if newest:
             put("coldcopy_backup_last_verified_age_seconds", (now - newest[0]).total_seconds())
             put("coldcopy_backup_last_verified_bytes", newest[1])
-    if catalog.exists(conn, "public.data_subject_requests"):
+    if safe_names.exists(conn, "public.data_subject_requests"):
         open_count, oldest, overdue = conn.execute(
             "SELECT count(*), min(created_at), count(*) FILTER (WHERE due_at < now()) FROM "
             "public.data_subject_requests WHERE status NOT IN ('completed', 'rejected')").fetchone()
         put("coldcopy_gdpr_requests_open", open_count)
         put("coldcopy_gdpr_requests_overdue", overdue)
         put("coldcopy_gdpr_oldest_open_request_age_seconds", (now - oldest).total_seconds() if oldest else 0)
-    if catalog.exists(conn, "coldcopy_ops.restore_drills"):
+    if safe_names.exists(conn, "coldcopy_ops.restore_drills"):
         newest = conn.execute("SELECT outcome, budget_s FROM coldcopy_ops.restore_drills ORDER BY finished_at DESC "
                               "LIMIT 1").fetchone()
         passed = conn.execute(

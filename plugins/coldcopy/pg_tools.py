@@ -14,7 +14,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from coldcopy import sessions
+from coldcopy import kill_targets
 
 # What a child process may see of ours: nothing else (the parent can hold every AIRFLOW_CONN_* secret). libpq's
 # TLS settings pass (PGSSLMODE, PGSSLROOTCERT…): TLS set through the environment reaches psycopg, so it must
@@ -34,10 +34,10 @@ def client_popen(argv: list[str], dsn: str, **popen_kwargs) -> subprocess.Popen:
     (``sslmode`` and the rest) in ``--dbname``, the password alone in PGPASSWORD of a minimal environment
     (never in argv, where ``ps`` shows it)."""
     params = conninfo_to_dict(dsn)
-    params["application_name"] = sessions.client_application_name(Path(argv[0]).name, dsn)
+    params["application_name"] = kill_targets.client_application_name(Path(argv[0]).name, dsn)
     password = params.pop("password", None)
     env = minimal_env(**({"PGPASSWORD": password} if password else {}))
-    return sessions.popen([*argv, f"--dbname={make_conninfo(**params)}"], env=env, **popen_kwargs)
+    return kill_targets.popen([*argv, f"--dbname={make_conninfo(**params)}"], env=env, **popen_kwargs)
 
 
 def client_major(program: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coldcopy.backups import BackupRunner
-from coldcopy.backups.common import BackupError
+from coldcopy.backups.layout import BackupError
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 
 pytestmark = pytest.mark.integration

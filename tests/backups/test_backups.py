@@ -17,7 +17,7 @@ from coldcopy.backups import BackupError, BackupRunner
 from coldcopy.operators.backups import VerifyBackupOperator
 from coldcopy.testing import local_env
 from coldcopy.testing.alert_sink import AlertSink
-from coldcopy.testing.dag_test import run_dag
+from coldcopy.testing.in_process import run_dag
 from tests.conftest import KEYRING, FakeTaskInstance
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from coldcopy.backups.common import _Pipeline
+from coldcopy.backups.layout import _Pipeline
 
 
 def test_the_cause_comes_first_and_the_broken_pipes_before_it_are_left_out():

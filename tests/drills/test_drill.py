@@ -204,7 +204,7 @@ def test_a_drill_never_runs_on_the_live_server(archived, pitr_db, logical):
 
 def test_the_dag_drills_and_a_tampered_archive_fails_it_with_one_alert(archived, pitr_db, admin_dsn, spaces, dagbag,
                                                                       coldcopy_conn, sink, monkeypatch):
-    from coldcopy.testing.dag_test import result_lines, run_dag
+    from coldcopy.testing.in_process import result_lines, run_dag
 
     coldcopy_conn(pitr_db)
     monkeypatch.setenv("AIRFLOW_CONN_COLDCOPY_VERIFY_DB", local_env.airflow_connection(admin_dsn))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg
 
-from coldcopy.testing.dag_test import run_dag
+from coldcopy.testing.in_process import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 

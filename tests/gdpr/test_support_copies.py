@@ -79,8 +79,8 @@ def test_an_expired_support_copy_breaches_health_and_is_dropped(generated_db, ne
     from psycopg.rows import dict_row
 
     from coldcopy.health import Thresholds
-    from coldcopy.health.common import Context
     from coldcopy.health.operations import scratch_databases
+    from coldcopy.health.results import Context
 
     def reported(context) -> str:  # other scratch databases of the shared server are not this test's
         result = scratch_databases(context)

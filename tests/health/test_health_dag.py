@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from coldcopy.testing.dag_test import run_dag
+from coldcopy.testing.in_process import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 

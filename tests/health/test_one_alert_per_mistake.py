@@ -8,7 +8,7 @@ import json
 import psycopg
 import pytest
 
-from coldcopy.testing.dag_test import run_dag
+from coldcopy.testing.in_process import run_dag
 
 
 def test_a_bad_thresholds_param_is_refused_before_the_run(dagbag):

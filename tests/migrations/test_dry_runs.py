@@ -10,7 +10,7 @@ import pytest
 from coldcopy.migrations import discover_migrations
 from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.testing import local_env, servers
-from coldcopy.testing.dag_test import result_lines, run_dag
+from coldcopy.testing.in_process import result_lines, run_dag
 
 
 def note_of(run) -> str | None:

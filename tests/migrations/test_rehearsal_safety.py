@@ -83,8 +83,8 @@ def test_what_a_killed_task_leaves_is_closed_reported_and_swept():
     admin_dsn = local_env.embedded_server_dsn()
 
     from coldcopy.health import Thresholds
-    from coldcopy.health.common import Context
     from coldcopy.health.operations import scratch_databases
+    from coldcopy.health.results import Context
 
     stamp = f"{datetime.now(UTC) - timedelta(days=1):%Y%m%d%H%M%S}"
     legacy = f"coldcopy_rehearsal_{stamp}_4242"  # a rehearsal killed before this release: open to PUBLIC

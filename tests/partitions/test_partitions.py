@@ -21,7 +21,7 @@ from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.operators.partitions import HorizonCheckOperator
 from coldcopy.partitions import ArchiveError, PartitionManager
 from coldcopy.testing.alert_sink import AlertSink
-from coldcopy.testing.dag_test import run_dag
+from coldcopy.testing.in_process import run_dag
 from tests.conftest import BACKUP_PASSPHRASE, stock_decrypt
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from coldcopy.backups import BackupRunner
 from coldcopy.health import Thresholds
 from coldcopy.health.change_archive import check_change_archive
-from coldcopy.health.common import Context
+from coldcopy.health.results import Context
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING

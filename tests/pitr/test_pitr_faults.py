@@ -123,7 +123,7 @@ def test_a_deleted_or_swapped_segment_is_refused_with_the_gap_named(pitr_db, spa
 def test_an_undrained_slot_past_its_budget_is_dropped_and_the_archive_starts_a_new_chain(pitr_db, spaces):
     from coldcopy.health import Thresholds
     from coldcopy.health.change_archive import check_change_archive
-    from coldcopy.health.common import Context
+    from coldcopy.health.results import Context
 
     archiver = archiver_for(pitr_db, spaces)
     archiver.drain_once()

@@ -16,7 +16,7 @@ from coldcopy.refresh.dispatch import refresher_for
 from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.refresh.runs import RefreshRun
 from coldcopy.refresh.views import MaterializedViewRefresher
-from coldcopy.testing.dag_test import run_dag
+from coldcopy.testing.in_process import run_dag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 REFRESH_DAGS = {

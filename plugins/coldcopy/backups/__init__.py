@@ -23,7 +23,8 @@ import os
 from datetime import datetime
 
 from coldcopy import manifests
-from coldcopy.backups.common import (  # noqa: F401 - used by bench and tests
+from coldcopy.backups.inventory import Inventory
+from coldcopy.backups.layout import (  # noqa: F401 - used by bench and tests
     _KEY,
     ORPHAN_AFTER,
     PREFIX,
@@ -35,7 +36,6 @@ from coldcopy.backups.common import (  # noqa: F401 - used by bench and tests
     _relation,
     backup_passphrase,
 )
-from coldcopy.backups.inventory import Inventory
 from coldcopy.backups.log import BackupLog
 from coldcopy.backups.pipeline import Pipeline
 from coldcopy.backups.restorer import Restorer

@@ -8,7 +8,7 @@ import logging
 from datetime import datetime
 
 from coldcopy import manifests
-from coldcopy.backups.common import _KEY, PREFIX, BackupError
+from coldcopy.backups.layout import _KEY, PREFIX, BackupError
 from coldcopy.backups.log import BackupLog
 from coldcopy.object_store import Bucket
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from coldcopy import ops_schema, sessions
+from coldcopy import kill_targets, ops_schema
 
 
 class BackupLog:
@@ -16,7 +16,7 @@ class BackupLog:
 
     def connect(self, **kwargs) -> psycopg.Connection:
         conn = psycopg.connect(self.dsn, **kwargs)
-        sessions.track_connection(conn)
+        kill_targets.track_connection(conn)
         return conn
 
     def ensure(self, conn: psycopg.Connection) -> None:

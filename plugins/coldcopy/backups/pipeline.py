@@ -9,10 +9,10 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from coldcopy import humanize, manifests, sessions
+from coldcopy import humanize, kill_targets, manifests
 from coldcopy.backups import safety
-from coldcopy.backups.common import PREFIX, RETENTION, BackupError, BackupResult, _count, _Pipeline, _relation
 from coldcopy.backups.inventory import Inventory
+from coldcopy.backups.layout import PREFIX, RETENTION, BackupError, BackupResult, _count, _Pipeline, _relation
 from coldcopy.backups.log import BackupLog
 from coldcopy.crypto import (
     gpg_encrypt_argv,
@@ -122,9 +122,9 @@ class Pipeline:
         dump = client_popen(dump_args, self.dsn, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         zstd_level = self.settings.zstd_level
         level = f"-{zstd_level}" if zstd_level > 0 else f"--fast={-zstd_level}"
-        zstd = sessions.popen(["zstd", "-q", level, f"-T{self.settings.zstd_threads}", "-c"],
+        zstd = kill_targets.popen(["zstd", "-q", level, f"-T{self.settings.zstd_threads}", "-c"],
                               stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=minimal_env())
-        gpg = sessions.popen(
+        gpg = kill_targets.popen(
             gpg_encrypt_argv(passphrase_fd, "--compress-algo", "none"),  # zstd has compressed it already
             stdin=zstd.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(passphrase_fd,),
             env=minimal_env())

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psycopg
 
-from coldcopy import sessions
+from coldcopy import kill_targets
 from coldcopy.backups import offsets, spool, toc
-from coldcopy.backups.common import BackupError, _Pipeline
 from coldcopy.backups.inventory import Inventory
+from coldcopy.backups.layout import BackupError, _Pipeline
 from coldcopy.backups.log import BackupLog
 from coldcopy.crypto import (
     UntrustedObject,
@@ -120,7 +120,7 @@ class Restorer:
         decrypting AES256 with integrity protection, and the file is used only if both exited cleanly."""
         with open(spooled, "rb") as source:
             gpg, status = gpg_decrypt_popen(self.passphrase, source, subprocess.PIPE)
-            zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=fd,
+            zstd = kill_targets.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=fd,
                                   stderr=subprocess.PIPE, env=minimal_env())
             pipeline = _Pipeline({"gpg": gpg, "zstd": zstd})
             if problem := relay_checked(gpg, status, zstd.stdin):
@@ -136,7 +136,7 @@ class Restorer:
         target (``-l``: it stops reading after the table of contents, and what it leaves unread is no failure)."""
         with open(spooled, "rb") as source:
             gpg, status = gpg_decrypt_popen(self.passphrase, source, subprocess.PIPE)
-            zstd = sessions.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            zstd = kill_targets.popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, env=minimal_env())
             restore = client_popen(args, target_dsn or self.dsn, stdin=zstd.stdout,
                                    stdout=subprocess.PIPE if target_dsn is None else subprocess.DEVNULL,

@@ -6,8 +6,8 @@ import logging
 from datetime import UTC, datetime
 
 from coldcopy import manifests
-from coldcopy.backups.common import _KEY, ORPHAN_AFTER, PREFIX, RETENTION, BackupError
 from coldcopy.backups.inventory import Inventory
+from coldcopy.backups.layout import _KEY, ORPHAN_AFTER, PREFIX, RETENTION, BackupError
 from coldcopy.backups.log import BackupLog
 from coldcopy.object_store import Bucket
 from coldcopy.pitr import retention as pitr_retention

@@ -226,7 +226,7 @@ class RestoreDrill:
 
 
 def _primary_key(conn: psycopg.Connection, table: str) -> list[str]:
-    from coldcopy.catalog import UnknownRelation
+    from coldcopy.safe_names import UnknownRelation
 
     try:
         return checks.primary_key(conn, table)

@@ -32,7 +32,21 @@ import psycopg
 
 from coldcopy import manifests, ops_schema
 from coldcopy.gdpr.access import Access
-from coldcopy.gdpr.common import (
+from coldcopy.gdpr.dashboards import Dashboards
+from coldcopy.gdpr.discovery import (
+    MAX_DEPTH,
+    PERSONAL_COLUMNS_REGISTRY,
+    Link,
+    detached_months,
+    personal_data_map,
+    unregistered_columns,
+)
+from coldcopy.gdpr.erasure import Erasure
+from coldcopy.gdpr.keys import SubjectKeys
+from coldcopy.gdpr.ledger import Ledger, LedgerBook, entry_hash, ledger_entry
+from coldcopy.gdpr.requests import Requests
+from coldcopy.gdpr.retention import RetentionPolicies
+from coldcopy.gdpr.subjects import (
     AGE_COLUMNS,
     BATCH,
     DPO_CONN_ID,
@@ -53,20 +67,6 @@ from coldcopy.gdpr.common import (
     Subject,
     subject_pepper,
 )
-from coldcopy.gdpr.dashboards import Dashboards
-from coldcopy.gdpr.discovery import (
-    MAX_DEPTH,
-    PERSONAL_COLUMNS_REGISTRY,
-    Link,
-    detached_months,
-    personal_data_map,
-    unregistered_columns,
-)
-from coldcopy.gdpr.erasure import Erasure
-from coldcopy.gdpr.keys import SubjectKeys
-from coldcopy.gdpr.ledger import Ledger, LedgerBook, entry_hash, ledger_entry
-from coldcopy.gdpr.requests import Requests
-from coldcopy.gdpr.retention import RetentionPolicies
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.object_store import Bucket
 

@@ -12,9 +12,9 @@ from psycopg import sql
 
 from coldcopy import alerts
 from coldcopy.crypto import gpg_symmetric
-from coldcopy.gdpr.common import ERASED, EXPORT_PREFIX, EXPORT_URL_TTL, Subject
 from coldcopy.gdpr.discovery import personal_data_map
 from coldcopy.gdpr.keys import SubjectKeys
+from coldcopy.gdpr.subjects import ERASED, EXPORT_PREFIX, EXPORT_URL_TTL, Subject
 from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from coldcopy import catalog
-from coldcopy.gdpr.common import NO_FOREIGN_KEY, OUT_OF_SCOPE
+from coldcopy import safe_names
+from coldcopy.gdpr.subjects import NO_FOREIGN_KEY, OUT_OF_SCOPE
 
 # Personal data the catalog cannot tell apart (docs: "Where personal data is"). Every public column named like an
 # address, a payload or a phone number, or of type json/jsonb, must be listed here (or be an ``email`` column of
@@ -123,7 +123,7 @@ def personal_data_map(conn: psycopg.Connection) -> list[Link]:
     explicit = [Link(t, c, v, depth=1) for t, c, v in NO_FOREIGN_KEY if (t, c) not in found]
     months = [Link(t, c, v, depth=1) for t in detached_months(conn) for _, c, v in NO_FOREIGN_KEY]
     registry = [Link(t, c, kind) for (t, c), kind in PERSONAL_COLUMNS_REGISTRY.items() if kind in ("address", "payload")
-                and catalog.exists(conn, t)]
+                and safe_names.exists(conn, t)]
     message_children = [link for link in first if link.via == "message"]
     lead_children = [link for link in first if link.via == "lead" and link.table != "public.email_messages"]
     messages = [link for link in first if link.table == "public.email_messages"]

@@ -11,13 +11,13 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog, job_locks, support_copies
+from coldcopy import job_locks, safe_names, support_copies
 from coldcopy.gdpr.access import Access
-from coldcopy.gdpr.common import ERASED, REFUSE_TRIGGER, GdprError, Subject
 from coldcopy.gdpr.dashboards import Dashboards
 from coldcopy.gdpr.discovery import Link, detached_months, personal_data_map
 from coldcopy.gdpr.keys import SubjectKeys
 from coldcopy.gdpr.ledger import LedgerBook, entry_hash
+from coldcopy.gdpr.subjects import ERASED, REFUSE_TRIGGER, GdprError, Subject
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
 
@@ -132,16 +132,16 @@ class Erasure:
                                         message_ids=[*subject.message_ids, *there.message_ids])
             for link in links:
                 moved = _in_schema(link, copy["schema"])
-                if not all(catalog.exists(self.conn, t) for t in _tables_of(moved)):
+                if not all(safe_names.exists(self.conn, t) for t in _tables_of(moved)):
                     continue
                 where = self.keys.where(moved, local)
                 if where is not None and (touched := self._in_batches(moved, *where)[0]):
                     counts[moved.table] = counts.get(moved.table, 0) + touched
             audit = f"{copy['schema']}.gdpr_audit_log"
-            if catalog.exists(self.conn, audit):  # its trail names the erased rows' ids, as the live one did
+            if safe_names.exists(self.conn, audit):  # its trail names the erased rows' ids, as the live one did
                 counts[f"{audit}.row_id"] = self.conn.execute(sql.SQL(
                     "UPDATE {} SET row_id = 'erased' WHERE workspace_id = %s AND row_id = ANY(%s)").format(
-                    catalog.relation(self.conn, audit)), (subject.workspace_id, [
+                    safe_names.relation(self.conn, audit)), (subject.workspace_id, [
                         str(i) for i in local.lead_ids + local.message_ids])).rowcount
             found.update(str(i) for i in local.lead_ids + local.message_ids)
             log.info("erasure %s reached support copy %s", request_id, copy["schema"])
@@ -149,7 +149,7 @@ class Erasure:
 
     def _in_batches(self, link: Link, where: sql.Composable, params: tuple) -> tuple[int, list[str]]:
         """Delete (or nullify) the matching rows ``self.batch`` at a time, each batch its own transaction."""
-        table = catalog.relation(self.conn, link.table)
+        table = safe_names.relation(self.conn, link.table)
         has_id = self.conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass "
                                    "AND attname = 'id' AND NOT attisdropped", (link.table,)).fetchone()[0]
         returning = sql.SQL(" RETURNING id::text") if has_id else sql.SQL(" RETURNING NULL")

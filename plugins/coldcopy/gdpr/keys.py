@@ -8,9 +8,9 @@ import logging
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog
-from coldcopy.gdpr.common import ERASED, LEGACY_ERASED, PEPPER_CONN_ID, GdprError, Subject
+from coldcopy import safe_names
 from coldcopy.gdpr.discovery import Link
+from coldcopy.gdpr.subjects import ERASED, LEGACY_ERASED, PEPPER_CONN_ID, GdprError, Subject
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class SubjectKeys:
             for table, column in (("public.suppression_list", "email"), ("public.data_subject_requests", "email")):
                 self.conn.execute(sql.SQL(
                     "UPDATE {} SET {} = %s || coldcopy_ops.keyed(substr({}, %s)) WHERE {} LIKE %s").format(
-                    catalog.relation(self.conn, table), *[sql.Identifier(column)] * 3),
+                    safe_names.relation(self.conn, table), *[sql.Identifier(column)] * 3),
                     (ERASED, len(LEGACY_ERASED) + 1, LEGACY_ERASED + "%"))
             self.conn.execute("UPDATE coldcopy_ops.erasure_ledger SET subject_hash = coldcopy_ops.keyed(subject_hash) "
                               "WHERE seq IS NULL")
@@ -69,10 +69,10 @@ class SubjectKeys:
         subject_hash = subject_hash or self.subject_hash(workspace_id, email)
 
         def ids(table: str, where: str, params: tuple) -> list:
-            if not catalog.exists(self.conn, f"{schema}.{table}"):
+            if not safe_names.exists(self.conn, f"{schema}.{table}"):
                 return []
             query = sql.SQL("SELECT id FROM {} WHERE workspace_id = %s AND ({})").format(
-                catalog.relation(self.conn, f"{schema}.{table}"), sql.SQL(where))
+                safe_names.relation(self.conn, f"{schema}.{table}"), sql.SQL(where))
             return [r for (r,) in self.conn.execute(query, (workspace_id, *params))]
 
         lead_ids = ids("leads", "coldcopy_ops.subject_hash(workspace_id, email) = %s OR coldcopy_ops.id_hash(id) = "
@@ -84,7 +84,7 @@ class SubjectKeys:
     def where(self, link: Link, subject: Subject) -> tuple[sql.Composable, tuple] | None:
         """``FROM <table> t WHERE …`` selecting the subject's rows of ``link``, and its parameters (``None``:
         the subject cannot have any there)."""
-        table = catalog.relation(self.conn, link.table)
+        table = safe_names.relation(self.conn, link.table)
         column = sql.Identifier(link.column)
         if link.via in ("email", "address"):
             return (sql.SQL("FROM {} t WHERE t.workspace_id = %s "

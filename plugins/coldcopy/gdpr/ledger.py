@@ -11,7 +11,7 @@ from datetime import datetime
 import psycopg
 
 from coldcopy import job_locks, manifests, markers
-from coldcopy.gdpr.common import LEDGER_PREFIX, Subject
+from coldcopy.gdpr.subjects import LEDGER_PREFIX, Subject
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
 

@@ -11,10 +11,10 @@ import psycopg
 
 from coldcopy import job_locks
 from coldcopy.gdpr.access import Access
-from coldcopy.gdpr.common import ERASED, EXPORT_URL_TTL, HANDLED_TYPES, GdprError
 from coldcopy.gdpr.dashboards import Dashboards
 from coldcopy.gdpr.erasure import Erasure
 from coldcopy.gdpr.keys import SubjectKeys
+from coldcopy.gdpr.subjects import ERASED, EXPORT_URL_TTL, HANDLED_TYPES, GdprError
 from coldcopy.object_store import Bucket
 
 log = logging.getLogger(__name__)

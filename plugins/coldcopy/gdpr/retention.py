@@ -10,9 +10,9 @@ import logging
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog, manifests
+from coldcopy import manifests, safe_names
 from coldcopy.crypto import get_bound, gpg_symmetric
-from coldcopy.gdpr.common import AGE_COLUMNS, PERSONAL_COLUMNS, RETENTION_PREFIX, RETENTION_TABLES, GdprError
+from coldcopy.gdpr.subjects import AGE_COLUMNS, PERSONAL_COLUMNS, RETENTION_PREFIX, RETENTION_TABLES, GdprError
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
 
@@ -50,10 +50,10 @@ class RetentionPolicies:
     def retention_target(self, policy: dict) -> tuple[sql.Identifier, str]:
         """The policy's table (checked in the catalog: a public tenant table) and the column rows age by."""
         try:
-            schema, name = catalog.relation_parts(self.conn, policy["table_name"]
+            schema, name = safe_names.relation_parts(self.conn, policy["table_name"]
                                                   if "." in policy["table_name"] else f"public.{policy['table_name']}",
                                                   kinds=("r", "p"))
-        except catalog.UnknownRelation as error:
+        except safe_names.UnknownRelation as error:
             raise GdprError(f"policy {policy['id']}: {error}") from error
         columns = {c for (c,) in self.conn.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",

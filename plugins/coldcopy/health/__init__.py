@@ -21,7 +21,6 @@ import psycopg
 
 from coldcopy import alerts
 from coldcopy.health.change_archive import check_change_archive
-from coldcopy.health.common import GB, RANK, THRESHOLDS_VARIABLE, Context, Result, Thresholds, graded, iso
 from coldcopy.health.connections import check_connections, pgbouncer_pools
 from coldcopy.health.engine import (
     cache_hit,
@@ -46,6 +45,7 @@ from coldcopy.health.operations import (
 )
 from coldcopy.health.queries import ENABLE_PG_STAT_STATEMENTS, check_slow_queries
 from coldcopy.health.redaction import redact
+from coldcopy.health.results import GB, RANK, THRESHOLDS_VARIABLE, Context, Result, Thresholds, graded, iso
 from coldcopy.health.storage import check_indexes, check_sizes
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@ hard WAL budget so an undrained slot can never fill the database's disk."""
 
 from __future__ import annotations
 
-from coldcopy.health.common import GB, RANK, Context, Result, graded, iso
+from coldcopy.health.results import GB, RANK, Context, Result, graded, iso
 from coldcopy.pitr import budget
 
 

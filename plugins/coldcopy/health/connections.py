@@ -7,7 +7,7 @@ import logging
 import psycopg
 from psycopg.rows import dict_row
 
-from coldcopy.health.common import Context, Result, graded
+from coldcopy.health.results import Context, Result, graded
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coldcopy.drills.record import SUCCESS_WITHIN_HOURS
-from coldcopy.health.common import Context, Result, iso
+from coldcopy.health.results import Context, Result, iso
 from coldcopy.humanize import duration, when
 
 TREND = 30  # drills shown on the health page

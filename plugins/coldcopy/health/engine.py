@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from coldcopy.health.common import GB, Context, Result, graded
 from coldcopy.health.redaction import _REDACTED_QUERY, _redacted
+from coldcopy.health.results import GB, Context, Result, graded
 
 log = logging.getLogger(__name__)
 

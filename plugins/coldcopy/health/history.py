@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from coldcopy import alerts
-from coldcopy.health.common import RANK, Result, Thresholds
+from coldcopy.health.results import RANK, Result, Thresholds
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from coldcopy.health.common import RANK, Context, Result, graded, iso
+from coldcopy.health.results import RANK, Context, Result, graded, iso
 from coldcopy.refresh.jobs import REFRESH_JOBS
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import logging
 
 import psycopg
 
-from coldcopy.health.common import Context, Result
 from coldcopy.health.redaction import _REDACTED_QUERY, _redacted
+from coldcopy.health.results import Context, Result
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from coldcopy import PARTITION_DROP_GRACE_DAYS
-from coldcopy.health.common import GB, Context, Result, graded
+from coldcopy.health.results import GB, Context, Result, graded
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ waiting."""
 
 from __future__ import annotations
 
-from coldcopy.health.common import Context, Result, iso
+from coldcopy.health.results import Context, Result, iso
 
 # Captured keys not yet applied past which the refreshes are falling behind (an apply's cost grows with them).
 BACKLOG_WARNING = 1_000_000

@@ -111,7 +111,7 @@ class ColdCopyPostgresHook(PostgresHook):
                   "dbname": dbname or self.database or conn.schema}
         params.update(libpq_extras(self.postgres_conn_id, conn.extra_dejson, type(self).ignored_extra_options))
         # The session settings travel as startup parameters, so every connection (the provider's, backups' from
-        # the DSN) starts with them; client programs get their own application_name (coldcopy.sessions).
+        # the DSN) starts with them; client programs get their own application_name (coldcopy.kill_targets).
         params.setdefault("application_name", self.application_name[:63])
         params["require_tls"] = conn.extra_dejson.get("require_tls", "")
         params["options"] = (f"{conn.extra_dejson.get('options', '')} "
@@ -128,7 +128,7 @@ class ColdCopyPostgresHook(PostgresHook):
 
     def get_conn(self):
         """The provider's connection, recorded so the task's ``on_kill`` can stop what it runs."""
-        from coldcopy import sessions
+        from coldcopy import kill_targets
 
         nonce = uuid.uuid4().hex
         # The name on-call reads in pg_stat_activity (and on_kill's fallback), as a startup setting: the provider's
@@ -136,7 +136,7 @@ class ColdCopyPostgresHook(PostgresHook):
         name = self.application_name[:63].replace("\\", "\\\\").replace(" ", "\\ ")
         self.options = f"{self.libpq_params(nonce=nonce)['options']} -c application_name={name}"
         conn = super().get_conn()
-        sessions.track_connection(conn)
+        kill_targets.track_connection(conn)
         try:
             self.ensure_direct_session(conn, nonce)
         except Exception:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog
+from coldcopy import safe_names
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def rehearse(scratch_dsn: str, migrations, *, hot: set[str] | None = frozenset()
             for relation, node in after.items():
                 if relation in before and before[relation] != node:
                     result.rewritten[relation] = probe.execute(
-                        sql.SQL("SELECT count(*) FROM {}").format(catalog.relation(probe, relation))).fetchone()[0]
+                        sql.SQL("SELECT count(*) FROM {}").format(safe_names.relation(probe, relation))).fetchone()[0]
             result.wal_bytes = int(probe.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (wal_before,)
                                                  ).fetchone()[0])
             result.hot_blocked = sorted({lock.relation for lock in result.locks

@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable
 
 import psycopg
+from psycopg import sql
 
-from coldcopy import catalog, job_locks, markers, ops_schema
+from coldcopy import job_locks, markers, ops_schema, safe_names
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
 from coldcopy.migrations import Migration, MigrationError, Part, PlanEntry, Status, execution, supabase_history
 
@@ -32,6 +33,16 @@ HISTORY_TABLE = "coldcopy_ops.schema_migrations"
 # The job lock of migration runs (coldcopy_ops.job_locks).
 MIGRATION_LOCK = "coldcopy migrations"
 
+
+
+def tables_with_rows(conn: psycopg.Connection, schema: str = "public") -> list[str]:
+    """Whether a target holds data (a rehearsal or ``skip_rehearsal`` decides by it): the tables of ``schema``
+    (partitioned parents, not their partitions) holding at least one row."""
+    tables = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition", (schema,)).fetchall()
+    return [f"{s}.{name}" for s, name in tables if conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(s, name))).fetchone()[0]]
 
 
 class MigrationRunner:
@@ -65,7 +76,7 @@ class MigrationRunner:
 
     @staticmethod
     def _history(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
-        exists = catalog.exists(conn, HISTORY_TABLE)
+        exists = safe_names.exists(conn, HISTORY_TABLE)
         if not exists:
             return {}
         rows = conn.execute(f"SELECT version, name, checksum FROM {HISTORY_TABLE}").fetchall()

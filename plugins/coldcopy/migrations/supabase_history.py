@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from coldcopy import catalog
+from coldcopy import safe_names
 
 TABLE = "supabase_migrations.schema_migrations"
 _VERSION = re.compile(r"^([0-9]+)_(.*)\.sql$")  # the CLI's migrateFilePattern
@@ -189,7 +189,7 @@ def same_statements(recorded: list[str] | None, text: str) -> bool:
 
 
 def exists(conn) -> bool:
-    return catalog.exists(conn, TABLE)
+    return safe_names.exists(conn, TABLE)
 
 
 def recorded(conn) -> dict[str, tuple[str, list[str] | None]]:

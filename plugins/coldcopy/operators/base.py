@@ -12,7 +12,7 @@ from coldcopy.object_store import SPACES_CONN_ID, Bucket
 
 class ColdCopyOperator(BaseOperator):
     """Gives every task an ``execution_timeout`` (``default_execution_timeout`` of its class unless set) and an
-    ``on_kill`` that terminates the task's backends and kills its child processes (:mod:`coldcopy.sessions`),
+    ``on_kill`` that terminates the task's backends and kills its child processes (:mod:`coldcopy.kill_targets`),
     so nothing it started keeps running on the server after the task is killed or times out.
 
     The parameters every wing shares are declared here once (as Airflow's ``AwsBaseOperator`` does); a wing
@@ -81,6 +81,6 @@ class ColdCopyOperator(BaseOperator):
         return manifests.keyring(self.manifest_key_conn_id)
 
     def on_kill(self) -> None:
-        from coldcopy import sessions
+        from coldcopy import kill_targets
 
-        sessions.stop_all(self.hook().dsn())
+        kill_targets.stop_all(self.hook().dsn())

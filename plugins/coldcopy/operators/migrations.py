@@ -63,10 +63,10 @@ class BaseMigrationOperator(ColdCopyOperator):
 
     def holds_data(self) -> list[str]:
         """The application tables of the target with at least one row."""
-        from coldcopy import catalog
+        from coldcopy.migrations.runner import tables_with_rows
 
         with self.hook().get_conn() as conn:
-            return catalog.tables_with_rows(conn)
+            return tables_with_rows(conn)
 
     def pending(self) -> list[Migration]:
         return [e.migration for e in self.runner().plan(self.migrations()) if e.status is Status.PENDING]

@@ -37,7 +37,11 @@ import psycopg
 from coldcopy import manifests, ops_schema
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.object_store import Bucket
-from coldcopy.partitions.common import (
+from coldcopy.partitions.detacher import Detacher
+from coldcopy.partitions.dropper import DROP_GRACE, Dropper
+from coldcopy.partitions.exporter import Exporter
+from coldcopy.partitions.importer import Importer
+from coldcopy.partitions.layout import (
     ARCHIVE_PREFIX,
     COPY_OUT_SQL,
     DETACH_LOCK,
@@ -46,10 +50,6 @@ from coldcopy.partitions.common import (
     ArchiveError,
     Partition,
 )
-from coldcopy.partitions.detacher import Detacher
-from coldcopy.partitions.dropper import DROP_GRACE, Dropper
-from coldcopy.partitions.exporter import Exporter
-from coldcopy.partitions.importer import Importer
 from coldcopy.partitions.premaker import Premaker
 from coldcopy.partitions.signed import SignedManifests
 from coldcopy.partitions.state import ArchiveState

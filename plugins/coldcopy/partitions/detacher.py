@@ -11,7 +11,7 @@ from psycopg import sql
 
 from coldcopy import job_locks, markers
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
-from coldcopy.partitions.common import DETACH_LOCK, PARENT, Partition
+from coldcopy.partitions.layout import DETACH_LOCK, PARENT, Partition
 from coldcopy.partitions.state import ArchiveState
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from psycopg import sql
 from coldcopy import PARTITION_DROP_GRACE_DAYS, markers
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
-from coldcopy.partitions.common import ArchiveError, Partition
+from coldcopy.partitions.layout import ArchiveError, Partition
 from coldcopy.partitions.signed import SignedManifests
 
 DROP_GRACE = timedelta(days=PARTITION_DROP_GRACE_DAYS)

@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy.object_store import Bucket
-from coldcopy.partitions.common import COPY_OUT_SQL, PARENT, ROW_VERSIONS_SQL, ArchiveError, Partition
+from coldcopy.partitions.layout import COPY_OUT_SQL, PARENT, ROW_VERSIONS_SQL, ArchiveError, Partition
 from coldcopy.partitions.signed import SignedManifests
 from coldcopy.partitions.state import ArchiveState
 from coldcopy.partitions.streams import Encrypting, GzipInThread

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog
+from coldcopy import safe_names
 from coldcopy.erased_rows import drop_erased_rows
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
-from coldcopy.partitions.common import ARCHIVE_PREFIX, PARENT, ArchiveError, Partition
+from coldcopy.partitions.layout import ARCHIVE_PREFIX, PARENT, ArchiveError, Partition
 from coldcopy.partitions.signed import SignedManifests
 from coldcopy.partitions.state import ArchiveState
 from coldcopy.partitions.streams import object_problems, read_back
@@ -39,7 +39,7 @@ class Importer:
             start, self.state.month_start(1, month))
         if any(p.name == partition.name for p in self.state.partitions()):
             raise ArchiveError(f"{partition.name} is attached: nothing to restore")
-        if catalog.exists(self.conn, f"public.{partition.name}"):
+        if safe_names.exists(self.conn, f"public.{partition.name}"):
             raise ArchiveError(f"{partition.name} exists detached (in its grace period): re-attach it instead: "
                                f"ALTER TABLE email_events ATTACH PARTITION {partition.name} FOR VALUES FROM "
                                f"('{partition.range_start.isoformat()}') TO ('{partition.range_end.isoformat()}')")

@@ -10,7 +10,7 @@ import psycopg
 from coldcopy import markers
 from coldcopy.change_tracking import TRACKING_TRIGGER, create_tracking_trigger
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
-from coldcopy.partitions.common import PARENT
+from coldcopy.partitions.layout import PARENT
 from coldcopy.partitions.state import ArchiveState
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from coldcopy import manifests
 from coldcopy.object_store import Bucket
-from coldcopy.partitions.common import ArchiveError, Partition
+from coldcopy.partitions.layout import ArchiveError, Partition
 
 
 class SignedManifests:

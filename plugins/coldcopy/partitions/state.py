@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy.change_tracking import record_change
-from coldcopy.partitions.common import PARENT, ROW_VERSIONS_SQL, Partition
+from coldcopy.partitions.layout import PARENT, ROW_VERSIONS_SQL, Partition
 
 log = logging.getLogger(__name__)
 

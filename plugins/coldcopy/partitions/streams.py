@@ -11,10 +11,10 @@ import threading
 import zlib
 from dataclasses import dataclass
 
-from coldcopy import sessions
+from coldcopy import kill_targets
 from coldcopy.crypto import gpg_decrypt_popen, gpg_encrypt_argv, passphrase_pipe
 from coldcopy.object_store import Bucket
-from coldcopy.partitions.common import ArchiveError
+from coldcopy.partitions.layout import ArchiveError
 from coldcopy.pg_tools import minimal_env
 
 
@@ -78,7 +78,7 @@ class Encrypting:
     def __init__(self, sink, passphrase: str) -> None:
         read = passphrase_pipe(passphrase)
         try:
-            self.gpg = sessions.popen(gpg_encrypt_argv(read, "--compress-algo", "none"), stdin=subprocess.PIPE,
+            self.gpg = kill_targets.popen(gpg_encrypt_argv(read, "--compress-algo", "none"), stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(read,),
                                       env=minimal_env())
         finally:

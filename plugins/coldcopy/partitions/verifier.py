@@ -7,7 +7,7 @@ import logging
 import psycopg
 
 from coldcopy.object_store import Bucket
-from coldcopy.partitions.common import ArchiveError, Partition
+from coldcopy.partitions.layout import ArchiveError, Partition
 from coldcopy.partitions.signed import SignedManifests
 from coldcopy.partitions.state import ArchiveState
 from coldcopy.partitions.streams import object_problems, read_back

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import msgspec
 import psycopg
 
-from coldcopy import manifests, ops_schema, sessions
+from coldcopy import kill_targets, manifests, ops_schema
 from coldcopy.crypto import gpg_symmetric
 from coldcopy.object_store import Bucket
 from coldcopy.pitr import budget
@@ -60,7 +60,7 @@ class ChangeArchiver:
 
     def connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.dsn, autocommit=True)
-        sessions.track_connection(conn)
+        kill_targets.track_connection(conn)
         return conn
 
     # the chain ---------------------------------------------------------------------------------------------

@@ -20,10 +20,10 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import markers
-from coldcopy.catalog import UnknownRelation, relation, relation_parts
 from coldcopy.pitr.bulk import Lanes, NetEffect
 from coldcopy.pitr.snapshot import Snapshot
 from coldcopy.pitr.statements import Statements
+from coldcopy.safe_names import UnknownRelation, relation, relation_parts
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from datetime import UTC, timedelta
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog, support_copies
+from coldcopy import safe_names, support_copies
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
                 "ON n.oid = c.relnamespace WHERE n.nspname = 'coldcopy_ops' AND c.relkind IN ('r', 'p') "
                 "AND NOT c.relispartition AND c.relname NOT IN ('schema_migrations', 'schema_migration_parts', "
                 "'ops_objects')").fetchall():
-            conn.execute(sql.SQL("TRUNCATE {}").format(catalog.relation(conn, table)))
+            conn.execute(sql.SQL("TRUNCATE {}").format(safe_names.relation(conn, table)))
         conn.execute("DELETE FROM public.workspaces WHERE id <> %s", (workspace_id,))
         referring = conn.execute(
             "SELECT c.conrelid::regclass::text, a.attname FROM pg_constraint c "
@@ -88,7 +88,7 @@ def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
         ).fetchall()
         if referring:
             users = sql.SQL(" UNION ").join(
-                sql.SQL("SELECT {} FROM {}").format(sql.Identifier(column), catalog.relation(conn, table))
+                sql.SQL("SELECT {} FROM {}").format(sql.Identifier(column), safe_names.relation(conn, table))
                 for table, column in referring)
             conn.execute(sql.SQL("DELETE FROM public.users WHERE id NOT IN (SELECT * FROM ({}) u "
                                  "WHERE u IS NOT NULL)").format(users))
@@ -97,7 +97,7 @@ def keep_only(dsn: str, workspace_id: str) -> dict[str, int]:
         conn.execute("SET session_replication_role = origin")
         for (view,) in conn.execute(
                 "SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews ORDER BY 1").fetchall():
-            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(catalog.relation(conn, view)))
+            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(safe_names.relation(conn, view)))
         for _, table, _ in (t for t in tables if t[0] == "public"):
             kept[f"public.{table}"] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                 sql.Identifier("public", table))).fetchone()[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from coldcopy import catalog
+from coldcopy import safe_names
 from coldcopy.refresh.incremental.refresher import IncrementalRefresher
 from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.refresh.views import MaterializedViewRefresher
@@ -14,6 +14,6 @@ from coldcopy.refresh.views import MaterializedViewRefresher
 def refresher_for(conn: psycopg.Connection, view: str, **options):
     """The refresher of ``view``: an incremental summary's (:mod:`coldcopy.refresh.incremental`) or a materialized
     view's; both take ``lock_retry``, ``statement_timeout`` and ``force`` and have ``run(RefreshRun)``."""
-    if view in SUMMARIES and catalog.exists(conn, f"{view}_definition"):
+    if view in SUMMARIES and safe_names.exists(conn, f"{view}_definition"):
         return IncrementalRefresher(conn, view, **options)
     return MaterializedViewRefresher(conn, view, **options)

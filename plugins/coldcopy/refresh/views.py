@@ -30,7 +30,7 @@ import time
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog, ops_schema
+from coldcopy import ops_schema, safe_names
 from coldcopy.alerts import reason_of
 from coldcopy.change_tracking import TRACKING_TRIGGER, create_tracking_trigger, record_change
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
@@ -68,8 +68,8 @@ class MaterializedViewRefresher:
         self.statement_timeout = statement_timeout
         self.force = force
         try:
-            self.identifier = catalog.relation(conn, view, kinds=("m",))  # the catalog's name, never the caller's
-        except catalog.UnknownRelation as error:
+            self.identifier = safe_names.relation(conn, view, kinds=("m",))  # the catalog's name, never the caller's
+        except safe_names.UnknownRelation as error:
             raise ValueError(f"{view}: no such materialized view ({error})") from error
         self.oid = conn.execute("SELECT %s::regclass::oid", (self.identifier.as_string(conn),)).fetchone()[0]
 

@@ -1,5 +1,5 @@
-"""ColdCopy-like application traffic through PgBouncer with pgbench (``bench/load/coldcopy_app.sql``): the
-load test of ``make test`` and ``bench/load.py``. Every transaction's latency and every error is recorded."""
+"""ColdCopy-like application traffic through PgBouncer with pgbench (``bench/load_sql_sql/coldcopy_app.sql``): the
+load test of ``make test`` and ``bench/load_sql.py``. Every transaction's latency and every error is recorded."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ ROOT = REPO_ROOT
 
 ROOT = REPO_ROOT
 APP_ROLE = "coldcopy_app"
-SCRIPT = ROOT / "bench" / "load" / "coldcopy_app.sql"
+SCRIPT = ROOT / "bench" / "load_sql" / "coldcopy_app.sql"
 
 
 def prepare(dsn: str) -> str:

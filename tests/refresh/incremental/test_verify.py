@@ -45,7 +45,7 @@ def test_a_summary_that_drifted_is_repaired_and_alerted_once(generated_db, coldc
 def test_the_health_check_warns_on_a_repaired_summary(generated_db, coldcopy_conn, sink):
     from psycopg.rows import dict_row
 
-    from coldcopy.health.common import Context, Thresholds
+    from coldcopy.health.results import Context, Thresholds
     from coldcopy.health.summaries import summaries
 
     coldcopy_conn(generated_db)

@@ -47,12 +47,3 @@ def relation_parts(conn: psycopg.Connection, name: str, kinds: tuple[str, ...] =
     if found is None or found[2] not in kinds:
         raise UnknownRelation(f"no {'/'.join(kinds)} relation named {name!r} in database {conn.info.dbname!r}")
     return found[0], found[1]
-
-
-def tables_with_rows(conn: psycopg.Connection, schema: str = "public") -> list[str]:
-    """The tables of ``schema`` (partitioned parents, not their partitions) holding at least one row."""
-    tables = conn.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition", (schema,)).fetchall()
-    return [f"{s}.{name}" for s, name in tables if conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(s, name))).fetchone()[0]]

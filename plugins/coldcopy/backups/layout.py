@@ -13,7 +13,7 @@ from datetime import timedelta
 import psycopg
 from psycopg import sql
 
-from coldcopy import catalog
+from coldcopy import safe_names
 from coldcopy.connections import KEY_CONN_ID
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ class BackupError(RuntimeError):
 def _relation(conn: psycopg.Connection, table: str) -> sql.Identifier:
     """``table``, a name from a manifest or a DAG param, as the catalog spells it (:class:`BackupError` if none)."""
     try:
-        return catalog.relation(conn, table)
-    except catalog.UnknownRelation as error:
+        return safe_names.relation(conn, table)
+    except safe_names.UnknownRelation as error:
         raise BackupError(str(error)) from error
 
 

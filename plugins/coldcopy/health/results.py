@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import psycopg
 
-from coldcopy import catalog
+from coldcopy import safe_names
 from coldcopy.thresholds import Thresholds  # noqa: F401 - coldcopy.health.Thresholds, as before
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class Context:
         return [r["value"] for r in rows]
 
     def has_table(self, name: str) -> bool:
-        return catalog.exists(self.conn, name)
+        return safe_names.exists(self.conn, name)
 
     def server_kind(self) -> str:
         """``supabase`` (its roles are there, or its host names), ``local`` (loopback or a socket), or ``other``:
