@@ -20,6 +20,8 @@ import pytest  # noqa: E402
 from coldcopy import manifests  # noqa: E402
 from coldcopy.migrations import discover_migrations  # noqa: E402
 from coldcopy.migrations.runner import MigrationRunner  # noqa: E402
+from coldcopy.refresh.incremental.summaries import SUMMARIES  # noqa: E402
+from tests.support.schema import TENANT_RELATIONS, insert_generic_row, populate_analytics  # noqa: E402
 
 pytest_plugins = ["tests.support.logical_cluster"]  # the logical-decoding cluster of tests/pitr and tests/drills
 
@@ -255,3 +257,25 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.e2e)
         elif _REAL_SERVICES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def two_workspaces(migrated_db):
+    """Workspaces A and B (one owner each) and a row of each in every tenant table."""
+    user_a, user_b = str(uuid.uuid4()), str(uuid.uuid4())
+    ws_a, ws_b = str(uuid.uuid4()), str(uuid.uuid4())
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        for user, ws in ((user_a, ws_a), (user_b, ws_b)):
+            conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (user, f"{user}@example.com"))
+            conn.execute(
+                "INSERT INTO workspaces (id, name, slug, owner_id) VALUES (%s, %s, %s, %s)", (ws, ws, ws, user)
+            )
+        conn.execute("SET session_replication_role = replica")
+        for schema, table, kind in conn.execute(TENANT_RELATIONS).fetchall():
+            is_partition = conn.execute("SELECT relispartition FROM pg_class WHERE oid = %s::regclass",
+                                        (f"{schema}.{table}",)).fetchone()[0]
+            if kind in "rp" and not is_partition and f"{schema}.{table}" not in SUMMARIES:  # those are derived
+                for ws in (ws_a, ws_b):
+                    insert_generic_row(conn, schema, table, ws)
+        populate_analytics(conn)
+    return migrated_db, user_a, ws_a, ws_b

@@ -1,104 +1,21 @@
-"""The schema the migrations build: tenancy, RLS, indexes, partitions, views, GDPR, pooling, cache."""
+"""The schema the migrations build: tenant isolation (RLS enabled and forced), indexes, monthly partitions in UTC,
+views, the GDPR audit trail."""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import uuid
 from datetime import UTC, datetime
 
 import psycopg
-import pytest
 from psycopg import sql
 
-from coldcopy import MIGRATIONS_DIR, REPO_ROOT
-from coldcopy.migrations import discover_migrations
-from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.refresh.incremental.summaries import SUMMARIES
-from coldcopy.testing import local_env
-
-
-def fetch(dsn: str, query: str, params=None) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-# -- tenancy and row-level security -----------------------------------------------------------------
-
-TENANT_RELATIONS = """
-SELECT n.nspname, c.relname, c.relkind
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE a.attname = 'workspace_id' AND NOT a.attisdropped
-  AND c.relkind IN ('r', 'p', 'v', 'm')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-ORDER BY 1, 2
-"""
-
-
-def generic_value(type_name: str, allowed: list[str]) -> str:
-    """A SQL expression valid for a NOT NULL column of this type (first allowed value if CHECK-listed)."""
-    if allowed:
-        return f"'{allowed[0]}'"
-    if type_name == "uuid":
-        return "gen_random_uuid()"
-    if type_name.endswith("[]"):
-        return "'{}'"
-    return {
-        "bigint": "1", "integer": "1", "boolean": "false", "jsonb": "'{}'", "inet": "'127.0.0.1'",
-        "date": "current_date", "interval": "'1 day'", "time without time zone": "'09:00'",
-        "timestamp with time zone": "now()",
-    }.get(type_name.split("(")[0], "'x-' || gen_random_uuid()" if "text" in type_name else "1")
-
-
-def insert_generic_row(conn, schema: str, table: str, workspace_id: str) -> None:
-    """Insert one row for ``workspace_id`` into any tenant table, filling NOT NULL columns generically.
-
-    Runs with session_replication_role = replica, so foreign keys and triggers do not get in the way:
-    the row only has to exist for the isolation checks.
-    """
-    columns = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
-        "  coalesce((SELECT array_agg(m[1]) FROM pg_constraint k, "
-        "    regexp_matches(pg_get_constraintdef(k.oid), '''([^'']+)''::text', 'g') m "
-        "    WHERE k.conrelid = a.attrelid AND k.contype = 'c' AND k.conkey = ARRAY[a.attnum]), '{}') "
-        "FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped "
-        "  AND a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attname <> 'workspace_id'",
-        (f"{schema}.{table}",),
-    ).fetchall()
-    names = [sql.Identifier("workspace_id")] + [sql.Identifier(name) for name, _, _ in columns]
-    values = [sql.Literal(workspace_id)] + [
-        sql.SQL(f"({generic_value(type_name, allowed)})::{type_name}") for _, type_name, allowed in columns
-    ]
-    conn.execute(
-        sql.SQL("INSERT INTO {}.{} ({}) VALUES ({})").format(
-            sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(names), sql.SQL(", ").join(values)
-        )
-    )
-
-
-@pytest.fixture
-def two_workspaces(migrated_db):
-    """Workspaces A and B (one owner each) and a row of each in every tenant table."""
-    user_a, user_b = str(uuid.uuid4()), str(uuid.uuid4())
-    ws_a, ws_b = str(uuid.uuid4()), str(uuid.uuid4())
-    with psycopg.connect(migrated_db, autocommit=True) as conn:
-        for user, ws in ((user_a, ws_a), (user_b, ws_b)):
-            conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (user, f"{user}@example.com"))
-            conn.execute(
-                "INSERT INTO workspaces (id, name, slug, owner_id) VALUES (%s, %s, %s, %s)", (ws, ws, ws, user)
-            )
-        conn.execute("SET session_replication_role = replica")
-        for schema, table, kind in conn.execute(TENANT_RELATIONS).fetchall():
-            is_partition = conn.execute("SELECT relispartition FROM pg_class WHERE oid = %s::regclass",
-                                        (f"{schema}.{table}",)).fetchone()[0]
-            if kind in "rp" and not is_partition and f"{schema}.{table}" not in SUMMARIES:  # those are derived
-                for ws in (ws_a, ws_b):
-                    insert_generic_row(conn, schema, table, ws)
-        populate_analytics(conn)
-    return migrated_db, user_a, ws_a, ws_b
+from tests.support.schema import (
+    TENANT_RELATIONS,
+    fetch,
+)
 
 
 def test_every_tenant_table_has_rls_enabled_and_forced(migrated_db):
@@ -174,8 +91,6 @@ def test_service_role_bypasses_rls(two_workspaces):
     assert seen == 2
 
 
-# -- indexes, partitions, materialized views -----------------------------------------------------------
-
 def test_composite_indexes(migrated_db):
     composite = fetch(migrated_db, """
         SELECT c.relname, pg_get_indexdef(i.indexrelid)
@@ -240,17 +155,6 @@ def test_partition_helpers_use_utc_months_whatever_the_session_time_zone(migrate
         assert conn.execute("SELECT * FROM app.ensure_email_events_partitions(0, 6, %s)", (ref,)).fetchall() == []
 
 
-def populate_analytics(conn) -> None:
-    """Every analytics view and summary filled, as production's are."""
-    from coldcopy.refresh.dispatch import refresher_for
-    from coldcopy.refresh.jobs import REFRESH_JOBS
-    from coldcopy.refresh.runs import RefreshRun
-
-    for job in REFRESH_JOBS.values():
-        for view in job.views:
-            refresher_for(conn, view).run(RefreshRun(run_id="populate"))
-
-
 def test_materialized_views_refresh_concurrently(two_workspaces):
     dsn = two_workspaces[0]
     views = [v for (v,) in fetch(dsn, "SELECT matviewname FROM pg_matviews WHERE schemaname = 'analytics'")]
@@ -259,8 +163,6 @@ def test_materialized_views_refresh_concurrently(two_workspaces):
         for view in views:
             conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.{}").format(sql.Identifier(view)))
 
-
-# -- GDPR, pooling, cache ------------------------------------------------------------------------------
 
 def test_gdpr_audit_trail_records_changes_without_values(migrated_db):
     with psycopg.connect(migrated_db, autocommit=True) as conn:
@@ -281,81 +183,3 @@ def test_gdpr_audit_trail_records_changes_without_values(migrated_db):
         assert "Jane" not in log_text and "jane@example.com" not in log_text
     tables = {t for (t,) in fetch(migrated_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"consent_records", "data_subject_requests", "data_retention_policies", "gdpr_audit_log"} <= tables
-
-
-def test_pgbouncer_auth_query(migrated_db):
-    role = f"cc_app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(migrated_db, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'not-a-secret'").format(sql.Identifier(role)))
-        try:
-            conn.execute("SET ROLE pgbouncer")
-            [(user, hashed)] = conn.execute("SELECT * FROM pgbouncer.get_auth(%s)", (role,)).fetchall()
-            assert user == role and hashed.startswith(("SCRAM-SHA-256$", "md5"))
-            assert conn.execute("SELECT * FROM pgbouncer.get_auth('postgres')").fetchall() == []  # superuser
-            conn.execute("RESET ROLE")
-            conn.execute("SET ROLE authenticated")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT * FROM pgbouncer.get_auth(%s)", (role,))
-        finally:
-            conn.execute("RESET ROLE")
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-    ini = (REPO_ROOT / "include" / "pgbouncer.ini").read_text()
-    assert "auth_query = SELECT username, password FROM pgbouncer.get_auth($1)" in ini
-
-
-def test_cache_tables_are_unlogged_and_purged_in_batches(migrated_db):
-    with psycopg.connect(migrated_db, autocommit=True) as conn:
-        kinds = dict(conn.execute("SELECT relname, relpersistence FROM pg_class WHERE relname IN "
-                                  "('dashboard_cache', 'enrichment_cache', 'api_rate_limits')").fetchall())
-        assert kinds == {"dashboard_cache": "u", "enrichment_cache": "u", "api_rate_limits": "u"}
-        user, ws = uuid.uuid4(), uuid.uuid4()
-        conn.execute("INSERT INTO users (id, email) VALUES (%s, 'c@example.com')", (user,))
-        conn.execute("INSERT INTO workspaces (id, name, slug, owner_id) VALUES (%s, 'c', 'c', %s)", (ws, user))
-        conn.execute("INSERT INTO dashboard_cache (workspace_id, cache_key, expires_at) "
-                     "SELECT %s, 'k' || g, "
-                     "now() + CASE WHEN g <= 25 THEN interval '-1 hour' ELSE interval '1 hour' END "
-                     "FROM generate_series(1, 40) g", (ws,))
-        assert conn.execute("SELECT app.purge_expired_cache(10)").fetchone()[0] == 10
-        while conn.execute("SELECT app.purge_expired_cache(10)").fetchone()[0]:
-            pass
-        assert conn.execute("SELECT count(*) FROM dashboard_cache").fetchone()[0] == 15
-
-
-# -- the manual psql path, other server versions, lint ---------------------------------------------------
-
-def schema_dump(dsn: str) -> str:
-    dump = subprocess.run(
-        [local_env.executable("pg_dump"), "--schema-only", "--no-owner", "--exclude-schema=coldcopy_ops",
-         *local_env.client_args(dsn)],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    # \restrict lines carry a random key per dump (pg_dump 15.14+).
-    volatile = ("-- Dumped", "\\restrict", "\\unrestrict")
-    return "\n".join(line for line in dump.splitlines() if not line.startswith(volatile))
-
-
-def test_psql_runbook_path_gives_the_same_schema(empty_db, migrated_db):
-    for migration in discover_migrations():
-        local_env.psql_file(empty_db, migration.path)
-    assert schema_dump(empty_db) == schema_dump(migrated_db)
-
-
-def test_migrations_apply_on_postgresql_16():
-    """The embedded server (pgserver) is PostgreSQL 16; the local one is 15."""
-    server = local_env.embedded_server_dsn("pg16-test")
-    name = f"cc_pg16_{uuid.uuid4().hex[:8]}"
-    dsn = local_env.create_database(server, name)
-    try:
-        with psycopg.connect(dsn) as conn:
-            assert conn.info.server_version // 10000 == 16
-        runner = MigrationRunner(lambda: psycopg.connect(dsn))
-        assert len(runner.apply_all(discover_migrations(), applied_by="pytest")) == 24
-        assert len(runner.apply_all(discover_migrations(), applied_by="pytest")) == 0
-    finally:
-        local_env.drop_database(server, name)
-
-
-def test_squawk_lint_passes():
-    result = subprocess.run([local_env.executable("squawk"), *sorted(str(p) for p in MIGRATIONS_DIR.glob("*.sql"))],
-                            cwd=REPO_ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr

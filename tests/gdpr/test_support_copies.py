@@ -12,7 +12,7 @@ import pytest
 
 from coldcopy import support_copies
 from coldcopy.pitr.workspace import copy_into_schema, keep_only
-from tests.gdpr.test_gdpr import gdpr_on, occurrences, request, subject_of
+from tests.support.gdpr import gdpr_on, occurrences, request, subject_of
 
 
 def support_copy(generated_db: str, new_database, generated_template: str, workspace_id: str) -> None:

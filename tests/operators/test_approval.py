@@ -16,7 +16,7 @@ from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.operators import approval
 from coldcopy.operators.migrations import ApplyMigrationOperator
 from tests.conftest import FakeTaskInstance
-from tests.migrations.test_migrations import table_exists, write
+from tests.support.migrations import table_exists, write
 
 DAG_ID = "coldcopy_migrations"
 

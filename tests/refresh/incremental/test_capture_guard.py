@@ -17,7 +17,7 @@ from coldcopy.refresh.incremental import capture
 from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
 from coldcopy.refresh.incremental.summaries import CAPTURES, SUMMARIES
 from coldcopy.refresh.runs import RefreshRun
-from tests.refresh.incremental.test_incremental import apply_all, assert_all_equal, differences
+from tests.support.incremental import apply_all, assert_all_equal, differences
 
 NAME = "analytics.campaign_analytics"
 FIFTY_EVENTS = ("INSERT INTO email_events (workspace_id, campaign_id, lead_id, email_account_id, event_type) "

@@ -1,5 +1,5 @@
-"""Incremental maintenance of the analytics summaries, on real PostgreSQL: after any mix of writes the summaries
-equal their definitions, row for row."""
+"""The incremental summaries (coldcopy.refresh.incremental): equal to their definitions after random writes,
+detaches, killed and concurrent applies."""
 
 from __future__ import annotations
 
@@ -15,100 +15,15 @@ from psycopg import sql
 from coldcopy.refresh.dispatch import refresher_for
 from coldcopy.refresh.incremental import capture
 from coldcopy.refresh.incremental.maintainer import SummaryBusy, SummaryMaintainer
-from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.refresh.runs import RefreshRun
-
-
-@pytest.fixture(autouse=True)
-def always_by_groups(monkeypatch):
-    """These tests prove the group-by-group path: no apply turns into a rebuild because most groups changed
-    (the small test data would make most of them do so; test_most_groups_changed_is_a_rebuild checks that)."""
-    from coldcopy.refresh.incremental import maintainer
-
-    monkeypatch.setattr(maintainer, "REBUILD_SHARE", float("inf"))
-
-
-EVENT_TYPES = ["sent", "delivered", "opened", "clicked", "replied", "bounced", "complained", "unsubscribed"]
-
-
-def differences(conn, name: str) -> int:
-    """Rows of the summary not in its definition plus rows of the definition not in the summary (one statement:
-    one snapshot, one now())."""
-    return conn.execute(sql.SQL(
-        "SELECT count(*) FROM ((TABLE {s} EXCEPT ALL TABLE {d}) UNION ALL (TABLE {d} EXCEPT ALL TABLE {s})) x").format(
-        s=sql.SQL(name), d=sql.SQL(f"{name}_definition"))).fetchone()[0]
-
-
-def apply_all(dsn: str) -> dict:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return {name: SummaryMaintainer(conn, name).apply() for name in SUMMARIES}
-
-
-def assert_all_equal(dsn: str, note: str = "") -> None:
-    with psycopg.connect(dsn) as conn:
-        diff = {name: differences(conn, name) for name in SUMMARIES}
-    assert diff == dict.fromkeys(SUMMARIES, 0), note
-
-
-def ids(conn, table: str, n: int = 1) -> list:
-    return [r[0] for r in conn.execute(sql.SQL("SELECT id FROM {} ORDER BY random() LIMIT %s").format(
-        sql.Identifier(table)), (n,)).fetchall()]
-
-
-def random_round(conn, rnd: random.Random) -> list[str]:
-    """A random mix of the writes the application and the ops jobs make; returns what it did."""
-    done = []
-    for _ in range(rnd.randint(2, 5)):
-        kind = rnd.choice(["insert", "move", "delete", "messages", "campaigns", "sequences", "truncate"])
-        n = rnd.randint(1, 300)
-        if kind == "insert":  # new events, some outside the 90-day window, some without campaign/lead/account
-            conn.execute(
-                "INSERT INTO email_events (workspace_id, campaign_id, lead_id, message_id, email_account_id, "
-                "event_type, bounce_type, occurred_at) SELECT workspace_id, "
-                "CASE WHEN random() < 0.9 THEN campaign_id END, CASE WHEN random() < 0.9 THEN lead_id END, "
-                "message_id, CASE WHEN random() < 0.9 THEN email_account_id END, "
-                "(%s::text[])[1 + floor(random() * 8)::int], CASE WHEN random() < 0.5 THEN 'hard' END, "
-                "now() - random() * interval '120 days' FROM email_events ORDER BY random() LIMIT %s", (EVENT_TYPES, n))
-        elif kind == "move":  # between campaigns, leads, types, days (and months: partitions), accounts
-            campaign, lead = ids(conn, "campaigns")[0], conn.execute(
-                "SELECT id, workspace_id FROM leads ORDER BY random() LIMIT 1").fetchone()
-            conn.execute(
-                "UPDATE email_events SET campaign_id = CASE WHEN random() < 0.3 THEN %s ELSE campaign_id END, "
-                "lead_id = CASE WHEN random() < 0.3 THEN %s ELSE lead_id END, "
-                "workspace_id = CASE WHEN random() < 0.1 THEN %s ELSE workspace_id END, "
-                "event_type = CASE WHEN random() < 0.5 THEN (%s::text[])[1 + floor(random() * 8)::int] "
-                "ELSE event_type END, "
-                "occurred_at = occurred_at - CASE WHEN random() < 0.4 AND occurred_at > now() - interval '300 days' "
-                "THEN random() * interval '40 days' ELSE '0' END "
-                "WHERE id IN (SELECT id FROM email_events ORDER BY random() LIMIT %s)",
-                (campaign, lead[0], lead[1], EVENT_TYPES, n))
-        elif kind == "delete":
-            conn.execute("DELETE FROM email_events WHERE id IN "
-                         "(SELECT id FROM email_events ORDER BY random() LIMIT %s)", (n,))
-        elif kind == "messages":  # messages moved between steps, turned inbound, deleted
-            step = ids(conn, "campaign_sequences")[0]
-            conn.execute("UPDATE email_messages SET sequence_id = CASE WHEN random() < 0.5 THEN %s END, "
-                         "direction = CASE WHEN random() < 0.2 THEN 'inbound' ELSE direction END "
-                         "WHERE id IN (SELECT id FROM email_messages ORDER BY random() LIMIT %s)", (step, n))
-            conn.execute("DELETE FROM email_messages WHERE id IN (SELECT id FROM email_messages ORDER BY random() "
-                         "LIMIT 5)")
-        elif kind == "campaigns":  # renamed, paused, one deleted (its steps cascade, its messages set null)
-            conn.execute("UPDATE campaigns SET name = name || '+', status = 'paused' WHERE id = ANY(%s)",
-                         (ids(conn, "campaigns", 3),))
-            if rnd.random() < 0.3:
-                conn.execute("DELETE FROM campaigns WHERE id = %s", (ids(conn, "campaigns")[0],))
-        elif kind == "sequences":
-            conn.execute("UPDATE campaign_sequences SET variant = 'B' WHERE id = ANY(%s) AND NOT EXISTS (SELECT 1 "
-                         "FROM campaign_sequences o WHERE o.campaign_id = campaign_sequences.campaign_id AND "
-                         "o.step_number = campaign_sequences.step_number AND o.variant = 'B')",
-                         (ids(conn, "campaign_sequences", 2),))
-        elif kind == "truncate" and rnd.random() < 0.3:  # a whole month, straight on its partition
-            month = conn.execute("SELECT name FROM app.email_events_partitions ORDER BY random() LIMIT 1"
-                                 ).fetchone()[0]
-            conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier("public", month)))
-            kind = f"truncate {month}"
-        done.append(f"{kind} {n}")
-    return done
+from tests.support.incremental import (
+    always_by_groups,  # noqa: F401 - the fixture
+    apply_all,
+    assert_all_equal,
+    differences,
+    ids,
+    random_round,
+)
 
 
 def test_random_writes_leave_every_summary_equal_to_its_definition(generated_db):
@@ -226,84 +141,3 @@ def test_concurrent_applies_one_applies_the_other_skips_and_writers_do_not_wait(
     assert results and results[0].groups >= 1
     apply_all(generated_db)
     assert_all_equal(generated_db)
-
-
-def test_a_definition_changed_by_a_migration_is_rebuilt(generated_db):
-    apply_all(generated_db)
-    with psycopg.connect(generated_db, autocommit=True) as conn:
-        definition = conn.execute("SELECT pg_get_viewdef('analytics.lead_engagement_definition')").fetchone()[0]
-        assert "(10 * count(*)" in definition
-        conn.execute("CREATE OR REPLACE VIEW analytics.lead_engagement_definition AS "
-                     + definition.rstrip().rstrip(";").replace("(10 * count(*)", "(11 * count(*)"))
-        assert differences(conn, "analytics.lead_engagement") > 0
-        applied = SummaryMaintainer(conn, "analytics.lead_engagement").apply()
-        assert applied.mode == "rebuild" and "definition changed" in applied.reason
-        assert differences(conn, "analytics.lead_engagement") == 0
-        assert SummaryMaintainer(conn, "analytics.lead_engagement").apply().mode == "incremental"
-
-
-def test_a_restored_copy_rebuilds_instead_of_trusting_its_watermark(generated_db, new_database):
-    apply_all(generated_db)
-    dbname = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
-    copy = new_database(template=dbname)  # another database: its state's watermark is not its own
-    with psycopg.connect(copy, autocommit=True) as conn:
-        applied = SummaryMaintainer(conn, "analytics.daily_workspace_activity").apply()
-        assert applied.mode == "rebuild" and "another cluster or database" in applied.reason
-
-
-def test_the_window_moving_past_a_day_drops_and_recuts_its_groups(generated_db):
-    """Yesterday's apply held the day that has left the 90-day window since: today's apply removes it."""
-    apply_all(generated_db)
-    with psycopg.connect(generated_db, autocommit=True) as conn:
-        for name, columns in (("analytics.daily_workspace_activity", "workspace_id, day, event_type, events"),
-                              ("analytics.email_deliverability", "workspace_id, email_account_id, day, sent, "
-                               "delivered, bounced, hard_bounces, complaints, bounce_rate, complaint_rate")):
-            left_day = conn.execute("SELECT ((date_trunc('day', now() AT TIME ZONE 'UTC') - interval '91 days'))::date"
-                                    ).fetchone()[0]
-            account = conn.execute("SELECT id, workspace_id FROM email_accounts LIMIT 1").fetchone()
-            values = ((account[1], left_day, "sent", 7) if "activity" in name else
-                      (account[1], account[0], left_day, 7, 7, 0, 0, 0, 0, 0))
-            conn.execute(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                sql.SQL(name), sql.SQL(columns), sql.SQL(", ").join(sql.Literal(v) for v in values)))
-            conn.execute("UPDATE coldcopy_ops.ivm_state SET clock_at = now() - interval '1 day' WHERE summary = %s",
-                         (name,))
-            assert differences(conn, name) == 1
-            applied = SummaryMaintainer(conn, name).apply()
-            assert applied.mode == "incremental" and applied.groups >= 1
-            assert differences(conn, name) == 0, name
-
-
-def test_a_premade_month_is_captured_and_a_write_straight_into_it_counted(generated_db):
-    from datetime import UTC, datetime, timedelta
-
-    from coldcopy.partitions import PartitionManager
-    from tests.conftest import KEYRING
-
-    apply_all(generated_db)
-    with psycopg.connect(generated_db, autocommit=True) as conn:
-        manager = PartitionManager(conn, keyring=KEYRING, passphrase="test")
-        [created] = manager.premake(months_ahead=3, now=datetime.now(UTC) + timedelta(days=31))
-        assert capture.captured(conn, f"public.{created}")
-        conn.execute(sql.SQL("INSERT INTO {} (id, workspace_id, campaign_id, lead_id, event_type, occurred_at) "
-                             "SELECT -row_number() OVER (), workspace_id, campaign_id, lead_id, 'replied', "
-                             "p.range_start + interval '1 hour' "
-                             "FROM email_events, app.email_events_partitions p WHERE p.name = %s LIMIT 30").format(
-            sql.Identifier("public", created)), (created,))
-    applied = apply_all(generated_db)
-    assert applied["analytics.campaign_analytics"].groups > 0
-    assert_all_equal(generated_db, f"after writes straight into {created}")
-
-
-def test_most_groups_changed_is_a_rebuild(generated_db, monkeypatch):
-    from coldcopy.refresh.incremental import maintainer
-
-    monkeypatch.setattr(maintainer, "REBUILD_SHARE", 0.25)
-    apply_all(generated_db)
-    with psycopg.connect(generated_db, autocommit=True) as conn:
-        conn.execute("UPDATE campaigns SET name = name || '.' WHERE id IN (SELECT id FROM campaigns LIMIT 2)")
-        few = SummaryMaintainer(conn, "analytics.campaign_analytics").apply()
-        assert few.mode == "incremental" and few.groups == 2  # 2 of 20
-        conn.execute("UPDATE campaigns SET name = name || '.' WHERE id IN (SELECT id FROM campaigns LIMIT 6)")
-        most = SummaryMaintainer(conn, "analytics.campaign_analytics").apply()
-        assert most.mode == "rebuild" and "a rebuild costs less" in most.reason
-        assert differences(conn, "analytics.campaign_analytics") == 0

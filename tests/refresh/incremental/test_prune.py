@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
-from tests.refresh.incremental.test_incremental import apply_all, assert_all_equal
+from tests.support.incremental import apply_all, assert_all_equal
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import psycopg
 from coldcopy.operators.refresh import VerifySummariesOperator
 from coldcopy.refresh.incremental.summaries import SUMMARIES
 from tests.conftest import FakeTaskInstance
-from tests.refresh.incremental.test_incremental import apply_all, assert_all_equal, differences
+from tests.support.incremental import apply_all, assert_all_equal, differences
 
 
 def verify(context_ti) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The migration operators and runner against a real PostgreSQL server."""
+"""The migration runner (coldcopy.migrations.runner): checksummed, locked, lock-timeout-safe, resumable parts."""
 
 from __future__ import annotations
 
@@ -8,107 +8,24 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy
 from coldcopy.migrations import MigrationError, Status, discover_migrations
 from coldcopy.migrations.runner import HISTORY_TABLE, MigrationRunner
 from coldcopy.operators.migrations import (
-    ApplyMigrationOperator,
-    MigrationApprovalOperator,
     MigrationPlanOperator,
-    PhaseGateOperator,
 )
-from tests.conftest import FakeTaskInstance
-
-FAST_LOCKS = LockRetryPolicy(attempts=20, lock_timeout_ms=100, max_lock_timeout_ms=200, backoff_s=0.1)
-
-
-def runner_for(dsn: str, **kwargs) -> MigrationRunner:
-    return MigrationRunner(lambda: psycopg.connect(dsn), **kwargs)
-
-
-def write(directory: Path, files: dict[str, str]) -> Path:
-    directory.mkdir(exist_ok=True)
-    for name, text in files.items():
-        (directory / name).write_text(text)
-    return directory
-
-
-def history(dsn: str) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        query = f"SELECT version, name, checksum, applied_at FROM {HISTORY_TABLE} ORDER BY version"
-        return conn.execute(query).fetchall()
-
-
-def table_exists(dsn: str, name: str) -> bool:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
-
-
-def run_dag(dag, **conf):
-    run = dag.test(run_conf=conf)
-    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
-
-
-@pytest.fixture
-def migrations_dag(airflow_db, coldcopy_conn):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "coldcopy_migrations.py"))
-    assert not bag.import_errors
-    return bag.get_dag("coldcopy_migrations")
-
-
-def test_dag_builds_empty_database_and_second_run_applies_nothing(empty_db, coldcopy_conn, migrations_dag):
-    coldcopy_conn(empty_db)
-    run, states = run_dag(migrations_dag)
-    assert run.state == "success", states
-    first = history(empty_db)
-    files = discover_migrations()
-    assert [(v, n, c) for v, n, c, _ in first] == [(m.version, m.name, m.checksum) for m in files]
-    assert len(first) == 24
-
-    run, _ = run_dag(migrations_dag)
-    assert run.state == "success"
-    assert history(empty_db) == first  # same rows, same applied_at: nothing re-applied
-
-
-SMALL_DAG = """
-from datetime import datetime
-from pathlib import Path
-
-from airflow.sdk import DAG, Param, chain
-
-from coldcopy.migrations import discover_migrations
-from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationApprovalOperator, MigrationPlanOperator
-
-MIGRATIONS = Path({directory!r})
-with DAG(
-    dag_id={dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1), template_searchpath=[str(MIGRATIONS)],
-    params={{"dry_run": Param(False, type="boolean")}}, default_args={{"retries": 2}},
-) as dag:
-    chain(
-        MigrationPlanOperator(task_id="plan", migrations_dir=MIGRATIONS),
-        MigrationApprovalOperator(task_id="approve", migrations_dir=MIGRATIONS),
-        *[ApplyMigrationOperator(task_id=f"m{{m.version}}", sql=m.file_name, migrations_dir=MIGRATIONS)
-          for m in discover_migrations(MIGRATIONS)],
-    )
-"""
-
-
-def small_dag(directory: Path, dag_id: str) -> DAG:
-    """A DAG over ``directory``'s migrations, in a DAGs folder of its own (dag.test() needs it parsed)."""
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    dags = directory.parent / "dags"
-    dags.mkdir()
-    (dags / f"{dag_id}.py").write_text(SMALL_DAG.format(directory=str(directory), dag_id=dag_id))
-    bag = DagBag(dag_folder=str(dags))
-    assert not bag.import_errors
-    sync_bag_to_db(bag, "dags-folder", None)
-    return bag.get_dag(dag_id)
+from tests.support.migrations import (
+    FAST_LOCKS,
+    _apply_catching,
+    history,
+    run_dag,
+    runner_for,
+    small_dag,
+    table_exists,
+    write,
+)
 
 
 def test_broken_migration_rolls_back_and_fails_naming_the_file(tmp_path, empty_db, coldcopy_conn, airflow_db):
@@ -220,13 +137,6 @@ def test_lock_timeout_gives_up_without_blocking_readers(tmp_path, migrated_db):
         assert not conn.execute(f"SELECT count(*) FROM {HISTORY_TABLE} WHERE version = 399").fetchone()[0]
 
 
-def _apply_catching(dsn, migration, policy):
-    try:
-        return runner_for(dsn, lock_retry=policy).apply(migration, applied_by="test")
-    except Exception as error:  # noqa: BLE001 - the test inspects it
-        return error
-
-
 def test_concurrent_index_file_runs_outside_a_transaction_and_replaces_invalid_leftover(tmp_path, empty_db):
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.t (v bigint)")
@@ -298,100 +208,6 @@ def test_an_applied_part_edited_before_the_retry_is_refused(tmp_path, empty_db):
                                              "CREATE UNIQUE INDEX CONCURRENTLY m_v_uidx ON public.m (v);\n")
     with pytest.raises(MigrationError, match="part 0 .* has changed on disk since"):
         runner_for(empty_db).apply(discover_migrations(directory)[0], applied_by="test")
-
-
-def test_transactional_detection_ignores_comments():
-    migrations = {m.version: m for m in discover_migrations()}
-    assert migrations[109].transactional is False  # CREATE INDEX CONCURRENTLY
-    assert migrations[305].transactional is False  # one CONCURRENTLY part, then a transaction
-    assert all(m.transactional for v, m in migrations.items() if v not in (109, 305))
-
-
-def test_discovery_rejects_stray_files(tmp_path):
-    directory = write(tmp_path / "m", {"100_ok.sql": "SELECT 1;", "notes.txt": "x"})
-    with pytest.raises(MigrationError, match="notes.txt: not a migration file name"):
-        discover_migrations(directory)
-    (directory / "notes.txt").unlink()
-    write(directory, {"100_dup.sql": "SELECT 1;"})
-    with pytest.raises(MigrationError, match="version 100 also used"):
-        discover_migrations(directory)
-
-
-def test_phase_gate(empty_db, coldcopy_conn, airflow_db):
-    coldcopy_conn(empty_db)
-    migrations = discover_migrations()
-    gate = PhaseGateOperator(task_id="gate", phase=2)
-    with pytest.raises(AirflowFailException, match="phase 2 .* not applied: 100_auth_and_workspaces.sql"):
-        gate.execute({"params": {"dry_run": False}})
-    with pytest.raises(AirflowSkipException, match="dry run: phase 2 would wait"):  # a dry run only reports
-        gate.execute({"params": {"dry_run": True}})
-    runner_for(empty_db).apply_all([m for m in migrations if m.phase == 1], applied_by="test")
-    gate.execute({"params": {"dry_run": False}})
-    with pytest.raises(AirflowFailException, match="phase 3 .* not applied: 201_"):
-        PhaseGateOperator(task_id="gate3", phase=3).execute({"params": {"dry_run": False}})
-
-
-def test_the_gate_asks_only_when_something_would_change_data_and_a_file_applies_only_when_approved(
-        tmp_path, generated_db, empty_db, coldcopy_conn, approvals):
-    """The approval gate's own decision to ask (the live question and answers: tests/e2e/test_live_approval.py), and
-    the file task's refusal without a decision to apply, or of bytes other than those shown."""
-    directory = write(tmp_path / "m", {"150_more.sql": "CREATE TABLE public.more (id bigint PRIMARY KEY);\n",
-                                       "250_later.sql": "CREATE TABLE public.later (id bigint PRIMARY KEY);\n"})
-    migration = discover_migrations(directory)[0]
-    gate = MigrationApprovalOperator(task_id="approve", migrations_dir=directory)
-    coldcopy_conn(generated_db)  # holds data; 150_more.sql is pending there
-    assert gate.not_needed({"params": {"dry_run": True}}) == "dry run: nothing is applied"
-    assert gate.not_needed({"params": {"dry_run": False}}) is None  # asked
-    coldcopy_conn(empty_db)
-    assert "holds no data" in gate.not_needed({"params": {}})
-
-    def TaskInstance(decision):  # noqa: N802 - reads as the class it stands for
-        sealed = approvals("coldcopy_migrations", decision) if decision else None
-        return FakeTaskInstance(dag_id="coldcopy_migrations", task_id="m150", xcoms={"approve": sealed})
-
-    apply = ApplyMigrationOperator(task_id="m150", sql="150_more.sql", migrations_dir=directory)
-    coldcopy_conn(generated_db)
-    for decision, refusal in [
-        (None, "not approved in this run"),
-        ({"decision": "reject"}, "not approved in this run"),
-        ({"decision": "apply", "request": {"files": {"150_more.sql": "0" * 64}}}, "not the file that was rehearsed"),
-    ]:
-        with pytest.raises(AirflowFailException, match=refusal):
-            apply.execute({"ti": TaskInstance(decision), "params": {}})
-    assert not table_exists(generated_db, "public.more")
-    phase_1_only = TaskInstance({"decision": "apply phase 1 only"})
-    with pytest.raises(AirflowSkipException, match="approved for phase 1 only"):
-        ApplyMigrationOperator(task_id="m250", sql="250_later.sql", migrations_dir=directory).execute(
-            {"ti": phase_1_only, "params": {}})
-    assert phase_1_only.pushed["skip_reason"] == "250_later.sql: approved for phase 1 only"  # for the run's note
-    approved = TaskInstance({"decision": "apply", "request": {"files": {"150_more.sql": migration.checksum}}})
-    assert apply.execute({"ti": approved, "params": {}}) is True
-    assert approved.pushed["result"] == "150_more.sql: applied"
-    assert table_exists(generated_db, "public.more")
-
-
-def test_the_gate_puts_to_the_approver_the_files_its_body_shows_not_one_added_since_the_plan(
-        tmp_path, generated_db, coldcopy_conn, approvals):
-    """The body lists the plan task's pending files; the facts the apply step holds the files to are those same
-    files with the plan's checksums. Before, the gate planned again: a file written between the plan and the
-    question was in the facts (so applied once approved) without being in the body the approver read."""
-    directory = write(tmp_path / "m", {"150_more.sql": "CREATE TABLE public.more (id bigint PRIMARY KEY);\n"})
-    coldcopy_conn(generated_db)
-    plan_ti = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="plan")
-    plan = MigrationPlanOperator(task_id="plan", migrations_dir=directory).execute({"ti": plan_ti, "params": {}})
-    write(directory, {"160_added_since.sql": "CREATE TABLE public.sneaked (id bigint PRIMARY KEY);\n"})
-    gate = MigrationApprovalOperator(task_id="approve", migrations_dir=directory)
-    ti = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="approve", xcoms={"plan": plan})
-    subject, body, facts = gate.describe({"ti": ti, "params": {}})
-    assert "150_more.sql" in body and "160_added_since.sql" not in body
-    assert facts == {"files": {"150_more.sql": discover_migrations(directory)[0].checksum}}
-    apply = ApplyMigrationOperator(task_id="m160", sql="160_added_since.sql", migrations_dir=directory)
-    approved = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="m160",
-                                xcoms={"approve": approvals("coldcopy_migrations",
-                                                            {"decision": "apply", "request": facts})})
-    with pytest.raises(AirflowFailException, match="not the file that was rehearsed and approved"):
-        apply.execute({"ti": approved, "params": {}})
-    assert not table_exists(generated_db, "public.sneaked")
 
 
 def test_a_reissued_file_counts_as_applied_where_its_earlier_text_was(empty_db):

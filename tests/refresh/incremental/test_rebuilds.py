@@ -1,0 +1,97 @@
+"""When a summary is rebuilt instead of applied: a changed definition, a restored copy, the window moving, most
+groups changed."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from coldcopy.refresh.incremental import capture
+from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
+from tests.support.incremental import (
+    always_by_groups,  # noqa: F401 - the fixture
+    apply_all,
+    assert_all_equal,
+    differences,
+)
+
+
+def test_a_definition_changed_by_a_migration_is_rebuilt(generated_db):
+    apply_all(generated_db)
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        definition = conn.execute("SELECT pg_get_viewdef('analytics.lead_engagement_definition')").fetchone()[0]
+        assert "(10 * count(*)" in definition
+        conn.execute("CREATE OR REPLACE VIEW analytics.lead_engagement_definition AS "
+                     + definition.rstrip().rstrip(";").replace("(10 * count(*)", "(11 * count(*)"))
+        assert differences(conn, "analytics.lead_engagement") > 0
+        applied = SummaryMaintainer(conn, "analytics.lead_engagement").apply()
+        assert applied.mode == "rebuild" and "definition changed" in applied.reason
+        assert differences(conn, "analytics.lead_engagement") == 0
+        assert SummaryMaintainer(conn, "analytics.lead_engagement").apply().mode == "incremental"
+
+
+def test_a_restored_copy_rebuilds_instead_of_trusting_its_watermark(generated_db, new_database):
+    apply_all(generated_db)
+    dbname = psycopg.conninfo.conninfo_to_dict(generated_db)["dbname"]
+    copy = new_database(template=dbname)  # another database: its state's watermark is not its own
+    with psycopg.connect(copy, autocommit=True) as conn:
+        applied = SummaryMaintainer(conn, "analytics.daily_workspace_activity").apply()
+        assert applied.mode == "rebuild" and "another cluster or database" in applied.reason
+
+
+def test_the_window_moving_past_a_day_drops_and_recuts_its_groups(generated_db):
+    """Yesterday's apply held the day that has left the 90-day window since: today's apply removes it."""
+    apply_all(generated_db)
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        for name, columns in (("analytics.daily_workspace_activity", "workspace_id, day, event_type, events"),
+                              ("analytics.email_deliverability", "workspace_id, email_account_id, day, sent, "
+                               "delivered, bounced, hard_bounces, complaints, bounce_rate, complaint_rate")):
+            left_day = conn.execute("SELECT ((date_trunc('day', now() AT TIME ZONE 'UTC') - interval '91 days'))::date"
+                                    ).fetchone()[0]
+            account = conn.execute("SELECT id, workspace_id FROM email_accounts LIMIT 1").fetchone()
+            values = ((account[1], left_day, "sent", 7) if "activity" in name else
+                      (account[1], account[0], left_day, 7, 7, 0, 0, 0, 0, 0))
+            conn.execute(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                sql.SQL(name), sql.SQL(columns), sql.SQL(", ").join(sql.Literal(v) for v in values)))
+            conn.execute("UPDATE coldcopy_ops.ivm_state SET clock_at = now() - interval '1 day' WHERE summary = %s",
+                         (name,))
+            assert differences(conn, name) == 1
+            applied = SummaryMaintainer(conn, name).apply()
+            assert applied.mode == "incremental" and applied.groups >= 1
+            assert differences(conn, name) == 0, name
+
+
+def test_a_premade_month_is_captured_and_a_write_straight_into_it_counted(generated_db):
+    from datetime import UTC, datetime, timedelta
+
+    from coldcopy.partitions import PartitionManager
+    from tests.conftest import KEYRING
+
+    apply_all(generated_db)
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        manager = PartitionManager(conn, keyring=KEYRING, passphrase="test")
+        [created] = manager.premake(months_ahead=3, now=datetime.now(UTC) + timedelta(days=31))
+        assert capture.captured(conn, f"public.{created}")
+        conn.execute(sql.SQL("INSERT INTO {} (id, workspace_id, campaign_id, lead_id, event_type, occurred_at) "
+                             "SELECT -row_number() OVER (), workspace_id, campaign_id, lead_id, 'replied', "
+                             "p.range_start + interval '1 hour' "
+                             "FROM email_events, app.email_events_partitions p WHERE p.name = %s LIMIT 30").format(
+            sql.Identifier("public", created)), (created,))
+    applied = apply_all(generated_db)
+    assert applied["analytics.campaign_analytics"].groups > 0
+    assert_all_equal(generated_db, f"after writes straight into {created}")
+
+
+def test_most_groups_changed_is_a_rebuild(generated_db, monkeypatch):
+    from coldcopy.refresh.incremental import maintainer
+
+    monkeypatch.setattr(maintainer, "REBUILD_SHARE", 0.25)
+    apply_all(generated_db)
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        conn.execute("UPDATE campaigns SET name = name || '.' WHERE id IN (SELECT id FROM campaigns LIMIT 2)")
+        few = SummaryMaintainer(conn, "analytics.campaign_analytics").apply()
+        assert few.mode == "incremental" and few.groups == 2  # 2 of 20
+        conn.execute("UPDATE campaigns SET name = name || '.' WHERE id IN (SELECT id FROM campaigns LIMIT 6)")
+        most = SummaryMaintainer(conn, "analytics.campaign_analytics").apply()
+        assert most.mode == "rebuild" and "a rebuild costs less" in most.reason
+        assert differences(conn, "analytics.campaign_analytics") == 0

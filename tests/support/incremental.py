@@ -1,0 +1,105 @@
+"""What the incremental summaries' tests share: applying every summary, comparing each with its definition, random
+writes."""
+
+from __future__ import annotations
+
+import random
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
+from coldcopy.refresh.incremental.summaries import SUMMARIES
+
+
+@pytest.fixture(autouse=True)
+def always_by_groups(monkeypatch):
+    """These tests prove the group-by-group path: no apply turns into a rebuild because most groups changed
+    (the small test data would make most of them do so; test_most_groups_changed_is_a_rebuild checks that)."""
+    from coldcopy.refresh.incremental import maintainer
+
+    monkeypatch.setattr(maintainer, "REBUILD_SHARE", float("inf"))
+
+
+EVENT_TYPES = ["sent", "delivered", "opened", "clicked", "replied", "bounced", "complained", "unsubscribed"]
+
+
+def differences(conn, name: str) -> int:
+    """Rows of the summary not in its definition plus rows of the definition not in the summary (one statement:
+    one snapshot, one now())."""
+    return conn.execute(sql.SQL(
+        "SELECT count(*) FROM ((TABLE {s} EXCEPT ALL TABLE {d}) UNION ALL (TABLE {d} EXCEPT ALL TABLE {s})) x").format(
+        s=sql.SQL(name), d=sql.SQL(f"{name}_definition"))).fetchone()[0]
+
+
+def apply_all(dsn: str) -> dict:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {name: SummaryMaintainer(conn, name).apply() for name in SUMMARIES}
+
+
+def assert_all_equal(dsn: str, note: str = "") -> None:
+    with psycopg.connect(dsn) as conn:
+        diff = {name: differences(conn, name) for name in SUMMARIES}
+    assert diff == dict.fromkeys(SUMMARIES, 0), note
+
+
+def ids(conn, table: str, n: int = 1) -> list:
+    return [r[0] for r in conn.execute(sql.SQL("SELECT id FROM {} ORDER BY random() LIMIT %s").format(
+        sql.Identifier(table)), (n,)).fetchall()]
+
+
+def random_round(conn, rnd: random.Random) -> list[str]:
+    """A random mix of the writes the application and the ops jobs make; returns what it did."""
+    done = []
+    for _ in range(rnd.randint(2, 5)):
+        kind = rnd.choice(["insert", "move", "delete", "messages", "campaigns", "sequences", "truncate"])
+        n = rnd.randint(1, 300)
+        if kind == "insert":  # new events, some outside the 90-day window, some without campaign/lead/account
+            conn.execute(
+                "INSERT INTO email_events (workspace_id, campaign_id, lead_id, message_id, email_account_id, "
+                "event_type, bounce_type, occurred_at) SELECT workspace_id, "
+                "CASE WHEN random() < 0.9 THEN campaign_id END, CASE WHEN random() < 0.9 THEN lead_id END, "
+                "message_id, CASE WHEN random() < 0.9 THEN email_account_id END, "
+                "(%s::text[])[1 + floor(random() * 8)::int], CASE WHEN random() < 0.5 THEN 'hard' END, "
+                "now() - random() * interval '120 days' FROM email_events ORDER BY random() LIMIT %s", (EVENT_TYPES, n))
+        elif kind == "move":  # between campaigns, leads, types, days (and months: partitions), accounts
+            campaign, lead = ids(conn, "campaigns")[0], conn.execute(
+                "SELECT id, workspace_id FROM leads ORDER BY random() LIMIT 1").fetchone()
+            conn.execute(
+                "UPDATE email_events SET campaign_id = CASE WHEN random() < 0.3 THEN %s ELSE campaign_id END, "
+                "lead_id = CASE WHEN random() < 0.3 THEN %s ELSE lead_id END, "
+                "workspace_id = CASE WHEN random() < 0.1 THEN %s ELSE workspace_id END, "
+                "event_type = CASE WHEN random() < 0.5 THEN (%s::text[])[1 + floor(random() * 8)::int] "
+                "ELSE event_type END, "
+                "occurred_at = occurred_at - CASE WHEN random() < 0.4 AND occurred_at > now() - interval '300 days' "
+                "THEN random() * interval '40 days' ELSE '0' END "
+                "WHERE id IN (SELECT id FROM email_events ORDER BY random() LIMIT %s)",
+                (campaign, lead[0], lead[1], EVENT_TYPES, n))
+        elif kind == "delete":
+            conn.execute("DELETE FROM email_events WHERE id IN "
+                         "(SELECT id FROM email_events ORDER BY random() LIMIT %s)", (n,))
+        elif kind == "messages":  # messages moved between steps, turned inbound, deleted
+            step = ids(conn, "campaign_sequences")[0]
+            conn.execute("UPDATE email_messages SET sequence_id = CASE WHEN random() < 0.5 THEN %s END, "
+                         "direction = CASE WHEN random() < 0.2 THEN 'inbound' ELSE direction END "
+                         "WHERE id IN (SELECT id FROM email_messages ORDER BY random() LIMIT %s)", (step, n))
+            conn.execute("DELETE FROM email_messages WHERE id IN (SELECT id FROM email_messages ORDER BY random() "
+                         "LIMIT 5)")
+        elif kind == "campaigns":  # renamed, paused, one deleted (its steps cascade, its messages set null)
+            conn.execute("UPDATE campaigns SET name = name || '+', status = 'paused' WHERE id = ANY(%s)",
+                         (ids(conn, "campaigns", 3),))
+            if rnd.random() < 0.3:
+                conn.execute("DELETE FROM campaigns WHERE id = %s", (ids(conn, "campaigns")[0],))
+        elif kind == "sequences":
+            conn.execute("UPDATE campaign_sequences SET variant = 'B' WHERE id = ANY(%s) AND NOT EXISTS (SELECT 1 "
+                         "FROM campaign_sequences o WHERE o.campaign_id = campaign_sequences.campaign_id AND "
+                         "o.step_number = campaign_sequences.step_number AND o.variant = 'B')",
+                         (ids(conn, "campaign_sequences", 2),))
+        elif kind == "truncate" and rnd.random() < 0.3:  # a whole month, straight on its partition
+            month = conn.execute("SELECT name FROM app.email_events_partitions ORDER BY random() LIMIT 1"
+                                 ).fetchone()[0]
+            conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier("public", month)))
+            kind = f"truncate {month}"
+        done.append(f"{kind} {n}")
+    return done
