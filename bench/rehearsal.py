@@ -32,6 +32,7 @@ import psycopg
 from bench import common
 from coldcopy.backups import BackupRunner
 from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations, rehearsal
+from coldcopy.migrations.scratch_copy import ScratchCopy
 from coldcopy.testing import app_load, local_env, servers
 
 BUCKET = "coldcopy-bench-rehearsal"
@@ -48,14 +49,14 @@ def pending_files(folder: Path) -> list:
 
 def restore_alone(runner: BackupRunner, server: str) -> float:
     started = time.perf_counter()
-    with rehearsal.ScratchCopy(runner, server):
+    with ScratchCopy(runner, server):
         pass
     return time.perf_counter() - started
 
 
 def rehearse(runner: BackupRunner, server: str, files: list, out: list) -> float:
     started = time.perf_counter()
-    with rehearsal.ScratchCopy(runner, server) as scratch:
+    with ScratchCopy(runner, server) as scratch:
         out.append(rehearsal.rehearse(scratch, files))
     return time.perf_counter() - started
 

@@ -39,7 +39,7 @@ def roles(dsn: str) -> dict[str, bool]:
 
 
 def test_verification_creates_the_missing_roles_nologin(migrated_db, spaces, backup_key, verify_server):
-    from coldcopy.migrations import rehearsal
+    from coldcopy.migrations.scratch_copy import ScratchCopy
 
     fresh(verify_server)
     runner = BackupRunner(migrated_db, spaces, backup_key, keyring=KEYRING)
@@ -52,7 +52,7 @@ def test_verification_creates_the_missing_roles_nologin(migrated_db, spaces, bac
         assert conn.execute("SELECT count(*) FROM pg_authid WHERE rolname = ANY(%s) AND rolpassword IS NOT NULL",
                             (list(API_ROLES),)).fetchone()[0] == 0
     fresh(verify_server)  # the migrations rehearsal's scratch copy, on a fresh server, too
-    with rehearsal.ScratchCopy(runner, verify_server.dsn) as scratch, psycopg.connect(scratch) as conn:
+    with ScratchCopy(runner, verify_server.dsn) as scratch, psycopg.connect(scratch) as conn:
         assert conn.execute("SELECT count(*) FROM public.workspaces").fetchone()[0] == 0
     assert "authenticated" in roles(verify_server.dsn)
 

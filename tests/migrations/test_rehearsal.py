@@ -10,8 +10,9 @@ import psycopg
 
 from coldcopy.backups import BackupRunner
 from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations
-from coldcopy.migrations.rehearsal import ScratchCopy, rehearse, table
+from coldcopy.migrations.rehearsal import rehearse, table
 from coldcopy.migrations.runner import MigrationRunner
+from coldcopy.migrations.scratch_copy import ScratchCopy
 from tests.conftest import KEYRING
 
 

@@ -135,6 +135,6 @@ def test_a_label_nobody_can_read_counts_as_expired():
     ("-- CREATE ROLE in a comment\nCREATE INDEX ON public.leads (id);", []),
 ])
 def test_cluster_statements_are_found_and_nothing_else(text, found):
-    from coldcopy.migrations.rehearsal import cluster_statements
+    from coldcopy.migrations import cluster_statements
 
     assert cluster_statements(text) == found

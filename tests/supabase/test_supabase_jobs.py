@@ -109,7 +109,8 @@ def test_a_migration_is_rehearsed_as_postgres_on_a_supabase_shaped_verify_server
     shape, its login postgres too. Before, that restore stopped at the first entry only a superuser replays,
     so every migration on a populated database failed at ``rehearse``."""
     from coldcopy.backups import BackupRunner
-    from coldcopy.migrations.rehearsal import ScratchCopy, rehearse
+    from coldcopy.migrations.rehearsal import rehearse
+    from coldcopy.migrations.scratch_copy import ScratchCopy
     from coldcopy.testing import servers
     from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 

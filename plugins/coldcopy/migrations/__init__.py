@@ -177,3 +177,26 @@ class PlanEntry:
         return f"{self.migration.file_name:45} phase {self.migration.phase}  {self.status.value:8}{cli} {mode}"
 
 
+# Statements whose effect is on the cluster, not the database: a scratch database dropped does not undo them.
+_CLUSTER = re.compile(
+    r"\b(?:CREATE|ALTER|DROP)\s+(?:ROLE|USER|GROUP|DATABASE|TABLESPACE|SUBSCRIPTION)\b|\bALTER\s+SYSTEM\b"
+    r"|\bGRANT\s+(?!(?:ALL|SELECT|INSERT|UPDATE|DELETE|TRUNCATE|REFERENCES|TRIGGER|USAGE|EXECUTE|CREATE|CONNECT"
+    r"|TEMP|TEMPORARY|MAINTAIN)\b)[\w\s,\"]+?\bTO\b"
+    r"|\bpg_(?:create_(?:logical|physical)_replication_slot|drop_replication_slot|terminate_backend"
+    r"|cancel_backend|reload_conf|rotate_logfile)\b|\bdblink\w*\s*\(|\bCOPY\b[^;]*\bPROGRAM\b",
+    re.IGNORECASE)
+
+
+def cluster_statements(text: str) -> list[str]:
+    """The statements of a migration file that act on the cluster (roles and their grants or settings,
+    databases, tablespaces, ALTER SYSTEM, replication slots, other sessions, dblink, COPY … PROGRAM), each
+    shortened to a line: shown to the approver, since no rehearsal on a scratch database contains them."""
+    import sqlparse
+
+    found = []
+    for statement in sqlparse.split(text):
+        flat = " ".join(strip_sql_comments(statement).split())
+        if flat and _CLUSTER.search(flat):
+            found.append(flat[:160])
+    return found
+

@@ -13,7 +13,6 @@ too). See docs/migrations.md.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -201,65 +200,3 @@ def _lock_cell(lock: HeldLock, hot_blocked: list[str]) -> str:
         if lock.relation in hot_blocked:
             text = f"🔴 {text} (hot table)"
     return text
-
-
-class ScratchCopy:
-    """A scratch database on ``admin_dsn``'s server holding the newest verified backup; dropped on exit,
-    whatever happened (``with ScratchCopy(runner, admin_dsn) as dsn``)."""
-
-    def __init__(self, runner, admin_dsn: str, ttl=None) -> None:
-        import os
-        from datetime import UTC, datetime
-
-        self.runner, self.admin_dsn, self.ttl = runner, admin_dsn, ttl
-        self.name = f"coldcopy_rehearsal_{datetime.now(UTC):%Y%m%d%H%M%S}_{os.getpid()}"
-        self.backup_key: str | None = None
-
-    def __enter__(self) -> str:
-        from coldcopy import scratch, verify_roles
-
-        verify_roles.prepare(self.runner.dsn, self.admin_dsn)  # the roles the backup's grants name, NOLOGIN
-        with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
-            scratch.sweep(admin)  # what a killed rehearsal (or verification, restore) left, once expired
-            scratch.create(admin, self.name, "rehearsal", self.ttl)  # closed to PUBLIC from the start
-        dsn = psycopg.conninfo.make_conninfo(self.admin_dsn, dbname=self.name)
-        try:
-            self.backup_key, manifest = self.runner.newest_verified()
-            self.runner.restore(self.backup_key, dsn, manifest=manifest, jobs=self.runner.restore_jobs)
-        except BaseException:
-            self.__exit__()
-            raise
-        return dsn
-
-    def __exit__(self, *exc) -> None:
-        from coldcopy import scratch
-
-        with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
-            scratch.drop(admin, self.name)
-
-
-# Statements whose effect is on the cluster, not the database: a scratch database dropped does not undo them.
-_CLUSTER = re.compile(
-    r"\b(?:CREATE|ALTER|DROP)\s+(?:ROLE|USER|GROUP|DATABASE|TABLESPACE|SUBSCRIPTION)\b|\bALTER\s+SYSTEM\b"
-    r"|\bGRANT\s+(?!(?:ALL|SELECT|INSERT|UPDATE|DELETE|TRUNCATE|REFERENCES|TRIGGER|USAGE|EXECUTE|CREATE|CONNECT"
-    r"|TEMP|TEMPORARY|MAINTAIN)\b)[\w\s,\"]+?\bTO\b"
-    r"|\bpg_(?:create_(?:logical|physical)_replication_slot|drop_replication_slot|terminate_backend"
-    r"|cancel_backend|reload_conf|rotate_logfile)\b|\bdblink\w*\s*\(|\bCOPY\b[^;]*\bPROGRAM\b",
-    re.IGNORECASE)
-
-
-def cluster_statements(text: str) -> list[str]:
-    """The statements of a migration file that act on the cluster (roles and their grants or settings,
-    databases, tablespaces, ALTER SYSTEM, replication slots, other sessions, dblink, COPY … PROGRAM), each
-    shortened to a line: shown to the approver, since no rehearsal on a scratch database contains them."""
-    import sqlparse
-
-    from coldcopy.migrations import strip_sql_comments
-
-    found = []
-    for statement in sqlparse.split(text):
-        flat = " ".join(strip_sql_comments(statement).split())
-        if flat and _CLUSTER.search(flat):
-            found.append(flat[:160])
-    return found
-

@@ -50,7 +50,8 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
 
     def execute(self, context: Context) -> dict:
         from coldcopy.backups import BackupRunner, backup_passphrase
-        from coldcopy.migrations import rehearsal
+        from coldcopy.migrations import cluster_statements, rehearsal
+        from coldcopy.migrations.scratch_copy import ScratchCopy
 
         pending = self.pending()
         if not pending:
@@ -68,7 +69,7 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
                               "to a scratch copy; nothing to rehearse")
             return {"files": [], "empty_target": True}
         server, why_not = self.scratch_server_dsn()
-        cluster = {m.file_name: found for m in pending if (found := rehearsal.cluster_statements(m.read()))}
+        cluster = {m.file_name: found for m in pending if (found := cluster_statements(m.read()))}
         if server is None:
             self.say(context, f"not rehearsed: {why_not}")
             return {"files": [], "not_rehearsed": why_not, "cluster_statements": cluster}
@@ -76,7 +77,7 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
                               keyring=self.keyring())
         with self.hook().get_conn() as live:
             hot = rehearsal.hot_tables(live)
-        copy = rehearsal.ScratchCopy(runner, server, self.execution_timeout)
+        copy = ScratchCopy(runner, server, self.execution_timeout)
         with copy as scratch:
             results = rehearsal.rehearse(scratch, pending, hot=hot, lock_retry=self.lock_policy())
         report = rehearsal.table(results, hot_known=hot is not None)
