@@ -78,11 +78,11 @@ def test_a_dump_of_the_project_lists_what_postgres_cannot_restore_and_tables_mat
 
 
 def test_maintenance_leaves_the_platforms_tables_to_the_platform(supabase, demo):
-    from coldcopy.maintenance import Maintenance, Thresholds
+    from coldcopy.maintenance import Maintenance, MaintenanceThresholds
 
     with psycopg.connect(supabase.dsn, autocommit=True) as conn:
-        runner = Maintenance(conn, thresholds=Thresholds(reindex_bloat=0, reindex_min_bytes=0,
-                                                              reindex_max_per_run=1000, reindex_cooldown_days=0))
+        runner = Maintenance(conn, thresholds=MaintenanceThresholds(
+            reindex_bloat=0, reindex_min_bytes=0, reindex_max_per_run=1000, reindex_cooldown_days=0))
         planned = [t.name for t in runner.reindex_plan()]
         assert planned and not [i for i in planned if i.split(".")[0] in ("auth", "storage", "realtime")], planned
         picked, skipped = runner.vacuum_plan(everything=True)
