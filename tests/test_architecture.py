@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.support import ROOT
 
 PACKAGE = ROOT / "plugins" / "coldcopy"
-WINGS = {"backups", "drills", "gdpr", "health", "migrations", "partitions", "pitr", "refresh"}
+WINGS = {"backups", "drills", "gdpr", "health", "maintenance", "migrations", "partitions", "pitr", "refresh"}
 COMPOSERS = {"operators", "testing"}  # the operators compose the wings; coldcopy.testing drives them all
 ALLOWED = {
     ("drills", "pitr"): "a drill is a point-in-time restore: the chains, the recovery, the snapshot",
@@ -71,7 +71,7 @@ def test_faces_name_what_they_export():
     stars = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")
              if re.search(r"^\s*from \S+ import \*", p.read_text(), flags=re.M)]
     assert stars == []
-    for wing in ("backups", "gdpr", "health", "partitions"):
+    for wing in ("backups", "gdpr", "health", "maintenance", "partitions"):
         face = (PACKAGE / wing / "__init__.py").read_text()
         assert "__all__" in face, wing
 
