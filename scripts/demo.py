@@ -142,7 +142,7 @@ def pitr_demo(bag, dsn: str) -> None:
     if not local_env.demo_verify_server(dsn):
         print("  restore_drill: skipped (a target of your own needs AIRFLOW_CONN_COLDCOPY_VERIFY_DB: its own server)")
         return
-    run(bag.get_dag("restore_drill"), "a random second of the archive, on the verify server", as_of="", jobs=0)
+    run(bag.get_dag("restore_drill"), "a random second of the archive, on the verify server", as_of=None, jobs=0)
     with psycopg.connect(dsn) as conn:
         drill = conn.execute("SELECT as_of, outcome, rto_s, restore_s, replay_s, rpo_s FROM "
                              "coldcopy_ops.restore_drills ORDER BY id DESC LIMIT 1").fetchone()
