@@ -16,7 +16,6 @@ COMPOSERS = {"operators", "testing"}  # the operators compose the wings; coldcop
 ALLOWED = {
     ("drills", "pitr"): "a drill is a point-in-time restore: the chains, the recovery, the snapshot",
     ("pitr", "migrations"): "replay applies a migration marker's file as the runner would",
-    ("backups", "pitr"): "backup retention prunes the change-archive segments no kept base backup anchors",
     ("partitions", "refresh"): "a month made or restored gets the summaries' capture triggers",
     ("gdpr", "refresh"): "an erasure refreshes the dashboards that read the erased rows",
     ("health", "pitr"): "the health checks read what the change archive records (budget, slot)",

@@ -12,7 +12,7 @@ import pytest
 
 from coldcopy.backups import BackupRunner
 from coldcopy.pitr import chain as chains
-from coldcopy.pitr import recovery
+from coldcopy.pitr import recovery, retention
 from coldcopy.pitr.archiver import ChangeArchiver
 from coldcopy.pitr.setup import Setup
 from coldcopy.testing import local_env
@@ -22,7 +22,8 @@ from tests.support.pitr import tagged, write
 
 def test_retention_of_segments_follows_the_backups_they_extend(pitr_db, spaces, logical):
     archiver = ChangeArchiver(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
-    runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING)
+    runner = BackupRunner(pitr_db, spaces, BACKUP_PASSPHRASE, keyring=KEYRING,
+                          extended_by=[retention.pruner(spaces, KEYRING)])  # as the backup operators compose it
     now = datetime.now(UTC)
     archiver.drain_once()
     first = runner.backup(retention_class="standard")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from coldcopy import manifests
@@ -74,11 +75,15 @@ class BackupRunner:
     :param part_size: bytes per uploaded part.
     :param restore_jobs: ``pg_restore --jobs`` of a whole-database restore into a private database (a scratch
         copy, a quarantine); default: this machine's cores. 1: single-stream, in one transaction.
+    :param extended_by: what extends the backups and is pruned with them: each called with the kept
+        whole-database backups' manifests and ``dry_run``, returning what it deleted
+        (:func:`coldcopy.pitr.retention.pruner`: the change archive's segments no kept backup anchors).
     """
 
     def __init__(self, dsn: str, bucket: Bucket, passphrase: str, *, keyring: manifests.Keyring,
                  zstd_threads: int | None = None, zstd_level: int = 1, pipe_bytes: int | None = None,
-                 part_size: int = PART_SIZE, spool_dir: str | None = None, restore_jobs: int | None = None) -> None:
+                 part_size: int = PART_SIZE, spool_dir: str | None = None, restore_jobs: int | None = None,
+                 extended_by: Sequence[Callable[[list[dict], bool], list[str]]] = ()) -> None:
         self.dsn, self.bucket, self.passphrase = dsn, bucket, passphrase
         self.keyring, self.spool_dir = keyring, spool_dir
         self.restore_jobs = restore_jobs or DEFAULT_RESTORE_JOBS  # a whole database into a private one (restore)
@@ -90,7 +95,7 @@ class BackupRunner:
         self.pipeline = Pipeline(self.log, bucket, passphrase, keyring, self.inventory, settings=self)
         self.restorer = Restorer(self.log, bucket, passphrase, self.inventory, spool_dir)
         self.verifier = Verifier(self.log, self.inventory, self.restorer)
-        self.retention = BackupRetention(bucket, keyring, self.log, self.inventory, self.skipped)
+        self.retention = BackupRetention(bucket, keyring, self.log, self.inventory, self.skipped, extended_by)
 
     # Backing up
     def backup(self, *, tables: list[str] | None = None, now: datetime | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from coldcopy import manifests
@@ -10,7 +11,6 @@ from coldcopy.backups.inventory import Inventory
 from coldcopy.backups.layout import _KEY, ORPHAN_AFTER, PREFIX, RETENTION, BackupError
 from coldcopy.backups.log import BackupLog
 from coldcopy.object_store import Bucket
-from coldcopy.pitr import retention as pitr_retention
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +19,10 @@ class BackupRetention:
     """Retention: expired backups and leftovers without a manifest deleted, never an untrusted one."""
 
     def __init__(self, bucket: Bucket, keyring: manifests.Keyring, backup_log: BackupLog, inventory: Inventory,
-                 skipped: list[str]) -> None:
+                 skipped: list[str], extended_by: Sequence[Callable[[list[dict], bool], list[str]]] = ()) -> None:
         self.bucket, self.keyring, self.log, self.inventory, self.skipped = (bucket, keyring, backup_log, inventory,
                                                                              skipped)
+        self.extended_by = list(extended_by)  # what extends the kept backups (the change archive), pruned with them
 
     def expired(self, now: datetime | None = None) -> list[str]:
         """Backup objects past their class's retention, never the newest verified backup of each kind (the
@@ -83,5 +84,6 @@ class BackupRetention:
             log.warning("deleted %s: no manifest beside it", key)
         kept = [m for _, key, m in self.inventory.database_backups() if key not in done]
         self.skipped[:] = list(dict.fromkeys(self.skipped))  # a refused manifest is reported once
-        done += pitr_retention.prune(self.bucket, self.keyring, kept, dry_run=dry_run)
+        for prune in self.extended_by:  # given by whoever composes the runner (coldcopy.pitr.retention.pruner)
+            done += prune(kept, dry_run)
         return done

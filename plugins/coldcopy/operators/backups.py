@@ -8,7 +8,6 @@ from datetime import timedelta
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy.object_store import Bucket
 from coldcopy.operators.base import ColdCopyOperator
 
 MAX_JOBS = 32  # a restore's or drill's jobs: pg_restore --jobs and the replay's lanes, each a connection to the target
@@ -43,10 +42,11 @@ class BaseBackupOperator(ColdCopyOperator):
 
     def runner(self):
         from coldcopy.backups import BackupRunner, backup_passphrase
+        from coldcopy.pitr.retention import pruner
 
-        passphrase = backup_passphrase(self.key_conn_id)
-        return BackupRunner(self.hook().dsn(), Bucket.from_connection(self.spaces_conn_id), passphrase,
-                            keyring=self.keyring(), zstd_threads=self.zstd_threads)
+        passphrase, bucket, keyring = backup_passphrase(self.key_conn_id), self.bucket(), self.keyring()
+        return BackupRunner(self.hook().dsn(), bucket, passphrase, keyring=keyring, zstd_threads=self.zstd_threads,
+                            extended_by=[pruner(bucket, keyring)])  # the change archive goes with its backups
 
     @staticmethod
     def fail_for_good(error: Exception) -> None:

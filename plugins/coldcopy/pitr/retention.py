@@ -10,6 +10,7 @@ Only segments whose manifests verify are counted or deleted. See docs/pitr.md.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from coldcopy import manifests
@@ -18,6 +19,12 @@ from coldcopy.pitr import chain as chains
 from coldcopy.pitr.pgoutput import lsn_int
 
 log = logging.getLogger(__name__)
+
+
+def pruner(bucket: Bucket, keys: manifests.Keyring) -> Callable[[list[dict], bool], list[str]]:
+    """:func:`prune` as a backup runner's ``extended_by`` (:class:`coldcopy.backups.BackupRunner`): the change archive
+    is pruned with the backups it extends, by whoever composes the two (the backup operators)."""
+    return lambda kept, dry_run: prune(bucket, keys, kept, dry_run=dry_run)
 
 
 def prune(bucket: Bucket, keys: manifests.Keyring, backups: list[dict], *, dry_run: bool) -> list[str]:
