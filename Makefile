@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 # Debian packages the jobs and tests drive: pg_dump's companions (gpg, zstd), headless chromium for the UI
 # test (Playwright drives it; no browser download), docker-compose to validate docker-compose.yaml, and
-# PgBouncer for the pooling tests and bench/load_sql.py.
+# PgBouncer for the pooling tests and bench/load.py.
 SYSTEM_PACKAGES := gnupg zstd chromium docker-compose pgbouncer prometheus redis-server
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

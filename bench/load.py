@@ -1,7 +1,7 @@
 """Application traffic through a real PgBouncer while every ops job runs, beside the runbook's naive commands.
 
 At scale 32 (about 1M email_events): pgbench, ``--clients`` (100) through Debian's PgBouncer with
-include/pgbouncer.ini (transaction pooling, auth_query), ``bench/load_sql_sql/coldcopy_app.sql`` (inserts into
+include/pgbouncer.ini (transaction pooling, auth_query), ``bench/load_sql/coldcopy_app.sql`` (inserts into
 email_events, lead and campaign updates, dashboard and recent-events reads), for ``--seconds`` per phase at
 least, the job starting 2 s in (the load runs in 5 s rounds until the job is done); the jobs connect
 directly. Per phase: TPS, p50/p95/p99/max latency, errors, the job's own time, and the longest lock wait of
@@ -196,13 +196,13 @@ def main() -> None:
 
 
 def table(summary: dict) -> str:
-    """The README's table, from the results file (``python bench/load_sql.py --table`` reprints it)."""
+    """The README's table, from the results file (``python bench/load.py --table`` reprints it)."""
     s = summary["settings"]
     rows = [f"Scale {s['scale']} ({summary['email_events']:,} email_events), {s['clients']} pgbench clients of the "
             f"ColdCopy workload through PgBouncer {s['pgbouncer']} (pool of 25), every phase at least "
             f"{s['seconds_per_phase']} s, the job starting 2 s in and the load going on until it is done; the jobs "
             f"run the same code as their DAGs' tasks, on a direct connection; lock waits sampled from "
-            f"`pg_locks.waitstart` every 100 ms (`make bench`; `python bench/load_sql.py --table` reprints this table "
+            f"`pg_locks.waitstart` every 100 ms (`make bench`; `python bench/load.py --table` reprints this table "
             f"from `bench/results/load.json`). {summary['machine']['cores']} cores shared by PostgreSQL "
             f"{summary['machine']['postgresql']}, PgBouncer, pgbench, moto's S3 server and the jobs.",
             "",

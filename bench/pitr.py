@@ -1,8 +1,8 @@
-"""Point-in-time recovery under the load of bench/load_sql.py (issue 20): what the change archive costs the
+"""Point-in-time recovery under the load of bench/load.py (issue 20): what the change archive costs the
 workload, how far behind it runs, what it stores, and how fast it replays.
 
 On a throwaway cluster with ``wal_level=logical`` holding a copy of the ``--scale`` database, ``--clients``
-(100) pgbench clients through Debian's PgBouncer run bench/load_sql's application script, in phases of
+(100) pgbench clients through Debian's PgBouncer run bench/load.py's application script, in phases of
 ``--seconds``, alternating: **without** a slot, and **with** the change archive draining every 5 s (a new slot
 and a base backup before each). Per phase: TPS and p50/p99/max latency. With the archive: the lag of every
 archived transaction (segment verified and slot advanced − commit), segment bytes per million changes, then

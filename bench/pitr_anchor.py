@@ -1,6 +1,6 @@
 """What anchoring the change archive in the database costs (issue 31, 2): drain time and archive lag with and
 without the archiver's cross-check of the bucket against ``coldcopy_ops.change_archive`` (``check_anchor``),
-under the load of bench/load_sql.py.
+under the load of bench/load.py.
 
 Set up as bench/pitr.py (a throwaway ``wal_level=logical`` cluster holding a copy of the ``--scale`` database,
 ``--clients`` pgbench clients through PgBouncer), then phases of ``--seconds``, alternating: the archiver

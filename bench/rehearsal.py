@@ -6,12 +6,12 @@ locks it predicts are the locks production sees.
    rehearsal* (the same copy, then the pending files applied and measured:
    :func:`coldcopy.migrations.rehearsal.rehearse`).
    Goal: rehearsal ≤ 1.2 × the restore.
-2. The same pending files applied to a copy of the live database under ``bench/load_sql.py``'s workload (pgbench,
+2. The same pending files applied to a copy of the live database under ``bench/load.py``'s workload (pgbench,
    ``--clients`` through PgBouncer), measured the same way (the runner's sessions sampled in ``pg_locks`` every
    5 ms); per file, the strongest lock's held time, predicted (rehearsal, idle copy) against measured (live copy
    under load). Goal: each within 25 %.
 
-The pending files are ``bench/rehearsal_files_files/*.sql``: a type change that rewrites ``leads`` (a hot table of the
+The pending files are ``bench/rehearsal_files/*.sql``: a type change that rewrites ``leads`` (a hot table of the
 workload), a column with a constant default (no rewrite), a concurrent index build.
 
     .venv/bin/python -m bench.rehearsal [--scale 32 --runs 3 --clients 100]

@@ -1,5 +1,5 @@
 """A real PgBouncer (Debian's 1.18) with include/pgbouncer.ini: auth_query through migration 203, the ops
-connection guard, and application traffic through it while ops jobs run (the small version of bench/load_sql.py)."""
+connection guard, and application traffic through it while ops jobs run (the small version of bench/load.py)."""
 
 from __future__ import annotations
 

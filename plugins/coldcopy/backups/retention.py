@@ -84,6 +84,9 @@ class BackupRetention:
             log.warning("deleted %s: no manifest beside it", key)
         kept = [m for _, key, m in self.inventory.database_backups() if key not in done]
         self.skipped[:] = list(dict.fromkeys(self.skipped))  # a refused manifest is reported once
+        if not self.extended_by:  # the backup operators always give the change archive's pruner
+            log.warning("backup retention without extended_by: the change archive's segments are not pruned with "
+                        "the backups they extend (coldcopy.pitr.retention.pruner)")
         for prune in self.extended_by:  # given by whoever composes the runner (coldcopy.pitr.retention.pruner)
             done += prune(kept, dry_run)
         return done

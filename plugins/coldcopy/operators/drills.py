@@ -52,6 +52,7 @@ class RestoreDrillOperator(BaseBackupOperator):
         from coldcopy.pitr.chain import ChainError
         from coldcopy.pitr.recovery import RecoveryError, parse_as_of
         from coldcopy.pitr.replay import ReplayError
+        from coldcopy.verify_roles import MissingRoles
 
         connection = optional_connection(self.verify_conn_id)
         if connection is None:
@@ -72,7 +73,7 @@ class RestoreDrillOperator(BaseBackupOperator):
         try:
             row = drill.run(as_of)
         except (DrillError, RecoveryError, ChainError, UntrustedObject, BackupError, ManifestRejected, ReplayError,
-                LanesWaited) as error:
+                LanesWaited, MissingRoles) as error:
             # recorded; a retry would not mend the archive or the replay (S3 or network trouble is retried)
             raise AirflowFailException(str(error)) from error
         if refused := row["checks"].get("chain_heads_refused"):

@@ -1,5 +1,5 @@
-"""ColdCopy-like application traffic through PgBouncer with pgbench (``bench/load_sql_sql/coldcopy_app.sql``): the
-load test of ``make test`` and ``bench/load_sql.py``. Every transaction's latency and every error is recorded."""
+"""ColdCopy-like application traffic through PgBouncer with pgbench (``bench/load_sql/coldcopy_app.sql``): the
+load test of ``make test`` and ``bench/load.py``. Every transaction's latency and every error is recorded."""
 
 from __future__ import annotations
 
