@@ -57,7 +57,7 @@ def test_loading_the_plugin_does_not_build_the_page_app():
 def test_a_task_process_loading_the_plugins_folder_imports_only_the_plugin_file(tmp_path):
     """The loader imports every .py under plugins/ by its bare name in every task process; .airflowignore keeps
     it to the two plugin files (it once imported 54 of our modules and ~790 in all, ~1.8 s a task); the run-notes
-    listener brings only its own small module."""
+    listeners bring only their own small modules (run notes, the exit sentinel)."""
     import json
     import os
     import subprocess
@@ -70,7 +70,8 @@ def test_a_task_process_loading_the_plugins_folder_imports_only_the_plugin_file(
            "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(__file__).resolve().parents[2] / "plugins")}
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert loaded["ours"] == ["coldcopy", "coldcopy.run_notes", "coldcopy_health_plugin", "coldcopy_run_notes_plugin"]
+    assert loaded["ours"] == ["coldcopy", "coldcopy.exit_sentinel", "coldcopy.run_notes", "coldcopy_health_plugin",
+                              "coldcopy_run_notes_plugin"]
     assert loaded["modules"] < 20
 
 
