@@ -12,7 +12,8 @@ check falls in that window the task — and its pool slot — stays "running" fo
 ending at once on two cores (the refresh DAG's two views) fall in it about half the time; a lone task rarely.
 The minimal DAG (``probe_skip``: two tasks that skip, no ColdCopy code in it; the stack loads the project's
 plugins as always) shows the same. The setting bounds it; its cost is a heartbeat API call per running task
-per second at most.
+per second at most. The exit sentinel (coldcopy.exit_sentinel) removes it: the last EOF comes after the task can be
+reaped, so neither setting's skips wait.
 
 Per setting: a stack of its own (metadata in a throwaway database, the project's DAGs and plugins, coldcopy_db a
 scale-1 generated database); ``--probes`` manual runs of the minimal ``probe_skip`` DAG and of
