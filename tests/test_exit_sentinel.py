@@ -9,12 +9,13 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from coldcopy import exit_sentinel
 
 
-def a_task(with_sentinel: bool) -> tuple[int, socket.socket]:
+def a_task(with_sentinel: bool, threads: int = 0) -> tuple[int, socket.socket]:
     """A child whose fds 0–2 are one end of a socket pair (as the supervisor's task process), ending at once."""
     ours, theirs = socket.socketpair()
     pid = os.fork()
@@ -26,6 +27,9 @@ def a_task(with_sentinel: bool) -> tuple[int, socket.socket]:
             theirs.close()
             if with_sentinel:
                 exit_sentinel.start()
+            for _ in range(threads):  # a task's threads (a backup's pipeline, a partition's gzip) outlive main's exit
+                threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+            time.sleep(0.15)  # the task runs on: its sentinel is up and waiting before it ends
             ballast = bytearray(8 << 20)  # memory to unmap: a task's exit takes a moment
             del ballast
         finally:
@@ -34,8 +38,8 @@ def a_task(with_sentinel: bool) -> tuple[int, socket.socket]:
     return pid, ours
 
 
-def reaped_at_eof(with_sentinel: bool) -> bool:
-    pid, sock = a_task(with_sentinel)
+def reaped_at_eof(with_sentinel: bool, threads: int = 0) -> bool:
+    pid, sock = a_task(with_sentinel, threads)
     try:
         while True:
             select.select([sock], [], [], 10)
@@ -59,8 +63,10 @@ def test_a_process_not_under_a_supervisor_gets_no_sentinel():
 
 def test_the_last_eof_comes_once_the_task_can_be_reaped_and_no_sentinel_outlives_its_task():
     """Without the sentinel the same check found the task still running after its last EOF in 56 of 100 tries on
-    this machine (the supervisor then sleeps out min_heartbeat_interval); with it, never."""
-    assert all(reaped_at_eof(with_sentinel=True) for _ in range(40))
+    this machine (the supervisor then sleeps out min_heartbeat_interval); with it, never — threads included (a
+    sentinel killed by PR_SET_PDEATHSIG when the main thread exited missed 20 of 60 with one thread left)."""
+    assert all(reaped_at_eof(with_sentinel=True) for _ in range(20))
+    assert all(reaped_at_eof(with_sentinel=True, threads=2) for _ in range(20))  # every thread gone first
     time.sleep(0.2)
     mine = str(os.getpid())
     orphans = [p for p in os.listdir("/proc") if p.isdigit() and _parent_of(p) == mine]

@@ -8,17 +8,16 @@ zombie, so that check can fall in between; with no socket left to wait on, the s
 ``bench/skips.py`` measured it: 5 of 12 refresh skips took 1.3 s instead of 0.3 s.
 
 The sentinel closes that gap: at the start of every supervised task (:func:`on_starting`, a listener the
-plugin registers) the task process forks a tiny child that holds copies of fds 0–2 and nothing else, and that
-the kernel kills when the task process dies (``PR_SET_PDEATHSIG``, sent as the process is made a zombie). The
-supervisor's last end-of-file then comes from the sentinel's death, after the task process can be reaped, and
-its exit check finds it. Linux only; a task not under a supervisor (sockets on 0–2), such as ``dag.test()``,
-gets none. Nothing else changes: the sentinel reads and writes nothing, and dies with its task however that
-ends (a SIGKILL included).
+plugin registers) the task process starts a tiny process that holds copies of fds 0–2, a pidfd of the task and
+nothing else, and that exits once the pidfd says the task has exited — all its threads, so it can be reaped. The
+supervisor's last end-of-file then comes from the sentinel's exit, and its exit check finds the task. The
+sentinel is a fresh interpreter (``exec``), so it keeps none of the task's memory; it ignores the signals a task
+handles, and dies with a process-group SIGKILL. Linux 5.3+ (pidfds); a process not under a supervisor (sockets on
+0–2), such as ``dag.test()``, gets none. It reads and writes nothing.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import stat
@@ -26,7 +25,8 @@ import sys
 
 from airflow.listeners import hookimpl
 
-PR_SET_PDEATHSIG = 1
+# waits for the task's pidfd (fd 3) to say it exited, then exits: its fds 0–2 close after the task's
+SENTINEL = "import select; select.select([3], [], [])  # coldcopy exit sentinel"
 
 
 def supervised() -> bool:
@@ -38,26 +38,29 @@ def supervised() -> bool:
 
 
 def start() -> int | None:
-    """Fork the sentinel of this process; returns its pid (None where it does not apply)."""
+    """Start the sentinel of this process; returns its pid (None where it does not apply)."""
     if not sys.platform.startswith("linux") or not supervised():
         return None
     try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
+        task = os.pidfd_open(os.getpid())  # readable once the whole process has exited (every thread)
+    except (AttributeError, OSError):
         return None
-    parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(task)
+        return None
     if pid:
+        os.close(task)
         return pid
-    try:  # the sentinel: nothing but fds 0–2, until its task process dies
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the task died before the signal was armed
-            os._exit(0)
-        os.closerange(3, 1 << 16)
+    try:  # the sentinel: fds 0–2 and the task's pidfd, in an interpreter of its own
+        if task != 3:
+            os.dup2(task, 3)
+        os.set_inheritable(3, True)  # pidfd_open's descriptor is close-on-exec, as dup2 onto itself leaves it
+        os.closerange(4, os.sysconf("SC_OPEN_MAX"))
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(number, signal.SIG_IGN)  # the task's own handlers are not the sentinel's
-        while True:
-            signal.pause()
+            signal.signal(number, signal.SIG_IGN)  # kept across exec: the task's signals are not the sentinel's
+        os.execv(sys.executable, [sys.executable, "-S", "-I", "-c", SENTINEL])
     finally:
         os._exit(0)
 
