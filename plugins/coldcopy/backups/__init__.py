@@ -115,9 +115,6 @@ class BackupRunner:
     def newest_verified(self) -> tuple[str, dict]:
         return self.inventory.newest_verified()
 
-    def retention_class(self, now: datetime, label: str) -> str:
-        return self.inventory.retention_class(now, label)
-
     # Restoring and verifying
     def restore(self, key: str, target_dsn: str, *, tables: list[str] | None = None,
                 manifest: dict | None = None, jobs: int = 1) -> dict:
@@ -137,9 +134,6 @@ class BackupRunner:
         return self.verifier.verify(key, scratch_admin_dsn, jobs=self.restore_jobs)
 
     # Retention
-    def expired(self, now: datetime | None = None) -> list[str]:
-        return self.retention.expired(now)
-
     def orphans(self, now: datetime | None = None) -> list[str]:
         return self.retention.orphans(now)
 

@@ -19,8 +19,6 @@ Selection (all thresholds are parameters; defaults follow autovacuum's):
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import psycopg
 
 from coldcopy import ops_schema
@@ -84,7 +82,3 @@ class Maintenance:
 
     def purge_cache(self, batch_size: int = 5000) -> int:
         return self.execution.purge_cache(batch_size)
-
-    def record(self, action: str, target: str, started_at: datetime, started: float, outcome: str, detail: str,
-               *args, **kwargs) -> None:
-        self.execution.record(action, target, started_at, started, outcome, detail, *args, **kwargs)

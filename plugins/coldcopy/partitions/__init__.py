@@ -92,9 +92,6 @@ class PartitionManager:
     def partitions(self) -> list[Partition]:
         return self.state.partitions()
 
-    def month_start(self, offset: int = 0, now: datetime | None = None) -> datetime:
-        return self.state.month_start(offset, now)
-
     def future_months(self, now: datetime | None = None) -> int:
         return self.state.future_months(now)
 
