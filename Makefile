@@ -51,12 +51,12 @@ data: install
 #                       scratch databases);
 #   CELERY_TESTS        the Celery stack's module;
 #   OWN_CLUSTER_TESTS   the tiers on throwaway clusters of their own (tests/supabase: Supabase-shaped; tests/pitr and
-#                       tests/drills: wal_level=logical);
+#                       tests/pitr/drills: wal_level=logical);
 #   WHOLE_JOB_TESTS     the wings that restore and re-run whole jobs (backups, gdpr, migrations, operators);
 #   the rest            on the shared server.
 CELERY_TESTS = tests/e2e/test_live_celery.py
 LIVE_AIRFLOW_TESTS = tests/e2e
-OWN_CLUSTER_TESTS = tests/supabase tests/pitr tests/drills
+OWN_CLUSTER_TESTS = tests/supabase tests/pitr
 WHOLE_JOB_TESTS = tests/backups tests/gdpr tests/migrations tests/operators
 test: install system-deps lint
 	@mkdir -p .artifacts

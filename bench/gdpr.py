@@ -23,6 +23,7 @@ import psycopg
 
 from bench import common
 from coldcopy.gdpr import Gdpr
+from coldcopy.refresh.erasures import Dashboards
 from coldcopy.testing import local_env
 
 
@@ -34,7 +35,7 @@ def erasures(dsn: str, subjects: int) -> dict:
     with psycopg.connect(dsn, autocommit=True) as conn:
         picked = conn.execute("SELECT l.workspace_id, l.email FROM leads l JOIN email_events e ON e.lead_id = l.id "
                               "GROUP BY 1, 2 ORDER BY count(*) DESC, 2 LIMIT %s", (2 * subjects,)).fetchall()
-        gdpr = Gdpr(conn, keyring=common.KEYRING, pepper=common.PEPPER)
+        gdpr = Gdpr(conn, dashboards=Dashboards, keyring=common.KEYRING, pepper=common.PEPPER)
         gdpr.ensure_refuse_trigger()
         ours, naive, ours_rows, naive_rows = [], [], [], []
         for number, (workspace, email) in enumerate(picked):
@@ -104,7 +105,7 @@ def main() -> None:
         def on_copy(policy: bool) -> dict:
             with common.copy_of(server, dsn) as copy_dsn, psycopg.connect(copy_dsn, autocommit=True) as conn:
                 if policy:
-                    gdpr = Gdpr(conn, keyring=common.KEYRING, pepper=common.PEPPER)
+                    gdpr = Gdpr(conn, dashboards=Dashboards, keyring=common.KEYRING, pepper=common.PEPPER)
                     return with_writer(copy_dsn, workspace, lambda: gdpr.apply_retention(gdpr.policy(policy_id)))
 
                 def delete() -> dict:

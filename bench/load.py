@@ -32,8 +32,8 @@ from coldcopy.migrations import MIGRATIONS_DIR, discover_migrations
 from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.partitions import PartitionManager
 from coldcopy.refresh.dispatch import refresher_for
-from coldcopy.refresh.jobs import REFRESH_JOBS
 from coldcopy.refresh.runs import RefreshRun
+from coldcopy.refresh_schedule import REFRESH_JOBS
 from coldcopy.testing import app_load, local_env, servers
 
 POLICY = LockRetryPolicy.growing(1000, 6)

@@ -30,6 +30,7 @@ import psycopg
 
 from bench import common
 from coldcopy.backups import BackupRunner
+from coldcopy.migrations.marker_applier import marker_applier
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
 from coldcopy.pitr.archiver import ChangeArchiver
@@ -92,7 +93,8 @@ def with_archive(cluster, dsn: str, bucket, bouncer, password: str, clients: int
         timings[label] = time.perf_counter() - started
         if label == "base_and_archive":
             replay_began = time.perf_counter()
-            report = recovery.replay(runner, plan, target, jobs=os.cpu_count() or 2)
+            report = recovery.replay(runner, plan, target, jobs=os.cpu_count() or 2,
+                                     migrate=marker_applier(target))
             timings["replay"] = time.perf_counter() - replay_began
             timings[label] += timings["replay"]
         local_env.drop_database(cluster.dsn, f"bench_pitr_{label}")

@@ -32,9 +32,11 @@ import psycopg
 from bench import common
 from bench.pitr import load_phase, loaded
 from coldcopy.backups import BackupRunner
+from coldcopy.migrations.marker_applier import marker_applier
 from coldcopy.pg_tools import client_popen, pg_program
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr.archiver import ChangeArchiver
+from coldcopy.refresh.erasures import Dashboards
 from coldcopy.testing import local_env
 
 PASSPHRASE = common.PASSPHRASE
@@ -86,8 +88,8 @@ def restore_variants(server: str, scale: int, runs: int) -> dict:
 
 
 def drill(scale: int, clients: int, seconds: int) -> dict:
-    from coldcopy.drills.drill import RestoreDrill
     from coldcopy.gdpr import reapply_after_restore
+    from coldcopy.pitr.drills.drill import RestoreDrill
 
     with loaded(scale, clients, "restore_drill") as setup:
         archiver = ChangeArchiver(setup.dsn, setup.bucket, PASSPHRASE, keyring=common.KEYRING)
@@ -111,8 +113,9 @@ def drill(scale: int, clients: int, seconds: int) -> dict:
         with psycopg.connect(setup.server, autocommit=True) as admin:  # the load bench's role: production's globals
             if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = 'coldcopy_app'").fetchone():
                 admin.execute("CREATE ROLE coldcopy_app NOLOGIN")
-        row = RestoreDrill(runner, setup.dsn, setup.server, jobs=JOBS, reapply=lambda manifest, dsn: (
-            reapply_after_restore(dsn, setup.bucket, common.KEYRING, None, common.PEPPER))).run(as_of)
+        row = RestoreDrill(runner, setup.dsn, setup.server, jobs=JOBS, migrate=marker_applier,
+                           reapply=lambda manifest, dsn: reapply_after_restore(
+                               dsn, setup.bucket, common.KEYRING, None, common.PEPPER, Dashboards)).run(as_of)
         keep = ("rto_s", "download_s", "restore_s", "replay_s", "verify_s", "erasures_s", "rpo_s",
                 "at_risk_transactions", "bytes", "rows", "changes_replayed", "segments", "jobs")
         return {"email_events": setup.events, "tps": summary["tps"],

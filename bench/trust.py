@@ -27,6 +27,7 @@ from coldcopy import kill_targets
 from coldcopy.backups import BackupRunner, _count, _Pipeline
 from coldcopy.crypto import gpg_decrypt_popen
 from coldcopy.pg_tools import client_popen, minimal_env, pg_program
+from coldcopy.refresh.erasures import Dashboards
 from coldcopy.testing import local_env
 
 BUCKET = "coldcopy-bench-trust"
@@ -98,7 +99,7 @@ def rewrite(server: str, dsn: str, endpoint: str, runs: int, subjects: int) -> d
             f"SELECT count(*) FROM public.{p.name}").fetchone()[0])
         rows = conn.execute(f"SELECT count(*) FROM public.{month.name}").fetchone()[0]
         manager.archive(month, bucket)
-        gdpr = Gdpr(conn, keyring=common.KEYRING, pepper=common.PEPPER)
+        gdpr = Gdpr(conn, dashboards=Dashboards, keyring=common.KEYRING, pepper=common.PEPPER)
         people = conn.execute(f"SELECT DISTINCT l.workspace_id, l.email FROM public.{month.name} e "
                               "JOIN leads l ON l.id = e.lead_id LIMIT %s", (subjects,)).fetchall()
         for workspace_id, email in people:  # the ledger entries (the month is detached: its rows go too)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from coldcopy import manifests
 from coldcopy.gdpr import reapply_after_restore, subject_pepper
 from coldcopy.object_store import Bucket
+from coldcopy.refresh.erasures import Dashboards
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) - timedelta(hours=1) if args.since else None
     done, problems = reapply_after_restore(args.dsn, Bucket.from_connection(), manifests.keyring(), since,
-                                           subject_pepper())
+                                           subject_pepper(), Dashboards)
     print(json.dumps({"reapplied": done, "ledger_problems": problems}, indent=2))
     if problems:
         sys.exit("the erasure ledger has problems (above): every valid erasure was applied; tell the DPO")

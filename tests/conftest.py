@@ -23,7 +23,7 @@ from coldcopy.migrations.runner import MigrationRunner  # noqa: E402
 from coldcopy.refresh.incremental.summaries import SUMMARIES  # noqa: E402
 from tests.support.schema import TENANT_RELATIONS, insert_generic_row, populate_analytics  # noqa: E402
 
-pytest_plugins = ["tests.support.logical_cluster"]  # the logical-decoding cluster of tests/pitr and tests/drills
+pytest_plugins = ["tests.support.logical_cluster"]  # the logical-decoding cluster of tests/pitr (drills included)
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,7 @@ def test_refresh_dags_schedules_pool_and_deadlines(dagbag):
     import re
 
     from coldcopy.dag_defaults import HEAVY_POOL
-    from coldcopy.refresh.jobs import REFRESH_JOBS
+    from coldcopy.refresh_schedule import REFRESH_JOBS
 
     created = {f"analytics.{m}" for path in (DAGS.parent / "sql" / "migrations").glob("*.sql")
                for m in re.findall(r"CREATE MATERIALIZED VIEW (?:IF NOT EXISTS )?analytics\.(\w+)", path.read_text())}
@@ -77,7 +77,7 @@ def test_refresh_dags_schedules_pool_and_deadlines(dagbag):
 def test_refresh_cadences_match_their_crons():
     from croniter import croniter
 
-    from coldcopy.refresh.jobs import REFRESH_JOBS
+    from coldcopy.refresh_schedule import REFRESH_JOBS
 
     for dag_id, job in REFRESH_JOBS.items():
         runs = croniter(job.cron, datetime(2026, 1, 1, 3, 30))

@@ -14,8 +14,8 @@ from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.migrations import discover_migrations
 from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.refresh.dispatch import refresher_for
-from coldcopy.refresh.jobs import REFRESH_JOBS
 from coldcopy.refresh.runs import RefreshRun
+from coldcopy.refresh_schedule import REFRESH_JOBS
 from coldcopy.testing import app_load, generate_data, local_env, servers
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 

@@ -21,6 +21,7 @@ from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.migrations import discover_migrations
 from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.partitions import PartitionManager
+from coldcopy.refresh.erasures import Dashboards
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING, SUBJECT_PEPPER
 
 pytestmark = pytest.mark.integration
@@ -128,7 +129,8 @@ def test_a_login_without_privileges_cannot_hold_up_an_erasure(generated_db, spac
     """The request's claim, the subject's erasure and the ledger's entry: each was an advisory key (the ledger's
     waited for under lock_timeout, then failed after its retries)."""
     with psycopg.connect(generated_db, autocommit=True) as conn:
-        gdpr = Gdpr(conn, keyring=KEYRING, lock_retry=LockRetryPolicy(attempts=2, lock_timeout_ms=300),
+        gdpr = Gdpr(conn, dashboards=Dashboards, keyring=KEYRING,
+                    lock_retry=LockRetryPolicy(attempts=2, lock_timeout_ms=300),
                     passphrase=BACKUP_PASSPHRASE, pepper=SUBJECT_PEPPER)
         workspace, email = conn.execute("SELECT workspace_id, email FROM leads ORDER BY id LIMIT 1").fetchone()
         request_id = str(conn.execute(

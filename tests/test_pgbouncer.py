@@ -54,8 +54,8 @@ def test_application_traffic_through_pgbouncer_never_waits_on_ops_jobs(pgbouncer
     from coldcopy.lock_retries import LockRetryPolicy
     from coldcopy.maintenance import Maintenance
     from coldcopy.refresh.dispatch import refresher_for
-    from coldcopy.refresh.jobs import REFRESH_JOBS
     from coldcopy.refresh.runs import RefreshRun
+    from coldcopy.refresh_schedule import REFRESH_JOBS
 
     password = app_load.prepare(generated_db)
     result = {}

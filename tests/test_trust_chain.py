@@ -11,6 +11,7 @@ import pytest
 from coldcopy import manifests
 from coldcopy.backups import BackupError, BackupRunner
 from coldcopy.pg_tools import pg_program
+from coldcopy.refresh.erasures import Dashboards
 from coldcopy.testing import local_env
 from tests.conftest import KEYRING, FakeTaskInstance
 
@@ -161,7 +162,7 @@ def test_a_restore_with_a_junk_ledger_object_applies_the_valid_erasures_and_aler
         request_id = conn.execute("INSERT INTO data_subject_requests (workspace_id, email, request_type, status) "
                                   "VALUES (%s, %s, 'erasure', 'verified') RETURNING id",
                                   (workspace_id, email)).fetchone()[0]
-        Gdpr(conn, keyring=KEYRING, pepper=SUBJECT_PEPPER).handle(str(request_id), spaces)
+        Gdpr(conn, dashboards=Dashboards, keyring=KEYRING, pepper=SUBJECT_PEPPER).handle(str(request_id), spaces)
     client.put_object(Bucket=bucket, Key="gdpr/erasures/junk.json", Body=b"junk")  # the restore used to stop here
     target = f"cc_restored_{request_id.hex[:8]}"
     with AlertSink() as sink:

@@ -1,4 +1,4 @@
--- Restore drills (restore_drill, coldcopy.drills): one row per drill, what db_health, the health page and the
+-- Restore drills (restore_drill, coldcopy.pitr.drills): one row per drill, what db_health, the health page and the
 -- metrics read. Applied by coldcopy.ops_schema.ensure().
 
 CREATE SCHEMA IF NOT EXISTS coldcopy_ops;

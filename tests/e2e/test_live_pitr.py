@@ -14,6 +14,7 @@ import psycopg
 from coldcopy import manifests
 from coldcopy.backups import BackupRunner
 from coldcopy.migrations import discover_migrations
+from coldcopy.migrations.marker_applier import marker_applier
 from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.object_store import Bucket
 from coldcopy.pitr import chain as chains
@@ -79,7 +80,7 @@ def test_two_hourly_drains_hand_over_under_constant_writes_and_lose_nothing(live
     target = local_env.create_database(live.logical.dsn, "coldcopy_as_of", replace=True)
     plan = recovery.plan(runner, as_of)
     runner.restore(plan.backup_key, target, manifest=plan.backup)
-    recovery.replay(runner, plan, target)
+    recovery.replay(runner, plan, target, migrate=marker_applier(target))
     with psycopg.connect(target) as conn:
         restored = [r[0] for r in conn.execute(
             "SELECT email FROM public.suppression_list WHERE email LIKE 'handover-%' ORDER BY email")]

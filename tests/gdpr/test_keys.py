@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from coldcopy.gdpr import Gdpr, GdprError
+from coldcopy.refresh.erasures import Dashboards
 from tests.support.gdpr import KEY, gdpr_on, request, subjects_of
 
 
@@ -37,5 +38,5 @@ def test_subject_keys_are_keyed_and_old_unkeyed_entries_are_migrated(generated_d
             conn.execute("INSERT INTO leads (workspace_id, email) VALUES (%s, %s)",
                          (person["workspace_id"], person["email"]))
     with pytest.raises(GdprError, match="another pepper"):
-        Gdpr(conn, keyring=KEY, pepper="another pepper of thirty-two characters or more")
+        Gdpr(conn, dashboards=Dashboards, keyring=KEY, pepper="another pepper of thirty-two characters or more")
     conn.close()

@@ -12,6 +12,7 @@ import pytest
 from coldcopy import manifests
 from coldcopy.gdpr import reapply_after_restore
 from coldcopy.refresh.dispatch import refresher_for
+from coldcopy.refresh.erasures import Dashboards
 from coldcopy.refresh.runs import RefreshRun
 from tests.conftest import BACKUP_PASSPHRASE, ROOT, SUBJECT_PEPPER
 from tests.support.gdpr import KEY, gdpr_on, occurrences, request, subject_of, subjects_of
@@ -69,7 +70,7 @@ def test_junk_missing_and_reordered_ledger_entries_are_reported_and_the_valid_on
 
     target = new_database()
     runner.restore(key, target)
-    done, problems = reapply_after_restore(target, spaces, KEY, None, SUBJECT_PEPPER)
+    done, problems = reapply_after_restore(target, spaces, KEY, None, SUBJECT_PEPPER, Dashboards)
     assert len(done) == 2  # entries 1 and 3: one junk object, one forged and one missing entry stop nothing
     assert any("junk.json: not a signed document" in p for p in problems)
     assert any("unknown key" in p for p in problems)

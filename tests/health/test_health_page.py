@@ -123,8 +123,8 @@ def test_the_drill_rto_reads_the_same_in_the_value_the_summary_and_the_table(mig
     from datetime import UTC, datetime
 
     from coldcopy import health
-    from coldcopy.drills import record
     from coldcopy.health.drills import restore_drill
+    from coldcopy.pitr.drills import record
 
     with psycopg.connect(migrated_db, autocommit=True) as conn:
         now = datetime.now(UTC)

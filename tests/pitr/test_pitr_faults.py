@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from coldcopy.backups import BackupRunner
 from coldcopy.crypto import UntrustedObject
+from coldcopy.migrations.marker_applier import marker_applier
 from coldcopy.object_store import Bucket
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
@@ -107,7 +108,7 @@ def test_a_deleted_or_swapped_segment_is_refused_with_the_gap_named(pitr_db, spa
     target = local_env.create_database(logical.dsn, f"{psycopg.conninfo.conninfo_to_dict(pitr_db)['dbname']}_x")
     runner.restore(plan.backup_key, target, manifest=plan.backup)
     with pytest.raises(UntrustedObject, match="does not match its signed manifest"):
-        recovery.replay(runner, plan, target)
+        recovery.replay(runner, plan, target, migrate=marker_applier(target))
     spaces.put(two["object_key"], sealed_two)
     spaces.delete(two["object_key"])
     spaces.delete(chains.manifest_key(two["object_key"]))  # deleted: the chain has a gap after segment 1
@@ -196,7 +197,8 @@ def test_rows_swapping_a_unique_value_replay_change_by_change(pitr_db, spaces, l
         conn.execute("UPDATE public.suppression_list SET email = %s WHERE id = %s", (first[1], second[0]))
         conn.execute("UPDATE public.suppression_list SET email = %s WHERE id = %s", (second[1], first[0]))
     plan, target = restored_base(archiver, runner, pitr_db, logical.dsn, f"swap{jobs}")
-    assert recovery.replay(runner, plan, target, jobs=jobs)["runs_applied_one_by_one"] == 1
+    report = recovery.replay(runner, plan, target, jobs=jobs, migrate=marker_applier(target))
+    assert report["runs_applied_one_by_one"] == 1
     with psycopg.connect(target) as conn:
         swapped = dict(conn.execute("SELECT id, email FROM public.suppression_list WHERE email LIKE 'swap-%'"))
     assert swapped == {first[0]: second[1], second[0]: first[1]}

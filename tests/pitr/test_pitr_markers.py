@@ -12,6 +12,7 @@ from psycopg.conninfo import make_conninfo
 
 from coldcopy import markers
 from coldcopy.backups import BackupRunner
+from coldcopy.migrations.marker_applier import marker_applier
 from coldcopy.pitr import recovery
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
 from tests.support.pitr import archiver_for, restored_base, tagged, write
@@ -50,7 +51,7 @@ def test_a_marker_forged_by_a_login_with_no_grants_changes_no_restore(pitr_db, s
                            f"('{{\"kind\": \"partition\", \"action\": \"detach\", \"table\": \"{month}\"}}')")
     write(pitr_db, "after")
     plan, target = restored_base(archiver, runner, pitr_db, logical.dsn)
-    report = recovery.replay(runner, plan, target)
+    report = recovery.replay(runner, plan, target, migrate=marker_applier(target))
     assert busiest_month(target) == (month, rows)  # still attached, every row there
     assert [t.split("-")[0] for t in tagged(target)] == [t.split("-")[0] for t in tagged(pitr_db)]
     assert len(report["foreign_markers"]) == 2 and all("any login can emit" in f for f in report["foreign_markers"])

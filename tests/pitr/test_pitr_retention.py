@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from coldcopy.backups import BackupRunner
+from coldcopy.migrations.marker_applier import marker_applier
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery, retention
 from coldcopy.pitr.archiver import ChangeArchiver
@@ -55,7 +56,7 @@ def test_retention_of_segments_follows_the_backups_they_extend(pitr_db, spaces, 
     assert plan.backup_key == second.object_key
     target = local_env.create_database(logical.dsn, f"{psycopg.conninfo.conninfo_to_dict(pitr_db)['dbname']}_kept")
     runner.restore(plan.backup_key, target, manifest=plan.backup)
-    recovery.replay(runner, plan, target)
+    recovery.replay(runner, plan, target, migrate=marker_applier(target))
     assert tagged(target) == tagged(pitr_db)
     with pytest.raises(recovery.RecoveryError, match="earliest possible point"):
         recovery.plan(runner, datetime.fromisoformat(first.manifest["pitr"]["snapshot_time"]).replace(microsecond=0))

@@ -8,6 +8,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from coldcopy.backups import BackupRunner
+from coldcopy.migrations.marker_applier import marker_applier
 from coldcopy.pitr import recovery
 from coldcopy.pitr.archiver import ChangeArchiver
 from coldcopy.pitr.replay import Replayer
@@ -59,7 +60,7 @@ def test_setup_drain_backup_and_replay_as_a_replication_role_that_is_not_superus
     target_as_role = make_conninfo(target, user=ROLE)
     with psycopg.connect(target_as_role) as conn:
         assert not Replayer(conn).replica_role  # session_replication_role needs a superuser: triggers per table
-    recovery.replay(runner, plan, target_as_role)
+    recovery.replay(runner, plan, target_as_role, migrate=marker_applier(target_as_role))
     with psycopg.connect(target_as_role) as conn:
         assert conn.execute("SELECT count(*), count(*) FILTER (WHERE first_name = 'Role') FROM public.leads"
                             ).fetchone() == expected[0]

@@ -14,6 +14,7 @@ import pytest
 from coldcopy.backups import toc
 from coldcopy.migrations import Migration, MigrationError
 from coldcopy.migrations.runner import MigrationRunner
+from coldcopy.refresh.erasures import Dashboards
 from coldcopy.testing import local_env
 from tests.conftest import ROOT, SUBJECT_PEPPER
 
@@ -154,7 +155,7 @@ def test_a_support_copy_made_and_erased_as_postgres(supabase, demo, spaces, back
     assert done["target_schema"] == "support_ws" and done["rows"] > 0
     with psycopg.connect(supabase.dsn, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM support_ws.leads WHERE email = %s", (email,)).fetchone()[0] == 1
-        gdpr = Gdpr(conn, pepper=SUBJECT_PEPPER)
+        gdpr = Gdpr(conn, dashboards=Dashboards, pepper=SUBJECT_PEPPER)
         counts = gdpr.erase(gdpr.find(workspace, email=email), str(uuid.uuid4()))
         assert counts["support_ws.leads"] == 1 and counts.get("support_ws.email_events", 0) > 0, counts
         assert conn.execute("SELECT count(*) FROM support_ws.leads WHERE email = %s", (email,)).fetchone()[0] == 0

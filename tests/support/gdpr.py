@@ -7,6 +7,7 @@ from psycopg import sql
 
 from coldcopy.gdpr import Gdpr
 from coldcopy.lock_retries import LockRetryPolicy
+from coldcopy.refresh.erasures import Dashboards
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING, SUBJECT_PEPPER
 
 KEY = KEYRING
@@ -31,7 +32,8 @@ def request(dsn: str, subject: dict, request_type: str, status: str = "verified"
 
 def gdpr_on(dsn: str) -> tuple[psycopg.Connection, Gdpr]:
     conn = psycopg.connect(dsn, autocommit=True)
-    return conn, Gdpr(conn, keyring=KEY, lock_retry=LockRetryPolicy(attempts=3, lock_timeout_ms=500),
+    return conn, Gdpr(conn, dashboards=Dashboards, keyring=KEY,
+                      lock_retry=LockRetryPolicy(attempts=3, lock_timeout_ms=500),
                       passphrase=BACKUP_PASSPHRASE, pepper=SUBJECT_PEPPER)
 
 

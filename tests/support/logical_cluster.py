@@ -1,4 +1,4 @@
-"""The fixtures of the tests that need logical decoding (tests/pitr, tests/drills): a throwaway cluster with
+"""The fixtures of the tests that need logical decoding (tests/pitr, tests/pitr/drills): a throwaway cluster with
 ``wal_level=logical`` (Supabase's setting; the shared server runs ``replica``), made once per session when a
 test first asks for it."""
 

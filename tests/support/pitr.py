@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from coldcopy.backups import BackupRunner
+from coldcopy.migrations.marker_applier import marker_applier
 from coldcopy.object_store import Bucket
 from coldcopy.pitr import recovery
 from coldcopy.pitr.archiver import ChangeArchiver
@@ -53,5 +54,5 @@ def restored_base(archiver: ChangeArchiver, runner: BackupRunner, dsn: str, serv
 def restore_now(archiver: ChangeArchiver, runner: BackupRunner, dsn: str, server: str) -> str:
     """Restore as of the last whole second into a new database on ``server``; returns its DSN."""
     plan, target = restored_base(archiver, runner, dsn, server)
-    recovery.replay(runner, plan, target)
+    recovery.replay(runner, plan, target, migrate=marker_applier(target))
     return target

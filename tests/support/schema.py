@@ -71,8 +71,8 @@ def insert_generic_row(conn, schema: str, table: str, workspace_id: str) -> None
 def populate_analytics(conn) -> None:
     """Every analytics view and summary filled, as production's are."""
     from coldcopy.refresh.dispatch import refresher_for
-    from coldcopy.refresh.jobs import REFRESH_JOBS
     from coldcopy.refresh.runs import RefreshRun
+    from coldcopy.refresh_schedule import REFRESH_JOBS
 
     for job in REFRESH_JOBS.values():
         for view in job.views:

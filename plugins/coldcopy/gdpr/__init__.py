@@ -32,7 +32,7 @@ import psycopg
 
 from coldcopy import manifests, ops_schema
 from coldcopy.gdpr.access import Access
-from coldcopy.gdpr.dashboards import Dashboards
+from coldcopy.gdpr.dashboards import DashboardsFor
 from coldcopy.gdpr.discovery import (
     MAX_DEPTH,
     PERSONAL_COLUMNS_REGISTRY,
@@ -87,13 +87,16 @@ class Gdpr:
     dashboards an erasure reaches, the ledger, erasure, requests, retention: a module each in this package), each
     given what it needs in its constructor.
 
+    :param dashboards: ``(conn, lock_retry)`` → the dashboards an erasure refreshes
+        (:class:`coldcopy.refresh.erasures.Dashboards`).
     :param lock_retry: lock_timeout and retries of every batch.
     :param keyring: signs and authenticates the ledger objects in the bucket.
     :param passphrase: the backup passphrase (retention archives are encrypted like the backups).
     :param pepper: the secret of subject keys (connection ``coldcopy_subject_pepper``).
     """
 
-    def __init__(self, conn: psycopg.Connection, *, keyring: manifests.Keyring | None = None,
+    def __init__(self, conn: psycopg.Connection, *, dashboards: DashboardsFor,
+                 keyring: manifests.Keyring | None = None,
                  dpo_conn_id: str = DPO_CONN_ID, passphrase: str | None = None, pepper: str | None = None,
                  lock_retry: LockRetryPolicy = LockRetryPolicy(), batch: int = BATCH) -> None:
         self.conn = conn
@@ -104,7 +107,7 @@ class Gdpr:
         self.keys = SubjectKeys(conn, lock_retry)
         self.keys.ensure_subject_key(pepper)
         self.access = Access(conn, self.keys, dpo_conn_id)
-        self.dashboards = Dashboards(conn, lock_retry)
+        self.dashboards = dashboards(conn, lock_retry)
         self.ledger = LedgerBook(conn, keyring, lock_retry)
         self.erasure = Erasure(conn, keys=self.keys, ledger=self.ledger, access=self.access,
                                dashboards=self.dashboards, lock_retry=lock_retry, batch=batch)
@@ -173,12 +176,12 @@ class Gdpr:
 
 
 def reapply_after_restore(dsn: str, bucket: Bucket, keyring: manifests.Keyring,
-                          since: datetime | None, pepper: str) -> tuple[dict, list[str]]:
+                          since: datetime | None, pepper: str, dashboards: DashboardsFor) -> tuple[dict, list[str]]:
     """Re-apply every valid erasure of the bucket's ledger erased at or after ``since`` to the restored database
     at ``dsn``, before anyone is handed it; returns rows touched per request and the ledger's problems (to alert
     on: a junk, missing or reordered entry never stops the valid ones from being applied)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        gdpr = Gdpr(conn, keyring=keyring, pepper=pepper)
+        gdpr = Gdpr(conn, keyring=keyring, pepper=pepper, dashboards=dashboards)
         ledger = gdpr.ledger_from_bucket(bucket, since)
         done = gdpr.reapply(ledger.entries)
     for problem in ledger.problems:

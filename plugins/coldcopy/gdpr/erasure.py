@@ -13,7 +13,7 @@ from psycopg import sql
 
 from coldcopy import job_locks, safe_names, support_copies
 from coldcopy.gdpr.access import Access
-from coldcopy.gdpr.dashboards import Dashboards
+from coldcopy.gdpr.dashboards import DashboardRefresh
 from coldcopy.gdpr.discovery import Link, detached_months, personal_data_map
 from coldcopy.gdpr.keys import SubjectKeys
 from coldcopy.gdpr.ledger import LedgerBook, entry_hash
@@ -30,7 +30,7 @@ class Erasure:
     restored database; the ledger never calls back."""
 
     def __init__(self, conn: psycopg.Connection, *, keys: SubjectKeys, ledger: LedgerBook, access: Access,
-                 dashboards: Dashboards, lock_retry: LockRetryPolicy, batch: int) -> None:
+                 dashboards: DashboardRefresh, lock_retry: LockRetryPolicy, batch: int) -> None:
         self.conn, self.keys, self.ledger, self.access, self.dashboards = conn, keys, ledger, access, dashboards
         self.lock_retry, self.batch = lock_retry, batch
 

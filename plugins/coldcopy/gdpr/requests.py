@@ -11,7 +11,7 @@ import psycopg
 
 from coldcopy import job_locks
 from coldcopy.gdpr.access import Access
-from coldcopy.gdpr.dashboards import Dashboards
+from coldcopy.gdpr.dashboards import DashboardRefresh
 from coldcopy.gdpr.erasure import Erasure
 from coldcopy.gdpr.keys import SubjectKeys
 from coldcopy.gdpr.subjects import ERASED, EXPORT_URL_TTL, HANDLED_TYPES, GdprError
@@ -24,7 +24,7 @@ class Requests:
     """Data-subject requests: claimed, handled once, their deadlines."""
 
     def __init__(self, conn: psycopg.Connection, *, keys: SubjectKeys, access: Access, erasure: Erasure,
-                 dashboards: Dashboards) -> None:
+                 dashboards: DashboardRefresh) -> None:
         self.conn, self.keys, self.access, self.erasure, self.dashboards = conn, keys, access, erasure, dashboards
 
     def pending(self, limit: int = 100) -> list[str]:

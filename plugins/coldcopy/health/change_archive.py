@@ -3,8 +3,8 @@ hard WAL budget so an undrained slot can never fill the database's disk."""
 
 from __future__ import annotations
 
+from coldcopy import change_slot as budget
 from coldcopy.health.results import GB, RANK, Context, Result, graded, iso
-from coldcopy.pitr import budget
 
 
 def check_change_archive(c: Context) -> list[Result]:

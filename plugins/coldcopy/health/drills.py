@@ -1,12 +1,12 @@
-"""The restore drills (``restore_drill``, :mod:`coldcopy.drills`): the newest, the trend, the budget."""
+"""The restore drills (``restore_drill``, :mod:`coldcopy.pitr.drills`): the newest, the trend, the budget."""
 
 from __future__ import annotations
 
-from coldcopy.drills.record import SUCCESS_WITHIN_HOURS
 from coldcopy.health.results import Context, Result, iso
 from coldcopy.humanize import duration, when
 
 TREND = 30  # drills shown on the health page
+SUCCESS_WITHIN_HOURS = 36  # no passed drill for this long pages (include/prometheus/rules.yml)
 
 
 def restore_drill(c: Context) -> Result:

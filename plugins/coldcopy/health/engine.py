@@ -107,7 +107,7 @@ def replication_slots(c: Context) -> Result:
     (``coldcopy_pitr`` of this database) is judged by the ``change_archive`` check, against its own budget: it is
     inactive between two drains by design, so it is listed here but never counted (issue 41: a permanent warning
     "1 inactive, retaining 0.00 GB" while the archive was healthy)."""
-    from coldcopy.pitr.setup import SLOT
+    from coldcopy.change_slot import SLOT
 
     slots = c.rows("""
         SELECT slot_name, slot_type, active, database = current_database() AND slot_name = %s AS change_archive,

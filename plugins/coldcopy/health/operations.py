@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from coldcopy.health.results import RANK, Context, Result, graded, iso
-from coldcopy.refresh.jobs import REFRESH_JOBS
+from coldcopy.refresh_schedule import REFRESH_JOBS
 
 log = logging.getLogger(__name__)
 

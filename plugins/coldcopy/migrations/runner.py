@@ -23,13 +23,13 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from coldcopy import job_locks, markers, ops_schema, safe_names
+from coldcopy import job_locks, markers, ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
-from coldcopy.migrations import Migration, MigrationError, Part, PlanEntry, Status, execution, supabase_history
+from coldcopy.migrations import Migration, MigrationError, Part, PlanEntry, Status, execution, status, supabase_history
+from coldcopy.migrations.status import HISTORY_TABLE
 
 log = logging.getLogger(__name__)
 
-HISTORY_TABLE = "coldcopy_ops.schema_migrations"
 # The job lock of migration runs (coldcopy_ops.job_locks).
 MIGRATION_LOCK = "coldcopy migrations"
 
@@ -74,58 +74,18 @@ class MigrationRunner:
         conn.autocommit = True
         return conn
 
-    @staticmethod
-    def _history(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
-        exists = safe_names.exists(conn, HISTORY_TABLE)
-        if not exists:
-            return {}
-        rows = conn.execute(f"SELECT version, name, checksum FROM {HISTORY_TABLE}").fetchall()
-        return {version: (name, checksum) for version, name, checksum in rows}
-
     def applied(self) -> dict[int, tuple[str, str]]:
         """``{version: (name, checksum)}`` of every applied migration."""
         with self._open() as conn:
-            return self._history(conn)
+            return status.history(conn)
 
     def plan(self, migrations: list[Migration]) -> list[PlanEntry]:
         """What applying ``migrations`` would do, changing nothing; with the Supabase CLI's view beside ours."""
         with self._open() as conn:
-            history, cli = self._history(conn), supabase_history.recorded(conn)
+            history, cli = status.history(conn), supabase_history.recorded(conn)
             has_cli = supabase_history.exists(conn)
-        return [PlanEntry(m, self._status(m, history, cli), self._cli_view(m, cli) if has_cli else "")
+        return [PlanEntry(m, status.status_of(m, history, cli), status.cli_view(m, cli) if has_cli else "")
                 for m in migrations]
-
-    @staticmethod
-    def _cli_view(migration: Migration, cli: dict) -> str:
-        version = (supabase_history.cli_version(migration.file_name) or ("",))[0]
-        if version not in cli:
-            return "absent"
-        return "recorded" if supabase_history.same_statements(cli[version][1], migration.read()) else "differs"
-
-    @staticmethod
-    def _status(migration: Migration, history: dict[int, tuple[str, str]], cli: dict | None = None) -> Status:
-        if migration.version in history:
-            recorded = history[migration.version][1]
-            return Status.APPLIED if recorded == migration.checksum or recorded in migration.reissues \
-                else Status.CHANGED
-        version = (supabase_history.cli_version(migration.file_name) or ("",))[0]
-        if cli and version in cli:  # applied by `supabase db push`: the same statements, or an edited file
-            return Status.APPLIED if supabase_history.same_statements(cli[version][1], migration.read()) \
-                else Status.CHANGED
-        return Status.PENDING
-
-    @staticmethod
-    def changed_error(migration: Migration, history: dict[int, tuple[str, str]]) -> MigrationError:
-        if migration.version not in history:
-            return MigrationError(
-                f"{migration.file_name}: the Supabase CLI applied version {migration.file_name.split('_')[0]} with "
-                "other statements than the file now holds. Applied migrations must not be edited: restore the "
-                "file and put the change in a new migration.")
-        return MigrationError(
-            f"{migration.file_name}: already applied with checksum {history[migration.version][1][:12]}…, "
-            f"but the file now has {migration.checksum[:12]}…. Applied migrations must not be edited: "
-            f"restore the file and put the change in a new migration."
-        )
 
     # -- applying ------------------------------------------------------------------------------------
 
@@ -138,11 +98,11 @@ class MigrationRunner:
         """
         with self._migration_lock(migration), self._open() as conn:
             ops_schema.ensure(conn, "schema_migrations")
-            history, cli = self._history(conn), supabase_history.recorded(conn)
-            status = self._status(migration, history, cli)
-            if status is Status.CHANGED:
-                raise self.changed_error(migration, history)
-            if status is Status.APPLIED:
+            history, cli = status.history(conn), supabase_history.recorded(conn)
+            state = status.status_of(migration, history, cli)
+            if state is Status.CHANGED:
+                raise status.changed_error(migration, history)
+            if state is Status.APPLIED:
                 if migration.version not in history:
                     self._adopt(conn, migration)
                 elif history[migration.version][1] != migration.checksum:  # an earlier text it reissues
@@ -153,7 +113,7 @@ class MigrationRunner:
                 log.info("%s: already applied, skipping", migration.file_name)
                 return False
             missing = [p.file_name for p in predecessors
-                       if self._status(p, history, cli) is not Status.APPLIED]
+                       if status.status_of(p, history, cli) is not Status.APPLIED]
             if missing:
                 raise MigrationError(f"{migration.file_name}: refusing to apply before {', '.join(missing)}")
             self._run(conn, migration, applied_by)

@@ -1,4 +1,4 @@
-"""The ``drill`` task of ``restore_drill`` (see :mod:`coldcopy.drills`)."""
+"""The ``drill`` task of ``restore_drill`` (see :mod:`coldcopy.pitr.drills`)."""
 
 from __future__ import annotations
 
@@ -42,14 +42,15 @@ class RestoreDrillOperator(BaseBackupOperator):
         from coldcopy import alerts, optional_connection
         from coldcopy.backups import BackupError
         from coldcopy.crypto import UntrustedObject
-        from coldcopy.drills import record
-        from coldcopy.drills.drill import DrillError, RestoreDrill
         from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
         from coldcopy.humanize import duration, size
         from coldcopy.manifests import ManifestRejected
+        from coldcopy.migrations.marker_applier import MigrationNotInCheckout, marker_applier
         from coldcopy.operators.restore import RestoreFromSpacesOperator
         from coldcopy.pitr.bulk import LanesWaited
         from coldcopy.pitr.chain import ChainError
+        from coldcopy.pitr.drills import record
+        from coldcopy.pitr.drills.drill import DrillError, RestoreDrill
         from coldcopy.pitr.recovery import RecoveryError, parse_as_of
         from coldcopy.pitr.replay import ReplayError
         from coldcopy.verify_roles import MissingRoles
@@ -69,11 +70,12 @@ class RestoreDrillOperator(BaseBackupOperator):
             runner, self.hook().dsn(), ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(
                 dbname="postgres"),
             reapply=lambda manifest, dsn: RestoreFromSpacesOperator.reapply_erasures(runner, manifest, dsn),
+            migrate=marker_applier,
             jobs=jobs, budget_s=budget, ttl=self.execution_timeout)
         try:
             row = drill.run(as_of)
         except (DrillError, RecoveryError, ChainError, UntrustedObject, BackupError, ManifestRejected, ReplayError,
-                LanesWaited, MissingRoles) as error:
+                MigrationNotInCheckout, LanesWaited, MissingRoles) as error:
             # recorded; a retry would not mend the archive or the replay (S3 or network trouble is retried)
             raise AirflowFailException(str(error)) from error
         if refused := row["checks"].get("chain_heads_refused"):

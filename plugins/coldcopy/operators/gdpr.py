@@ -26,10 +26,11 @@ class BaseGdprOperator(ColdCopyOperator):
     @contextmanager
     def gdpr(self):
         from coldcopy.gdpr import Gdpr, subject_pepper
+        from coldcopy.refresh.erasures import Dashboards
 
         with self.hook().session() as conn:
             yield Gdpr(conn, lock_retry=self.lock_policy(), keyring=self.keyring(), passphrase=self.passphrase(),
-                       pepper=subject_pepper())
+                       pepper=subject_pepper(), dashboards=Dashboards)
 
     def passphrase(self) -> str | None:
         """The backup passphrase (retention archives are encrypted like the backups), when configured."""

@@ -67,7 +67,7 @@ class HealthCheckOperator(HealthOperator):
     def paused_dags(self, context: Context) -> frozenset[str]:
         """The ColdCopy DAGs whose jobs a check judges (the refreshes) that are paused in Airflow: a stale view's
         cause, named in its summary. Asked through the task's own API (``ti.get_dag``); unknown → none."""
-        from coldcopy.refresh.jobs import REFRESH_JOBS
+        from coldcopy.refresh_schedule import REFRESH_JOBS
 
         ti = context.get("ti")
         paused = set()

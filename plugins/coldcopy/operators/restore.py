@@ -199,9 +199,11 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         ``segments`` already being read (:class:`coldcopy.pitr.recovery.ReadAhead`)."""
         if self.recovery is None:
             return
+        from coldcopy.migrations.marker_applier import marker_applier
         from coldcopy.pitr import recovery
 
-        report = recovery.replay(runner, self.recovery, target_dsn, tables=tables, jobs=jobs, segments=segments)
+        report = recovery.replay(runner, self.recovery, target_dsn, tables=tables, jobs=jobs, segments=segments,
+                                 migrate=marker_applier(target_dsn))
         self.log.info("replayed %d transaction(s) up to %s (%d already in the base backup); changes %s",
                       report["transactions_replayed"], report["last_commit_replayed"],
                       report["transactions_in_base_backup"], report["changes"])
@@ -270,7 +272,8 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         from datetime import datetime
 
         from coldcopy.gdpr import reapply_after_restore, subject_pepper
+        from coldcopy.refresh.erasures import Dashboards
 
         since = datetime.fromisoformat(manifest["started_at"]) - timedelta(hours=1)  # clock margin
         return reapply_after_restore(target_dsn, runner.bucket, runner.keyring, since,
-                                     subject_pepper())
+                                     subject_pepper(), Dashboards)

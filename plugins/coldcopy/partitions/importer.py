@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import safe_names
+from coldcopy.change_tracking import mirror_capture
 from coldcopy.erased_rows import drop_erased_rows
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
@@ -89,9 +90,7 @@ class Importer:
                 sql.SQL("ALTER TABLE public.email_events ATTACH PARTITION public.{} FOR VALUES FROM ({}) TO ({})")
                 .format(sql.Identifier(partition.name), sql.Literal(partition.range_start),
                         sql.Literal(partition.range_end)))
-            from coldcopy.refresh.incremental import capture
-
-            capture.on_new_partition(self.conn, PARENT, f"public.{partition.name}")
+            mirror_capture(self.conn, PARENT, f"public.{partition.name}")
             self.state.record_parent_change(partition.name)
 
         under_lock_timeout(self.conn, attach, self.lock_retry, what=f"attach of {partition.name}")

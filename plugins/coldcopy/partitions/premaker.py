@@ -8,7 +8,7 @@ from datetime import datetime
 import psycopg
 
 from coldcopy import markers
-from coldcopy.change_tracking import TRACKING_TRIGGER, create_tracking_trigger
+from coldcopy.change_tracking import TRACKING_TRIGGER, create_tracking_trigger, mirror_capture
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.partitions.layout import PARENT
 from coldcopy.partitions.state import ArchiveState
@@ -47,9 +47,7 @@ class Premaker:
     def _track_changes_on(self, partition: str) -> None:
         """Give a new partition the refresh jobs' change trigger and the summaries' capture, if they track
         email_events already."""
-        from coldcopy.refresh.incremental import capture
-
-        capture.on_new_partition(self.conn, PARENT, f"public.{partition}")
+        mirror_capture(self.conn, PARENT, f"public.{partition}")
         tracked = self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s)",
             (PARENT, TRACKING_TRIGGER),

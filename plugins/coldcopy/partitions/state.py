@@ -8,7 +8,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from coldcopy.change_tracking import record_change
+from coldcopy.change_tracking import record_change, record_partition
 from coldcopy.partitions.layout import PARENT, ROW_VERSIONS_SQL, Partition
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,4 @@ class ArchiveState:
         incremental summaries (its rows' groups; DDL fires no trigger). Call after it, in a transaction."""
         if self.conn.execute("SELECT to_regclass('coldcopy_ops.source_changes') IS NOT NULL").fetchone()[0]:
             record_change(self.conn, PARENT)
-        from coldcopy.refresh.incremental import capture
-
-        capture.record_partition(self.conn, PARENT, f"public.{partition}")
+        record_partition(self.conn, PARENT, f"public.{partition}")

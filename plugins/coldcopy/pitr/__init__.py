@@ -6,5 +6,5 @@ One module per step: :mod:`~coldcopy.pitr.setup` (publication, slot), :mod:`~col
 decoder), :mod:`~coldcopy.pitr.archiver` (drain → segment → read back → advance), :mod:`~coldcopy.pitr.chain`
 (the bucket's chains, gaps), :mod:`~coldcopy.markers` (DDL the decoder does not carry),
 :mod:`~coldcopy.pitr.replay` (idempotent apply), :mod:`~coldcopy.pitr.recovery` (``as_of``: plan and restore),
-:mod:`~coldcopy.pitr.budget` (the slot's WAL never fills the disk). The runbook: docs/pitr.md.
+:mod:`~coldcopy.change_slot` (the slot's WAL never fills the disk). The runbook: docs/pitr.md.
 """

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 import msgspec
 import psycopg
 
+from coldcopy import change_slot as budget
 from coldcopy import kill_targets, manifests, ops_schema
 from coldcopy.crypto import gpg_symmetric
 from coldcopy.object_store import Bucket
-from coldcopy.pitr import budget
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr.pgoutput import Decoder, lsn_int, lsn_text
 from coldcopy.pitr.setup import PUBLICATION, SLOT, Setup

@@ -13,14 +13,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 
 from coldcopy import manifests, markers
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr.pgoutput import lsn_int
-from coldcopy.pitr.replay import Replayer, ReplayError
+from coldcopy.pitr.replay import Replayer
 from coldcopy.pitr.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -200,16 +199,17 @@ class ReadAhead:
 
 
 def replay(runner, recovery: RecoveryPlan, target_dsn: str, *, tables: list[str] | None = None,
-           migrations: Path | None = None, observe=None, jobs: int = 1, segments: ReadAhead | None = None) -> dict:
+           migrate=None, observe=None, jobs: int = 1, segments: ReadAhead | None = None) -> dict:
     """Apply the plan's segments to ``target_dsn`` (the base backup restored there already); a migration
-    marker applies the same file from ``migrations`` (default: this release's sql/migrations). ``observe``
+    marker is handed to ``migrate`` (:func:`coldcopy.migrations.marker_applier.marker_applier` of the target;
+    ``None``: a migration in the window fails the replay). ``observe``
     (a drill's expectation) is called with ``(segment manifest, transaction)`` for every archived transaction
     committed before ``until``, in commit order, those in the base backup included. ``jobs`` > 1 (a private
     target: a drill's copy, a quarantine) applies different tables' runs on that many connections at once.
     ``segments``: the plan's segments already being read (:class:`ReadAhead`, made before the base restore)."""
     with psycopg.connect(target_dsn) as conn:
         replayer = Replayer(conn, snapshot=Snapshot.parse(recovery.backup["pitr"]["snapshot"]),
-                            tables=set(tables) if tables else None, migrate=migration_applier(target_dsn, migrations),
+                            tables=set(tables) if tables else None, migrate=migrate,
                             connect=lambda: psycopg.connect(target_dsn), lanes=max(1, jobs))
         try:
             with segments or ReadAhead(runner, recovery.segments) as reader:
@@ -254,31 +254,3 @@ def _apply_segments(reader: ReadAhead, recovery: RecoveryPlan, replayer: Replaye
             replayer.apply(transaction)
             last = transaction["commit_time"]
     return last, archived
-
-
-def _quiet(conn: psycopg.Connection) -> psycopg.Connection:
-    """The file's triggers stay quiet like the replay's: what they wrote at the source follows in the archive."""
-    try:
-        conn.execute("SET session_replication_role = replica")
-        conn.commit()
-    except psycopg.errors.InsufficientPrivilege:
-        conn.rollback()
-    return conn
-
-
-def migration_applier(target_dsn: str, directory: Path | None = None):
-    """What :class:`Replayer` calls for a migration marker: the same file, checked against the marker's
-    checksum, applied to the target by the migration runner (skipped when the base backup has it)."""
-    from coldcopy.migrations import discover_migrations
-    from coldcopy.migrations.runner import MigrationRunner
-
-    by_version = {m.version: m for m in (discover_migrations(directory) if directory else discover_migrations())}
-
-    def apply(marker: dict) -> None:
-        migration = by_version.get(marker["version"])
-        if migration is None or marker["checksum"] not in {migration.checksum, *migration.reissues}:
-            raise ReplayError(f"the archive applied {marker['file']} (sha256 {marker['checksum'][:12]}…); this "
-                              "checkout has no such file, or a different one: replay it from the matching release")
-        MigrationRunner(lambda: _quiet(psycopg.connect(target_dsn))).apply(migration, applied_by="pitr replay")
-
-    return apply

@@ -12,7 +12,6 @@ partition step at their place. Every name comes from the target's catalog. See d
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -20,14 +19,14 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import markers
+from coldcopy.pitr import target
 from coldcopy.pitr.bulk import Lanes, NetEffect
 from coldcopy.pitr.snapshot import Snapshot
 from coldcopy.pitr.statements import Statements
-from coldcopy.safe_names import UnknownRelation, relation, relation_parts
+from coldcopy.safe_names import UnknownRelation, relation_parts
 
 log = logging.getLogger(__name__)
 
-_MONTH = re.compile(r"^email_events_\d{4}_\d{2}$")
 BATCH = 5000  # source transactions per target transaction (the target is private until the restore ends)
 NET_EFFECT_MAX = 50_000  # changes collapsed at most into one bulk apply
 
@@ -68,8 +67,8 @@ class Replayer:
         self._pipeline = self._cursor = None
         self._net = NetEffect()
         self.one_by_one = 0  # runs whose net effect collided and were applied change by change
-        self.replica_role = _quiet_session(conn)
-        extra = [_lane(connect) for _ in range(lanes - 1)] if self.replica_role and connect else []
+        self.replica_role = target.quiet_session(conn)
+        extra = [target.lane(connect) for _ in range(lanes - 1)] if self.replica_role and connect else []
         # the net effect of a run goes to PostgreSQL while the next run is collected
         self._lanes = Lanes([conn, *extra], self._apply_net)
 
@@ -239,20 +238,10 @@ class Replayer:
             self._statements.clear()
 
     def _partition(self, marker: dict) -> None:
-        if marker["action"] == "create":
-            self.conn.execute("SELECT app.create_email_events_partition(%s::date)", (marker["month"],))
-            return
-        name = marker["table"]
-        if not _MONTH.match(name):
-            raise ReplayError(f"partition marker names {name!r}, not a month of email_events")
-        attached = self.conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s) "
-            "AND inhparent = 'public.email_events'::regclass)", (f"public.{name}",)).fetchone()[0]
-        if marker["action"] == "detach" and attached:
-            self.conn.execute(sql.SQL("ALTER TABLE public.email_events DETACH PARTITION {}").format(
-                sql.Identifier("public", name)))
-        elif marker["action"] == "drop" and not attached:
-            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("public", name)))
+        try:
+            target.apply_partition_marker(self.conn, marker)
+        except ValueError as error:
+            raise ReplayError(str(error)) from error
 
     def finish(self) -> dict[str, int]:
         """Commit, then set every column-owned sequence from the data (``setval`` to its column's maximum)
@@ -265,36 +254,6 @@ class Replayer:
 
     def sync_sequences(self) -> dict[str, int]:
         """``setval`` every column-owned sequence to its column's maximum."""
-        owned = self.conn.execute(
-            "SELECT s.oid::regclass::text, t.oid::regclass::text, a.attname FROM pg_depend d "
-            "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_class t ON t.oid = d.refobjid "
-            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid "
-            "WHERE d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')").fetchall()
-        moved = {}
-        for sequence, table, column in owned:
-            top = self.conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
-                sql.Identifier(column), relation(self.conn, table))).fetchone()[0]
-            if top is not None:
-                self.conn.execute("SELECT setval(%s::regclass, %s)", (sequence, top))
-                moved[sequence] = int(top)
+        moved = target.sync_sequences(self.conn)
         self.commit()
         return moved
-
-
-def _quiet_session(conn: psycopg.Connection) -> bool:
-    """The replay's session settings; whether triggers are quiet by ``session_replication_role`` (a superuser)."""
-    conn.autocommit = False
-    conn.execute("SET synchronous_commit = off")
-    try:
-        with conn.transaction():
-            conn.execute("SET session_replication_role = replica")
-    except psycopg.errors.InsufficientPrivilege:  # not a superuser (Supabase's postgres): quiet each table
-        return False
-    return True
-
-
-def _lane(connect) -> psycopg.Connection:
-    conn = connect()
-    _quiet_session(conn)
-    conn.commit()
-    return conn

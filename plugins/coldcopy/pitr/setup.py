@@ -17,12 +17,12 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import markers, ops_schema
+from coldcopy.change_slot import SLOT
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 
 log = logging.getLogger(__name__)
 
 PUBLICATION = "coldcopy_pitr"
-SLOT = "coldcopy_pitr"
 SCHEMA = "public"
 
 

@@ -7,7 +7,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 from coldcopy import alerts
 from coldcopy.dag_defaults import HEAVY_POOL, START_DATE, default_args
 from coldcopy.operators.refresh import RefreshMaterializedViewOperator, VerifySummariesOperator
-from coldcopy.refresh.jobs import REFRESH_JOBS
+from coldcopy.refresh_schedule import REFRESH_JOBS
 
 # The part of every refresh DAG's runbook page that is the same for all four: rendered here, once.
 RUNBOOK = """

@@ -120,10 +120,10 @@ def test_a_capture_switched_off_is_switched_on_and_its_summaries_rebuilt(generat
 def test_a_failed_replay_as_a_non_superuser_leaves_no_trigger_off(generated_db, monkeypatch):
     """Before: DISABLE TRIGGER USER committed with the replay's first batch, and a failure after it left the
     capture and the GDPR triggers off."""
-    from coldcopy.pitr import replay
+    from coldcopy.pitr import replay, target
 
     monkeypatch.setattr(replay, "BATCH", 1)  # a commit after every transaction
-    monkeypatch.setattr(replay, "_quiet_session", lambda conn: setattr(conn, "autocommit", False))  # no superuser
+    monkeypatch.setattr(target, "quiet_session", lambda conn: setattr(conn, "autocommit", False))  # no superuser
     apply_all(generated_db)  # the capture's triggers are on campaigns too
     campaign = str(uuid.uuid4())
     with pytest.raises(replay.ReplayError), psycopg.connect(generated_db) as conn:  # as recovery.replay runs it

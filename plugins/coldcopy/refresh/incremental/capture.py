@@ -18,19 +18,15 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import ops_schema
+from coldcopy.change_tracking import CAPTURE_TRIGGERS, SWITCHED_ON, mirror_capture
+from coldcopy.change_tracking import record_partition as record_partition
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
-from coldcopy.refresh.incremental.summaries import CAPTURES, SUMMARIES, Capture, Summary, consumers
+from coldcopy.refresh.incremental.summaries import SUMMARIES, Capture, Summary, consumers
 
 log = logging.getLogger(__name__)
 
-TRIGGERS = {  # name → its timing, event and transition tables
-    "coldcopy_ivm_insert": "AFTER INSERT ON {table} REFERENCING NEW TABLE AS ivm_new",
-    "coldcopy_ivm_update": "AFTER UPDATE ON {table} REFERENCING OLD TABLE AS ivm_old NEW TABLE AS ivm_new",
-    "coldcopy_ivm_delete": "AFTER DELETE ON {table} REFERENCING OLD TABLE AS ivm_old",
-    "coldcopy_ivm_truncate": "BEFORE TRUNCATE ON {table}",
-}
-# tgenabled of a trigger that fires in an ordinary session ('O'rigin, 'A'lways; not 'D'isabled nor 'R'eplica only)
-_ON = ("O", "A")
+TRIGGERS = CAPTURE_TRIGGERS
+_ON = SWITCHED_ON
 
 
 def _state(conn: psycopg.Connection, relid: int) -> dict[str, str]:
@@ -159,7 +155,9 @@ def _recreate_lost_deltas(conn: psycopg.Connection, summary: Summary, policy: Lo
 
     def recreate() -> list[str]:
         for c in gone:
-            statements = re.findall(rf"CREATE (?:TABLE|INDEX) IF NOT EXISTS [^;]*\b{c.delta}\b[^;]*;", ddl)
+            statements = re.findall(rf"CREATE TABLE IF NOT EXISTS coldcopy_ops\.{c.delta} [^;]*;"
+                                    rf"|ALTER TABLE coldcopy_ops\.{c.delta}\b[^;]*;"
+                                    rf"|CREATE INDEX \w+ ON coldcopy_ops\.{c.delta} \([^)]*\)", ddl)
             if not any(s.startswith("CREATE TABLE") for s in statements):
                 raise RuntimeError(f"coldcopy_ops.{c.delta} is missing and sql/ops/incremental.sql does not create it")
             for statement in statements:
@@ -178,16 +176,5 @@ def captured(conn: psycopg.Connection, table: str) -> bool:
 
 
 def on_new_partition(conn: psycopg.Connection, parent: str, partition: str) -> None:
-    """In the caller's transaction: a new (empty) partition of a captured ``parent`` gets the capture too, so
-    a write straight into it is seen."""
-    capture = CAPTURES.get(parent)
-    if capture is not None and captured(conn, parent):
-        install_on(conn, capture, conn.execute("SELECT %s::regclass::oid", (partition,)).fetchone()[0])
-
-
-def record_partition(conn: psycopg.Connection, parent: str, partition: str) -> None:
-    """In the caller's transaction: every group of ``partition``'s rows changed — it was just attached to, or
-    detached from, the captured ``parent`` (DDL fires no trigger). Call after the attach or detach, while the
-    table still exists; the next apply recomputes those groups with it in or out."""
-    if parent == "public.email_events" and captured(conn, parent):
-        conn.execute("SELECT coldcopy_ops.ivm_record_email_events(%s::regclass)", (partition,))
+    """In the caller's transaction: a new (empty) partition of a captured ``parent`` gets the capture too."""
+    mirror_capture(conn, parent, partition)

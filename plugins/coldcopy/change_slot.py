@@ -1,6 +1,8 @@
-"""The slot never fills the database's disk: a slot nobody drains keeps every WAL segment since its restart
-point. :func:`slot_state` measures it (retained WAL, the archive's lag); :func:`enforce` drops the slot once
-it holds more than the hard budget, and records when the chain broke. Run by ``db_health`` (which runs when
+"""The change archive's replication slot: its name (:data:`SLOT`, made by :mod:`coldcopy.pitr.setup`) and its
+budget, shared by the archive and the health check that watches it. The slot never fills the database's
+disk: a slot nobody drains keeps every WAL segment since its restart point. :func:`slot_state` measures it
+(retained WAL, the archive's lag); :func:`enforce` drops the slot once it holds more than the hard budget, and
+records when the chain broke. Run by ``db_health`` (which runs when
 the change archive's DAG is paused or failing — the cases that matter). See docs/pitr.md.
 """
 
@@ -12,9 +14,9 @@ import time
 import psycopg
 from psycopg.rows import tuple_row
 
-from coldcopy.pitr.setup import SLOT
-
 log = logging.getLogger(__name__)
+
+SLOT = "coldcopy_pitr"
 
 
 def slot_state(conn: psycopg.Connection, slot: str = SLOT) -> dict | None:

@@ -1,5 +1,5 @@
 """The restored database against what it must hold: the base restore against its manifest, the replayed
-result against the archive's :class:`~coldcopy.drills.expected.Expectation`. Names come from the restored
+result against the archive's :class:`~coldcopy.pitr.drills.expected.Expectation`. Names come from the restored
 catalog (:mod:`coldcopy.safe_names`) and are composed only as identifiers."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from coldcopy.drills.expected import Expectation
+from coldcopy.pitr.drills.expected import Expectation
 from coldcopy.safe_names import relation_parts
 
 SHOWN = 5  # mismatching keys named per table

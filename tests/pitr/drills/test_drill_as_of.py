@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from coldcopy.drills.drill import DrillError
+from coldcopy.pitr.drills.drill import DrillError
 from tests.drills.test_drill import archived  # noqa: F401 - the fixture
 
 

@@ -2,9 +2,9 @@
 
 Steps, each timed (the RTO's split): the base backup downloaded and bound to its signed manifest; decrypted
 and restored (``pg_restore --jobs``); its rows checked against the manifest; the change archive replayed up to
-the second; the result checked against the archive (:mod:`coldcopy.drills.expected`); the erasure ledger
+the second; the result checked against the archive (:mod:`coldcopy.pitr.drills.expected`); the erasure ledger
 re-applied. The scratch database is dropped whatever happens, and the drill — passed or failed — is recorded
-in the live database (:mod:`coldcopy.drills.record`) before a failure is raised.
+in the live database (:mod:`coldcopy.pitr.drills.record`) before a failure is raised.
 
 Never on the live server: ``verify_admin_dsn`` reaching ``live_dsn``'s server is refused before anything is
 made (:func:`coldcopy.scratch.same_server`). See docs/backups.md ("Restore drills").
@@ -25,10 +25,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from coldcopy import scratch as scratch_dbs
 from coldcopy import verify_roles
 from coldcopy.alerts import reason_of
-from coldcopy.drills import checks, record
-from coldcopy.drills.expected import SAMPLE_ONE_IN, Expectation
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
+from coldcopy.pitr.drills import checks, record
+from coldcopy.pitr.drills.expected import SAMPLE_ONE_IN, Expectation
 from coldcopy.pitr.pgoutput import lsn_int
 from coldcopy.pitr.snapshot import Snapshot
 
@@ -63,12 +63,15 @@ class RestoreDrill:
     :param live_dsn: the live database (its archive anchor; the drill's record).
     :param verify_admin_dsn: the verification server's maintenance database (the scratch copy is made there).
     :param reapply: ``(manifest, dsn)`` → the erasure ledger re-applied to ``dsn`` (what every restore does).
+    :param migrate: ``dsn`` → what the replay calls for a migration marker
+        (:func:`coldcopy.migrations.marker_applier.marker_applier`).
     """
 
-    def __init__(self, runner, live_dsn: str, verify_admin_dsn: str, *, reapply, jobs: int = 1,
+    def __init__(self, runner, live_dsn: str, verify_admin_dsn: str, *, reapply, migrate, jobs: int = 1,
                  budget_s: float = record.DEFAULT_BUDGET_S, ttl: timedelta | None = None,
                  sample_one_in: int = SAMPLE_ONE_IN) -> None:
         self.runner, self.live_dsn, self.verify_admin_dsn, self.reapply = runner, live_dsn, verify_admin_dsn, reapply
+        self.migrate = migrate
         self.jobs, self.budget_s, self.ttl, self.sample_one_in = jobs, budget_s, ttl, sample_one_in
 
     # which second --------------------------------------------------------------------------------------------
@@ -198,7 +201,8 @@ class RestoreDrill:
                     rpo.add(segment, transaction)
 
                 started = time.monotonic()
-                replayed = recovery.replay(runner, plan, dsn, observe=observe, jobs=self.jobs, segments=segments)
+                replayed = recovery.replay(runner, plan, dsn, observe=observe, jobs=self.jobs, segments=segments,
+                                           migrate=self.migrate(dsn))
                 row["replay_s"] = time.monotonic() - started
             row.update(rpo_s=rpo.rpo_s, at_risk_transactions=rpo.at_risk,
                        changes_replayed=sum(replayed["changes"].values()))

@@ -9,7 +9,6 @@ from coldcopy import ops_schema
 COLUMNS = ("started_at", "finished_at", "outcome", "error", "as_of", "backup_key", "chain", "segments",
            "verify_server", "jobs", "rto_s", "download_s", "restore_s", "replay_s", "verify_s", "erasures_s",
            "rpo_s", "at_risk_transactions", "budget_s", "bytes", "rows", "changes_replayed", "checks")
-SUCCESS_WITHIN_HOURS = 36  # no passed drill for this long pages (include/prometheus/rules.yml, db_health)
 DEFAULT_BUDGET_S = 3600.0
 BUDGET_VARIABLE = "coldcopy_restore_drill_rto_budget_s"
 

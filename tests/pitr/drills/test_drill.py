@@ -1,4 +1,4 @@
-"""Restore drills (coldcopy.drills): a point-in-time restore on the verification server, checked against the
+"""Restore drills (coldcopy.pitr.drills): a point-in-time restore on the verification server, checked against the
 archive. The live database is on the throwaway logical cluster; the verification server is the shared one."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import psycopg
 import pytest
 
 from coldcopy.backups import BackupRunner
-from coldcopy.drills import record
-from coldcopy.drills.drill import DrillError, RestoreDrill
+from coldcopy.migrations.marker_applier import marker_applier
 from coldcopy.operators.restore import RestoreFromSpacesOperator
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr.archiver import ChangeArchiver
+from coldcopy.pitr.drills import record
+from coldcopy.pitr.drills.drill import DrillError, RestoreDrill
 from coldcopy.pitr.recovery import RecoveryError
 from coldcopy.testing import local_env
 from tests.conftest import BACKUP_PASSPHRASE, KEYRING
@@ -54,7 +55,7 @@ def archived(pitr_db, spaces, backup_key, admin_dsn):
 
     def drill(verify: str = admin_dsn, **options) -> RestoreDrill:
         options.setdefault("sample_one_in", 2)  # scale 1 has 20 campaigns: one in 8 may sample none of them
-        return RestoreDrill(runner, pitr_db, verify, jobs=2, reapply=lambda manifest, dsn: (
+        return RestoreDrill(runner, pitr_db, verify, jobs=2, migrate=marker_applier, reapply=lambda manifest, dsn: (
             RestoreFromSpacesOperator.reapply_erasures(runner, manifest, dsn)), **options)
 
     # the newest whole second the archive holds (however long a loaded machine takes to reach the test)
