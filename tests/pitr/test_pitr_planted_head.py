@@ -13,7 +13,7 @@ import pytest
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
 from coldcopy.pitr.drills.drill import DrillError
-from tests.drills.test_drill import archived, drills  # noqa: F401 - the fixture
+from tests.pitr.drills.test_drill import archived, drills  # noqa: F401 - the fixture
 
 UNSIGNED, COPIED = "99990101T000000000000Z", "99990102T000000000000Z"
 

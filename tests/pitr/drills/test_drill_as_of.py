@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from coldcopy.pitr.drills.drill import DrillError
-from tests.drills.test_drill import archived  # noqa: F401 - the fixture
+from tests.pitr.drills.test_drill import archived  # noqa: F401 - the fixture
 
 
 def test_an_as_of_too_recent_drills_the_newest_reachable_second(archived, caplog):  # noqa: F811
