@@ -1,13 +1,18 @@
--- Incremental maintenance of the analytics summaries (coldcopy.incremental; docs/refresh.md).
--- Idempotent; applied by coldcopy.ops_schema.ensure() before the first incremental refresh.
+-- Incremental maintenance of the analytics summaries (coldcopy.refresh.incremental; docs/refresh.md).
+-- Idempotent; applied by coldcopy.ops_schema.ensure() before the first incremental refresh (and again when
+-- this file changes).
 --
 -- Capture: statement-level triggers with transition tables on each source table (and each partition of
--- email_events) append, in the writing transaction, the group keys the statement touched — old and new
--- values of an update, the whole table before a TRUNCATE — with the writer's transaction id. Insert-only
--- and without unique keys, so concurrent writers never wait on each other; an aborted write's keys vanish
--- with it. One delta table per source holds the keys of every summary that reads it.
--- Apply: coldcopy.incremental recomputes the groups whose keys are pending (not visible in the summary's
--- watermark snapshot), replaces them, and stores the new watermark in the same transaction.
+-- email_events) append, in the writing transaction, what the statement changed, with the writer's
+-- transaction id. Insert-only and without unique keys, so concurrent writers never wait on each other; an
+-- aborted write's rows vanish with it. One delta table per source serves every summary that reads it.
+--   email_events: a signed row per changed event (n = +1 the new image, -1 the old one; an update's images that
+--   are equal in every captured column cancel out and are not written), the columns the summaries read;
+--   the other sources: the ids of the changed rows.
+-- Apply: coldcopy.refresh.incremental adds the signed rows to each summary's aggregate state
+-- (coldcopy_ops.ivm_agg_<summary>: counts, with a hidden row count per group, and maxima) and writes the
+-- groups whose figures moved (the counting method), or recomputes the changed groups from the base tables
+-- (the summaries without an aggregate state); it stores the new watermark in the same transaction.
 
 CREATE SCHEMA IF NOT EXISTS coldcopy_ops;
 
@@ -21,6 +26,10 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_email_events (
   day date,
   event_type text
 );
+ALTER TABLE coldcopy_ops.ivm_delta_email_events
+  ADD COLUMN IF NOT EXISTS bounce_type text,
+  ADD COLUMN IF NOT EXISTS occurred_at timestamptz,
+  ADD COLUMN IF NOT EXISTS n integer NOT NULL DEFAULT 1;
 DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_events_txid_idx') IS NULL THEN
   CREATE INDEX ivm_delta_email_events_txid_idx ON coldcopy_ops.ivm_delta_email_events (txid);
 END IF; END $$;
@@ -50,6 +59,31 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_state (
   rebuilt_at timestamptz NOT NULL,
   applied_at timestamptz NOT NULL,
   groups_applied bigint NOT NULL DEFAULT 0
+);
+
+-- method: how its applies work: 'delta' (its aggregate state below, proven equal to the definition when it was
+-- built from it) or 'groups' (the changed groups recomputed from the definition).
+ALTER TABLE coldcopy_ops.ivm_state ADD COLUMN IF NOT EXISTS method text NOT NULL DEFAULT 'groups';
+
+-- The aggregate state of the summaries maintained by deltas (coldcopy.refresh.incremental.aggregates): per
+-- group, `rows` (the hidden count: the group goes when it reaches 0), each count the summary shows or derives
+-- a figure from, and the maxima. Written only by an apply, which holds the summary's row of ivm_apply_locks.
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_daily_workspace_activity (
+  workspace_id uuid NOT NULL, day date NOT NULL, event_type text NOT NULL,
+  rows bigint NOT NULL,
+  PRIMARY KEY (workspace_id, day, event_type)
+);
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_email_deliverability (
+  email_account_id uuid NOT NULL, day date NOT NULL, workspace_id uuid NOT NULL,
+  rows bigint NOT NULL, sent bigint NOT NULL, delivered bigint NOT NULL, bounced bigint NOT NULL,
+  hard_bounces bigint NOT NULL, complaints bigint NOT NULL,
+  PRIMARY KEY (email_account_id, day, workspace_id)
+);
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_lead_engagement (
+  lead_id uuid NOT NULL, workspace_id uuid NOT NULL,
+  rows bigint NOT NULL, emails_sent bigint NOT NULL, opens bigint NOT NULL, clicks bigint NOT NULL,
+  replies bigint NOT NULL, last_engaged_at timestamptz,
+  PRIMARY KEY (lead_id, workspace_id)
 );
 
 -- Every verification of a summary against its definition.
@@ -83,15 +117,32 @@ BEGIN
 END
 $$;
 
--- The keys of every row of an email_events table (the whole table before a TRUNCATE; a month when it is attached
--- or detached, which no DML trigger sees), as the current transaction's change.
+-- Every row of an email_events table counted in (sign +1) or out (-1) as the current transaction's change: a
+-- whole table before a TRUNCATE (-1), a month once it is attached (+1) or detached (-1), which no DML trigger
+-- sees. The one-argument form reads the sign from whether `rel` is a partition of email_events now.
+CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_record_email_events(rel regclass, sign integer)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF sign NOT IN (-1, 1) THEN
+    RAISE EXCEPTION 'sign must be -1 or 1, not %', sign;
+  END IF;
+  IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) = 'p' THEN
+    RETURN;  -- a partitioned table: each partition's own trigger records its rows
+  END IF;
+  EXECUTE pg_catalog.format(
+    'INSERT INTO coldcopy_ops.ivm_delta_email_events (txid, workspace_id, campaign_id, lead_id, message_id, '
+    'email_account_id, day, event_type, bounce_type, occurred_at, n) SELECT pg_catalog.pg_current_xact_id(), '
+    'workspace_id, campaign_id, lead_id, message_id, email_account_id, (occurred_at AT TIME ZONE ''UTC'')::pg_catalog.date, '
+    'event_type, bounce_type, occurred_at, %s FROM %s', sign, rel);
+END
+$$;
+
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_record_email_events(rel regclass)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  EXECUTE pg_catalog.format(
-    'INSERT INTO coldcopy_ops.ivm_delta_email_events SELECT DISTINCT pg_catalog.pg_current_xact_id(), '
-    'workspace_id, campaign_id, lead_id, message_id, email_account_id, (occurred_at AT TIME ZONE ''UTC'')::pg_catalog.date, '
-    'event_type FROM %s', rel);
+  PERFORM coldcopy_ops.ivm_record_email_events(rel, CASE WHEN EXISTS (
+    SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = rel
+      AND i.inhparent = pg_catalog.to_regclass('public.email_events')) THEN 1 ELSE -1 END);
 END
 $$;
 
@@ -102,20 +153,30 @@ BEGIN
     RETURN NULL;
   END IF;
   IF TG_OP = 'INSERT' THEN
-    INSERT INTO coldcopy_ops.ivm_delta_email_events
-    SELECT DISTINCT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id,
-           email_account_id, (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type FROM ivm_new;
-  ELSIF TG_OP = 'UPDATE' THEN
-    INSERT INTO coldcopy_ops.ivm_delta_email_events
-    SELECT DISTINCT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id,
-           email_account_id, (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type
-    FROM (SELECT * FROM ivm_old UNION ALL SELECT * FROM ivm_new) r;
+    INSERT INTO coldcopy_ops.ivm_delta_email_events (txid, workspace_id, campaign_id, lead_id, message_id,
+      email_account_id, day, event_type, bounce_type, occurred_at, n)
+    SELECT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id, email_account_id,
+           (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type, bounce_type, occurred_at, 1 FROM ivm_new;
+  ELSIF TG_OP = 'UPDATE' THEN  -- old images -1, new +1; what the update left equal in every captured column cancels
+    INSERT INTO coldcopy_ops.ivm_delta_email_events (txid, workspace_id, campaign_id, lead_id, message_id,
+      email_account_id, day, event_type, bounce_type, occurred_at, n)
+    SELECT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id, email_account_id,
+           (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type, bounce_type, occurred_at,
+           pg_catalog.sum(n)::pg_catalog.int4
+    FROM (SELECT workspace_id, campaign_id, lead_id, message_id, email_account_id, event_type, bounce_type,
+                 occurred_at, -1 AS n FROM ivm_old
+          UNION ALL
+          SELECT workspace_id, campaign_id, lead_id, message_id, email_account_id, event_type, bounce_type,
+                 occurred_at, 1 FROM ivm_new) r
+    GROUP BY workspace_id, campaign_id, lead_id, message_id, email_account_id, event_type, bounce_type, occurred_at
+    HAVING pg_catalog.sum(n) OPERATOR(pg_catalog.<>) 0;
   ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO coldcopy_ops.ivm_delta_email_events
-    SELECT DISTINCT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id,
-           email_account_id, (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type FROM ivm_old;
+    INSERT INTO coldcopy_ops.ivm_delta_email_events (txid, workspace_id, campaign_id, lead_id, message_id,
+      email_account_id, day, event_type, bounce_type, occurred_at, n)
+    SELECT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id, email_account_id,
+           (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type, bounce_type, occurred_at, -1 FROM ivm_old;
   ELSE  -- BEFORE TRUNCATE: the rows about to go
-    PERFORM coldcopy_ops.ivm_record_email_events(TG_RELID);
+    PERFORM coldcopy_ops.ivm_record_email_events(TG_RELID, -1);
   END IF;
   RETURN NULL;
 END
@@ -166,9 +227,11 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION coldcopy_ops.ivm_record_email_events(regclass),
+  coldcopy_ops.ivm_record_email_events(regclass, integer),
   coldcopy_ops.ivm_delta_lost(text, text), coldcopy_ops.ivm_capture_email_events(),
   coldcopy_ops.ivm_capture_ids(),
   coldcopy_ops.ivm_capture_email_messages() FROM PUBLIC;
 REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campaigns,
   coldcopy_ops.ivm_delta_campaign_sequences, coldcopy_ops.ivm_delta_email_messages, coldcopy_ops.ivm_state,
-  coldcopy_ops.ivm_verifications FROM PUBLIC;
+  coldcopy_ops.ivm_verifications, coldcopy_ops.ivm_agg_daily_workspace_activity,
+  coldcopy_ops.ivm_agg_email_deliverability, coldcopy_ops.ivm_agg_lead_engagement FROM PUBLIC;

@@ -53,7 +53,7 @@ def random_round(conn, rnd: random.Random) -> list[str]:
     """A random mix of the writes the application and the ops jobs make; returns what it did."""
     done = []
     for _ in range(rnd.randint(2, 5)):
-        kind = rnd.choice(["insert", "move", "delete", "messages", "campaigns", "sequences", "truncate"])
+        kind = rnd.choice(["insert", "move", "delete", "extremes", "messages", "campaigns", "sequences", "truncate"])
         n = rnd.randint(1, 300)
         if kind == "insert":  # new events, some outside the 90-day window, some without campaign/lead/account
             conn.execute(
@@ -79,6 +79,13 @@ def random_round(conn, rnd: random.Random) -> list[str]:
         elif kind == "delete":
             conn.execute("DELETE FROM email_events WHERE id IN "
                          "(SELECT id FROM email_events ORDER BY random() LIMIT %s)", (n,))
+        elif kind == "extremes":  # the events holding leads' last engagement: deleted, or no longer engagement
+            latest = ("SELECT DISTINCT ON (lead_id) id FROM email_events WHERE lead_id IS NOT NULL AND event_type IN "
+                      "('opened', 'clicked', 'replied') ORDER BY lead_id, occurred_at DESC, random()")
+            conn.execute(f"DELETE FROM email_events WHERE id IN (SELECT id FROM ({latest}) l ORDER BY random() "
+                         "LIMIT %s)", (n // 2 + 1,))
+            conn.execute(f"UPDATE email_events SET event_type = 'sent' WHERE id IN (SELECT id FROM ({latest}) l "
+                         "ORDER BY random() LIMIT %s)", (n // 2 + 1,))
         elif kind == "messages":  # messages moved between steps, turned inbound, deleted
             step = ids(conn, "campaign_sequences")[0]
             conn.execute("UPDATE email_messages SET sequence_id = CASE WHEN random() < 0.5 THEN %s END, "

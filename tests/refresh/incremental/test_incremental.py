@@ -14,6 +14,7 @@ from psycopg import sql
 
 from coldcopy.refresh.dispatch import refresher_for
 from coldcopy.refresh.incremental import capture
+from coldcopy.refresh.incremental.aggregates import AGGREGATES
 from coldcopy.refresh.incremental.maintainer import SummaryBusy, SummaryMaintainer
 from coldcopy.refresh.runs import RefreshRun
 from tests.support.incremental import (
@@ -49,6 +50,7 @@ def test_random_writes_leave_every_summary_equal_to_its_definition(generated_db)
             applied = apply_all(generated_db)
             writer.join()
             assert {a.mode for a in applied.values()} == {"incremental"}, (seed, round_)
+            assert {n: applied[n].method for n in AGGREGATES} == dict.fromkeys(AGGREGATES, "delta"), (seed, round_)
             apply_all(generated_db)
             assert_all_equal(generated_db, f"seed {seed}, round {round_}: {history}")
     with psycopg.connect(generated_db, autocommit=True) as conn:

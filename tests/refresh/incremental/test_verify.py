@@ -21,8 +21,9 @@ def test_a_summary_that_drifted_is_repaired_and_alerted_once(generated_db, coldc
     with psycopg.connect(generated_db, autocommit=True) as conn:
         # what no capture sees: a write with triggers off (a replica-mode session), straight to the summary
         conn.execute("SET session_replication_role = replica")
-        conn.execute("DELETE FROM email_events WHERE id IN (SELECT id FROM email_events WHERE lead_id IS NOT NULL "
-                     "ORDER BY id LIMIT 5)")
+        leads = [r[0] for r in conn.execute(
+            "DELETE FROM email_events WHERE id IN (SELECT id FROM email_events WHERE lead_id IS NOT NULL "
+            "ORDER BY id LIMIT 5) RETURNING lead_id").fetchall()]
         conn.execute("UPDATE analytics.campaign_analytics SET sent = sent + 1 WHERE campaign_id = "
                      "(SELECT campaign_id FROM analytics.campaign_analytics ORDER BY campaign_id LIMIT 1)")
         differed = sorted(name for name in SUMMARIES if differences(conn, name))
@@ -32,6 +33,11 @@ def test_a_summary_that_drifted_is_repaired_and_alerted_once(generated_db, coldc
     assert sorted(name for name, r in first.items() if r["repaired"]) == differed
     assert all(r["missing"] + r["extra"] > 0 for name, r in first.items() if name in differed)
     assert_all_equal(generated_db, "repaired")
+    with psycopg.connect(generated_db, autocommit=True) as conn:  # the aggregate state was repaired too: a later
+        conn.execute("INSERT INTO email_events (workspace_id, lead_id, event_type) "  # delta adds to the right counts
+                     "SELECT workspace_id, id, 'opened' FROM leads WHERE id = ANY(%s)", (leads,))
+    apply_all(generated_db)
+    assert_all_equal(generated_db, "a change after the repair")
     alerts = [a["body"]["text"] for a in sink.received]
     assert sorted(a.split(": ")[1].split(" differed")[0] for a in alerts) == differed  # one per summary that differed
     second = verify(FakeTaskInstance(dag_id="refresh_workspace_usage"))

@@ -170,6 +170,14 @@ def _recreate_lost_deltas(conn: psycopg.Connection, summary: Summary, policy: Lo
                 ", ".join(c.delta for c in gone), ", ".join(readers))
 
 
+def pending(delta: str) -> sql.Composed:
+    """The rows of the delta table ``coldcopy_ops.<delta>`` a summary whose watermark is ``%(since)s`` has not seen
+    (in the reader's snapshot: what commits later waits for the next apply)."""
+    return sql.SQL("(SELECT * FROM {} WHERE txid >= pg_snapshot_xmin(%(since)s::pg_snapshot) "
+                   "AND NOT pg_visible_in_snapshot(txid, %(since)s::pg_snapshot))").format(
+        sql.Identifier("coldcopy_ops", delta))
+
+
 def captured(conn: psycopg.Connection, table: str) -> bool:
     """Whether ``table`` (a source) has its capture, switched on."""
     return not _missing(conn, conn.execute("SELECT %s::regclass::oid", (table,)).fetchone()[0])

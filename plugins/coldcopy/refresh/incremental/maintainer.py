@@ -13,12 +13,14 @@ from psycopg import sql
 
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.refresh.incremental import capture
+from coldcopy.refresh.incremental.aggregates import AGGREGATES
+from coldcopy.refresh.incremental.delta import DeltaApplier, Inconsistent
+from coldcopy.refresh.incremental.groups import GroupApplier
 from coldcopy.refresh.incremental.summaries import SUMMARIES
+from coldcopy.refresh.incremental.verification import Verified, compare
 
 log = logging.getLogger(__name__)
 
-_PENDING = ("(SELECT * FROM coldcopy_ops.{} WHERE txid >= pg_snapshot_xmin(%(since)s::pg_snapshot) "
-            "AND NOT pg_visible_in_snapshot(txid, %(since)s::pg_snapshot))")
 _IDENTITY = (
     "SELECT CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') "
     "THEN (SELECT system_identifier::text FROM pg_control_system()) ELSE '?' END || ':' || "
@@ -35,26 +37,13 @@ class SummaryBusy(RuntimeError):
 
 
 @dataclass
-class Verified:
-    summary: str
-    rows: int
-    missing: int  # rows of the definition the summary lacked
-    extra: int  # rows of the summary the definition lacks
-    repaired: bool
-    duration_ms: int
-
-    @property
-    def equal(self) -> bool:
-        return self.missing == 0 and self.extra == 0
-
-
-@dataclass
 class Applied:
     summary: str
     mode: str  # incremental | rebuild
     reason: str
-    groups: int  # groups recomputed (incremental) or rows written (rebuild)
+    groups: int  # groups recomputed or whose state moved (incremental), or rows written (rebuild)
     snapshot: str
+    method: str = "groups"  # delta: the aggregate state's signed deltas; groups: changed groups recomputed
     verified: Verified | None = None
 
     def as_dict(self) -> dict:
@@ -79,13 +68,15 @@ class SummaryMaintainer:
         self.lock_retry, self.statement_timeout = lock_retry, statement_timeout
         self.table = sql.Identifier(self.summary.schema, self.summary.table)
         self.definition = sql.Identifier(self.summary.schema, f"{self.summary.table}_definition")
+        self.aggregate = AGGREGATES.get(name)
 
     # -- facts -------------------------------------------------------------------------------------------
 
     def fingerprint(self) -> str:
         """Checksum of what the summary is computed by: the definition as the database holds it, and the key query."""
         definition = self.conn.execute("SELECT pg_get_viewdef(%s::regclass)", (self.summary.definition,)).fetchone()[0]
-        return hashlib.sha256((definition + "\0" + self.summary.keys_sql()).encode()).hexdigest()
+        return hashlib.sha256((definition + "\0" + self.summary.keys_sql() + "\0" + repr(self.aggregate)).encode()
+                              ).hexdigest()
 
     def uncaptured_sources(self) -> list[str]:
         """Tables the definition reads that the summary captures no change of (a migration added one)."""
@@ -99,9 +90,9 @@ class SummaryMaintainer:
 
     def state(self) -> dict | None:
         row = self.conn.execute(
-            "SELECT watermark::text, clock_at, definition_sha, db_identity, rebuilt_at, applied_at "
+            "SELECT watermark::text, clock_at, definition_sha, db_identity, rebuilt_at, applied_at, method "
             "FROM coldcopy_ops.ivm_state WHERE summary = %s", (self.summary.name,)).fetchone()
-        names = ("watermark", "clock_at", "definition_sha", "db_identity", "rebuilt_at", "applied_at")
+        names = ("watermark", "clock_at", "definition_sha", "db_identity", "rebuilt_at", "applied_at", "method")
         return dict(zip(names, row, strict=True)) if row else None
 
     def _rebuild_reason(self, state: dict | None, force: bool, fingerprint: str, identity: str) -> str | None:
@@ -157,30 +148,79 @@ class SummaryMaintainer:
         reason = self._rebuild_reason(state, force, fingerprint, identity)
         if state is not None and state["db_identity"] != identity:
             self._forget_foreign_state()
-        groups = self._apply_changes(state) if reason is None else None
+        method = state["method"] if state is not None and reason is None else "groups"
+        groups = None
+        if reason is None:
+            try:
+                groups = (self._apply_deltas(state) if method == "delta"
+                          else GroupApplier(conn, self.summary, REBUILD_SHARE).apply(state))
+            except Inconsistent as error:
+                reason = f"{error}: rebuilt"
         if groups is None:
-            reason = reason or f"more than {REBUILD_SHARE:.0%} of its groups changed: a rebuild costs less"
-            conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS SELECT * FROM {}").format(
-                self.definition))
+            reason = reason or f"more than {REBUILD_SHARE:.0%} changed: a rebuild costs less"
+            method = self._rebuild(trusted=state is not None and state["method"] == "delta"
+                                   and state["definition_sha"] == fingerprint and state["db_identity"] == identity)
             groups = self.replace_with_truth()[0]
             conn.execute("DROP TABLE ivm_truth")
             conn.execute("DELETE FROM coldcopy_ops.ivm_rebuild_due WHERE summary = %s", (self.summary.name,))
-            applied = Applied(self.summary.name, "rebuild", reason, groups, snapshot)
+            applied = Applied(self.summary.name, "rebuild", reason, groups, snapshot, method)
         else:
             applied = Applied(self.summary.name, "incremental",
                               f"{groups} group(s) changed since the apply at {state['applied_at'].isoformat()}",
-                              groups, snapshot)
+                              groups, snapshot, method)
         conn.execute(
             "INSERT INTO coldcopy_ops.ivm_state AS s (summary, watermark, clock_at, definition_sha, db_identity, "
-            "rebuilt_at, applied_at, groups_applied) VALUES (%(s)s, %(w)s::pg_snapshot, now(), %(f)s, %(i)s, "
-            "now(), clock_timestamp(), %(g)s) ON CONFLICT (summary) DO UPDATE SET "
+            "rebuilt_at, applied_at, groups_applied, method) VALUES (%(s)s, %(w)s::pg_snapshot, now(), %(f)s, "
+            "%(i)s, now(), clock_timestamp(), %(g)s, %(m)s) ON CONFLICT (summary) DO UPDATE SET "
             "watermark = EXCLUDED.watermark, clock_at = EXCLUDED.clock_at, definition_sha = EXCLUDED.definition_sha, "
-            "db_identity = EXCLUDED.db_identity, "
+            "db_identity = EXCLUDED.db_identity, method = EXCLUDED.method, "
             "rebuilt_at = CASE WHEN %(rebuilt)s THEN EXCLUDED.rebuilt_at ELSE s.rebuilt_at END, "
             "applied_at = EXCLUDED.applied_at, groups_applied = EXCLUDED.groups_applied",
             {"s": self.summary.name, "w": snapshot, "f": fingerprint, "i": identity,
-             "rebuilt": applied.mode == "rebuild", "g": groups})
+             "rebuilt": applied.mode == "rebuild", "g": groups, "m": applied.method})
         return applied
+
+    def _rebuild(self, *, trusted: bool) -> str:
+        """``ivm_truth`` (temp): the summary as a rebuild makes it; returns the method of its next applies. A summary
+        with an aggregate state is rebuilt from it, once proven equal to the definition (on its first build, and
+        when its definition, its aggregate or its database changed); else from the definition."""
+        conn = self.conn
+        if self.aggregate is not None:
+            try:
+                DeltaApplier(conn, self.aggregate).build_truth()
+            except ValueError as error:  # the summary's columns are not the aggregate's any more
+                log.warning("%s: %s; maintained by groups until coldcopy.refresh.incremental.aggregates says how",
+                            self.summary.name, error)
+            else:
+                if trusted or self._truth_is_the_definition():
+                    return "delta"
+                log.warning("%s: its aggregate state does not give the definition's rows (a migration changed the "
+                            "definition): maintained by groups until coldcopy.refresh.incremental.aggregates "
+                            "restates it", self.summary.name)
+                conn.execute("DROP TABLE ivm_truth")
+        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS SELECT * FROM {}").format(self.definition))
+        return "groups"
+
+    def _truth_is_the_definition(self) -> bool:
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE ivm_definition ON COMMIT DROP AS SELECT * FROM {}").format(
+            self.definition))
+        differ = self.conn.execute("SELECT count(*) FROM ((TABLE ivm_truth EXCEPT ALL TABLE ivm_definition) UNION ALL "
+                                   "(TABLE ivm_definition EXCEPT ALL TABLE ivm_truth)) x").fetchone()[0]
+        self.conn.execute("DROP TABLE ivm_definition")
+        return differ == 0
+
+    def _apply_deltas(self, state: dict) -> int | None:
+        """Add the captured event rows to the aggregate state; None when the change is larger than a rebuild."""
+        conn = self.conn
+        pending, params = capture.pending("ivm_delta_email_events"), {"since": state["watermark"]}
+        changed = conn.execute(sql.SQL("SELECT count(*) FROM {} p").format(pending), params).fetchone()[0]
+        rows = conn.execute("SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_inherits i JOIN pg_class c "
+                            "ON c.oid = i.inhrelid WHERE i.inhparent = 'public.email_events'::regclass").fetchone()[0]
+        if rows > 0 and changed > REBUILD_SHARE * rows:
+            return None
+        day_moved = conn.execute("SELECT date_trunc('day', now()) IS DISTINCT FROM date_trunc('day', %s::timestamptz)",
+                                 (state["clock_at"],)).fetchone()[0]
+        return DeltaApplier(conn, self.aggregate).apply(pending, params, day_moved=day_moved)
 
     def replace_with_truth(self) -> tuple[int, int]:
         """Make the summary equal ``ivm_truth`` (the definition, materialized in this transaction) writing only
@@ -208,40 +248,6 @@ class SummaryMaintainer:
         for c in CAPTURES.values():
             self.conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier("coldcopy_ops", c.delta)))
 
-    def _rows_estimate(self) -> float:
-        """The planner's row count of the summary (its exact count if it was never analyzed)."""
-        estimate = self.conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
-                                     (self.summary.name,)).fetchone()[0]
-        return estimate if estimate >= 0 else self.conn.execute(
-            sql.SQL("SELECT count(*) FROM {}").format(self.table)).fetchone()[0]
-
-    def _apply_changes(self, state: dict) -> int | None:
-        """Replace the changed groups; returns how many, or None when so many changed that a rebuild is cheaper."""
-        conn, key = self.conn, self.summary.key
-        pending = {c.table.split(".")[1]: sql.SQL(_PENDING.format(c.delta)) for c in self.summary.captures()}
-        keys = sql.SQL(self.summary.keys_sql()).format(previous_clock=sql.SQL("%(previous_clock)s::timestamptz"),
-                                                       **pending)
-        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_keys ON COMMIT DROP AS {}").format(keys),
-                     {"since": state["watermark"], "previous_clock": state["clock_at"]})
-        groups = conn.execute("SELECT count(*) FROM ivm_keys").fetchone()[0]
-        if groups == 0:
-            return 0
-        conn.execute("ANALYZE ivm_keys")
-        if groups > REBUILD_SHARE * self._rows_estimate():
-            conn.execute("DROP TABLE ivm_keys")
-            return None  # most groups changed: recomputing them one by one costs more than the whole definition
-        columns = [sql.Identifier(k) for k in key]
-        same = sql.SQL(" AND ").join(sql.SQL("{0}.{1} = k.{1}").format(sql.Identifier("t"), c) for c in columns)
-        conn.execute(sql.SQL("DELETE FROM {} t USING ivm_keys k WHERE {}").format(self.table, same))
-        # Each key column as an array the planner pushes into the definition (to the base tables' indexes);
-        # the EXISTS keeps exactly the changed groups of that superset.
-        narrowed = sql.SQL(" AND ").join(
-            sql.SQL("t.{0} = ANY(ARRAY(SELECT DISTINCT k.{0} FROM ivm_keys k))").format(c) for c in columns)
-        conn.execute(sql.SQL("INSERT INTO {} SELECT t.* FROM {} t WHERE {} AND EXISTS "
-                             "(SELECT 1 FROM ivm_keys k WHERE {})").format(self.table, self.definition, narrowed, same))
-        conn.execute("DROP TABLE ivm_keys")
-        return groups
-
     def prune(self) -> int:
         """Delete the captured keys every summary reading their source has applied; returns how many."""
         deleted = 0
@@ -260,31 +266,7 @@ class SummaryMaintainer:
                     sql.Identifier("coldcopy_ops", c.delta)), (row[1], readers)).rowcount
         return deleted
 
-    # -- verify ------------------------------------------------------------------------------------------
-
     def verify(self, *, repair: bool = True) -> Verified:
-        """Apply, then compare the summary with its definition on the same snapshot and clock (EXCEPT ALL both
-        ways); a difference is repaired in that transaction when ``repair``. Recorded in ivm_verifications."""
-        started = time.monotonic()
-
-        def compare() -> Verified:
-            conn = self.conn
-            conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS SELECT * FROM {}").format(
-                self.definition))
-            missing = conn.execute(sql.SQL("SELECT count(*) FROM (TABLE ivm_truth EXCEPT ALL TABLE {}) d").format(
-                self.table)).fetchone()[0]
-            extra = conn.execute(sql.SQL("SELECT count(*) FROM (TABLE {} EXCEPT ALL TABLE ivm_truth) d").format(
-                self.table)).fetchone()[0]
-            rows = conn.execute("SELECT count(*) FROM ivm_truth").fetchone()[0]
-            repaired = bool((missing or extra) and repair)
-            if repaired:
-                self.replace_with_truth()
-            conn.execute("DROP TABLE ivm_truth")
-            result = Verified(self.summary.name, rows, missing, extra, repaired,
-                              int((time.monotonic() - started) * 1000))
-            conn.execute("INSERT INTO coldcopy_ops.ivm_verifications (summary, duration_ms, summary_rows, "
-                         "missing_rows, extra_rows, repaired) VALUES (%s, %s, %s, %s, %s, %s)",
-                         (result.summary, result.duration_ms, rows, missing, extra, repaired))
-            return result
-
-        return self.apply(verify=compare).verified
+        """Apply, then compare the summary with its definition on the same snapshot and clock
+        (:mod:`coldcopy.refresh.incremental.verification`)."""
+        return self.apply(verify=lambda: compare(self, repair=repair, started=time.monotonic())).verified

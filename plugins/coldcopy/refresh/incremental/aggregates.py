@@ -1,0 +1,89 @@
+"""The summaries maintained by signed deltas of their aggregate state (the counting method: Gupta & Mumick;
+pg_ivm's hidden counts), each stated once: its group key, which event rows count, its counts and maxima, and
+how the summary's columns derive from them.
+
+Every expression reads the columns of an event row as the base table and the capture both give them
+(:data:`EVENT_COLUMNS`; ``n`` is the row's sign: 1 for a base row, ±1 for a captured one). An expression here
+restates the definition's (``analytics.<summary>_definition``, sql/migrations/305): a rebuild proves the two equal
+before the summary is trusted to deltas (:mod:`coldcopy.refresh.incremental.delta`), and the daily verify compares
+them again, so a migration that changes a definition and not this file costs a rebuild to the groups method, never
+a wrong figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENT_COLUMNS = ("workspace_id", "campaign_id", "lead_id", "message_id", "email_account_id", "day", "event_type",
+                 "bounce_type", "occurred_at", "n")
+# The base rows, shaped like the captured ones.
+EVENT_ROWS = ("SELECT workspace_id, campaign_id, lead_id, message_id, email_account_id, "
+              "(occurred_at AT TIME ZONE 'UTC')::date AS day, event_type, bounce_type, occurred_at, 1 AS n "
+              "FROM public.email_events")
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A summary's aggregate state, ``coldcopy_ops.ivm_agg_<table>`` (sql/ops/incremental.sql)."""
+
+    summary: str
+    key: tuple[str, ...]
+    where: str  # which event rows the definition counts
+    counts: tuple[tuple[str, str], ...]  # (state column, what a row adds: 0 or 1); the first is the group's rows
+    projection: tuple[tuple[str, str], ...]  # (summary column, its expression over the state's columns)
+    maxima: tuple[tuple[str, str, str], ...] = ()  # (state column, the value, which rows it is the max of)
+    window_days: int | None = None  # the definition keeps days from midnight (UTC) this many days ago
+
+    @property
+    def table(self) -> str:
+        return self.summary.split(".")[1]
+
+    @property
+    def state(self) -> str:
+        return f"ivm_agg_{self.table}"
+
+    def window(self) -> str:
+        """The definition's time filter on event rows, at the transaction's clock (applies run in UTC)."""
+        if self.window_days is None:
+            return "true"
+        return f"occurred_at >= date_trunc('day', now()) - interval '{int(self.window_days)} days'"
+
+    def cutoff(self) -> str:
+        """The first day the window keeps, as a date."""
+        return f"((date_trunc('day', now()) - interval '{int(self.window_days)} days') AT TIME ZONE 'UTC')::date"
+
+
+def _is(event: str) -> str:
+    return f"(event_type = '{event}')::int"
+
+
+AGGREGATES: dict[str, Aggregate] = {a.summary: a for a in (
+    Aggregate(
+        "analytics.daily_workspace_activity", ("workspace_id", "day", "event_type"),
+        where="true", counts=(("rows", "1"),),
+        projection=(("workspace_id", "workspace_id"), ("day", "day"), ("event_type", "event_type"),
+                    ("events", "rows")),
+        window_days=90),
+    Aggregate(
+        "analytics.email_deliverability", ("email_account_id", "day", "workspace_id"),
+        where="email_account_id IS NOT NULL",
+        counts=(("rows", "1"), ("sent", _is("sent")), ("delivered", _is("delivered")), ("bounced", _is("bounced")),
+                ("hard_bounces", "(event_type = 'bounced' AND bounce_type IS NOT DISTINCT FROM 'hard')::int"),
+                ("complaints", _is("complained"))),
+        projection=(("workspace_id", "workspace_id"), ("email_account_id", "email_account_id"), ("day", "day"),
+                    ("sent", "sent"), ("delivered", "delivered"), ("bounced", "bounced"),
+                    ("hard_bounces", "hard_bounces"), ("complaints", "complaints"),
+                    ("bounce_rate", "round(bounced::numeric / nullif(sent, 0), 4)"),
+                    ("complaint_rate", "round(complaints::numeric / nullif(delivered, 0), 5)")),
+        window_days=90),
+    Aggregate(
+        "analytics.lead_engagement", ("lead_id", "workspace_id"),
+        where="lead_id IS NOT NULL",
+        counts=(("rows", "1"), ("emails_sent", _is("sent")), ("opens", _is("opened")), ("clicks", _is("clicked")),
+                ("replies", _is("replied"))),
+        maxima=(("last_engaged_at", "occurred_at", "event_type IN ('opened', 'clicked', 'replied')"),),
+        projection=(("workspace_id", "workspace_id"), ("lead_id", "lead_id"), ("emails_sent", "emails_sent"),
+                    ("opens", "opens"), ("clicks", "clicks"), ("replies", "replies"),
+                    ("last_engaged_at", "last_engaged_at"),
+                    ("engagement_score", "least(100, opens + 3 * clicks + 10 * replies)"))),
+)}
