@@ -79,6 +79,20 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_email_deliverability (
   hard_bounces bigint NOT NULL, complaints bigint NOT NULL,
   PRIMARY KEY (email_account_id, day, workspace_id)
 );
+-- Keyed by the events' campaign and workspace: a campaign counts only its own workspace's events (306).
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_campaign_analytics (
+  campaign_id uuid NOT NULL, workspace_id uuid NOT NULL,
+  rows bigint NOT NULL, sent bigint NOT NULL, delivered bigint NOT NULL, replied bigint NOT NULL,
+  bounced bigint NOT NULL, complained bigint NOT NULL, opened bigint NOT NULL, clicked bigint NOT NULL,
+  last_event_at timestamptz,
+  PRIMARY KEY (campaign_id, workspace_id)
+);
+-- How many of a campaign's opened (clicked) events name each message: its distinct count moves when one
+-- crosses 0 <-> 1.
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_mult_campaign_analytics (
+  campaign_id uuid NOT NULL, workspace_id uuid NOT NULL, kind text NOT NULL, value uuid NOT NULL, n bigint NOT NULL,
+  PRIMARY KEY (campaign_id, workspace_id, kind, value)
+);
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_lead_engagement (
   lead_id uuid NOT NULL, workspace_id uuid NOT NULL,
   rows bigint NOT NULL, emails_sent bigint NOT NULL, opens bigint NOT NULL, clicks bigint NOT NULL,
@@ -234,4 +248,5 @@ REVOKE ALL ON FUNCTION coldcopy_ops.ivm_record_email_events(regclass),
 REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campaigns,
   coldcopy_ops.ivm_delta_campaign_sequences, coldcopy_ops.ivm_delta_email_messages, coldcopy_ops.ivm_state,
   coldcopy_ops.ivm_verifications, coldcopy_ops.ivm_agg_daily_workspace_activity,
-  coldcopy_ops.ivm_agg_email_deliverability, coldcopy_ops.ivm_agg_lead_engagement FROM PUBLIC;
+  coldcopy_ops.ivm_agg_email_deliverability, coldcopy_ops.ivm_agg_lead_engagement,
+  coldcopy_ops.ivm_agg_campaign_analytics, coldcopy_ops.ivm_mult_campaign_analytics FROM PUBLIC;

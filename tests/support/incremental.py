@@ -41,7 +41,7 @@ def apply_all(dsn: str) -> dict:
 def assert_all_equal(dsn: str, note: str = "") -> None:
     with psycopg.connect(dsn) as conn:
         diff = {name: differences(conn, name) for name in SUMMARIES}
-    assert diff == dict.fromkeys(SUMMARIES, 0), note
+    assert diff == dict.fromkeys(SUMMARIES, 0), f"{note}: rows differing {diff}"
 
 
 def ids(conn, table: str, n: int = 1) -> list:

@@ -32,11 +32,10 @@ def test_the_clock_passing_midnight_drops_the_day_that_left_the_window(generated
             applier, yesterday = DeltaApplier(conn, a), f"day = {a.cutoff()} - 1"
             added = conn.execute(sql.SQL("INSERT INTO {} ({}) {}").format(
                 applier.state, sql.SQL(", ").join(map(sql.Identifier, applier._columns())),
-                applier._grouped(sql.SQL(EVENT_ROWS), signed_maxima=False, window=yesterday))).rowcount
+                applier._grouped(sql.SQL(EVENT_ROWS), signed=False, window=yesterday))).rowcount
             assert added > 0, a.summary  # the test data has events on that day
-            conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {}").format(
-                applier.summary, sql.SQL(", ").join(map(sql.Identifier, applier._summary_order())),
-                applier._projection(), applier.state, sql.SQL(yesterday)))
+            conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM ({}) p WHERE {}").format(
+                applier.summary, applier.projected(), sql.SQL(yesterday)))
             conn.execute("UPDATE coldcopy_ops.ivm_state SET clock_at = clock_at - interval '1 day' "
                          "WHERE summary = %s", (a.summary,))
     with psycopg.connect(generated_db, autocommit=True) as conn:

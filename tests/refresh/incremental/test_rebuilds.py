@@ -89,15 +89,42 @@ def test_a_premade_month_is_captured_and_a_write_straight_into_it_counted(genera
 
 
 def test_most_groups_changed_is_a_rebuild(generated_db, monkeypatch):
+    """The groups method (sequence_step_performance): recomputing most groups one by one costs more than the
+    definition once."""
     from coldcopy.refresh.incremental import maintainer
 
     monkeypatch.setattr(maintainer, "REBUILD_SHARE", 0.25)
     apply_all(generated_db)
+    name = "analytics.sequence_step_performance"
     with psycopg.connect(generated_db, autocommit=True) as conn:
-        conn.execute("UPDATE campaigns SET name = name || '.' WHERE id IN (SELECT id FROM campaigns LIMIT 2)")
-        few = SummaryMaintainer(conn, "analytics.campaign_analytics").apply()
-        assert few.mode == "incremental" and few.groups == 2  # 2 of 20
-        conn.execute("UPDATE campaigns SET name = name || '.' WHERE id IN (SELECT id FROM campaigns LIMIT 6)")
-        most = SummaryMaintainer(conn, "analytics.campaign_analytics").apply()
+        steps = conn.execute("SELECT count(*) FROM campaign_sequences").fetchone()[0]
+        conn.execute("UPDATE campaign_sequences SET variant = variant WHERE id IN (SELECT id FROM campaign_sequences "
+                     "ORDER BY id LIMIT 2)")
+        few = SummaryMaintainer(conn, name).apply()
+        assert (few.mode, few.method, few.groups) == ("incremental", "groups", 2)
+        conn.execute("UPDATE campaign_sequences SET variant = variant WHERE id IN (SELECT id FROM campaign_sequences "
+                     "ORDER BY id LIMIT %s)", (steps * 6 // 10,))
+        most = SummaryMaintainer(conn, name).apply()
         assert most.mode == "rebuild" and "a rebuild costs less" in most.reason
-        assert differences(conn, "analytics.campaign_analytics") == 0
+        assert differences(conn, name) == 0
+
+
+def test_a_change_larger_than_a_share_of_the_events_is_a_rebuild(generated_db, monkeypatch):
+    """The delta method (campaign_analytics): a change of more than REBUILD_SHARE of email_events' rows costs more
+    applied than the state built again in one pass; a campaign renamed (no event) stays a delta."""
+    from coldcopy.refresh.incremental import maintainer
+
+    monkeypatch.setattr(maintainer, "REBUILD_SHARE", 0.25)
+    apply_all(generated_db)
+    name = "analytics.campaign_analytics"
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        conn.execute("ANALYZE email_events")
+        conn.execute("UPDATE campaigns SET name = name || '.' WHERE id IN (SELECT id FROM campaigns LIMIT 6)")
+        renamed = SummaryMaintainer(conn, name).apply()
+        assert (renamed.mode, renamed.method, renamed.groups) == ("incremental", "delta", 6)
+        conn.execute("UPDATE email_events SET event_type = CASE event_type WHEN 'sent' THEN 'opened' ELSE 'sent' END "
+                     "WHERE id IN (SELECT id FROM email_events ORDER BY random() LIMIT "
+                     "(SELECT count(*) * 2 / 10 FROM email_events))")  # 20 %: 40 % of rows captured, signed
+        most = SummaryMaintainer(conn, name).apply()
+        assert most.mode == "rebuild" and "a rebuild costs less" in most.reason and most.method == "delta"
+        assert differences(conn, name) == 0

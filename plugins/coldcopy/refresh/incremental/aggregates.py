@@ -32,7 +32,17 @@ class Aggregate:
     counts: tuple[tuple[str, str], ...]  # (state column, what a row adds: 0 or 1); the first is the group's rows
     projection: tuple[tuple[str, str], ...]  # (summary column, its expression over the state's columns)
     maxima: tuple[tuple[str, str, str], ...] = ()  # (state column, the value, which rows it is the max of)
+    # (state column, the value counted once, which rows): a multiplicity per (group, column, value) in
+    # coldcopy_ops.ivm_mult_<table>; the count moves only when one crosses 0 <-> 1
+    distinct: tuple[tuple[str, str, str], ...] = ()
     window_days: int | None = None  # the definition keeps days from midnight (UTC) this many days ago
+    # The rows the summary has one of each (``frame`` AS f, the state LEFT JOINed AS s on ``frame_key``, which
+    # gives the key columns in order), and the delta table and column of the frame's changed rows; None: one
+    # row per group of the state (AS s).
+    frame: str | None = None
+    frame_key: tuple[str, ...] = ()
+    frame_changes: tuple[str, str] | None = None
+    summary_key: tuple[str, ...] = ()  # the summary's primary key, when not the state's ``key``
 
     @property
     def table(self) -> str:
@@ -41,6 +51,15 @@ class Aggregate:
     @property
     def state(self) -> str:
         return f"ivm_agg_{self.table}"
+
+    @property
+    def row_key(self) -> tuple[str, ...]:
+        """The summary's primary key (its columns among the state's key)."""
+        return self.summary_key or self.key
+
+    @property
+    def multiplicities(self) -> str:
+        return f"ivm_mult_{self.table}"
 
     def window(self) -> str:
         """The definition's time filter on event rows, at the transaction's clock (applies run in UTC)."""
@@ -86,4 +105,22 @@ AGGREGATES: dict[str, Aggregate] = {a.summary: a for a in (
                     ("opens", "opens"), ("clicks", "clicks"), ("replies", "replies"),
                     ("last_engaged_at", "last_engaged_at"),
                     ("engagement_score", "least(100, opens + 3 * clicks + 10 * replies)"))),
+    Aggregate(
+        "analytics.campaign_analytics", ("campaign_id", "workspace_id"), summary_key=("campaign_id",),
+        where="campaign_id IS NOT NULL",  # a campaign's events of its own workspace (migration 306)
+        counts=(("rows", "1"), ("sent", _is("sent")), ("delivered", _is("delivered")), ("replied", _is("replied")),
+                ("bounced", _is("bounced")), ("complained", _is("complained"))),
+        distinct=(("opened", "message_id", "event_type = 'opened'"), ("clicked", "message_id", "event_type = 'clicked'")),
+        maxima=(("last_event_at", "occurred_at", "true"),),
+        frame="public.campaigns f", frame_key=("f.id", "f.workspace_id"),
+        frame_changes=("ivm_delta_campaigns", "id"),
+        projection=(("workspace_id", "f.workspace_id"), ("campaign_id", "f.id"), ("name", "f.name"),
+                    ("status", "f.status"), ("sent", "coalesce(s.sent, 0)"), ("delivered", "coalesce(s.delivered, 0)"),
+                    ("opened", "coalesce(s.opened, 0)"), ("clicked", "coalesce(s.clicked, 0)"),
+                    ("replied", "coalesce(s.replied, 0)"), ("bounced", "coalesce(s.bounced, 0)"),
+                    ("complained", "coalesce(s.complained, 0)"),
+                    ("open_rate", "round(coalesce(s.opened, 0)::numeric / nullif(s.delivered, 0), 4)"),
+                    ("reply_rate", "round(coalesce(s.replied, 0)::numeric / nullif(s.delivered, 0), 4)"),
+                    ("bounce_rate", "round(coalesce(s.bounced, 0)::numeric / nullif(s.sent, 0), 4)"),
+                    ("last_event_at", "s.last_event_at"))),
 )}

@@ -1,11 +1,12 @@
 """Applying signed deltas to a summary's aggregate state (:class:`DeltaApplier`), and building that state.
 
 An apply reads the captured event rows the summary has not seen (each signed), sums them per group into
-``ivm_d``, adds that to the state (a count up or down; a maximum raised), looks a maximum up again (by index, in
-the group's own rows) only where a row that went could have held it, drops the groups whose hidden row count
-reached 0, and writes to the summary only the groups whose derived figures moved. Its cost follows the rows that
-changed, not the size of the groups they touched. Runs inside the maintainer's transaction (REPEATABLE READ,
-TimeZone UTC, the summary's apply lock held): the base rows it reads and the deltas it applies are one snapshot.
+``ivm_d``, adds that to the state (a count up or down; a maximum raised; a distinct count moved by the values whose
+multiplicity crossed 0 <-> 1), looks a maximum up again (by index, in the group's own rows) only where a row that
+went could have held it, drops the groups whose hidden row count reached 0, and writes to the summary only the
+groups (and frame rows: a campaign renamed) whose figures moved. Its cost follows the rows that changed, not the
+size of the groups they touched. Runs inside the maintainer's transaction (REPEATABLE READ, TimeZone UTC, the
+summary's apply lock held): the base rows it reads and the deltas it applies are one snapshot.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from coldcopy.refresh.incremental import capture
 from coldcopy.refresh.incremental.aggregates import EVENT_ROWS, Aggregate
 
 
@@ -34,74 +36,157 @@ class DeltaApplier:
     def __init__(self, conn: psycopg.Connection, aggregate: Aggregate) -> None:
         self.conn, self.a = conn, aggregate
         self.state = sql.Identifier("coldcopy_ops", aggregate.state)
+        self.mult = sql.Identifier("coldcopy_ops", aggregate.multiplicities)
         self.summary = sql.Identifier(*aggregate.summary.split("."))
 
     # -- the sums ------------------------------------------------------------------------------------------
 
-    def _grouped(self, rows: sql.Composable, *, signed_maxima: bool, window: str | None = None) -> sql.Composed:
-        """``rows`` (event rows) summed per group: each count, and each maximum (of the rows added and, when
-        ``signed_maxima``, of the rows gone: ``<column>__gone``)."""
+    def _grouped(self, rows: sql.Composable, *, signed: bool, window: str | None = None) -> sql.Composed:
+        """``rows`` (event rows) summed per group: each count and each maximum (``signed``: of the rows added, and
+        of the rows gone as ``<column>__gone``; else the distinct counts too, for a build from the base)."""
         a = self.a
         items = [sql.SQL("sum(n * ({}))::bigint AS {}").format(sql.SQL(expr), sql.Identifier(col))
                  for col, expr in a.counts]
+        for col, value, among in a.distinct:
+            items.append(sql.SQL("0::bigint AS {}").format(sql.Identifier(col)) if signed else sql.SQL(
+                "count(DISTINCT {}) FILTER (WHERE {}) AS {}").format(sql.SQL(value), sql.SQL(among),
+                                                                     sql.Identifier(col)))
         for col, value, among in a.maxima:
             items.append(sql.SQL("max({v}) FILTER (WHERE ({f}) AND n > 0) AS {c}").format(
                 v=sql.SQL(value), f=sql.SQL(among), c=sql.Identifier(col)))
-            if signed_maxima:
+            if signed:
                 items.append(sql.SQL("max({v}) FILTER (WHERE ({f}) AND n < 0) AS {c}").format(
                     v=sql.SQL(value), f=sql.SQL(among), c=sql.Identifier(f"{col}__gone")))
         return sql.SQL("SELECT {key}, {items} FROM ({rows}) r WHERE ({where}) AND {window} GROUP BY {key}").format(
             key=_list(a.key), items=sql.SQL(", ").join(items), rows=rows, where=sql.SQL(a.where),
             window=sql.SQL(window or a.window()))
 
+    def _multiplicities(self, rows: sql.Composable, *, having: str = "") -> sql.Composed:
+        """Per (group, distinct column, value): how many of ``rows`` carry it (signed)."""
+        a = self.a
+        return sql.SQL(" UNION ALL ").join(sql.SQL(
+            "SELECT {key}, {kind} AS kind, {v} AS value, sum(n)::bigint AS n FROM ({rows}) r WHERE ({where}) AND "
+            "{window} AND ({f}) AND {v} IS NOT NULL GROUP BY {key}, {v}" + having).format(
+            key=_list(a.key), kind=sql.Literal(col), v=sql.SQL(value), rows=rows, where=sql.SQL(a.where),
+            window=sql.SQL(a.window()), f=sql.SQL(among)) for col, value, among in a.distinct)
+
     def _columns(self) -> list[str]:
-        return [*self.a.key, *(c for c, _ in self.a.counts), *(c for c, _, _ in self.a.maxima)]
+        a = self.a
+        return [*a.key, *(c for c, _ in a.counts), *(c for c, _, _ in a.distinct), *(c for c, _, _ in a.maxima)]
+
+    # -- the summary's rows --------------------------------------------------------------------------------
+
+    def _summary_order(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+            "ORDER BY attnum", (self.a.summary,)).fetchall()]
+
+    def projected(self, keys: str | None = None) -> sql.Composed:
+        """The summary's rows (in its column order) from the state, only those of the groups in the temp table
+        ``keys`` when given; ``ValueError`` when the summary's columns are not the ones the aggregate states (a
+        migration changed it)."""
+        a, have = self.a, self._summary_order()
+        mine = dict(a.projection)
+        if sorted(have) != sorted(mine):
+            raise ValueError(f"{a.summary} has columns {have}; its aggregate states {sorted(mine)}")
+        columns = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.SQL(mine[c]), sql.Identifier(c)) for c in have)
+        if a.frame is None:
+            source, key_of = sql.SQL("{} s").format(self.state), {k: f"s.{k}" for k in a.key}
+        else:
+            key_of = dict(zip(a.key, a.frame_key, strict=True))
+            source = sql.SQL("{} LEFT JOIN {} s ON {}").format(sql.SQL(a.frame), self.state, sql.SQL(" AND ").join(
+                sql.SQL("s.{} = {}").format(sql.Identifier(k), sql.SQL(e)) for k, e in key_of.items()))
+        only = sql.SQL("")
+        if keys:
+            only = sql.SQL(" WHERE EXISTS (SELECT 1 FROM {} d WHERE {})").format(sql.Identifier(keys), sql.SQL(
+                " AND ").join(sql.SQL("d.{} = {}").format(sql.Identifier(k), sql.SQL(key_of[k])) for k in a.row_key))
+        return sql.SQL("SELECT {} FROM {}{}").format(columns, source, only)
 
     # -- rebuild -------------------------------------------------------------------------------------------
 
     def build_truth(self) -> None:
-        """The state from the base table (one pass), and ``ivm_truth`` (temp, dropped at commit): the summary's
-        rows projected from it, in the summary's column order."""
-        conn = self.conn
+        """The state (and multiplicities) from the base table, and ``ivm_truth`` (temp, dropped at commit): the
+        summary's rows projected from it."""
+        conn, base = self.conn, sql.SQL(EVENT_ROWS)
         conn.execute(sql.SQL("DELETE FROM {}").format(self.state))
         conn.execute(sql.SQL("INSERT INTO {} ({}) {}").format(
-            self.state, _list(self._columns()), self._grouped(sql.SQL(EVENT_ROWS), signed_maxima=False)))
+            self.state, _list(self._columns()), self._grouped(base, signed=False)))
         conn.execute(sql.SQL("ANALYZE {}").format(self.state))
-        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS SELECT {} FROM {}").format(
-            self._projection(), self.state))
-
-    def _projection(self) -> sql.Composed:
-        """The summary's columns, in its order, from the state's; ``ValueError`` when they are not the ones the
-        aggregate states (a migration changed the summary)."""
-        have, mine = self._summary_order(), dict(self.a.projection)
-        if sorted(have) != sorted(mine):
-            raise ValueError(f"{self.a.summary} has columns {have}; its aggregate states {sorted(mine)}")
-        return sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.SQL(mine[c]), sql.Identifier(c)) for c in have)
+        if self.a.distinct:
+            conn.execute(sql.SQL("DELETE FROM {}").format(self.mult))
+            conn.execute(sql.SQL("INSERT INTO {} ({}, kind, value, n) {}").format(
+                self.mult, _list(self.a.key), self._multiplicities(base)))
+            conn.execute(sql.SQL("ANALYZE {}").format(self.mult))
+        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS {}").format(self.projected()))
 
     # -- apply ---------------------------------------------------------------------------------------------
 
     def apply(self, pending: sql.Composable, params: dict, *, day_moved: bool) -> int:
         """Add the ``pending`` event rows (signed; ``params`` bind them) to the state and write what moved to the
-        summary; returns the groups whose state changed or that left the window. ``day_moved``: the clock passed
-        a midnight since the last apply (a day window drops its first days)."""
+        summary; returns the groups whose state or frame row changed, or that left the window. ``day_moved``: the
+        clock passed a midnight since the last apply (a day window drops its first days)."""
         conn, a = self.conn, self.a
         conn.execute(sql.SQL("CREATE TEMP TABLE ivm_d ON COMMIT DROP AS {}").format(
-            self._grouped(pending, signed_maxima=True)), params)
-        groups = conn.execute("SELECT count(*) FROM ivm_d").fetchone()[0]
+            self._grouped(pending, signed=True)), params)
+        if a.distinct:
+            self._cross(pending, params)
+        keys = sql.SQL("SELECT DISTINCT {} FROM ivm_d").format(_list(a.row_key))
+        if a.frame_changes:
+            delta, column = a.frame_changes
+            keys = sql.SQL("{} UNION SELECT {} FROM {} c").format(keys, sql.Identifier(column), capture.pending(delta))
+        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_keys ON COMMIT DROP AS {}").format(keys), params)
+        groups = conn.execute("SELECT count(*) FROM ivm_keys").fetchone()[0]
         if groups:
-            self._add(groups)
+            if groups > 1000:
+                conn.execute("ANALYZE ivm_d; ANALYZE ivm_keys")
+            self._add()
+            self._write_moved()
         if day_moved and a.window_days is not None:  # the days that left the window go, as whole groups
             conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(self.state, sql.SQL(a.cutoff())))
             groups += conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(
                 self.summary, sql.SQL(a.cutoff()))).rowcount
-        conn.execute("DROP TABLE ivm_d")
+        conn.execute("DROP TABLE ivm_d, ivm_keys")
         return groups
 
-    def _add(self, groups: int) -> None:
+    def _cross(self, pending: sql.Composable, params: dict) -> None:
+        """The distinct counts' moves into ``ivm_d``: each value whose multiplicity in its group goes from 0 to
+        more counts +1, from more to 0 counts -1; the multiplicities updated."""
         conn, a = self.conn, self.a
-        if groups > 1000:
-            conn.execute("ANALYZE ivm_d")
-        counts, maxima = [c for c, _ in a.counts], [c for c, _, _ in a.maxima]
+        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_m ON COMMIT DROP AS {}").format(
+            self._multiplicities(pending, having=" HAVING sum(n) <> 0")), params)
+        same = sql.SQL("{} AND t.kind = m.kind AND t.value = m.value").format(_match("t", "m", a.key))
+        conn.execute(sql.SQL(
+            "CREATE TEMP TABLE ivm_x ON COMMIT DROP AS SELECT {key}, m.kind, sum(CASE "
+            "WHEN coalesce(t.n, 0) = 0 AND m.n > 0 THEN 1 WHEN t.n > 0 AND t.n + m.n = 0 THEN -1 ELSE 0 END) AS moved, "
+            "bool_or(coalesce(t.n, 0) + m.n < 0) AS below FROM ivm_m m LEFT JOIN {mult} t ON {same} "
+            "GROUP BY {key}, m.kind").format(key=sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(k))
+                                                                  for k in a.key), mult=self.mult, same=same))
+        if conn.execute("SELECT count(*) FROM ivm_x WHERE below").fetchone()[0]:
+            raise Inconsistent(f"{a.summary}: a multiplicity of a distinct value went below zero")
+        conn.execute(sql.SQL("INSERT INTO {mult} AS t ({key}, kind, value, n) SELECT {key}, kind, value, n FROM ivm_m "
+                             "ON CONFLICT ({key}, kind, value) DO UPDATE SET n = t.n + EXCLUDED.n").format(
+            mult=self.mult, key=_list(a.key)))
+        conn.execute(sql.SQL("DELETE FROM {} t USING ivm_m m WHERE {} AND t.n = 0").format(self.mult, same))
+        maxima = {x for m, _, _ in a.maxima for x in (m, f"{m}__gone")}
+        zeros = sql.SQL(", ").join(sql.SQL("NULL" if c in maxima else "0") for c in self._delta_columns())
+        for col, _, _ in a.distinct:  # into ivm_d: a group it lacks comes in with every other figure 0
+            conn.execute(sql.SQL("INSERT INTO ivm_d ({cols}) SELECT {key}, {zeros} FROM ivm_x x WHERE kind = {k} AND "
+                                 "NOT EXISTS (SELECT 1 FROM ivm_d d WHERE {dx})").format(
+                cols=_list([*a.key, *self._delta_columns()]), key=_list(a.key), zeros=zeros, k=sql.Literal(col),
+                dx=_match("d", "x", a.key)))
+            conn.execute(sql.SQL("UPDATE ivm_d d SET {c} = x.moved FROM ivm_x x WHERE {dx} AND x.kind = {k}").format(
+                c=sql.Identifier(col), dx=_match("d", "x", a.key), k=sql.Literal(col)))
+        conn.execute("DROP TABLE ivm_m, ivm_x")
+
+    def _delta_columns(self) -> list[str]:
+        a = self.a
+        return [*(c for c, _ in a.counts), *(c for c, _, _ in a.distinct),
+                *(x for c, _, _ in a.maxima for x in (c, f"{c}__gone"))]
+
+    def _add(self) -> None:
+        conn, a = self.conn, self.a
+        counts = [c for c, _ in a.counts] + [c for c, _, _ in a.distinct]
+        maxima = [c for c, _, _ in a.maxima]
         updates = [sql.SQL("{0} = s.{0} + EXCLUDED.{0}").format(sql.Identifier(c)) for c in counts]
         updates += [sql.SQL("{0} = greatest(s.{0}, EXCLUDED.{0})").format(sql.Identifier(c)) for c in maxima]
         conn.execute(sql.SQL("INSERT INTO {state} AS s ({cols}) SELECT {cols} FROM ivm_d "
@@ -120,29 +205,21 @@ class DeltaApplier:
             raise Inconsistent(f"{a.summary}: a count of its aggregate state went below zero")
         conn.execute(sql.SQL("DELETE FROM {} s USING ivm_d d WHERE {} AND s.{} = 0").format(
             self.state, _match("s", "d", a.key), sql.Identifier(counts[0])))
-        self._write_moved()
 
     def _write_moved(self) -> None:
-        """The summary's rows of the changed groups: gone where the state's group went, else as projected (an
-        update only where a figure differs)."""
+        """The summary's rows of the changed groups (``ivm_keys``): gone where the group (or frame row) went, else
+        as projected (an update only where a figure differs)."""
         conn, a = self.conn, self.a
-        conn.execute(sql.SQL("DELETE FROM {t} t USING ivm_d d WHERE {td} AND NOT EXISTS "
-                             "(SELECT 1 FROM {state} s WHERE {sd})").format(
-            t=self.summary, td=_match("t", "d", a.key), state=self.state, sd=_match("s", "d", a.key)))
-        projection = self._projection()
-        columns = [c for c, _ in a.projection]
-        others = [c for c in columns if c not in a.key]
+        rows = self.projected("ivm_keys")
+        conn.execute(sql.SQL("DELETE FROM {t} t USING ivm_keys d WHERE {td} AND NOT EXISTS "
+                             "(SELECT 1 FROM ({rows}) p WHERE {pd})").format(
+            t=self.summary, td=_match("t", "d", a.row_key), rows=rows, pd=_match("p", "d", a.row_key)))
+        columns = self._summary_order()
+        others = [c for c in columns if c not in a.row_key]
         conn.execute(sql.SQL(
-            "INSERT INTO {t} AS t ({cols}) SELECT {proj} FROM {state} s WHERE EXISTS "
-            "(SELECT 1 FROM ivm_d d WHERE {sd}) ON CONFLICT ({key}) DO UPDATE SET {set} "
+            "INSERT INTO {t} AS t ({cols}) {rows} ON CONFLICT ({key}) DO UPDATE SET {set} "
             "WHERE ({old}) IS DISTINCT FROM ({new})").format(
-            t=self.summary, cols=_list(self._summary_order()), proj=projection, state=self.state,
-            sd=_match("s", "d", a.key), key=_list(a.key),
+            t=self.summary, cols=_list(columns), rows=rows, key=_list(a.row_key),
             set=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
             old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in others),
             new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others)))
-
-    def _summary_order(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
-            "ORDER BY attnum", (self.a.summary,)).fetchall()]

@@ -44,8 +44,7 @@ def compare(m: SummaryMaintainer, *, repair: bool, started: float) -> Verified:
     delta = m.aggregate is not None and (m.state() or {}).get("method") == "delta"
     state_differs = False
     if delta:
-        projected = sql.SQL("SELECT {} FROM {}").format(DeltaApplier(conn, m.aggregate)._projection(),
-                                                        DeltaApplier(conn, m.aggregate).state)
+        projected = DeltaApplier(conn, m.aggregate).projected()
         state_differs = bool(_differ(conn, definition, projected) or _differ(conn, projected, definition))
     rows = conn.execute("SELECT count(*) FROM ivm_definition").fetchone()[0]
     repaired = bool((missing or extra or state_differs) and repair)
