@@ -42,6 +42,7 @@ DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_campaign_sequences
   CREATE INDEX ivm_delta_campaign_sequences_txid_idx ON coldcopy_ops.ivm_delta_campaign_sequences (txid);
 END IF; END $$;
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_email_messages (txid xid8 NOT NULL, sequence_id uuid);
+ALTER TABLE coldcopy_ops.ivm_delta_email_messages ADD COLUMN IF NOT EXISTS id uuid;
 DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_messages_txid_idx') IS NULL THEN
   CREATE INDEX ivm_delta_email_messages_txid_idx ON coldcopy_ops.ivm_delta_email_messages (txid);
 END IF; END $$;
@@ -92,6 +93,21 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_campaign_analytics (
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_mult_campaign_analytics (
   campaign_id uuid NOT NULL, workspace_id uuid NOT NULL, kind text NOT NULL, value uuid NOT NULL, n bigint NOT NULL,
   PRIMARY KEY (campaign_id, workspace_id, kind, value)
+);
+-- sequence_step_performance (events ⋈ messages ⋈ steps): per message, its opened and replied events by the
+-- events' workspace; per outbound message in a step, that step and its workspace; per step (and the messages'
+-- workspace), how many messages, how many of them opened, replied.
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_msg_events (
+  message_id uuid NOT NULL, workspace_id uuid NOT NULL, opened bigint NOT NULL, replied bigint NOT NULL,
+  PRIMARY KEY (message_id, workspace_id)
+);
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_msg_steps (
+  message_id uuid PRIMARY KEY, workspace_id uuid NOT NULL, sequence_id uuid NOT NULL
+);
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_sequence_step_performance (
+  sequence_id uuid NOT NULL, workspace_id uuid NOT NULL,
+  messages_sent bigint NOT NULL, opened bigint NOT NULL, replied bigint NOT NULL,
+  PRIMARY KEY (sequence_id, workspace_id)
 );
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_lead_engagement (
   lead_id uuid NOT NULL, workspace_id uuid NOT NULL,
@@ -216,6 +232,7 @@ BEGIN
 END
 $$;
 
+-- email_messages: each changed message (both images of an update) with its step.
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_messages()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -223,18 +240,18 @@ BEGIN
     RETURN NULL;
   END IF;
   IF TG_OP = 'INSERT' THEN
-    INSERT INTO coldcopy_ops.ivm_delta_email_messages
-    SELECT DISTINCT pg_catalog.pg_current_xact_id(), sequence_id FROM ivm_new WHERE sequence_id IS NOT NULL;
+    INSERT INTO coldcopy_ops.ivm_delta_email_messages (txid, id, sequence_id)
+    SELECT pg_catalog.pg_current_xact_id(), id, sequence_id FROM ivm_new;
   ELSIF TG_OP = 'UPDATE' THEN
-    INSERT INTO coldcopy_ops.ivm_delta_email_messages
-    SELECT DISTINCT pg_catalog.pg_current_xact_id(), sequence_id
-    FROM (SELECT sequence_id FROM ivm_old UNION SELECT sequence_id FROM ivm_new) r WHERE sequence_id IS NOT NULL;
+    INSERT INTO coldcopy_ops.ivm_delta_email_messages (txid, id, sequence_id)
+    SELECT DISTINCT pg_catalog.pg_current_xact_id(), id, sequence_id
+    FROM (SELECT id, sequence_id FROM ivm_old UNION SELECT id, sequence_id FROM ivm_new) r;
   ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO coldcopy_ops.ivm_delta_email_messages
-    SELECT DISTINCT pg_catalog.pg_current_xact_id(), sequence_id FROM ivm_old WHERE sequence_id IS NOT NULL;
+    INSERT INTO coldcopy_ops.ivm_delta_email_messages (txid, id, sequence_id)
+    SELECT pg_catalog.pg_current_xact_id(), id, sequence_id FROM ivm_old;
   ELSE
-    INSERT INTO coldcopy_ops.ivm_delta_email_messages
-    SELECT DISTINCT pg_catalog.pg_current_xact_id(), sequence_id FROM public.email_messages WHERE sequence_id IS NOT NULL;
+    INSERT INTO coldcopy_ops.ivm_delta_email_messages (txid, id, sequence_id)
+    SELECT pg_catalog.pg_current_xact_id(), id, sequence_id FROM public.email_messages;
   END IF;
   RETURN NULL;
 END
@@ -249,4 +266,5 @@ REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campai
   coldcopy_ops.ivm_delta_campaign_sequences, coldcopy_ops.ivm_delta_email_messages, coldcopy_ops.ivm_state,
   coldcopy_ops.ivm_verifications, coldcopy_ops.ivm_agg_daily_workspace_activity,
   coldcopy_ops.ivm_agg_email_deliverability, coldcopy_ops.ivm_agg_lead_engagement,
-  coldcopy_ops.ivm_agg_campaign_analytics, coldcopy_ops.ivm_mult_campaign_analytics FROM PUBLIC;
+  coldcopy_ops.ivm_agg_campaign_analytics, coldcopy_ops.ivm_mult_campaign_analytics, coldcopy_ops.ivm_msg_events,
+  coldcopy_ops.ivm_msg_steps, coldcopy_ops.ivm_agg_sequence_step_performance FROM PUBLIC;

@@ -18,7 +18,7 @@ from tests.support.incremental import (
     differences,
 )
 
-DAY_WINDOWS = [a for a in AGGREGATES.values() if a.window_days is not None]
+DAY_WINDOWS = [a for a in AGGREGATES.values() if getattr(a, "window_days", None) is not None]
 
 
 def test_the_clock_passing_midnight_drops_the_day_that_left_the_window(generated_db):
@@ -35,7 +35,7 @@ def test_the_clock_passing_midnight_drops_the_day_that_left_the_window(generated
                 applier._grouped(sql.SQL(EVENT_ROWS), signed=False, window=yesterday))).rowcount
             assert added > 0, a.summary  # the test data has events on that day
             conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM ({}) p WHERE {}").format(
-                applier.summary, applier.projected(), sql.SQL(yesterday)))
+                applier.summary, applier.rows.projected(), sql.SQL(yesterday)))
             conn.execute("UPDATE coldcopy_ops.ivm_state SET clock_at = clock_at - interval '1 day' "
                          "WHERE summary = %s", (a.summary,))
     with psycopg.connect(generated_db, autocommit=True) as conn:

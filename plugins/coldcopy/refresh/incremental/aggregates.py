@@ -76,7 +76,35 @@ def _is(event: str) -> str:
     return f"(event_type = '{event}')::int"
 
 
-AGGREGATES: dict[str, Aggregate] = {a.summary: a for a in (
+@dataclass(frozen=True)
+class MessageSteps:
+    """sequence_step_performance: events ⋈ messages ⋈ steps, through a helper per message that carries its step
+    (:mod:`coldcopy.refresh.incremental.steps`; the join conditions are migration 306's: a step's messages of its
+    own workspace, a message's events of its own workspace)."""
+
+    summary: str = "analytics.sequence_step_performance"
+    key: tuple[str, ...] = ("sequence_id", "workspace_id")  # the state's: the step, its messages' workspace
+    summary_key: tuple[str, ...] = ("sequence_id",)
+    frame: str = "public.campaign_sequences f"
+    frame_key: tuple[str, ...] = ("f.id", "f.workspace_id")
+    frame_changes: tuple[str, str] = ("ivm_delta_campaign_sequences", "id")
+    projection: tuple[tuple[str, str], ...] = (
+        ("workspace_id", "f.workspace_id"), ("campaign_id", "f.campaign_id"), ("sequence_id", "f.id"),
+        ("step_number", "f.step_number"), ("variant", "f.variant"),
+        ("messages_sent", "coalesce(s.messages_sent, 0)"), ("opened", "coalesce(s.opened, 0)"),
+        ("replied", "coalesce(s.replied, 0)"),
+        ("reply_rate", "round(coalesce(s.replied, 0)::numeric / nullif(coalesce(s.messages_sent, 0), 0), 4)"))
+
+    @property
+    def row_key(self) -> tuple[str, ...]:
+        return self.summary_key
+
+    @property
+    def state(self) -> str:
+        return "ivm_agg_sequence_step_performance"
+
+
+AGGREGATES: dict[str, Aggregate | MessageSteps] = {a.summary: a for a in (
     Aggregate(
         "analytics.daily_workspace_activity", ("workspace_id", "day", "event_type"),
         where="true", counts=(("rows", "1"),),
@@ -110,7 +138,8 @@ AGGREGATES: dict[str, Aggregate] = {a.summary: a for a in (
         where="campaign_id IS NOT NULL",  # a campaign's events of its own workspace (migration 306)
         counts=(("rows", "1"), ("sent", _is("sent")), ("delivered", _is("delivered")), ("replied", _is("replied")),
                 ("bounced", _is("bounced")), ("complained", _is("complained"))),
-        distinct=(("opened", "message_id", "event_type = 'opened'"), ("clicked", "message_id", "event_type = 'clicked'")),
+        distinct=(("opened", "message_id", "event_type = 'opened'"),
+                  ("clicked", "message_id", "event_type = 'clicked'")),
         maxima=(("last_event_at", "occurred_at", "true"),),
         frame="public.campaigns f", frame_key=("f.id", "f.workspace_id"),
         frame_changes=("ivm_delta_campaigns", "id"),
@@ -123,4 +152,5 @@ AGGREGATES: dict[str, Aggregate] = {a.summary: a for a in (
                     ("reply_rate", "round(coalesce(s.replied, 0)::numeric / nullif(s.delivered, 0), 4)"),
                     ("bounce_rate", "round(coalesce(s.bounced, 0)::numeric / nullif(s.sent, 0), 4)"),
                     ("last_event_at", "s.last_event_at"))),
+    MessageSteps(),
 )}

@@ -16,20 +16,14 @@ from psycopg import sql
 
 from coldcopy.refresh.incremental import capture
 from coldcopy.refresh.incremental.aggregates import EVENT_ROWS, Aggregate
+from coldcopy.refresh.incremental.summary_rows import SummaryRows, keys_match, names
 
 
 class Inconsistent(RuntimeError):
     """The state went below zero somewhere: it was not the definition's (rebuild it)."""
 
 
-def _list(names) -> sql.Composed:
-    return sql.SQL(", ").join(map(sql.Identifier, names))
-
-
-def _match(left: str, right: str, key) -> sql.Composed:
-    return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(sql.Identifier(left), sql.Identifier(k),
-                                                                  sql.Identifier(right), sql.Identifier(k))
-                                 for k in key)
+_list, _match = names, keys_match
 
 
 class DeltaApplier:
@@ -38,6 +32,7 @@ class DeltaApplier:
         self.state = sql.Identifier("coldcopy_ops", aggregate.state)
         self.mult = sql.Identifier("coldcopy_ops", aggregate.multiplicities)
         self.summary = sql.Identifier(*aggregate.summary.split("."))
+        self.rows = SummaryRows(conn, aggregate, self.state)
 
     # -- the sums ------------------------------------------------------------------------------------------
 
@@ -74,34 +69,6 @@ class DeltaApplier:
         a = self.a
         return [*a.key, *(c for c, _ in a.counts), *(c for c, _, _ in a.distinct), *(c for c, _, _ in a.maxima)]
 
-    # -- the summary's rows --------------------------------------------------------------------------------
-
-    def _summary_order(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
-            "ORDER BY attnum", (self.a.summary,)).fetchall()]
-
-    def projected(self, keys: str | None = None) -> sql.Composed:
-        """The summary's rows (in its column order) from the state, only those of the groups in the temp table
-        ``keys`` when given; ``ValueError`` when the summary's columns are not the ones the aggregate states (a
-        migration changed it)."""
-        a, have = self.a, self._summary_order()
-        mine = dict(a.projection)
-        if sorted(have) != sorted(mine):
-            raise ValueError(f"{a.summary} has columns {have}; its aggregate states {sorted(mine)}")
-        columns = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.SQL(mine[c]), sql.Identifier(c)) for c in have)
-        if a.frame is None:
-            source, key_of = sql.SQL("{} s").format(self.state), {k: f"s.{k}" for k in a.key}
-        else:
-            key_of = dict(zip(a.key, a.frame_key, strict=True))
-            source = sql.SQL("{} LEFT JOIN {} s ON {}").format(sql.SQL(a.frame), self.state, sql.SQL(" AND ").join(
-                sql.SQL("s.{} = {}").format(sql.Identifier(k), sql.SQL(e)) for k, e in key_of.items()))
-        only = sql.SQL("")
-        if keys:
-            only = sql.SQL(" WHERE EXISTS (SELECT 1 FROM {} d WHERE {})").format(sql.Identifier(keys), sql.SQL(
-                " AND ").join(sql.SQL("d.{} = {}").format(sql.Identifier(k), sql.SQL(key_of[k])) for k in a.row_key))
-        return sql.SQL("SELECT {} FROM {}{}").format(columns, source, only)
-
     # -- rebuild -------------------------------------------------------------------------------------------
 
     def build_truth(self) -> None:
@@ -117,7 +84,7 @@ class DeltaApplier:
             conn.execute(sql.SQL("INSERT INTO {} ({}, kind, value, n) {}").format(
                 self.mult, _list(self.a.key), self._multiplicities(base)))
             conn.execute(sql.SQL("ANALYZE {}").format(self.mult))
-        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS {}").format(self.projected()))
+        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS {}").format(self.rows.projected()))
 
     # -- apply ---------------------------------------------------------------------------------------------
 
@@ -140,7 +107,7 @@ class DeltaApplier:
             if groups > 1000:
                 conn.execute("ANALYZE ivm_d; ANALYZE ivm_keys")
             self._add()
-            self._write_moved()
+            self.rows.write_moved("ivm_keys")
         if day_moved and a.window_days is not None:  # the days that left the window go, as whole groups
             conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(self.state, sql.SQL(a.cutoff())))
             groups += conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(
@@ -205,21 +172,3 @@ class DeltaApplier:
             raise Inconsistent(f"{a.summary}: a count of its aggregate state went below zero")
         conn.execute(sql.SQL("DELETE FROM {} s USING ivm_d d WHERE {} AND s.{} = 0").format(
             self.state, _match("s", "d", a.key), sql.Identifier(counts[0])))
-
-    def _write_moved(self) -> None:
-        """The summary's rows of the changed groups (``ivm_keys``): gone where the group (or frame row) went, else
-        as projected (an update only where a figure differs)."""
-        conn, a = self.conn, self.a
-        rows = self.projected("ivm_keys")
-        conn.execute(sql.SQL("DELETE FROM {t} t USING ivm_keys d WHERE {td} AND NOT EXISTS "
-                             "(SELECT 1 FROM ({rows}) p WHERE {pd})").format(
-            t=self.summary, td=_match("t", "d", a.row_key), rows=rows, pd=_match("p", "d", a.row_key)))
-        columns = self._summary_order()
-        others = [c for c in columns if c not in a.row_key]
-        conn.execute(sql.SQL(
-            "INSERT INTO {t} AS t ({cols}) {rows} ON CONFLICT ({key}) DO UPDATE SET {set} "
-            "WHERE ({old}) IS DISTINCT FROM ({new})").format(
-            t=self.summary, cols=_list(columns), rows=rows, key=_list(a.row_key),
-            set=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
-            old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in others),
-            new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others)))

@@ -14,7 +14,8 @@ from psycopg import sql
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.refresh.incremental import capture
 from coldcopy.refresh.incremental.aggregates import AGGREGATES
-from coldcopy.refresh.incremental.delta import DeltaApplier, Inconsistent
+from coldcopy.refresh.incremental.appliers import applier_for
+from coldcopy.refresh.incremental.delta import Inconsistent
 from coldcopy.refresh.incremental.groups import GroupApplier
 from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.refresh.incremental.verification import Verified, compare
@@ -187,7 +188,7 @@ class SummaryMaintainer:
         conn = self.conn
         if self.aggregate is not None:
             try:
-                DeltaApplier(conn, self.aggregate).build_truth()
+                applier_for(conn, self.aggregate).build_truth()
             except ValueError as error:  # the summary's columns are not the aggregate's any more
                 log.warning("%s: %s; maintained by groups until coldcopy.refresh.incremental.aggregates says how",
                             self.summary.name, error)
@@ -220,7 +221,7 @@ class SummaryMaintainer:
             return None
         day_moved = conn.execute("SELECT date_trunc('day', now()) IS DISTINCT FROM date_trunc('day', %s::timestamptz)",
                                  (state["clock_at"],)).fetchone()[0]
-        return DeltaApplier(conn, self.aggregate).apply(pending, params, day_moved=day_moved)
+        return applier_for(conn, self.aggregate).apply(pending, params, day_moved=day_moved)
 
     def replace_with_truth(self) -> tuple[int, int]:
         """Make the summary equal ``ivm_truth`` (the definition, materialized in this transaction) writing only

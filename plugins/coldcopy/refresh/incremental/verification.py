@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from coldcopy.refresh.incremental.delta import DeltaApplier
+from coldcopy.refresh.incremental.appliers import applier_for
 
 if TYPE_CHECKING:
     from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
@@ -44,13 +44,13 @@ def compare(m: SummaryMaintainer, *, repair: bool, started: float) -> Verified:
     delta = m.aggregate is not None and (m.state() or {}).get("method") == "delta"
     state_differs = False
     if delta:
-        projected = DeltaApplier(conn, m.aggregate).projected()
+        projected = applier_for(conn, m.aggregate).rows.projected()
         state_differs = bool(_differ(conn, definition, projected) or _differ(conn, projected, definition))
     rows = conn.execute("SELECT count(*) FROM ivm_definition").fetchone()[0]
     repaired = bool((missing or extra or state_differs) and repair)
     if repaired:
         if delta:
-            DeltaApplier(conn, m.aggregate).build_truth()  # the state again from the base table
+            applier_for(conn, m.aggregate).build_truth()  # the state again from the base table
             if _differ(conn, sql.SQL("TABLE ivm_truth"), definition) or _differ(conn, definition,
                                                                                sql.SQL("TABLE ivm_truth")):
                 conn.execute("UPDATE coldcopy_ops.ivm_state SET method = 'groups' WHERE summary = %s",
