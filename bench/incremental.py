@@ -23,14 +23,15 @@ import time
 import psycopg
 from psycopg import sql
 
-from bench import common
+from bench import common, incremental_report
 from coldcopy.refresh.incremental import capture
 from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
 from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.testing import app_load, local_env, servers
 
 FRACTIONS = (0.001, 0.01, 0.1)
-PATTERNS = ("arrivals", "mixed")  # new events of the last hour only / the mix of the module's docstring
+FIXED_ROWS = incremental_report.FIXED_ROWS  # the same changed rows at every scale: is the cost flat in the data?
+PATTERNS = incremental_report.PATTERNS  # new events of the last hour only / the mix of the module's docstring
 
 
 def create_baseline(conn) -> dict[str, str]:
@@ -104,6 +105,32 @@ def refresh_all(conn, baseline: dict[str, str]) -> dict[str, float]:
     return seconds
 
 
+def clock_move(conn, runs: int) -> dict:
+    """The apply of every summary the first time after a midnight, with no data change: the day windows drop a
+    day (the state's clock set a day back before each run; the first day of the window has its groups)."""
+    seconds = []
+    for _ in range(runs):
+        conn.execute("UPDATE coldcopy_ops.ivm_state SET clock_at = clock_at - interval '1 day'")
+        seconds.append(sum(apply_all(conn).values()))
+    return common.spread(seconds, 3)
+
+
+def helper_bytes(conn) -> dict:
+    """The helper tables' size (delta tables after a prune, aggregate states, multiplicities, per-message rows;
+    vacuumed) against email_events' (tables and their indexes)."""
+    SummaryMaintainer(conn, "analytics.campaign_analytics").prune()
+    for (table,) in conn.execute("SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                                 "c.relnamespace WHERE n.nspname = 'coldcopy_ops' AND c.relkind = 'r' AND c.relname ~ "
+                                 "'^ivm_(agg|mult|msg|delta)_'").fetchall():
+        conn.execute(sql.SQL("VACUUM {}").format(sql.SQL(table)))  # as autovacuum keeps them, not mid-churn
+    row = conn.execute(
+        "SELECT (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+        "c.relnamespace WHERE n.nspname = 'coldcopy_ops' AND c.relkind = 'r' AND c.relname ~ "
+        "'^ivm_(agg|mult|msg|delta)_'), (SELECT sum(pg_total_relation_size(relid)) FROM "
+        "pg_partition_tree('public.email_events'))").fetchone()
+    return {"helpers": int(row[0]), "email_events": int(row[1]), "share": round(int(row[0]) / int(row[1]), 3)}
+
+
 def compare(conn, baseline: dict[str, str], events: int, fraction: float, pattern: str, runs: int) -> dict:
     """Incremental vs full after the same kind of change, alternating; totals and per-summary medians."""
     per_view: dict[str, dict[str, list[float]]] = {n: {"incremental": [], "full": []} for n in SUMMARIES}
@@ -144,16 +171,20 @@ def at_scale(server: str, scale: int, runs: int) -> dict:
         events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
         per_fraction = {}
         for pattern in PATTERNS:
-            for fraction in FRACTIONS:
-                per_fraction[f"{pattern} {fraction}"] = compare(conn, baseline, events, fraction, pattern, runs)
-                print(scale, pattern, fraction, per_fraction[f"{pattern} {fraction}"]["incremental_s"]["median"],
-                      per_fraction[f"{pattern} {fraction}"]["full_s"]["median"], flush=True)
+            for fraction in (*FRACTIONS, FIXED_ROWS / events):
+                label = f"{pattern} {fraction}" if fraction in FRACTIONS else f"{pattern} {FIXED_ROWS} rows"
+                per_fraction[label] = compare(conn, baseline, events, fraction, pattern, runs)
+                print(scale, label, per_fraction[label]["incremental_s"]["median"],
+                      per_fraction[label]["full_s"]["median"], flush=True)
+        clock = clock_move(conn, runs)
+        sizes = helper_bytes(conn)
         verify = {}
         for name in SUMMARIES:
             verified = SummaryMaintainer(conn, name).verify(repair=False)
             assert verified.equal, verified
             verify[name] = {"ms": verified.duration_ms, "rows": verified.rows}
-        return {"email_events": events, "fractions": per_fraction, "verify": verify}
+        return {"email_events": events, "fractions": per_fraction, "verify": verify, "clock_move_s": clock,
+                "helper_bytes": sizes}
 
 
 def drop_capture(conn) -> None:
@@ -200,7 +231,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md table and exit")
     args = parser.parse_args()
     if args.table:
-        print(table(common.load_results("incremental")))
+        print(incremental_report.table(common.load_results("incremental")))
         return
     server = local_env.admin_dsn()
     scales = [int(s) for s in args.scales.split(",")]
@@ -210,45 +241,6 @@ def main() -> None:
                                          "fractions": list(FRACTIONS),
                                          "load_scale": args.load_scale, "clients": args.clients,
                                          "load_rounds": args.load_rounds, "order": "alternating"}, results, server)
-
-
-def table(results: dict) -> str:
-    s = results["settings"]
-    rows = [f"All five summaries after a change of email_events, applied incrementally vs the same five "
-            f"definitions refreshed as materialized views (`REFRESH … CONCURRENTLY`, the refresh jobs' way before "
-            f"migration 305); the two alternate which goes first, {s['runs']} runs each ({s['runs_at_96']} at scale "
-            f"96), medians (min–max). The "
-            f"change: *arrivals*, new events of the last hour for the messages of 5 % of the campaigns (those "
-            f"sending now: the application's steady state); *mixed*, half new "
-            f"events, four tenths updates of random events of any age (type, campaign, a day earlier), a tenth "
-            f"deletes (the worst case: old groups everywhere). PostgreSQL {results['machine']['postgresql']}, "
-            f"{results['machine']['cores']} cores (`make bench`; `python -m bench.incremental --table` reprints "
-            f"this from `bench/results/incremental.json`).",
-            "",
-            "| scale (email_events) | change | incremental | full refresh | ratio | slowest summary (incr. / full) |",
-            "|---|---|---|---|---|---|"]
-    for scale, r in results["scales"].items():
-        for f in r["fractions"].values():
-            inc, full, fraction = f["incremental_s"], f["full_s"], f["fraction"]
-            slowest = max(f["per_view"], key=lambda v: f["per_view"][v]["incremental"])
-            pv = f["per_view"][slowest]
-            rows.append(f"| {scale} ({r['email_events']:,}) | {f['pattern']} {fraction * 100:g} % "
-                        f"({f['changed_rows']:,}) | "
-                        f"{inc['median']:.2f} s ({inc['min']:.2f}–{inc['max']:.2f}) | {full['median']:.2f} s "
-                        f"({full['min']:.2f}–{full['max']:.2f}) | **{inc['median'] / full['median']:.2f}×** | "
-                        f"{slowest.split('.')[-1]} ({pv['incremental']:.2f} / {pv['full']:.2f} s) |")
-    t = results["trigger_cost"]
-    w, wo = t["with capture"], t["without capture"]
-    rows += ["", f"The capture's cost to the application: the load bench's workload, {s['clients']} clients through "
-                 f"PgBouncer at scale {s['load_scale']}, {s['load_rounds']} rounds of 10 s each with the capture "
-                 f"triggers installed and dropped, alternating: p99 **{w['p99_ms']['median']:.1f} ms** with, "
-                 f"{wo['p99_ms']['median']:.1f} ms without (**{w['p99_ms']['median'] / wo['p99_ms']['median']:.2f}×**, "
-                 f"goal ≤ 1.05×); p50 {w['p50_ms']['median']:.1f} / {wo['p50_ms']['median']:.1f} ms; TPS "
-                 f"{w['tps']['median']:,.0f} / {wo['tps']['median']:,.0f}; errors {w['errors']} / {wo['errors']}.",
-             "", "The daily verify (an apply, then EXCEPT ALL both ways on its snapshot), all five summaries: " +
-             "; ".join(f"scale {scale}: {sum(v['ms'] for v in r['verify'].values()) / 1000:.1f} s"
-                       for scale, r in results["scales"].items()) + "."]
-    return "\n".join(rows)
 
 
 if __name__ == "__main__":

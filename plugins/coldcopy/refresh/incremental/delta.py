@@ -106,8 +106,7 @@ class DeltaApplier:
         if groups:
             if groups > 1000:
                 conn.execute("ANALYZE ivm_d; ANALYZE ivm_keys")
-            self._add()
-            self.rows.write_moved("ivm_keys")
+            self.rows.write_moved("ivm_keys", groups_went=self._add())
         if day_moved and a.window_days is not None:  # the days that left the window go, as whole groups
             conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(self.state, sql.SQL(a.cutoff())))
             groups += conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(
@@ -121,6 +120,7 @@ class DeltaApplier:
         conn, a = self.conn, self.a
         conn.execute(sql.SQL("CREATE TEMP TABLE ivm_m ON COMMIT DROP AS {}").format(
             self._multiplicities(pending, having=" HAVING sum(n) <> 0")), params)
+        conn.execute("ANALYZE ivm_m")
         same = sql.SQL("{} AND t.kind = m.kind AND t.value = m.value").format(_match("t", "m", a.key))
         conn.execute(sql.SQL(
             "CREATE TEMP TABLE ivm_x ON COMMIT DROP AS SELECT {key}, m.kind, sum(CASE "
@@ -150,25 +150,33 @@ class DeltaApplier:
         return [*(c for c, _ in a.counts), *(c for c, _, _ in a.distinct),
                 *(x for c, _, _ in a.maxima for x in (c, f"{c}__gone"))]
 
-    def _add(self) -> None:
+    def _add(self) -> bool:
+        """Add ``ivm_d`` to the state; returns whether a group went (its row count reached 0)."""
         conn, a = self.conn, self.a
         counts = [c for c, _ in a.counts] + [c for c, _, _ in a.distinct]
         maxima = [c for c, _, _ in a.maxima]
         updates = [sql.SQL("{0} = s.{0} + EXCLUDED.{0}").format(sql.Identifier(c)) for c in counts]
         updates += [sql.SQL("{0} = greatest(s.{0}, EXCLUDED.{0})").format(sql.Identifier(c)) for c in maxima]
-        conn.execute(sql.SQL("INSERT INTO {state} AS s ({cols}) SELECT {cols} FROM ivm_d "
-                             "ON CONFLICT ({key}) DO UPDATE SET {updates}").format(
-            state=self.state, cols=_list(self._columns()), key=_list(a.key), updates=sql.SQL(", ").join(updates)))
+        below, gone = conn.execute(sql.SQL(
+            "WITH up AS (INSERT INTO {state} AS s ({cols}) SELECT {cols} FROM ivm_d ON CONFLICT ({key}) DO UPDATE "
+            "SET {updates} RETURNING {below} AS below, s.{rows} = 0 AS gone) "
+            "SELECT count(*) FILTER (WHERE below), count(*) FILTER (WHERE gone) FROM up").format(
+            state=self.state, cols=_list(self._columns()), key=_list(a.key), updates=sql.SQL(", ").join(updates),
+            below=sql.SQL(" OR ").join(sql.SQL("s.{} < 0").format(sql.Identifier(c)) for c in counts),
+            rows=sql.Identifier(counts[0]))).fetchone()
+        if below:
+            raise Inconsistent(f"{a.summary}: a count of its aggregate state went below zero")
         for col, value, among in a.maxima:  # a row that went held the maximum, or might have: look it up again
+            if not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM ivm_d WHERE {} IS NOT NULL)").format(
+                    sql.Identifier(f"{col}__gone"))).fetchone()[0]:
+                continue
             conn.execute(sql.SQL(
                 "UPDATE {state} s SET {c} = (SELECT max({v}) FROM ({rows}) b WHERE {same} AND ({where}) AND ({f}) "
                 "AND {window}) FROM ivm_d d WHERE {ds} AND d.{gone} >= s.{c}").format(
                 state=self.state, c=sql.Identifier(col), v=sql.SQL(value), rows=sql.SQL(EVENT_ROWS),
                 same=_match("b", "s", a.key), where=sql.SQL(a.where), f=sql.SQL(among),
                 window=sql.SQL(a.window()), ds=_match("d", "s", a.key), gone=sql.Identifier(f"{col}__gone")))
-        below = sql.SQL(" OR ").join(sql.SQL("s.{} < 0").format(sql.Identifier(c)) for c in counts)
-        if conn.execute(sql.SQL("SELECT count(*) FROM {} s JOIN ivm_d d ON {} WHERE {}").format(
-                self.state, _match("s", "d", a.key), below)).fetchone()[0]:
-            raise Inconsistent(f"{a.summary}: a count of its aggregate state went below zero")
-        conn.execute(sql.SQL("DELETE FROM {} s USING ivm_d d WHERE {} AND s.{} = 0").format(
-            self.state, _match("s", "d", a.key), sql.Identifier(counts[0])))
+        if gone:
+            conn.execute(sql.SQL("DELETE FROM {} s USING ivm_d d WHERE {} AND s.{} = 0").format(
+                self.state, _match("s", "d", a.key), sql.Identifier(counts[0])))
+        return bool(gone)

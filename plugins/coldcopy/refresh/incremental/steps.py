@@ -20,11 +20,13 @@ from coldcopy.refresh.incremental.aggregates import MessageSteps
 from coldcopy.refresh.incremental.delta import Inconsistent
 from coldcopy.refresh.incremental.summary_rows import SummaryRows
 
+_CHANGED = "ARRAY(SELECT message_id FROM ivm_mm)"  # as an array: the lookups go through the primary keys
 _CONTRIBUTIONS = (  # of the messages in ivm_mm: per (step, messages' workspace)
     "SELECT ms.sequence_id, ms.workspace_id, count(*) AS messages_sent, "
     "count(*) FILTER (WHERE me.opened > 0) AS opened, count(*) FILTER (WHERE me.replied > 0) AS replied "
-    "FROM coldcopy_ops.ivm_msg_steps ms JOIN ivm_mm USING (message_id) LEFT JOIN coldcopy_ops.ivm_msg_events me "
-    "ON me.message_id = ms.message_id AND me.workspace_id = ms.workspace_id GROUP BY 1, 2")
+    "FROM coldcopy_ops.ivm_msg_steps ms LEFT JOIN coldcopy_ops.ivm_msg_events me "
+    "ON me.message_id = ms.message_id AND me.workspace_id = ms.workspace_id "
+    "WHERE ms.message_id = ANY(" + _CHANGED + ") GROUP BY 1, 2")
 _EVENTS = ("SELECT message_id, workspace_id, sum(n * (event_type = 'opened')::int)::bigint AS opened, "
            "sum(n * (event_type = 'replied')::int)::bigint AS replied FROM {rows} r WHERE message_id IS NOT NULL "
            "AND event_type IN ('opened', 'replied') GROUP BY 1, 2")
@@ -46,10 +48,9 @@ class StepApplier:
         conn.execute("DELETE FROM coldcopy_ops.ivm_msg_steps")
         conn.execute("INSERT INTO coldcopy_ops.ivm_msg_steps " + _STEPS)
         conn.execute("ANALYZE coldcopy_ops.ivm_msg_events; ANALYZE coldcopy_ops.ivm_msg_steps")
-        conn.execute("CREATE TEMP TABLE ivm_mm ON COMMIT DROP AS SELECT message_id FROM coldcopy_ops.ivm_msg_steps")
         conn.execute(sql.SQL("DELETE FROM {}").format(self.state))
-        conn.execute(sql.SQL("INSERT INTO {} " + _CONTRIBUTIONS).format(self.state))
-        conn.execute("DROP TABLE ivm_mm")
+        conn.execute(sql.SQL("INSERT INTO {} " + _CONTRIBUTIONS.replace(" WHERE ms.message_id = ANY(" + _CHANGED + ")",
+                                                                         "")).format(self.state))
         conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS {}").format(self.rows.projected()))
 
     def apply(self, pending: sql.Composable, params: dict, *, day_moved: bool) -> int:
@@ -69,9 +70,8 @@ class StepApplier:
             raise Inconsistent(f"{self.a.summary}: a message's event count went below zero")
         conn.execute("DELETE FROM coldcopy_ops.ivm_msg_events t USING ivm_ev e WHERE t.message_id = e.message_id "
                      "AND t.workspace_id = e.workspace_id AND t.opened = 0 AND t.replied = 0")
-        conn.execute("DELETE FROM coldcopy_ops.ivm_msg_steps t USING ivm_mm m WHERE t.message_id = m.message_id")
-        conn.execute("INSERT INTO coldcopy_ops.ivm_msg_steps SELECT * FROM (" + _STEPS + ") s "
-                     "WHERE message_id IN (SELECT message_id FROM ivm_mm)")
+        conn.execute("DELETE FROM coldcopy_ops.ivm_msg_steps WHERE message_id = ANY(" + _CHANGED + ")")
+        conn.execute("INSERT INTO coldcopy_ops.ivm_msg_steps " + _STEPS + " AND id = ANY(" + _CHANGED + ")")
         conn.execute("CREATE TEMP TABLE ivm_after ON COMMIT DROP AS " + _CONTRIBUTIONS)
         conn.execute("CREATE TEMP TABLE ivm_d ON COMMIT DROP AS SELECT sequence_id, workspace_id, "
                      "sum(messages_sent)::bigint AS messages_sent, sum(opened)::bigint AS opened, "

@@ -50,26 +50,32 @@ class SummaryRows:
             source = sql.SQL("{} LEFT JOIN {} s ON {}").format(sql.SQL(a.frame), self.state, sql.SQL(" AND ").join(
                 sql.SQL("s.{} = {}").format(sql.Identifier(k), sql.SQL(e)) for k, e in key_of.items()))
         only = sql.SQL("")
-        if keys:
-            only = sql.SQL(" WHERE EXISTS (SELECT 1 FROM {} d WHERE {})").format(sql.Identifier(keys), sql.SQL(
-                " AND ").join(sql.SQL("d.{} = {}").format(sql.Identifier(k), sql.SQL(key_of[k])) for k in a.row_key))
+        if keys:  # each key column as an array (the state's and the frame's indexes), then exactly the keys
+            only = sql.SQL(" WHERE {} AND EXISTS (SELECT 1 FROM {} d WHERE {})").format(
+                sql.SQL(" AND ").join(sql.SQL("{} = ANY(ARRAY(SELECT DISTINCT d.{} FROM {} d))").format(
+                    sql.SQL(key_of[k]), sql.Identifier(k), sql.Identifier(keys)) for k in a.row_key),
+                sql.Identifier(keys), sql.SQL(" AND ").join(sql.SQL("d.{} = {}").format(
+                    sql.Identifier(k), sql.SQL(key_of[k])) for k in a.row_key))
         return sql.SQL("SELECT {} FROM {}{}").format(columns, source, only)
 
-    def write_moved(self, keys: str) -> None:
+    def write_moved(self, keys: str, *, groups_went: bool = True) -> None:
         """The summary's rows of the changed groups (the temp table ``keys``): gone where the group (or frame row)
-        went, else as projected (an update only where a figure differs)."""
+        went (``groups_went``: a state group went, else only a frame row can have), else as projected (an update
+        only where a figure differs)."""
         conn, a = self.conn, self.a
-        rows = self.projected(keys)
-        conn.execute(sql.SQL("DELETE FROM {t} t USING {keys} d WHERE {td} AND NOT EXISTS "
-                             "(SELECT 1 FROM ({rows}) p WHERE {pd})").format(
-            t=self.summary, keys=sql.Identifier(keys), td=keys_match("t", "d", a.row_key), rows=rows,
-            pd=keys_match("p", "d", a.row_key)))
+        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_rows ON COMMIT DROP AS {}").format(self.projected(keys)))
+        if groups_went or a.frame is not None:
+            conn.execute(sql.SQL("DELETE FROM {t} t USING {keys} d WHERE {td} AND NOT EXISTS "
+                                 "(SELECT 1 FROM ivm_rows p WHERE {pd})").format(
+                t=self.summary, keys=sql.Identifier(keys), td=keys_match("t", "d", a.row_key),
+                pd=keys_match("p", "d", a.row_key)))
         columns = self._summary_order()
         others = [c for c in columns if c not in a.row_key]
         conn.execute(sql.SQL(
-            "INSERT INTO {t} AS t ({cols}) {rows} ON CONFLICT ({key}) DO UPDATE SET {set} "
+            "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM ivm_rows ON CONFLICT ({key}) DO UPDATE SET {set} "
             "WHERE ({old}) IS DISTINCT FROM ({new})").format(
-            t=self.summary, cols=names(columns), rows=rows, key=names(a.row_key),
+            t=self.summary, cols=names(columns), key=names(a.row_key),
             set=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
             old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in others),
             new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others)))
+        conn.execute("DROP TABLE ivm_rows")
