@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coldcopy import alerts
+from coldcopy import alerts, failure_reasons
 from coldcopy.testing.in_process import run_dag
 
 FAILING_DAG = '''
@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, task
 
-from coldcopy import alerts
+from coldcopy import alerts, failure_reasons
 from coldcopy.dag_defaults import START_DATE, default_args
 
 with DAG(
@@ -63,8 +63,8 @@ def test_failing_task_alert_is_delivered(sink, failing_dag):
      "trigger it again with latest"),
 ])
 def test_a_failure_alert_says_the_next_step(error, step):
-    assert step in alerts.next_step(error, "some_dag")
-    assert alerts.plain_reason(error) == str(error) and alerts.plain_reason(KeyError()) == "key error"
+    assert step in failure_reasons.next_step(error, "some_dag")
+    assert failure_reasons.plain_reason(error) == str(error) and failure_reasons.plain_reason(KeyError()) == "key error"
 
 
 def test_missed_deadline_alert_is_delivered_through_the_scheduler_and_triggerer_code(sink, failing_dag):

@@ -12,12 +12,12 @@ import psycopg
 
 from coldcopy import scratch as scratch_dbs
 from coldcopy import verify_roles
-from coldcopy.alerts import reason_of
 from coldcopy.backups import safety
 from coldcopy.backups.inventory import Inventory
 from coldcopy.backups.layout import BackupError, _count
 from coldcopy.backups.log import BackupLog
 from coldcopy.backups.restorer import Restorer
+from coldcopy.failure_reasons import reason_of
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from coldcopy import alerts
+from coldcopy.failure_reasons import reason_of
 from coldcopy.health.change_archive import check_change_archive
 from coldcopy.health.connections import check_connections, pgbouncer_pools
 from coldcopy.health.engine import (
@@ -78,4 +78,4 @@ def run_group(c: Context, group: str) -> list[Result]:
     except psycopg.Error as error:
         if not c.conn.closed and c.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             c.conn.rollback()
-        return [Result(group, "unknown", f"check failed: {alerts.reason_of(error)}", failed=True)]
+        return [Result(group, "unknown", f"check failed: {reason_of(error)}", failed=True)]

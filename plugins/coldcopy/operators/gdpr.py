@@ -83,7 +83,7 @@ class HandleRequestOperator(BaseGdprOperator):
         self.request_id = request_id
 
     def execute(self, context: Context) -> dict:
-        from coldcopy.alerts import reason_of
+        from coldcopy.failure_reasons import reason_of
 
         bucket = self.bucket()
         with self.gdpr() as gdpr:

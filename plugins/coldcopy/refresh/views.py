@@ -31,8 +31,8 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import ops_schema, safe_names
-from coldcopy.alerts import reason_of
 from coldcopy.change_tracking import TRACKING_TRIGGER, create_tracking_trigger, record_change
+from coldcopy.failure_reasons import reason_of
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.refresh.runs import CHANGE_RETENTION, RefreshOutcome, RefreshRun, covered, last_refresh, log_outcome
 

@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coldcopy import scratch as scratch_dbs
 from coldcopy import verify_roles
-from coldcopy.alerts import reason_of
+from coldcopy.failure_reasons import reason_of
 from coldcopy.pitr import chain as chains
 from coldcopy.pitr import recovery
 from coldcopy.pitr.drills import checks, record

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import psycopg
 
-from coldcopy.alerts import reason_of
+from coldcopy.failure_reasons import reason_of
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.refresh.incremental.maintainer import SummaryBusy, SummaryMaintainer
 from coldcopy.refresh.runs import RefreshOutcome, RefreshRun, covered, last_refresh, log_outcome
