@@ -20,6 +20,7 @@ def always_by_groups(monkeypatch):
     from coldcopy.refresh.incremental import maintainer
 
     monkeypatch.setattr(maintainer, "REBUILD_SHARE", float("inf"))
+    monkeypatch.setattr(maintainer, "DELTA_REBUILD_SHARE", float("inf"))
 
 
 EVENT_TYPES = ["sent", "delivered", "opened", "clicked", "replied", "bounced", "complained", "unsubscribed"]

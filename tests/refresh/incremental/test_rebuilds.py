@@ -111,11 +111,11 @@ def test_most_groups_changed_is_a_rebuild(generated_db, monkeypatch):
 
 
 def test_a_change_larger_than_a_share_of_the_events_is_a_rebuild(generated_db, monkeypatch):
-    """The delta method (campaign_analytics): a change of more than REBUILD_SHARE of email_events' rows costs more
+    """The delta method (campaign_analytics): a change of more than DELTA_REBUILD_SHARE of email_events' rows costs more
     applied than the state built again in one pass; a campaign renamed (no event) stays a delta."""
     from coldcopy.refresh.incremental import maintainer
 
-    monkeypatch.setattr(maintainer, "REBUILD_SHARE", 0.25)
+    monkeypatch.setattr(maintainer, "DELTA_REBUILD_SHARE", 0.1)
     apply_all(generated_db)
     name = "analytics.campaign_analytics"
     with psycopg.connect(generated_db, autocommit=True) as conn:
