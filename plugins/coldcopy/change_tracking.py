@@ -66,10 +66,12 @@ def capture_state(conn: psycopg.Connection, relid: int) -> dict[str, tuple[str, 
         (relid, list(CAPTURE_TRIGGERS))).fetchall()}
 
 
-def mirror_capture(conn: psycopg.Connection, parent: str, partition: str) -> list[str]:
+def mirror_capture(conn: psycopg.Connection, parent: str, partition: str, *, counted: bool) -> list[str]:
     """In the caller's transaction (under ``lock_timeout``): a new partition of ``parent`` gets the capture
     triggers ``parent`` has switched on, calling the same function, so a write straight into it is seen. Returns
-    the triggers made (none when ``parent`` is not captured, or not wholly)."""
+    the triggers made (none when ``parent`` is not captured, or not wholly). ``counted``: the partition was made
+    attached and empty, so its rows are counted from now on (a month attached with rows is counted in by
+    :func:`record_partition` instead)."""
     have = capture_state(conn, conn.execute("SELECT %s::regclass::oid", (parent,)).fetchone()[0])
     if set(have) != set(CAPTURE_TRIGGERS) or any(enabled not in SWITCHED_ON for enabled, _ in have.values()):
         return []
@@ -88,13 +90,16 @@ def mirror_capture(conn: psycopg.Connection, parent: str, partition: str) -> lis
                              "FUNCTION {}()").format(sql.Identifier(trigger), sql.Identifier(fschema, fname),
                                                      table=table))
         made.append(trigger)
+    if counted and parent == "public.email_events":
+        conn.execute("INSERT INTO coldcopy_ops.ivm_months (relid) VALUES (%s) ON CONFLICT DO NOTHING", (relid,))
     return made
 
 
 def record_partition(conn: psycopg.Connection, parent: str, partition: str) -> None:
     """In the caller's transaction: every row of ``partition`` arrived in, or left, the captured ``parent`` (it was
     just attached or detached; DDL fires no trigger). Call after the attach or detach, while the table still
-    exists; the summaries' next apply counts its rows in or out. Nothing when ``parent`` has no capture."""
+    exists; the summaries' next apply counts its rows in or out, once (a second record of the same move is
+    nothing). Nothing when ``parent`` has no capture."""
     if parent != "public.email_events":
         return
     have = capture_state(conn, conn.execute("SELECT %s::regclass::oid", (parent,)).fetchone()[0])

@@ -147,17 +147,28 @@ BEGIN
 END
 $$;
 
--- Every row of an email_events table counted in (sign +1) or out (-1) as the current transaction's change: a
--- whole table before a TRUNCATE (-1), a month once it is attached (+1) or detached (-1), which no DML trigger
--- sees. The one-argument form reads the sign from whether `rel` is a partition of email_events now.
-CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_record_email_events(rel regclass, sign integer)
+-- The partitions of email_events whose rows the capture counts: a month is counted in when it is attached (or
+-- made, empty) and out when it is detached, once each (the record below is idempotent by this set), and a
+-- statement straight into a partition is captured only while it is counted (a detached month's writes, say
+-- an erasure in its grace period, are not the summaries'). The apply's check compares it with the partitions
+-- attached: a month attached or detached without its record (a plain ATTACH, a job killed between its DETACH
+-- and its record) makes every summary of email_events rebuild once, and the set is reset to what is attached.
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_months (relid oid PRIMARY KEY);
+
+-- Every row of an email_events table counted in (+1) or out (-1) as the current transaction's change. Exact in
+-- READ COMMITTED only: under a REPEATABLE READ or SERIALIZABLE snapshot, rows committed after it (which a
+-- TRUNCATE removes all the same) would go uncounted, so there the summaries are marked due for a rebuild.
+CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_count_email_events(rel regclass, sign integer)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF sign NOT IN (-1, 1) THEN
     RAISE EXCEPTION 'sign must be -1 or 1, not %', sign;
   END IF;
-  IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) = 'p' THEN
-    RETURN;  -- a partitioned table: each partition's own trigger records its rows
+  IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+    INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason) VALUES ('public.email_events', pg_catalog.format(
+      'the rows of %s counted %s in a %s transaction, whose snapshot may miss some', rel,
+      CASE sign WHEN 1 THEN 'in' ELSE 'out' END, pg_catalog.current_setting('transaction_isolation')));
+    RETURN;
   END IF;
   EXECUTE pg_catalog.format(
     'INSERT INTO coldcopy_ops.ivm_delta_email_events (txid, workspace_id, campaign_id, lead_id, message_id, '
@@ -167,12 +178,33 @@ BEGIN
 END
 $$;
 
+-- A month counted in (+1: attached) or out (-1: detached), once: nothing when it already is.
+CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_record_email_events(rel regclass, sign integer)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) rel) = 'p' THEN
+    RETURN;  -- a partitioned table: its partitions are the months
+  END IF;
+  IF sign = 1 THEN
+    INSERT INTO coldcopy_ops.ivm_months (relid) VALUES (rel) ON CONFLICT DO NOTHING;
+  ELSIF sign = -1 THEN
+    DELETE FROM coldcopy_ops.ivm_months WHERE relid OPERATOR(pg_catalog.=) rel;
+  ELSE
+    RAISE EXCEPTION 'sign must be -1 or 1, not %', sign;
+  END IF;
+  IF FOUND THEN
+    PERFORM coldcopy_ops.ivm_count_email_events(rel, sign);
+  END IF;
+END
+$$;
+
+-- The sign from whether `rel` is a partition of email_events now.
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_record_email_events(rel regclass)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM coldcopy_ops.ivm_record_email_events(rel, CASE WHEN EXISTS (
-    SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = rel
-      AND i.inhparent = pg_catalog.to_regclass('public.email_events')) THEN 1 ELSE -1 END);
+    SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid OPERATOR(pg_catalog.=) rel
+      AND i.inhparent OPERATOR(pg_catalog.=) pg_catalog.to_regclass('public.email_events')) THEN 1 ELSE -1 END);
 END
 $$;
 
@@ -181,6 +213,10 @@ RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, 
 BEGIN
   IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_email_events', 'public.email_events') THEN  -- the write goes on, the summaries rebuild
     RETURN NULL;
+  END IF;
+  IF TG_RELID OPERATOR(pg_catalog.<>) pg_catalog.to_regclass('public.email_events') AND NOT EXISTS (
+      SELECT 1 FROM coldcopy_ops.ivm_months m WHERE m.relid OPERATOR(pg_catalog.=) TG_RELID) THEN
+    RETURN NULL;  -- a table whose rows are not counted (a detached month): not the summaries' change
   END IF;
   IF TG_OP = 'INSERT' THEN
     INSERT INTO coldcopy_ops.ivm_delta_email_events (txid, workspace_id, campaign_id, lead_id, message_id,
@@ -205,8 +241,9 @@ BEGIN
       email_account_id, day, event_type, bounce_type, occurred_at, n)
     SELECT pg_catalog.pg_current_xact_id(), workspace_id, campaign_id, lead_id, message_id, email_account_id,
            (occurred_at AT TIME ZONE 'UTC')::pg_catalog.date, event_type, bounce_type, occurred_at, -1 FROM ivm_old;
-  ELSE  -- BEFORE TRUNCATE: the rows about to go
-    PERFORM coldcopy_ops.ivm_record_email_events(TG_RELID, -1);
+  ELSIF TG_RELID OPERATOR(pg_catalog.<>) pg_catalog.to_regclass('public.email_events') THEN
+    PERFORM coldcopy_ops.ivm_count_email_events(TG_RELID, -1);  -- BEFORE TRUNCATE: the month's rows about to go
+    -- (the parent's own TRUNCATE trigger records nothing: each partition's counts its rows)
   END IF;
   RETURN NULL;
 END
@@ -258,6 +295,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION coldcopy_ops.ivm_record_email_events(regclass),
+  coldcopy_ops.ivm_count_email_events(regclass, integer),
   coldcopy_ops.ivm_record_email_events(regclass, integer),
   coldcopy_ops.ivm_delta_lost(text, text), coldcopy_ops.ivm_capture_email_events(),
   coldcopy_ops.ivm_capture_ids(),
@@ -267,4 +305,4 @@ REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campai
   coldcopy_ops.ivm_verifications, coldcopy_ops.ivm_agg_daily_workspace_activity,
   coldcopy_ops.ivm_agg_email_deliverability, coldcopy_ops.ivm_agg_lead_engagement,
   coldcopy_ops.ivm_agg_campaign_analytics, coldcopy_ops.ivm_mult_campaign_analytics, coldcopy_ops.ivm_msg_events,
-  coldcopy_ops.ivm_msg_steps, coldcopy_ops.ivm_agg_sequence_step_performance FROM PUBLIC;
+  coldcopy_ops.ivm_msg_steps, coldcopy_ops.ivm_agg_sequence_step_performance, coldcopy_ops.ivm_months FROM PUBLIC;

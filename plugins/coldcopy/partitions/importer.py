@@ -90,7 +90,7 @@ class Importer:
                 sql.SQL("ALTER TABLE public.email_events ATTACH PARTITION public.{} FOR VALUES FROM ({}) TO ({})")
                 .format(sql.Identifier(partition.name), sql.Literal(partition.range_start),
                         sql.Literal(partition.range_end)))
-            mirror_capture(self.conn, PARENT, f"public.{partition.name}")
+            mirror_capture(self.conn, PARENT, f"public.{partition.name}", counted=False)
             self.state.record_parent_change(partition.name)
 
         under_lock_timeout(self.conn, attach, self.lock_retry, what=f"attach of {partition.name}")

@@ -47,7 +47,7 @@ class Premaker:
     def _track_changes_on(self, partition: str) -> None:
         """Give a new partition the refresh jobs' change trigger and the summaries' capture, if they track
         email_events already."""
-        mirror_capture(self.conn, PARENT, f"public.{partition}")
+        mirror_capture(self.conn, PARENT, f"public.{partition}", counted=True)
         tracked = self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s)",
             (PARENT, TRACKING_TRIGGER),

@@ -97,8 +97,39 @@ def ensure(conn: psycopg.Connection, summary: Summary, policy: LockRetryPolicy =
                     "change capture on %s: %s; %s rebuild on their next apply", name, ", ".join(done),
                     ", ".join(s.name for s in consumers(capture.table)))
                 installed.append(name)
+    if any(c.table == "public.email_events" for c in summary.captures()):
+        check_months(conn, policy)
     _expand_due(conn)
     return installed
+
+
+def check_months(conn: psycopg.Connection, policy: LockRetryPolicy = LockRetryPolicy()) -> list[str]:
+    """The partitions of email_events whose rows are counted (``coldcopy_ops.ivm_months``) against those attached:
+    a month attached or detached without its record (a plain ATTACH, a job killed between its DETACH and its
+    record) makes every summary of email_events rebuild, and the set becomes what is attached. Returns the months
+    that differed. The first check after the capture is installed only fills the set."""
+    def check() -> list[str]:
+        conn.execute("LOCK TABLE coldcopy_ops.ivm_months IN SHARE ROW EXCLUSIVE MODE")  # records wait, readers not
+        attached = {r[0] for r in conn.execute(
+            "SELECT inhrelid::int8 FROM pg_inherits WHERE inhparent = 'public.email_events'::regclass").fetchall()}
+        counted = {r[0] for r in conn.execute("SELECT relid::int8 FROM coldcopy_ops.ivm_months").fetchall()}
+        if attached == counted:
+            return []
+        conn.execute("DELETE FROM coldcopy_ops.ivm_months")
+        conn.execute("INSERT INTO coldcopy_ops.ivm_months SELECT unnest(%s::int8[])::oid", (sorted(attached),))
+        if not counted:
+            return []
+        differ = [r[0] for r in conn.execute(
+            "SELECT coalesce(c.oid::regclass::text, o::text) FROM unnest(%s::int8[]) o LEFT JOIN pg_class c "
+            "ON c.oid = o::oid ORDER BY 1", (sorted(attached ^ counted),)).fetchall()]
+        note_lost(conn, ["public.email_events"], f"months attached or detached uncounted: {', '.join(differ)}")
+        return differ
+
+    differ = under_lock_timeout(conn, check, policy, what="check of email_events' counted months")
+    if differ:
+        log.warning("email_events: %s attached or detached without being counted; its summaries rebuild",
+                    ", ".join(differ))
+    return differ
 
 
 def note_lost(conn: psycopg.Connection, tables: list[str], reason: str) -> list[str]:
@@ -185,4 +216,4 @@ def captured(conn: psycopg.Connection, table: str) -> bool:
 
 def on_new_partition(conn: psycopg.Connection, parent: str, partition: str) -> None:
     """In the caller's transaction: a new (empty) partition of a captured ``parent`` gets the capture too."""
-    mirror_capture(conn, parent, partition)
+    mirror_capture(conn, parent, partition, counted=True)
