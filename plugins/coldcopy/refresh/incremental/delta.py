@@ -75,6 +75,7 @@ class DeltaApplier:
         """The state (and multiplicities) from the base table, and ``ivm_truth`` (temp, dropped at commit): the
         summary's rows projected from it."""
         conn, base = self.conn, sql.SQL(EVENT_ROWS)
+        # DELETE, not TRUNCATE: a backup's pg_dump holds ACCESS SHARE on it for the whole dump
         conn.execute(sql.SQL("DELETE FROM {}").format(self.state))
         conn.execute(sql.SQL("INSERT INTO {} ({}) {}").format(
             self.state, _list(self._columns()), self._grouped(base, signed=False)))
