@@ -90,7 +90,8 @@ def mirror_capture(conn: psycopg.Connection, parent: str, partition: str, *, cou
                              "FUNCTION {}()").format(sql.Identifier(trigger), sql.Identifier(fschema, fname),
                                                      table=table))
         made.append(trigger)
-    if counted and parent == "public.email_events":
+    if counted and parent == "public.email_events" and conn.execute(  # absent: capture from before the months
+            "SELECT to_regclass('coldcopy_ops.ivm_months') IS NOT NULL").fetchone()[0]:  # (the check fills it)
         conn.execute("INSERT INTO coldcopy_ops.ivm_months (relid) VALUES (%s) ON CONFLICT DO NOTHING", (relid,))
     return made
 
