@@ -214,9 +214,15 @@ BEGIN
   IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_email_events', 'public.email_events') THEN  -- the write goes on, the summaries rebuild
     RETURN NULL;
   END IF;
-  IF TG_RELID OPERATOR(pg_catalog.<>) pg_catalog.to_regclass('public.email_events') AND NOT EXISTS (
-      SELECT 1 FROM coldcopy_ops.ivm_months m WHERE m.relid OPERATOR(pg_catalog.=) TG_RELID) THEN
-    RETURN NULL;  -- a table whose rows are not counted (a detached month): not the summaries' change
+  IF TG_RELID OPERATOR(pg_catalog.<>) pg_catalog.to_regclass('public.email_events') THEN  -- straight into a month
+    IF pg_catalog.to_regclass('coldcopy_ops.ivm_months') IS NULL THEN  -- dropped by hand: the write goes on
+      IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
+        INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason)
+        VALUES ('public.email_events', 'a write found coldcopy_ops.ivm_months missing');
+      END IF;
+    ELSIF NOT EXISTS (SELECT 1 FROM coldcopy_ops.ivm_months m WHERE m.relid OPERATOR(pg_catalog.=) TG_RELID) THEN
+      RETURN NULL;  -- a table whose rows are not counted (a detached month): not the summaries' change
+    END IF;
   END IF;
   IF TG_OP = 'INSERT' THEN
     INSERT INTO coldcopy_ops.ivm_delta_email_events (txid, workspace_id, campaign_id, lead_id, message_id,

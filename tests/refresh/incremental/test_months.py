@@ -88,3 +88,17 @@ def test_a_plain_attach_or_an_unrecorded_detach_rebuilds_once(generated_db):
     assert {applied[n].mode for n in AGGREGATES} == {"rebuild"}
     assert_all_equal(generated_db, f"after {month} attached plainly")
     assert {a.mode for a in apply_all(generated_db).values()} == {"incremental"}  # once
+
+
+def test_the_counted_months_dropped_by_hand_stop_no_write_and_rebuild_once(generated_db):
+    apply_all(generated_db)
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        month = conn.execute(OLD_MONTH).fetchone()[0]
+        conn.execute("DROP TABLE coldcopy_ops.ivm_months")
+        conn.execute(sql.SQL("DELETE FROM {} WHERE ctid IN (SELECT ctid FROM {} LIMIT 3)").format(
+            sql.Identifier("public", month), sql.Identifier("public", month)))  # straight into a month: goes on
+        conn.execute("INSERT INTO email_events (workspace_id, event_type) SELECT id, 'sent' FROM workspaces LIMIT 2")
+    applied = apply_all(generated_db)
+    assert {applied[n].mode for n in AGGREGATES} == {"rebuild"}
+    assert_all_equal(generated_db, "after coldcopy_ops.ivm_months was dropped")
+    assert {a.mode for a in apply_all(generated_db).values()} == {"incremental"}

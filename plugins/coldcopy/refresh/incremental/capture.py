@@ -109,6 +109,9 @@ def check_months(conn: psycopg.Connection, policy: LockRetryPolicy = LockRetryPo
     record) makes every summary of email_events rebuild, and the set becomes what is attached. Returns the months
     that differed. The first check after the capture is installed only fills the set."""
     def check() -> list[str]:
+        if conn.execute("SELECT to_regclass('coldcopy_ops.ivm_months') IS NULL").fetchone()[0]:  # dropped by hand
+            conn.execute("CREATE TABLE coldcopy_ops.ivm_months (relid oid PRIMARY KEY)")  # (writers marked due)
+            conn.execute("REVOKE ALL ON coldcopy_ops.ivm_months FROM PUBLIC")
         conn.execute("LOCK TABLE coldcopy_ops.ivm_months IN SHARE ROW EXCLUSIVE MODE")  # records wait, readers not
         attached = {r[0] for r in conn.execute(
             "SELECT inhrelid::int8 FROM pg_inherits WHERE inhparent = 'public.email_events'::regclass").fetchall()}
