@@ -29,6 +29,7 @@ from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
 from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.testing import app_load, local_env, servers
 
+table = incremental_report.table  # bench/readme.py reads every bench module's table()
 FRACTIONS = (0.001, 0.01, 0.1)
 FIXED_ROWS = incremental_report.FIXED_ROWS  # the same changed rows at every scale: is the cost flat in the data?
 PATTERNS = incremental_report.PATTERNS  # new events of the last hour only / the mix of the module's docstring
