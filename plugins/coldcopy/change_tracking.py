@@ -66,6 +66,11 @@ def capture_state(conn: psycopg.Connection, relid: int) -> dict[str, tuple[str, 
         (relid, list(CAPTURE_TRIGGERS))).fetchall()}
 
 
+def wholly_on(have: dict[str, tuple[str, int]]) -> bool:
+    """Whether ``have`` (:func:`capture_state`) is every capture trigger, each switched on."""
+    return set(have) == set(CAPTURE_TRIGGERS) and all(enabled in SWITCHED_ON for enabled, _ in have.values())
+
+
 def mirror_capture(conn: psycopg.Connection, parent: str, partition: str, *, counted: bool) -> list[str]:
     """In the caller's transaction (under ``lock_timeout``): a new partition of ``parent`` gets the capture
     triggers ``parent`` has switched on, calling the same function, so a write straight into it is seen. Returns
@@ -73,7 +78,7 @@ def mirror_capture(conn: psycopg.Connection, parent: str, partition: str, *, cou
     attached and empty, so its rows are counted from now on (a month attached with rows is counted in by
     :func:`record_partition` instead)."""
     have = capture_state(conn, conn.execute("SELECT %s::regclass::oid", (parent,)).fetchone()[0])
-    if set(have) != set(CAPTURE_TRIGGERS) or any(enabled not in SWITCHED_ON for enabled, _ in have.values()):
+    if not wholly_on(have):
         return []
     relid = conn.execute("SELECT %s::regclass::oid", (partition,)).fetchone()[0]
     schema, name = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
@@ -103,6 +108,5 @@ def record_partition(conn: psycopg.Connection, parent: str, partition: str) -> N
     nothing). Nothing when ``parent`` has no capture."""
     if parent != "public.email_events":
         return
-    have = capture_state(conn, conn.execute("SELECT %s::regclass::oid", (parent,)).fetchone()[0])
-    if set(have) == set(CAPTURE_TRIGGERS) and all(enabled in SWITCHED_ON for enabled, _ in have.values()):
+    if wholly_on(capture_state(conn, conn.execute("SELECT %s::regclass::oid", (parent,)).fetchone()[0])):
         conn.execute("SELECT coldcopy_ops.ivm_record_email_events(%s::regclass)", (partition,))

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from coldcopy import ops_schema
-from coldcopy.change_tracking import CAPTURE_TRIGGERS, SWITCHED_ON, mirror_capture
+from coldcopy.change_tracking import CAPTURE_TRIGGERS, SWITCHED_ON, capture_state, mirror_capture
 from coldcopy.change_tracking import record_partition as record_partition
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.refresh.incremental.summaries import SUMMARIES, Capture, Summary, consumers
@@ -31,8 +31,7 @@ _ON = SWITCHED_ON
 
 def _state(conn: psycopg.Connection, relid: int) -> dict[str, str]:
     """The capture triggers ``relid`` has: name → tgenabled."""
-    return dict(conn.execute("SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = %s AND tgname = ANY(%s)",
-                             (relid, list(TRIGGERS))).fetchall())
+    return {name: enabled for name, (enabled, _) in capture_state(conn, relid).items()}
 
 
 def _missing(conn: psycopg.Connection, relid: int) -> list[str]:
