@@ -42,8 +42,10 @@ def test_a_rewrite_and_a_fast_default_seen_on_a_restored_copy(generated_db, spac
     [lock] = [lock for lock in widen.locks if lock.relation == "public.rehearsal_t"]
     assert lock.mode == "AccessExclusiveLock" and lock.held_ms >= 0.5 * widen.duration_ms
     assert widen.strongest == "AccessExclusiveLock" and widen.hot_blocked == ["public.rehearsal_t"]
-    assert widen.wal_bytes > 300000 * 8  # every row written again
-    assert flag.rewritten == {} and flag.wal_bytes < widen.wal_bytes / 10  # a fast default: catalog only
+    assert widen.wal_bytes > 300000 * 8  # every row written again (others writing on the server only add)
+    # a fast default: catalog only. Its WAL figure is server-wide, so the parallel tiers writing on this server
+    # add to it (5 MB once, in 36 ms, during a CREATE DATABASE): the relfilenode, kept, is the proof
+    assert flag.rewritten == {} and flag.error is None
     assert "**public.rehearsal_t AccessExclusiveLock" in table([widen, flag])
     with psycopg.connect(generated_db) as conn:  # the live database was not touched
         assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "

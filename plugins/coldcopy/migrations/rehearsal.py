@@ -45,7 +45,7 @@ class FileRehearsal:
     duration_ms: float
     locks: list[HeldLock] = field(default_factory=list)
     rewritten: dict[str, int] = field(default_factory=dict)  # table → its rows, rewritten
-    wal_bytes: int = 0
+    wal_bytes: int = 0  # the rehearsal server's WAL while the file ran: others writing there add to it
     hot_blocked: list[str] = field(default_factory=list)  # hot tables the application would queue on
     error: str | None = None
     checksum: str = ""  # of the file rehearsed: only these bytes may be applied on the strength of it
@@ -177,7 +177,8 @@ def rehearse(scratch_dsn: str, migrations, *, hot: set[str] | None = frozenset()
 
 def table(results: list[FileRehearsal], hot_known: bool = True) -> str:
     """The rehearsal as the approver reads it (Markdown); ``hot_known``: False without pg_stat_statements."""
-    lines = ["| file | duration | locks (strongest first, held) | rewritten | WAL | application would queue on |",
+    lines = ["| file | duration | locks (strongest first, held) | rewritten | WAL (server-wide) "
+             "| application would queue on |",
              "|---|---|---|---|---|---|"]
     for r in results:
         locks = "; ".join(_lock_cell(lock, r.hot_blocked) for lock in r.locks[:6])

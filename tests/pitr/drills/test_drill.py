@@ -175,7 +175,11 @@ def test_a_tampered_or_missing_segment_fails_the_drill(archived, pitr_db, spaces
     spaces.delete(chains.manifest_key(middle["object_key"]))
     with pytest.raises(RecoveryError, match="lacks segments"):
         archived().run(at)
-    assert [d["outcome"] for d in drills(pitr_db)] == ["failed", "failed"]
+    # a second of its own choosing is not moved before the loss either (it once was, when the machine was slow
+    # enough for the segment before the lost one to end a whole second after the base backup)
+    with pytest.raises(DrillError, match="lacks segments"):
+        archived().run()
+    assert [d["outcome"] for d in drills(pitr_db)] == ["failed", "failed", "failed"]
 
 
 def test_a_failed_drill_breaches_and_pages(archived, pitr_db):

@@ -88,6 +88,16 @@ class RestoreDrill:
         if chain is None:
             raise DrillError("no change archive chain in the bucket has a head that verifies"
                              + chains.refused_note(refused))
+        # a drill proves the archive whole: a segment lost from the bucket (against the live database's record,
+        # or a break inside the chain) fails it, never moves it to a second before the loss
+        # (a manifest that does not verify, planted by a bucket writer without keys, is skipped, not a gap)
+        good = chain.consistent_prefix()
+        after = [s["seq"] for s in chain.segments if s["seq"] > (good[-1]["seq"] if good else 0)]
+        gap = chain.anchor_gap(recovery.read_anchor(self.live_dsn)) or (after and (
+            f"the chain {chain.name} has a gap after segment {good[-1]['seq'] if good else 0} (segment "
+            f"{after[0]} follows): a restore past it is impossible"))
+        if gap:
+            raise DrillError(gap)
         backups = [datetime.fromisoformat(m["pitr"]["snapshot_time"]) for _, _, m in self.runner.database_backups()
                    if m.get("pitr") and m["database"] == chain.head["database"]
                    and lsn_int(m["pitr"]["lsn"]) >= chain.start_lsn]
