@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coldcopy.testing.local_env import ROOT, as_postgres, executable, free_port, port_in_use  # noqa: F401
@@ -90,7 +91,6 @@ class SupabaseShapedCluster(ThrowawayCluster):
         return f"postgresql://supabase_admin@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> SupabaseShapedCluster:
-        import psycopg
 
         fresh = not (self.directory / "PG_VERSION").exists()
         super().start()
@@ -143,6 +143,7 @@ class LocalPgBouncer:
     def start(self) -> LocalPgBouncer:
         import time
 
+        self._pooler_role_logs_in()
         argv = [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", str(self.home / "pgbouncer.ini")]
         self.process = subprocess.Popen(as_postgres(argv, self.home, *self.home.iterdir()),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -155,6 +156,15 @@ class LocalPgBouncer:
             time.sleep(0.1)
         log = (self.home / "pgbouncer.log").read_text() if (self.home / "pgbouncer.log").exists() else ""
         raise RuntimeError(f"PgBouncer did not start on port {self.port}: {log[-2000:]}")
+
+    def _pooler_role_logs_in(self) -> None:
+        """The out-of-band step of migration 203 (the operator gives ``pgbouncer`` its login and secret): on a
+        test server that is also a verification server, the role may have been made there first, NOLOGIN, as the
+        roles a restored dump names are (``verify_roles``, ``local_env.prepare_verify_server``), by a tier running
+        beside this one; PgBouncer then waits out ``query_wait_timeout`` on every client."""
+        with psycopg.connect(make_conninfo(**{**self.server, "dbname": "postgres"}), autocommit=True) as conn:
+            conn.execute("DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgbouncer' "
+                         "AND NOT rolcanlogin) THEN ALTER ROLE pgbouncer LOGIN; END IF; END $$")
 
     def _terminate(self) -> None:
         if self.process and self.process.poll() is None:
