@@ -91,7 +91,6 @@ class SupabaseShapedCluster(ThrowawayCluster):
         return f"postgresql://supabase_admin@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> SupabaseShapedCluster:
-
         fresh = not (self.directory / "PG_VERSION").exists()
         super().start()
         if fresh:
