@@ -84,6 +84,12 @@ class Live:
             "task_instances"]
 
 
+# The stacks' DAG folders are copied once, before they start, and never change: the DAG processor's parse of each
+# file at its start is the one needed (its default, every file again every 30 s, cost both stacks a share of the
+# two cores the whole run long)
+PARSED_ONCE = {"AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600"}
+
+
 @pytest.fixture(scope="session")
 def live(admin_dsn, s3_endpoint, tmp_path_factory):
     suffix = uuid.uuid4().hex[:8]
@@ -102,7 +108,8 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
             ROOT / ".airflow-e2e" / suffix, metadata, port=free_port(), dags_folder=dags,
             # HITL: one assigned, one not (both may edit); mallory, a plain user, may write XCom and set states
             users={"approver": "admin", "intruder": "admin", "mallory": "user"},
-            extra_env={"AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2"},  # the HITL timeout sweep too
+            extra_env={"AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2",  # the HITL timeout sweep too
+                       **PARSED_ONCE},
             connections={
                 "coldcopy_db": local_env.airflow_connection(local_env.database_dsn(admin_dsn, target)),
                 "coldcopy_spaces": spaces,
@@ -151,7 +158,7 @@ def celery_live(admin_dsn, s3_endpoint, tmp_path_factory):
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "12",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
                 # and retried 5 s later, not after the first retry's minute (coldcopy.dag_defaults.retry_delay)
-                "COLDCOPY_RETRY_DELAY_S": "5"},
+                "COLDCOPY_RETRY_DELAY_S": "5", **PARSED_ONCE},
             connections={
                 "coldcopy_db": local_env.airflow_connection(local_env.database_dsn(admin_dsn, target)),
                 "coldcopy_spaces": local_env.spaces_connection(s3_endpoint.url, bucket),
