@@ -240,10 +240,11 @@ def machine(dsn: str) -> dict:
     return {"cores": os.cpu_count(), "python": platform.python_version(), "postgresql": version.split()[0]}
 
 
-def write_results(name: str, settings: dict, results: dict, dsn: str) -> dict:
+def write_results(name: str, settings: dict, results: dict, dsn: str, *, echo: bool = True) -> dict:
     summary = {"settings": settings, "machine": machine(dsn), **results}
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(json.dumps(summary, indent=2, default=str))
+    if echo:
+        print(json.dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -229,6 +229,7 @@ def main() -> None:
     parser.add_argument("--load-scale", type=int, default=32)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--load-rounds", type=int, default=4)
+    parser.add_argument("--merge", action="store_true", help="keep the scales on file this run does not measure")
     parser.add_argument("--table", action="store_true", help="print the docs/benchmarks.md table and exit")
     args = parser.parse_args()
     if args.table:
@@ -236,13 +237,27 @@ def main() -> None:
         return
     server = local_env.admin_dsn()
     scales = [int(s) for s in args.scales.split(",")]
-    results = {"scales": {str(s): at_scale(server, s, args.runs if s < 96 else args.runs_at_96) for s in scales},
-               "trigger_cost": trigger_cost(server, args.load_scale, args.clients, args.load_rounds)}
-    common.write_results("incremental", {"scales": scales, "runs": args.runs, "runs_at_96": args.runs_at_96,
-                                         "fractions": list(FRACTIONS),
-                                         "load_scale": args.load_scale, "clients": args.clients,
-                                         "load_rounds": args.load_rounds, "order": "alternating"}, results, server)
+    # Written after each scale and after the load figure, so that a run stopped part-way keeps what it measured;
+    # --merge keeps the scales (and the load figure) on file that this run does not measure again.
+    on_file = common.load_results("incremental") if args.merge and (common.RESULTS / "incremental.json").exists() \
+        else {}
+    results = {"scales": dict(on_file.get("scales", {})), **({"trigger_cost": on_file["trigger_cost"]}
+                                                            if "trigger_cost" in on_file else {})}
+    settings = {**on_file.get("settings", {}), "fractions": list(FRACTIONS), "order": "alternating"}
 
+    def save() -> None:
+        settings["scales"] = sorted(int(k) for k in results["scales"])
+        common.write_results("incremental", settings, results, server, echo=False)
+
+    for scale in scales:
+        runs = args.runs if scale < 96 else args.runs_at_96
+        results["scales"][str(scale)] = {**at_scale(server, scale, runs), "runs": runs}
+        save()
+    if args.load_rounds:
+        results["trigger_cost"] = trigger_cost(server, args.load_scale, args.clients, args.load_rounds)
+        settings.update(load_scale=args.load_scale, clients=args.clients, load_rounds=args.load_rounds)
+        save()
+    print(incremental_report.table(common.load_results("incremental")))
 
 if __name__ == "__main__":
     main()

@@ -8,10 +8,11 @@ PATTERNS = ("arrivals", "mixed")
 
 def table(results: dict) -> str:
     s = results["settings"]
-    rows = [f"All five summaries after a change of email_events, applied by deltas vs the same five "
-            f"definitions refreshed as materialized views (`REFRESH … CONCURRENTLY`, the refresh jobs' way before "
-            f"migration 305); the two alternate which goes first, {s['runs']} runs each ({s['runs_at_96']} at scale "
-            f"96), medians (min–max). The "
+    rows = ["All five summaries after a change of email_events, applied by deltas vs the same five "
+            "definitions refreshed as materialized views (`REFRESH … CONCURRENTLY`, the refresh jobs' way before "
+            "migration 305); the two alternate which goes first, " + ", ".join(
+                f"{r.get('runs', s.get('runs'))} runs at scale {k}" for k, r in results["scales"].items()) +
+            " (medians, min–max). The "
             f"change: *arrivals*, new events of the last hour for the messages of 5 % of the campaigns (those "
             f"sending now: the application's steady state); *mixed*, half new "
             f"events, four tenths updates of random events of any age (type, campaign, a day earlier), a tenth "
@@ -53,7 +54,9 @@ def table(results: dict) -> str:
                         f"the helper tables (aggregate states, multiplicities, per-message rows, pruned deltas) "
                         f"{h['helpers'] / 2**20:.1f} MiB against email_events' {h['email_events'] / 2**20:.0f} MiB "
                         f"(**{float(h['share']) * 100:.1f} %**, goal ≤ 30 %).")
-    t = results["trigger_cost"]
+    t = results.get("trigger_cost")
+    if t is None:
+        return "\n".join(rows + ["", "The capture's cost to the application: not measured in this run."])
     w, wo = t["with capture"], t["without capture"]
     rows += ["", f"The capture's cost to the application: the load bench's workload, {s['clients']} clients through "
                  f"PgBouncer at scale {s['load_scale']}, {s['load_rounds']} rounds of 10 s each with the capture "
