@@ -1,15 +1,15 @@
 """Incremental summaries against full refreshes of the same definitions, the capture's cost to the application,
 and the daily verify's time.
 
-1. at each of ``--scales``: after 0.1 %, 1 % and 10 % of email_events changed, all five summaries applied
-   incrementally vs the same five definitions refreshed as materialized views (``REFRESH … CONCURRENTLY``, what
+1. at each of ``--scales``: after 0.1 %, 1 % and 10 % of email_events changed, every incremental summary applied
+   incrementally vs the same definitions refreshed as materialized views (``REFRESH … CONCURRENTLY``, what
    the refresh jobs did before), alternating which goes first, ``--runs`` each. Two kinds of change:
    *arrivals*, new events of the last hour for the messages of 5 % of the campaigns (those sending now: the
    application's steady state); *mixed*, half such new events, four tenths updates of random events of any age
    (type, campaign or a day earlier) and a tenth deletes (the worst case);
 2. the load bench's workload (``--clients`` through PgBouncer, 10 s rounds) with the capture triggers installed
    and dropped, alternating, p99 of each;
-3. the daily verify (apply, then EXCEPT ALL both ways on the same snapshot) of all five.
+3. the daily verify (apply, then EXCEPT ALL both ways on the same snapshot) of all of them.
 
     make bench            # or: .venv/bin/python -m bench.incremental [--scales 8,32,96 --runs 3]
     .venv/bin/python -m bench.incremental --table
@@ -36,7 +36,7 @@ PATTERNS = incremental_report.PATTERNS  # new events of the last hour only / the
 
 
 def create_baseline(conn) -> dict[str, str]:
-    """The five definitions as materialized views in ``bench_full`` (unique index on the summary's key, filled):
+    """The summaries' definitions as materialized views in ``bench_full`` (unique index on the summary's key, filled):
     what a full refresh of each costs. Returns summary → its baseline view."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS bench_full")
     baseline = {}
@@ -66,7 +66,7 @@ def change(conn, fraction: float, pattern: str = "mixed") -> int:
             "WHERE campaign_id IN (SELECT id FROM campaigns ORDER BY random() LIMIT (SELECT greatest(1, count(*) / 20) "
             "FROM campaigns)) ORDER BY random() LIMIT %s", (n,)).rowcount
         conn.execute("ANALYZE email_events")
-        return written
+        return written + change_signals(conn, fraction, pattern)
     written = conn.execute(
         "INSERT INTO email_events (workspace_id, message_id, campaign_id, lead_id, email_account_id, event_type, "
         "occurred_at, metadata) SELECT workspace_id, message_id, campaign_id, lead_id, email_account_id, event_type, "
@@ -85,6 +85,24 @@ def change(conn, fraction: float, pattern: str = "mixed") -> int:
         "(SELECT id, occurred_at FROM email_events TABLESAMPLE BERNOULLI (%s) LIMIT %s)",
         (pct * 0.1, n // 10)).rowcount
     conn.execute("ANALYZE email_events")
+    return written + change_signals(conn, fraction, pattern)
+
+
+def change_signals(conn, fraction: float, pattern: str) -> int:
+    """The same ``fraction`` of intent_signals (lead_intent_summary's source): new signals of now (arrivals), or
+    half new, four tenths moved in time and strength, a tenth deleted (mixed). Returns the rows written."""
+    n = max(1, int(conn.execute("SELECT count(*) FROM intent_signals").fetchone()[0] * fraction))
+    new = n if pattern == "arrivals" else n // 2
+    written = conn.execute(
+        "INSERT INTO intent_signals (workspace_id, lead_id, signal_type, strength, detected_at) SELECT workspace_id, "
+        "lead_id, signal_type, strength, now() - random() * interval '1 hour' FROM intent_signals "
+        "ORDER BY random() LIMIT %s", (new,)).rowcount
+    if pattern == "mixed":
+        written += conn.execute(
+            "UPDATE intent_signals SET strength = strength + 1, detected_at = detected_at - interval '1 day' "
+            "WHERE id IN (SELECT id FROM intent_signals ORDER BY random() LIMIT %s)", (n * 4 // 10,)).rowcount
+        written += conn.execute("DELETE FROM intent_signals WHERE id IN (SELECT id FROM intent_signals "
+                                "ORDER BY random() LIMIT %s)", (n // 10,)).rowcount
     return written
 
 

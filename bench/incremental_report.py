@@ -8,7 +8,9 @@ PATTERNS = ("arrivals", "mixed")
 
 def table(results: dict) -> str:
     s = results["settings"]
-    rows = ["All five summaries after a change of email_events, applied by deltas vs the same five "
+    first = next(iter(next(iter(results["scales"].values()))["fractions"].values()))
+    n = {5: "five", 6: "six", 7: "seven"}.get(len(first["per_view"]), str(len(first["per_view"])))
+    rows = [f"All {n} incremental summaries after a change of email_events, applied vs the same {n} "
             "definitions refreshed as materialized views (`REFRESH … CONCURRENTLY`, the refresh jobs' way before "
             "migration 305); the two alternate which goes first, " + ", ".join(
                 f"{r.get('runs', s.get('runs'))} runs at scale {k}" for k, r in results["scales"].items()) +
@@ -66,7 +68,7 @@ def table(results: dict) -> str:
                  f"{w['tps']['median']:,.0f} / {wo['tps']['median']:,.0f} "
                  f"(**{w['tps']['median'] / wo['tps']['median']:.2f}×**, goal ≥ 0.95×); errors {w['errors']} / "
                  f"{wo['errors']}.",
-             "", "The daily verify (an apply, then EXCEPT ALL both ways on its snapshot), all five summaries: " +
+             "", f"The daily verify (an apply, then EXCEPT ALL both ways on its snapshot), all {n} summaries: " +
              "; ".join(f"scale {scale}: {sum(v['ms'] for v in r['verify'].values()) / 1000:.1f} s"
                        for scale, r in results["scales"].items()) + "."]
     return "\n".join(rows)

@@ -46,6 +46,10 @@ ALTER TABLE coldcopy_ops.ivm_delta_email_messages ADD COLUMN IF NOT EXISTS id uu
 DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_messages_txid_idx') IS NULL THEN
   CREATE INDEX ivm_delta_email_messages_txid_idx ON coldcopy_ops.ivm_delta_email_messages (txid);
 END IF; END $$;
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_intent_signals (txid xid8 NOT NULL, lead_id uuid, workspace_id uuid);
+DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_intent_signals_txid_idx') IS NULL THEN
+  CREATE INDEX ivm_delta_intent_signals_txid_idx ON coldcopy_ops.ivm_delta_intent_signals (txid);
+END IF; END $$;
 
 -- One row per summary: what it reflects. watermark: every change visible in this snapshot is in the summary;
 -- clock_at: the now() its clock-dependent groups were computed at; definition_sha: the checksum of the
@@ -300,15 +304,37 @@ BEGIN
 END
 $$;
 
+-- intent_signals: the (lead, workspace) of each changed signal, both images of an update (lead_intent_summary's
+-- groups); a TRUNCATE (BEFORE: the rows still there) every lead's.
+CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_intent_signals()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  rows pg_catalog.text := CASE TG_OP WHEN 'INSERT' THEN 'SELECT lead_id, workspace_id FROM ivm_new'
+                          WHEN 'UPDATE' THEN 'SELECT lead_id, workspace_id FROM ivm_old UNION '
+                                             'SELECT lead_id, workspace_id FROM ivm_new'
+                          WHEN 'DELETE' THEN 'SELECT lead_id, workspace_id FROM ivm_old'
+                          ELSE 'SELECT lead_id, workspace_id FROM public.intent_signals' END;
+BEGIN
+  IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_intent_signals', 'public.intent_signals') THEN  -- the write goes on, the summaries rebuild
+    RETURN NULL;
+  END IF;
+  EXECUTE 'INSERT INTO coldcopy_ops.ivm_delta_intent_signals (txid, lead_id, workspace_id) '
+          'SELECT DISTINCT pg_catalog.pg_current_xact_id(), lead_id, workspace_id FROM (' || rows || ') r '
+          'WHERE lead_id IS NOT NULL';
+  RETURN NULL;
+END
+$$;
+
 REVOKE ALL ON FUNCTION coldcopy_ops.ivm_record_email_events(regclass),
   coldcopy_ops.ivm_count_email_events(regclass, integer),
   coldcopy_ops.ivm_record_email_events(regclass, integer),
   coldcopy_ops.ivm_delta_lost(text, text), coldcopy_ops.ivm_capture_email_events(),
-  coldcopy_ops.ivm_capture_ids(),
+  coldcopy_ops.ivm_capture_ids(), coldcopy_ops.ivm_capture_intent_signals(),
   coldcopy_ops.ivm_capture_email_messages() FROM PUBLIC;
 REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campaigns,
   coldcopy_ops.ivm_delta_campaign_sequences, coldcopy_ops.ivm_delta_email_messages, coldcopy_ops.ivm_state,
   coldcopy_ops.ivm_verifications, coldcopy_ops.ivm_agg_daily_workspace_activity,
   coldcopy_ops.ivm_agg_email_deliverability, coldcopy_ops.ivm_agg_lead_engagement,
   coldcopy_ops.ivm_agg_campaign_analytics, coldcopy_ops.ivm_mult_campaign_analytics, coldcopy_ops.ivm_msg_events,
-  coldcopy_ops.ivm_msg_steps, coldcopy_ops.ivm_agg_sequence_step_performance, coldcopy_ops.ivm_months FROM PUBLIC;
+  coldcopy_ops.ivm_msg_steps, coldcopy_ops.ivm_agg_sequence_step_performance, coldcopy_ops.ivm_months,
+  coldcopy_ops.ivm_delta_intent_signals FROM PUBLIC;

@@ -54,7 +54,8 @@ def random_round(conn, rnd: random.Random) -> list[str]:
     """A random mix of the writes the application and the ops jobs make; returns what it did."""
     done = []
     for _ in range(rnd.randint(2, 5)):
-        kind = rnd.choice(["insert", "move", "delete", "extremes", "messages", "campaigns", "sequences", "truncate"])
+        kind = rnd.choice(["insert", "move", "delete", "extremes", "messages", "campaigns", "sequences", "truncate",
+                           "signals"])
         n = rnd.randint(1, 300)
         if kind == "insert":  # new events, some outside the 90-day window, some without campaign/lead/account
             conn.execute(
@@ -104,6 +105,25 @@ def random_round(conn, rnd: random.Random) -> list[str]:
                          "FROM campaign_sequences o WHERE o.campaign_id = campaign_sequences.campaign_id AND "
                          "o.step_number = campaign_sequences.step_number AND o.variant = 'B')",
                          (ids(conn, "campaign_sequences", 2),))
+        elif kind == "signals":  # intent signals: new (some past the 90-day edge, some at it, some of no lead),
+            # moved across the edge or to another lead, their strength changed, deleted; rarely all truncated
+            conn.execute(
+                "INSERT INTO intent_signals (workspace_id, lead_id, signal_type, strength, detected_at) "
+                "SELECT workspace_id, CASE WHEN random() < 0.9 THEN id END, (ARRAY['website_visit', 'funding', "
+                "'news'])[1 + floor(random() * 3)::int], round((random() * 10)::numeric, 2), now() - CASE "
+                "WHEN random() < 0.3 THEN interval '90 days' + (random() - 0.5) * interval '2 hours' "
+                "ELSE random() * interval '120 days' END FROM leads ORDER BY random() LIMIT %s", (n,))
+            conn.execute(
+                "UPDATE intent_signals SET detected_at = CASE WHEN random() < 0.5 THEN detected_at "
+                "+ (random() - 0.5) * interval '20 days' ELSE detected_at END, strength = strength + 1, "
+                "lead_id = CASE WHEN random() < 0.2 THEN (SELECT id FROM leads l WHERE l.workspace_id = "
+                "intent_signals.workspace_id ORDER BY random() LIMIT 1) ELSE lead_id END "
+                "WHERE id IN (SELECT id FROM intent_signals ORDER BY random() LIMIT %s)", (n,))
+            conn.execute("DELETE FROM intent_signals WHERE id IN (SELECT id FROM intent_signals ORDER BY random() "
+                         "LIMIT %s)", (n // 3,))
+            if rnd.random() < 0.05:
+                conn.execute("TRUNCATE intent_signals")
+                kind = "signals truncated"
         elif kind == "truncate" and rnd.random() < 0.3:  # a whole month, straight on its partition
             month = conn.execute("SELECT name FROM app.email_events_partitions ORDER BY random() LIMIT 1"
                                  ).fetchone()[0]

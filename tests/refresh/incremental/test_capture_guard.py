@@ -107,8 +107,10 @@ def test_a_capture_switched_off_is_switched_on_and_its_summaries_rebuilt(generat
         assert differences(conn, NAME) > 0
     with caplog.at_level("WARNING", logger="coldcopy.refresh.incremental.capture"):
         applied = apply_all(generated_db)
-    assert {a.mode for a in applied.values()} == {"rebuild"}
-    assert all("changes went uncaptured" in a.reason for a in applied.values()), applied
+    readers = {s.name for s in capture.consumers("public.email_events") + capture.consumers("public.campaigns")}
+    assert {n: a.mode for n, a in applied.items()} == {n: "rebuild" if n in readers else "incremental"
+                                                         for n in applied}  # lead_intent_summary reads neither
+    assert all("changes went uncaptured" in applied[n].reason for n in readers), applied
     assert "coldcopy_ivm_insert switched on again" in caplog.text
     assert_all_equal(generated_db, "after 50 events and 3 renames written with the capture off")
     with psycopg.connect(generated_db, autocommit=True) as conn:
@@ -168,8 +170,10 @@ def test_a_table_restore_with_triggers_off_rebuilds_the_summaries_reading_it(gen
     with psycopg.connect(generated_db) as conn:
         assert differences(conn, NAME) > 0
     applied = apply_all(generated_db)
-    assert {a.mode for a in applied.values()} == {"rebuild"}
-    assert all("table restore of public.email_events" in a.reason for a in applied.values())
+    readers = {s.name for s in capture.consumers("public.email_events")}
+    assert {n: a.mode for n, a in applied.items()} == {n: "rebuild" if n in readers else "incremental"
+                                                         for n in applied}
+    assert all("table restore of public.email_events" in applied[n].reason for n in readers)
     assert_all_equal(generated_db, "after a table restore with triggers off")
 
 
@@ -239,6 +243,8 @@ LOST_WRITES = {  # a delta table, and an application write its capture would rec
     "ivm_delta_email_events": FIFTY_EVENTS,
     "ivm_delta_email_messages": "UPDATE email_messages SET subject = subject || '.' WHERE id IN "
                                 "(SELECT id FROM email_messages WHERE sequence_id IS NOT NULL LIMIT 3)",
+    "ivm_delta_intent_signals": "UPDATE intent_signals SET strength = strength + 1 WHERE id IN "
+                                "(SELECT id FROM intent_signals WHERE lead_id IS NOT NULL LIMIT 3)",
 }
 
 
@@ -251,7 +257,7 @@ def test_an_application_write_goes_on_when_a_delta_table_is_lost_and_the_summari
             conn.execute(f"DROP TABLE coldcopy_ops.{delta}")
             conn.execute(write)  # raised UndefinedTable before
         noted = [r for (r,) in conn.execute("SELECT reason FROM coldcopy_ops.ivm_rebuild_due ORDER BY id")]
-        assert [f"coldcopy_ops.{d} missing" in r for d, r in zip(LOST_WRITES, noted, strict=True)] == [True] * 3
+        assert [f"coldcopy_ops.{d} missing" in r for d, r in zip(LOST_WRITES, noted, strict=True)] == [True] * 4
     applied = apply_all(generated_db)
-    assert {a.mode for a in applied.values()} == {"rebuild"}  # every summary reads one of the three
+    assert {a.mode for a in applied.values()} == {"rebuild"}  # every summary reads one of the four
     assert_all_equal(generated_db, "after writes with their delta tables lost")

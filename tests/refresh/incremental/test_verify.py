@@ -45,7 +45,7 @@ def test_a_summary_that_drifted_is_repaired_and_alerted_once(generated_db, coldc
     assert len(sink.received) == len(differed)  # nothing new to say
     with psycopg.connect(generated_db) as conn:
         assert conn.execute("SELECT count(*), count(*) FILTER (WHERE repaired) FROM coldcopy_ops.ivm_verifications"
-                            ).fetchone() == (10, len(differed))
+                            ).fetchone() == (2 * len(SUMMARIES), len(differed))
 
 
 def test_the_health_check_warns_on_a_repaired_summary(generated_db, coldcopy_conn, sink):

@@ -23,6 +23,7 @@ CAPTURES: dict[str, Capture] = {c.table: c for c in (
     Capture("public.campaigns", "ivm_capture_ids", "ivm_delta_campaigns"),
     Capture("public.campaign_sequences", "ivm_capture_ids", "ivm_delta_campaign_sequences"),
     Capture("public.email_messages", "ivm_capture_email_messages", "ivm_delta_email_messages"),
+    Capture("public.intent_signals", "ivm_capture_intent_signals", "ivm_delta_intent_signals"),
 )}
 
 
@@ -64,6 +65,7 @@ SUMMARIES: dict[str, Summary] = {s.name: s for s in (
     Summary("analytics.lead_engagement", ("lead_id", "workspace_id"), ("public.email_events",)),
     Summary("analytics.email_deliverability", ("email_account_id", "day", "workspace_id"), ("public.email_events",)),
     Summary("analytics.daily_workspace_activity", ("workspace_id", "day", "event_type"), ("public.email_events",)),
+    Summary("analytics.lead_intent_summary", ("lead_id", "workspace_id"), ("public.intent_signals",)),
 )}
 
 
