@@ -151,6 +151,24 @@ BEGIN
 END
 $$;
 
+-- A TRUNCATE's capture reads the rows it removes under the transaction's snapshot: in REPEATABLE READ or
+-- SERIALIZABLE that snapshot may predate rows committed since, which the TRUNCATE removes all the same and the
+-- capture would miss. There the summaries reading `source` are marked due for a rebuild instead (true).
+CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_truncate_unseen(source pg_catalog.text)
+RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.=) 'read committed' THEN
+    RETURN false;
+  END IF;
+  IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
+    INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason) VALUES (source, pg_catalog.format(
+      'a TRUNCATE of %s in a %s transaction, whose snapshot may miss rows it removed', source,
+      pg_catalog.current_setting('transaction_isolation')));
+  END IF;
+  RETURN true;
+END
+$$;
+
 -- The partitions of email_events whose rows the capture counts: a month is counted in when it is attached (or
 -- made, empty) and out when it is detached, once each (the record below is idempotent by this set), and a
 -- statement straight into a partition is captured only while it is counted (a detached month's writes, say
@@ -273,6 +291,9 @@ BEGIN
   IF coldcopy_ops.ivm_delta_lost(pg_catalog.format('coldcopy_ops.%I', delta), pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN  -- the write goes on, the summaries rebuild
     RETURN NULL;
   END IF;
+  IF TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' AND coldcopy_ops.ivm_truncate_unseen(pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
+    RETURN NULL;
+  END IF;
   EXECUTE pg_catalog.format('INSERT INTO coldcopy_ops.%I SELECT DISTINCT pg_catalog.pg_current_xact_id(), id FROM (%s) r',
                             delta, rows);
   RETURN NULL;
@@ -284,6 +305,9 @@ CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_messages()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_email_messages', 'public.email_messages') THEN  -- the write goes on, the summaries rebuild
+    RETURN NULL;
+  END IF;
+  IF TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' AND coldcopy_ops.ivm_truncate_unseen('public.email_messages') THEN
     RETURN NULL;
   END IF;
   IF TG_OP = 'INSERT' THEN
@@ -318,6 +342,9 @@ BEGIN
   IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_intent_signals', 'public.intent_signals') THEN  -- the write goes on, the summaries rebuild
     RETURN NULL;
   END IF;
+  IF TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' AND coldcopy_ops.ivm_truncate_unseen('public.intent_signals') THEN
+    RETURN NULL;
+  END IF;
   EXECUTE 'INSERT INTO coldcopy_ops.ivm_delta_intent_signals (txid, lead_id, workspace_id) '
           'SELECT DISTINCT pg_catalog.pg_current_xact_id(), lead_id, workspace_id FROM (' || rows || ') r '
           'WHERE lead_id IS NOT NULL';
@@ -328,7 +355,8 @@ $$;
 REVOKE ALL ON FUNCTION coldcopy_ops.ivm_record_email_events(regclass),
   coldcopy_ops.ivm_count_email_events(regclass, integer),
   coldcopy_ops.ivm_record_email_events(regclass, integer),
-  coldcopy_ops.ivm_delta_lost(text, text), coldcopy_ops.ivm_capture_email_events(),
+  coldcopy_ops.ivm_delta_lost(text, text), coldcopy_ops.ivm_truncate_unseen(text),
+  coldcopy_ops.ivm_capture_email_events(),
   coldcopy_ops.ivm_capture_ids(), coldcopy_ops.ivm_capture_intent_signals(),
   coldcopy_ops.ivm_capture_email_messages() FROM PUBLIC;
 REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campaigns,

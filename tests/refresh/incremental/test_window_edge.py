@@ -58,3 +58,23 @@ def test_signals_that_aged_out_leave_the_summary_with_no_change_captured(generat
                      {"leads": leads, "clock": conn.execute("SELECT now() + interval '1 hour'").fetchone()[0]})
         assert differences(conn, NAME) > 0
         assert maintainer.apply().mode == "incremental" and differences(conn, NAME) == 0
+
+
+def test_a_truncate_under_an_older_snapshot_rebuilds_instead_of_missing_what_committed_since(generated_db):
+    """helper-12's finding: a TRUNCATE in a REPEATABLE READ transaction captured the leads its snapshot saw; the
+    signals committed (and applied) after that snapshot went with the TRUNCATE uncaptured, and their leads stayed
+    in the summary for good (5,500 rows in its repro)."""
+    with psycopg.connect(generated_db, autocommit=True) as ops, psycopg.connect(generated_db) as old:
+        maintainer = SummaryMaintainer(ops, NAME)
+        maintainer.apply()
+        old.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        old.execute("SELECT count(*) FROM intent_signals")  # its snapshot, taken now
+        ops.execute("INSERT INTO intent_signals (workspace_id, lead_id, signal_type, strength, detected_at) "
+                    "SELECT workspace_id, id, 'news', 1, now() - interval '1 day' FROM leads LIMIT 200")
+        assert maintainer.apply().groups >= 200
+        old.execute("TRUNCATE intent_signals")
+        old.commit()
+        applied = maintainer.apply()
+        assert applied.mode == "rebuild" and "TRUNCATE of public.intent_signals in a repeatable read" in applied.reason
+        assert differences(ops, NAME) == 0
+        assert ops.execute("SELECT count(*) FROM analytics.lead_intent_summary").fetchone()[0] == 0
