@@ -16,6 +16,7 @@ from psycopg import sql
 
 from coldcopy.refresh.incremental import capture
 from coldcopy.refresh.incremental.aggregates import EVENT_ROWS, Aggregate
+from coldcopy.refresh.incremental.replacement import replace_with
 from coldcopy.refresh.incremental.summary_rows import SummaryRows, keys_match, names
 
 
@@ -75,16 +76,10 @@ class DeltaApplier:
         """The state (and multiplicities) from the base table, and ``ivm_truth`` (temp, dropped at commit): the
         summary's rows projected from it."""
         conn, base = self.conn, sql.SQL(EVENT_ROWS)
-        # DELETE, not TRUNCATE: a backup's pg_dump holds ACCESS SHARE on it for the whole dump
-        conn.execute(sql.SQL("DELETE FROM {}").format(self.state))
-        conn.execute(sql.SQL("INSERT INTO {} ({}) {}").format(
-            self.state, _list(self._columns()), self._grouped(base, signed=False)))
-        conn.execute(sql.SQL("ANALYZE {}").format(self.state))
+        replace_with(conn, self.state, self._grouped(base, signed=False), self.a.key, columns=self._columns())
         if self.a.distinct:
-            conn.execute(sql.SQL("DELETE FROM {}").format(self.mult))
-            conn.execute(sql.SQL("INSERT INTO {} ({}, kind, value, n) {}").format(
-                self.mult, _list(self.a.key), self._multiplicities(base)))
-            conn.execute(sql.SQL("ANALYZE {}").format(self.mult))
+            replace_with(conn, self.mult, self._multiplicities(base), (*self.a.key, "kind", "value"),
+                         columns=(*self.a.key, "kind", "value", "n"))
         conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS {}").format(self.rows.projected()))
 
     # -- apply ---------------------------------------------------------------------------------------------

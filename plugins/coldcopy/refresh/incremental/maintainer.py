@@ -17,6 +17,7 @@ from coldcopy.refresh.incremental.aggregates import AGGREGATES
 from coldcopy.refresh.incremental.appliers import applier_for
 from coldcopy.refresh.incremental.delta import Inconsistent
 from coldcopy.refresh.incremental.groups import GroupApplier
+from coldcopy.refresh.incremental.replacement import replace_from
 from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.refresh.incremental.verification import Verified, compare
 
@@ -233,16 +234,11 @@ class SummaryMaintainer:
         what differs, as ``REFRESH … CONCURRENTLY`` does: delete the summary's rows that are not in it (by
         key), insert its rows that are not in the summary. Returns ``(rows of the definition, rows written)``.
         No lock a reader waits on (never TRUNCATE)."""
-        conn, columns = self.conn, [sql.Identifier(k) for k in self.summary.key]
-        same = sql.SQL(" AND ").join(sql.SQL("t.{0} = d.{0}").format(c) for c in columns)
-        deleted = conn.execute(sql.SQL(
-            "DELETE FROM {s} t USING (SELECT {k} FROM (TABLE {s} EXCEPT ALL TABLE ivm_truth) x) d WHERE {same}").format(
-            s=self.table, k=sql.SQL(", ").join(columns), same=same)).rowcount
-        inserted = conn.execute(sql.SQL("INSERT INTO {s} SELECT * FROM (TABLE ivm_truth EXCEPT ALL TABLE {s}) x")
-                                .format(s=self.table)).rowcount
-        if deleted + inserted:
+        conn = self.conn
+        written = replace_from(conn, self.table, sql.Identifier("ivm_truth"), self.summary.key)
+        if written:
             conn.execute(sql.SQL("ANALYZE {}").format(self.table))
-        return conn.execute("SELECT count(*) FROM ivm_truth").fetchone()[0], deleted + inserted
+        return conn.execute("SELECT count(*) FROM ivm_truth").fetchone()[0], written
 
     def _forget_foreign_state(self) -> None:
         """The state came from another cluster or database (a restore): every summary's watermark and every

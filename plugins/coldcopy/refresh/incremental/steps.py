@@ -18,6 +18,7 @@ from psycopg import sql
 from coldcopy.refresh.incremental import capture
 from coldcopy.refresh.incremental.aggregates import MessageSteps
 from coldcopy.refresh.incremental.delta import Inconsistent
+from coldcopy.refresh.incremental.replacement import replace_with
 from coldcopy.refresh.incremental.summary_rows import SummaryRows
 
 _CHANGED = "ARRAY(SELECT message_id FROM ivm_mm)"  # as an array: the lookups go through the primary keys
@@ -42,15 +43,12 @@ class StepApplier:
 
     def build_truth(self) -> None:
         conn = self.conn
-        conn.execute("DELETE FROM coldcopy_ops.ivm_msg_events")
-        conn.execute(sql.SQL("INSERT INTO coldcopy_ops.ivm_msg_events " + _EVENTS).format(
-            rows=sql.SQL("(SELECT message_id, workspace_id, event_type, 1 AS n FROM public.email_events)")))
-        conn.execute("DELETE FROM coldcopy_ops.ivm_msg_steps")
-        conn.execute("INSERT INTO coldcopy_ops.ivm_msg_steps " + _STEPS)
-        conn.execute("ANALYZE coldcopy_ops.ivm_msg_events; ANALYZE coldcopy_ops.ivm_msg_steps")
-        conn.execute(sql.SQL("DELETE FROM {}").format(self.state))
-        conn.execute(sql.SQL("INSERT INTO {} " + _CONTRIBUTIONS.replace(" WHERE ms.message_id = ANY(" + _CHANGED + ")",
-                                                                         "")).format(self.state))
+        replace_with(conn, sql.Identifier("coldcopy_ops", "ivm_msg_events"), sql.SQL(_EVENTS).format(
+            rows=sql.SQL("(SELECT message_id, workspace_id, event_type, 1 AS n FROM public.email_events)")),
+            ("message_id", "workspace_id"))
+        replace_with(conn, sql.Identifier("coldcopy_ops", "ivm_msg_steps"), sql.SQL(_STEPS), ("message_id",))
+        replace_with(conn, self.state, sql.SQL(_CONTRIBUTIONS.replace(" WHERE ms.message_id = ANY(" + _CHANGED + ")",
+                                                                      "")), ("sequence_id", "workspace_id"))
         conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS {}").format(self.rows.projected()))
 
     def apply(self, pending: sql.Composable, params: dict, *, day_moved: bool) -> int:
