@@ -94,9 +94,9 @@ def change_signals(conn, fraction: float, pattern: str) -> int:
     n = max(1, int(conn.execute("SELECT count(*) FROM intent_signals").fetchone()[0] * fraction))
     new = n if pattern == "arrivals" else n // 2
     written = conn.execute(
-        "INSERT INTO intent_signals (workspace_id, lead_id, signal_type, strength, detected_at) SELECT workspace_id, "
-        "lead_id, signal_type, strength, now() - random() * interval '1 hour' FROM intent_signals "
-        "ORDER BY random() LIMIT %s", (new,)).rowcount
+        "INSERT INTO intent_signals (workspace_id, lead_id, signal_type, strength, detected_at, payload) SELECT "
+        "workspace_id, lead_id, signal_type, strength, now() - random() * interval '1 hour', '{\"bench\": true}' "
+        "FROM intent_signals ORDER BY random() LIMIT %s", (new,)).rowcount
     if pattern == "mixed":
         written += conn.execute(
             "UPDATE intent_signals SET strength = strength + 1, detected_at = detected_at - interval '1 day' "
@@ -158,6 +158,7 @@ def compare(conn, baseline: dict[str, str], events: int, fraction: float, patter
         """Untimed: the rows a change inserted go again (the data keeps its size from run to run) and the
         summaries catch up, so the next incremental run pays only its own change."""
         conn.execute("DELETE FROM email_events WHERE metadata ? 'bench'")
+        conn.execute("DELETE FROM intent_signals WHERE payload ? 'bench'")
         apply_all(conn)
 
     def incremental() -> float:

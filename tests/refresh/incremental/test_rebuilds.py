@@ -129,3 +129,26 @@ def test_a_change_larger_than_a_share_of_the_events_is_a_rebuild(generated_db, m
         most = SummaryMaintainer(conn, name).apply()
         assert most.mode == "rebuild" and "a rebuild costs less" in most.reason and most.method == "delta"
         assert differences(conn, name) == 0
+
+
+def test_a_rebuild_writes_only_the_state_rows_that_differ(generated_db):
+    """Before: a rebuild emptied each aggregate state and filled it again (every row a dead tuple and a new one,
+    twice the state's size in WAL). Now a forced rebuild after one event changed writes that event's groups only."""
+    states = ("ivm_agg_lead_engagement", "ivm_agg_campaign_analytics", "ivm_mult_campaign_analytics",
+              "ivm_msg_events", "ivm_agg_sequence_step_performance")
+    apply_all(generated_db)
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        def rows() -> dict[str, set]:
+            return {t: {r for r in conn.execute(sql.SQL("SELECT ctid::text, xmin::text FROM {}").format(
+                sql.Identifier("coldcopy_ops", t))).fetchall()} for t in states}
+
+        before = rows()
+        conn.execute("UPDATE email_events SET event_type = 'opened' WHERE id = (SELECT id FROM email_events WHERE "
+                     "lead_id IS NOT NULL AND campaign_id IS NOT NULL AND message_id IS NOT NULL AND event_type = "
+                     "'sent' ORDER BY id LIMIT 1)")
+        for name in ("analytics.lead_engagement", "analytics.campaign_analytics",
+                     "analytics.sequence_step_performance"):
+            assert SummaryMaintainer(conn, name).apply(force=True).mode == "rebuild"
+        written = {t: len(now - before[t]) for t, now in rows().items()}
+    assert 0 < sum(written.values()) <= 6 and all(n <= 2 for n in written.values()), written
+    assert_all_equal(generated_db, "after forced rebuilds")
