@@ -135,19 +135,27 @@ def clock_move(conn, runs: int) -> dict:
 
 
 def helper_bytes(conn) -> dict:
-    """The helper tables' size (delta tables after a prune, aggregate states, multiplicities, per-message rows;
-    vacuumed) against email_events' (tables and their indexes)."""
-    SummaryMaintainer(conn, "analytics.campaign_analytics").prune()
-    for (table,) in conn.execute("SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                                 "c.relnamespace WHERE n.nspname = 'coldcopy_ops' AND c.relkind = 'r' AND c.relname ~ "
-                                 "'^ivm_(agg|mult|msg|delta)_'").fetchall():
-        conn.execute(sql.SQL("VACUUM {}").format(sql.SQL(table)))  # as autovacuum keeps them, not mid-churn
-    row = conn.execute(
-        "SELECT (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = "
-        "c.relnamespace WHERE n.nspname = 'coldcopy_ops' AND c.relkind = 'r' AND c.relname ~ "
-        "'^ivm_(agg|mult|msg|delta)_'), (SELECT sum(pg_total_relation_size(relid)) FROM "
-        "pg_partition_tree('public.email_events'))").fetchone()
-    return {"helpers": int(row[0]), "email_events": int(row[1]), "share": round(int(row[0]) / int(row[1]), 3)}
+    """The helper tables' size (delta tables after a prune, aggregate states, multiplicities, per-message rows)
+    against email_events' (tables and their indexes): as the bench's churn left them, vacuumed as autovacuum
+    would (the files keep the room the pruned deltas and replaced rows freed, for the next ones), and compacted
+    (VACUUM FULL, bench only: what they hold)."""
+    for name in SUMMARIES:
+        SummaryMaintainer(conn, name).prune()
+    helpers = ("SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+               "n.nspname = 'coldcopy_ops' AND c.relkind = 'r' AND c.relname ~ '^ivm_(agg|mult|msg|delta)_'")
+    size = ("SELECT (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+            "c.relnamespace WHERE n.nspname = 'coldcopy_ops' AND c.relkind = 'r' AND c.relname ~ "
+            "'^ivm_(agg|mult|msg|delta)_'), (SELECT sum(pg_total_relation_size(relid)) FROM "
+            "pg_partition_tree('public.email_events'))")
+    tables = [t for (t,) in conn.execute(helpers).fetchall()]
+    for table in tables:
+        conn.execute(sql.SQL("VACUUM {}").format(sql.SQL(table)))
+    churned, events = (int(v) for v in conn.execute(size).fetchone())
+    for table in tables:
+        conn.execute(sql.SQL("VACUUM FULL {}").format(sql.SQL(table)))
+    compact = int(conn.execute(size).fetchone()[0])
+    return {"helpers": churned, "helpers_compact": compact, "email_events": events,
+            "share": round(churned / events, 3), "share_compact": round(compact / events, 3)}
 
 
 def compare(conn, baseline: dict[str, str], events: int, fraction: float, pattern: str, runs: int) -> dict:

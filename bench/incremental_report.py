@@ -55,7 +55,9 @@ def table(results: dict) -> str:
                         f"(**{clock / full:.3f}×** the quickest full refresh, {full:.2f} s; goal ≤ 0.02×); "
                         f"the helper tables (aggregate states, multiplicities, per-message rows, pruned deltas) "
                         f"{h['helpers'] / 2**20:.1f} MiB against email_events' {h['email_events'] / 2**20:.0f} MiB "
-                        f"(**{float(h['share']) * 100:.1f} %**, goal ≤ 30 %).")
+                        f"as the bench's churn left them (**{float(h['share']) * 100:.1f} %**, goal ≤ 30 %)" + (
+                            f", {h['helpers_compact'] / 2**20:.1f} MiB compacted (**"
+                            f"{float(h['share_compact']) * 100:.1f} %**)" if "helpers_compact" in h else "") + ".")
     t = results.get("trigger_cost")
     if t is None:
         return "\n".join(rows + ["", "The capture's cost to the application: not measured in this run."])
