@@ -12,7 +12,8 @@ def test_transactional_detection_ignores_comments():
     migrations = {m.version: m for m in discover_migrations()}
     assert migrations[109].transactional is False  # CREATE INDEX CONCURRENTLY
     assert migrations[305].transactional is False  # one CONCURRENTLY part, then a transaction
-    assert all(m.transactional for v, m in migrations.items() if v not in (109, 305))
+    assert migrations[307].transactional is False  # likewise
+    assert all(m.transactional for v, m in migrations.items() if v not in (109, 305, 307))
 
 
 def test_discovery_rejects_stray_files(tmp_path):
