@@ -64,6 +64,7 @@ class Chain:
     segments: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     pruned: dict | None = None  # retention deleted the segments up to pruned["through_seq"] (signed)
+    objects: set[str] = field(default_factory=set)  # the keys the bucket holds under the chain, as listed
 
     @property
     def start_lsn(self) -> int:
@@ -142,10 +143,15 @@ def load_chain(bucket: Bucket, name: str, keys: manifests.Keyring) -> Chain:
         raise ChainError(f"{bucket.url(chain_key(name))}: describes chain {head['chain']!r}")
     chain = Chain(name, head)
     pruned_key = f"{PREFIX}/{name}/pruned.json"
-    for key in sorted(bucket.list_keys(f"{PREFIX}/{name}/")):
+    chain.objects = set(bucket.list_keys(f"{PREFIX}/{name}/"))
+    for key in sorted(chain.objects):
         if key == pruned_key:
             try:
-                chain.pruned = manifests.load(bucket.get(key), keys, where=bucket.url(key), type="pruned")
+                pruned = manifests.load(bucket.get(key), keys, where=bucket.url(key), type="pruned")
+                if pruned.get("chain") != name:  # another chain's genuine record, copied here (helper-13)
+                    raise manifests.ManifestRejected(f"{bucket.url(key)}: the pruned record of chain "
+                                                     f"{pruned.get('chain')!r}")
+                chain.pruned = pruned
             except manifests.ManifestRejected as error:
                 chain.problems.append(str(error))
             continue

@@ -83,19 +83,21 @@ def newest_point(bucket, chain: chains.Chain, keys: manifests.Keyring) -> dateti
     good = chain.consistent_prefix()
     newest = datetime.fromisoformat(good[-1]["last_commit"]) if good else datetime.fromisoformat(
         chain.head["created_at"])
-    if chain.break_after() is None:
-        key = f"{chains.PREFIX}/{chain.name}/tip.json"
-        if bucket.exists(key):
-            try:
-                tip = manifests.load(bucket.get(key), keys, where=bucket.url(key), type="tip")
-                # bound to this chain and to its newest segment: another chain's genuine tip, copied here, or
-                # a tip of a segment since deleted and re-numbered, moves nothing
-                bound = tip["chain"] == chain.name and tip.get("segment_hash") == (
-                    chains.segment_hash(good[-1]) if good else None)
-                if bound and (good and tip["seq"] == good[-1]["seq"] or (not good and tip["seq"] == 0)):
-                    newest = max(newest, datetime.fromisoformat(tip["drained_at"]))
-            except manifests.ManifestRejected as error:
-                log.error("%s", error)
+    # The signed tip counts when it is bound to this chain and to the last good segment: then no segment follows
+    # it (a gap's later segments would be the tip's). A refused object planted beside them (a chain's problems)
+    # takes nothing away (helper-13: it voided the tip, and a drill found no whole second to restore).
+    key = f"{chains.PREFIX}/{chain.name}/tip.json"
+    if bucket.exists(key):
+        try:
+            tip = manifests.load(bucket.get(key), keys, where=bucket.url(key), type="tip")
+            # bound to this chain and to its newest segment: another chain's genuine tip, copied here, or
+            # a tip of a segment since deleted and re-numbered, moves nothing
+            bound = tip["chain"] == chain.name and tip.get("segment_hash") == (
+                chains.segment_hash(good[-1]) if good else None)
+            if bound and (good and tip["seq"] == good[-1]["seq"] or (not good and tip["seq"] == 0)):
+                newest = max(newest, datetime.fromisoformat(tip["drained_at"]))
+        except manifests.ManifestRejected as error:
+            log.error("%s", error)
     return newest
 
 

@@ -182,6 +182,30 @@ def test_a_tampered_or_missing_segment_fails_the_drill(archived, pitr_db, spaces
     assert [d["outcome"] for d in drills(pitr_db)] == ["failed", "failed", "failed"]
 
 
+def test_another_chains_pruned_record_copied_in_is_skipped_and_a_lost_segment_object_fails(archived, pitr_db,
+                                                                                            spaces):
+    """helper-13: retention's genuine, signed pruned.json of another chain, copied into the newest chain by a bucket
+    writer without keys, made every drill (and every restore) fail, "lacking segments"; and a segment's object
+    deleted with its manifest kept failed only the drills whose second needed it."""
+    from coldcopy import manifests
+
+    name = chains.list_chains(spaces)[-1]
+    now = datetime.now(UTC).isoformat()
+    foreign = {"chain": "20000101T000000Z", "through_seq": 3, "last_hash": "0" * 64, "end_lsn": "0/1000000",
+               "last_commit": now, "pruned_at": now}
+    spaces.put(f"pitr/{name}/pruned.json", manifests.dump(foreign, KEYRING, type="pruned"), "application/json")
+    drill = archived()
+    assert drill.window()  # skipped, named among the chain's problems: no gap
+    assert "the pruned record of chain '20000101T000000Z'" in "; ".join(
+        chains.load_chain(spaces, name, KEYRING).problems)
+    spaces.delete(f"pitr/{name}/pruned.json")
+    first = chains.load_chain(spaces, name, KEYRING).segments[0]
+    spaces.delete(first["object_key"])
+    with pytest.raises(DrillError, match=rf"lacks the objects of segments {first['seq']}\b"):
+        drill.run()
+    assert [d["outcome"] for d in drills(pitr_db)] == ["failed"]
+
+
 def test_a_failed_drill_breaches_and_pages(archived, pitr_db):
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -90,12 +90,22 @@ class RestoreDrill:
                              + chains.refused_note(refused))
         # a drill proves the archive whole: a segment lost from the bucket (against the live database's record,
         # or a break inside the chain) fails it, never moves it to a second before the loss
-        # (a manifest that does not verify, planted by a bucket writer without keys, is skipped, not a gap)
+        # (a manifest that does not verify, planted by a bucket writer without keys, is skipped, not a gap; a
+        # segment whose manifest is there and its object not is a loss all the same; so is a newer chain whose
+        # head was deleted, which the live database's record still names)
         good = chain.consistent_prefix()
-        after = [s["seq"] for s in chain.segments if s["seq"] > (good[-1]["seq"] if good else 0)]
-        gap = chain.anchor_gap(recovery.read_anchor(self.live_dsn)) or (after and (
-            f"the chain {chain.name} has a gap after segment {good[-1]['seq'] if good else 0} (segment "
-            f"{after[0]} follows): a restore past it is impossible"))
+        since = good[-1]["seq"] if good else (chain.pruned or {}).get("through_seq", 0)
+        after = [s["seq"] for s in chain.segments if s["seq"] > since]
+        anchor = recovery.read_anchor(self.live_dsn)
+        lost = [s["seq"] for s in good if s["object_key"] not in chain.objects]
+        gap = chain.anchor_gap(anchor) or (after and (
+            f"the chain {chain.name} has a gap after segment {since} (segment {after[0]} follows): a restore past "
+            "it is impossible")) or (lost and (
+            f"the chain {chain.name} lacks the objects of segments {', '.join(map(str, lost[:10]))} (their signed "
+            "manifests are there: deleted from the bucket?)")) or (
+            anchor and anchor["chain"] > chain.name and (
+                f"the database records chain {anchor['chain']} at segment {anchor['seq']}, and the bucket's newest "
+                f"chain whose head verifies is {chain.name} (chain {anchor['chain']} deleted?)"))
         if gap:
             raise DrillError(gap)
         backups = [datetime.fromisoformat(m["pitr"]["snapshot_time"]) for _, _, m in self.runner.database_backups()
