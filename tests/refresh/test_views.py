@@ -224,12 +224,21 @@ def test_backfill_of_unchanged_intervals_refreshes_once(generated_db, coldcopy_c
 
 
 def test_failure_is_logged_and_raised(generated_db):
-    with psycopg.connect(generated_db, autocommit=True) as conn:
+    with psycopg.connect(generated_db, autocommit=True) as conn, psycopg.connect(generated_db) as holder:
         refresher_for(conn, "analytics.campaign_analytics").run(RefreshRun(run_id="fill"))
         conn.execute("UPDATE campaigns SET name = name")
+        # the apply reads campaigns (its frame): held, its statement outlives the 1 ms (an apply quick enough
+        # finished inside it on CI, and raised nothing); let go after 10 s whatever happens
+        holder.execute("LOCK TABLE campaigns IN ACCESS EXCLUSIVE MODE")
+        release = threading.Timer(10, holder.rollback)
+        release.start()
         refresher = refresher_for(conn, "analytics.campaign_analytics", statement_timeout="1ms")
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            refresher.run(RefreshRun(run_id="too slow"))
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                refresher.run(RefreshRun(run_id="too slow"))
+        finally:
+            release.cancel()
+            holder.rollback()
     assert log_rows(generated_db)[-1][1] == "failed" and "statement timeout" in log_rows(generated_db)[-1][3]
 
 
