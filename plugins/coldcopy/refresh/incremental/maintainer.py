@@ -234,11 +234,8 @@ class SummaryMaintainer:
         what differs, as ``REFRESH … CONCURRENTLY`` does: delete the summary's rows that are not in it (by
         key), insert its rows that are not in the summary. Returns ``(rows of the definition, rows written)``.
         No lock a reader waits on (never TRUNCATE)."""
-        conn = self.conn
-        written = replace_from(conn, self.table, sql.Identifier("ivm_truth"), self.summary.key)
-        if written:
-            conn.execute(sql.SQL("ANALYZE {}").format(self.table))
-        return conn.execute("SELECT count(*) FROM ivm_truth").fetchone()[0], written
+        written = replace_from(self.conn, self.table, sql.Identifier("ivm_truth"), self.summary.key)
+        return self.conn.execute("SELECT count(*) FROM ivm_truth").fetchone()[0], written
 
     def _forget_foreign_state(self) -> None:
         """The state came from another cluster or database (a restore): every summary's watermark and every

@@ -18,25 +18,26 @@ from coldcopy.refresh.incremental.summary_rows import keys_match, names
 
 def replace_from(conn: psycopg.Connection, table: sql.Composable, source: sql.Composable, key: Sequence[str]) -> int:
     """Make ``table`` hold exactly the rows of the relation ``source`` (its columns, in order): delete by ``key``
-    the rows ``source`` lacks (or holds otherwise), insert those ``table`` lacks. Returns the rows written."""
+    the rows ``source`` lacks (or holds otherwise), insert those ``table`` lacks; the table is analyzed when rows
+    were written. Returns the rows written."""
     deleted = conn.execute(sql.SQL(
         "DELETE FROM {t} t USING (SELECT {k} FROM (TABLE {t} EXCEPT ALL TABLE {s}) x) d WHERE {same}").format(
         t=table, s=source, k=names(key), same=keys_match("t", "d", key))).rowcount
     inserted = conn.execute(sql.SQL("INSERT INTO {t} SELECT * FROM (TABLE {s} EXCEPT ALL TABLE {t}) x").format(
         t=table, s=source)).rowcount
+    if deleted + inserted:
+        conn.execute(sql.SQL("ANALYZE {}").format(table))
     return deleted + inserted
 
 
 def replace_with(conn: psycopg.Connection, table: sql.Composable, query: sql.Composable, key: Sequence[str], *,
                  columns: Sequence[str] | None = None, params: dict | None = None) -> int:
-    """:func:`replace_from` the rows of ``query`` (giving ``columns`` of ``table``, else all of them in order);
-    the table is analyzed when rows were written. Returns the rows written."""
+    """:func:`replace_from` the rows of ``query`` (giving ``columns`` of ``table``, else all of them in order).
+    Returns the rows written."""
     conn.execute(sql.SQL("CREATE TEMP TABLE ivm_replacement ON COMMIT DROP AS SELECT * FROM {} WITH NO DATA").format(
         table))
     conn.execute(sql.SQL("INSERT INTO ivm_replacement {}{}").format(
         sql.SQL("({}) ").format(names(columns)) if columns else sql.SQL(""), query), params)
     written = replace_from(conn, table, sql.Identifier("ivm_replacement"), key)
     conn.execute("DROP TABLE ivm_replacement")
-    if written:
-        conn.execute(sql.SQL("ANALYZE {}").format(table))
     return written
