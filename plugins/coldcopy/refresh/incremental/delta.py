@@ -101,7 +101,7 @@ class DeltaApplier:
         groups = conn.execute("SELECT count(*) FROM ivm_keys").fetchone()[0]
         if groups:
             if groups > 1000:
-                conn.execute("ANALYZE ivm_d; ANALYZE ivm_keys")
+                conn.execute("ANALYZE ivm_d")
             self.rows.write_moved("ivm_keys", groups_went=self._add())
         if day_moved and a.window_days is not None:  # the days that left the window go, as whole groups
             conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(self.state, sql.SQL(a.cutoff())))
