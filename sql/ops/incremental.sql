@@ -300,6 +300,34 @@ BEGIN
 END
 $$;
 
+-- campaigns and campaign_sequences, an UPDATE: a row trigger whose WHEN names the columns the summaries' definitions
+-- read (coldcopy.refresh.incremental.update_filter), so an update of any other column (updated_at: the
+-- application touches a campaign on every send) calls nothing; a row that does move records its id, both ids when
+-- the id itself changed.
+CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_changed_id()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'campaigns' THEN
+    IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_campaigns', pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
+      RETURN NULL;
+    END IF;
+    INSERT INTO coldcopy_ops.ivm_delta_campaigns (txid, id) VALUES (pg_catalog.pg_current_xact_id(), OLD.id);
+    IF NEW.id OPERATOR(pg_catalog.<>) OLD.id THEN
+      INSERT INTO coldcopy_ops.ivm_delta_campaigns (txid, id) VALUES (pg_catalog.pg_current_xact_id(), NEW.id);
+    END IF;
+  ELSIF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'campaign_sequences' THEN
+    IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_campaign_sequences', pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
+      RETURN NULL;
+    END IF;
+    INSERT INTO coldcopy_ops.ivm_delta_campaign_sequences (txid, id) VALUES (pg_catalog.pg_current_xact_id(), OLD.id);
+    IF NEW.id OPERATOR(pg_catalog.<>) OLD.id THEN
+      INSERT INTO coldcopy_ops.ivm_delta_campaign_sequences (txid, id) VALUES (pg_catalog.pg_current_xact_id(), NEW.id);
+    END IF;
+  END IF;
+  RETURN NULL;
+END
+$$;
+
 -- email_messages: each changed message (both images of an update) with its step.
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_messages()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -357,7 +385,7 @@ REVOKE ALL ON FUNCTION coldcopy_ops.ivm_record_email_events(regclass),
   coldcopy_ops.ivm_record_email_events(regclass, integer),
   coldcopy_ops.ivm_delta_lost(text, text), coldcopy_ops.ivm_truncate_unseen(text),
   coldcopy_ops.ivm_capture_email_events(),
-  coldcopy_ops.ivm_capture_ids(), coldcopy_ops.ivm_capture_intent_signals(),
+  coldcopy_ops.ivm_capture_ids(), coldcopy_ops.ivm_capture_changed_id(), coldcopy_ops.ivm_capture_intent_signals(),
   coldcopy_ops.ivm_capture_email_messages() FROM PUBLIC;
 REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campaigns,
   coldcopy_ops.ivm_delta_campaign_sequences, coldcopy_ops.ivm_delta_email_messages, coldcopy_ops.ivm_state,

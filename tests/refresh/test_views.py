@@ -162,7 +162,7 @@ def test_readers_keep_reading_while_a_refresh_runs(generated_db):
     refresh(generated_db, "analytics.campaign_analytics", "fill")
     refresh(generated_db, "analytics.sequence_step_performance", "fill-seq")
     with psycopg.connect(generated_db, autocommit=True) as conn:
-        conn.execute("UPDATE campaign_sequences SET subject = subject || '!'")
+        conn.execute("UPDATE campaign_sequences SET variant = variant || '!'")  # a column the summary reads
     # Hold a source table so the refresh, once it has locked the view, waits ~1.5 s on it.
     blocker = psycopg.connect(generated_db)
     blocker.execute("LOCK TABLE public.campaign_sequences IN ACCESS EXCLUSIVE MODE")

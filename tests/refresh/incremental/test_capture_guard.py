@@ -256,7 +256,8 @@ def test_an_application_write_goes_on_when_a_delta_table_is_lost_and_the_summari
         for delta, write in LOST_WRITES.items():
             conn.execute(f"DROP TABLE coldcopy_ops.{delta}")
             conn.execute(write)  # raised UndefinedTable before
-        noted = [r for (r,) in conn.execute("SELECT reason FROM coldcopy_ops.ivm_rebuild_due ORDER BY id")]
+        noted = [r for (r,) in conn.execute(  # (the campaigns' row trigger notes it once per row)
+            "SELECT reason FROM coldcopy_ops.ivm_rebuild_due GROUP BY reason ORDER BY min(id)")]
         assert [f"coldcopy_ops.{d} missing" in r for d, r in zip(LOST_WRITES, noted, strict=True)] == [True] * 4
     applied = apply_all(generated_db)
     assert {a.mode for a in applied.values()} == {"rebuild"}  # every summary reads one of the four

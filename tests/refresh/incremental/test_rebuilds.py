@@ -99,11 +99,13 @@ def test_most_groups_changed_is_a_rebuild(generated_db, monkeypatch):
     with psycopg.connect(generated_db, autocommit=True) as conn:
         conn.execute("UPDATE coldcopy_ops.ivm_state SET method = 'groups' WHERE summary = %s", (name,))
         steps = conn.execute("SELECT count(*) FROM campaign_sequences").fetchone()[0]
-        conn.execute("UPDATE campaign_sequences SET variant = variant WHERE id IN (SELECT id FROM campaign_sequences "
+        conn.execute("UPDATE campaign_sequences SET variant = variant || '.' WHERE id IN "
+                     "(SELECT id FROM campaign_sequences "
                      "ORDER BY id LIMIT 2)")
         few = SummaryMaintainer(conn, name).apply()
         assert (few.mode, few.method, few.groups) == ("incremental", "groups", 2)
-        conn.execute("UPDATE campaign_sequences SET variant = variant WHERE id IN (SELECT id FROM campaign_sequences "
+        conn.execute("UPDATE campaign_sequences SET variant = variant || '.' WHERE id IN "
+                     "(SELECT id FROM campaign_sequences "
                      "ORDER BY id LIMIT %s)", (steps * 6 // 10,))
         most = SummaryMaintainer(conn, name).apply()
         assert most.mode == "rebuild" and "a rebuild costs less" in most.reason

@@ -1,7 +1,9 @@
 """The change capture of the summaries' source tables: four statement-level triggers per table and partition.
 
 ``AFTER INSERT`` / ``UPDATE`` / ``DELETE`` with transition tables (PostgreSQL allows one event per trigger
-that has them) and ``BEFORE TRUNCATE``, which still sees the rows about to go. Installing takes the table's
+that has them) and ``BEFORE TRUNCATE``, which still sees the rows about to go; the UPDATE of a frame table
+(campaigns, campaign_sequences) a row trigger filtered to the columns the definitions read
+(:mod:`~coldcopy.refresh.incremental.update_filter`). Installing takes the table's
 SHARE ROW EXCLUSIVE lock (what CREATE TRIGGER takes), so it runs under ``lock_timeout`` with retries.
 
 A capture switched off (a trigger disabled: ``tgenabled``) or a delta table gone loses changes: the check
@@ -21,6 +23,7 @@ from coldcopy import ops_schema
 from coldcopy.change_tracking import CAPTURE_TRIGGERS, SWITCHED_ON, capture_state, mirror_capture
 from coldcopy.change_tracking import record_partition as record_partition
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
+from coldcopy.refresh.incremental import update_filter
 from coldcopy.refresh.incremental.summaries import SUMMARIES, Capture, Summary, consumers
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,10 @@ def install_on(conn: psycopg.Connection, capture: Capture, relid: int) -> list[s
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
     have, done = _state(conn, relid), []
     for trigger in TRIGGERS:
-        if trigger not in have:
+        if trigger not in have and trigger == update_filter.TRIGGER and capture.row_updates:
+            update_filter.create(conn, table, update_filter.read_columns(conn, capture.table))
+            done.append(f"{trigger} created")
+        elif trigger not in have:
             conn.execute(sql.SQL("CREATE TRIGGER {} " + TRIGGERS[trigger] + " FOR EACH STATEMENT EXECUTE FUNCTION {}()")
                          .format(sql.Identifier(trigger), sql.Identifier("coldcopy_ops", capture.function),
                                  table=table))
@@ -96,6 +102,9 @@ def ensure(conn: psycopg.Connection, summary: Summary, policy: LockRetryPolicy =
                     "change capture on %s: %s; %s rebuild on their next apply", name, ", ".join(done),
                     ", ".join(s.name for s in consumers(capture.table)))
                 installed.append(name)
+        if capture.row_updates and update_filter.refresh(conn, capture, policy):
+            log.info("change capture on %s: its update trigger replaced by one filtered to the columns the "
+                     "definitions read", capture.table)
     if any(c.table == "public.email_events" for c in summary.captures()):
         check_months(conn, policy)
     _expand_due(conn)

@@ -16,12 +16,15 @@ class Capture:
     table: str  # schema-qualified
     function: str  # in coldcopy_ops
     delta: str  # in coldcopy_ops
+    # an UPDATE is captured by a row trigger filtered to the columns the definitions read
+    # (:mod:`~coldcopy.refresh.incremental.update_filter`), not by the statement trigger
+    row_updates: bool = False
 
 
 CAPTURES: dict[str, Capture] = {c.table: c for c in (
     Capture("public.email_events", "ivm_capture_email_events", "ivm_delta_email_events"),
-    Capture("public.campaigns", "ivm_capture_ids", "ivm_delta_campaigns"),
-    Capture("public.campaign_sequences", "ivm_capture_ids", "ivm_delta_campaign_sequences"),
+    Capture("public.campaigns", "ivm_capture_ids", "ivm_delta_campaigns", row_updates=True),
+    Capture("public.campaign_sequences", "ivm_capture_ids", "ivm_delta_campaign_sequences", row_updates=True),
     Capture("public.email_messages", "ivm_capture_email_messages", "ivm_delta_email_messages"),
     Capture("public.intent_signals", "ivm_capture_intent_signals", "ivm_delta_intent_signals"),
 )}
