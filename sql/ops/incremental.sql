@@ -233,10 +233,14 @@ $$;
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_email_events()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_email_events', 'public.email_events') THEN  -- the write goes on, the summaries rebuild
-    RETURN NULL;
+  -- (the application's every insert runs this: the delta table's presence looked up here, ivm_delta_lost called
+  -- only when it is gone; the parent told by name, no catalog lookup)
+  IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_events') IS NULL THEN
+    IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_email_events', 'public.email_events') THEN
+      RETURN NULL;  -- the write goes on, the summaries rebuild
+    END IF;
   END IF;
-  IF TG_RELID OPERATOR(pg_catalog.<>) pg_catalog.to_regclass('public.email_events') THEN  -- straight into a month
+  IF TG_TABLE_NAME OPERATOR(pg_catalog.<>) 'email_events' OR TG_TABLE_SCHEMA OPERATOR(pg_catalog.<>) 'public' THEN  -- straight into a month
     IF pg_catalog.to_regclass('coldcopy_ops.ivm_months') IS NULL THEN  -- dropped by hand: the write goes on
       IF pg_catalog.to_regclass('coldcopy_ops.ivm_rebuild_due') IS NOT NULL THEN
         INSERT INTO coldcopy_ops.ivm_rebuild_due (source, reason)
@@ -308,16 +312,20 @@ CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_changed_id()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'campaigns' THEN
-    IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_campaigns', pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
-      RETURN NULL;
+    IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_campaigns') IS NULL THEN
+      IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_campaigns', pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
+        RETURN NULL;
+      END IF;
     END IF;
     INSERT INTO coldcopy_ops.ivm_delta_campaigns (txid, id) VALUES (pg_catalog.pg_current_xact_id(), OLD.id);
     IF NEW.id OPERATOR(pg_catalog.<>) OLD.id THEN
       INSERT INTO coldcopy_ops.ivm_delta_campaigns (txid, id) VALUES (pg_catalog.pg_current_xact_id(), NEW.id);
     END IF;
   ELSIF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'campaign_sequences' THEN
-    IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_campaign_sequences', pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
-      RETURN NULL;
+    IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_campaign_sequences') IS NULL THEN
+      IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_campaign_sequences', pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
+        RETURN NULL;
+      END IF;
     END IF;
     INSERT INTO coldcopy_ops.ivm_delta_campaign_sequences (txid, id) VALUES (pg_catalog.pg_current_xact_id(), OLD.id);
     IF NEW.id OPERATOR(pg_catalog.<>) OLD.id THEN
