@@ -41,6 +41,8 @@ METRICS = {  # name → help
     "coldcopy_restore_drill_last_success_timestamp": "End of the newest passed restore drill (Unix time)",
     "coldcopy_restore_drill_failed": "1 when the newest restore drill failed, else 0",
     "coldcopy_restore_drill_rto_budget_seconds": "The RTO budget the newest drill ran under (Variable)",
+    "coldcopy_schema_drift_objects": "Objects the newest schema drift check found differing from what the applied "
+                                     "migration files build, by whether security-relevant",
 }
 __doc__ += "\n".join(f"\n* ``{name}``: {text}" for name, text in METRICS.items())
 
@@ -60,7 +62,7 @@ LABELS = {"coldcopy_health_check_value": ("check", "unit"), "coldcopy_health_che
           "coldcopy_health_check_severity": ("check",), "coldcopy_health_check_age_seconds": ("check",),
           "coldcopy_view_age_seconds": ("view", "dag_id"), "coldcopy_view_cadence_seconds": ("view", "dag_id"),
           "coldcopy_dag_last_success_timestamp_seconds": ("dag_id",),
-          "coldcopy_restore_drill_rto_phase_seconds": ("phase",)}
+          "coldcopy_restore_drill_rto_phase_seconds": ("phase",), "coldcopy_schema_drift_objects": ("security",)}
 DRILL_PHASES = ("download", "restore", "replay", "verify", "erasures")
 
 
@@ -131,6 +133,12 @@ def collect(conn: psycopg.Connection, dag_success: dict[str, datetime] | None = 
             put("coldcopy_restore_drill_rpo_seconds", passed[2])
             for phase, seconds in zip(DRILL_PHASES, passed[3:], strict=True):
                 put("coldcopy_restore_drill_rto_phase_seconds", seconds or 0.0, phase)
+    if safe_names.exists(conn, "coldcopy_ops.schema_drift"):
+        drift = conn.execute("SELECT drifted, breaches FROM coldcopy_ops.schema_drift WHERE outcome = 'checked' "
+                             "ORDER BY checked_at DESC, id DESC LIMIT 1").fetchone()
+        if drift:
+            put("coldcopy_schema_drift_objects", drift[1], "true")
+            put("coldcopy_schema_drift_objects", drift[0] - drift[1], "false")
     for dag_id, ended in (dag_success or {}).items():
         put("coldcopy_dag_last_success_timestamp_seconds", ended.timestamp(), dag_id)
 

@@ -37,11 +37,12 @@ def check_cpu(c: Context) -> list[Result]:
 # -- ops freshness --------------------------------------------------------------------------------------
 
 def check_ops_freshness(c: Context) -> list[Result]:
+    from coldcopy.health.drift import schema_drift
     from coldcopy.health.drills import restore_drill
     from coldcopy.health.summaries import summaries
 
     return [view_freshness(c), summaries(c), restore_drill(c), partition_horizon(c), backup_age(c), maintenance_age(c),
-            scratch_databases(c)]
+            scratch_databases(c), schema_drift(c)]
 
 
 def scratch_databases(c: Context) -> Result:

@@ -80,6 +80,23 @@ class ColdCopyOperator(BaseOperator):
 
         return manifests.keyring(self.manifest_key_conn_id)
 
+    def own_verify_server(self, what: str) -> tuple[str | None, str | None]:
+        """(``verify_conn_id``'s admin DSN, None) when it is a server of its own, else (None, why ``what`` does not
+        run): on the live server a scratch database's roles, grants, ALTER SYSTEM or slots would stay behind."""
+        from coldcopy import optional_connection, scratch
+        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
+
+        if optional_connection(self.verify_conn_id) is None:
+            return None, (f"no {self.verify_conn_id} connection: {what} runs only on a server of its own "
+                          "(on the live one a pending file's roles, grants, ALTER SYSTEM or slots would stay "
+                          "behind before anyone approved them)")
+        dsn = ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(dbname="postgres")
+        with self.hook().get_conn() as live:
+            if scratch.same_server(live, dsn):
+                return None, f"{self.verify_conn_id} reaches {self.conn_id}'s own server: {what} runs only on " \
+                             "a server of its own"
+        return dsn, None
+
     def on_kill(self) -> None:
         from coldcopy import kill_targets
 

@@ -32,22 +32,6 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
         super().__init__(**kwargs)
         self.skip_rehearsal = skip_rehearsal
 
-    def scratch_server_dsn(self) -> tuple[str | None, str | None]:
-        """(the verify server's admin DSN, None), or (None, why there is none to rehearse on)."""
-        from coldcopy import optional_connection, scratch
-        from coldcopy.hooks.coldcopy_postgres import ColdCopyPostgresHook
-
-        if optional_connection(self.verify_conn_id) is None:
-            return None, (f"no {self.verify_conn_id} connection: the rehearsal runs only on a server of its own "
-                          "(on the live one a pending file's roles, grants, ALTER SYSTEM or slots would stay "
-                          "behind before anyone approved them)")
-        dsn = ColdCopyPostgresHook(postgres_conn_id=self.verify_conn_id).dsn(dbname="postgres")
-        with self.hook().get_conn() as live:
-            if scratch.same_server(live, dsn):
-                return None, (f"{self.verify_conn_id} reaches coldcopy_db's own server: the rehearsal runs only on "
-                              "a server of its own")
-        return dsn, None
-
     def execute(self, context: Context) -> dict:
         from coldcopy.backups import BackupRunner, backup_passphrase
         from coldcopy.migrations import cluster_statements, rehearsal
@@ -68,7 +52,7 @@ class RehearseMigrationsOperator(BaseMigrationOperator):
             self.say(context, f"the target holds no data: {len(pending)} pending file(s) apply to it as they would "
                               "to a scratch copy; nothing to rehearse")
             return {"files": [], "empty_target": True}
-        server, why_not = self.scratch_server_dsn()
+        server, why_not = self.own_verify_server("the rehearsal")
         cluster = {m.file_name: found for m in pending if (found := cluster_statements(m.read()))}
         if server is None:
             self.say(context, f"not rehearsed: {why_not}")
