@@ -18,7 +18,13 @@ application would queue on; the scratch database is dropped whatever happens. `a
 worker slot) for one of the users in the Variable `coldcopy_migration_approvers` (JSON list of user names) to
 choose *apply*, *apply phase 1 only* or *reject* under **Required actions** in the UI, or through
 `PATCH /api/v2/dags/coldcopy_migrations/dagRuns/{run}/taskInstances/approve/-1/hitlDetails`. No answer within
-24 h is a rejection. A dry run, a run with nothing pending and an empty target (a fresh install) are not asked.
+24 h is a rejection. The question leads with each pending file's **risk grade** and why (*destructive*,
+*blocking*, *data-dependent*, *safe*; security-relevant or not), the rehearsal's measurements (or *unknown*,
+and why), the **schema drift** now (when the pending files touch a drifted object the choice is *apply,
+accepting the drift*), and each file's SQL. A *destructive* or security-relevant file needs a **second
+person**: `approve_second` asks the other approvers to *approve* or *reject* (a *blocking* or *data-dependent*
+file whose `-- coldcopy:author` is the first approver too). Every apply task checks the sealed answers the file
+calls for; one rejection stops the run. A dry run, a run with nothing pending and an empty target (a fresh install) are not asked.
 `skip_rehearsal` is for an empty or disposable target and is refused when the target holds data. A file edited
 after its rehearsal is refused at apply time: trigger a new run.
 
@@ -54,6 +60,7 @@ from coldcopy.operators.migrations import (
     MigrationApprovalOperator,
     MigrationPlanOperator,
     PhaseGateOperator,
+    SecondApprovalOperator,
 )
 from coldcopy.operators.rehearsal import RehearseMigrationsOperator
 
@@ -75,7 +82,8 @@ with DAG(
     doc_md=__doc__,
 ):
     previous = MigrationPlanOperator(task_id="plan") >> RehearseMigrationsOperator(
-        task_id="rehearse", skip_rehearsal="{{ params.skip_rehearsal }}") >> MigrationApprovalOperator(task_id="approve")
+        task_id="rehearse", skip_rehearsal="{{ params.skip_rehearsal }}") >> MigrationApprovalOperator(
+        task_id="approve") >> SecondApprovalOperator(task_id="approve_second")
     migrations = discover_migrations()
     for phase, phase_name in ALL_PHASES.items():
         if phase == CLI_PHASE and not any(m.phase == CLI_PHASE for m in migrations):

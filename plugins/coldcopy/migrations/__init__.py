@@ -58,12 +58,33 @@ class Migration:
     path: Path
     # The file's bytes once :meth:`loaded`: what is checked is then what is applied, whatever the disk says later.
     content: bytes | None = field(default=None, compare=False, repr=False)
+    # Its verify file's (``NNN_name.verify.sql``), b"" when it has none, once loaded.
+    verify_content: bytes | None = field(default=None, compare=False, repr=False)
 
     def loaded(self) -> Migration:
         """This migration with its bytes read once: checksum, statements and the SQL applied all come from that
         buffer (a file changed on disk between the approval check and the apply, across a lock wait, is not the
-        one that runs)."""
-        return self if self.content is not None else replace(self, content=self.path.read_bytes())
+        one that runs); its verify file's likewise."""
+        if self.content is not None:
+            return self
+        verify = self.verify_path.read_bytes() if self.verify_path.exists() else b""
+        return replace(self, content=self.path.read_bytes(), verify_content=verify)
+
+    @property
+    def verify_path(self) -> Path:
+        """``NNN_name.verify.sql`` beside the file: queries that must return no row once it applied."""
+        return self.path.with_name(f"{self.path.stem}.verify.sql")
+
+    def verify_text(self) -> str:
+        raw = self.verify_content if self.verify_content is not None else (
+            self.verify_path.read_bytes() if self.verify_path.exists() else b"")
+        return raw.decode("utf-8")
+
+    @property
+    def verify_checksum(self) -> str | None:
+        """sha256 of the verify file (None without one): approved with the file, since it runs with its rights."""
+        text = self.verify_text()
+        return hashlib.sha256(text.encode()).hexdigest() if text else None
 
     @property
     def phase(self) -> int:
@@ -153,6 +174,10 @@ def discover_migrations(directory: Path = MIGRATIONS_DIR,
                 raise MigrationError(f"{path}: not a Supabase CLI migration name (<14-digit timestamp>_name.sql)")
             migrations[int(match["version"])] = Migration(int(match["version"]), match["name"], path)
     for path in sorted(Path(directory).iterdir()):
+        if path.name.endswith(".verify.sql"):  # a file's verify queries: beside a file of that name
+            if not path.with_name(path.name.replace(".verify.sql", ".sql")).exists():
+                raise MigrationError(f"{path.name}: a verify file with no migration {path.name[:-11]}.sql beside it")
+            continue
         match = _FILE_NAME.match(path.name)
         if not match:
             raise MigrationError(f"{path}: not a migration file name (expected NNN_lowercase_name.sql)")

@@ -182,9 +182,9 @@ def table(results: list[FileRehearsal], hot_known: bool = True) -> str:
              "|---|---|---|---|---|---|"]
     for r in results:
         locks = "; ".join(_lock_cell(lock, r.hot_blocked) for lock in r.locks[:6])
-        rewritten = ", ".join(f"{t} ({n:,} rows)" for t, n in r.rewritten.items()) or "—"
+        rewritten = ", ".join(f"{t} ({n:,} rows)" for t, n in r.rewritten.items()) or "none"
         lines.append(f"| {r.file}{' — FAILED: ' + r.error if r.error else ''} | {r.duration_ms / 1000:.1f} s | "
-                     f"{locks or '—'} | {rewritten} | {r.wal_bytes / 2**20:.1f} MB | "
+                     f"{locks or 'none'} | {rewritten} | {r.wal_bytes / 2**20:.1f} MB | "
                      f"{', '.join(r.hot_blocked) or ('none' if hot_known else HOT_UNKNOWN)} |")
     return "\n".join(lines)
 

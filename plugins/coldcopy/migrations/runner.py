@@ -25,7 +25,17 @@ from psycopg import sql
 
 from coldcopy import job_locks, markers, ops_schema
 from coldcopy.lock_retries import LockRetryPolicy, with_lock_retries
-from coldcopy.migrations import Migration, MigrationError, Part, PlanEntry, Status, execution, status, supabase_history
+from coldcopy.migrations import (
+    Migration,
+    MigrationError,
+    Part,
+    PlanEntry,
+    Status,
+    execution,
+    status,
+    supabase_history,
+    verification,
+)
 from coldcopy.migrations.status import HISTORY_TABLE
 
 log = logging.getLogger(__name__)
@@ -167,6 +177,7 @@ class MigrationRunner:
                 self._set_timeouts(cur, lock_timeout_ms, local=True)
                 announce(cur)
                 execution.execute(cur, text, migration, transactional=True)
+                verification.check(cur, migration)  # a row back: the whole file rolls back
                 record(cur)
 
         def announce(cur) -> None:  # for the change archive's replay, before the file's own changes
@@ -205,6 +216,7 @@ class MigrationRunner:
                     continue
                 attempts += self._run_part(conn, migration, part, applied_by)
             with conn.transaction(), conn.cursor() as cur:
+                verification.check(cur, migration)  # a row back: not recorded, the task fails (its parts stay)
                 record(cur)
             conn.execute("RESET lock_timeout; RESET statement_timeout")
         log.info("%s: applied in %.2f s (%d lock retries)", migration.file_name, time.monotonic() - started,

@@ -155,6 +155,10 @@ class ApprovalGate(HITLOperator):
         """Why no approval is needed in this run (the gate passes without asking), or None to ask."""
         return None
 
+    def who_may_answer(self, context: Context) -> list[dict[str, str]]:
+        """The HITL users asked: the approvers Variable's (a second approval leaves the first approver out)."""
+        return approvers(self.approvers_variable)
+
     def describe(self, context: Context) -> tuple[str, str, dict]:
         """(subject, Markdown body, facts) of the question; the facts (what exactly is put to the approver: the
         files and their checksums, the backup's key…) are kept in XCom beside the decision, so the step after
@@ -169,7 +173,7 @@ class ApprovalGate(HITLOperator):
             self.say(context, f"no approval needed: {reason}")
             # Not sealed (no key needed on a fresh install): every step decides "not needed" again itself.
             return {"decision": NOT_NEEDED, "reason": reason}
-        self.assigned_users = approvers(self.approvers_variable)
+        self.assigned_users = self.who_may_answer(context)
         self.subject, self.body, facts = self.describe(context)
         # Kept across the wait (not cleared on resume), sealed: a REST user can write this XCom key too.
         context["ti"].xcom_push(key="request", value=seal(context["ti"], {"decision": ASKED, "request": facts},

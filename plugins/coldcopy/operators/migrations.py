@@ -7,69 +7,19 @@ the DAG file.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from coldcopy import MIGRATIONS_DIR
-from coldcopy.migrations import ALL_PHASES, Migration, MigrationError, Status, discover_migrations
+from coldcopy.migrations import ALL_PHASES, Migration, MigrationError, Status
 from coldcopy.operators import approval
-from coldcopy.operators.base import ColdCopyOperator
+from coldcopy.operators.migration_approval import MigrationApprovalOperator, SecondApprovalOperator
+from coldcopy.operators.migration_base import APPLY, APPLY_PHASE_1, BaseMigrationOperator
 from coldcopy.run_notes import note, skip
 
 if TYPE_CHECKING:
     from coldcopy.migrations.runner import MigrationRunner
-
-
-class BaseMigrationOperator(ColdCopyOperator):
-    """Shared parts: the connection, the migrations directory and the ``dry_run`` DAG param.
-
-    :param migrations_dir: directory of ``NNN_name.sql`` files.
-    :param statement_timeout: ceiling for each statement.
-    """
-
-    ui_color = "#e8f4ea"
-    default_execution_timeout = timedelta(hours=1)
-
-    def __init__(
-        self,
-        *,
-        migrations_dir: str | Path = MIGRATIONS_DIR,
-        statement_timeout: str = "15min",
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.migrations_dir = Path(migrations_dir)
-        self.statement_timeout = statement_timeout
-
-    def runner(self) -> MigrationRunner:
-        from coldcopy.migrations.runner import MigrationRunner
-
-        return MigrationRunner(self.hook().get_conn, lock_retry=self.lock_policy(),
-                               statement_timeout=self.statement_timeout)
-
-    def migrations(self) -> list[Migration]:
-        try:
-            return discover_migrations(self.migrations_dir)
-        except MigrationError as error:
-            raise AirflowFailException(str(error)) from error
-
-    @staticmethod
-    def dry_run(context: Context) -> bool:
-        return bool(context["params"].get("dry_run", False))
-
-    def holds_data(self) -> list[str]:
-        """The application tables of the target with at least one row."""
-        from coldcopy.migrations.runner import tables_with_rows
-
-        with self.hook().get_conn() as conn:
-            return tables_with_rows(conn)
-
-    def pending(self) -> list[Migration]:
-        return [e.migration for e in self.runner().plan(self.migrations()) if e.status is Status.PENDING]
 
 
 class MigrationPlanOperator(BaseMigrationOperator):
@@ -172,95 +122,13 @@ class ApplyMigrationOperator(BaseMigrationOperator):
             raise  # transient: Airflow's task retries try again later
 
     def check_approved(self, context: Context, migration: Migration, runner: MigrationRunner) -> None:
-        """Apply nothing a person did not approve: the run's ``approve`` gate said *apply* (or *apply phase 1 only*
-        for a phase-1 file), or that no approval was needed (an empty target); and a file the rehearsal ran must
-        still be the bytes it ran (a file edited while the approval waited was never shown to anyone)."""
-        if runner.plan([migration])[0].status is not Status.PENDING:
-            return  # applied already: apply() skips it (or refuses it, changed)
-        decided = approval.decision(context)
-        choice = (decided or {}).get("decision")
-        if choice not in (APPLY, APPLY_PHASE_1, approval.NOT_NEEDED):
-            raise AirflowFailException(f"{migration.file_name}: not approved in this run (no "
-                                       f"'{approval.APPROVAL_TASK_ID}'"
-                                       " decision to apply): nothing is applied to the target without one")
-        if choice == APPLY_PHASE_1 and migration.phase != 1:
-            skip(context, f"{migration.file_name}: approved for phase 1 only")
-        if choice == approval.NOT_NEEDED:
-            if held := self.holds_data():  # decided again now: the gate's answer may be stale (tasks cleared since)
-                raise AirflowFailException(
-                    f"{migration.file_name}: the gate found no data to protect ({decided.get('reason')}), and the "
-                    f"target now holds data ({', '.join(held[:3])}…): trigger a new run so a person approves it")
-            return
-        shown = (decided.get("request") or {}).get("files") or {}
-        rehearsed = {f["file"]: f.get("checksum") for f in
-                     ((context["ti"].xcom_pull(task_ids="rehearse") or {}).get("files") or [])}
-        if shown.get(migration.file_name) != migration.checksum or \
-                rehearsed.get(migration.file_name, migration.checksum) != migration.checksum:
-            raise AirflowFailException(f"{migration.file_name} is not the file that was rehearsed and approved in "
-                                       "this run (added or changed on disk since): trigger a new run so it is")
+        """Apply nothing the people the file's risk calls for did not approve
+        (:func:`coldcopy.operators.migration_approval.check_approved`)."""
+        from coldcopy.operators.migration_approval import check_approved
+
+        check_approved(self, context, migration, runner)
 
 
-APPLY, APPLY_PHASE_1 = "apply", "apply phase 1 only"
 
-
-class MigrationApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
-    """The ``approve`` task of ``coldcopy_migrations``: the rehearsal's table (file, duration, locks with ACCESS
-    EXCLUSIVE on a hot table in red, rows rewritten, WAL) and the plan's pending and changed files, put to the
-    users of the Variable ``coldcopy_migration_approvers``: *apply*, *apply phase 1 only* or *reject* (also
-    the answer after 24 h). Not asked in a dry run, with nothing pending, or on a target without data."""
-
-    def __init__(self, *, approvers_variable: str = "coldcopy_migration_approvers", **kwargs) -> None:
-        super().__init__(approvers_variable=approvers_variable, options=[APPLY, APPLY_PHASE_1, approval.REJECT],
-                         **kwargs)
-
-    def not_needed(self, context: Context) -> str | None:
-        if self.dry_run(context):
-            return "dry run: nothing is applied"
-        if not (pending := self.pending()):
-            return "nothing pending"
-        if not self.holds_data():
-            return f"the target holds no data: {len(pending)} file(s) build an empty database"
-        return None
-
-    def describe(self, context: Context) -> tuple[str, str, dict]:
-        from psycopg import sql
-
-        ti = context["ti"]
-        plan = ti.xcom_pull(task_ids="plan") or []
-        rehearsed = ti.xcom_pull(task_ids="rehearse") or {}
-        with self.hook().get_conn() as conn:
-            database, size = conn.execute(
-                sql.SQL("SELECT current_database(), pg_size_pretty(pg_database_size(current_database()))")).fetchone()
-        pending = [e for e in plan if e.get("status") == Status.PENDING.value]
-        phases = sorted({e["phase"] for e in pending})
-        # Only choices that differ: "phase 1 only" when phase 1 has pending files and a later phase has too.
-        self.options = [APPLY, APPLY_PHASE_1, approval.REJECT] if phases[:1] == [1] and len(phases) > 1 \
-            else [APPLY, approval.REJECT]
-        lines = [f"**Target:** database `{database}` ({size}); **{len(pending)} pending file(s)** in phases "
-                 f"{', '.join(str(p) for p in phases)}.", ""]
-        if rehearsed.get("files"):
-            lines += [f"**Dress rehearsal** on a restored copy of `{rehearsed.get('backup')}` (locks sampled from "
-                      "`pg_locks` every 5 ms; 🔴 = ACCESS EXCLUSIVE on a table the application's top statements use):",
-                      "", rehearsed.get("table", ""), ""]
-            if "hot_tables" in rehearsed and rehearsed["hot_tables"] is None:
-                lines += ["⚠️ **Which tables the application would queue on is unknown**: pg_stat_statements is not "
-                          "installed on the target, so no lock is marked 🔴; judge the locks above yourself.", ""]
-        elif rehearsed.get("not_rehearsed"):
-            lines += [f"⚠️ **Not rehearsed**: {rehearsed['not_rehearsed']}. Set up `coldcopy_verify_db` "
-                      "(docs/migrations.md) to see what each file does before approving it.", ""]
-        else:
-            lines += ["**No rehearsal** ran in this run (see the `rehearse` task's log).", ""]
-        if cluster := rehearsed.get("cluster_statements"):
-            lines += ["⚠️ **Statements acting on the whole cluster** (roles, databases, settings, slots, other "
-                      "sessions: not contained by any scratch copy):", ""]
-            lines += [f"- `{file}`: `{statement}`" for file, found in sorted(cluster.items()) for statement in found]
-            lines += [""]
-        lines += ["**Plan** (ours · the Supabase CLI's history):", "", "| file | phase | status | supabase cli |",
-                  "|---|---|---|---|"]
-        lines += [f"| {e['file']} | {e['phase']} | {e['status']} | {e.get('supabase_cli') or '—'} |" for e in plan
-                  if e.get("status") != Status.APPLIED.value]
-        lines += ["", "*apply*: every pending file, phase by phase." + (
-            " *apply phase 1 only*: the later phases are skipped in this run." if APPLY_PHASE_1 in self.options
-            else "") + " *reject* (or no answer within 24 h): nothing is applied; say why in the comment."]
-        files = {e["file"]: e["checksum"] for e in pending}  # what the body shows, as the plan task read it
-        return f"Apply {len(pending)} migration(s) to {database}?", "\n".join(lines), {"files": files}
+__all__ = ["APPLY", "APPLY_PHASE_1", "ApplyMigrationOperator", "BaseMigrationOperator", "MigrationApprovalOperator",
+           "MigrationPlanOperator", "PhaseGateOperator", "SecondApprovalOperator"]

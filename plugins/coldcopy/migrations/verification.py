@@ -1,0 +1,59 @@
+"""A migration file checked after it applies (Sqitch's idea): ``NNN_name.verify.sql`` beside it holds queries that
+must return no row, or ``DO`` blocks that raise when something is wrong. Run by the runner inside the file's
+transaction when it has one (a failure rolls the whole file back), else after its last part, before it is
+recorded (a failure fails the task and alerts; the file stays unrecorded, so the next run verifies it again). The
+message names the query, its line and the first row it returned.
+
+Only reading statements are run (SELECT, WITH without a data-modifying clause, TABLE, VALUES, DO): a verify file
+runs with the migration's rights, and the approval shows and seals its checksum with the file's.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+
+from coldcopy.migrations import Migration, MigrationError, strip_sql_comments
+
+_READING = re.compile(r"^\s*(SELECT|WITH|TABLE|VALUES|DO)\b", re.I)
+_WRITING = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE|TRUNCATE|DROP|ALTER|CREATE|GRANT|REVOKE|COPY)\b", re.I)
+
+
+def statements(migration: Migration) -> list[tuple[int, str]]:
+    """(line, statement) of the verify file, each checked to be a reading one."""
+    import sqlparse
+
+    text, out, offset = migration.verify_text(), [], 0
+    for statement in sqlparse.split(text):
+        line = text.count("\n", 0, text.find(statement, offset)) + 1
+        offset = text.find(statement, offset) + len(statement)
+        flat = strip_sql_comments(statement).strip()
+        if not flat.strip(";"):
+            continue
+        kind = _READING.match(flat)
+        if not kind or (kind.group(1).upper() == "WITH" and _WRITING.search(flat)):
+            raise MigrationError(f"{migration.verify_path.name} line {line}: only SELECT, WITH, TABLE, VALUES and "
+                                 f"DO are verify queries (got {' '.join(flat.split())[:80]!r}); {migration.file_name} "
+                                 "was not applied")
+        out.append((line, statement))
+    return out
+
+
+def check(cur: psycopg.Cursor, migration: Migration) -> int:
+    """Run the verify file's queries on ``cur``; returns how many ran. :raises MigrationError: one returned a row
+    or raised (named, with its line and the row)."""
+    checks = statements(migration)
+    for line, statement in checks:
+        try:
+            cur.execute(statement)
+            row = cur.fetchone() if cur.description is not None else None
+        except psycopg.Error as error:
+            raise MigrationError(f"{migration.file_name} failed its verify at line {line} of "
+                                 f"{migration.verify_path.name}: {str(error).strip().splitlines()[0]}") from error
+        if row is not None:
+            shown = dict(zip([c.name for c in cur.description], row, strict=True))
+            raise MigrationError(f"{migration.file_name} failed its verify at line {line} of "
+                                 f"{migration.verify_path.name}: `{' '.join(statement.split())[:120]}` returned "
+                                 f"{shown}")
+    return len(checks)
