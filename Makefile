@@ -88,6 +88,7 @@ lint: install
 bench: install system-deps
 	$(BIN)/python -m bench.migrations_apply
 	$(BIN)/python -m bench.rehearsal
+	$(BIN)/python -m bench.drift
 	$(BIN)/python -m bench.dag_parse
 	$(BIN)/python -m bench.refresh
 	$(BIN)/python -m bench.incremental

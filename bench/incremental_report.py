@@ -10,11 +10,13 @@ def table(results: dict) -> str:
     s = results["settings"]
     first = next(iter(next(iter(results["scales"].values()))["fractions"].values()))
     n = {5: "five", 6: "six", 7: "seven"}.get(len(first["per_view"]), str(len(first["per_view"])))
-    rows = [f"All {n} incremental summaries after a change of email_events, applied vs the same {n} "
+    rows = [f"All {n} incremental summaries after a change of email_events, applied (and their applied deltas "
+            f"pruned, as the refresh jobs do{'' if s.get('pruned') else ': not in this run'}) vs the same {n} "
             "definitions refreshed as materialized views (`REFRESH … CONCURRENTLY`, the refresh jobs' way before "
             "migration 305); the two alternate which goes first, " + ", ".join(
                 f"{r.get('runs', s.get('runs'))} runs at scale {k}" for k, r in results["scales"].items()) +
-            " (medians, min–max). The "
+            " (medians, min–max); between runs, untimed, the churned tables are vacuumed as autovacuum does "
+            "between hourly refreshes. The "
             f"change: *arrivals*, new events of the last hour for the messages of 5 % of the campaigns (those "
             f"sending now: the application's steady state); *mixed*, half new "
             f"events, four tenths updates of random events of any age (type, campaign, a day earlier), a tenth "

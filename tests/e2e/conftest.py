@@ -106,8 +106,9 @@ def live(admin_dsn, s3_endpoint, tmp_path_factory):
     with AlertSink() as sink:
         stack = AirflowStack(
             ROOT / ".airflow-e2e" / suffix, metadata, port=free_port(), dags_folder=dags,
-            # HITL: one assigned, one not (both may edit); mallory, a plain user, may write XCom and set states
-            users={"approver": "admin", "intruder": "admin", "mallory": "user"},
+            # HITL: one assigned, one not (both may edit); mallory, a plain user, may write XCom and set states;
+            # second, the other person a destructive file needs
+            users={"approver": "admin", "intruder": "admin", "mallory": "user", "second": "admin"},
             extra_env={"AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2",  # the HITL timeout sweep too
                        **PARSED_ONCE},
             connections={

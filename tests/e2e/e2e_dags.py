@@ -1,12 +1,18 @@
 """DAGs that exist only in the end-to-end tests' dags folder (copied beside the real ones)."""
 from datetime import timedelta
+from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
 from coldcopy import MIGRATIONS_DIR, alerts
 from coldcopy.dag_defaults import START_DATE, default_args
 from coldcopy.operators.base import ColdCopyOperator
-from coldcopy.operators.migrations import ApplyMigrationOperator, MigrationApprovalOperator
+from coldcopy.operators.migrations import (
+    ApplyMigrationOperator,
+    MigrationApprovalOperator,
+    MigrationPlanOperator,
+    SecondApprovalOperator,
+)
 from coldcopy.operators.pitr import ChangeArchiveOperator
 
 with DAG(
@@ -53,6 +59,20 @@ with DAG(
 ):
     MigrationApprovalOperator(task_id="approve", response_timeout=timedelta(seconds=5)) >> ApplyMigrationOperator(
         task_id="204_cache_tables", sql="204_cache_tables.sql")
+
+
+DESTRUCTIVE = Path(__file__).resolve().parent / "destructive_migrations"
+if not DESTRUCTIVE.is_dir():  # copied into the stack's dags folder: the repository's copy
+    DESTRUCTIVE = Path(MIGRATIONS_DIR).parent.parent / "tests" / "e2e" / "destructive_migrations"
+with DAG(
+    dag_id="e2e_two_person_migration", description="coldcopy_migrations' gates over one destructive file",
+    schedule=None, start_date=START_DATE, max_active_runs=1, default_args=default_args(retries=0),
+    params={"dry_run": Param(False, type="boolean")}, template_searchpath=[str(DESTRUCTIVE)],
+):
+    MigrationPlanOperator(task_id="plan", migrations_dir=DESTRUCTIVE) >> MigrationApprovalOperator(
+        task_id="approve", migrations_dir=DESTRUCTIVE) >> SecondApprovalOperator(
+        task_id="approve_second", migrations_dir=DESTRUCTIVE) >> ApplyMigrationOperator(
+        task_id="390_drop_lead_company", sql="390_drop_lead_company.sql", migrations_dir=DESTRUCTIVE)
 
 
 class HoldsAStatement(ColdCopyOperator):

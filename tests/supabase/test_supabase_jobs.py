@@ -163,3 +163,14 @@ def test_a_support_copy_made_and_erased_as_postgres(supabase, demo, spaces, back
                      "expires_at = now() - interval '1 day'")
         assert support_copies.sweep(conn) == ["support_ws"]
         assert conn.execute("SELECT to_regnamespace('support_ws')").fetchone()[0] is None
+
+
+def test_after_the_demos_whole_life_the_schema_is_what_the_files_build(supabase, demo):
+    """Issue 44: rotation (months made, archived, detached, dropped, one restored), whole and as-of restores, GDPR
+    erasure and retention, the incremental summaries' capture installed, maintenance — none of it is drift."""
+    from coldcopy.migrations import discover_migrations
+    from coldcopy.migrations.drift import find
+
+    assert demo.returncode == 0, demo.stdout[-2000:]
+    report = find(supabase.dsn, local_env.admin_dsn(), discover_migrations())
+    assert report.differences == [], report.summary()

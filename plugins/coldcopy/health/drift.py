@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coldcopy.health.results import Context, Result, iso
+from coldcopy.health.results import Context, Result
 
 CHECK_WITHIN_HOURS = 36  # the DAG runs daily
 
@@ -17,9 +17,9 @@ def schema_drift(c: Context) -> Result:
         return Result("schema_drift", "ok", "not checked yet (the schema_drift DAG runs daily)", None, "objects")
     if row["outcome"] == "unknown":
         return Result("schema_drift", "unknown", f"not checked: {row['error']}", None, "objects",
-                      {"checked_at": iso(row["checked_at"])})
+                      {"checked_at": row["checked_at"].isoformat()})
     objects = [{k: d[k] for k in ("kind", "name", "change", "fields", "security")} for d in row["differences"] or []]
-    details = {"checked_at": iso(row["checked_at"]), "objects": row["objects"], "drifted": objects[:50]}
+    details = {"checked_at": row["checked_at"].isoformat(), "objects": row["objects"], "drifted": objects[:50]}
     if row["breaches"]:
         worst = [f"{d['kind']} {d['name']}: {d['security']}" for d in objects if d["security"]]
         return Result("schema_drift", "breach", f"{row['breaches']} security-relevant drift(s): "
@@ -29,7 +29,7 @@ def schema_drift(c: Context) -> Result:
                       "build: " + "; ".join(f"{d['kind']} {d['name']} {d['change']}" for d in objects[:3]),
                       row["drifted"], "objects", details)
     if row["stale"]:
-        return Result("schema_drift", "warning", f"last checked {iso(row['checked_at'])}, over "
+        return Result("schema_drift", "warning", f"last checked {row['checked_at'].isoformat()}, over "
                       f"{CHECK_WITHIN_HOURS} h ago (is the schema_drift DAG running?)", 0, "objects", details)
     return Result("schema_drift", "ok", f"no drift: {row['objects']} objects as the applied files build them",
                   0, "objects", details)

@@ -26,8 +26,10 @@ def statements(migration: Migration) -> list[tuple[int, str]]:
 
     text, out, offset = migration.verify_text(), [], 0
     for statement in sqlparse.split(text):
-        line = text.count("\n", 0, text.find(statement, offset)) + 1
-        offset = text.find(statement, offset) + len(statement)
+        start = text.find(statement, offset)
+        offset = start + len(statement)
+        lead = re.match(r"(?:\s|--[^\n]*(?:\n|$))*", statement).end()  # its own first line, past comments
+        line = text.count("\n", 0, start + lead) + 1
         flat = strip_sql_comments(statement).strip()
         if not flat.strip(";"):
             continue
@@ -53,7 +55,7 @@ def check(cur: psycopg.Cursor, migration: Migration) -> int:
                                  f"{migration.verify_path.name}: {str(error).strip().splitlines()[0]}") from error
         if row is not None:
             shown = dict(zip([c.name for c in cur.description], row, strict=True))
+            query = " ".join(strip_sql_comments(statement).split())[:120]
             raise MigrationError(f"{migration.file_name} failed its verify at line {line} of "
-                                 f"{migration.verify_path.name}: `{' '.join(statement.split())[:120]}` returned "
-                                 f"{shown}")
+                                 f"{migration.verify_path.name}: `{query}` returned {shown}")
     return len(checks)
