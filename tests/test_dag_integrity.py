@@ -30,11 +30,12 @@ def test_every_dag_is_documented_owned_tagged_and_retried(dagbag):
 def test_migrations_dag_shape(dagbag):
     dag = dagbag.get_dag("coldcopy_migrations")
     assert dag.schedule is None
-    assert set(dag.task_group.children) == {"plan", "rehearse", "approve", "phase_1_core", "phase_2_performance",
-                                            "phase_3_advanced"}
+    assert set(dag.task_group.children) == {"plan", "rehearse", "approve", "approve_second", "phase_1_core",
+                                            "phase_2_performance", "phase_3_advanced"}
     assert dag.get_task("rehearse").upstream_task_ids == {"plan"}  # nothing touches the target before it
     assert dag.get_task("approve").upstream_task_ids == {"rehearse"}  # the approver sees the rehearsal
-    assert dag.get_task("phase_1_core.100_auth_and_workspaces").upstream_task_ids == {"approve"}
+    assert dag.get_task("approve_second").upstream_task_ids == {"approve"}  # a second person, when a file needs one
+    assert dag.get_task("phase_1_core.100_auth_and_workspaces").upstream_task_ids == {"approve_second"}
     assert dag.get_task("approve").response_timeout.total_seconds() == 24 * 3600
     assert dag.get_task("approve").defaults == ["reject"]  # what the timeout answers
     from coldcopy.migrations import discover_migrations

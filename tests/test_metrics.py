@@ -141,7 +141,8 @@ def test_prometheus_scrapes_the_endpoint_and_serves_the_series(served, tmp_path)
         coldcopy = [t for t in targets if t["labels"]["job"] == "coldcopy"]
         assert coldcopy[0]["health"] == "up", coldcopy
         rules = httpx.get(f"{api}/rules").json()["data"]["groups"]
-        assert {g["name"] for g in rules} == {"coldcopy-scaling-triggers", "coldcopy-jobs", "coldcopy-restore-drills"}
+        assert {g["name"] for g in rules} == {"coldcopy-scaling-triggers", "coldcopy-jobs", "coldcopy-restore-drills",
+                                              "coldcopy-schema-drift"}
     finally:
         prometheus.terminate()
         prometheus.wait(10)

@@ -16,3 +16,13 @@ def supabase():
         assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="package")
+def verify_cluster():
+    """A verify server of its own (the drift check's expected schema): never this machine's shared server, where
+    the roles copied from the Supabase-shaped live database (supabase_admin…) would make other tiers' checks
+    take that server for Supabase."""
+    cluster = servers.ThrowawayCluster().start()
+    yield f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+    cluster.stop()

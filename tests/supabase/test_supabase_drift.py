@@ -1,5 +1,5 @@
 """Schema drift on the Supabase-faithful cluster (coldcopy.migrations.drift): the expected schema built from the
-applied files on another server (this machine's local one), live read as the project's ``postgres`` login. Each
+applied files on another server (a throwaway cluster), live read as the project's ``postgres`` login. Each
 drift is made in a transaction that is rolled back, and live's catalog read inside it."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import pytest
 from coldcopy.migrations import discover_migrations
 from coldcopy.migrations.drift import catalog, compare, expected, find
 from coldcopy.migrations.runner import MigrationRunner
-from coldcopy.testing import local_env
 
 pytestmark = pytest.mark.supabase
 
@@ -22,15 +21,15 @@ def project(supabase):
 
 
 @pytest.fixture(scope="module")
-def built(project):
-    return expected.build(project, local_env.admin_dsn(), discover_migrations())
+def built(project, verify_cluster):
+    return expected.build(project, verify_cluster, discover_migrations())
 
 
-def test_a_database_as_its_files_built_it_has_no_drift(project):
-    report = find(project, local_env.admin_dsn(), discover_migrations())
+def test_a_database_as_its_files_built_it_has_no_drift(project, verify_cluster):
+    report = find(project, verify_cluster, discover_migrations())
     assert report.differences == [], report.summary()
     assert report.objects > 1000 and len(report.files) == len(discover_migrations())
-    with psycopg.connect(local_env.admin_dsn(), autocommit=True) as admin:  # its scratch database is gone
+    with psycopg.connect(verify_cluster, autocommit=True) as admin:  # its scratch database is gone
         assert not admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'coldcopy_drift_%'").fetchall()
 
 

@@ -165,12 +165,12 @@ def test_a_support_copy_made_and_erased_as_postgres(supabase, demo, spaces, back
         assert conn.execute("SELECT to_regnamespace('support_ws')").fetchone()[0] is None
 
 
-def test_after_the_demos_whole_life_the_schema_is_what_the_files_build(supabase, demo):
+def test_after_the_demos_whole_life_the_schema_is_what_the_files_build(supabase, demo, verify_cluster):
     """Issue 44: rotation (months made, archived, detached, dropped, one restored), whole and as-of restores, GDPR
     erasure and retention, the incremental summaries' capture installed, maintenance — none of it is drift."""
     from coldcopy.migrations import discover_migrations
     from coldcopy.migrations.drift import find
 
     assert demo.returncode == 0, demo.stdout[-2000:]
-    report = find(supabase.dsn, local_env.admin_dsn(), discover_migrations())
+    report = find(supabase.dsn, verify_cluster, discover_migrations())
     assert report.differences == [], report.summary()
