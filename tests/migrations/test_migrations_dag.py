@@ -103,7 +103,7 @@ def test_the_gate_puts_to_the_approver_the_files_its_body_shows_not_one_added_si
     ti = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="approve", xcoms={"plan": plan})
     subject, body, facts = gate.describe({"ti": ti, "params": {}})
     assert "150_more.sql" in body and "160_added_since.sql" not in body
-    assert facts == {"files": {"150_more.sql": discover_migrations(directory)[0].checksum}}
+    assert facts["files"] == {"150_more.sql": discover_migrations(directory)[0].checksum}
     apply = ApplyMigrationOperator(task_id="m160", sql="160_added_since.sql", migrations_dir=directory)
     approved = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="m160",
                                 xcoms={"approve": approvals("coldcopy_migrations",
