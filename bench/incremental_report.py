@@ -15,8 +15,8 @@ def table(results: dict) -> str:
             "definitions refreshed as materialized views (`REFRESH … CONCURRENTLY`, the refresh jobs' way before "
             "migration 305); the two alternate which goes first, " + ", ".join(
                 f"{r.get('runs', s.get('runs'))} runs at scale {k}" for k, r in results["scales"].items()) +
-            " (medians, min–max); between runs, untimed, the churned tables are vacuumed as autovacuum does "
-            "between hourly refreshes. The "
+            " (medians, min–max)" + ("; between runs, untimed, the churned tables are vacuumed as autovacuum "
+                                     "does between hourly refreshes" if s.get("pruned") else "") + ". The "
             f"change: *arrivals*, new events of the last hour for the messages of 5 % of the campaigns (those "
             f"sending now: the application's steady state); *mixed*, half new "
             f"events, four tenths updates of random events of any age (type, campaign, a day earlier), a tenth "
