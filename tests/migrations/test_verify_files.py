@@ -87,3 +87,28 @@ def test_a_verify_file_edited_after_the_approval_applies_nothing(tmp_path, gener
         ApplyMigrationOperator(task_id="m150", sql="150_t.sql", migrations_dir=directory).execute(
             {"ti": ti, "params": {}})
     assert not table_exists(generated_db, "public.t150")
+
+
+HIDDEN_WRITES = {  # helper-14's attacks: each wrote through the verify file before
+    "DO $$ BEGIN DELETE FROM public.leads; END $$;\n": None,
+    "/* /* */ SELECT */ DELETE FROM public.leads;\n": None,
+    "WITH d AS (/* -- */ DELETE FROM public.leads RETURNING 1) SELECT 1 FROM d WHERE false;\n": None,
+    "SELECT 1 AS begin WHERE false; DELETE FROM public.leads; SELECT 1 AS end WHERE false;\n":
+        "cannot insert multiple commands",
+}
+
+
+@pytest.mark.parametrize("verify", list(HIDDEN_WRITES))
+def test_nothing_a_verify_file_writes_stays(tmp_path, generated_db, verify):
+    with psycopg.connect(generated_db) as conn:
+        before = conn.execute("SELECT count(*) FROM public.leads").fetchone()[0]
+    directory = write(tmp_path / "m", {"150_t.sql": "CREATE TABLE public.t150 (id bigint);\n",
+                                       "150_t.verify.sql": verify})
+    refused = HIDDEN_WRITES[verify]
+    if refused:
+        with pytest.raises(MigrationError, match=refused):
+            _runner(generated_db).apply(discover_migrations(directory)[0], applied_by="pytest")
+    else:
+        assert _runner(generated_db).apply(discover_migrations(directory)[0], applied_by="pytest") is True
+    with psycopg.connect(generated_db) as conn:
+        assert conn.execute("SELECT count(*) FROM public.leads").fetchone()[0] == before > 0

@@ -4,8 +4,12 @@ transaction when it has one (a failure rolls the whole file back), else after it
 recorded (a failure fails the task and alerts; the file stays unrecorded, so the next run verifies it again). The
 message names the query, its line and the first row it returned.
 
-Only reading statements are run (SELECT, WITH without a data-modifying clause, TABLE, VALUES, DO): a verify file
-runs with the migration's rights, and the approval shows and seals its checksum with the file's.
+Only reading statements are run, and nothing they write stays (helper-14's attack: a ``DO`` block, a comment or
+literal hiding a ``DELETE``, a second statement after an unquoted ``begin``). Each statement must start with SELECT,
+WITH, TABLE, VALUES or DO (its first token, lexed by sqlparse: comments and literals skipped); it is sent alone
+(the extended protocol refuses a second command in the string); and it runs inside a savepoint rolled back after
+it, so whatever it wrote is undone before the file is recorded. The approval shows and seals its checksum with the
+file's.
 """
 
 from __future__ import annotations
@@ -31,15 +35,30 @@ def statements(migration: Migration) -> list[tuple[int, str]]:
         lead = re.match(r"(?:\s|--[^\n]*(?:\n|$))*", statement).end()  # its own first line, past comments
         line = text.count("\n", 0, start + lead) + 1
         flat = strip_sql_comments(statement).strip()
-        if not flat.strip(";"):
+        first = _first_token(statement)
+        if first is None:
             continue
         kind = _READING.match(flat)
-        if not kind or (kind.group(1).upper() == "WITH" and _WRITING.search(flat)):
+        if not kind or first != kind.group(1).upper() or (kind.group(1).upper() == "WITH" and _WRITING.search(flat)):
             raise MigrationError(f"{migration.verify_path.name} line {line}: only SELECT, WITH, TABLE, VALUES and "
                                  f"DO are verify queries (got {' '.join(flat.split())[:80]!r}); {migration.file_name} "
                                  "was not applied")
         out.append((line, statement))
     return out
+
+
+def _first_token(statement: str) -> str | None:
+    """The statement's first word as PostgreSQL's lexer would see it (comments skipped), upper-cased."""
+    import sqlparse
+    from sqlparse import tokens
+
+    for parsed in sqlparse.parse(statement):
+        for token in parsed.flatten():
+            if token.is_whitespace or token.ttype in tokens.Comment or token.ttype in (
+                    tokens.Comment.Single, tokens.Comment.Multiline) or token.value == ";":
+                continue
+            return token.value.upper()
+    return None
 
 
 def check(cur: psycopg.Cursor, migration: Migration) -> int:
@@ -48,13 +67,16 @@ def check(cur: psycopg.Cursor, migration: Migration) -> int:
     checks = statements(migration)
     for line, statement in checks:
         try:
-            cur.execute(statement)
+            cur.execute("SAVEPOINT coldcopy_verify")
+            cur.execute(statement, prepare=True)  # one command: a second one in the string is refused
             row = cur.fetchone() if cur.description is not None else None
+            names = [c.name for c in cur.description or []]
+            cur.execute("ROLLBACK TO SAVEPOINT coldcopy_verify")  # whatever it wrote, undone
         except psycopg.Error as error:
             raise MigrationError(f"{migration.file_name} failed its verify at line {line} of "
                                  f"{migration.verify_path.name}: {str(error).strip().splitlines()[0]}") from error
         if row is not None:
-            shown = dict(zip([c.name for c in cur.description], row, strict=True))
+            shown = dict(zip(names, row, strict=True))
             query = " ".join(strip_sql_comments(statement).split())[:120]
             raise MigrationError(f"{migration.file_name} failed its verify at line {line} of "
                                  f"{migration.verify_path.name}: `{query}` returned {shown}")

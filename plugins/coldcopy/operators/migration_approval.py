@@ -88,7 +88,7 @@ class MigrationApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
         pending = [e for e in plan if e.get("status") == Status.PENDING.value]
         phases = sorted({e["phase"] for e in pending})
         by_name = {m.file_name: m for m in self.migrations()}
-        files = [by_name[e["file"]] for e in pending if e["file"] in by_name]
+        files = [by_name[e["file"]].loaded() for e in pending if e["file"] in by_name]  # read once: shown = sealed
         graded = grades(self, files)
         drift = self.drift(files)
         first = ACCEPT_DRIFT if drift.get("touched") else APPLY
@@ -110,7 +110,8 @@ class MigrationApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
             else "") + " *reject* (or no answer within 24 h): nothing is applied; say why in the comment."]
         if any(g.approvals > 1 for g in graded):
             lines += ["", "A second approver (another person) is asked next: a file above needs two."]
-        facts = {"files": {e["file"]: e["checksum"] for e in pending},  # what the body shows, as the plan read it
+        shown = {m.file_name: m.checksum for m in files}  # the bytes whose SQL the body shows, not XCom's word
+        facts = {"files": {e["file"]: shown.get(e["file"], e["checksum"]) for e in pending},
                  "grades": {g.file: g.grade for g in graded}, "drift_touched": drift.get("touched") or [],
                  "verify": {m.file_name: m.verify_checksum for m in files if m.verify_checksum}}
         return f"Apply {len(pending)} migration(s) to {database}?", "\n".join(lines), facts
