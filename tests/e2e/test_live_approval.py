@@ -55,8 +55,8 @@ def parked(live, api, dag_id: str, run_id: str) -> dict:
     return ti
 
 
-def hitl(api, dag_id: str, run_id: str) -> str:
-    return f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+def hitl(api, dag_id: str, run_id: str, task_id: str = "approve") -> str:
+    return f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
 
 
 @pytest.fixture
@@ -95,6 +95,10 @@ def forge_approval(live, api, dag_id: str, run_id: str, option: str, request: di
 
 
 def test_the_run_waits_for_an_assigned_approver_then_applies(live, api, pending_204):
+    """204_cache_tables calls app.secure_tenant_table (dynamic SQL making policies) and makes a function running
+    EXECUTE of a built string: *ungraded*, so two people decide (issue 44). The second is asked only after the
+    first, and only the others of the Variable are asked."""
+    set_approvers(api, "coldcopy_migration_approvers", ["approver", "second"])
     run_id = live.trigger(api, DAG_ID)
     parked(live, api, DAG_ID, run_id)
     assert api.get("/pools/default_pool").json()["occupied_slots"] == 0  # waiting holds no worker slot
@@ -106,8 +110,9 @@ def test_the_run_waits_for_an_assigned_approver_then_applies(live, api, pending_
     detail = api.get(hitl(api, DAG_ID, run_id)).json()
     # only phase 2 is pending: "apply phase 1 only" would apply nothing, so it is not offered (issue 41, 10)
     assert detail["options"] == ["apply", "reject"] and detail["defaults"] == ["reject"]
-    assert [u["id"] for u in detail["assigned_users"]] == ["approver"]
+    assert [u["id"] for u in detail["assigned_users"]] == ["approver", "second"]
     assert "Dress rehearsal" in detail["body"] and "204_cache_tables.sql" in detail["body"]
+    assert "**Risk: ungraded**" in detail["body"] and "approvers needed: **2**" in detail["body"], detail["body"]
 
     with live.stack.client("intruder") as intruder:  # an admin, but not assigned
         refused = intruder.patch(hitl(api, DAG_ID, run_id), json={"chosen_options": ["apply"]})
@@ -118,6 +123,13 @@ def test_the_run_waits_for_an_assigned_approver_then_applies(live, api, pending_
         answered = approver.patch(hitl(api, DAG_ID, run_id),
                                   json={"chosen_options": ["apply"], "params_input": {"comment": "quiet hour"}})
     assert answered.status_code == 200, answered.text
+    second = wait_task(live, api, DAG_ID, run_id, "approve_second", {"awaiting_input", "failed", "success"}, 300)
+    assert second["state"] == "awaiting_input", second
+    assert not cache_tables_exist(pending_204)  # one approval applied nothing
+    time.sleep(4)  # as a person would (parked)
+    with live.stack.client("second") as other:
+        assert other.patch(hitl(api, DAG_ID, run_id, "approve_second"), json={"chosen_options": ["approve"]}
+                           ).status_code == 200
     assert live.wait_run(api, DAG_ID, run_id, timeout_s=300) == "success"
     assert api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve").json()["try_number"] == 1
     assert cache_tables_exist(pending_204)

@@ -4,7 +4,7 @@ and the schema drift touching what it touches."""
 
 from __future__ import annotations
 
-from coldcopy.migrations.risk import Grade
+from coldcopy.migrations.risk import Grade, worst
 
 SQL_LINES = 40  # shown per file; the rest folded (the apply task's rendered `sql` field holds the whole file)
 
@@ -12,8 +12,8 @@ SQL_LINES = 40  # shown per file; the rest folded (the apply task's rendered `sq
 def risk_section(grades: list[Grade]) -> list[str]:
     if not grades:
         return []
-    worst = min(grades, key=lambda g: ("destructive", "blocking", "data-dependent", "safe").index(g.grade))
-    lines = [f"**Risk: {worst.grade}**" + (" and security-relevant" if any(g.security for g in grades) else "") +
+    security = " and security-relevant" if any(g.security for g in grades) else ""
+    lines = [f"**Risk: {worst(grades).grade}**{security}"
              f"; approvers needed: **{max(g.approvals for g in grades)}** (docs/migrations.md, *Risk and approvals*)",
              "", "| file | grade | approvers | why |", "|---|---|---|---|"]
     for g in grades:

@@ -45,12 +45,18 @@ MIGRATION_LOCK = "coldcopy migrations"
 
 
 
-def tables_with_rows(conn: psycopg.Connection, schema: str = "public") -> list[str]:
-    """Whether a target holds data (a rehearsal or ``skip_rehearsal`` decides by it): the tables of ``schema``
-    (partitioned parents, not their partitions) holding at least one row."""
+def tables_with_rows(conn: psycopg.Connection) -> list[str]:
+    """Whether a target holds data (the rehearsal, the approval gate and the risk grades decide by it): the tables
+    (partitioned parents, not their partitions) holding at least one row, in every schema but the platform's and
+    the project's own (docs/migrations.md, *Schema drift*): the application keeps data in ``analytics`` and ``app``
+    too, not only in ``public``."""
+    from coldcopy.migrations.drift.catalog import EXCLUDED_SCHEMAS
+
     tables = conn.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition", (schema,)).fetchall()
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema' "
+        "ORDER BY n.nspname = 'public' DESC, 1, 2", (list(EXCLUDED_SCHEMAS),)).fetchall()
     return [f"{s}.{name}" for s, name in tables if conn.execute(
         sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(s, name))).fetchone()[0]]
 

@@ -14,6 +14,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy.migrations import Migration, Status
+from coldcopy.migrations.risk import grade as risk
 from coldcopy.operators import approval
 from coldcopy.operators.migration_base import APPLY, APPLY_PHASE_1, BaseMigrationOperator
 from coldcopy.run_notes import skip
@@ -27,8 +28,7 @@ def grades(op: BaseMigrationOperator, migrations: list[Migration]):
     """Each file's risk, data-dependence judged on the target's tables that hold rows."""
     from coldcopy.migrations import risk
 
-    populated = set(op.holds_data())
-    graded = [risk.grade_text(m.file_name, m.read(), populated=populated) for m in migrations]
+    graded = op.graded(migrations)
     for g, m in zip(graded, migrations, strict=True):
         g.reasons += risk.squawk(m.read())[:6]
     return graded
@@ -154,7 +154,7 @@ class SecondApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
         if first is None or first.get("decision") == approval.NOT_NEEDED:
             return "no first approval was needed"
         pending = self.pending()
-        if not any(needs_second(g, first) for g in grades(self, pending)):
+        if not any(needs_second(g, first) for g in self.graded(pending)):  # squawk adds reasons, not approvers
             return "every pending file needs one approver"
         return None
 
@@ -170,7 +170,7 @@ class SecondApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
     def describe(self, context: Context) -> tuple[str, str, dict]:
         first = self._first(context)
         request = first.get("request") or {}
-        needing = [f for f, grade in (request.get("grades") or {}).items() if grade == "destructive"]
+        needing = [f for f, grade in (request.get("grades") or {}).items() if grade in risk.TWO_PEOPLE]
         body = (f"**{first.get('by')}** chose *{first.get('decision')}* at {first.get('at')}"
                 f"{': ' + first['comment'] if first.get('comment') else ''}. A pending file needs a second person "
                 f"({', '.join(needing) or 'security-relevant or authored by the first approver'}); the full question "
@@ -189,8 +189,6 @@ def check_approved(op, context: Context, migration: Migration, runner) -> None:
     a second person has ``approve_second``'s *approve* from another approver, shown the same files; a pending
     file touching drifted objects was approved *accepting the drift*; and a file the rehearsal ran is still the
     bytes it ran."""
-    from coldcopy.migrations import risk
-
     if runner.plan([migration])[0].status is not Status.PENDING:
         return  # applied already: apply() skips it (or refuses it, changed)
     decided = approval.decision(context)
@@ -201,8 +199,9 @@ def check_approved(op, context: Context, migration: Migration, runner) -> None:
                                    "target without one")
     if choice == APPLY_PHASE_1 and migration.phase != 1:
         skip(context, f"{migration.file_name}: approved for phase 1 only")
+    held = op.holds_data()
     if choice == approval.NOT_NEEDED:
-        if held := op.holds_data():  # decided again now: the gate's answer may be stale (tasks cleared since)
+        if held:  # decided again now: the gate's answer may be stale (tasks cleared since)
             raise AirflowFailException(
                 f"{migration.file_name}: the gate found no data to protect ({decided.get('reason')}), and the "
                 f"target now holds data ({', '.join(held[:3])}…): trigger a new run so a person approves it")
@@ -220,7 +219,7 @@ def check_approved(op, context: Context, migration: Migration, runner) -> None:
     if (decided.get("request") or {}).get("drift_touched") and choice != ACCEPT_DRIFT:
         raise AirflowFailException(f"{migration.file_name}: the pending files touch drifted objects and the approver "
                                    f"did not accept the drift: nothing is applied")
-    graded = risk.grade_text(migration.file_name, migration.read(), populated=set(op.holds_data()))
+    [graded] = op.graded([migration], held)
     if not needs_second(graded, decided):
         return
     second = approval.decision(context, SECOND_TASK_ID)

@@ -64,5 +64,15 @@ class BaseMigrationOperator(ColdCopyOperator):
         with self.hook().get_conn() as conn:
             return tables_with_rows(conn)
 
+    def graded(self, migrations: list[Migration], populated: list[str] | None = None) -> list:
+        """Each file's risk (:mod:`coldcopy.migrations.risk`) on this target: data-dependence judged on its tables
+        that hold rows, calls into its functions judged by their definitions."""
+        from coldcopy.migrations import risk
+
+        with self.hook().get_conn() as conn:
+            functions = risk.Functions.from_conn(conn)
+        held = set(self.holds_data() if populated is None else populated)
+        return [risk.grade_text(m.file_name, m.read(), populated=held, functions=functions) for m in migrations]
+
     def pending(self) -> list[Migration]:
         return [e.migration for e in self.runner().plan(self.migrations()) if e.status is Status.PENDING]

@@ -1,0 +1,93 @@
+"""ALTER TABLE, one subcommand at a time: what loses data, what waits on rows, what rewrites, what opens access."""
+
+from __future__ import annotations
+
+from pglast import ast
+from pglast.enums import AlterTableType as T
+from pglast.enums import ConstrType
+
+from coldcopy.migrations.risk.reader import Reader, name
+
+SAFE = {T.AT_ColumnDefault, T.AT_CookedColumnDefault, T.AT_DropNotNull, T.AT_SetStatistics, T.AT_SetOptions,
+        T.AT_ResetOptions, T.AT_SetStorage, T.AT_SetCompression, T.AT_ValidateConstraint, T.AT_ClusterOn,
+        T.AT_DropCluster, T.AT_EnableRowSecurity, T.AT_ForceRowSecurity, T.AT_ReplicaIdentity, T.AT_EnableTrig,
+        T.AT_EnableAlwaysTrig, T.AT_EnableReplicaTrig, T.AT_EnableTrigAll, T.AT_EnableTrigUser, T.AT_SetIdentity,
+        T.AT_DropIdentity, T.AT_AddIdentity, T.AT_AlterConstraint, T.AT_GenericOptions, T.AT_EnableRule,
+        T.AT_EnableAlwaysRule, T.AT_EnableReplicaRule}
+REWRITES = {T.AT_SetLogged: "SET LOGGED", T.AT_SetTableSpace: "SET TABLESPACE", T.AT_SetAccessMethod:
+            "SET ACCESS METHOD"}
+DISABLES = {T.AT_DisableTrig, T.AT_DisableTrigAll, T.AT_DisableTrigUser, T.AT_DisableRule}
+CHECKED = {ConstrType.CONSTR_CHECK: "CHECK", ConstrType.CONSTR_UNIQUE: "UNIQUE", ConstrType.CONSTR_PRIMARY:
+           "PRIMARY KEY", ConstrType.CONSTR_FOREIGN: "FOREIGN KEY", ConstrType.CONSTR_EXCLUSION: "EXCLUDE"}
+
+
+def alter_table(r: Reader, node: ast.AlterTableStmt, where: str, source: str) -> None:
+    table, rows = name(node.relation), r.holds_rows(node.relation)
+    for cmd in node.cmds or ():
+        sub = cmd.subtype
+        if sub in SAFE:
+            continue
+        if sub == T.AT_AddColumn:
+            add_column(r, cmd.def_, table, rows, where)
+        elif sub == T.AT_DropColumn:
+            r.grade.worsen("destructive", f"{where}drops column {cmd.name} of {table}")
+        elif sub == T.AT_AlterColumnType:
+            r.grade.worsen("destructive", f"{where}changes the type of {table}.{cmd.name} (a narrower type loses "
+                                          "values; most changes rewrite the table)")
+        elif sub == T.AT_AddConstraint:
+            constraint(r, cmd.def_, table, rows, where)
+        elif sub == T.AT_SetNotNull and rows:
+            r.grade.worsen("data-dependent", f"{where}SET NOT NULL on {table}.{cmd.name}")
+        elif sub == T.AT_DropConstraint:
+            if cmd.behavior.name == "DROP_CASCADE":
+                r.grade.worsen("destructive", f"{where}drops constraint {cmd.name} of {table} with CASCADE")
+        elif sub in (T.AT_DisableRowSecurity, T.AT_NoForceRowSecurity):
+            what = "DISABLE ROW LEVEL SECURITY" if sub == T.AT_DisableRowSecurity else "NO FORCE ROW LEVEL SECURITY"
+            r.grade.worsen("destructive", f"{where}{what} on {table}")
+            r.grade.secure(f"{where}{what} on {table}")
+        elif sub in DISABLES:
+            r.grade.secure(f"{where}disables {'rule' if sub == T.AT_DisableRule else 'trigger'} "
+                           f"{cmd.name or 'ALL'} on {table}: what it enforces or records stops")
+        elif sub == T.AT_ChangeOwner:
+            r.grade.secure(f"{where}{table} owned by {cmd.newowner.rolename or cmd.newowner.roletype.name}")
+        elif sub in (T.AT_SetRelOptions, T.AT_ResetRelOptions, T.AT_ReplaceRelOptions):
+            options = {o.defname: str(getattr(o.arg, "sval", getattr(o.arg, "boolval", o.arg))).lower()
+                       for o in cmd.def_ or ()}
+            if "security_invoker" in options and (sub != T.AT_SetRelOptions or options["security_invoker"] in
+                                                  ("false", "off", "0")):
+                r.grade.secure(f"{where}{table} no longer security_invoker: read with its owner's rights")
+        elif sub == T.AT_AttachPartition:
+            if rows:
+                r.grade.worsen("data-dependent", f"{where}attaches a partition to {table} (its rows are checked)")
+        elif sub in (T.AT_DetachPartition, T.AT_DetachPartitionFinalize):
+            r.grade.worsen("destructive", f"{where}detaches a partition of {table} (its rows leave {table})")
+        elif sub == T.AT_SetUnLogged:
+            r.grade.worsen("destructive", f"{where}SET UNLOGGED: {table}'s rows are lost in a crash")
+        elif sub in REWRITES:
+            if rows:
+                r.grade.worsen("blocking", f"{where}{REWRITES[sub]} rewrites {table} under ACCESS EXCLUSIVE")
+        elif sub in (T.AT_AddIndex, T.AT_AddIndexConstraint):
+            if rows:
+                r.grade.worsen("data-dependent", f"{where}adds an index constraint to {table}")
+        else:
+            r.grade.worsen("ungraded", f"{where}ALTER TABLE {table} {sub.name.removeprefix('AT_')}: not graded")
+
+
+def add_column(r: Reader, column: ast.ColumnDef, table: str, rows: bool, where: str) -> None:
+    kinds = {c.contype for c in column.constraints or ()}
+    if not rows:
+        return
+    filled = kinds & {ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED}
+    if (ConstrType.CONSTR_NOTNULL in kinds or column.is_not_null) and not filled:
+        r.grade.worsen("data-dependent", f"{where}a NOT NULL column without a default on {table} "
+                                         f"({column.colname})")
+    if kinds & {ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED}:
+        r.grade.worsen("blocking", f"{where}{column.colname} filled for every row: rewrites {table}")
+    for c in column.constraints or ():
+        if c.contype in CHECKED:
+            constraint(r, c, table, rows, where)
+
+
+def constraint(r: Reader, c: ast.Constraint, table: str, rows: bool, where: str) -> None:
+    if c.contype in CHECKED and not c.skip_validation and rows:
+        r.grade.worsen("data-dependent", f"{where}adds {CHECKED[c.contype]} to {table}")

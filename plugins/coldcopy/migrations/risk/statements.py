@@ -1,0 +1,191 @@
+"""What each kind of statement does to the target, graded (issue 44). A kind in neither :data:`RULES` nor
+:data:`SAFE` is *ungraded*: two people read it."""
+
+from __future__ import annotations
+
+from pglast import ast
+from pglast.enums import ConstrType, DropBehavior, ObjectType
+
+from coldcopy.migrations.risk import alter_table, bodies
+from coldcopy.migrations.risk.reader import Reader, bare, name, walk
+
+API_ROLES = ("anon", "authenticated")
+EXPOSED = (None, "public", "graphql_public")  # the schemas the Data API serves (unqualified: public)
+SAFE = frozenset("""CreateSeqStmt AlterSeqStmt CommentStmt CreateEnumStmt AlterEnumStmt CreateStatsStmt AlterStatsStmt
+TransactionStmt NotifyStmt ListenStmt UnlistenStmt CheckPointStmt DiscardStmt ConstraintsSetStmt DeallocateStmt
+DeclareCursorStmt FetchStmt ClosePortalStmt CreateExtensionStmt CallStmt
+""".split())
+# dropped and made again in the same file: a replacement, not a loss
+REPLACEABLE = {ObjectType.OBJECT_VIEW: "VIEW", ObjectType.OBJECT_MATVIEW: "MATERIALIZED VIEW",
+               ObjectType.OBJECT_FUNCTION: "FUNCTION", ObjectType.OBJECT_PROCEDURE: "PROCEDURE",
+               ObjectType.OBJECT_ROUTINE: "FUNCTION", ObjectType.OBJECT_TYPE: "TYPE",
+               ObjectType.OBJECT_POLICY: "POLICY", ObjectType.OBJECT_TRIGGER: "TRIGGER",
+               ObjectType.OBJECT_AGGREGATE: "AGGREGATE"}
+LOOSE = {ObjectType.OBJECT_INDEX, ObjectType.OBJECT_STATISTIC_EXT}  # dropping loses no row
+
+
+def _kind(objtype) -> str:
+    return objtype.name.removeprefix("OBJECT_").replace("_", " ").lower()
+
+
+def drop(r: Reader, node: ast.DropStmt, where: str, source: str) -> None:
+    names = [name(o) for o in node.objects or ()]
+    shown = " ".join(source.split())[:100] or f"DROP {_kind(node.removeType)} {', '.join(names)}"
+    if node.behavior == DropBehavior.DROP_CASCADE:
+        r.grade.worsen("destructive", f"{where}{shown}: CASCADE also drops what depends on it, which the file "
+                                      "does not name")
+    if node.removeType in REPLACEABLE:
+        for o in node.objects or ():
+            parts = [p.sval for p in o] if isinstance(o, (list, tuple)) else name(o).split(".")
+            table = bare(parts[-2]) if node.removeType in (ObjectType.OBJECT_POLICY, ObjectType.OBJECT_TRIGGER) \
+                and len(parts) > 1 else ""
+            r.dropped.setdefault((REPLACEABLE[node.removeType], bare(parts[-1]), table), shown)
+    elif node.removeType in LOOSE:
+        if not node.concurrent and node.removeType == ObjectType.OBJECT_INDEX:
+            r.grade.worsen("blocking", f"{where}{shown} without CONCURRENTLY (its table's readers and writers wait)")
+    else:
+        r.grade.worsen("destructive", f"{where}drops {_kind(node.removeType)} {', '.join(names)}")
+        if node.removeType == ObjectType.OBJECT_POLICY:
+            r.grade.secure(f"{where}{shown}")
+
+
+def _rows(r: Reader, node, where: str, what: str, relation) -> None:
+    where_clause = node.whereClause
+    if where_clause is None or not any(isinstance(n, ast.ColumnRef) for n in walk(where_clause)):
+        r.grade.worsen("destructive", f"{where}{what} {name(relation)} without a WHERE that names a column")
+    elif what == "DELETE FROM":
+        r.grade.worsen("data-dependent", f"{where}deletes rows of {name(relation)}")
+
+
+def merge(r: Reader, node: ast.MergeStmt, where: str, source: str) -> None:
+    from pglast.enums import CmdType
+
+    if any(c.commandType == CmdType.CMD_DELETE for c in node.mergeWhenClauses or ()):
+        r.grade.worsen("destructive", f"{where}MERGE deletes rows of {name(node.relation)}")
+
+
+def ctes(r: Reader, node, where: str) -> None:
+    """A data-modifying WITH runs its DELETE or UPDATE whatever the outer statement is."""
+    for cte in (node.withClause.ctes if getattr(node, "withClause", None) else ()) or ():
+        if not isinstance(cte.ctequery, ast.SelectStmt):
+            r.statement(cte.ctequery, f"{where}WITH {cte.ctename}: ")
+
+
+def index(r: Reader, node: ast.IndexStmt, where: str, source: str) -> None:
+    if node.unique and r.holds_rows(node.relation):
+        r.grade.worsen("data-dependent", f"{where}a unique index on {name(node.relation)} (fails on duplicates)")
+    if not node.concurrent and r.holds_rows(node.relation):
+        r.grade.worsen("blocking", f"{where}an index built without CONCURRENTLY on {name(node.relation)} "
+                                   "(writes wait)")
+
+
+def view(r: Reader, node: ast.ViewStmt, where: str, source: str) -> None:
+    r.made.add(("VIEW", bare(node.view.relname), ""))
+    invoker = any(o.defname == "security_invoker" and str(getattr(o.arg, "sval", getattr(o.arg, "boolval", o.arg)))
+                  .lower() in ("true", "on", "1", "none") for o in node.options or ())
+    if node.view.schemaname in EXPOSED and not invoker:
+        r.grade.secure(f"{where}view {name(node.view)} without security_invoker: the API reads through it with its "
+                       "owner's rights, past row level security")
+
+
+def grant(r: Reader, node: ast.GrantStmt, where: str, source: str, prefix: str = "") -> None:
+    if not node.is_grant:
+        return
+    to = [g.rolename or "PUBLIC" for g in node.grantees or ()
+          if g.rolename in API_ROLES or g.roletype.name == "ROLESPEC_PUBLIC"]
+    if to:
+        what = ", ".join(p.priv_name for p in node.privileges or ()) or "ALL"
+        r.grade.secure(f"{where}{prefix}grants {what} to {', '.join(to)}")
+
+
+def default_privileges(r: Reader, node: ast.AlterDefaultPrivilegesStmt, where: str, source: str) -> None:
+    grant(r, node.action, where, source, "default privileges: every future object ")
+
+
+def policy(r: Reader, node, where: str, source: str) -> None:
+    table = name(node.table)
+    if isinstance(node, ast.CreatePolicyStmt):
+        r.made.add(("POLICY", bare(node.policy_name), bare(table)))
+    roles = ", ".join(g.rolename or "PUBLIC" for g in node.roles or ()) or "PUBLIC"
+    verb = "creates" if isinstance(node, ast.CreatePolicyStmt) else "alters"
+    r.grade.secure(f"{where}{verb} policy {node.policy_name} on {table} (to {roles})")
+
+
+def role(r: Reader, node, where: str, source: str) -> None:
+    r.grade.secure(f"{where}{' '.join(source.split())[:100] or type(node).__name__}: a role's rights change")
+    if isinstance(node, (ast.DropRoleStmt, ast.DropOwnedStmt)):
+        r.grade.worsen("destructive", f"{where}{' '.join(source.split())[:100]}")
+
+
+def rename(r: Reader, node: ast.RenameStmt, where: str, source: str) -> None:
+    if node.renameType == ObjectType.OBJECT_ROLE:
+        return role(r, node, where, source)
+    if node.renameType in (ObjectType.OBJECT_INDEX, ObjectType.OBJECT_TABCONSTRAINT, ObjectType.OBJECT_TRIGGER,
+                           ObjectType.OBJECT_POLICY, ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_STATISTIC_EXT):
+        return
+    r.grade.worsen("destructive", f"{where}renames {_kind(node.renameType)} "
+                                  f"{name(node.relation) if node.relation else name(node.object)} to "
+                                  f"{node.newname} (what reads the old name breaks)")
+
+
+def moved(r: Reader, node: ast.AlterObjectSchemaStmt, where: str, source: str) -> None:
+    r.grade.worsen("destructive", f"{where}moves {_kind(node.objectType)} to schema {node.newschema} (what reads the "
+                                  "old name breaks)")
+
+
+def setting(r: Reader, node: ast.VariableSetStmt, where: str, source: str) -> None:
+    if (node.name or "").lower() in ("role", "session_authorization", "session_replication_role") \
+            and node.kind.name != "VAR_RESET":
+        r.grade.secure(f"{where}{' '.join(source.split())[:100] or 'SET ' + node.name}: what follows runs otherwise")
+
+
+def blocking(what: str):
+    def rule(r: Reader, node, where: str, source: str) -> None:
+        if not getattr(node, "concurrent", False) and not any(
+                getattr(p, "defname", "") == "concurrently" for p in getattr(node, "params", None) or ()):
+            r.grade.worsen("blocking", f"{where}{' '.join(source.split())[:100] or what}: {what}")
+    return rule
+
+
+def vacuum(r: Reader, node: ast.VacuumStmt, where: str, source: str) -> None:
+    if any(o.defname == "full" for o in node.options or ()):
+        r.grade.worsen("blocking", f"{where}VACUUM FULL rewrites its tables under ACCESS EXCLUSIVE")
+
+
+def create_table(r: Reader, node: ast.CreateStmt, where: str, source: str) -> None:
+    if node.partbound is not None and any(isinstance(c, ast.Constraint) and c.contype == ConstrType.CONSTR_CHECK
+                                          for c in walk(node.tableElts)):
+        r.grade.worsen("data-dependent", f"{where}a partition of {name(node.inhRelations[0])} with a CHECK")
+
+
+def truncate(r: Reader, node, where, source):
+    r.grade.worsen("destructive", f"{where}TRUNCATE {', '.join(name(t) for t in node.relations)}")
+
+
+RULES = {
+    "DropStmt": drop, "MergeStmt": merge, "IndexStmt": index, "ViewStmt": view, "GrantStmt": grant,
+    "AlterDefaultPrivilegesStmt": default_privileges, "CreatePolicyStmt": policy, "AlterPolicyStmt": policy,
+    "TruncateStmt": truncate,
+    "DeleteStmt": lambda r, n, w, s: (ctes(r, n, w), _rows(r, n, w, "DELETE FROM", n.relation)),
+    "UpdateStmt": lambda r, n, w, s: (ctes(r, n, w), _rows(r, n, w, "UPDATE", n.relation)),
+    "ExplainStmt": lambda r, n, w, s: r.statement(n.query, w + "EXPLAIN: "),
+    "PrepareStmt": lambda r, n, w, s: r.statement(n.query, w + "PREPARE: "),
+    "CreateSchemaStmt": lambda r, n, w, s: [r.statement(e, w) for e in n.schemaElts or ()],
+    "CreateStmt": create_table, "RenameStmt": rename, "AlterObjectSchemaStmt": moved, "VariableSetStmt": setting,
+    "ReindexStmt": blocking("REINDEX without CONCURRENTLY: the table's writers wait"),
+    "RefreshMatViewStmt": blocking("REFRESH without CONCURRENTLY: its readers wait"),
+    "ClusterStmt": blocking("CLUSTER rewrites the table under ACCESS EXCLUSIVE"),
+    "LockStmt": lambda r, n, w, s: r.grade.worsen("blocking", f"{w}{' '.join(s.split())[:100] or 'LOCK TABLE'}"),
+    "VacuumStmt": vacuum, "AlterTableStmt": alter_table.alter_table,
+    "CreateFunctionStmt": bodies.create_function, "AlterFunctionStmt": bodies.alter_function,
+    "DoStmt": bodies.do_block, "CreateTrigStmt": bodies.trigger,
+    "AlterOwnerStmt": lambda r, n, w, s: r.grade.secure(f"{w}{' '.join(s.split())[:100] or 'OWNER TO'}: a new owner"),
+    **{k: role for k in ("CreateRoleStmt", "AlterRoleStmt", "AlterRoleSetStmt", "DropRoleStmt", "GrantRoleStmt",
+                         "ReassignOwnedStmt", "DropOwnedStmt")},
+    "CreateTableAsStmt": lambda r, n, w, s: r.made.add(("MATERIALIZED VIEW", bare(n.into.rel.relname), "")),
+    "CompositeTypeStmt": lambda r, n, w, s: r.made.add(("TYPE", bare(n.typevar.relname), "")),
+    "CreateEnumStmt": lambda r, n, w, s: r.made.add(("TYPE", bare(name(n.typeName)), "")),
+    "CreateDomainStmt": lambda r, n, w, s: r.made.add(("TYPE", bare(name(n.domainname)), "")),
+}
+for _kind_name in ("InsertStmt", "SelectStmt"):
+    RULES[_kind_name] = lambda r, n, w, s: ctes(r, n, w)

@@ -1,0 +1,91 @@
+"""helper-14's attack on the risk grader (issue 44): statements graded *safe* (one approver) by a regex over
+comment-stripped text, each a destructive, security-relevant or unreadable change. The grader now reads a file as
+PostgreSQL's own parser does (pglast), follows the code it makes and calls, and grades what it cannot read as
+*ungraded*: two approvers."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from coldcopy.migrations import risk
+
+# each: the SQL, and a fragment of the reason (in reasons or security) that must be found; all need two people
+EVASIONS = {
+    "literal hides a drop": ("ALTER TABLE public.leads ADD COLUMN note text DEFAULT '--', DROP COLUMN email;",
+                             "drops column email"),
+    "block comment in a literal": ("ALTER TABLE public.leads ADD COLUMN n text DEFAULT '/*', DROP COLUMN email;",
+                                   "drops column email"),
+    "nested comment": ("/* outer /* inner */ still comment */ DROP TABLE public.notes;", "drops table"),
+    "unquoted begin": ("begin; DROP TABLE public.notes; commit;", "drops table public.notes"),
+    "DO with EXECUTE": ("DO $$ BEGIN EXECUTE 'DROP TABLE public.notes'; END $$;", "drops table public.notes"),
+    "DO with a computed EXECUTE": ("DO $$ BEGIN EXECUTE 'DROP ' || 'TABLE public.notes'; END $$;",
+                                   "EXECUTE of SQL built at run time"),
+    "DO with a static DELETE": ("DO $$ BEGIN DELETE FROM public.leads; END $$;", "DELETE FROM public.leads"),
+    "EXPLAIN ANALYZE DELETE": ("EXPLAIN ANALYZE DELETE FROM public.leads;", "DELETE FROM public.leads"),
+    "MERGE … DELETE": ("MERGE INTO public.leads l USING public.notes n ON l.id = n.id WHEN MATCHED THEN DELETE;",
+                       "MERGE deletes rows"),
+    "data-modifying WITH": ("WITH gone AS (DELETE FROM public.leads RETURNING id) SELECT count(*) FROM gone;",
+                            "DELETE FROM public.leads"),
+    "CALL": ("CALL public.wipe();", "calls public.wipe()"),
+    "CASCADE drop remade": ("DROP VIEW public.v CASCADE; CREATE VIEW public.v WITH (security_invoker = true) AS "
+                            "SELECT 1;", "CASCADE"),
+    "default privileges": ("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon;",
+                           "default privileges"),
+    "ALTER ROLE": ("ALTER ROLE authenticated BYPASSRLS;", "a role's rights change"),
+    "OWNER TO": ("ALTER TABLE public.leads OWNER TO anon;", "owned by anon"),
+    "view past RLS": ("CREATE VIEW public.all_leads AS SELECT * FROM public.leads;", "without security_invoker"),
+    "search_path only in the body": (
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN "
+        "PERFORM 'SET search_path = pg_catalog, pg_temp'; RETURN 1; END $$;", "SECURITY DEFINER function without"),
+    "RESET search_path": ("ALTER FUNCTION app.is_workspace_member(uuid) RESET search_path;", "search_path changed"),
+    "UPDATE SET x = 'WHERE'": ("UPDATE public.leads SET status = 'WHERE';", "UPDATE public.leads without a WHERE"),
+    "WHERE true": ("DELETE FROM public.leads WHERE true;", "without a WHERE that names a column"),
+    "a function that deletes": ("CREATE FUNCTION public.g() RETURNS void LANGUAGE sql AS $$ DELETE FROM "
+                                "public.leads $$; SELECT public.g();", "DELETE FROM public.leads"),
+    "a trigger switched off": ("ALTER TABLE public.leads DISABLE TRIGGER ALL;", "disables trigger"),
+    "a role switched": ("SET ROLE supabase_admin; DROP POLICY IF EXISTS x ON public.leads;", "SET ROLE"),
+    "an unknown statement": ("CREATE RULE r AS ON INSERT TO public.leads DO INSTEAD DELETE FROM public.leads;",
+                             "RuleStmt"),
+    "does not parse": ("DROP TABLE public.notes; THIS IS NOT SQL;", "does not parse"),
+}
+
+
+@pytest.mark.parametrize("case", list(EVASIONS))
+def test_an_evasion_needs_two_people(case):
+    text, found = EVASIONS[case]
+    graded = risk.grade_text("390_x.sql", text, populated={"public.leads", "public.notes"})
+    assert graded.approvals == 2, (graded.grade, graded.reasons, graded.security)
+    assert any(found in line for line in graded.reasons + graded.security), (graded.reasons, graded.security)
+
+
+def test_a_call_into_an_existing_function_is_graded_by_its_definition(migrated_db):
+    """The target's own functions are read from its catalog: a call into one that runs dynamic SQL (the shipped
+    app.secure_tenant_table, which makes policies) needs two people; one into a harmless built-in does not."""
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute("CREATE FUNCTION public.wipe() RETURNS void LANGUAGE sql AS $$ TRUNCATE public.leads $$")
+        functions = risk.Functions.from_conn(conn)
+    wipe = risk.grade_text("390_x.sql", "SELECT public.wipe();", populated=set(), functions=functions)
+    assert wipe.grade == "destructive" and any("TRUNCATE public.leads" in r for r in wipe.reasons), wipe.reasons
+    secure = risk.grade_text("390_x.sql", "SELECT app.secure_tenant_table('public.notes');", populated=set(),
+                             functions=functions)
+    assert secure.approvals == 2 and any("secure_tenant_table" in r for r in secure.reasons), secure.reasons
+    harmless = risk.grade_text("390_x.sql", "SELECT pg_catalog.timezone('UTC', now()), count(*) FROM public.leads;",
+                               populated=set(), functions=functions)
+    assert (harmless.grade, harmless.approvals) == ("safe", 1), harmless.reasons
+    effect = risk.grade_text("390_x.sql", "SELECT pg_terminate_backend(42);", populated=set(), functions=functions)
+    assert effect.grade == "ungraded", effect.reasons
+
+
+def test_what_is_read_stays_safe():
+    """No false alarm for what a safe migration does: a table, a column with a default, an index built
+    CONCURRENTLY, a policy-free comment, a DO block whose EXECUTE is format() of a literal with %I."""
+    text = """
+    CREATE TABLE public.notes2 (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);
+    ALTER TABLE public.leads ADD COLUMN score2 integer NOT NULL DEFAULT 0;
+    CREATE INDEX CONCURRENTLY leads_score2 ON public.leads (score2);
+    COMMENT ON COLUMN public.leads.score2 IS 'DROP TABLE public.leads -- a comment, not a statement';
+    DO $$ BEGIN EXECUTE format('ALTER TABLE public.%I ENABLE ROW LEVEL SECURITY', 'notes2'); END $$;
+    """
+    graded = risk.grade_text("390_x.sql", text, populated={"public.leads"})
+    assert (graded.grade, graded.security, graded.approvals) == ("safe", [], 1), (graded.reasons, graded.security)
