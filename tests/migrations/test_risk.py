@@ -12,7 +12,10 @@ CASES = {
     "DROP TABLE public.notes;": ("destructive", "drops table public.notes"),
     "TRUNCATE public.leads;": ("destructive", "TRUNCATE"),
     "DELETE FROM public.leads;": ("destructive", "DELETE FROM public.leads without a WHERE"),
-    "UPDATE public.leads SET status = 'x' WHERE id = '00000000-0000-0000-0000-000000000000';": ("safe", None),
+    "UPDATE public.leads SET status = 'x' WHERE id = '00000000-0000-0000-0000-000000000000';":
+        ("destructive", "overwrites status of public.leads"),
+    "ALTER TABLE public.leads ADD COLUMN tier text; UPDATE public.leads SET tier = 'x' WHERE tier IS NULL;":
+        ("data-dependent", "backfills columns the file adds"),
     "ALTER TABLE public.leads ALTER COLUMN score TYPE smallint;": ("destructive", "changes the type of"),
     "DROP POLICY workspace_isolation ON public.leads;": ("destructive", "drops a policy not made again"),
     "ALTER TABLE public.leads NO FORCE ROW LEVEL SECURITY;": ("destructive", "NO FORCE ROW LEVEL SECURITY"),

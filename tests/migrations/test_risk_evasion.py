@@ -48,6 +48,48 @@ EVASIONS = {
     "an unknown statement": ("CREATE RULE r AS ON INSERT TO public.leads DO INSTEAD DELETE FROM public.leads;",
                              "RuleStmt"),
     "does not parse": ("DROP TABLE public.notes; THIS IS NOT SQL;", "does not parse"),
+    # helper-15's, against the parser-based grader
+    "multibyte comment shifts the slice": (
+        "/* " + "é" * 104 + " CREATE FUNCTION pg_temp.ok() RETURNS void LANGUAGE plpgsql AS $b$BEGIN END$b$; "
+        "SELECT $q$ */\nCREATE FUNCTION public.evil() RETURNS void AS $a$ BEGIN DELETE FROM public.leads; END $a$ "
+        "LANGUAGE plpgsql SET application_name = '$q$" + "x" * 103 + "';", "DELETE FROM public.leads"),
+    "FOR … IN EXECUTE loop body": ("DO $$ DECLARE r record; BEGIN FOR r IN EXECUTE 'SELECT 1' LOOP DELETE FROM "
+                                   "public.leads; END LOOP; END $$;", "DELETE FROM public.leads"),
+    "EXECUTE … USING": ("DO $$ BEGIN EXECUTE 'SELECT $1' USING public.purge(); END $$;", "calls public.purge()"),
+    "format %I as a grantee": ("DO $$ BEGIN EXECUTE format('GRANT SELECT ON public.leads TO %I', 'anon'); END $$;",
+                               "grants select to coldcopy_dynamic_name"),
+    "format %*s": ("DO $$ BEGIN EXECUTE format('SELECT ''%*s''', 1, 'x''; DELETE FROM public.leads; SELECT ''x'); "
+                   "END $$;", "EXECUTE of SQL built at run time"),
+    "CTAS with a DELETE": ("CREATE TABLE public.bk AS WITH d AS (DELETE FROM public.leads RETURNING *) "
+                           "SELECT * FROM d;", "DELETE FROM public.leads"),
+    "upsert overwrites": ("INSERT INTO public.leads (id) SELECT id FROM public.leads ON CONFLICT (id) DO UPDATE SET "
+                          "email = NULL;", "overwrites email"),
+    "MERGE … UPDATE": ("MERGE INTO public.leads l USING public.leads s ON l.id = s.id WHEN MATCHED THEN UPDATE SET "
+                       "email = NULL;", "overwrites email"),
+    "a WHERE that is always true": ("UPDATE public.leads SET email = NULL WHERE id IS NOT NULL;", "overwrites email"),
+    "ENABLE REPLICA TRIGGER": ("ALTER TABLE public.leads ENABLE REPLICA TRIGGER audit;", "disables trigger"),
+    "CREATE OR REPLACE TRIGGER": ("CREATE OR REPLACE TRIGGER audit AFTER INSERT ON public.leads FOR EACH ROW WHEN "
+                                  "(false) EXECUTE FUNCTION public.audit();", "replaces trigger audit"),
+    "a trigger moved to another schema": ("DROP TRIGGER audit ON public.leads; CREATE TRIGGER audit AFTER INSERT ON "
+                                          "scratch.leads FOR EACH ROW EXECUTE FUNCTION public.audit();",
+                                          "drops a trigger not made again"),
+    "security_invoker = 0": ("ALTER VIEW public.v SET (security_invoker = 0);", "no longer security_invoker"),
+    "security_invoker = no": ("ALTER VIEW public.v SET (security_invoker = no);", "no longer security_invoker"),
+    "a second SET search_path wins": (
+        "CREATE FUNCTION public.f() RETURNS void SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET "
+        "search_path = public, pg_temp LANGUAGE sql AS 'SELECT 1';", "SECURITY DEFINER function without"),
+    "schema owned by anon": ("CREATE SCHEMA api AUTHORIZATION anon;", "owned by anon"),
+    "materialized view in public": ("CREATE MATERIALIZED VIEW public.leak AS SELECT * FROM public.leads;",
+                                    "materialized view public.leak in an API schema"),
+    "a public table left open": ("CREATE TABLE public.open_notes (id bigint);", "table public.open_notes"),
+    "enum value renamed": ("ALTER TYPE public.st RENAME VALUE 'a' TO 'x';", "renames value"),
+    "a DEFAULT calling code": ("CREATE TABLE private.t2 (id int, x text DEFAULT public.purge()); INSERT INTO "
+                               "private.t2 (id) VALUES (1);", "calls public.purge()"),
+    "a view calling code": ("CREATE VIEW private.w WITH (security_invoker = true) AS SELECT public.purge() AS x;",
+                            "calls public.purge()"),
+    "query_to_xml": ("SELECT query_to_xml('DELETE FROM public.leads RETURNING 1', true, false, '');",
+                     "query_to_xml"),
+    "sequence restarted": ("ALTER SEQUENCE public.leads_id_seq RESTART WITH 1;", "restarts public.leads_id_seq"),
 }
 
 
@@ -77,11 +119,37 @@ def test_a_call_into_an_existing_function_is_graded_by_its_definition(migrated_d
     assert effect.grade == "ungraded", effect.reasons
 
 
+def test_what_the_target_resolves_a_name_to_is_what_is_graded(migrated_db):
+    """helper-15: a built-in's name that a function of public overloads, an overload the file makes beside the
+    target's, an operator backed by the target's function, a replaced function a policy calls — each graded by
+    what PostgreSQL will run, read from the target's catalog."""
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute("CREATE FUNCTION public.lower(n integer) RETURNS integer LANGUAGE plpgsql AS $$ BEGIN "
+                     "DELETE FROM public.leads; RETURN n; END $$")
+        conn.execute("CREATE FUNCTION public.archive_leads(days integer) RETURNS void LANGUAGE sql AS "
+                     "$$ DELETE FROM public.leads $$")
+        conn.execute("CREATE FUNCTION public.op_purge(a integer, b integer) RETURNS integer LANGUAGE sql AS "
+                     "$$ DELETE FROM public.leads RETURNING 1 $$")
+        conn.execute("CREATE OPERATOR public.### (LEFTARG = integer, RIGHTARG = integer, FUNCTION = public.op_purge)")
+        functions = risk.Functions.from_conn(conn)
+    cases = {"SELECT lower(1);": "DELETE FROM public.leads",
+             "CREATE FUNCTION public.archive_leads(days text) RETURNS void LANGUAGE sql AS 'SELECT 1'; "
+             "SELECT public.archive_leads(30);": "DELETE FROM public.leads",
+             "SELECT 1 ### 2;": "operator ###",
+             "CREATE OR REPLACE FUNCTION app.is_workspace_member(ws uuid) RETURNS boolean LANGUAGE sql STABLE AS "
+             "'SELECT true';": "replaces app.is_workspace_member"}
+    for text, found in cases.items():
+        graded = risk.grade_text("390_x.sql", text, populated=set(), functions=functions)
+        assert graded.approvals == 2 and any(found in line for line in graded.reasons + graded.security), \
+            (text, graded.reasons, graded.security)
+
+
 def test_what_is_read_stays_safe():
     """No false alarm for what a safe migration does: a table, a column with a default, an index built
     CONCURRENTLY, a policy-free comment, a DO block whose EXECUTE is format() of a literal with %I."""
     text = """
     CREATE TABLE public.notes2 (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);
+    ALTER TABLE public.notes2 ENABLE ROW LEVEL SECURITY;
     ALTER TABLE public.leads ADD COLUMN score2 integer NOT NULL DEFAULT 0;
     CREATE INDEX CONCURRENTLY leads_score2 ON public.leads (score2);
     COMMENT ON COLUMN public.leads.score2 IS 'DROP TABLE public.leads -- a comment, not a statement';

@@ -37,6 +37,7 @@ from coldcopy.migrations import (
     verification,
 )
 from coldcopy.migrations.status import HISTORY_TABLE
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ class MigrationRunner:
                 verification.check(cur, migration)  # a row back: not recorded, the task fails (its parts stay)
                 record(cur)
             conn.execute("RESET lock_timeout; RESET statement_timeout")
+        step("migration.file_applied")
         log.info("%s: applied in %.2f s (%d lock retries)", migration.file_name, time.monotonic() - started,
                  attempts - executions)
 
@@ -259,8 +261,10 @@ class MigrationRunner:
             execution.drop_invalid_index_left_by(conn, part.sql)
         with_lock_retries(run, self.lock_retry, what=file_part)
         if not part.transactional:
+            step("migration.part_ran")  # done on the server, not yet recorded
             with conn.transaction(), conn.cursor() as cur:
                 record(cur)
+        step("migration.part_recorded")
         log.info("%s: applied in %.2f s", file_part, time.monotonic() - started)
         return attempts
 

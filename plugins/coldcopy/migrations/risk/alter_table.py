@@ -6,17 +6,18 @@ from pglast import ast
 from pglast.enums import AlterTableType as T
 from pglast.enums import ConstrType
 
-from coldcopy.migrations.risk.reader import Reader, name
+from coldcopy.migrations.risk.reader import Reader, name, pg_bool, qualified
 
 SAFE = {T.AT_ColumnDefault, T.AT_CookedColumnDefault, T.AT_DropNotNull, T.AT_SetStatistics, T.AT_SetOptions,
         T.AT_ResetOptions, T.AT_SetStorage, T.AT_SetCompression, T.AT_ValidateConstraint, T.AT_ClusterOn,
-        T.AT_DropCluster, T.AT_EnableRowSecurity, T.AT_ForceRowSecurity, T.AT_ReplicaIdentity, T.AT_EnableTrig,
-        T.AT_EnableAlwaysTrig, T.AT_EnableReplicaTrig, T.AT_EnableTrigAll, T.AT_EnableTrigUser, T.AT_SetIdentity,
-        T.AT_DropIdentity, T.AT_AddIdentity, T.AT_AlterConstraint, T.AT_GenericOptions, T.AT_EnableRule,
-        T.AT_EnableAlwaysRule, T.AT_EnableReplicaRule}
+        T.AT_DropCluster, T.AT_ForceRowSecurity, T.AT_ReplicaIdentity, T.AT_EnableTrig, T.AT_EnableAlwaysTrig,
+        T.AT_EnableTrigAll, T.AT_EnableTrigUser, T.AT_SetIdentity, T.AT_DropIdentity, T.AT_AddIdentity,
+        T.AT_AlterConstraint, T.AT_GenericOptions, T.AT_EnableRule, T.AT_EnableAlwaysRule}
 REWRITES = {T.AT_SetLogged: "SET LOGGED", T.AT_SetTableSpace: "SET TABLESPACE", T.AT_SetAccessMethod:
             "SET ACCESS METHOD"}
-DISABLES = {T.AT_DisableTrig, T.AT_DisableTrigAll, T.AT_DisableTrigUser, T.AT_DisableRule}
+# ENABLE REPLICA: fires only when session_replication_role = replica, that is never for the application
+DISABLES = {T.AT_DisableTrig, T.AT_DisableTrigAll, T.AT_DisableTrigUser, T.AT_DisableRule, T.AT_EnableReplicaTrig,
+            T.AT_EnableReplicaRule}
 CHECKED = {ConstrType.CONSTR_CHECK: "CHECK", ConstrType.CONSTR_UNIQUE: "UNIQUE", ConstrType.CONSTR_PRIMARY:
            "PRIMARY KEY", ConstrType.CONSTR_FOREIGN: "FOREIGN KEY", ConstrType.CONSTR_EXCLUSION: "EXCLUDE"}
 
@@ -27,7 +28,11 @@ def alter_table(r: Reader, node: ast.AlterTableStmt, where: str, source: str) ->
         sub = cmd.subtype
         if sub in SAFE:
             continue
+        if sub == T.AT_EnableRowSecurity:
+            r.rls.add(qualified(node.relation))
+            continue
         if sub == T.AT_AddColumn:
+            r.added.add((qualified(node.relation), cmd.def_.colname.lower()))
             add_column(r, cmd.def_, table, rows, where)
         elif sub == T.AT_DropColumn:
             r.grade.worsen("destructive", f"{where}drops column {cmd.name} of {table}")
@@ -46,15 +51,14 @@ def alter_table(r: Reader, node: ast.AlterTableStmt, where: str, source: str) ->
             r.grade.worsen("destructive", f"{where}{what} on {table}")
             r.grade.secure(f"{where}{what} on {table}")
         elif sub in DISABLES:
-            r.grade.secure(f"{where}disables {'rule' if sub == T.AT_DisableRule else 'trigger'} "
+            r.grade.secure(f"{where}disables {'rule' if 'Rule' in sub.name else 'trigger'} "
                            f"{cmd.name or 'ALL'} on {table}: what it enforces or records stops")
         elif sub == T.AT_ChangeOwner:
             r.grade.secure(f"{where}{table} owned by {cmd.newowner.rolename or cmd.newowner.roletype.name}")
         elif sub in (T.AT_SetRelOptions, T.AT_ResetRelOptions, T.AT_ReplaceRelOptions):
-            options = {o.defname: str(getattr(o.arg, "sval", getattr(o.arg, "boolval", o.arg))).lower()
-                       for o in cmd.def_ or ()}
-            if "security_invoker" in options and (sub != T.AT_SetRelOptions or options["security_invoker"] in
-                                                  ("false", "off", "0")):
+            options = {o.defname: o.arg for o in cmd.def_ or ()}
+            if "security_invoker" in options and (sub != T.AT_SetRelOptions or not (
+                    options["security_invoker"] is None or pg_bool(options["security_invoker"]))):
                 r.grade.secure(f"{where}{table} no longer security_invoker: read with its owner's rights")
         elif sub == T.AT_AttachPartition:
             if rows:

@@ -1,5 +1,6 @@
 """Code a migration makes or runs: function bodies (SQL and PL/pgSQL, graded as if they ran: the file puts code on
-the target that will), DO blocks, EXECUTE strings, and the calls a statement makes into the target's functions."""
+the target that will), DO blocks, EXECUTE strings, and every function or operator a statement names — run now, or
+later through a default, a view, a policy or a trigger."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import re
 
 from pglast import ast
 
-from coldcopy.migrations.risk.reader import MAX_DEPTH, Reader, bare, name, walk
+from coldcopy.migrations.risk.reader import MAX_DEPTH, Reader, name, qualified, walk
 
-# nodes whose expressions do not run when the statement does
-NOT_RUN = frozenset("""CreateFunctionStmt AlterFunctionStmt ViewStmt CreatePolicyStmt AlterPolicyStmt CreateTrigStmt
-CreateStmt CreateDomainStmt RuleStmt CommentStmt DoStmt""".split())
-DYNAMIC = ("PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors")
+OWN_BODY = frozenset({"CreateFunctionStmt"})  # graded by create_function, not as the statement's own calls
+DYNAMIC = ("PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors", "PLpgSQL_stmt_open", "PLpgSQL_stmt_return_query")
+DYNAMIC_NAME = "coldcopy_dynamic_name"  # what format()'s %I stands for: a name the grader cannot know
 _ASSIGN = re.compile(r"^\s*[\w.\"\[\]]+\s*:?=\s*", re.S)
-_FORMAT = re.compile(r"%(\d+\$)?-?\d*([sIL%])")
+_PLACEHOLDER = re.compile(r"%(\d+\$)?([IL])")  # the only conversions read: no width, no flags, no %s
 
 
 def _options(node) -> dict:
@@ -28,18 +28,26 @@ def _fixed_path(setting) -> bool:
         ["pg_catalog", "pg_temp"]
 
 
+def _last_path(items) -> ast.VariableSetStmt | None:
+    """The search_path setting that wins: the last one named (``SET … SET …``)."""
+    paths = [o.arg for o in items or () if o.defname == "set" and isinstance(o.arg, ast.VariableSetStmt)
+             and ((o.arg.name or "").lower() == "search_path" or o.arg.kind.name == "VAR_RESET_ALL")]
+    return paths[-1] if paths else None
+
+
 def create_function(r: Reader, node: ast.CreateFunctionStmt, where: str, source: str) -> None:
-    qualified = name(node.funcname)
-    key = qualified if "." in qualified else f"public.{qualified}"
-    r.made.add(("PROCEDURE" if node.is_procedure else "FUNCTION", bare(qualified), ""))
-    r.made_functions.add(key.lower())
+    function = qualified(node.funcname)
+    if r.depth == 0:  # made by the file, not a definition read to follow a call
+        r.made.add(("PROCEDURE" if node.is_procedure else "FUNCTION", function, ""))
+    if node.replace and r.depth == 0 and function in r.functions.guarded:
+        r.grade.secure(f"{where}replaces {function}, which a policy or a SECURITY DEFINER caller relies on")
+    r.made_functions.add(function)
     options = _options(node)
     language = getattr(options.get("language"), "sval", "sql").lower()
-    paths = [o.arg for o in node.options or () if o.defname == "set"]
-    if getattr(options.get("security"), "boolval", False) and not any(_fixed_path(p) for p in paths):
-        r.grade.secure(f"{where}{qualified}: a SECURITY DEFINER function without SET search_path = pg_catalog, "
+    if getattr(options.get("security"), "boolval", False) and not _fixed_path(_last_path(node.options)):
+        r.grade.secure(f"{where}{function}: a SECURITY DEFINER function without SET search_path = pg_catalog, "
                        "pg_temp")
-    inside = f"{where}function {qualified}: "
+    inside = f"{where}function {function}: "
     if node.sql_body is not None:
         for statement in _atomic(node.sql_body):
             r.statement(statement, inside)
@@ -61,13 +69,12 @@ def _atomic(body) -> list:
 
 
 def alter_function(r: Reader, node: ast.AlterFunctionStmt, where: str, source: str) -> None:
-    qualified = name(node.func)
-    settings = [a.arg for a in node.actions or () if a.defname == "set"]
-    for s in settings:
-        if (s.name or "").lower() == "search_path" and not _fixed_path(s) or s.kind.name == "VAR_RESET_ALL":
-            r.grade.secure(f"{where}{qualified}: its search_path changed ({' '.join(source.split())[:80]})")
-    if getattr(_options(node).get("security"), "boolval", False) and not any(_fixed_path(s) for s in settings):
-        r.grade.secure(f"{where}{qualified} made SECURITY DEFINER without SET search_path = pg_catalog, pg_temp")
+    function = qualified(node.func)
+    last = _last_path(node.actions)
+    if last is not None and not _fixed_path(last):
+        r.grade.secure(f"{where}{function}: its search_path changed ({' '.join(source.split())[:80]})")
+    if getattr(_options(node).get("security"), "boolval", False) and not _fixed_path(last):
+        r.grade.secure(f"{where}{function} made SECURITY DEFINER without SET search_path = pg_catalog, pg_temp")
 
 
 def do_block(r: Reader, node: ast.DoStmt, where: str, source: str) -> None:
@@ -97,14 +104,17 @@ def plpgsql(r: Reader, definition: str, where: str) -> None:
 
 
 def _plpgsql_node(r: Reader, node, where: str) -> None:
+    """Every SQL statement and expression of a PL/pgSQL tree; an EXECUTE's string read when it can be."""
     if isinstance(node, list):
         for item in node:
             _plpgsql_node(r, item, where)
     elif isinstance(node, dict):
         for key, value in node.items():
-            if key in DYNAMIC or (isinstance(value, dict) and "dynquery" in value):
-                query = value.get("query") or value.get("dynquery")
-                dynamic(r, query["PLpgSQL_expr"]["query"], where)
+            if key in DYNAMIC and isinstance(value, dict) and ("dynquery" in value or key != "PLpgSQL_stmt_open"
+                                                                and "query" in value):
+                field = "dynquery" if "dynquery" in value else "query"
+                dynamic(r, value[field]["PLpgSQL_expr"]["query"], where)
+                _plpgsql_node(r, {k: v for k, v in value.items() if k != field}, where)  # body, USING, …
             elif key == "PLpgSQL_expr":
                 expression(r, value.get("query", ""), value.get("parseMode", 0), where)
             else:
@@ -120,11 +130,12 @@ def expression(r: Reader, query: str, mode: int, where: str) -> None:
 
 
 def dynamic(r: Reader, expression_text: str, where: str) -> None:
-    """EXECUTE of a literal, or of format() of a literal with %I and %L only: read; anything else is built at run
-    time, which no grader can read."""
+    """EXECUTE of a literal, or of format() of a literal whose only conversions are plain %I and %L: read (a name
+    from %I is one the grader cannot know: as a grantee, the worst); anything else is built at run time."""
     from pglast import parse_sql
     from pglast.parser import ParseError
 
+    r.text("SELECT " + expression_text, where)  # the calls that build it run too
     try:
         value = parse_sql("SELECT " + expression_text)[0].stmt.targetList[0].val
     except (ParseError, AttributeError, IndexError, TypeError):
@@ -133,36 +144,48 @@ def dynamic(r: Reader, expression_text: str, where: str) -> None:
         return r.text(value.val.sval, f"{where}EXECUTE: ")
     if isinstance(value, ast.FuncCall) and name(value.funcname) in ("format", "pg_catalog.format") and value.args \
             and isinstance(value.args[0], ast.A_Const) and isinstance(value.args[0].val, ast.String):
-        template = value.args[0].val.sval
-        if all(m.group(2) != "s" for m in _FORMAT.finditer(template)):
-            filled = _FORMAT.sub(lambda m: {"I": "dynamic_name", "L": "'dynamic'", "%": "%"}[m.group(2)], template)
+        template = value.args[0].val.sval.replace("%%", "")
+        if "%" not in _PLACEHOLDER.sub("", template):
+            filled = _PLACEHOLDER.sub(lambda m: DYNAMIC_NAME if m.group(2) == "I" else "'dynamic'",
+                                      value.args[0].val.sval.replace("%%", "%"))
             return r.text(filled, f"{where}EXECUTE format: ")
     r.grade.worsen("ungraded", f"{where}EXECUTE of SQL built at run time ({' '.join(expression_text.split())[:80]})")
 
 
 def trigger(r: Reader, node: ast.CreateTrigStmt, where: str, source: str) -> None:
-    r.made.add(("TRIGGER", bare(node.trigname), bare(node.relation.relname)))
+    table = qualified(node.relation)
+    r.made.add(("TRIGGER", node.trigname.lower(), table))
+    if node.replace:
+        r.grade.secure(f"{where}replaces trigger {node.trigname} on {table}: what it enforced or recorded may stop")
+    _call(r, [p.sval for p in node.funcname], f"{where}trigger {node.trigname} runs ")
 
 
 def calls(r: Reader, node, where: str) -> None:
-    """Each function the statement calls when it runs: a harmless built-in, one this file makes (graded there), one
-    the target has (graded by its definition), or code the grader cannot read."""
-    for call in walk(node, NOT_RUN):
-        if not isinstance(call, ast.FuncCall):
-            continue
-        parts = [p.sval for p in call.funcname]
-        schema, function = (parts[-2] if len(parts) > 1 else None), parts[-1]
-        qualified = f"{schema or 'public'}.{function}".lower()
-        if r.functions.harmless(schema, function) or qualified in r.made_functions:
-            continue
-        definitions = r.functions.definitions(schema, function)
-        if not definitions or r.depth >= MAX_DEPTH:
-            r.grade.worsen("ungraded", f"{where}calls {qualified}(), whose effect the grader cannot read")
-        elif r.deeper(qualified):
-            r.depth += 1
-            for language, definition in definitions:
-                if definition:
-                    r.text(definition, f"{where}calls {qualified}() → ")
-                else:
-                    r.grade.worsen("ungraded", f"{where}calls {qualified}() (LANGUAGE {language})")
-            r.depth -= 1
+    """Each function and operator the statement names — run now, or later through a default, a view, a policy,
+    an index expression: a harmless built-in, one this file makes (graded there), one the target has (graded by its
+    definition), or code the grader cannot read."""
+    for found in walk(node, OWN_BODY):
+        if isinstance(found, ast.FuncCall):
+            _call(r, [p.sval for p in found.funcname], where)
+        elif isinstance(found, ast.A_Expr) and found.name:
+            operator = name(found.name)
+            if operator.split(".")[-1] in r.functions.operators:
+                r.grade.worsen("ungraded", f"{where}operator {operator} runs a function of the target's own")
+
+
+def _call(r: Reader, parts: list[str], where: str) -> None:
+    schema, function = (parts[-2].lower() if len(parts) > 1 else None), parts[-1].lower()
+    key = f"{schema or 'public'}.{function}"
+    known = r.functions.definitions(schema, function)
+    if known is None and (r.functions.harmless(schema, function) or key in r.made_functions):
+        return  # a built-in no function of public shadows, or one the file makes (and the target has no other)
+    if not known or r.depth >= MAX_DEPTH:
+        r.grade.worsen("ungraded", f"{where}calls {key}(), whose effect the grader cannot read")
+    elif r.deeper(key):
+        r.depth += 1
+        for language, definition in known:
+            if definition:
+                r.text(definition, f"{where}calls {key}() → ")
+            else:
+                r.grade.worsen("ungraded", f"{where}calls {key}() (LANGUAGE {language})")
+        r.depth -= 1

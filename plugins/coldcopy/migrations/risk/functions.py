@@ -13,7 +13,8 @@ SIDE_EFFECTS = re.compile(
     r"^(pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_rotate_logfile|pg_switch_wal|pg_promote|set_config"
     r"|setval|lo_|pg_read_|pg_ls_|pg_stat_reset|pg_(create|drop|copy)_\w*replication_slot|pg_replication_"
     r"|pg_logical_|pg_log_backend|pg_import_system_collations|pg_file_|dblink|pg_wal_replay|pg_backup_"
-    r"|pg_create_restore_point|pg_start_backup|pg_stop_backup|pg_notify|pg_sleep)", re.I)
+    r"|pg_create_restore_point|pg_start_backup|pg_stop_backup|pg_notify|pg_sleep"
+    r"|query_to_xml|cursor_to_xml|ts_stat|ts_rewrite|database_to_xml|schema_to_xml)", re.I)  # these run SQL text
 # known without a catalog (a file graded from its text alone): common built-ins without effects
 OFFLINE = frozenset("""now count sum min max avg coalesce nullif greatest least format lower upper length trim
 btrim ltrim rtrim substr substring replace concat concat_ws left right position split_part string_agg array_agg
@@ -31,6 +32,8 @@ class Functions:
 
     builtins: frozenset[str] = OFFLINE
     defined: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    operators: frozenset[str] = frozenset()  # operators whose function is the target's own SQL or PL/pgSQL
+    guarded: frozenset[str] = frozenset()  # functions a policy depends on, and SECURITY DEFINER ones
 
     def harmless(self, schema: str | None, name: str) -> bool:
         return schema in (None, "pg_catalog") and name.lower() in self.builtins and not SIDE_EFFECTS.match(name)
@@ -51,4 +54,11 @@ class Functions:
                 "JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
                 "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"):
             defined.setdefault(f"{schema}.{name}".lower(), []).append((language, definition or ""))
-        return cls(frozenset(builtins), defined)
+        operators = {r[0] for r in conn.execute(
+            "SELECT DISTINCT o.oprname FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode "
+            "JOIN pg_catalog.pg_language l ON l.oid = p.prolang WHERE l.lanname NOT IN ('c', 'internal')")}
+        guarded = {r[0] for r in conn.execute(
+            "SELECT lower(n.nspname || '.' || p.proname) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = p.pronamespace WHERE p.prosecdef OR p.oid IN (SELECT refobjid FROM pg_catalog.pg_depend "
+            "WHERE classid = 'pg_catalog.pg_policy'::regclass AND refclassid = 'pg_catalog.pg_proc'::regclass)")}
+        return cls(frozenset(builtins), defined, frozenset(operators), frozenset(guarded))

@@ -20,6 +20,12 @@ class Reader:
         self.made_functions: set[str] = set()  # graded where they are made
         self.followed: set[str] = set()
         self.depth = 0
+        # relations made in a schema the Data API serves (Supabase grants anon and authenticated ALL on them by
+        # default privileges), and what the file does about it: row level security enabled, API roles revoked
+        self.exposed: dict[str, str] = {}
+        self.rls: set[str] = set()
+        self.revoked: set[tuple[str, str]] = set()
+        self.added: set[tuple[str, str]] = set()  # (table, column) added by the file: an UPDATE of it backfills
 
     def text(self, text: str, where: str = "") -> None:
         """Every statement of ``text`` (a file, a function body, an EXECUTE's string)."""
@@ -31,10 +37,9 @@ class Reader:
         except ParseError as e:
             self.grade.worsen("ungraded", f"{where}does not parse ({e}): read it whole")
             return
-        raw = text.encode()
-        for s in statements:
-            end = s.stmt_location + s.stmt_len if s.stmt_len else len(raw)
-            self.statement(s.stmt, where, raw[s.stmt_location:end].decode(errors="replace"))
+        for s in statements:  # pglast's locations count characters, not bytes
+            self.statement(s.stmt, where, text[s.stmt_location:s.stmt_location + s.stmt_len] if s.stmt_len
+                           else text[s.stmt_location:])
 
     def statement(self, node: ast.Node, where: str = "", source: str = "") -> None:
         from coldcopy.migrations.risk import bodies, statements
@@ -45,6 +50,9 @@ class Reader:
             self.grade.worsen("ungraded", f"{where}a {kind} statement, which the grader does not read")
         elif rule is not None:
             rule(self, node, where, source)
+        for cte in walk(node, bodies.OWN_BODY):  # a data-modifying WITH runs whatever the outer statement is
+            if isinstance(cte, ast.CommonTableExpr) and not isinstance(cte.ctequery, ast.SelectStmt):
+                self.statement(cte.ctequery, f"{where}WITH {cte.ctename}: ")
         bodies.calls(self, node, where)
 
     def holds_rows(self, relation: ast.RangeVar | None) -> bool:
@@ -70,6 +78,12 @@ class Reader:
                     self.grade.secure(f"drops policy {key[1]} on {key[2]}")
             elif key[0] == "POLICY":
                 self.grade.secure(f"replaces policy {key[1]} on {key[2]}")
+        for relation, kind in self.exposed.items():
+            if (relation in self.rls and kind == "table") or all((relation, r) in self.revoked
+                                                                 for r in ("anon", "authenticated")):
+                continue
+            self.grade.secure(f"{kind} {relation} in an API schema without row level security: anon and "
+                              "authenticated hold ALL on it (Supabase's default privileges) unless revoked")
 
 
 def walk(node, prune: frozenset[str] = frozenset()):
@@ -98,5 +112,17 @@ def name(parts) -> str:
     return ".".join(p.sval for p in parts or () if isinstance(p, ast.String))
 
 
-def bare(qualified: str) -> str:
-    return qualified.replace('"', "").split(".")[-1].lower()
+def qualified(parts) -> str:
+    """``schema.name`` lower-cased, ``public`` when the statement names no schema (the migrations' path)."""
+    full = (parts if isinstance(parts, str) else name(parts)).replace('"', "").lower()
+    return full if "." in full else f"public.{full}"
+
+
+def pg_bool(arg) -> bool | None:
+    """A reloption's value as PostgreSQL reads a boolean (true, yes, on, 1 and their prefixes), None if unsure."""
+    text = str(getattr(arg, "sval", getattr(arg, "boolval", getattr(arg, "ival", arg)))).strip().lower()
+    if text in ("1", "on") or (text and any(w.startswith(text) for w in ("true", "yes"))):
+        return True
+    if text in ("0", "off", "of") or (text and any(w.startswith(text) for w in ("false", "no"))):
+        return False
+    return None

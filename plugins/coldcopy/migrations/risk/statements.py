@@ -7,13 +7,13 @@ from pglast import ast
 from pglast.enums import ConstrType, DropBehavior, ObjectType
 
 from coldcopy.migrations.risk import alter_table, bodies
-from coldcopy.migrations.risk.reader import Reader, bare, name, walk
+from coldcopy.migrations.risk.reader import Reader, name, pg_bool, qualified, walk
 
-API_ROLES = ("anon", "authenticated")
+API_ROLES = ("anon", "authenticated", bodies.DYNAMIC_NAME)  # a name format()'s %I fills: the worst case
 EXPOSED = (None, "public", "graphql_public")  # the schemas the Data API serves (unqualified: public)
-SAFE = frozenset("""CreateSeqStmt AlterSeqStmt CommentStmt CreateEnumStmt AlterEnumStmt CreateStatsStmt AlterStatsStmt
+SAFE = frozenset("""CreateSeqStmt CommentStmt CreateEnumStmt CreateStatsStmt AlterStatsStmt
 TransactionStmt NotifyStmt ListenStmt UnlistenStmt CheckPointStmt DiscardStmt ConstraintsSetStmt DeallocateStmt
-DeclareCursorStmt FetchStmt ClosePortalStmt CreateExtensionStmt CallStmt
+DeclareCursorStmt FetchStmt ClosePortalStmt CreateExtensionStmt CallStmt SelectStmt
 """.split())
 # dropped and made again in the same file: a replacement, not a loss
 REPLACEABLE = {ObjectType.OBJECT_VIEW: "VIEW", ObjectType.OBJECT_MATVIEW: "MATERIALIZED VIEW",
@@ -37,9 +37,11 @@ def drop(r: Reader, node: ast.DropStmt, where: str, source: str) -> None:
     if node.removeType in REPLACEABLE:
         for o in node.objects or ():
             parts = [p.sval for p in o] if isinstance(o, (list, tuple)) else name(o).split(".")
-            table = bare(parts[-2]) if node.removeType in (ObjectType.OBJECT_POLICY, ObjectType.OBJECT_TRIGGER) \
-                and len(parts) > 1 else ""
-            r.dropped.setdefault((REPLACEABLE[node.removeType], bare(parts[-1]), table), shown)
+            if node.removeType in (ObjectType.OBJECT_POLICY, ObjectType.OBJECT_TRIGGER):
+                key = (REPLACEABLE[node.removeType], parts[-1].lower(), qualified(".".join(parts[:-1])))
+            else:
+                key = (REPLACEABLE[node.removeType], qualified(".".join(parts)), "")
+            r.dropped.setdefault(key, shown)
     elif node.removeType in LOOSE:
         if not node.concurrent and node.removeType == ObjectType.OBJECT_INDEX:
             r.grade.worsen("blocking", f"{where}{shown} without CONCURRENTLY (its table's readers and writers wait)")
@@ -50,25 +52,42 @@ def drop(r: Reader, node: ast.DropStmt, where: str, source: str) -> None:
 
 
 def _rows(r: Reader, node, where: str, what: str, relation) -> None:
+    """A DELETE loses rows, whatever its WHERE, and so does an UPDATE of a column the file did not add (its values
+    are overwritten: which rows, no grader can tell from the text, ``WHERE id IS NOT NULL`` is all of them); an
+    UPDATE of columns the file added is a backfill."""
     where_clause = node.whereClause
     if where_clause is None or not any(isinstance(n, ast.ColumnRef) for n in walk(where_clause)):
         r.grade.worsen("destructive", f"{where}{what} {name(relation)} without a WHERE that names a column")
     elif what == "DELETE FROM":
-        r.grade.worsen("data-dependent", f"{where}deletes rows of {name(relation)}")
+        r.grade.worsen("destructive", f"{where}deletes rows of {name(relation)}")
+    else:
+        overwrite(r, relation, node.targetList, where, "UPDATE")
+
+
+def overwrite(r: Reader, relation, targets, where: str, what: str) -> None:
+    table = qualified(relation)
+    columns = sorted({(t.name or "").lower() for t in targets or ()} - {c for t, c in r.added if t == table})
+    if columns:
+        r.grade.worsen("destructive", f"{where}{what} overwrites {', '.join(columns)} of {name(relation)} (the old "
+                                      "values are gone)")
+    else:
+        r.grade.worsen("data-dependent", f"{where}{what} backfills columns the file adds to {name(relation)}")
 
 
 def merge(r: Reader, node: ast.MergeStmt, where: str, source: str) -> None:
     from pglast.enums import CmdType
 
-    if any(c.commandType == CmdType.CMD_DELETE for c in node.mergeWhenClauses or ()):
-        r.grade.worsen("destructive", f"{where}MERGE deletes rows of {name(node.relation)}")
+    for clause in node.mergeWhenClauses or ():
+        if clause.commandType == CmdType.CMD_DELETE:
+            r.grade.worsen("destructive", f"{where}MERGE deletes rows of {name(node.relation)}")
+        elif clause.commandType == CmdType.CMD_UPDATE:
+            overwrite(r, node.relation, clause.targetList, where, "MERGE")
 
 
-def ctes(r: Reader, node, where: str) -> None:
-    """A data-modifying WITH runs its DELETE or UPDATE whatever the outer statement is."""
-    for cte in (node.withClause.ctes if getattr(node, "withClause", None) else ()) or ():
-        if not isinstance(cte.ctequery, ast.SelectStmt):
-            r.statement(cte.ctequery, f"{where}WITH {cte.ctename}: ")
+def insert(r: Reader, node: ast.InsertStmt, where: str, source: str) -> None:
+    conflict = node.onConflictClause
+    if conflict is not None and conflict.action.name == "ONCONFLICT_UPDATE":
+        overwrite(r, node.relation, conflict.targetList, where, "an upsert")
 
 
 def index(r: Reader, node: ast.IndexStmt, where: str, source: str) -> None:
@@ -80,9 +99,8 @@ def index(r: Reader, node: ast.IndexStmt, where: str, source: str) -> None:
 
 
 def view(r: Reader, node: ast.ViewStmt, where: str, source: str) -> None:
-    r.made.add(("VIEW", bare(node.view.relname), ""))
-    invoker = any(o.defname == "security_invoker" and str(getattr(o.arg, "sval", getattr(o.arg, "boolval", o.arg)))
-                  .lower() in ("true", "on", "1", "none") for o in node.options or ())
+    r.made.add(("VIEW", qualified(node.view), ""))
+    invoker = any(o.defname == "security_invoker" and (o.arg is None or pg_bool(o.arg)) for o in node.options or ())
     if node.view.schemaname in EXPOSED and not invoker:
         r.grade.secure(f"{where}view {name(node.view)} without security_invoker: the API reads through it with its "
                        "owner's rights, past row level security")
@@ -90,6 +108,10 @@ def view(r: Reader, node: ast.ViewStmt, where: str, source: str) -> None:
 
 def grant(r: Reader, node: ast.GrantStmt, where: str, source: str, prefix: str = "") -> None:
     if not node.is_grant:
+        for target in node.objects or () if node.targtype.name == "ACL_TARGET_OBJECT" else ():
+            for grantee in node.grantees or ():
+                if isinstance(target, ast.RangeVar) and grantee.rolename:
+                    r.revoked.add((qualified(target), grantee.rolename.lower()))
         return
     to = [g.rolename or "PUBLIC" for g in node.grantees or ()
           if g.rolename in API_ROLES or g.roletype.name == "ROLESPEC_PUBLIC"]
@@ -105,7 +127,7 @@ def default_privileges(r: Reader, node: ast.AlterDefaultPrivilegesStmt, where: s
 def policy(r: Reader, node, where: str, source: str) -> None:
     table = name(node.table)
     if isinstance(node, ast.CreatePolicyStmt):
-        r.made.add(("POLICY", bare(node.policy_name), bare(table)))
+        r.made.add(("POLICY", node.policy_name.lower(), qualified(node.table)))
     roles = ", ".join(g.rolename or "PUBLIC" for g in node.roles or ()) or "PUBLIC"
     verb = "creates" if isinstance(node, ast.CreatePolicyStmt) else "alters"
     r.grade.secure(f"{where}{verb} policy {node.policy_name} on {table} (to {roles})")
@@ -152,10 +174,42 @@ def vacuum(r: Reader, node: ast.VacuumStmt, where: str, source: str) -> None:
         r.grade.worsen("blocking", f"{where}VACUUM FULL rewrites its tables under ACCESS EXCLUSIVE")
 
 
+def exposed(r: Reader, relation: ast.RangeVar, kind: str) -> None:
+    if relation.schemaname in EXPOSED and relation.relpersistence != "t":
+        r.exposed[qualified(relation)] = kind
+
+
 def create_table(r: Reader, node: ast.CreateStmt, where: str, source: str) -> None:
+    exposed(r, node.relation, "table")
     if node.partbound is not None and any(isinstance(c, ast.Constraint) and c.contype == ConstrType.CONSTR_CHECK
                                           for c in walk(node.tableElts)):
         r.grade.worsen("data-dependent", f"{where}a partition of {name(node.inhRelations[0])} with a CHECK")
+
+
+def create_table_as(r: Reader, node: ast.CreateTableAsStmt, where: str, source: str) -> None:
+    kind = "materialized view" if node.objtype == ObjectType.OBJECT_MATVIEW else "table"
+    if kind == "materialized view":
+        r.made.add(("MATERIALIZED VIEW", qualified(node.into.rel), ""))
+    exposed(r, node.into.rel, kind)
+
+
+def sequence(r: Reader, node: ast.AlterSeqStmt, where: str, source: str) -> None:
+    if any(o.defname == "restart" for o in node.options or ()):
+        r.grade.worsen("destructive", f"{where}restarts {name(node.sequence)} (new keys may collide with rows)")
+
+
+def enum(r: Reader, node: ast.AlterEnumStmt, where: str, source: str) -> None:
+    if node.oldVal:
+        r.grade.worsen("destructive", f"{where}renames value {node.oldVal!r} of {name(node.typeName)} (stored "
+                                      "values and what compares with the old one change)")
+
+
+def schema(r: Reader, node: ast.CreateSchemaStmt, where: str, source: str) -> None:
+    if node.authrole is not None:
+        r.grade.secure(f"{where}schema {node.schemaname or ''} owned by "
+                       f"{node.authrole.rolename or node.authrole.roletype.name}")
+    for element in node.schemaElts or ():
+        r.statement(element, where)
 
 
 def truncate(r: Reader, node, where, source):
@@ -166,11 +220,12 @@ RULES = {
     "DropStmt": drop, "MergeStmt": merge, "IndexStmt": index, "ViewStmt": view, "GrantStmt": grant,
     "AlterDefaultPrivilegesStmt": default_privileges, "CreatePolicyStmt": policy, "AlterPolicyStmt": policy,
     "TruncateStmt": truncate,
-    "DeleteStmt": lambda r, n, w, s: (ctes(r, n, w), _rows(r, n, w, "DELETE FROM", n.relation)),
-    "UpdateStmt": lambda r, n, w, s: (ctes(r, n, w), _rows(r, n, w, "UPDATE", n.relation)),
+    "DeleteStmt": lambda r, n, w, s: _rows(r, n, w, "DELETE FROM", n.relation),
+    "UpdateStmt": lambda r, n, w, s: _rows(r, n, w, "UPDATE", n.relation), "InsertStmt": insert,
+    "AlterSeqStmt": sequence, "AlterEnumStmt": enum, "CreateTableAsStmt": create_table_as,
     "ExplainStmt": lambda r, n, w, s: r.statement(n.query, w + "EXPLAIN: "),
     "PrepareStmt": lambda r, n, w, s: r.statement(n.query, w + "PREPARE: "),
-    "CreateSchemaStmt": lambda r, n, w, s: [r.statement(e, w) for e in n.schemaElts or ()],
+    "CreateSchemaStmt": schema,
     "CreateStmt": create_table, "RenameStmt": rename, "AlterObjectSchemaStmt": moved, "VariableSetStmt": setting,
     "ReindexStmt": blocking("REINDEX without CONCURRENTLY: the table's writers wait"),
     "RefreshMatViewStmt": blocking("REFRESH without CONCURRENTLY: its readers wait"),
@@ -182,10 +237,7 @@ RULES = {
     "AlterOwnerStmt": lambda r, n, w, s: r.grade.secure(f"{w}{' '.join(s.split())[:100] or 'OWNER TO'}: a new owner"),
     **{k: role for k in ("CreateRoleStmt", "AlterRoleStmt", "AlterRoleSetStmt", "DropRoleStmt", "GrantRoleStmt",
                          "ReassignOwnedStmt", "DropOwnedStmt")},
-    "CreateTableAsStmt": lambda r, n, w, s: r.made.add(("MATERIALIZED VIEW", bare(n.into.rel.relname), "")),
-    "CompositeTypeStmt": lambda r, n, w, s: r.made.add(("TYPE", bare(n.typevar.relname), "")),
-    "CreateEnumStmt": lambda r, n, w, s: r.made.add(("TYPE", bare(name(n.typeName)), "")),
-    "CreateDomainStmt": lambda r, n, w, s: r.made.add(("TYPE", bare(name(n.domainname)), "")),
+    "CompositeTypeStmt": lambda r, n, w, s: r.made.add(("TYPE", qualified(n.typevar), "")),
+    "CreateEnumStmt": lambda r, n, w, s: r.made.add(("TYPE", qualified(n.typeName), "")),
+    "CreateDomainStmt": lambda r, n, w, s: r.made.add(("TYPE", qualified(n.domainname), "")),
 }
-for _kind_name in ("InsertStmt", "SelectStmt"):
-    RULES[_kind_name] = lambda r, n, w, s: ctes(r, n, w)
