@@ -13,6 +13,7 @@ from coldcopy.operators.migrations import (
     PhaseGateOperator,
 )
 from tests.conftest import FakeTaskInstance
+from tests.support import closed_table
 from tests.support.migrations import (
     history,
     run_dag,
@@ -54,8 +55,8 @@ def test_the_gate_asks_only_when_something_would_change_data_and_a_file_applies_
         tmp_path, generated_db, empty_db, coldcopy_conn, approvals):
     """The approval gate's own decision to ask (the live question and answers: tests/e2e/test_live_approval.py), and
     the file task's refusal without a decision to apply, or of bytes other than those shown."""
-    directory = write(tmp_path / "m", {"150_more.sql": "CREATE TABLE public.more (id bigint PRIMARY KEY);\n",
-                                       "250_later.sql": "CREATE TABLE public.later (id bigint PRIMARY KEY);\n"})
+    directory = write(tmp_path / "m", {"150_more.sql": closed_table("more"),
+                                       "250_later.sql": closed_table("later")})
     migration = discover_migrations(directory)[0]
     gate = MigrationApprovalOperator(task_id="approve", migrations_dir=directory)
     coldcopy_conn(generated_db)  # holds data; 150_more.sql is pending there
@@ -94,11 +95,11 @@ def test_the_gate_puts_to_the_approver_the_files_its_body_shows_not_one_added_si
     """The body lists the plan task's pending files; the facts the apply step holds the files to are those same
     files with the plan's checksums. Before, the gate planned again: a file written between the plan and the
     question was in the facts (so applied once approved) without being in the body the approver read."""
-    directory = write(tmp_path / "m", {"150_more.sql": "CREATE TABLE public.more (id bigint PRIMARY KEY);\n"})
+    directory = write(tmp_path / "m", {"150_more.sql": closed_table("more")})
     coldcopy_conn(generated_db)
     plan_ti = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="plan")
     plan = MigrationPlanOperator(task_id="plan", migrations_dir=directory).execute({"ti": plan_ti, "params": {}})
-    write(directory, {"160_added_since.sql": "CREATE TABLE public.sneaked (id bigint PRIMARY KEY);\n"})
+    write(directory, {"160_added_since.sql": closed_table("sneaked")})
     gate = MigrationApprovalOperator(task_id="approve", migrations_dir=directory)
     ti = FakeTaskInstance(dag_id="coldcopy_migrations", task_id="approve", xcoms={"plan": plan})
     subject, body, facts = gate.describe({"ti": ti, "params": {}})

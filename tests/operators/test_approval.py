@@ -16,6 +16,7 @@ from coldcopy.migrations.runner import MigrationRunner
 from coldcopy.operators import approval
 from coldcopy.operators.migrations import ApplyMigrationOperator
 from tests.conftest import FakeTaskInstance
+from tests.support import closed_table
 from tests.support.migrations import table_exists, write
 
 DAG_ID = "coldcopy_migrations"
@@ -23,7 +24,7 @@ DAG_ID = "coldcopy_migrations"
 
 @pytest.fixture
 def pending_150(tmp_path, generated_db, coldcopy_conn):
-    directory = write(tmp_path / "m", {"150_more.sql": "CREATE TABLE public.more (id bigint PRIMARY KEY);\n"})
+    directory = write(tmp_path / "m", {"150_more.sql": closed_table("more")})
     coldcopy_conn(generated_db)
     return directory, discover_migrations(directory)[0]
 
@@ -88,7 +89,7 @@ def test_the_bytes_applied_are_the_bytes_checked(pending_150, generated_db, appr
     waited = MigrationRunner._migration_lock
 
     def deploy_during_the_lock_wait(self, m):
-        (directory / "150_more.sql").write_text("CREATE TABLE public.sneaked (id bigint PRIMARY KEY);\n")
+        (directory / "150_more.sql").write_text(closed_table("sneaked"))
         return waited(self, m)
 
     monkeypatch.setattr(MigrationRunner, "_migration_lock", deploy_during_the_lock_wait)

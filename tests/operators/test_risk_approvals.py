@@ -12,12 +12,13 @@ from coldcopy.operators import approval
 from coldcopy.operators.migration_approval import ACCEPT_DRIFT, APPROVE, SECOND_TASK_ID, needs_second
 from coldcopy.operators.migrations import ApplyMigrationOperator
 from tests.conftest import FakeTaskInstance
+from tests.support import closed_table
 from tests.support.migrations import table_exists, write
 
 DAG_ID = "coldcopy_migrations"
 VARIABLE = "coldcopy_migration_approvers"
 DROP = "ALTER TABLE public.leads DROP COLUMN company;\n"
-SAFE = "CREATE TABLE public.more (id bigint PRIMARY KEY);\n"
+SAFE = closed_table("more")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from coldcopy.crypto import (
 )
 from coldcopy.object_store import Bucket, MultipartUpload
 from coldcopy.pg_tools import client_popen, minimal_env, pg_program
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Pipeline:
                 except BaseException:
                     self.bucket.delete(key)  # no object without its manifest
                     raise
+        step("backup.uploaded")  # the object is whole; its manifest not yet written
         finished_at = datetime.now(UTC)
         manifest = {
             "database": dbname, "database_size_bytes": facts[0], "server_version": facts[1],
@@ -94,12 +96,14 @@ class Pipeline:
         except BaseException:
             self.bucket.delete(key)  # no object without its manifest
             raise
+        step("backup.manifest_written")
         with self.log.connect(autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO coldcopy_ops.backup_log (object_key, manifest_key, kind, tables, retention_class, "
                 "byte_size, sha256, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (key, manifest_key, manifest["kind"], tables, klass, upload.size, upload.sha256, started_at,
                  finished_at))
+        step("backup.logged")
         log.info("backup %s: %s in %s (every part stored after %s; the endpoint assembled the object in %s)", key,
                  humanize.size(upload.size), humanize.duration((finished_at - started_at).total_seconds()),
                  humanize.duration(upload.parts_stored_s), humanize.duration(upload.completion_s))

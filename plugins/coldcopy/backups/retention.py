@@ -11,6 +11,7 @@ from coldcopy.backups.inventory import Inventory
 from coldcopy.backups.layout import _KEY, ORPHAN_AFTER, PREFIX, RETENTION, BackupError
 from coldcopy.backups.log import BackupLog
 from coldcopy.object_store import Bucket
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ class BackupRetention:
                 log.info("dry run: would delete %s", key)
                 continue
             self.bucket.delete(key)
+            step("retention.object_deleted")  # its manifest still there
             self.bucket.delete(key.removesuffix(".dump.zst.gpg") + ".manifest.json")
+            step("retention.manifest_deleted")
             with self.log.connect(autocommit=True) as conn:
                 conn.execute("UPDATE coldcopy_ops.backup_log SET deleted_at = now() WHERE object_key = %s", (key,))
             log.info("deleted expired backup %s", key)

@@ -18,6 +18,7 @@ from coldcopy.backups.layout import BackupError, _count
 from coldcopy.backups.log import BackupLog
 from coldcopy.backups.restorer import Restorer
 from coldcopy.failure_reasons import reason_of
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Verifier:
                 if manifest["tables"]:
                     self.restorer.copy_schema(scratch_dsn)
                 self.restorer.restore(key, scratch_dsn, tables=manifest["tables"], manifest=manifest, jobs=jobs)
+                step("backup_verify.restored")  # the scratch copy exists, full of production's rows
                 with psycopg.connect(scratch_dsn) as conn:
                     mismatches = {}
                     for table, expected in manifest["row_counts"].items():

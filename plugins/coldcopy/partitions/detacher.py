@@ -13,6 +13,7 @@ from coldcopy import job_locks, markers
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.partitions.layout import DETACH_LOCK, PARENT, Partition
 from coldcopy.partitions.state import ArchiveState
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Detacher:
 
         # DETACH … CONCURRENTLY refuses a transaction block.
         under_lock_timeout(self.conn, detach, self.lock_retry, what=f"detach of {name}", transaction=False)
+        step("partition.detached")  # detached; the bookkeeping not yet told
         with self.conn.transaction():
             self.state.record_parent_change(name)
             self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "

@@ -13,6 +13,7 @@ from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
 from coldcopy.partitions.layout import ArchiveError, Partition
 from coldcopy.partitions.signed import SignedManifests
+from coldcopy.steps import step
 
 DROP_GRACE = timedelta(days=PARTITION_DROP_GRACE_DAYS)
 
@@ -58,6 +59,7 @@ class Dropper:
                                   "dropped_at = now(), updated_at = now() WHERE partition_name = %s", (name,))
 
             under_lock_timeout(self.conn, drop, self.lock_retry, what=f"drop of detached {name}")
+            step("partition.dropped")
             log.info("dropped %s (archived at %s)", name, key)
             dropped.append(name)
         return dropped

@@ -12,6 +12,7 @@ from coldcopy.partitions.layout import COPY_OUT_SQL, PARENT, ROW_VERSIONS_SQL, A
 from coldcopy.partitions.signed import SignedManifests
 from coldcopy.partitions.state import ArchiveState
 from coldcopy.partitions.streams import Encrypting, GzipInThread
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Exporter:
                         for chunk in copy:
                             gzipper.write(chunk)
                 upload.complete()
+            step("partition.uploaded")  # the archive is whole; no manifest yet
             if cur.rowcount != rows:
                 raise ArchiveError(f"{partition.name}: COPY wrote {cur.rowcount} rows, the snapshot holds {rows}")
         manifest = {
@@ -54,6 +56,7 @@ class Exporter:
             "exported_at": self.conn.execute("SELECT now()").fetchone()[0].isoformat(),
         }
         self.signed.write(partition, bucket, manifest)
+        step("partition.manifest_written")
         self.state.set_state(partition, manifest, "exported", fingerprint=(rows, row_versions))
         log.info("exported %s: %d rows, %d bytes, sha256 %s", partition.name, rows, upload.size, upload.sha256)
         return manifest

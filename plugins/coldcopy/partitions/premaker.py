@@ -12,6 +12,7 @@ from coldcopy.change_tracking import TRACKING_TRIGGER, create_tracking_trigger, 
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.partitions.layout import PARENT
 from coldcopy.partitions.state import ArchiveState
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Premaker:
 
             name = under_lock_timeout(self.conn, create, self.lock_retry, what=f"premake of email_events {month:%Y-%m}")
             if name:
+                step("partition.premade")
                 log.info("created partition %s", name)
                 created.append(name)
         return created

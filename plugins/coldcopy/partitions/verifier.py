@@ -11,6 +11,7 @@ from coldcopy.partitions.layout import ArchiveError, Partition
 from coldcopy.partitions.signed import SignedManifests
 from coldcopy.partitions.state import ArchiveState
 from coldcopy.partitions.streams import object_problems, read_back
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -43,4 +44,5 @@ class Verifier:
         if problems:
             raise ArchiveError(f"{partition.name}: archive does not verify: " + "; ".join(problems))
         self.state.set_state(partition, manifest, "verified", fingerprint=(recorded[0], recorded[1]))
+        step("partition.verified")
         return manifest

@@ -1,0 +1,92 @@
+"""The fault campaign (issue 45): every job of :data:`coldcopy.testing.faults.JOBS` killed at each named step
+boundary it reports, at ``--extra`` other step times and ``--instants`` random instants, rerun, its next run's part
+done, and checked; per job and fault kind: faults, reruns that finished the job, invariant violations, objects and
+databases left, time to recover (the rerun against a clean run).
+
+    .venv/bin/python -m bench.faults [--seed 45 --extra 8 --instants 8 --jobs backup,migrations]
+    .venv/bin/python -m bench.faults --table      # docs/safety.md's table, from bench/results/faults.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from bench import common
+from coldcopy.testing import servers
+from coldcopy.testing.faults import JOBS, Campaign
+
+
+def summary(trials: list[dict]) -> dict:
+    by: dict[str, dict] = {}
+    for t in trials:
+        entry = by.setdefault(f"{t['job']}|{t['kind']}", {"job": t["job"], "kind": t["kind"], "faults": 0,
+                                                        "killed": 0, "finished": 0, "violations": 0, "left": 0,
+                                                        "recovery": []})
+        entry["faults"] += 1
+        entry["killed"] += t["killed"]
+        entry["finished"] += t["rerun_ok"]
+        entry["violations"] += len(t["violations"])
+        entry["left"] += t["left"]
+        entry["recovery"].append(t["rerun_s"] / t["clean_s"] if t["clean_s"] else 0)
+    for entry in by.values():
+        entry["recovery"] = round(statistics.median(entry["recovery"]), 2)
+    return by
+
+
+def table(results: dict) -> str:
+    s = results["settings"]
+    rows = results["summary"].values()
+    steps = {t["target"].split("#")[0] for t in results["trials"] if t["kind"] == "step" and t["killed"]}
+    lines = [f"The fault campaign (`python -m bench.faults`, seed {s['seed']}): each job run in its own process "
+             "group and SIGKILLed at each named step boundary it reports (`coldcopy.steps`), at "
+             f"{s['extra']} more step times and {s['instants']} random instants per job, then rerun, then its "
+             "next run's part, then one invariant checker (`coldcopy.testing.faults.invariants`). PostgreSQL "
+             f"{results['machine']['postgresql']}, {results['machine']['cores']} cores.", "",
+             "| job | fault | faults | killed | rerun finished the job | invariant violations | left after the next "
+             "run | recovery (rerun / clean run) |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["job"], r["kind"])):
+        lines.append(f"| {r['job']} | {'SIGKILL at a step' if r['kind'] == 'step' else 'SIGKILL at an instant'} | "
+                     f"{r['faults']} | {r['killed']} | {r['finished']} | **{r['violations']}** | {r['left']} | "
+                     f"{r['recovery']:.2f}× |")
+    total = sum(r["faults"] for r in rows)
+    bad = sum(r["violations"] for r in rows)
+    lines += ["", f"In all: **{total} faults**, {len(steps)} distinct step boundaries killed, **{bad} violations** "
+              "(goal: every boundary of every job, ≥ 500 faults, 0 violations)."]
+    found = sorted({v for t in results["trials"] for v in t["violations"]})
+    if found:
+        lines += ["", "Violations found (each to be fixed and reproduced as a regular test):", ""]
+        lines += [f"- {v}" for v in found[:30]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=45)
+    parser.add_argument("--extra", type=int, default=8)
+    parser.add_argument("--instants", type=int, default=8)
+    parser.add_argument("--jobs", default=",".join(JOBS))
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    if args.table:
+        print(table(common.load_results("faults")))
+        return
+    cluster = servers.ThrowawayCluster().start()  # its own server: no other job's scratch databases in the checks
+    try:
+        server = cluster.dsn
+        with common.s3_endpoint() as endpoint, Campaign(server, endpoint, seed=args.seed) as campaign:
+            trials = campaign.run(args.jobs.split(","), extra=args.extra, instants=args.instants)
+        write(args, trials, server)
+    finally:
+        cluster.stop()
+    print(table(common.load_results("faults")))
+
+
+def write(args, trials: list[dict], server: str) -> None:
+    common.write_results("faults", {"seed": args.seed, "extra": args.extra, "instants": args.instants,
+                                    "jobs": args.jobs.split(",")},
+                         {"summary": summary(trials), "trials": trials}, server, echo=False)
+
+
+if __name__ == "__main__":
+    main()

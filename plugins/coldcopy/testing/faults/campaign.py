@@ -1,0 +1,179 @@
+"""The fault campaign (issue 45): each job run in a child process and SIGKILLed — at each named step boundary it
+reports (:mod:`coldcopy.steps`) and at seeded random instants — then run again unarmed, then its next scheduled
+run's part, then the one invariant checker (:mod:`coldcopy.testing.faults.invariants`). Seeded: the same seed
+kills at the same places."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from coldcopy.testing import local_env
+from coldcopy.testing.faults import invariants
+from coldcopy.testing.faults.jobs import CONTEXT_ENV, JOBS, Context, Job
+
+ROOT = Path(__file__).resolve().parents[4]
+TIMEOUT_S = 600
+
+
+@dataclass
+class Trial:
+    job: str
+    kind: str  # "step": killed at a named boundary; "instant": killed after a delay
+    target: str  # the step (name#n) or the delay
+    killed: bool = False  # False: the run finished before the fault fell
+    rerun_ok: bool = False
+    rerun_error: str = ""
+    violations: list[str] = field(default_factory=list)
+    left: int = 0  # objects and databases the checker found left behind
+    clean_s: float = 0.0
+    rerun_s: float = 0.0
+
+
+class Campaign:
+    def __init__(self, server: str, endpoint: str, *, seed: int, scale: int = 1) -> None:
+        self.server, self.endpoint, self.scale = server, endpoint, scale
+        self.random = random.Random(seed)
+        self.secret = f"fault campaign manifests {uuid.uuid4().hex}"  # made per campaign: no secret in the repo
+        self.passphrase = f"fault campaign passphrase {uuid.uuid4().hex}"
+        self.templates: dict[str, str] = {}
+        self.expected_schema: dict | None = None
+
+    # the databases trials start from
+    def __enter__(self) -> Campaign:
+        from coldcopy.migrations import discover_migrations
+        from coldcopy.migrations.runner import MigrationRunner
+        from coldcopy.testing import generate_data
+
+        stamp = uuid.uuid4().hex[:8]
+        local_env.create_database(self.server, f"cc_faults_empty_{stamp}")
+        generated = local_env.create_database(self.server, f"cc_faults_generated_{stamp}")
+        MigrationRunner(lambda: psycopg.connect(generated)).apply_all(discover_migrations(), applied_by="faults")
+        generate_data.generate(generated, scale=self.scale)
+        self.templates = {"empty": f"cc_faults_empty_{stamp}", "generated": f"cc_faults_generated_{stamp}"}
+        self.expected_schema = invariants.schema(generated)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name in self.templates.values():
+            local_env.drop_database(self.server, name)
+
+    # one run of a job
+    def _env(self, ctx: Context, bucket: str, **extra: str) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COLDCOPY_")}
+        env.update({CONTEXT_ENV: ctx.to_env(), "AIRFLOW_CONN_COLDCOPY_SPACES": local_env.spaces_connection(
+            self.endpoint, bucket), "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT}", **extra})
+        return env
+
+    def _child(self, job: Job, env: dict, *, delay: float | None = None, next_day: bool = False):
+        started = time.perf_counter()
+        args = [sys.executable, "-m", "coldcopy.testing.faults.child", job.name] + (["--next-day"] if next_day else [])
+        child = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        if delay is not None:
+            try:
+                child.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)  # the worker evicted: its children with it
+        try:
+            _, stderr = child.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            _, stderr = child.communicate()
+            stderr += f"\n(timed out after {TIMEOUT_S} s)"
+        return child.returncode, time.perf_counter() - started, stderr
+
+    def _setup(self, job: Job) -> tuple[Context, str, str]:
+        name = f"cc_fault_{uuid.uuid4().hex[:10]}"
+        dsn = local_env.create_database(self.server, name, template=self.templates[job.template])
+        bucket = f"faults-{uuid.uuid4().hex[:10]}"
+        self._bucket(bucket).client.create_bucket(Bucket=bucket)
+        return Context(dsn, self.server, self.passphrase, self.secret), bucket, name
+
+    def _bucket(self, name: str):
+        from coldcopy.object_store import Bucket
+
+        os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(self.endpoint, name)
+        return Bucket.from_connection()
+
+    def _teardown(self, database: str, bucket: str) -> None:
+        local_env.drop_database(self.server, database)
+        store = self._bucket(bucket)
+        for key in store.list_keys(""):
+            store.delete(key)
+        for upload in store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            store.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        store.client.delete_bucket(Bucket=bucket)
+
+    def steps(self, job: Job) -> tuple[list[str], float]:
+        """The step boundaries one clean run of ``job`` passes, in order (``name#n``), and its duration."""
+        ctx, bucket, database = self._setup(job)
+        with tempfile.NamedTemporaryFile("r", suffix=".steps") as trace:
+            code, seconds, stderr = self._child(job, self._env(ctx, bucket, COLDCOPY_STEP_TRACE=trace.name))
+            names = trace.read().split()
+        self._teardown(database, bucket)
+        if code != 0:
+            raise RuntimeError(f"{job.name}: a clean run failed: {stderr[-2000:]}")
+        seen: dict[str, int] = {}
+        ordered = []
+        for name in names:
+            seen[name] = seen.get(name, 0) + 1
+            ordered.append(f"{name}#{seen[name]}")
+        return ordered, seconds
+
+    def trial(self, job: Job, kind: str, target: str, clean_s: float) -> Trial:
+        trial = Trial(job.name, kind, target, clean_s=round(clean_s, 2))
+        ctx, bucket, database = self._setup(job)
+        since = datetime.now(UTC)
+        try:
+            before = self.expected_schema if job.invariant == "schema" else invariants.reference(job.invariant,
+                                                                                               ctx.dsn)
+            env = self._env(ctx, bucket)
+            armed = {**env, "COLDCOPY_KILL_AT": target} if kind == "step" else env
+            code, _, _ = self._child(job, armed, delay=float(target.rstrip("s")) if kind == "instant" else None)
+            trial.killed = code == -signal.SIGKILL
+            code, trial.rerun_s, stderr = self._child(job, env)
+            trial.rerun_s = round(trial.rerun_s, 2)
+            trial.rerun_ok = code == 0
+            trial.rerun_error = "" if trial.rerun_ok else stderr.strip().splitlines()[-1][:300] if stderr else \
+                f"exit {code}"
+            if job.next_day is not None:
+                self._child(job, env, next_day=True)
+            trial.violations = invariants.violations(job.invariant, ctx.dsn, before, self._bucket(bucket),
+                                                     ctx.keyring(), self.server, since)
+            trial.left = sum(v.startswith(("bucket:", "server:")) for v in trial.violations)
+        finally:
+            self._teardown(database, bucket)
+        return trial
+
+    def plan(self, steps: list[str], clean_s: float, *, extra: int, instants: int) -> list[tuple[str, str]]:
+        """Every step name's first time, ``extra`` other times drawn from the rest, ``instants`` random delays
+        within a clean run's duration."""
+        first = [s for s in steps if s.endswith("#1")]
+        rest = [s for s in steps if not s.endswith("#1")]
+        chosen = first + self.random.sample(rest, min(extra, len(rest)))
+        delays = [f"{self.random.uniform(0.3, max(clean_s, 0.6)):.2f}s" for _ in range(instants)]
+        return [("step", s) for s in chosen] + [("instant", d) for d in delays]
+
+    def run(self, jobs: list[str] | None = None, *, extra: int = 0, instants: int = 0, log=print) -> list[dict]:
+        trials = []
+        for name in jobs or list(JOBS):
+            job = JOBS[name]
+            steps, clean_s = self.steps(job)
+            for kind, target in self.plan(steps, clean_s, extra=extra, instants=instants):
+                trial = self.trial(job, kind, target, clean_s)
+                log(f"{trial.job} {trial.kind} {trial.target}: killed={trial.killed} rerun_ok={trial.rerun_ok} "
+                    f"{trial.rerun_error} violations={trial.violations}")
+                trials.append(asdict(trial))
+        return trials

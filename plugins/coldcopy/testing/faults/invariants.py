@@ -1,0 +1,133 @@
+"""The one checker the campaign runs after every fault and its rerun (issue 45): what the job's data must still
+be (:func:`reference` before, :func:`violations` after), what the bucket must hold, what the server must not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from coldcopy import manifests
+
+FINGERPRINT = "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} t"
+TABLES = ("SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+          "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
+          "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'coldcopy_ops') "
+          "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2")
+
+
+def rows(dsn: str) -> dict[str, tuple]:
+    """Every table's row count and the sum of its rows' hashes (a partition on its own, not through its parent)."""
+    with psycopg.connect(dsn) as conn:
+        return {f"{s}.{t}": conn.execute(sql.SQL(FINGERPRINT).format(sql.Identifier(s, t))).fetchone()
+                for s, t in conn.execute(TABLES).fetchall()}
+
+
+def schema(dsn: str) -> dict:
+    from coldcopy.migrations.drift import catalog
+
+    with psycopg.connect(dsn) as conn:
+        return {key: obj.props for key, obj in catalog.read(conn).items()}
+
+
+def reference(invariant: str, dsn: str) -> dict:
+    return schema(dsn) if invariant == "schema" else rows(dsn)
+
+
+def violations(invariant: str, dsn: str, before: dict, bucket, keyring, admin_dsn: str,
+               since: datetime) -> list[str]:
+    found = []
+    if invariant == "schema":
+        after = schema(dsn)
+        found += [f"schema: {k[0]} {k[1]} {'missing' if k not in after else 'extra' if k not in before else 'differs'}"
+                  for k in sorted(set(before) | set(after), key=str) if before.get(k) != after.get(k)][:10]
+    elif invariant == "rows":
+        after = rows(dsn)
+        found += [f"rows: {t} {before.get(t)} → {after.get(t)}" for t in sorted(set(before) | set(after))
+                  if before.get(t) != after.get(t)]
+    else:
+        found += _archived(dsn, before, bucket, keyring)
+    found += _bucket(bucket, keyring) + _server(dsn, admin_dsn, since)
+    return found
+
+
+def _archived(dsn: str, before: dict, bucket, keyring) -> list[str]:
+    """Every table as before, but a month of email_events may have left for a verified archive, whole."""
+    from coldcopy.partitions import Partition
+    from coldcopy.partitions.signed import SignedManifests
+
+    after, found = rows(dsn), []
+    with psycopg.connect(dsn) as conn:
+        archived = {f"public.{name}": (state, count, start, end) for name, state, count, start, end in conn.execute(
+            "SELECT partition_name, state, row_count, range_start, range_end FROM coldcopy_ops.partition_archive")}
+    for table in sorted(set(before) | set(after)):
+        if before.get(table) == after.get(table):
+            continue
+        if table in before and table not in after and table in archived:
+            state, count, start, end = archived[table]
+            try:
+                manifest = SignedManifests(keyring).read(Partition(table.split(".")[1], start, end), bucket)
+            except Exception as error:  # noqa: BLE001 - any failure to read it back is the violation
+                found.append(f"archive: {table} dropped, its archive unreadable: {error}")
+                continue
+            if state != "dropped" or manifest["rows"] != before[table][0] or count != before[table][0]:
+                found.append(f"archive: {table} gone ({state}), {before[table][0]} rows before, the archive holds "
+                             f"{manifest['rows']}, the ledger {count}")
+        elif table not in before and after.get(table, (0,))[0] == 0:
+            continue  # a month premade, empty
+        else:
+            found.append(f"rows: {table} {before.get(table)} → {after.get(table)}")
+    return found
+
+
+def _bucket(bucket, keyring) -> list[str]:
+    """Every backup or archive object bound to a signed manifest beside it, every manifest's object there, and no
+    multipart upload left open."""
+    found = []
+    objects = {o["Key"]: o for o in bucket.list_objects("")}
+    for key, entry in objects.items():
+        if key.endswith(".dump.zst.gpg"):
+            manifest_key = key.removesuffix(".dump.zst.gpg") + ".manifest.json"
+        elif key.endswith(".csv.gz.gpg"):
+            manifest_key = key.rsplit("/", 1)[0] + "/manifest.json"
+        else:
+            continue
+        if manifest_key not in objects:
+            found.append(f"bucket: {key} has no manifest")
+            continue
+        try:
+            manifest = manifests.load(bucket.get(manifest_key), keyring, where=manifest_key)
+        except manifests.ManifestRejected as error:
+            found.append(f"bucket: {manifest_key}: {error}")
+            continue
+        if manifest.get("byte_size") != entry["Size"]:
+            found.append(f"bucket: {key} is {entry['Size']} bytes, its manifest says {manifest.get('byte_size')}")
+    for key in objects:
+        if key.endswith(".manifest.json") and key.startswith("backups/") and \
+                key.removesuffix(".manifest.json") + ".dump.zst.gpg" not in objects:
+            found.append(f"bucket: {key} names a backup that is not there")
+    uploads = bucket.client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])
+    found += [f"bucket: an upload of {u['Key']} left open" for u in uploads]
+    return found
+
+
+def _server(dsn: str, admin_dsn: str, since: datetime) -> list[str]:
+    """No INVALID index on the target; no scratch database (made since ``since``) open to PUBLIC while it exists,
+    none the next job's sweep would not drop once its expiry passed (a day on): those are dropped here, as it
+    would."""
+    from coldcopy import scratch
+
+    found = []
+    with psycopg.connect(dsn) as conn:
+        found += [f"server: INVALID index {name}" for (name,) in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_catalog.pg_index WHERE NOT indisvalid")]
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        made = [e for e in scratch.leftovers(admin, now=datetime.now(UTC) + timedelta(days=1))
+                if e["created_at"] is None or e["created_at"] >= since - timedelta(seconds=1)]
+        found += [f"server: scratch {e['database']} open to PUBLIC" for e in made if e["public_connect"]]
+        found += [f"server: scratch {e['database']} would outlive the next sweep" for e in made
+                  if not (e["expired"] and e["droppable"])]
+        for entry in made:
+            scratch.drop(admin, entry["database"])
+    return found

@@ -1,0 +1,107 @@
+"""The jobs the fault campaign kills (issue 45), each as its DAG runs it, called in a child process
+(:mod:`coldcopy.testing.faults.child`) with production's entry points: the library the operators call, the
+``coldcopy_spaces`` connection from the environment, the database by DSN.
+
+Each job names the template its trials start from (``generated``: migrated and populated; ``empty``: a database
+with nothing applied) and what its invariant is about (``rows``: no row of any table changed; ``archive``: every
+row of ``email_events`` either still in its month or in a verified archive; ``schema``: the schema the files
+build, exactly)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+
+CONTEXT_ENV = "COLDCOPY_FAULT_CONTEXT"
+
+
+@dataclass(frozen=True)
+class Context:
+    dsn: str  # the job's target
+    admin_dsn: str  # the server's maintenance database (scratch copies)
+    passphrase: str
+    manifest_secret: str
+
+    def keyring(self):
+        from coldcopy import manifests
+
+        return manifests.Keyring.from_secret(self.manifest_secret)
+
+    def to_env(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_env(cls) -> Context:
+        return cls(**json.loads(os.environ[CONTEXT_ENV]))
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable[[Context], None]
+    template: str
+    invariant: str
+    next_day: Callable[[Context], None] | None = None  # what the next scheduled run does that a rerun does not
+
+
+def backup(ctx: Context) -> None:
+    """backup_to_spaces: the dump streamed to the bucket, its manifest, the log; verified on a scratch copy;
+    retention."""
+    from coldcopy.backups import BackupRunner
+    from coldcopy.object_store import Bucket
+
+    runner = BackupRunner(ctx.dsn, Bucket.from_connection(), ctx.passphrase, keyring=ctx.keyring())
+    result = runner.backup()
+    runner.verify(result.object_key, ctx.admin_dsn)
+    runner.apply_retention(dry_run=False)
+
+
+def backup_next_day(ctx: Context) -> None:
+    """The next run's retention, past :data:`~coldcopy.backups.layout.ORPHAN_AFTER`: it deletes what a killed
+    backup left without a manifest."""
+    from datetime import UTC, datetime
+
+    from coldcopy.backups import BackupRunner
+    from coldcopy.backups.layout import ORPHAN_AFTER
+    from coldcopy.object_store import Bucket
+
+    BackupRunner(ctx.dsn, Bucket.from_connection(), ctx.passphrase, keyring=ctx.keyring()).apply_retention(
+        dry_run=False, now=datetime.now(UTC) + ORPHAN_AFTER + timedelta(minutes=1))
+
+
+def partition_rotation(ctx: Context) -> None:
+    """partition_maintenance: premake 3 months, archive every month past 12 (export, verify), detach the verified
+    ones, drop the detached (no grace: the campaign's next run is at once)."""
+    from coldcopy.lock_retries import LockRetryPolicy
+    from coldcopy.object_store import Bucket
+    from coldcopy.partitions import PartitionManager
+
+    bucket = Bucket.from_connection()
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        rotation = PartitionManager(conn, keyring=ctx.keyring(), passphrase=ctx.passphrase,
+                                    lock_retry=LockRetryPolicy(attempts=20, lock_timeout_ms=500, backoff_s=0.1))
+        rotation.premake(3)
+        for month in rotation.archive_candidates():
+            rotation.archive(month, bucket, detach=False)
+        rotation.detach_verified()
+        rotation.drop_detached(bucket, grace=timedelta(0))
+
+
+def migrations(ctx: Context) -> None:
+    """coldcopy_migrations' apply: every file (transactional ones whole, the CONCURRENTLY ones part by part)."""
+    from coldcopy.migrations import discover_migrations
+    from coldcopy.migrations.runner import MigrationRunner
+
+    MigrationRunner(lambda: psycopg.connect(ctx.dsn)).apply_all(discover_migrations(), applied_by="fault campaign")
+
+
+JOBS = {job.name: job for job in (
+    Job("backup", backup, "generated", "rows", backup_next_day),
+    Job("partition_rotation", partition_rotation, "generated", "archive"),
+    Job("migrations", migrations, "empty", "schema"),
+)}
