@@ -22,7 +22,7 @@ CASES = {
     "CREATE INDEX leads_x ON public.leads (email);": ("blocking", "without CONCURRENTLY on public.leads"),
     "CREATE INDEX CONCURRENTLY leads_x ON public.leads (email);": ("safe", None),
     "ALTER TABLE public.leads ADD CONSTRAINT c CHECK (score > 0);": ("data-dependent", "adds CHECK to public.leads"),
-    "ALTER TABLE public.leads ADD CONSTRAINT c CHECK (score > 0) NOT VALID;": ("safe", None),
+    "ALTER TABLE public.leads ADD CONSTRAINT c CHECK (score > 0) NOT VALID;": ("data-dependent", "NOT VALID"),
     "ALTER TABLE public.leads ALTER COLUMN email SET NOT NULL;": ("data-dependent", "SET NOT NULL"),
     "ALTER TABLE public.leads ADD COLUMN x bigint NOT NULL;": ("data-dependent", "NOT NULL column"),
     "ALTER TABLE public.leads ADD COLUMN x bigint NOT NULL DEFAULT 0;": ("safe", None),
@@ -63,7 +63,7 @@ def test_a_security_relevant_file_needs_two_approvers(text):
 
 
 def test_a_safe_file_needs_one_and_a_fixed_search_path_is_not_security_relevant():
-    text = ("CREATE FUNCTION public.f() RETURNS int LANGUAGE sql SECURITY DEFINER "
+    text = ("CREATE FUNCTION app.f() RETURNS int LANGUAGE sql SECURITY DEFINER "
             "SET search_path = pg_catalog, pg_temp AS $$ SELECT 1 $$;\n-- coldcopy:author alice\n")
     graded = risk.grade_text("390_x.sql", text, populated=set())
     assert (graded.grade, graded.security, graded.approvals, graded.author) == ("safe", [], 1, "alice")

@@ -73,8 +73,8 @@ EVASIONS = {
     "a trigger moved to another schema": ("DROP TRIGGER audit ON public.leads; CREATE TRIGGER audit AFTER INSERT ON "
                                           "scratch.leads FOR EACH ROW EXECUTE FUNCTION public.audit();",
                                           "drops a trigger not made again"),
-    "security_invoker = 0": ("ALTER VIEW public.v SET (security_invoker = 0);", "no longer security_invoker"),
-    "security_invoker = no": ("ALTER VIEW public.v SET (security_invoker = no);", "no longer security_invoker"),
+    "security_invoker = 0": ("ALTER VIEW public.v SET (security_invoker = 0);", "security_invoker loosened"),
+    "security_invoker = no": ("ALTER VIEW public.v SET (security_invoker = no);", "security_invoker loosened"),
     "a second SET search_path wins": (
         "CREATE FUNCTION public.f() RETURNS void SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET "
         "search_path = public, pg_temp LANGUAGE sql AS 'SELECT 1';", "SECURITY DEFINER function without"),
@@ -89,7 +89,53 @@ EVASIONS = {
                             "calls public.purge()"),
     "query_to_xml": ("SELECT query_to_xml('DELETE FROM public.leads RETURNING 1', true, false, '');",
                      "query_to_xml"),
-    "sequence restarted": ("ALTER SEQUENCE public.leads_id_seq RESTART WITH 1;", "restarts public.leads_id_seq"),
+    "sequence restarted": ("ALTER SEQUENCE public.leads_id_seq RESTART WITH 1;", "changes restart of"),
+    # helper-16's, against the second round
+    "SELECT … INTO public": ("SELECT * INTO public.leak FROM private.secrets;", "table public.leak"),
+    "a partial REVOKE": ("CREATE TABLE public.leak AS SELECT * FROM private.secrets; REVOKE GRANT OPTION FOR ALL ON "
+                         "public.leak FROM anon, authenticated;", "table public.leak"),
+    "RLS enabled in code that never runs": (
+        "CREATE TABLE public.leak (id int); DO $$ BEGIN IF false THEN ALTER TABLE public.leak ENABLE ROW LEVEL "
+        "SECURITY; END IF; END $$;", "table public.leak"),
+    "RLS enabled, then rolled back": ("CREATE TABLE public.leak (id int); SAVEPOINT s; ALTER TABLE public.leak "
+                                      "ENABLE ROW LEVEL SECURITY; ROLLBACK TO SAVEPOINT s;", "undoes part of the file"),
+    "quoted names are not folded": ('CREATE TABLE public."Leak" (id int); CREATE TABLE public.leak (id int); '
+                                    "ALTER TABLE public.leak ENABLE ROW LEVEL SECURITY;", "table public.Leak"),
+    "a definer RPC in public": ("CREATE FUNCTION public.all_secrets() RETURNS SETOF private.secrets LANGUAGE sql "
+                                "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'SELECT * FROM "
+                                "private.secrets';", "in an API schema"),
+    "an existing RPC made definer": ("ALTER FUNCTION public.doc_count() SECURITY DEFINER SET search_path = "
+                                     "pg_catalog, pg_temp;", "made SECURITY DEFINER"),
+    "a private table attached under a public parent": (
+        "ALTER TABLE public.feed ATTACH PARTITION private.secrets2 FOR VALUES FROM (100) TO (1000);",
+        "attaches a partition"),
+    "security_barrier off": ("ALTER VIEW public.my_docs SET (security_barrier = false);", "security_barrier"),
+    "check_option reset": ("ALTER VIEW public.alice_docs RESET (check_option);", "check_option"),
+    "ADD COLUMN IF NOT EXISTS is no backfill": ("ALTER TABLE public.leads ADD COLUMN IF NOT EXISTS email text; "
+                                                "UPDATE public.leads SET email = NULL WHERE id > 0;",
+                                                "overwrites email"),
+    "standard_conforming_strings off": ("SET standard_conforming_strings = off;", "standard_conforming_strings"),
+    "the same as a function's setting": (
+        "CREATE FUNCTION app.h() RETURNS void LANGUAGE plpgsql SET standard_conforming_strings = off AS "
+        "$f$ BEGIN NULL; END $f$;", "standard_conforming_strings"),
+    "a parameter default calling code": ("CREATE FUNCTION app.f(a boolean DEFAULT public.purge()) RETURNS int "
+                                         "LANGUAGE sql AS 'SELECT 1';", "calls public.purge()"),
+    "search_path changed": ("SET search_path = ops, public; SELECT cleanup();", "SET search_path"),
+    "SQL/JSON newer than PostgreSQL 15": ("SELECT json_value('x', 'y');", "SQL/JSON"),
+    "ALTER INDEX … RENAME on a table": ("ALTER INDEX public.leads RENAME TO leads_old;", "renames index"),
+    "a trigger dropped and made again": ("DROP TRIGGER audit ON public.leads; CREATE TRIGGER audit AFTER INSERT ON "
+                                         "public.leads FOR EACH ROW WHEN (false) EXECUTE FUNCTION public.audit();",
+                                         "replaces trigger audit"),
+    "a new trigger on an existing table": ("CREATE TRIGGER swallow BEFORE INSERT ON public.leads FOR EACH ROW "
+                                           "EXECUTE FUNCTION app.swallow();", "a new trigger swallow"),
+    "REPLICA IDENTITY NOTHING": ("ALTER TABLE public.leads REPLICA IDENTITY NOTHING;", "REPLICA IDENTITY NOTHING"),
+    "identity restarted": ("ALTER TABLE public.leads ALTER COLUMN id RESTART WITH 1;", "identity sequence"),
+    "identity dropped": ("ALTER TABLE public.leads ALTER COLUMN id DROP IDENTITY;", "drops the identity"),
+    "default dropped": ("ALTER TABLE public.leads ALTER COLUMN id DROP DEFAULT;", "drops the default"),
+    "sequence capped": ("ALTER SEQUENCE public.leads_id_seq MAXVALUE 5;", "maxvalue"),
+    "a constraint dropped": ("ALTER TABLE public.leads DROP CONSTRAINT leads_pkey;", "DROP CONSTRAINT leads_pkey"),
+    "timeouts undone": ("SET lock_timeout = 0;", "lock_timeout"),
+    "an extension's script": ("CREATE EXTENSION pgcrypto SCHEMA public;", "CreateExtensionStmt"),
 }
 
 
@@ -131,11 +177,14 @@ def test_what_the_target_resolves_a_name_to_is_what_is_graded(migrated_db):
         conn.execute("CREATE FUNCTION public.op_purge(a integer, b integer) RETURNS integer LANGUAGE sql AS "
                      "$$ DELETE FROM public.leads RETURNING 1 $$")
         conn.execute("CREATE OPERATOR public.### (LEFTARG = integer, RIGHTARG = integer, FUNCTION = public.op_purge)")
+        conn.execute("CREATE UNIQUE INDEX leads_email_once ON public.leads (workspace_id, email)")
         functions = risk.Functions.from_conn(conn)
     cases = {"SELECT lower(1);": "DELETE FROM public.leads",
              "CREATE FUNCTION public.archive_leads(days text) RETURNS void LANGUAGE sql AS 'SELECT 1'; "
              "SELECT public.archive_leads(30);": "DELETE FROM public.leads",
              "SELECT 1 ### 2;": "operator ###",
+             "SELECT 1 ### ANY (SELECT 2);": "operator ###",
+             "DROP INDEX CONCURRENTLY public.leads_email_once;": "drops unique index",
              "CREATE OR REPLACE FUNCTION app.is_workspace_member(ws uuid) RETURNS boolean LANGUAGE sql STABLE AS "
              "'SELECT true';": "replaces app.is_workspace_member"}
     for text, found in cases.items():

@@ -8,11 +8,10 @@ from pglast.enums import ConstrType
 
 from coldcopy.migrations.risk.reader import Reader, name, pg_bool, qualified
 
-SAFE = {T.AT_ColumnDefault, T.AT_CookedColumnDefault, T.AT_DropNotNull, T.AT_SetStatistics, T.AT_SetOptions,
-        T.AT_ResetOptions, T.AT_SetStorage, T.AT_SetCompression, T.AT_ValidateConstraint, T.AT_ClusterOn,
-        T.AT_DropCluster, T.AT_ForceRowSecurity, T.AT_ReplicaIdentity, T.AT_EnableTrig, T.AT_EnableAlwaysTrig,
-        T.AT_EnableTrigAll, T.AT_EnableTrigUser, T.AT_SetIdentity, T.AT_DropIdentity, T.AT_AddIdentity,
-        T.AT_AlterConstraint, T.AT_GenericOptions, T.AT_EnableRule, T.AT_EnableAlwaysRule}
+SAFE = {T.AT_CookedColumnDefault, T.AT_DropNotNull, T.AT_SetStatistics, T.AT_SetOptions, T.AT_ResetOptions,
+        T.AT_SetStorage, T.AT_SetCompression, T.AT_ValidateConstraint, T.AT_ClusterOn, T.AT_DropCluster,
+        T.AT_ForceRowSecurity, T.AT_EnableTrig, T.AT_EnableAlwaysTrig, T.AT_EnableTrigAll, T.AT_EnableTrigUser,
+        T.AT_AddIdentity, T.AT_AlterConstraint, T.AT_GenericOptions, T.AT_EnableRule, T.AT_EnableAlwaysRule}
 REWRITES = {T.AT_SetLogged: "SET LOGGED", T.AT_SetTableSpace: "SET TABLESPACE", T.AT_SetAccessMethod:
             "SET ACCESS METHOD"}
 # ENABLE REPLICA: fires only when session_replication_role = replica, that is never for the application
@@ -20,19 +19,24 @@ DISABLES = {T.AT_DisableTrig, T.AT_DisableTrigAll, T.AT_DisableTrigUser, T.AT_Di
             T.AT_EnableReplicaRule}
 CHECKED = {ConstrType.CONSTR_CHECK: "CHECK", ConstrType.CONSTR_UNIQUE: "UNIQUE", ConstrType.CONSTR_PRIMARY:
            "PRIMARY KEY", ConstrType.CONSTR_FOREIGN: "FOREIGN KEY", ConstrType.CONSTR_EXCLUSION: "EXCLUDE"}
+# a view's options that keep what the API reads through it in bounds; only setting these to on keeps them
+VIEW_GUARDS = {"security_invoker", "security_barrier", "check_option"}
+BREAKS_WRITES = {T.AT_DropIdentity: "drops the identity of", T.AT_SetIdentity: "changes the identity sequence of"}
 
 
 def alter_table(r: Reader, node: ast.AlterTableStmt, where: str, source: str) -> None:
     table, rows = name(node.relation), r.holds_rows(node.relation)
+    key = qualified(node.relation)
     for cmd in node.cmds or ():
         sub = cmd.subtype
         if sub in SAFE:
             continue
         if sub == T.AT_EnableRowSecurity:
-            r.rls.add(qualified(node.relation))
-            continue
-        if sub == T.AT_AddColumn:
-            r.added.add((qualified(node.relation), cmd.def_.colname.lower()))
+            if not where:  # inside code that may not run (a DO block's IF, a function): no credit
+                r.rls.add(key)
+        elif sub == T.AT_AddColumn:
+            if not cmd.missing_ok:  # ADD COLUMN IF NOT EXISTS may add nothing: an UPDATE of it is no backfill
+                r.added.add((key, cmd.def_.colname))
             add_column(r, cmd.def_, table, rows, where)
         elif sub == T.AT_DropColumn:
             r.grade.worsen("destructive", f"{where}drops column {cmd.name} of {table}")
@@ -40,12 +44,28 @@ def alter_table(r: Reader, node: ast.AlterTableStmt, where: str, source: str) ->
             r.grade.worsen("destructive", f"{where}changes the type of {table}.{cmd.name} (a narrower type loses "
                                           "values; most changes rewrite the table)")
         elif sub == T.AT_AddConstraint:
-            constraint(r, cmd.def_, table, rows, where)
-        elif sub == T.AT_SetNotNull and rows:
-            r.grade.worsen("data-dependent", f"{where}SET NOT NULL on {table}.{cmd.name}")
+            if cmd.def_.conname:
+                r.made.add(("CONSTRAINT", cmd.def_.conname, key))
+            constraint(r, cmd.def_, table, rows, where, new_table=("TABLE", key, "") in r.made)
+        elif sub == T.AT_SetNotNull:
+            if rows:
+                r.grade.worsen("data-dependent", f"{where}SET NOT NULL on {table}.{cmd.name}")
         elif sub == T.AT_DropConstraint:
+            r.dropped.setdefault(("CONSTRAINT", cmd.name, key), f"ALTER TABLE {table} DROP CONSTRAINT {cmd.name} "
+                                 "(what it guaranteed stops)")
             if cmd.behavior.name == "DROP_CASCADE":
                 r.grade.worsen("destructive", f"{where}drops constraint {cmd.name} of {table} with CASCADE")
+        elif sub == T.AT_ColumnDefault:
+            if cmd.def_ is None:
+                r.grade.worsen("destructive", f"{where}drops the default of {table}.{cmd.name} (inserts relying on "
+                                              "it fail)")
+        elif sub in BREAKS_WRITES:
+            r.grade.worsen("destructive", f"{where}{BREAKS_WRITES[sub]} {table}.{cmd.name} (new keys may collide, "
+                                          "run out, or inserts fail)")
+        elif sub == T.AT_ReplicaIdentity:
+            if getattr(cmd.def_, "identity_type", "") == "n":
+                r.grade.worsen("destructive", f"{where}REPLICA IDENTITY NOTHING on {table} (UPDATE and DELETE fail "
+                                              "while it is published)")
         elif sub in (T.AT_DisableRowSecurity, T.AT_NoForceRowSecurity):
             what = "DISABLE ROW LEVEL SECURITY" if sub == T.AT_DisableRowSecurity else "NO FORCE ROW LEVEL SECURITY"
             r.grade.worsen("destructive", f"{where}{what} on {table}")
@@ -57,10 +77,15 @@ def alter_table(r: Reader, node: ast.AlterTableStmt, where: str, source: str) ->
             r.grade.secure(f"{where}{table} owned by {cmd.newowner.rolename or cmd.newowner.roletype.name}")
         elif sub in (T.AT_SetRelOptions, T.AT_ResetRelOptions, T.AT_ReplaceRelOptions):
             options = {o.defname: o.arg for o in cmd.def_ or ()}
-            if "security_invoker" in options and (sub != T.AT_SetRelOptions or not (
-                    options["security_invoker"] is None or pg_bool(options["security_invoker"]))):
-                r.grade.secure(f"{where}{table} no longer security_invoker: read with its owner's rights")
+            loosened = sorted(o for o in set(options) & VIEW_GUARDS if sub != T.AT_SetRelOptions or (
+                pg_bool(options[o]) is not True if o != "check_option" else
+                str(getattr(options[o], "sval", "")).lower() not in ("local", "cascaded")))
+            if loosened:
+                r.grade.secure(f"{where}{table}: {', '.join(loosened)} loosened (what the API reads or writes "
+                               "through it widens)")
         elif sub == T.AT_AttachPartition:
+            r.grade.secure(f"{where}attaches a partition to {table}: its rows become readable through {table}'s "
+                           "policies and grants")
             if rows:
                 r.grade.worsen("data-dependent", f"{where}attaches a partition to {table} (its rows are checked)")
         elif sub in (T.AT_DetachPartition, T.AT_DetachPartitionFinalize):
@@ -92,6 +117,11 @@ def add_column(r: Reader, column: ast.ColumnDef, table: str, rows: bool, where: 
             constraint(r, c, table, rows, where)
 
 
-def constraint(r: Reader, c: ast.Constraint, table: str, rows: bool, where: str) -> None:
-    if c.contype in CHECKED and not c.skip_validation and rows:
+def constraint(r: Reader, c: ast.Constraint, table: str, rows: bool, where: str, *, new_table: bool = False) -> None:
+    if c.contype not in CHECKED:
+        return
+    if not c.skip_validation and rows:
         r.grade.worsen("data-dependent", f"{where}adds {CHECKED[c.contype]} to {table}")
+    elif c.skip_validation and not new_table:
+        r.grade.worsen("data-dependent", f"{where}adds {CHECKED[c.contype]} NOT VALID to {table} (every new write "
+                                         "must satisfy it)")

@@ -39,15 +39,22 @@ def create_function(r: Reader, node: ast.CreateFunctionStmt, where: str, source:
     function = qualified(node.funcname)
     if r.depth == 0:  # made by the file, not a definition read to follow a call
         r.made.add(("PROCEDURE" if node.is_procedure else "FUNCTION", function, ""))
-    if node.replace and r.depth == 0 and function in r.functions.guarded:
-        r.grade.secure(f"{where}replaces {function}, which a policy or a SECURITY DEFINER caller relies on")
+    if node.replace and r.depth == 0 and r.functions.definitions(*function.split(".", 1)) is not None:
+        r.grade.secure(f"{where}replaces {function}, which the target has: every policy, trigger, default and "
+                       "caller of it changes with it")
     r.made_functions.add(function)
     options = _options(node)
     language = getattr(options.get("language"), "sval", "sql").lower()
-    if getattr(options.get("security"), "boolval", False) and not _fixed_path(_last_path(node.options)):
+    definer = getattr(options.get("security"), "boolval", False)
+    if definer and not _fixed_path(_last_path(node.options)):
         r.grade.secure(f"{where}{function}: a SECURITY DEFINER function without SET search_path = pg_catalog, "
                        "pg_temp")
+    elif definer and function.split(".", 1)[0] in ("public", "graphql_public") and r.depth == 0:
+        r.grade.secure(f"{where}{function}: a SECURITY DEFINER function in an API schema (EXECUTE is PUBLIC's by "
+                       "default: anon may call it through the API)")
+    settings(r, node.options, where)
     inside = f"{where}function {function}: "
+    calls(r, node.parameters, inside)  # parameter defaults run at every call
     if node.sql_body is not None:
         for statement in _atomic(node.sql_body):
             r.statement(statement, inside)
@@ -73,8 +80,21 @@ def alter_function(r: Reader, node: ast.AlterFunctionStmt, where: str, source: s
     last = _last_path(node.actions)
     if last is not None and not _fixed_path(last):
         r.grade.secure(f"{where}{function}: its search_path changed ({' '.join(source.split())[:80]})")
-    if getattr(_options(node).get("security"), "boolval", False) and not _fixed_path(last):
-        r.grade.secure(f"{where}{function} made SECURITY DEFINER without SET search_path = pg_catalog, pg_temp")
+    if getattr(_options(node).get("security"), "boolval", False):
+        r.grade.secure(f"{where}{function} made SECURITY DEFINER: it runs with its owner's rights"
+                       + ("" if _fixed_path(last) else ", without SET search_path = pg_catalog, pg_temp"))
+    settings(r, node.actions, where)
+
+
+def settings(r: Reader, items, where: str) -> None:
+    """A function's own settings other than its search_path, read as SET statements (standard_conforming_strings
+    off would make the server read its body otherwise than the grader)."""
+    from coldcopy.migrations.risk.statements import setting
+
+    for item in items or ():
+        if item.defname == "set" and isinstance(item.arg, ast.VariableSetStmt) and \
+                (item.arg.name or "").lower() != "search_path" and item.arg.kind.name != "VAR_RESET_ALL":
+            setting(r, item.arg, where, "")
 
 
 def do_block(r: Reader, node: ast.DoStmt, where: str, source: str) -> None:
@@ -154,9 +174,12 @@ def dynamic(r: Reader, expression_text: str, where: str) -> None:
 
 def trigger(r: Reader, node: ast.CreateTrigStmt, where: str, source: str) -> None:
     table = qualified(node.relation)
-    r.made.add(("TRIGGER", node.trigname.lower(), table))
+    r.made.add(("TRIGGER", node.trigname, table))
     if node.replace:
         r.grade.secure(f"{where}replaces trigger {node.trigname} on {table}: what it enforced or recorded may stop")
+    elif ("TABLE", table, "") not in r.made:
+        r.grade.secure(f"{where}a new trigger {node.trigname} on {table}, which the target has: it runs on every "
+                       "write (and may change or discard it)")
     _call(r, [p.sval for p in node.funcname], f"{where}trigger {node.trigname} runs ")
 
 
@@ -167,14 +190,19 @@ def calls(r: Reader, node, where: str) -> None:
     for found in walk(node, OWN_BODY):
         if isinstance(found, ast.FuncCall):
             _call(r, [p.sval for p in found.funcname], where)
-        elif isinstance(found, ast.A_Expr) and found.name:
-            operator = name(found.name)
+        elif isinstance(found, (ast.A_Expr, ast.SubLink)) and (names := getattr(found, "name", None)
+                                                                  or getattr(found, "operName", None)):
+            operator = name(names)
             if operator.split(".")[-1] in r.functions.operators:
                 r.grade.worsen("ungraded", f"{where}operator {operator} runs a function of the target's own")
+        elif type(found).__name__.startswith("Json") or type(found).__name__ == "MergeSupportFunc":
+            r.grade.worsen("ungraded", f"{where}SQL/JSON syntax newer than PostgreSQL 15 "
+                                       f"({type(found).__name__}): PostgreSQL 15 reads it as a call of a function "
+                                       "of that name")
 
 
 def _call(r: Reader, parts: list[str], where: str) -> None:
-    schema, function = (parts[-2].lower() if len(parts) > 1 else None), parts[-1].lower()
+    schema, function = (parts[-2] if len(parts) > 1 else None), parts[-1]
     key = f"{schema or 'public'}.{function}"
     known = r.functions.definitions(schema, function)
     if known is None and (r.functions.harmless(schema, function) or key in r.made_functions):

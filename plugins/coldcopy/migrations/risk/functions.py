@@ -33,14 +33,14 @@ class Functions:
     builtins: frozenset[str] = OFFLINE
     defined: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     operators: frozenset[str] = frozenset()  # operators whose function is the target's own SQL or PL/pgSQL
-    guarded: frozenset[str] = frozenset()  # functions a policy depends on, and SECURITY DEFINER ones
+    unique_indexes: frozenset[str] = frozenset()  # schema.name of every unique index
 
     def harmless(self, schema: str | None, name: str) -> bool:
-        return schema in (None, "pg_catalog") and name.lower() in self.builtins and not SIDE_EFFECTS.match(name)
+        return schema in (None, "pg_catalog") and name in self.builtins and not SIDE_EFFECTS.match(name)
 
     def definitions(self, schema: str | None, name: str) -> list[tuple[str, str]] | None:
         """The target's definitions of a called function (an unqualified name: ``public``, the migrations' path)."""
-        return self.defined.get(f"{schema or 'public'}.{name}".lower())
+        return self.defined.get(f"{schema or 'public'}.{name}")
 
     @classmethod
     def from_conn(cls, conn) -> Functions:
@@ -53,12 +53,11 @@ class Functions:
                 "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
                 "JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
                 "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"):
-            defined.setdefault(f"{schema}.{name}".lower(), []).append((language, definition or ""))
+            defined.setdefault(f"{schema}.{name}", []).append((language, definition or ""))
         operators = {r[0] for r in conn.execute(
             "SELECT DISTINCT o.oprname FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode "
             "JOIN pg_catalog.pg_language l ON l.oid = p.prolang WHERE l.lanname NOT IN ('c', 'internal')")}
-        guarded = {r[0] for r in conn.execute(
-            "SELECT lower(n.nspname || '.' || p.proname) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
-            "ON n.oid = p.pronamespace WHERE p.prosecdef OR p.oid IN (SELECT refobjid FROM pg_catalog.pg_depend "
-            "WHERE classid = 'pg_catalog.pg_policy'::regclass AND refclassid = 'pg_catalog.pg_proc'::regclass)")}
-        return cls(frozenset(builtins), defined, frozenset(operators), frozenset(guarded))
+        unique = {r[0] for r in conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c "
+            "ON c.oid = i.indexrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE i.indisunique")}
+        return cls(frozenset(builtins), defined, frozenset(operators), frozenset(unique))

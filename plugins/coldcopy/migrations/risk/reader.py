@@ -76,8 +76,8 @@ class Reader:
                 self.grade.worsen("destructive", f"drops a {key[0].lower()} not made again: {statement}")
                 if key[0] == "POLICY":
                     self.grade.secure(f"drops policy {key[1]} on {key[2]}")
-            elif key[0] == "POLICY":
-                self.grade.secure(f"replaces policy {key[1]} on {key[2]}")
+            elif key[0] in ("POLICY", "TRIGGER"):
+                self.grade.secure(f"replaces {key[0].lower()} {key[1]} on {key[2]}: what it enforced may change")
         for relation, kind in self.exposed.items():
             if (relation in self.rls and kind == "table") or all((relation, r) in self.revoked
                                                                  for r in ("anon", "authenticated")):
@@ -113,8 +113,9 @@ def name(parts) -> str:
 
 
 def qualified(parts) -> str:
-    """``schema.name`` lower-cased, ``public`` when the statement names no schema (the migrations' path)."""
-    full = (parts if isinstance(parts, str) else name(parts)).replace('"', "").lower()
+    """``schema.name`` as PostgreSQL keeps it (the parser folds unquoted names, keeps quoted ones), ``public``
+    when the statement names no schema (the migrations' path)."""
+    full = (parts if isinstance(parts, str) else name(parts)).replace('"', "")
     return full if "." in full else f"public.{full}"
 
 

@@ -12,9 +12,15 @@ from coldcopy.migrations.risk.reader import Reader, name, pg_bool, qualified, wa
 API_ROLES = ("anon", "authenticated", bodies.DYNAMIC_NAME)  # a name format()'s %I fills: the worst case
 EXPOSED = (None, "public", "graphql_public")  # the schemas the Data API serves (unqualified: public)
 SAFE = frozenset("""CreateSeqStmt CommentStmt CreateEnumStmt CreateStatsStmt AlterStatsStmt
-TransactionStmt NotifyStmt ListenStmt UnlistenStmt CheckPointStmt DiscardStmt ConstraintsSetStmt DeallocateStmt
-DeclareCursorStmt FetchStmt ClosePortalStmt CreateExtensionStmt CallStmt SelectStmt
+NotifyStmt ListenStmt UnlistenStmt CheckPointStmt DiscardStmt ConstraintsSetStmt DeallocateStmt
+DeclareCursorStmt FetchStmt ClosePortalStmt CallStmt
 """.split())
+# settings a migration may change without the grader reading it otherwise (standard_conforming_strings changes how
+# the server reads a body, search_path which function a name is, the timeouts what the runner guarantees)
+HARMLESS_SETTINGS = {"client_min_messages", "application_name", "maintenance_work_mem", "work_mem",
+                     "check_function_bodies", "max_parallel_maintenance_workers", "timezone"}
+UNDOING = {"TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO", "TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED",
+           "TRANS_STMT_ROLLBACK_PREPARED"}
 # dropped and made again in the same file: a replacement, not a loss
 REPLACEABLE = {ObjectType.OBJECT_VIEW: "VIEW", ObjectType.OBJECT_MATVIEW: "MATERIALIZED VIEW",
                ObjectType.OBJECT_FUNCTION: "FUNCTION", ObjectType.OBJECT_PROCEDURE: "PROCEDURE",
@@ -38,10 +44,14 @@ def drop(r: Reader, node: ast.DropStmt, where: str, source: str) -> None:
         for o in node.objects or ():
             parts = [p.sval for p in o] if isinstance(o, (list, tuple)) else name(o).split(".")
             if node.removeType in (ObjectType.OBJECT_POLICY, ObjectType.OBJECT_TRIGGER):
-                key = (REPLACEABLE[node.removeType], parts[-1].lower(), qualified(".".join(parts[:-1])))
+                key = (REPLACEABLE[node.removeType], parts[-1], qualified(".".join(parts[:-1])))
             else:
                 key = (REPLACEABLE[node.removeType], qualified(".".join(parts)), "")
             r.dropped.setdefault(key, shown)
+    elif node.removeType == ObjectType.OBJECT_INDEX and (unique := [n for n in names if qualified(n) in
+                                                                    r.functions.unique_indexes]):
+        r.grade.worsen("destructive", f"{where}drops unique index {', '.join(unique)} (duplicates may enter; ON "
+                                      "CONFLICT on it fails)")
     elif node.removeType in LOOSE:
         if not node.concurrent and node.removeType == ObjectType.OBJECT_INDEX:
             r.grade.worsen("blocking", f"{where}{shown} without CONCURRENTLY (its table's readers and writers wait)")
@@ -66,7 +76,7 @@ def _rows(r: Reader, node, where: str, what: str, relation) -> None:
 
 def overwrite(r: Reader, relation, targets, where: str, what: str) -> None:
     table = qualified(relation)
-    columns = sorted({(t.name or "").lower() for t in targets or ()} - {c for t, c in r.added if t == table})
+    columns = sorted({t.name or "" for t in targets or ()} - {c for t, c in r.added if t == table})
     if columns:
         r.grade.worsen("destructive", f"{where}{what} overwrites {', '.join(columns)} of {name(relation)} (the old "
                                       "values are gone)")
@@ -108,6 +118,8 @@ def view(r: Reader, node: ast.ViewStmt, where: str, source: str) -> None:
 
 def grant(r: Reader, node: ast.GrantStmt, where: str, source: str, prefix: str = "") -> None:
     if not node.is_grant:
+        if node.privileges or node.grant_option or where:
+            return  # some privileges, the grant option, or inside code that may not run: no credit
         for target in node.objects or () if node.targtype.name == "ACL_TARGET_OBJECT" else ():
             for grantee in node.grantees or ():
                 if isinstance(target, ast.RangeVar) and grantee.rolename:
@@ -127,7 +139,7 @@ def default_privileges(r: Reader, node: ast.AlterDefaultPrivilegesStmt, where: s
 def policy(r: Reader, node, where: str, source: str) -> None:
     table = name(node.table)
     if isinstance(node, ast.CreatePolicyStmt):
-        r.made.add(("POLICY", node.policy_name.lower(), qualified(node.table)))
+        r.made.add(("POLICY", node.policy_name, qualified(node.table)))
     roles = ", ".join(g.rolename or "PUBLIC" for g in node.roles or ()) or "PUBLIC"
     verb = "creates" if isinstance(node, ast.CreatePolicyStmt) else "alters"
     r.grade.secure(f"{where}{verb} policy {node.policy_name} on {table} (to {roles})")
@@ -142,9 +154,9 @@ def role(r: Reader, node, where: str, source: str) -> None:
 def rename(r: Reader, node: ast.RenameStmt, where: str, source: str) -> None:
     if node.renameType == ObjectType.OBJECT_ROLE:
         return role(r, node, where, source)
-    if node.renameType in (ObjectType.OBJECT_INDEX, ObjectType.OBJECT_TABCONSTRAINT, ObjectType.OBJECT_TRIGGER,
-                           ObjectType.OBJECT_POLICY, ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_STATISTIC_EXT):
-        return
+    if node.renameType in (ObjectType.OBJECT_TABCONSTRAINT, ObjectType.OBJECT_TRIGGER, ObjectType.OBJECT_POLICY,
+                           ObjectType.OBJECT_STATISTIC_EXT):
+        return  # ALTER INDEX / SEQUENCE … RENAME also renames a table: graded as one
     r.grade.worsen("destructive", f"{where}renames {_kind(node.renameType)} "
                                   f"{name(node.relation) if node.relation else name(node.object)} to "
                                   f"{node.newname} (what reads the old name breaks)")
@@ -156,9 +168,26 @@ def moved(r: Reader, node: ast.AlterObjectSchemaStmt, where: str, source: str) -
 
 
 def setting(r: Reader, node: ast.VariableSetStmt, where: str, source: str) -> None:
+    shown = " ".join(source.split())[:100] or f"SET {node.name}"
     if (node.name or "").lower() in ("role", "session_authorization", "session_replication_role") \
             and node.kind.name != "VAR_RESET":
-        r.grade.secure(f"{where}{' '.join(source.split())[:100] or 'SET ' + node.name}: what follows runs otherwise")
+        r.grade.secure(f"{where}{shown}: what follows runs otherwise")
+    elif (node.name or "").lower() not in HARMLESS_SETTINGS:
+        r.grade.worsen("ungraded", f"{where}{shown}: the grader reads the file with the server's settings (a "
+                                   "search_path names other functions, standard_conforming_strings reads bodies "
+                                   "otherwise, a timeout undoes the runner's)")
+
+
+def transaction(r: Reader, node: ast.TransactionStmt, where: str, source: str) -> None:
+    if node.kind.name in UNDOING:
+        r.grade.worsen("ungraded", f"{where}{' '.join(source.split())[:80]}: undoes part of the file, so what stays "
+                                   "cannot be read from it")
+
+
+def select(r: Reader, node: ast.SelectStmt, where: str, source: str) -> None:
+    if node.intoClause is not None:  # SELECT … INTO: a table made
+        r.made.add(("TABLE", qualified(node.intoClause.rel), ""))
+        exposed(r, node.intoClause.rel, "table")
 
 
 def blocking(what: str):
@@ -180,6 +209,7 @@ def exposed(r: Reader, relation: ast.RangeVar, kind: str) -> None:
 
 
 def create_table(r: Reader, node: ast.CreateStmt, where: str, source: str) -> None:
+    r.made.add(("TABLE", qualified(node.relation), ""))
     exposed(r, node.relation, "table")
     if node.partbound is not None and any(isinstance(c, ast.Constraint) and c.contype == ConstrType.CONSTR_CHECK
                                           for c in walk(node.tableElts)):
@@ -188,14 +218,14 @@ def create_table(r: Reader, node: ast.CreateStmt, where: str, source: str) -> No
 
 def create_table_as(r: Reader, node: ast.CreateTableAsStmt, where: str, source: str) -> None:
     kind = "materialized view" if node.objtype == ObjectType.OBJECT_MATVIEW else "table"
-    if kind == "materialized view":
-        r.made.add(("MATERIALIZED VIEW", qualified(node.into.rel), ""))
+    r.made.add(("MATERIALIZED VIEW" if kind == "materialized view" else "TABLE", qualified(node.into.rel), ""))
     exposed(r, node.into.rel, kind)
 
 
 def sequence(r: Reader, node: ast.AlterSeqStmt, where: str, source: str) -> None:
-    if any(o.defname == "restart" for o in node.options or ()):
-        r.grade.worsen("destructive", f"{where}restarts {name(node.sequence)} (new keys may collide with rows)")
+    if changed := sorted(o.defname for o in node.options or () if o.defname not in ("cache", "owned_by")):
+        r.grade.worsen("destructive", f"{where}changes {', '.join(changed)} of {name(node.sequence)} (new keys "
+                                      "may collide with rows, or run out)")
 
 
 def enum(r: Reader, node: ast.AlterEnumStmt, where: str, source: str) -> None:
@@ -231,7 +261,8 @@ RULES = {
     "RefreshMatViewStmt": blocking("REFRESH without CONCURRENTLY: its readers wait"),
     "ClusterStmt": blocking("CLUSTER rewrites the table under ACCESS EXCLUSIVE"),
     "LockStmt": lambda r, n, w, s: r.grade.worsen("blocking", f"{w}{' '.join(s.split())[:100] or 'LOCK TABLE'}"),
-    "VacuumStmt": vacuum, "AlterTableStmt": alter_table.alter_table,
+    "VacuumStmt": vacuum, "AlterTableStmt": alter_table.alter_table, "TransactionStmt": transaction,
+    "SelectStmt": select,
     "CreateFunctionStmt": bodies.create_function, "AlterFunctionStmt": bodies.alter_function,
     "DoStmt": bodies.do_block, "CreateTrigStmt": bodies.trigger,
     "AlterOwnerStmt": lambda r, n, w, s: r.grade.secure(f"{w}{' '.join(s.split())[:100] or 'OWNER TO'}: a new owner"),

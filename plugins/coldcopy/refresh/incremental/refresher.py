@@ -13,6 +13,7 @@ from coldcopy.failure_reasons import reason_of
 from coldcopy.lock_retries import LockRetryPolicy
 from coldcopy.refresh.incremental.maintainer import SummaryBusy, SummaryMaintainer
 from coldcopy.refresh.runs import RefreshOutcome, RefreshRun, covered, last_refresh, log_outcome
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,11 @@ class IncrementalRefresher:
             log_outcome(self.conn, run, started_at, started,
                         RefreshOutcome(self.view, "failed", reason_of(error)[:2000]), None)
             raise
+        step("refresh.applied")  # the summary and its watermark committed; the run's log not yet written
         log_outcome(self.conn, run, started_at, started, outcome, snapshot)
+        step("refresh.logged")
         pruned = self.maintainer.prune()
+        step("refresh.pruned")
         log.info("%s: %s (%s) in %d ms — %s; %d captured keys pruned", self.view, outcome.action,
                  outcome.mode or "-", outcome.duration_ms, outcome.reason, pruned)
         return outcome

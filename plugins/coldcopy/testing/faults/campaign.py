@@ -61,6 +61,13 @@ class Campaign:
         generated = local_env.create_database(self.server, f"cc_faults_generated_{stamp}")
         MigrationRunner(lambda: psycopg.connect(generated)).apply_all(discover_migrations(), applied_by="faults")
         generate_data.generate(generated, scale=self.scale)
+        with psycopg.connect(generated, autocommit=True) as conn:  # the summaries applied once, as in production
+            from coldcopy.refresh.dispatch import refresher_for
+            from coldcopy.refresh.runs import RefreshRun
+            from coldcopy.refresh_schedule import REFRESH_JOBS
+
+            for view in [v for refresh in REFRESH_JOBS.values() for v in refresh.views]:
+                refresher_for(conn, view).run(RefreshRun(run_id="faults_template"))
         self.templates = {"empty": f"cc_faults_empty_{stamp}", "generated": f"cc_faults_generated_{stamp}"}
         self.expected_schema = invariants.schema(generated)
         return self
@@ -76,9 +83,9 @@ class Campaign:
             self.endpoint, bucket), "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT}", **extra})
         return env
 
-    def _child(self, job: Job, env: dict, *, delay: float | None = None, next_day: bool = False):
+    def _child(self, job: Job, env: dict, *, delay: float | None = None, phase: str | None = None):
         started = time.perf_counter()
-        args = [sys.executable, "-m", "coldcopy.testing.faults.child", job.name] + (["--next-day"] if next_day else [])
+        args = [sys.executable, "-m", "coldcopy.testing.faults.child", job.name] + ([phase] if phase else [])
         child = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True)
         if delay is not None:
@@ -116,9 +123,16 @@ class Campaign:
             store.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
         store.client.delete_bucket(Bucket=bucket)
 
+    def _prepare(self, job: Job, env: dict) -> None:
+        if job.prepare is not None:
+            code, _, stderr = self._child(job, env, phase="--prepare")
+            if code != 0:
+                raise RuntimeError(f"{job.name}: preparing a trial failed: {stderr[-2000:]}")
+
     def steps(self, job: Job) -> tuple[list[str], float]:
         """The step boundaries one clean run of ``job`` passes, in order (``name#n``), and its duration."""
         ctx, bucket, database = self._setup(job)
+        self._prepare(job, self._env(ctx, bucket))
         with tempfile.NamedTemporaryFile("r", suffix=".steps") as trace:
             code, seconds, stderr = self._child(job, self._env(ctx, bucket, COLDCOPY_STEP_TRACE=trace.name))
             names = trace.read().split()
@@ -137,9 +151,10 @@ class Campaign:
         ctx, bucket, database = self._setup(job)
         since = datetime.now(UTC)
         try:
+            env = self._env(ctx, bucket)
+            self._prepare(job, env)
             before = self.expected_schema if job.invariant == "schema" else invariants.reference(job.invariant,
                                                                                                ctx.dsn)
-            env = self._env(ctx, bucket)
             armed = {**env, "COLDCOPY_KILL_AT": target} if kind == "step" else env
             code, _, _ = self._child(job, armed, delay=float(target.rstrip("s")) if kind == "instant" else None)
             trial.killed = code == -signal.SIGKILL
@@ -149,7 +164,7 @@ class Campaign:
             trial.rerun_error = "" if trial.rerun_ok else stderr.strip().splitlines()[-1][:300] if stderr else \
                 f"exit {code}"
             if job.next_day is not None:
-                self._child(job, env, next_day=True)
+                self._child(job, env, phase="--next-day")
             trial.violations = invariants.violations(job.invariant, ctx.dsn, before, self._bucket(bucket),
                                                      ctx.keyring(), self.server, since)
             trial.left = sum(v.startswith(("bucket:", "server:")) for v in trial.violations)

@@ -12,4 +12,5 @@ from coldcopy.testing.faults.jobs import JOBS, Context
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     job = JOBS[sys.argv[1]]
-    (job.next_day if sys.argv[2:] == ["--next-day"] else job.run)(Context.from_env())
+    phase = {"--next-day": job.next_day, "--prepare": job.prepare}.get(sys.argv[2] if sys.argv[2:] else "", job.run)
+    phase(Context.from_env())

@@ -35,6 +35,21 @@ def reference(invariant: str, dsn: str) -> dict:
     return schema(dsn) if invariant == "schema" else rows(dsn)
 
 
+def summaries(dsn: str) -> list[str]:
+    """Every incremental summary equal to its definition (compared on one snapshot, nothing repaired)."""
+    from coldcopy.refresh.incremental.maintainer import SummaryMaintainer
+    from coldcopy.refresh.incremental.summaries import SUMMARIES
+
+    found = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name in SUMMARIES:
+            verified = SummaryMaintainer(conn, name).verify(repair=False)
+            if not verified.equal:
+                found.append(f"summary: {name} lacks {verified.missing} row(s) of its definition and holds "
+                             f"{verified.extra} it does not")
+    return found
+
+
 def violations(invariant: str, dsn: str, before: dict, bucket, keyring, admin_dsn: str,
                since: datetime) -> list[str]:
     found = []
@@ -42,6 +57,10 @@ def violations(invariant: str, dsn: str, before: dict, bucket, keyring, admin_ds
         after = schema(dsn)
         found += [f"schema: {k[0]} {k[1]} {'missing' if k not in after else 'extra' if k not in before else 'differs'}"
                   for k in sorted(set(before) | set(after), key=str) if before.get(k) != after.get(k)][:10]
+    elif invariant == "summaries":  # the summaries change; every other table must not
+        after = rows(dsn)
+        found += [f"rows: {t} {before.get(t)} → {after.get(t)}" for t in sorted(set(before) | set(after))
+                  if before.get(t) != after.get(t) and not t.startswith("analytics.")] + summaries(dsn)
     elif invariant == "rows":
         after = rows(dsn)
         found += [f"rows: {t} {before.get(t)} → {after.get(t)}" for t in sorted(set(before) | set(after))
@@ -97,7 +116,8 @@ def _bucket(bucket, keyring) -> list[str]:
             found.append(f"bucket: {key} has no manifest")
             continue
         try:
-            manifest = manifests.load(bucket.get(manifest_key), keyring, where=manifest_key)
+            manifest = manifests.load(bucket.get(manifest_key), keyring, where=manifest_key,
+                                      type="backup" if key.endswith(".dump.zst.gpg") else "archive")
         except manifests.ManifestRejected as error:
             found.append(f"bucket: {manifest_key}: {error}")
             continue

@@ -47,6 +47,7 @@ class Job:
     template: str
     invariant: str
     next_day: Callable[[Context], None] | None = None  # what the next scheduled run does that a rerun does not
+    prepare: Callable[[Context], None] | None = None  # the state a real run meets (run before the reference)
 
 
 def backup(ctx: Context) -> None:
@@ -72,6 +73,25 @@ def backup_next_day(ctx: Context) -> None:
 
     BackupRunner(ctx.dsn, Bucket.from_connection(), ctx.passphrase, keyring=ctx.keyring()).apply_retention(
         dry_run=False, now=datetime.now(UTC) + ORPHAN_AFTER + timedelta(minutes=1))
+
+
+def backup_prepare(ctx: Context) -> None:
+    """A backup 40 days old in the bucket, verified: this run's retention deletes it."""
+    from datetime import UTC, datetime
+
+    from coldcopy.backups import BackupRunner
+    from coldcopy.object_store import Bucket
+
+    runner = BackupRunner(ctx.dsn, Bucket.from_connection(), ctx.passphrase, keyring=ctx.keyring())
+    runner.verify(runner.backup(now=datetime.now(UTC) - timedelta(days=40)).object_key, ctx.admin_dsn)
+
+
+def partition_prepare(ctx: Context) -> None:
+    """The furthest month ahead not made yet (it is empty): this run's premake makes it."""
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        last = conn.execute("SELECT name FROM app.email_events_partitions ORDER BY range_start DESC LIMIT 1").fetchone()
+        if last and not conn.execute(f"SELECT EXISTS (SELECT FROM public.{last[0]})").fetchone()[0]:
+            conn.execute(f"DROP TABLE public.{last[0]}")
 
 
 def partition_rotation(ctx: Context) -> None:
@@ -100,8 +120,33 @@ def migrations(ctx: Context) -> None:
     MigrationRunner(lambda: psycopg.connect(ctx.dsn)).apply_all(discover_migrations(), applied_by="fault campaign")
 
 
+def refresh_prepare(ctx: Context) -> None:
+    """What an hour of sending does: new events for the newest messages, some events' types changed."""
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO email_events (workspace_id, message_id, campaign_id, lead_id, email_account_id, event_type, "
+            "occurred_at, metadata) SELECT workspace_id, message_id, campaign_id, lead_id, email_account_id, "
+            "'opened', now() - interval '5 minutes', '{}' FROM email_events ORDER BY occurred_at DESC, id LIMIT 300")
+        conn.execute("UPDATE email_events SET event_type = 'clicked' WHERE (id, occurred_at) IN (SELECT id, "
+                     "occurred_at FROM email_events WHERE event_type = 'opened' ORDER BY id LIMIT 100)")
+
+
+def refresh(ctx: Context) -> None:
+    """The four refresh DAGs' applies (each summary: apply, log, prune), as one Airflow run and its retries."""
+    from coldcopy.refresh.dispatch import refresher_for
+    from coldcopy.refresh.runs import RefreshRun
+    from coldcopy.refresh_schedule import REFRESH_JOBS
+
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        run = RefreshRun(run_id=f"faults__{conn.info.dbname}")
+        for job in REFRESH_JOBS.values():
+            for view in job.views:
+                refresher_for(conn, view).run(run)
+
+
 JOBS = {job.name: job for job in (
-    Job("backup", backup, "generated", "rows", backup_next_day),
-    Job("partition_rotation", partition_rotation, "generated", "archive"),
+    Job("backup", backup, "generated", "rows", backup_next_day, backup_prepare),
+    Job("partition_rotation", partition_rotation, "generated", "archive", prepare=partition_prepare),
+    Job("refresh", refresh, "generated", "summaries", prepare=refresh_prepare),
     Job("migrations", migrations, "empty", "schema"),
 )}
