@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo test test-fast lint bench lock clean data airflow airflow-stop
+.PHONY: install system-deps demo test test-fast lint bench faults lock clean data airflow airflow-stop
 
 install: $(VENV)/.installed
 
@@ -49,18 +49,20 @@ data: install
 #   LIVE_AIRFLOW_TESTS  a live Airflow with the LocalExecutor (tests/e2e), on a PostgreSQL server of its own
 #                       (COLDCOPY_TEST_OWN_SERVER: its db_health must see no other process's sessions, locks or
 #                       scratch databases);
-#   CELERY_TESTS        the Celery stack's module;
+#   CELERY_TESTS        the Celery stack's module, then FAULT_TESTS (the fault campaign's seeded sample, on a
+#                       throwaway cluster of its own) in the same process: the Celery stack is done in 4 minutes;
 #   OWN_CLUSTER_TESTS   the tiers on throwaway clusters of their own (tests/supabase: Supabase-shaped; tests/pitr and
 #                       tests/pitr/drills: wal_level=logical);
 #   WHOLE_JOB_TESTS     the wings that restore and re-run whole jobs (backups, gdpr, migrations, operators);
 #   the rest            on the shared server.
 CELERY_TESTS = tests/e2e/test_live_celery.py
+FAULT_TESTS = tests/faults
 LIVE_AIRFLOW_TESTS = tests/e2e
 OWN_CLUSTER_TESTS = tests/supabase tests/pitr
 WHOLE_JOB_TESTS = tests/backups tests/gdpr tests/migrations tests/operators
 test: install system-deps lint
 	@mkdir -p .artifacts
-	@AIRFLOW_HOME=$(CURDIR)/.airflow-test-celery $(BIN)/python -m pytest $(CELERY_TESTS) > .artifacts/test-celery.log 2>&1 & \
+	@AIRFLOW_HOME=$(CURDIR)/.airflow-test-celery $(BIN)/python -m pytest $(CELERY_TESTS) $(FAULT_TESTS) > .artifacts/test-celery.log 2>&1 & \
 	celery=$$!; \
 	COLDCOPY_TEST_OWN_SERVER=1 AIRFLOW_HOME=$(CURDIR)/.airflow-test-e2e $(BIN)/python -m pytest $(LIVE_AIRFLOW_TESTS) \
 	  --ignore=$(CELERY_TESTS) > .artifacts/test-live-airflow.log 2>&1 & \
@@ -70,7 +72,7 @@ test: install system-deps lint
 	own=$$!; \
 	AIRFLOW_HOME=$(CURDIR)/.airflow-test-whole-job $(BIN)/python -m pytest $(WHOLE_JOB_TESTS) > .artifacts/test-whole-job.log 2>&1 & \
 	whole=$$!; \
-	$(BIN)/python -m pytest --ignore=$(LIVE_AIRFLOW_TESTS) $(addprefix --ignore=,$(OWN_CLUSTER_TESTS) $(WHOLE_JOB_TESTS)); main=$$?; \
+	$(BIN)/python -m pytest --ignore=$(LIVE_AIRFLOW_TESTS) $(addprefix --ignore=,$(OWN_CLUSTER_TESTS) $(WHOLE_JOB_TESTS) $(FAULT_TESTS)); main=$$?; \
 	wait $$live; live_rc=$$?; wait $$celery; celery_rc=$$?; wait $$own; own_rc=$$?; wait $$whole; whole_rc=$$?; \
 	for log in live-airflow celery own-cluster whole-job; do echo "=== .artifacts/test-$$log.log, run beside the rest ==="; \
 	  cat .artifacts/test-$$log.log; done; \
@@ -107,6 +109,12 @@ bench: install system-deps
 	$(BIN)/python -m bench.skips
 	$(BIN)/python -m bench.metrics
 	$(BIN)/python -m bench.executors
+	$(BIN)/python -m bench.faults
+	$(BIN)/python -m bench.readme
+
+# The whole fault campaign alone (issue 45; docs/safety.md): every job killed at every step and at random instants.
+faults: install system-deps
+	$(BIN)/python -m bench.faults
 	$(BIN)/python -m bench.readme
 
 # Re-pin requirements.lock from requirements-dev.txt in a clean venv.

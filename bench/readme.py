@@ -1,6 +1,7 @@
-"""Writes the benchmark tables of docs/benchmarks.md from ``bench/results/*.json``, so the figures cannot drift.
+"""Writes the benchmark tables of docs/benchmarks.md (and docs/safety.md's fault campaign) from
+``bench/results/*.json``, so the figures cannot drift.
 
-Each ``<!-- bench:NAME -->`` … ``<!-- /bench:NAME -->`` block of docs/benchmarks.md is replaced by
+Each ``<!-- bench:NAME -->`` … ``<!-- /bench:NAME -->`` block of those pages is replaced by
 ``bench/NAME.py``'s ``table()`` of ``bench/results/NAME.json``. ``make bench`` runs this after the benchmarks;
 ``--check`` exits 1 when the page differs from what the results say (a test runs it).
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 README = BENCH.parent / "docs" / "benchmarks.md"
+PAGES = (README, BENCH.parent / "docs" / "safety.md")
 BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
 
 
@@ -39,17 +41,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    current = README.read_text()
-    wanted = generated(current)
-    if args.check:
-        if wanted != current:
-            names = [m["name"] for m in BLOCK.finditer(current) if m.group(0) not in wanted]
-            print(f"docs/benchmarks.md's tables differ from bench/results/ for: {', '.join(names)}; "
-                  "run .venv/bin/python -m bench.readme")
-            return 1
-        return 0
-    README.write_text(wanted)
-    return 0
+    stale = 0
+    for page in PAGES:
+        current = page.read_text()
+        wanted = generated(current)
+        if args.check:
+            if wanted != current:
+                names = [m["name"] for m in BLOCK.finditer(current) if m.group(0) not in wanted]
+                print(f"docs/{page.name}'s tables differ from bench/results/ for: {', '.join(names)}; "
+                      "run .venv/bin/python -m bench.readme")
+                stale = 1
+            continue
+        page.write_text(wanted)
+    return stale
 
 
 if __name__ == "__main__":

@@ -109,10 +109,15 @@ class Campaign:
         return Context(dsn, self.server, self.passphrase, self.secret), bucket, name
 
     def _bucket(self, name: str):
+        """The checker's own client of bucket ``name`` (the jobs use the ``coldcopy_spaces`` connection)."""
+        import boto3
+
         from coldcopy.object_store import Bucket
 
-        os.environ["AIRFLOW_CONN_COLDCOPY_SPACES"] = local_env.spaces_connection(self.endpoint, name)
-        return Bucket.from_connection()
+        if not hasattr(self, "_client"):
+            self._client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                                        aws_access_key_id="local-key-id", aws_secret_access_key="local-secret")
+        return Bucket(self._client, name)
 
     def _teardown(self, database: str, bucket: str) -> None:
         local_env.drop_database(self.server, database)
