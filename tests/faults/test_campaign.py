@@ -61,7 +61,7 @@ def test_the_checker_finds_what_a_fault_leaves(campaign, cluster):
         bucket = campaign._bucket(bucket_name)
         assert invariants.violations("rows", ctx.dsn, before, bucket, ctx.keyring(), cluster.dsn, since) == []
         with psycopg.connect(ctx.dsn, autocommit=True) as conn:
-            conn.execute("DELETE FROM public.leads WHERE id = (SELECT min(id) FROM public.leads)")
+            conn.execute("DELETE FROM public.leads WHERE id = (SELECT id FROM public.leads ORDER BY id LIMIT 1)")
             conn.execute("CREATE TABLE public.fault_t (v int); INSERT INTO public.fault_t VALUES (1), (1)")
             with pytest.raises(psycopg.errors.UniqueViolation):
                 conn.execute("CREATE UNIQUE INDEX CONCURRENTLY fault_once ON public.fault_t (v)")
