@@ -16,6 +16,9 @@ from bench import common
 from coldcopy.testing import servers
 from coldcopy.testing.faults import JOBS, Campaign
 
+KINDS = {"step": "SIGKILL at a step", "instant": "SIGKILL at an instant", "restart": "server restarted mid-run",
+         "double": "two runs at once", "disk_full": "spool filesystem full"}
+
 
 def summary(trials: list[dict]) -> dict:
     by: dict[str, dict] = {}
@@ -40,13 +43,14 @@ def table(results: dict) -> str:
     steps = {t["target"].split("#")[0] for t in results["trials"] if t["kind"] == "step" and t["killed"]}
     lines = [f"The fault campaign (`python -m bench.faults`, seed {s['seed']}): each job run in its own process "
              "group and SIGKILLed at each named step boundary it reports (`coldcopy.steps`), at "
-             f"{s['extra']} more step times and {s['instants']} random instants per job, then rerun, then its "
+             f"{s['extra']} more step times and {s['instants']} random instants per job; the server restarted "
+             "mid-run, two runs at once, the spool's filesystem full (512 kB tmpfs); then rerun, then its "
              "next run's part, then one invariant checker (`coldcopy.testing.faults.invariants`). PostgreSQL "
              f"{results['machine']['postgresql']}, {results['machine']['cores']} cores.", "",
-             "| job | fault | faults | killed | rerun finished the job | invariant violations | left after the next "
-             "run | recovery (rerun / clean run) |", "|---|---|---|---|---|---|---|---|"]
+             "| job | fault | faults | first run cut short | rerun finished the job | invariant violations | "
+             "left after the next run | recovery (rerun / clean run) |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["job"], r["kind"])):
-        lines.append(f"| {r['job']} | {'SIGKILL at a step' if r['kind'] == 'step' else 'SIGKILL at an instant'} | "
+        lines.append(f"| {r['job']} | {KINDS.get(r['kind'], r['kind'])} | "
                      f"{r['faults']} | {r['killed']} | {r['finished']} | **{r['violations']}** | {r['left']} | "
                      f"{r['recovery']:.2f}× |")
     total = sum(r["faults"] for r in rows)
@@ -74,7 +78,8 @@ def main() -> None:
     cluster = servers.ThrowawayCluster().start()  # its own server: no other job's scratch databases in the checks
     try:
         server = cluster.dsn
-        with common.s3_endpoint() as endpoint, Campaign(server, endpoint, seed=args.seed) as campaign:
+        with common.s3_endpoint() as endpoint, \
+                Campaign(server, endpoint, seed=args.seed, restart=cluster.restart) as campaign:
             trials = campaign.run(args.jobs.split(","), extra=args.extra, instants=args.instants)
         write(args, trials, server)
     finally:

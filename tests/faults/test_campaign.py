@@ -47,7 +47,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def campaign(cluster, s3_endpoint):
-    with Campaign(cluster.dsn, s3_endpoint.url, seed=45) as campaign:
+    with Campaign(cluster.dsn, s3_endpoint.url, seed=45, restart=cluster.restart) as campaign:
         yield campaign
 
 
@@ -82,9 +82,11 @@ def test_the_checker_finds_what_a_fault_leaves(campaign, cluster):
 
 
 def test_a_seeded_sample_of_the_campaign_finds_no_violation(campaign):
-    """Every named step boundary each job reports, killed once, and a random instant per job; each rerun finishes
-    the job and the checker finds nothing (``make bench`` runs the whole campaign: bench/faults.py)."""
+    """Every named step boundary each job reports, killed once, a random instant, a server restart and two runs at
+    once per job, the backup's spool filesystem full; each rerun finishes the job and the checker finds nothing
+    (``make bench`` runs the whole campaign: bench/faults.py)."""
     trials = campaign.run(list(JOBS), extra=0, instants=1, log=lambda line: None)
+    assert {t["kind"] for t in trials} == {"step", "instant", "restart", "double", "disk_full"}
     assert {t["job"] for t in trials} == set(JOBS)
     killed_steps = {t["target"].split("#")[0] for t in trials if t["kind"] == "step" and t["killed"]}
     assert {"backup.manifest_written", "partition.detached", "migration.part_ran", "refresh.applied"} <= \

@@ -54,26 +54,6 @@ class MigrationApprovalOperator(approval.ApprovalGate, BaseMigrationOperator):
             return f"the target holds no data: {len(pending)} file(s) build an empty database"
         return None
 
-    def drift(self, pending: list[Migration]) -> dict:
-        """The schema drift now (built by this task, not read from XCom), and what of it the files touch."""
-        import re
-
-        from coldcopy.migrations import drift
-
-        server, why_not = self.own_verify_server("the drift check")
-        if server is None:
-            return {"unknown": why_not}
-        try:
-            report = drift.find(self.hook().dsn(), server, self.migrations())
-        except Exception as error:  # noqa: BLE001 - shown to the approver as unknown, not a failed gate
-            return {"unknown": f"the drift check failed: {str(error)[:200]}"}
-        text = "\n".join(m.read() for m in pending).lower()
-        touched = [f"{d.kind} {d.name}" for d in report.differences
-                   if any(re.search(rf"\b{re.escape(part.replace(chr(34), '').lower())}\b", text)
-                          for part in {(d.table or d.name).split(".")[-1], d.name.split(".")[-1].split("(")[0]})]
-        return {"objects": report.objects, "differences": [d.as_dict() for d in report.differences],
-                "touched": touched}
-
     def describe(self, context: Context) -> tuple[str, str, dict]:
         from psycopg import sql
 

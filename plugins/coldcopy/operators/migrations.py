@@ -45,6 +45,11 @@ class MigrationPlanOperator(BaseMigrationOperator):
         what = f"{len(plan)} file(s), {len(pending)} pending" + (
             f": {', '.join(e.migration.file_name for e in pending)[:400]}" if pending else ": the target is up to date")
         self.say(context, what + (" (dry run: nothing will be changed)" if self.dry_run(context) else ""))
+        if pending:  # what the approver will be shown (the gate computes it again itself: XCom proves nothing)
+            drift = self.drift([e.migration for e in pending])
+            self.say(context, f"schema drift: {drift['unknown']}" if "unknown" in drift else
+                     f"schema drift: {len(drift['differences'])} object(s) differ from what the applied files build"
+                     + (f"; the pending files touch {', '.join(drift['touched'][:10])}" if drift["touched"] else ""))
         if self.dry_run(context):  # the runs list tells it from an applied run; the apply tasks skip (issue 41)
             note(context, f"dry run: nothing applied — {what}")
         return [{"file": e.migration.file_name, "phase": e.migration.phase, "status": e.status.value,

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from coldcopy.testing import local_env
-from coldcopy.testing.faults import invariants
+from coldcopy.testing.faults import invariants, kinds
 from coldcopy.testing.faults.jobs import CONTEXT_ENV, JOBS, Context, Job
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -30,9 +31,9 @@ TIMEOUT_S = 600
 @dataclass
 class Trial:
     job: str
-    kind: str  # "step": killed at a named boundary; "instant": killed after a delay
+    kind: str  # step, instant (SIGKILLed), restart (the server), double (two runs at once), disk_full (the spool)
     target: str  # the step (name#n) or the delay
-    killed: bool = False  # False: the run finished before the fault fell
+    killed: bool = False  # the first run was cut short (False: it finished before the fault fell)
     rerun_ok: bool = False
     rerun_error: str = ""
     violations: list[str] = field(default_factory=list)
@@ -42,8 +43,10 @@ class Trial:
 
 
 class Campaign:
-    def __init__(self, server: str, endpoint: str, *, seed: int, scale: int = 1) -> None:
-        self.server, self.endpoint, self.scale = server, endpoint, scale
+    def __init__(self, server: str, endpoint: str, *, seed: int, scale: int = 1,
+                 restart: Callable[[], None] | None = None) -> None:
+        """``restart``: restarts ``server`` (a throwaway cluster's :meth:`restart`), for the restart faults."""
+        self.server, self.endpoint, self.scale, self.restart = server, endpoint, scale, restart
         self.random = random.Random(seed)
         self.secret = f"fault campaign manifests {uuid.uuid4().hex}"  # made per campaign: no secret in the repo
         self.passphrase = f"fault campaign passphrase {uuid.uuid4().hex}"
@@ -83,11 +86,15 @@ class Campaign:
             self.endpoint, bucket), "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT}", **extra})
         return env
 
-    def _child(self, job: Job, env: dict, *, delay: float | None = None, phase: str | None = None):
-        started = time.perf_counter()
+    def start(self, job: Job, env: dict, phase: str | None = None) -> subprocess.Popen:
         args = [sys.executable, "-m", "coldcopy.testing.faults.child", job.name] + ([phase] if phase else [])
         child = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True)
+        child.started = time.perf_counter()
+        return child
+
+    def finish(self, child: subprocess.Popen, *, delay: float | None = None) -> tuple[int, float, str]:
+        """Wait for ``child`` (SIGKILLing its process group after ``delay``): exit code, seconds, stderr."""
         if delay is not None:
             try:
                 child.wait(timeout=delay)
@@ -99,7 +106,10 @@ class Campaign:
             os.killpg(child.pid, signal.SIGKILL)
             _, stderr = child.communicate()
             stderr += f"\n(timed out after {TIMEOUT_S} s)"
-        return child.returncode, time.perf_counter() - started, stderr
+        return child.returncode, time.perf_counter() - child.started, stderr
+
+    def _child(self, job: Job, env: dict, *, phase: str | None = None) -> tuple[int, float, str]:
+        return self.finish(self.start(job, env, phase))
 
     def _setup(self, job: Job) -> tuple[Context, str, str]:
         name = f"cc_fault_{uuid.uuid4().hex[:10]}"
@@ -160,9 +170,7 @@ class Campaign:
             self._prepare(job, env)
             before = self.expected_schema if job.invariant == "schema" else invariants.reference(job.invariant,
                                                                                                ctx.dsn)
-            armed = {**env, "COLDCOPY_KILL_AT": target} if kind == "step" else env
-            code, _, _ = self._child(job, armed, delay=float(target.rstrip("s")) if kind == "instant" else None)
-            trial.killed = code == -signal.SIGKILL
+            trial.killed, left = kinds.inflict(self, job, env, kind, target)
             code, trial.rerun_s, stderr = self._child(job, env)
             trial.rerun_s = round(trial.rerun_s, 2)
             trial.rerun_ok = code == 0
@@ -170,28 +178,36 @@ class Campaign:
                 f"exit {code}"
             if job.next_day is not None:
                 self._child(job, env, phase="--next-day")
-            trial.violations = invariants.violations(job.invariant, ctx.dsn, before, self._bucket(bucket),
-                                                     ctx.keyring(), self.server, since)
-            trial.left = sum(v.startswith(("bucket:", "server:")) for v in trial.violations)
+            trial.violations = left + invariants.violations(job.invariant, ctx.dsn, before, self._bucket(bucket),
+                                                            ctx.keyring(), self.server, since)
+            trial.left = sum(v.startswith(("bucket:", "server:", "spool:")) for v in trial.violations)
         finally:
             self._teardown(database, bucket)
         return trial
 
-    def plan(self, steps: list[str], clean_s: float, *, extra: int, instants: int) -> list[tuple[str, str]]:
+    def plan(self, job: Job, steps: list[str], clean_s: float, *, extra: int, instants: int,
+             others: bool = True) -> list[tuple[str, str]]:
         """Every step name's first time, ``extra`` other times drawn from the rest, ``instants`` random delays
-        within a clean run's duration."""
+        within a clean run's duration; and (``others``) a server restart at one, two runs at once, and for a job
+        that spools, its filesystem full."""
         first = [s for s in steps if s.endswith("#1")]
         rest = [s for s in steps if not s.endswith("#1")]
         chosen = first + self.random.sample(rest, min(extra, len(rest)))
-        delays = [f"{self.random.uniform(0.3, max(clean_s, 0.6)):.2f}s" for _ in range(instants)]
-        return [("step", s) for s in chosen] + [("instant", d) for d in delays]
+        delay = lambda: f"{self.random.uniform(0.3, max(clean_s, 0.6)):.2f}s"  # noqa: E731
+        planned = [("step", s) for s in chosen] + [("instant", delay()) for _ in range(instants)]
+        if others:
+            planned += [("restart", delay())] if self.restart is not None else []
+            planned += [("double", "two runs")] + ([("disk_full", f"{kinds.SPOOL_BYTES // 1024} kB")]
+                                                   if job.spools else [])
+        return planned
 
-    def run(self, jobs: list[str] | None = None, *, extra: int = 0, instants: int = 0, log=print) -> list[dict]:
+    def run(self, jobs: list[str] | None = None, *, extra: int = 0, instants: int = 0, others: bool = True,
+            log=print) -> list[dict]:
         trials = []
         for name in jobs or list(JOBS):
             job = JOBS[name]
             steps, clean_s = self.steps(job)
-            for kind, target in self.plan(steps, clean_s, extra=extra, instants=instants):
+            for kind, target in self.plan(job, steps, clean_s, extra=extra, instants=instants, others=others):
                 trial = self.trial(job, kind, target, clean_s)
                 log(f"{trial.job} {trial.kind} {trial.target}: killed={trial.killed} rerun_ok={trial.rerun_ok} "
                     f"{trial.rerun_error} violations={trial.violations}")
