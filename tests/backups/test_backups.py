@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy import manifests
 from coldcopy.backups import BackupError, BackupRunner
+from coldcopy.backups.layout import ORPHAN_AFTER
 from coldcopy.operators.backups import VerifyBackupOperator
 from coldcopy.testing import local_env
 from coldcopy.testing.alert_sink import AlertSink
@@ -145,6 +146,25 @@ def test_retention_deletes_exactly_the_expired(runner, spaces, generated_db):
     left = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"] if o["Key"].endswith(".gpg")}
     assert standard[45] in left and compliance[364] in left and leads[35] in left and not set(expected) & left
     assert len(client.list_objects_v2(Bucket=bucket)["Contents"]) == 2 * len(left)  # manifests went too
+
+
+def test_a_retention_killed_between_its_deletes_leaves_nothing_the_next_run_keeps(runner, spaces, generated_db):
+    """The fault campaign's finding (issue 45): retention SIGKILLed after deleting an expired backup's object and
+    before its manifest left the manifest naming nothing, and no later run deleted it. The manifest now goes first
+    (a kill between leaves an orphan object, which the orphan sweep deletes), and a stray manifest is swept too."""
+    client, bucket = spaces.client, spaces.name
+    stamp = datetime.now(UTC) - timedelta(days=40)
+    stray = f"backups/standard/{stamp:%Y/%m/%d}/coldcopy-{stamp:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
+    client.put_object(Bucket=bucket, Key=stray.removesuffix(".dump.zst.gpg") + ".manifest.json",
+                      Body=manifests.dump(backup_manifest(stray, "standard", stamp), runner.keyring, type="backup"))
+    stamp -= timedelta(days=1)
+    orphan = f"backups/standard/{stamp:%Y/%m/%d}/coldcopy-{stamp:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
+    client.put_object(Bucket=bucket, Key=orphan, Body=b"x")  # what a kill between the new order's deletes leaves
+    next_run = datetime.now(UTC) + ORPHAN_AFTER + timedelta(minutes=1)
+    assert runner.apply_retention(dry_run=False, now=datetime.now(UTC)) == []  # younger than ORPHAN_AFTER: kept
+    deleted = runner.apply_retention(dry_run=False, now=next_run)
+    assert sorted(deleted) == sorted([orphan, stray.removesuffix(".dump.zst.gpg") + ".manifest.json"])
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
 def test_backup_and_restore_dags_end_to_end(generated_db, spaces, backup_key, coldcopy_conn, airflow_db,

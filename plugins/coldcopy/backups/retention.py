@@ -54,6 +54,22 @@ class BackupRetention:
         return sorted(o["Key"] for o in listed if _KEY.match(o["Key"]) and now - o["LastModified"] > ORPHAN_AFTER
                       and o["Key"].removesuffix(".dump.zst.gpg") + ".manifest.json" not in keys)
 
+    def stray_manifests(self, now: datetime | None = None) -> list[str]:
+        """Backup manifests without their backup beside them, older than :data:`ORPHAN_AFTER` (a retention run
+        killed between its two deletes, before the manifest went first): they name a backup nothing can restore."""
+        now = now or datetime.now(UTC)
+        listed = self.inventory.list_objects(f"{PREFIX}/")
+        keys = {o["Key"] for o in listed}
+        return sorted(o["Key"] for o in listed if o["Key"].endswith(".manifest.json")
+                      and _KEY.match(o["Key"].removesuffix(".manifest.json") + ".dump.zst.gpg")
+                      and now - o["LastModified"] > ORPHAN_AFTER
+                      and o["Key"].removesuffix(".manifest.json") + ".dump.zst.gpg" not in keys)
+
+    def _deleted(self, key: str) -> None:
+        with self.log.connect(autocommit=True) as conn:
+            conn.execute("UPDATE coldcopy_ops.backup_log SET deleted_at = now() WHERE object_key = %s "
+                         "AND deleted_at IS NULL", (key,))
+
     def apply_retention(self, *, dry_run: bool, now: datetime | None = None) -> list[str]:
         """Delete expired backups and their manifests, and objects left without a manifest (``dry_run``: only
         list them). A backup whose manifest does not verify is not ours to delete: skipped and listed in
@@ -71,20 +87,22 @@ class BackupRetention:
             if dry_run:
                 log.info("dry run: would delete %s", key)
                 continue
-            self.bucket.delete(key)
-            step("retention.object_deleted")  # its manifest still there
+            # The manifest first: a run killed between the two leaves an object without a manifest, which the next
+            # run's orphan sweep deletes; the other order left a manifest naming nothing, forever (issue 45).
             self.bucket.delete(key.removesuffix(".dump.zst.gpg") + ".manifest.json")
-            step("retention.manifest_deleted")
-            with self.log.connect(autocommit=True) as conn:
-                conn.execute("UPDATE coldcopy_ops.backup_log SET deleted_at = now() WHERE object_key = %s", (key,))
+            step("retention.manifest_deleted")  # the object still there, now an orphan
+            self.bucket.delete(key)
+            step("retention.object_deleted")
+            self._deleted(key)
             log.info("deleted expired backup %s", key)
-        for key in self.orphans(now):
+        for key in self.orphans(now) + self.stray_manifests(now):
             done.append(key)
             if dry_run:
-                log.info("dry run: would delete %s (no manifest)", key)
+                log.info("dry run: would delete %s (no manifest, or no backup beside it)", key)
                 continue
             self.bucket.delete(key)
-            log.warning("deleted %s: no manifest beside it", key)
+            self._deleted(key.removesuffix(".manifest.json") + ".dump.zst.gpg")
+            log.warning("deleted %s: no manifest beside it, or no backup beside the manifest", key)
         kept = [m for _, key, m in self.inventory.database_backups() if key not in done]
         self.skipped[:] = list(dict.fromkeys(self.skipped))  # a refused manifest is reported once
         if not self.extended_by:  # the backup operators always give the change archive's pruner
