@@ -136,6 +136,20 @@ EVASIONS = {
     "a constraint dropped": ("ALTER TABLE public.leads DROP CONSTRAINT leads_pkey;", "DROP CONSTRAINT leads_pkey"),
     "timeouts undone": ("SET lock_timeout = 0;", "lock_timeout"),
     "an extension's script": ("CREATE EXTENSION pgcrypto SCHEMA public;", "CreateExtensionStmt"),
+    # helper-17's, against the third round
+    "a temporary table takes the credit": ("CREATE TABLE public.leak AS SELECT * FROM private.secrets; CREATE TEMP "
+                                           "TABLE leak () ON COMMIT DROP; ALTER TABLE leak ENABLE ROW LEVEL "
+                                           "SECURITY;", "makes temporary leak"),
+    "a primary key dropped, a CHECK of its name added": (
+        "ALTER TABLE public.leads DROP CONSTRAINT leads_pkey; ALTER TABLE public.leads ADD CONSTRAINT leads_pkey "
+        "CHECK (true) NOT VALID;", "DROP CONSTRAINT leads_pkey"),
+    "an identity GENERATED ALWAYS on an existing column": (
+        "ALTER TABLE public.orders ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY;", "GENERATED ALWAYS"),
+    "a function's own search_path": ("CREATE FUNCTION app.h() RETURNS void LANGUAGE sql SET search_path = ops, "
+                                     "public AS 'SELECT 1';", "sets its own search_path"),
+    "a function dropped, another signature made": (
+        "DROP FUNCTION public.doc_count(); CREATE FUNCTION public.doc_count(x int) RETURNS bigint LANGUAGE sql AS "
+        "'SELECT 0::bigint';", "drops a function not made again"),
 }
 
 
@@ -185,6 +199,7 @@ def test_what_the_target_resolves_a_name_to_is_what_is_graded(migrated_db):
              "SELECT 1 ### 2;": "operator ###",
              "SELECT 1 ### ANY (SELECT 2);": "operator ###",
              "DROP INDEX CONCURRENTLY public.leads_email_once;": "drops unique index",
+             "CREATE FUNCTION public.lower(n text) RETURNS text LANGUAGE sql AS 'SELECT n';": "overloads public.lower",
              "CREATE OR REPLACE FUNCTION app.is_workspace_member(ws uuid) RETURNS boolean LANGUAGE sql STABLE AS "
              "'SELECT true';": "replaces app.is_workspace_member"}
     for text, found in cases.items():

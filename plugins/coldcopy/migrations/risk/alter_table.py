@@ -11,7 +11,7 @@ from coldcopy.migrations.risk.reader import Reader, name, pg_bool, qualified
 SAFE = {T.AT_CookedColumnDefault, T.AT_DropNotNull, T.AT_SetStatistics, T.AT_SetOptions, T.AT_ResetOptions,
         T.AT_SetStorage, T.AT_SetCompression, T.AT_ValidateConstraint, T.AT_ClusterOn, T.AT_DropCluster,
         T.AT_ForceRowSecurity, T.AT_EnableTrig, T.AT_EnableAlwaysTrig, T.AT_EnableTrigAll, T.AT_EnableTrigUser,
-        T.AT_AddIdentity, T.AT_AlterConstraint, T.AT_GenericOptions, T.AT_EnableRule, T.AT_EnableAlwaysRule}
+        T.AT_AlterConstraint, T.AT_GenericOptions, T.AT_EnableRule, T.AT_EnableAlwaysRule}
 REWRITES = {T.AT_SetLogged: "SET LOGGED", T.AT_SetTableSpace: "SET TABLESPACE", T.AT_SetAccessMethod:
             "SET ACCESS METHOD"}
 # ENABLE REPLICA: fires only when session_replication_role = replica, that is never for the application
@@ -44,21 +44,26 @@ def alter_table(r: Reader, node: ast.AlterTableStmt, where: str, source: str) ->
             r.grade.worsen("destructive", f"{where}changes the type of {table}.{cmd.name} (a narrower type loses "
                                           "values; most changes rewrite the table)")
         elif sub == T.AT_AddConstraint:
-            if cmd.def_.conname:
-                r.made.add(("CONSTRAINT", cmd.def_.conname, key))
             constraint(r, cmd.def_, table, rows, where, new_table=("TABLE", key, "") in r.made)
         elif sub == T.AT_SetNotNull:
             if rows:
                 r.grade.worsen("data-dependent", f"{where}SET NOT NULL on {table}.{cmd.name}")
         elif sub == T.AT_DropConstraint:
-            r.dropped.setdefault(("CONSTRAINT", cmd.name, key), f"ALTER TABLE {table} DROP CONSTRAINT {cmd.name} "
-                                 "(what it guaranteed stops)")
-            if cmd.behavior.name == "DROP_CASCADE":
-                r.grade.worsen("destructive", f"{where}drops constraint {cmd.name} of {table} with CASCADE")
+            r.grade.worsen("destructive", f"{where}ALTER TABLE {table} DROP CONSTRAINT {cmd.name} (what it guaranteed "
+                                          "stops; one of the same name made again need not guarantee it)")
         elif sub == T.AT_ColumnDefault:
             if cmd.def_ is None:
                 r.grade.worsen("destructive", f"{where}drops the default of {table}.{cmd.name} (inserts relying on "
                                               "it fail)")
+            elif ("TABLE", key, "") not in r.made:
+                r.grade.worsen("data-dependent", f"{where}changes the default of {table}.{cmd.name} (what inserts "
+                                                 "relying on it write)")
+        elif sub == T.AT_AddIdentity:
+            if ("TABLE", key, "") not in r.made:
+                always = getattr(cmd.def_, "generated_when", "") == "a"
+                r.grade.worsen("destructive" if always else "data-dependent",
+                               f"{where}makes {table}.{cmd.name} an identity" + (
+                                   " GENERATED ALWAYS (inserts giving it a value fail)" if always else ""))
         elif sub in BREAKS_WRITES:
             r.grade.worsen("destructive", f"{where}{BREAKS_WRITES[sub]} {table}.{cmd.name} (new keys may collide, "
                                           "run out, or inserts fail)")

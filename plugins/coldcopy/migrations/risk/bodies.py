@@ -36,19 +36,29 @@ def _last_path(items) -> ast.VariableSetStmt | None:
 
 
 def create_function(r: Reader, node: ast.CreateFunctionStmt, where: str, source: str) -> None:
+    from coldcopy.migrations.risk.statements import signature
+
     function = qualified(node.funcname)
+    if function.startswith("pg_temp."):
+        r.grade.worsen("ungraded", f"{where}makes temporary function {function}")
+    args = signature(p.argType for p in node.parameters or () if p.mode.name in ("FUNC_PARAM_IN",
+                     "FUNC_PARAM_INOUT", "FUNC_PARAM_VARIADIC", "FUNC_PARAM_DEFAULT"))
     if r.depth == 0:  # made by the file, not a definition read to follow a call
-        r.made.add(("PROCEDURE" if node.is_procedure else "FUNCTION", function, ""))
-    if node.replace and r.depth == 0 and r.functions.definitions(*function.split(".", 1)) is not None:
-        r.grade.secure(f"{where}replaces {function}, which the target has: every policy, trigger, default and "
-                       "caller of it changes with it")
+        r.made.add(("PROCEDURE" if node.is_procedure else "FUNCTION", function, args))
+        if r.functions.definitions(*function.split(".", 1)) is not None:
+            r.grade.secure(f"{where}{'replaces' if node.replace else 'overloads'} {function}, which the target has: "
+                           "every policy, trigger, default and caller of it may run the new one")
     r.made_functions.add(function)
     options = _options(node)
     language = getattr(options.get("language"), "sval", "sql").lower()
     definer = getattr(options.get("security"), "boolval", False)
-    if definer and not _fixed_path(_last_path(node.options)):
+    path = _last_path(node.options)
+    if definer and not _fixed_path(path):
         r.grade.secure(f"{where}{function}: a SECURITY DEFINER function without SET search_path = pg_catalog, "
                        "pg_temp")
+    elif path is not None and not _fixed_path(path):
+        r.grade.worsen("ungraded", f"{where}{function} sets its own search_path: the names in it resolve otherwise "
+                                   "than the grader reads them")
     elif definer and function.split(".", 1)[0] in ("public", "graphql_public") and r.depth == 0:
         r.grade.secure(f"{where}{function}: a SECURITY DEFINER function in an API schema (EXECUTE is PUBLIC's by "
                        "default: anon may call it through the API)")

@@ -45,6 +45,9 @@ def drop(r: Reader, node: ast.DropStmt, where: str, source: str) -> None:
             parts = [p.sval for p in o] if isinstance(o, (list, tuple)) else name(o).split(".")
             if node.removeType in (ObjectType.OBJECT_POLICY, ObjectType.OBJECT_TRIGGER):
                 key = (REPLACEABLE[node.removeType], parts[-1], qualified(".".join(parts[:-1])))
+            elif isinstance(o, ast.ObjectWithArgs):  # a function: made again only with the same argument types
+                key = (REPLACEABLE[node.removeType], qualified(".".join(parts)),
+                       "(unspecified)" if o.args_unspecified else signature(t for t in o.objargs or ()))
             else:
                 key = (REPLACEABLE[node.removeType], qualified(".".join(parts)), "")
             r.dropped.setdefault(key, shown)
@@ -59,6 +62,10 @@ def drop(r: Reader, node: ast.DropStmt, where: str, source: str) -> None:
         r.grade.worsen("destructive", f"{where}drops {_kind(node.removeType)} {', '.join(names)}")
         if node.removeType == ObjectType.OBJECT_POLICY:
             r.grade.secure(f"{where}{shown}")
+
+
+def signature(types) -> str:
+    return "(" + ", ".join(name(t) for t in types) + ")"
 
 
 def _rows(r: Reader, node, where: str, what: str, relation) -> None:
@@ -109,6 +116,8 @@ def index(r: Reader, node: ast.IndexStmt, where: str, source: str) -> None:
 
 
 def view(r: Reader, node: ast.ViewStmt, where: str, source: str) -> None:
+    if temporary(r, node.view, where):
+        return
     r.made.add(("VIEW", qualified(node.view), ""))
     invoker = any(o.defname == "security_invoker" and (o.arg is None or pg_bool(o.arg)) for o in node.options or ())
     if node.view.schemaname in EXPOSED and not invoker:
@@ -185,7 +194,7 @@ def transaction(r: Reader, node: ast.TransactionStmt, where: str, source: str) -
 
 
 def select(r: Reader, node: ast.SelectStmt, where: str, source: str) -> None:
-    if node.intoClause is not None:  # SELECT … INTO: a table made
+    if node.intoClause is not None and not temporary(r, node.intoClause.rel, where):  # SELECT … INTO: a table
         r.made.add(("TABLE", qualified(node.intoClause.rel), ""))
         exposed(r, node.intoClause.rel, "table")
 
@@ -208,7 +217,18 @@ def exposed(r: Reader, relation: ast.RangeVar, kind: str) -> None:
         r.exposed[qualified(relation)] = kind
 
 
+def temporary(r: Reader, relation: ast.RangeVar, where: str) -> bool:
+    """A temporary relation: unqualified names reach it before public's, so what the file names unqualified
+    can no longer be told."""
+    if relation.relpersistence == "t" or relation.schemaname == "pg_temp":
+        r.grade.worsen("ungraded", f"{where}makes temporary {name(relation)}: unqualified names reach it first")
+        return True
+    return False
+
+
 def create_table(r: Reader, node: ast.CreateStmt, where: str, source: str) -> None:
+    if temporary(r, node.relation, where):
+        return
     r.made.add(("TABLE", qualified(node.relation), ""))
     exposed(r, node.relation, "table")
     if node.partbound is not None and any(isinstance(c, ast.Constraint) and c.contype == ConstrType.CONSTR_CHECK
@@ -218,6 +238,8 @@ def create_table(r: Reader, node: ast.CreateStmt, where: str, source: str) -> No
 
 def create_table_as(r: Reader, node: ast.CreateTableAsStmt, where: str, source: str) -> None:
     kind = "materialized view" if node.objtype == ObjectType.OBJECT_MATVIEW else "table"
+    if temporary(r, node.into.rel, where):
+        return
     r.made.add(("MATERIALIZED VIEW" if kind == "materialized view" else "TABLE", qualified(node.into.rel), ""))
     exposed(r, node.into.rel, kind)
 
