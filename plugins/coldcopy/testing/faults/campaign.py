@@ -83,7 +83,7 @@ class Campaign:
     def _env(self, ctx: Context, bucket: str, **extra: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("COLDCOPY_")}
         env.update({CONTEXT_ENV: ctx.to_env(), "AIRFLOW_CONN_COLDCOPY_SPACES": local_env.spaces_connection(
-            self.endpoint, bucket), "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT}", **extra})
+            self.endpoint, bucket), **extra})
         return env
 
     def start(self, job: Job, env: dict, phase: str | None = None) -> subprocess.Popen:
