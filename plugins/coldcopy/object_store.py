@@ -205,16 +205,20 @@ class Bucket:
         """A streamed multipart upload into ``key``."""
         return MultipartUpload(self.client, self.name, key, **kwargs)
 
-    def abort_unfinished_uploads(self, key: str) -> int:
-        """Abort the multipart uploads into exactly ``key`` left unfinished (a try killed with SIGKILL cannot abort its
-        own; their parts cost storage until aborted). Only for a key one writer owns at a time. Returns how many."""
-        aborted = 0
+    def abort_unfinished_uploads(self, key: str, *, prefix: bool = False, started_before=None) -> list[str]:
+        """Abort the multipart uploads into exactly ``key`` (``prefix``: into any key under it) left unfinished (a
+        try killed with SIGKILL cannot abort its own; their parts cost storage until aborted), only those started
+        before ``started_before`` when given (a writer still uploading is younger). Exactly ``key``: only for a key
+        one writer owns at a time. Returns the keys of those aborted."""
+        aborted = []
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=self.name, Prefix=key):
             for upload in page.get("Uploads", []):
-                if upload["Key"] == key:
-                    self.client.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload["UploadId"])
-                    aborted += 1
+                if (upload["Key"] == key or prefix) and (started_before is None
+                                                         or upload["Initiated"] < started_before):
+                    self.client.abort_multipart_upload(Bucket=self.name, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                    aborted.append(upload["Key"])
         return aborted
 
     def list_objects(self, prefix: str = "") -> list[dict]:

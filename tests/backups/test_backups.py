@@ -149,9 +149,11 @@ def test_retention_deletes_exactly_the_expired(runner, spaces, generated_db):
 
 
 def test_a_retention_killed_between_its_deletes_leaves_nothing_the_next_run_keeps(runner, spaces, generated_db):
-    """The fault campaign's finding (issue 45): retention SIGKILLed after deleting an expired backup's object and
-    before its manifest left the manifest naming nothing, and no later run deleted it. The manifest now goes first
-    (a kill between leaves an orphan object, which the orphan sweep deletes), and a stray manifest is swept too."""
+    """The fault campaign's findings (issue 45): retention SIGKILLed after deleting an expired backup's object and
+    before its manifest left the manifest naming nothing, and a backup SIGKILLed mid-stream left its multipart
+    upload open (a new key each run: nothing aborted it); no later run cleaned either. The manifest now goes first
+    (a kill between leaves an orphan object, which the orphan sweep deletes), stray manifests are swept, and
+    uploads under backups/ older than ORPHAN_AFTER are aborted."""
     client, bucket = spaces.client, spaces.name
     stamp = datetime.now(UTC) - timedelta(days=40)
     stray = f"backups/standard/{stamp:%Y/%m/%d}/coldcopy-{stamp:%Y%m%dT%H%M%SZ}.dump.zst.gpg"
@@ -162,9 +164,12 @@ def test_a_retention_killed_between_its_deletes_leaves_nothing_the_next_run_keep
     client.put_object(Bucket=bucket, Key=orphan, Body=b"x")  # what a kill between the new order's deletes leaves
     next_run = datetime.now(UTC) + ORPHAN_AFTER + timedelta(minutes=1)
     assert runner.apply_retention(dry_run=False, now=datetime.now(UTC)) == []  # younger than ORPHAN_AFTER: kept
+    upload = client.create_multipart_upload(Bucket=bucket, Key=orphan.replace("coldcopy-", "killed-"))  # mid-stream
+    client.upload_part(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"], PartNumber=1, Body=b"x")
     deleted = runner.apply_retention(dry_run=False, now=next_run)
     assert sorted(deleted) == sorted([orphan, stray.removesuffix(".dump.zst.gpg") + ".manifest.json"])
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # its parts are billed no more
 
 
 def test_backup_and_restore_dags_end_to_end(generated_db, spaces, backup_key, coldcopy_conn, airflow_db,

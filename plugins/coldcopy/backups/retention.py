@@ -95,6 +95,10 @@ class BackupRetention:
             step("retention.object_deleted")
             self._deleted(key)
             log.info("deleted expired backup %s", key)
+        if not dry_run:  # a backup killed mid-stream leaves its upload open, under a key no later run writes
+            for key in self.bucket.abort_unfinished_uploads(f"{PREFIX}/", prefix=True,
+                                                            started_before=(now or datetime.now(UTC)) - ORPHAN_AFTER):
+                log.warning("aborted the unfinished upload of %s: a backup killed mid-stream left it", key)
         for key in self.orphans(now) + self.stray_manifests(now):
             done.append(key)
             if dry_run:

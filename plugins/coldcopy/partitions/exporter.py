@@ -28,7 +28,7 @@ class Exporter:
         """Stream the partition into the bucket as gzip'd CSV, then write its manifest; returns the manifest."""
         table = sql.Identifier(partition.name)
         if stale := bucket.abort_unfinished_uploads(partition.object_key):  # a killed try's (one archive per month)
-            log.warning("%s: aborted %d unfinished upload(s) of %s left by an earlier try", partition.name, stale,
+            log.warning("%s: aborted %d unfinished upload(s) of %s left by an earlier try", partition.name, len(stale),
                         partition.object_key)
         # One snapshot for the data and its row versions, so the manifest describes exactly what was exported.
         with self.conn.transaction(), self.conn.cursor() as cur:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,8 +166,9 @@ class Campaign:
         trial = Trial(job.name, kind, target, clean_s=round(clean_s, 2))
         ctx, bucket, database = self._setup(job)
         since = datetime.now(UTC)
+        spool = Path(tempfile.mkdtemp(prefix="coldcopy-trial-"))  # the worker's temporary directory, for this trial
         try:
-            env = self._env(ctx, bucket)
+            env = self._env(ctx, bucket, TMPDIR=str(spool))
             self._prepare(job, env)
             before = self.expected_schema if job.invariant == "schema" else invariants.reference(job.invariant,
                                                                                                ctx.dsn)
@@ -178,11 +180,14 @@ class Campaign:
                 f"exit {code}"
             if job.next_day is not None:
                 self._child(job, env, phase="--next-day")
+            left += [f"spool: {p.name} left in the worker's temporary directory after the rerun"
+                     for p in spool.iterdir()]
             trial.violations = left + invariants.violations(job.invariant, ctx.dsn, before, self._bucket(bucket),
                                                             ctx.keyring(), self.server, since)
             trial.left = sum(v.startswith(("bucket:", "server:", "spool:")) for v in trial.violations)
         finally:
             self._teardown(database, bucket)
+            shutil.rmtree(spool, ignore_errors=True)
         return trial
 
     def plan(self, job: Job, steps: list[str], clean_s: float, *, extra: int, instants: int,
