@@ -15,6 +15,31 @@ from tests.conftest import stock_decrypt as decrypt
 from tests.support.gdpr import KEY, gdpr_on, month_with_a_lead, occurrences, request, subject_of, subjects_of
 
 
+def test_an_erasure_cut_short_before_its_refresh_is_finished_by_the_retry(generated_db, spaces, backup_key):
+    """The fault campaign's finding (issue 45): an erasure killed after deleting the person's rows and before
+    refreshing the summaries that counted them left the lead in analytics.lead_engagement (and in the capture's
+    deltas) for good: the retry deleted nothing, so it refreshed nothing. A retry of a cut-short erasure now
+    refreshes every view over the person's tables."""
+    subject = subject_of(generated_db)
+    conn, gdpr = gdpr_on(generated_db)
+    refresher_for(conn, "analytics.lead_engagement").run(RefreshRun(run_id="fill"))
+    request_id = request(generated_db, subject, "erasure")
+
+    class Killed(BaseException):  # what a SIGKILL leaves: no except clause of ours runs
+        pass
+
+    refresh = gdpr.requests.dashboards.refresh
+    gdpr.requests.dashboards.refresh = lambda views, run_id: (_ for _ in ()).throw(Killed())
+    with pytest.raises(Killed):
+        gdpr.handle(request_id, spaces)
+    assert conn.execute("SELECT count(*) FROM leads WHERE id = %s", (subject["lead_id"],)).fetchone()[0] == 0
+    assert occurrences(generated_db, str(subject["lead_id"]))  # still counted in the summary
+    gdpr.requests.dashboards.refresh = refresh
+    result = gdpr.handle(request_id, spaces)  # the retry
+    assert "analytics.lead_engagement" in result["views_refreshed"]
+    assert occurrences(generated_db, str(subject["lead_id"])) == []
+
+
 def test_erasure_leaves_no_trace_suppresses_and_records_without_the_address(generated_db, spaces, backup_key):
     client, bucket = spaces.client, spaces.name
     subject = subject_of(generated_db)

@@ -20,6 +20,7 @@ from coldcopy.gdpr.ledger import LedgerBook, entry_hash
 from coldcopy.gdpr.subjects import ERASED, REFUSE_TRIGGER, GdprError, Subject
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Erasure:
                  dashboards: DashboardRefresh, lock_retry: LockRetryPolicy, batch: int) -> None:
         self.conn, self.keys, self.ledger, self.access, self.dashboards = conn, keys, ledger, access, dashboards
         self.lock_retry, self.batch = lock_retry, batch
+        self.resumed = False  # the last erase() finished an earlier, cut-short try (its tables are not known)
 
     def erase(self, subject: Subject, request_id: str, *, bucket: Bucket | None = None) -> dict[str, int]:
         """Erase everything about ``subject`` (see the module doc); returns rows touched per table.
@@ -47,11 +49,18 @@ class Erasure:
         id_hashes = [h for (h,) in self.conn.execute(
             "SELECT coldcopy_ops.id_hash(x) FROM unnest(%s::uuid[]) x", (subject.lead_ids + subject.message_ids,))]
         with self._subject_lock(subject):
+            # An entry already there: an earlier try of this request was cut short (killed, the server restarted)
+            # after the ledger said so, perhaps after rows were deleted: which tables it reached, nothing recorded.
+            self.resumed = self.conn.execute("SELECT EXISTS (SELECT FROM coldcopy_ops.erasure_ledger WHERE "
+                                             "request_id = %s)", (request_id,)).fetchone()[0]
             self.ledger.record_intent(request_id, subject, id_hashes)
+            step("gdpr.intent_recorded")  # the ledger says it will be erased; nothing erased yet
             if bucket is not None:
                 self.ledger.publish_ledger(request_id, bucket)
+                step("gdpr.ledger_published")
                 self.access.delete_subject_exports(subject, bucket)
             self.erase_rows(subject, request_id, counts, erased_ids)
+            step("gdpr.rows_erased")
         self.ensure_refuse_trigger()
         return {t: n for t, n in counts.items() if n}
 
@@ -74,6 +83,7 @@ class Erasure:
             if where is None:
                 continue
             touched, ids = self._in_batches(link, *where)
+            step("gdpr.table_erased")  # this table's rows of the subject gone, the next tables' not yet
             if touched and link.table in months:  # a detached month: its archive bookkeeping follows
                 self.conn.execute(
                     "UPDATE coldcopy_ops.partition_archive SET row_count = row_count - %s, "

@@ -79,6 +79,10 @@ class Requests:
                        if email.startswith(ERASED) else self.keys.find(request["workspace_id"], email=email))
             counts = self.erasure.erase(subject, request_id, bucket=bucket)
             tables = sorted({t.rsplit(".", 1)[0] if t.count(".") > 1 else t for t in counts})
+            if self.erasure.resumed:  # an earlier try deleted rows and died before refreshing what counted them:
+                from coldcopy.gdpr.discovery import personal_data_map  # every view over the person's tables
+
+                tables = sorted(set(tables) | {link.table for link in personal_data_map(self.conn)})
             views = self.dashboards.views_reading(tables)
             self.dashboards.refresh(views, run_id or f"gdpr:{request_id}")
             data_rows = sum(n for t, n in counts.items()

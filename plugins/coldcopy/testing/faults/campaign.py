@@ -51,6 +51,7 @@ class Campaign:
         self.random = random.Random(seed)
         self.secret = f"fault campaign manifests {uuid.uuid4().hex}"  # made per campaign: no secret in the repo
         self.passphrase = f"fault campaign passphrase {uuid.uuid4().hex}"
+        self.pepper = f"fault campaign pepper {uuid.uuid4().hex}"
         self.templates: dict[str, str] = {}
         self.expected_schema: dict | None = None
 
@@ -117,7 +118,7 @@ class Campaign:
         dsn = local_env.create_database(self.server, name, template=self.templates[job.template])
         bucket = f"faults-{uuid.uuid4().hex[:10]}"
         self._bucket(bucket).client.create_bucket(Bucket=bucket)
-        return Context(dsn, self.server, self.passphrase, self.secret), bucket, name
+        return Context(dsn, self.server, self.passphrase, self.secret, self.pepper), bucket, name
 
     def _bucket(self, name: str):
         """The checker's own client of bucket ``name`` (the jobs use the ``coldcopy_spaces`` connection)."""

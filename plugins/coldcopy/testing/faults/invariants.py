@@ -32,7 +32,41 @@ def schema(dsn: str) -> dict:
 
 
 def reference(invariant: str, dsn: str) -> dict:
+    if invariant == "erasure":  # the person a pending erasure request names, and every table's rows
+        with psycopg.connect(dsn) as conn:
+            subject = conn.execute(
+                "SELECT r.id::text, r.email, l.id::text FROM public.data_subject_requests r JOIN public.leads l ON "
+                "l.workspace_id = r.workspace_id AND l.email = r.email WHERE r.request_type = 'erasure' AND "
+                "r.status = 'verified'").fetchone()
+        return {"rows": rows(dsn), "request": subject[0], "needles": list(subject[1:])}
     return schema(dsn) if invariant == "schema" else rows(dsn)
+
+
+def erased(dsn: str, before: dict) -> list[str]:
+    """The person is nowhere (their address, their lead's id, in any text, JSON or uuid column of any table),
+    their request completed, the ledger's entry done."""
+    found = []
+    with psycopg.connect(dsn) as conn:
+        columns = conn.execute(
+            "SELECT n.nspname, c.relname, a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON "
+            "c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', "
+            "'m') AND a.attnum > 0 AND NOT a.attisdropped AND n.nspname NOT IN ('pg_catalog', "
+            "'information_schema', 'pg_toast') AND pg_catalog.format_type(a.atttypid, NULL) IN ('text', "
+            "'character varying', 'jsonb', 'json', 'uuid', 'text[]', 'uuid[]', 'citext')").fetchall()
+        for schema_name, table, column in columns:
+            for needle in before["needles"]:
+                if conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {}::text LIKE %s)").format(
+                        sql.Identifier(schema_name, table), sql.Identifier(column)), (f"%{needle}%",)).fetchone()[0]:
+                    found.append(f"erasure: the person is still in {schema_name}.{table}.{column}")
+        status = conn.execute("SELECT status FROM public.data_subject_requests WHERE id = %s",
+                              (before["request"],)).fetchone()
+        ledger = conn.execute("SELECT state FROM coldcopy_ops.erasure_ledger WHERE request_id = %s",
+                              (before["request"],)).fetchone()
+    if status is None or status[0] != "completed":
+        found.append(f"erasure: request {before['request']} is {status[0] if status else 'gone'}, not completed")
+    if ledger is None or ledger[0] != "done":
+        found.append(f"erasure: the ledger's entry is {ledger[0] if ledger else 'missing'}, not done")
+    return found
 
 
 def summaries(dsn: str) -> list[str]:
@@ -57,6 +91,8 @@ def violations(invariant: str, dsn: str, before: dict, bucket, keyring, admin_ds
         after = schema(dsn)
         found += [f"schema: {k[0]} {k[1]} {'missing' if k not in after else 'extra' if k not in before else 'differs'}"
                   for k in sorted(set(before) | set(after), key=str) if before.get(k) != after.get(k)][:10]
+    elif invariant == "erasure":
+        found += erased(dsn, before)
     elif invariant == "summaries":  # the summaries change; every other table must not
         after = rows(dsn)
         found += [f"rows: {t} {before.get(t)} → {after.get(t)}" for t in sorted(set(before) | set(after))

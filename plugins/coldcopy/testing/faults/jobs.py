@@ -26,6 +26,7 @@ class Context:
     admin_dsn: str  # the server's maintenance database (scratch copies)
     passphrase: str
     manifest_secret: str
+    pepper: str = ""  # the subject keys' secret (coldcopy_subject_pepper)
 
     def keyring(self):
         from coldcopy import manifests
@@ -145,9 +146,36 @@ def refresh(ctx: Context) -> None:
                 refresher_for(conn, view).run(run)
 
 
+def gdpr_prepare(ctx: Context) -> None:
+    """A verified erasure request for a lead with messages and events."""
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO public.data_subject_requests (workspace_id, email, request_type, status) SELECT "
+            "l.workspace_id, l.email, 'erasure', 'verified' FROM public.leads l WHERE EXISTS (SELECT FROM "
+            "public.email_events e WHERE e.lead_id = l.id) AND EXISTS (SELECT FROM public.email_messages m WHERE "
+            "m.lead_id = l.id) ORDER BY l.id LIMIT 1")
+
+
+def gdpr(ctx: Context) -> None:
+    """gdpr_requests: every verified request handled (the erasure: ledger entry, its signed copy in the bucket,
+    every copy of the person's rows, the dashboards they were counted in, the record)."""
+    from coldcopy.gdpr import Gdpr
+    from coldcopy.lock_retries import LockRetryPolicy
+    from coldcopy.object_store import Bucket
+    from coldcopy.refresh.erasures import Dashboards
+
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        requests = Gdpr(conn, dashboards=Dashboards, keyring=ctx.keyring(), passphrase=ctx.passphrase,
+                        pepper=ctx.pepper, lock_retry=LockRetryPolicy(attempts=20, lock_timeout_ms=500, backoff_s=0.1))
+        bucket = Bucket.from_connection()
+        for request_id in requests.pending():
+            requests.handle(request_id, bucket, run_id=f"faults__{conn.info.dbname}")
+
+
 JOBS = {job.name: job for job in (
     Job("backup", backup, "generated", "rows", backup_next_day, backup_prepare, spools=True),
     Job("partition_rotation", partition_rotation, "generated", "archive", prepare=partition_prepare),
     Job("refresh", refresh, "generated", "summaries", prepare=refresh_prepare),
+    Job("gdpr", gdpr, "generated", "erasure", prepare=gdpr_prepare),
     Job("migrations", migrations, "empty", "schema"),
 )}
