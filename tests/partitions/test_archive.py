@@ -160,3 +160,20 @@ def test_verify_accepts_freezing_and_rewrites_but_refuses_any_row_changed_since_
         rotation.archive(month, spaces, detach=False)
         csv_bytes = opened(client.get_object(Bucket=bucket, Key=month.object_key)["Body"].read(), PASSPHRASE)
         assert f"\n{first},".encode() in csv_bytes and b",hard," in csv_bytes
+
+
+def test_a_second_run_archives_no_month_the_first_already_detached(generated_db, spaces):
+    """The fault campaign's finding (issue 45): two runs of partition_maintenance at once (a scheduler's double
+    start). The second, working from its own list of months, exported a month the first had archived and detached:
+    its state went back to 'exported' and its archive object was replaced by another one than the drop verified.
+    Now each month's archive and detach hold the month's lock, and a month already detached is left as it is."""
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        rotation = manager(conn)
+        month = rotation.archive_candidates()[-1]  # what the second run listed, before the first detached it
+        rotation.archive(month, spaces)  # the first run: exported, verified, detached
+        sha = spaces.sha256(month.object_key)
+        rotation.archive(month, spaces)  # the second run
+        state = conn.execute("SELECT state FROM coldcopy_ops.partition_archive WHERE partition_name = %s",
+                             (month.name,)).fetchone()[0]
+    assert state == "detached"
+    assert spaces.sha256(month.object_key) == sha

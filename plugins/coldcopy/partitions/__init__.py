@@ -63,6 +63,15 @@ __all__ = [
 
 
 
+def month_lock(conn: psycopg.Connection, name: str):
+    """One month's export, verification and detach, one run at a time (coldcopy.job_locks: no other login can
+    take it); the other run polls, holding no snapshot."""
+    from coldcopy import job_locks
+
+    return job_locks.held(job_locks.connect_like(conn), f"coldcopy archive:{name}", wait_s=None,
+                          what=f"another run's archive of {name}")
+
+
 class PartitionManager:
     """Partition rotation on one autocommit connection (``ColdCopyPostgresHook().session()``): a facade composing
     one object per step, each given what it needs — the archive state every step reads and writes through, the
@@ -113,14 +122,19 @@ class PartitionManager:
         of another month is one.
         """
         try:
-            if partition.detach_pending or (self.state.state(partition) == "restored"
-                                            and not self.state.erased_on_restore(partition)):
-                # A restored month's archive exists already: it must still describe the partition (rows
-                # written into the month since the restore fail this, and the month stays attached).
-                manifest = self.verify(partition, bucket)
-            else:
-                manifest = self.export(partition, bucket)
-                self.verify(partition, bucket)
+            with month_lock(self.conn, partition.name):  # a second run of the job (a double start) waits here
+                if self.state.state(partition) in ("detached", "dropped") or not self.state.attached(partition):
+                    # archived by another run meanwhile: its archive is the one the ledger names; exporting the
+                    # month again would replace the object a drop verified (issue 45)
+                    return self.read_manifest(partition, bucket)
+                if partition.detach_pending or (self.state.state(partition) == "restored"
+                                                and not self.state.erased_on_restore(partition)):
+                    # A restored month's archive exists already: it must still describe the partition (rows
+                    # written into the month since the restore fail this, and the month stays attached).
+                    manifest = self.verify(partition, bucket)
+                else:
+                    manifest = self.export(partition, bucket)
+                    self.verify(partition, bucket)
             if detach:
                 self.detach(partition)
             return manifest

@@ -70,10 +70,12 @@ class Detacher:
             self.conn.execute(sql.SQL("ALTER TABLE public.email_events DETACH PARTITION public.{} " + mode)
                               .format(sql.Identifier(name)))
 
-        # DETACH … CONCURRENTLY refuses a transaction block.
-        under_lock_timeout(self.conn, detach, self.lock_retry, what=f"detach of {name}", transaction=False)
-        step("partition.detached")  # detached; the bookkeeping not yet told
-        with self.conn.transaction():
-            self.state.record_parent_change(name)
-            self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = now(), "
-                              "updated_at = now() WHERE partition_name = %s", (name,))
+        # DETACH … CONCURRENTLY refuses a transaction block. The month's lock: no other run exports it meanwhile.
+        with job_locks.held(job_locks.connect_like(self.conn), f"coldcopy archive:{name}", wait_s=None,
+                            what=f"another run's archive of {name}"):
+            under_lock_timeout(self.conn, detach, self.lock_retry, what=f"detach of {name}", transaction=False)
+            step("partition.detached")  # detached; the bookkeeping not yet told
+            with self.conn.transaction():
+                self.state.record_parent_change(name)
+                self.conn.execute("UPDATE coldcopy_ops.partition_archive SET state = 'detached', detached_at = "
+                                  "now(), updated_at = now() WHERE partition_name = %s", (name,))

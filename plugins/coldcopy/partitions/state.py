@@ -27,6 +27,11 @@ class ArchiveState:
             "ORDER BY range_start").fetchall()
         return [Partition(*row) for row in rows]
 
+    def attached(self, partition: Partition) -> bool:
+        """Whether ``partition`` is still a partition of email_events (a detach pending counts)."""
+        return self.conn.execute("SELECT EXISTS (SELECT FROM app.email_events_partitions WHERE name = %s)",
+                                 (partition.name,)).fetchone()[0]
+
     def month_start(self, offset: int = 0, now: datetime | None = None) -> datetime:
         return self.conn.execute("SELECT app.month_start_utc(coalesce(%s, now()), %s)", (now, offset)).fetchone()[0]
 
