@@ -49,6 +49,7 @@ from coldcopy.partitions.layout import (
     ROW_VERSIONS_SQL,
     ArchiveError,
     Partition,
+    month_lock,
 )
 from coldcopy.partitions.premaker import Premaker
 from coldcopy.partitions.signed import SignedManifests
@@ -61,15 +62,6 @@ __all__ = [
     "object_problems", "PARENT", "Partition", "PartitionManager", "read_back", "ReadBack", "ROW_VERSIONS_SQL",
 ]
 
-
-
-def month_lock(conn: psycopg.Connection, name: str):
-    """One month's export, verification and detach, one run at a time (coldcopy.job_locks: no other login can
-    take it); the other run polls, holding no snapshot."""
-    from coldcopy import job_locks
-
-    return job_locks.held(job_locks.connect_like(conn), f"coldcopy archive:{name}", wait_s=None,
-                          what=f"another run's archive of {name}")
 
 
 class PartitionManager:

@@ -11,7 +11,7 @@ from psycopg import sql
 
 from coldcopy import job_locks, markers
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
-from coldcopy.partitions.layout import DETACH_LOCK, PARENT, Partition
+from coldcopy.partitions.layout import DETACH_LOCK, PARENT, Partition, month_lock
 from coldcopy.partitions.state import ArchiveState
 from coldcopy.steps import step
 
@@ -71,8 +71,7 @@ class Detacher:
                               .format(sql.Identifier(name)))
 
         # DETACH … CONCURRENTLY refuses a transaction block. The month's lock: no other run exports it meanwhile.
-        with job_locks.held(job_locks.connect_like(self.conn), f"coldcopy archive:{name}", wait_s=None,
-                            what=f"another run's archive of {name}"):
+        with month_lock(self.conn, name):
             under_lock_timeout(self.conn, detach, self.lock_retry, what=f"detach of {name}", transaction=False)
             step("partition.detached")  # detached; the bookkeeping not yet told
             with self.conn.transaction():

@@ -42,3 +42,12 @@ class Partition:
     @property
     def manifest_key(self) -> str:
         return f"{ARCHIVE_PREFIX}/{self.range_start:%Y/%m}/manifest.json"
+
+
+def month_lock(conn, name: str):
+    """One month's export, verification and detach, one run at a time (coldcopy.job_locks: no other login can
+    take it); the other run polls, holding no snapshot."""
+    from coldcopy import job_locks
+
+    return job_locks.held(job_locks.connect_like(conn), f"coldcopy archive:{name}", wait_s=None,
+                          what=f"another run's archive of {name}")
