@@ -70,7 +70,7 @@ def test_migrations_apply_on_postgresql_16():
         with psycopg.connect(dsn) as conn:
             assert conn.info.server_version // 10000 == 16
         runner = MigrationRunner(lambda: psycopg.connect(dsn))
-        assert len(runner.apply_all(discover_migrations(), applied_by="pytest")) == 25
+        assert len(runner.apply_all(discover_migrations(), applied_by="pytest")) == 26
         assert len(runner.apply_all(discover_migrations(), applied_by="pytest")) == 0
     finally:
         local_env.drop_database(server, name)

@@ -34,10 +34,13 @@ DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_events_txid_
   CREATE INDEX ivm_delta_email_events_txid_idx ON coldcopy_ops.ivm_delta_email_events (txid);
 END IF; END $$;
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_campaigns (txid xid8 NOT NULL, id uuid);
+-- the row's workspace, each image's (workspace_usage counts a workspace's active campaigns)
+ALTER TABLE coldcopy_ops.ivm_delta_campaigns ADD COLUMN IF NOT EXISTS workspace_id uuid;
 DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_campaigns_txid_idx') IS NULL THEN
   CREATE INDEX ivm_delta_campaigns_txid_idx ON coldcopy_ops.ivm_delta_campaigns (txid);
 END IF; END $$;
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_campaign_sequences (txid xid8 NOT NULL, id uuid);
+ALTER TABLE coldcopy_ops.ivm_delta_campaign_sequences ADD COLUMN IF NOT EXISTS workspace_id uuid;
 DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_campaign_sequences_txid_idx') IS NULL THEN
   CREATE INDEX ivm_delta_campaign_sequences_txid_idx ON coldcopy_ops.ivm_delta_campaign_sequences (txid);
 END IF; END $$;
@@ -45,6 +48,12 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_email_messages (txid xid8 NOT 
 ALTER TABLE coldcopy_ops.ivm_delta_email_messages ADD COLUMN IF NOT EXISTS id uuid;
 DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_email_messages_txid_idx') IS NULL THEN
   CREATE INDEX ivm_delta_email_messages_txid_idx ON coldcopy_ops.ivm_delta_email_messages (txid);
+END IF; END $$;
+-- workspaces, workspace_members, leads, email_accounts: the workspace of each changed row, both images of an update
+-- (workspace_usage's groups).
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_workspaces (txid xid8 NOT NULL, workspace_id uuid);
+DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_workspaces_txid_idx') IS NULL THEN
+  CREATE INDEX ivm_delta_workspaces_txid_idx ON coldcopy_ops.ivm_delta_workspaces (txid);
 END IF; END $$;
 CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_delta_intent_signals (txid xid8 NOT NULL, lead_id uuid, workspace_id uuid);
 DO $$ BEGIN IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_intent_signals_txid_idx') IS NULL THEN
@@ -118,6 +127,13 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_lead_engagement (
   rows bigint NOT NULL, emails_sent bigint NOT NULL, opens bigint NOT NULL, clicks bigint NOT NULL,
   replies bigint NOT NULL, last_engaged_at timestamptz,
   PRIMARY KEY (lead_id, workspace_id)
+);
+
+-- workspace_usage: the sent events per workspace and UTC day of the last 31 days (its windows: this month, 30 days).
+CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_agg_workspace_usage (
+  workspace_id uuid NOT NULL, day date NOT NULL,
+  rows bigint NOT NULL,
+  PRIMARY KEY (workspace_id, day)
 );
 
 -- Every verification of a summary against its definition.
@@ -287,10 +303,10 @@ RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, 
 DECLARE
   delta pg_catalog.text := CASE TG_TABLE_NAME WHEN 'campaigns' THEN 'ivm_delta_campaigns'
                                    WHEN 'campaign_sequences' THEN 'ivm_delta_campaign_sequences' END;
-  rows pg_catalog.text := CASE TG_OP WHEN 'INSERT' THEN 'SELECT id FROM ivm_new'
-                          WHEN 'UPDATE' THEN 'SELECT id FROM ivm_old UNION SELECT id FROM ivm_new'
-                          WHEN 'DELETE' THEN 'SELECT id FROM ivm_old'
-                          ELSE pg_catalog.format('SELECT id FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) END;
+  rows pg_catalog.text := CASE TG_OP WHEN 'INSERT' THEN 'SELECT id, workspace_id FROM ivm_new'
+                          WHEN 'UPDATE' THEN 'SELECT id, workspace_id FROM ivm_old UNION SELECT id, workspace_id FROM ivm_new'
+                          WHEN 'DELETE' THEN 'SELECT id, workspace_id FROM ivm_old'
+                          ELSE pg_catalog.format('SELECT id, workspace_id FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) END;
 BEGIN
   IF coldcopy_ops.ivm_delta_lost(pg_catalog.format('coldcopy_ops.%I', delta), pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN  -- the write goes on, the summaries rebuild
     RETURN NULL;
@@ -298,8 +314,31 @@ BEGIN
   IF TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' AND coldcopy_ops.ivm_truncate_unseen(pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
     RETURN NULL;
   END IF;
-  EXECUTE pg_catalog.format('INSERT INTO coldcopy_ops.%I SELECT DISTINCT pg_catalog.pg_current_xact_id(), id FROM (%s) r',
-                            delta, rows);
+  EXECUTE pg_catalog.format('INSERT INTO coldcopy_ops.%I (txid, id, workspace_id) '
+                            'SELECT DISTINCT pg_catalog.pg_current_xact_id(), id, workspace_id FROM (%s) r', delta, rows);
+  RETURN NULL;
+END
+$$;
+
+-- workspaces, workspace_members, leads, email_accounts: the workspace of each changed row (a workspace's own id).
+CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_workspace_ids()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  key pg_catalog.text := CASE TG_TABLE_NAME WHEN 'workspaces' THEN 'id' ELSE 'workspace_id' END;
+  rows pg_catalog.text := CASE TG_OP WHEN 'INSERT' THEN 'SELECT %1$I AS w FROM ivm_new'
+                          WHEN 'UPDATE' THEN 'SELECT %1$I AS w FROM ivm_old UNION SELECT %1$I FROM ivm_new'
+                          WHEN 'DELETE' THEN 'SELECT %1$I AS w FROM ivm_old'
+                          ELSE 'SELECT %1$I AS w FROM %2$I.%3$I' END;
+BEGIN
+  IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_workspaces', pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN  -- the write goes on, the summaries rebuild
+    RETURN NULL;
+  END IF;
+  IF TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' AND coldcopy_ops.ivm_truncate_unseen(pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE 'INSERT INTO coldcopy_ops.ivm_delta_workspaces (txid, workspace_id) SELECT DISTINCT '
+          'pg_catalog.pg_current_xact_id(), w FROM (' || pg_catalog.format(rows, key, TG_TABLE_SCHEMA, TG_TABLE_NAME)
+          || ') r WHERE w IS NOT NULL';
   RETURN NULL;
 END
 $$;
@@ -310,27 +349,24 @@ $$;
 -- the id itself changed.
 CREATE OR REPLACE FUNCTION coldcopy_ops.ivm_capture_changed_id()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  delta pg_catalog.text := CASE TG_TABLE_NAME WHEN 'campaigns' THEN 'ivm_delta_campaigns'
+                             WHEN 'campaign_sequences' THEN 'ivm_delta_campaign_sequences'
+                             ELSE 'ivm_delta_workspaces' END;
 BEGIN
-  IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'campaigns' THEN
-    IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_campaigns') IS NULL THEN
-      IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_campaigns', pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
-        RETURN NULL;
-      END IF;
-    END IF;
-    INSERT INTO coldcopy_ops.ivm_delta_campaigns (txid, id) VALUES (pg_catalog.pg_current_xact_id(), OLD.id);
-    IF NEW.id OPERATOR(pg_catalog.<>) OLD.id THEN
-      INSERT INTO coldcopy_ops.ivm_delta_campaigns (txid, id) VALUES (pg_catalog.pg_current_xact_id(), NEW.id);
-    END IF;
-  ELSIF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'campaign_sequences' THEN
-    IF pg_catalog.to_regclass('coldcopy_ops.ivm_delta_campaign_sequences') IS NULL THEN
-      IF coldcopy_ops.ivm_delta_lost('coldcopy_ops.ivm_delta_campaign_sequences', pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
-        RETURN NULL;
-      END IF;
-    END IF;
-    INSERT INTO coldcopy_ops.ivm_delta_campaign_sequences (txid, id) VALUES (pg_catalog.pg_current_xact_id(), OLD.id);
-    IF NEW.id OPERATOR(pg_catalog.<>) OLD.id THEN
-      INSERT INTO coldcopy_ops.ivm_delta_campaign_sequences (txid, id) VALUES (pg_catalog.pg_current_xact_id(), NEW.id);
-    END IF;
+  IF pg_catalog.to_regclass(pg_catalog.format('coldcopy_ops.%I', delta)) IS NULL
+     AND coldcopy_ops.ivm_delta_lost(pg_catalog.format('coldcopy_ops.%I', delta), pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME)) THEN
+    RETURN NULL;
+  END IF;
+  IF delta OPERATOR(pg_catalog.=) 'ivm_delta_workspaces' THEN  -- the workspace of each image (a workspace's own id)
+    EXECUTE pg_catalog.format('INSERT INTO coldcopy_ops.ivm_delta_workspaces (txid, workspace_id) SELECT DISTINCT '
+                              'pg_catalog.pg_current_xact_id(), w FROM (VALUES ($1.%1$I), ($2.%1$I)) v(w) '
+                              'WHERE w IS NOT NULL',
+                              CASE TG_TABLE_NAME WHEN 'workspaces' THEN 'id' ELSE 'workspace_id' END) USING OLD, NEW;
+  ELSE  -- the row's id and workspace, each image's
+    EXECUTE pg_catalog.format('INSERT INTO coldcopy_ops.%I (txid, id, workspace_id) SELECT DISTINCT '
+                              'pg_catalog.pg_current_xact_id(), i, w FROM (VALUES ($1.id, $1.workspace_id), '
+                              '($2.id, $2.workspace_id)) v(i, w)', delta) USING OLD, NEW;
   END IF;
   RETURN NULL;
 END
@@ -393,7 +429,7 @@ REVOKE ALL ON FUNCTION coldcopy_ops.ivm_record_email_events(regclass),
   coldcopy_ops.ivm_record_email_events(regclass, integer),
   coldcopy_ops.ivm_delta_lost(text, text), coldcopy_ops.ivm_truncate_unseen(text),
   coldcopy_ops.ivm_capture_email_events(),
-  coldcopy_ops.ivm_capture_ids(), coldcopy_ops.ivm_capture_changed_id(), coldcopy_ops.ivm_capture_intent_signals(),
+  coldcopy_ops.ivm_capture_ids(), coldcopy_ops.ivm_capture_workspace_ids(), coldcopy_ops.ivm_capture_changed_id(), coldcopy_ops.ivm_capture_intent_signals(),
   coldcopy_ops.ivm_capture_email_messages() FROM PUBLIC;
 REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campaigns,
   coldcopy_ops.ivm_delta_campaign_sequences, coldcopy_ops.ivm_delta_email_messages, coldcopy_ops.ivm_state,
@@ -401,4 +437,5 @@ REVOKE ALL ON coldcopy_ops.ivm_delta_email_events, coldcopy_ops.ivm_delta_campai
   coldcopy_ops.ivm_agg_email_deliverability, coldcopy_ops.ivm_agg_lead_engagement,
   coldcopy_ops.ivm_agg_campaign_analytics, coldcopy_ops.ivm_mult_campaign_analytics, coldcopy_ops.ivm_msg_events,
   coldcopy_ops.ivm_msg_steps, coldcopy_ops.ivm_agg_sequence_step_performance, coldcopy_ops.ivm_months,
-  coldcopy_ops.ivm_delta_intent_signals FROM PUBLIC;
+  coldcopy_ops.ivm_delta_intent_signals, coldcopy_ops.ivm_delta_workspaces, coldcopy_ops.ivm_agg_workspace_usage
+  FROM PUBLIC;

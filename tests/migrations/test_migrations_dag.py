@@ -30,7 +30,7 @@ def test_dag_builds_empty_database_and_second_run_applies_nothing(empty_db, cold
     first = history(empty_db)
     files = discover_migrations()
     assert [(v, n, c) for v, n, c, _ in first] == [(m.version, m.name, m.checksum) for m in files]
-    assert len(first) == 25
+    assert len(first) == 26
 
     run, _ = run_dag(migrations_dag)
     assert run.state == "success"

@@ -51,7 +51,7 @@ def test_every_dag_of_the_demo_runs_as_the_non_superuser_postgres(supabase, demo
         assert conn.execute("SELECT count(*) FROM auth.users").fetchone()[0] == 3  # the platform's, untouched
         assert conn.execute("SELECT array_agg(DISTINCT verification) FROM coldcopy_ops.backup_log"
                             ).fetchone()[0] == ["verified"]
-        assert conn.execute("SELECT count(*) FROM coldcopy_ops.schema_migrations").fetchone()[0] == 25
+        assert conn.execute("SELECT count(*) FROM coldcopy_ops.schema_migrations").fetchone()[0] == 26
         assert conn.execute("SELECT pg_get_userbyid(proowner) FROM pg_proc "
                             "WHERE oid = 'pgbouncer.get_auth(text)'::regprocedure").fetchone()[0] == "supabase_admin"
 

@@ -55,7 +55,7 @@ def random_round(conn, rnd: random.Random) -> list[str]:
     done = []
     for _ in range(rnd.randint(2, 5)):
         kind = rnd.choice(["insert", "move", "delete", "extremes", "messages", "campaigns", "sequences", "truncate",
-                           "signals"])
+                           "signals", "workspaces"])
         n = rnd.randint(1, 300)
         if kind == "insert":  # new events, some outside the 90-day window, some without campaign/lead/account
             conn.execute(
@@ -124,6 +124,8 @@ def random_round(conn, rnd: random.Random) -> list[str]:
             if rnd.random() < 0.05:
                 conn.execute("TRUNCATE intent_signals")
                 kind = "signals truncated"
+        elif kind == "workspaces":
+            workspace_rows(conn, rnd, n)
         elif kind == "truncate" and rnd.random() < 0.3:  # a whole month, straight on its partition
             month = conn.execute("SELECT name FROM app.email_events_partitions ORDER BY random() LIMIT 1"
                                  ).fetchone()[0]
@@ -131,3 +133,36 @@ def random_round(conn, rnd: random.Random) -> list[str]:
             kind = f"truncate {month}"
         done.append(f"{kind} {n}")
     return done
+
+
+def workspace_rows(conn, rnd: random.Random, n: int) -> None:
+    """workspace_usage's small tables: leads added, moved between workspaces, deleted; members' status; accounts
+    added and deleted; campaigns (re)activated or moved; a plan changed; a workspace made (with a member, a lead, a
+    sent event at the 30-day edge) and, sometimes, one deleted (its rows cascade); sent events at the windows'
+    edges (30 days ago to the hour, this month's first day)."""
+    a, b = (ids(conn, "workspaces", 2) * 2)[:2]
+    conn.execute("INSERT INTO leads (workspace_id, email) SELECT %s, 'ivm-' || gen_random_uuid() || '@example.com' "
+                 "FROM generate_series(1, %s)", (a, n % 20 + 1))
+    conn.execute("UPDATE leads SET workspace_id = %s WHERE id IN (SELECT id FROM leads WHERE workspace_id = %s "
+                 "ORDER BY random() LIMIT 3)", (b, a))
+    conn.execute("DELETE FROM leads WHERE id IN (SELECT id FROM leads ORDER BY random() LIMIT 2) "
+                 "AND NOT EXISTS (SELECT 1 FROM email_events e WHERE e.lead_id = leads.id)")
+    conn.execute("UPDATE workspace_members SET status = CASE status WHEN 'active' THEN 'removed' ELSE 'active' END "
+                 "WHERE ctid IN (SELECT ctid FROM workspace_members ORDER BY random() LIMIT 2)")
+    conn.execute("UPDATE campaigns SET status = CASE WHEN random() < 0.5 THEN 'active' ELSE 'paused' END "
+                 "WHERE id = ANY(%s)", (ids(conn, "campaigns", 3),))
+    conn.execute("UPDATE workspaces SET plan = CASE plan WHEN 'growth' THEN 'starter' ELSE 'growth' END, "
+                 "monthly_email_quota = monthly_email_quota + 1 WHERE id = %s", (b,))
+    conn.execute("INSERT INTO email_events (workspace_id, campaign_id, lead_id, email_account_id, event_type, "
+                 "occurred_at) SELECT workspace_id, campaign_id, lead_id, email_account_id, 'sent', t FROM "
+                 "(SELECT * FROM email_events WHERE workspace_id = %s LIMIT 3) e, (VALUES (now() - interval '30 days' "
+                 "+ (random() - 0.5) * interval '2 hours'), (date_trunc('month', now())), "
+                 "(date_trunc('month', now()) - interval '1 microsecond')) v(t)", (a,))
+    if rnd.random() < 0.3:
+        owner = conn.execute("SELECT user_id FROM workspace_members LIMIT 1").fetchone()[0]
+        made = conn.execute("INSERT INTO workspaces (name, slug, owner_id) VALUES ('ivm', 'ivm-' || gen_random_uuid(), "
+                            "%s) RETURNING id", (owner,)).fetchone()[0]
+        conn.execute("INSERT INTO email_accounts (workspace_id, email) SELECT %s, 'ivm-' || gen_random_uuid() "
+                     "|| '@example.com'", (made,))
+        if rnd.random() < 0.5:
+            conn.execute("DELETE FROM workspaces WHERE id = %s", (made,))

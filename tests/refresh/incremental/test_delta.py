@@ -32,7 +32,7 @@ def test_the_clock_passing_midnight_drops_the_day_that_left_the_window(generated
             applier, yesterday = DeltaApplier(conn, a), f"day = {a.cutoff()} - 1"
             added = conn.execute(sql.SQL("INSERT INTO {} ({}) {}").format(
                 applier.state, sql.SQL(", ").join(map(sql.Identifier, applier._columns())),
-                applier._grouped(sql.SQL(EVENT_ROWS), signed=False, window=yesterday))).rowcount
+                applier.grouped(sql.SQL(EVENT_ROWS), signed=False, window=yesterday))).rowcount
             assert added > 0, a.summary  # the test data has events on that day
             conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM ({}) p WHERE {}").format(
                 applier.summary, applier.rows.projected(), sql.SQL(yesterday)))

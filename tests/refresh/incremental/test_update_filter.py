@@ -91,5 +91,24 @@ def test_a_definition_reading_another_column_makes_the_trigger_follow(generated_
 
 
 def test_every_capture_of_ids_has_its_updates_filtered():
-    assert {t for t, c in CAPTURES.items() if c.function == "ivm_capture_ids"} == {
+    assert {t for t, c in CAPTURES.items() if c.function in ("ivm_capture_ids", "ivm_capture_workspace_ids")} == {
         t for t, c in CAPTURES.items() if c.row_updates}
+
+
+def test_the_applications_updates_of_leads_record_nothing_unless_a_lead_changes_workspace(generated_db):
+    """workspace_usage reads leads' workspace only: the update capture of leads names that column alone, so the
+    application's updates of a lead (status, last contacted…) run no trigger and record no workspace."""
+    apply_all(generated_db)
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        assert _when_columns(conn, "public.leads") == ["workspace_id"]
+        assert _when_columns(conn, "public.workspace_members") == ["status", "workspace_id"]
+        before = _recorded(conn, "ivm_delta_workspaces")
+        conn.execute("UPDATE leads SET first_name = coalesce(first_name, '') || '.'")
+        assert _recorded(conn, "ivm_delta_workspaces") == before
+        a, b = [r[0] for r in conn.execute("SELECT id FROM workspaces ORDER BY id LIMIT 2")]
+        conn.execute("UPDATE leads SET workspace_id = %s WHERE id = (SELECT id FROM leads WHERE workspace_id = %s "
+                     "LIMIT 1)", (b, a))
+        assert _recorded(conn, "ivm_delta_workspaces") == before + 2  # the lead's workspace before and after
+        applied = SummaryMaintainer(conn, "analytics.workspace_usage").apply()
+        assert (applied.mode, applied.method) == ("incremental", "delta")
+        assert differences(conn, "analytics.workspace_usage") == 0

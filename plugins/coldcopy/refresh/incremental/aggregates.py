@@ -104,7 +104,56 @@ class MessageSteps:
         return "ivm_agg_sequence_step_performance"
 
 
-AGGREGATES: dict[str, Aggregate | MessageSteps] = {a.summary: a for a in (
+# workspace_usage's windows (applied by coldcopy.refresh.incremental.usage): the 30 days' edge and the day it cuts,
+# this month's first day (UTC), and per workspace the sums of the per-day state (a derived table standing for the
+# state in SummaryRows: ``s``) over this month and over the whole days after the edge's.
+USAGE_EDGE = "now() - interval '30 days'"
+USAGE_EDGE_DAY = f"(({USAGE_EDGE}) AT TIME ZONE 'UTC')::date"
+USAGE_MONTH = "(date_trunc('month', now() AT TIME ZONE 'UTC'))::date"
+USAGE_WINDOWS = (f"(SELECT workspace_id, sum(rows) FILTER (WHERE day >= {USAGE_MONTH}) AS this_month, "
+                 f"sum(rows) FILTER (WHERE day > {USAGE_EDGE_DAY}) AS whole_days "
+                 "FROM coldcopy_ops.ivm_agg_workspace_usage GROUP BY workspace_id)")
+_USAGE_CUT_DAY = ("(SELECT count(*) FROM public.email_events e WHERE e.workspace_id = f.id AND e.event_type = 'sent' "
+                  f"AND e.occurred_at >= {USAGE_EDGE} AND e.occurred_at < (({USAGE_EDGE_DAY}) + 1)::timestamp "
+                  "AT TIME ZONE 'UTC')")
+USAGE_THIS_MONTH = "coalesce(s.this_month, 0)::bigint"
+USAGE_LAST_30_DAYS = f"(coalesce(s.whole_days, 0) + {_USAGE_CUT_DAY})::bigint"
+
+
+def _count(table: str, where: str = "") -> str:
+    return f"(SELECT count(*) FROM public.{table} x WHERE x.workspace_id = f.id{where})"
+
+
+@dataclass(frozen=True)
+class WorkspaceUsage:
+    """workspace_usage: a row per workspace (the frame), its windows from a per-(workspace, UTC day) state of sent
+    events, its counts of small tables recounted for the workspaces whose rows changed."""
+
+    summary: str = "analytics.workspace_usage"
+    key: tuple[str, ...] = ("workspace_id",)
+    frame: str = "public.workspaces f"
+    frame_key: tuple[str, ...] = ("f.id",)
+    projection: tuple[tuple[str, str], ...] = (
+        ("workspace_id", "f.id"), ("plan", "f.plan"), ("monthly_email_quota", "f.monthly_email_quota"),
+        ("active_members", _count("workspace_members", " AND x.status = 'active'")), ("leads", _count("leads")),
+        ("active_campaigns", _count("campaigns", " AND x.status = 'active'")),
+        ("email_accounts", _count("email_accounts")),
+        ("emails_sent_this_month", USAGE_THIS_MONTH), ("emails_sent_30d", USAGE_LAST_30_DAYS))
+    # the per-day state, stated as a generic aggregate (its signed sums, its window of days: 31 hold both windows)
+    days: Aggregate = Aggregate(
+        "analytics.workspace_usage", ("workspace_id", "day"), where="event_type = 'sent' AND workspace_id IS NOT NULL",
+        counts=(("rows", "1"),), projection=(), window_days=31)
+
+    @property
+    def row_key(self) -> tuple[str, ...]:
+        return self.key
+
+    @property
+    def state(self) -> str:
+        return "ivm_agg_workspace_usage"
+
+
+AGGREGATES: dict[str, Aggregate | MessageSteps | WorkspaceUsage] = {a.summary: a for a in (
     Aggregate(
         "analytics.daily_workspace_activity", ("workspace_id", "day", "event_type"),
         where="true", counts=(("rows", "1"),),
@@ -153,4 +202,5 @@ AGGREGATES: dict[str, Aggregate | MessageSteps] = {a.summary: a for a in (
                     ("bounce_rate", "round(coalesce(s.bounced, 0)::numeric / nullif(s.sent, 0), 4)"),
                     ("last_event_at", "s.last_event_at"))),
     MessageSteps(),
+    WorkspaceUsage(),
 )}

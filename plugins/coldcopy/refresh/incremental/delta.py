@@ -37,7 +37,7 @@ class DeltaApplier:
 
     # -- the sums ------------------------------------------------------------------------------------------
 
-    def _grouped(self, rows: sql.Composable, *, signed: bool, window: str | None = None) -> sql.Composed:
+    def grouped(self, rows: sql.Composable, *, signed: bool, window: str | None = None) -> sql.Composed:
         """``rows`` (event rows) summed per group: each count and each maximum (``signed``: of the rows added, and
         of the rows gone as ``<column>__gone``; else the distinct counts too, for a build from the base)."""
         a = self.a
@@ -76,7 +76,7 @@ class DeltaApplier:
         """The state (and multiplicities) from the base table, and ``ivm_truth`` (temp, dropped at commit): the
         summary's rows projected from it."""
         conn, base = self.conn, sql.SQL(EVENT_ROWS)
-        replace_with(conn, self.state, self._grouped(base, signed=False), self.a.key, columns=self._columns())
+        replace_with(conn, self.state, self.grouped(base, signed=False), self.a.key, columns=self._columns())
         if self.a.distinct:
             replace_with(conn, self.mult, self._multiplicities(base), (*self.a.key, "kind", "value"),
                          columns=(*self.a.key, "kind", "value", "n"))
@@ -90,7 +90,7 @@ class DeltaApplier:
         clock passed a midnight since the last apply (a day window drops its first days)."""
         conn, a = self.conn, self.a
         conn.execute(sql.SQL("CREATE TEMP TABLE ivm_d ON COMMIT DROP AS {}").format(
-            self._grouped(pending, signed=True)), params)
+            self.grouped(pending, signed=True)), params)
         if a.distinct:
             self._cross(pending, params)
         keys = sql.SQL("SELECT DISTINCT {} FROM ivm_d").format(_list(a.row_key))
@@ -102,7 +102,7 @@ class DeltaApplier:
         if groups:
             if groups > 1000:
                 conn.execute("ANALYZE ivm_d")
-            self.rows.write_moved("ivm_keys", groups_went=self._add())
+            self.rows.write_moved("ivm_keys", groups_went=self.add())
         if day_moved and a.window_days is not None:  # the days that left the window go, as whole groups
             conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(self.state, sql.SQL(a.cutoff())))
             groups += conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(
@@ -146,7 +146,7 @@ class DeltaApplier:
         return [*(c for c, _ in a.counts), *(c for c, _, _ in a.distinct),
                 *(x for c, _, _ in a.maxima for x in (c, f"{c}__gone"))]
 
-    def _add(self) -> bool:
+    def add(self) -> bool:
         """Add ``ivm_d`` to the state; returns whether a group went (its row count reached 0)."""
         conn, a = self.conn, self.a
         counts = [c for c, _ in a.counts] + [c for c, _, _ in a.distinct]

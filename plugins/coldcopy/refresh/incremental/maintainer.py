@@ -219,7 +219,8 @@ class SummaryMaintainer:
     def _apply_deltas(self, state: dict) -> int | None:
         """Add the captured event rows to the aggregate state; None when the change is larger than a rebuild."""
         conn = self.conn
-        pending, params = capture.pending("ivm_delta_email_events"), {"since": state["watermark"]}
+        pending = capture.pending("ivm_delta_email_events")
+        params = {"since": state["watermark"], "previous_clock": state["clock_at"]}
         changed = conn.execute(sql.SQL("SELECT count(*) FROM {} p").format(pending), params).fetchone()[0]
         rows = conn.execute("SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_inherits i JOIN pg_class c "
                             "ON c.oid = i.inhrelid WHERE i.inhparent = 'public.email_events'::regclass").fetchone()[0]

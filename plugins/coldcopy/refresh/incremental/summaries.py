@@ -19,6 +19,7 @@ class Capture:
     # an UPDATE is captured by a row trigger filtered to the columns the definitions read
     # (:mod:`~coldcopy.refresh.incremental.update_filter`), not by the statement trigger
     row_updates: bool = False
+    key: str = "id"  # the column the update capture records (with the workspace, for campaigns and steps)
 
 
 CAPTURES: dict[str, Capture] = {c.table: c for c in (
@@ -27,6 +28,9 @@ CAPTURES: dict[str, Capture] = {c.table: c for c in (
     Capture("public.campaign_sequences", "ivm_capture_ids", "ivm_delta_campaign_sequences", row_updates=True),
     Capture("public.email_messages", "ivm_capture_email_messages", "ivm_delta_email_messages"),
     Capture("public.intent_signals", "ivm_capture_intent_signals", "ivm_delta_intent_signals"),
+    *(Capture(table, "ivm_capture_workspace_ids", "ivm_delta_workspaces", row_updates=True, key=key) for table, key in (
+        ("public.workspaces", "id"), ("public.workspace_members", "workspace_id"), ("public.leads", "workspace_id"),
+        ("public.email_accounts", "workspace_id"))),
 )}
 
 
@@ -69,6 +73,9 @@ SUMMARIES: dict[str, Summary] = {s.name: s for s in (
     Summary("analytics.email_deliverability", ("email_account_id", "day", "workspace_id"), ("public.email_events",)),
     Summary("analytics.daily_workspace_activity", ("workspace_id", "day", "event_type"), ("public.email_events",)),
     Summary("analytics.lead_intent_summary", ("lead_id", "workspace_id"), ("public.intent_signals",)),
+    Summary("analytics.workspace_usage", ("workspace_id",),
+            ("public.workspaces", "public.workspace_members", "public.leads", "public.campaigns",
+             "public.email_accounts", "public.email_events")),
 )}
 
 

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from coldcopy.change_tracking import SWITCHED_ON
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
-from coldcopy.refresh.incremental.summaries import Capture, consumers
+from coldcopy.refresh.incremental.summaries import CAPTURES, Capture, consumers
 
 TRIGGER = "coldcopy_ivm_update"
 FUNCTION = "ivm_capture_changed_id"
@@ -38,7 +38,7 @@ def read_columns(conn: psycopg.Connection, table: str) -> list[str]:
         "SELECT count(DISTINCT r.ev_class) FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass "
         "AND d.objid = r.oid WHERE r.ev_class = ANY(%s::regclass[]) AND d.refobjid = %s::regclass",
         (views, table)).fetchone()[0]
-    if direct < len(views) or "id" not in columns:
+    if direct < len(views) or CAPTURES[table].key not in columns:
         columns = [r[0] for r in conn.execute(
             "SELECT attname::text FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
             "AND NOT attisdropped ORDER BY 1", (table,))]
