@@ -205,15 +205,15 @@ def compare(conn, baseline: dict[str, str], events: int, fraction: float, patter
                          for name, kinds in per_view.items()}}
 
 
-def at_scale(server: str, scale: int, runs: int) -> dict:
+def at_scale(server: str, scale: int, runs: int, fractions: tuple[float, ...] = FRACTIONS) -> dict:
     with common.bench_database(server, scale, "ivm") as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         apply_all(conn)  # the first build
         baseline = create_baseline(conn)
         events = conn.execute("SELECT count(*) FROM email_events").fetchone()[0]
         per_fraction = {}
         for pattern in PATTERNS:
-            for fraction in (*FRACTIONS, FIXED_ROWS / events):
-                label = f"{pattern} {fraction}" if fraction in FRACTIONS else f"{pattern} {FIXED_ROWS} rows"
+            for fraction in (*fractions, FIXED_ROWS / events):
+                label = f"{pattern} {fraction}" if fraction in fractions else f"{pattern} {FIXED_ROWS} rows"
                 per_fraction[label] = compare(conn, baseline, events, fraction, pattern, runs)
                 print(scale, label, per_fraction[label]["incremental_s"]["median"],
                       per_fraction[label]["full_s"]["median"], flush=True)
@@ -233,6 +233,8 @@ def main() -> None:
     parser.add_argument("--scales", default="8,32,96")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--runs-at-96", type=int, default=2, help="runs at scales of 96 and more (each ~2 min)")
+    parser.add_argument("--fractions-at-96", default=",".join(map(str, FRACTIONS)),
+                        help="the changes measured at scales of 96 and more (each full refresh there takes minutes)")
     parser.add_argument("--load-scale", type=int, default=32)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--load-rounds", type=int, default=4)
@@ -258,7 +260,8 @@ def main() -> None:
 
     for scale in scales:
         runs = args.runs if scale < 96 else args.runs_at_96
-        results["scales"][str(scale)] = {**at_scale(server, scale, runs), "runs": runs}
+        fractions = FRACTIONS if scale < 96 else tuple(float(f) for f in args.fractions_at_96.split(","))
+        results["scales"][str(scale)] = {**at_scale(server, scale, runs, fractions), "runs": runs}
         save()
     if args.load_rounds:
         results["trigger_cost"] = trigger_cost(server, args.load_scale, args.clients, args.load_rounds)

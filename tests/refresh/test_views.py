@@ -17,6 +17,7 @@ from coldcopy.refresh.incremental.summaries import SUMMARIES
 from coldcopy.refresh.runs import RefreshRun
 from coldcopy.refresh.views import MaterializedViewRefresher
 from coldcopy.testing.in_process import run_dag
+from tests.support.incremental import probe_view
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 REFRESH_DAGS = {
@@ -188,32 +189,6 @@ def test_readers_keep_reading_while_a_refresh_runs(generated_db):
     assert reads > 10 and worst < 0.5
 
 
-def _probe_view(dsn: str) -> str:
-    """A materialized view over email_events (the seven dashboards are summary tables now): what the materialized
-    views' path (coldcopy.refresh.views) is tested on."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE MATERIALIZED VIEW analytics.usage_probe AS SELECT w.id AS workspace_id, "
-                     "(SELECT count(*) FROM public.email_events e WHERE e.workspace_id = w.id) AS events "
-                     "FROM public.workspaces w")
-        conn.execute("CREATE UNIQUE INDEX ON analytics.usage_probe (workspace_id)")
-    return "analytics.usage_probe"
-
-
-def test_plain_refresh_would_block_readers(generated_db):
-    """Control for the test above: what CONCURRENTLY saves readers from."""
-    _probe_view(generated_db)
-    with psycopg.connect(generated_db, autocommit=True) as setup:
-        workspaces = setup.execute("SELECT count(*) FROM workspaces").fetchone()[0]
-    with psycopg.connect(generated_db) as refresher, psycopg.connect(generated_db, autocommit=True) as reader:
-        refresher.execute("REFRESH MATERIALIZED VIEW analytics.usage_probe")  # open transaction
-        reader.execute("SET statement_timeout = '300ms'")
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            reader.execute("SELECT count(*) FROM analytics.usage_probe")
-        refresher.rollback()
-        refresher.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.usage_probe")
-        assert reader.execute("SELECT count(*) FROM analytics.usage_probe").fetchone()[0] == workspaces
-
-
 def test_backfill_of_unchanged_intervals_refreshes_once(generated_db, coldcopy_conn, dagbag, airflow_db):
     coldcopy_conn(generated_db)
     dag = dagbag.get_dag("refresh_lead_engagement")
@@ -263,7 +238,7 @@ def test_refreshes_installing_tracking_at_once_do_not_collide(generated_db):
     materialized views' change trigger and the summaries' capture are each installed exactly once."""
     from coldcopy.refresh.incremental import capture
 
-    jobs = [_probe_view(generated_db), "analytics.workspace_usage", "analytics.lead_intent_summary",
+    jobs = [probe_view(generated_db), "analytics.workspace_usage", "analytics.lead_intent_summary",
             "analytics.campaign_analytics",
             "analytics.email_deliverability", "analytics.lead_engagement", "analytics.daily_workspace_activity"]
     barrier, errors, installed = threading.Barrier(len(jobs)), [], []

@@ -166,3 +166,14 @@ def workspace_rows(conn, rnd: random.Random, n: int) -> None:
                      "|| '@example.com'", (made,))
         if rnd.random() < 0.5:
             conn.execute("DELETE FROM workspaces WHERE id = %s", (made,))
+
+
+def probe_view(dsn: str) -> str:
+    """A materialized view over email_events (the seven dashboards are summary tables now): what the materialized
+    views' path (coldcopy.refresh.views) is tested on."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE MATERIALIZED VIEW analytics.usage_probe AS SELECT w.id AS workspace_id, "
+                     "(SELECT count(*) FROM public.email_events e WHERE e.workspace_id = w.id) AS events "
+                     "FROM public.workspaces w")
+        conn.execute("CREATE UNIQUE INDEX ON analytics.usage_probe (workspace_id)")
+    return "analytics.usage_probe"
