@@ -17,20 +17,30 @@ from coldcopy.testing import servers
 from coldcopy.testing.faults import JOBS, Campaign
 
 KINDS = {"step": "SIGKILL at a step", "instant": "SIGKILL at an instant", "restart": "server restarted mid-run",
-         "double": "two runs at once", "disk_full": "spool filesystem full"}
+         "double": "two runs at once", "disk_full": "spool filesystem full",
+         **{f"bucket {f}": f"bucket: {d}" for f, d in (
+             ("500", "500 InternalError"), ("503", "503 ServiceUnavailable"), ("slowdown", "503 SlowDown"),
+             ("reset", "connection reset mid-answer"), ("truncate", "GET body truncated"),
+             ("slow", "answer past the read timeout"))}}
+
+
+def _kind(trial: dict) -> str:
+    return f"bucket {trial['target'].split()[0]}" if trial["kind"] == "bucket" else trial["kind"]
 
 
 def summary(trials: list[dict]) -> dict:
     by: dict[str, dict] = {}
     for t in trials:
-        entry = by.setdefault(f"{t['job']}|{t['kind']}", {"job": t["job"], "kind": t["kind"], "faults": 0,
-                                                        "killed": 0, "finished": 0, "violations": 0, "left": 0,
-                                                        "recovery": []})
+        kind = _kind(t)
+        entry = by.setdefault(f"{t['job']}|{kind}", {"job": t["job"], "kind": kind, "faults": 0, "killed": 0,
+                                                    "finished": 0, "violations": 0, "left": 0, "recovery": [],
+                                                    "injected": 0})
         entry["faults"] += 1
         entry["killed"] += t["killed"]
         entry["finished"] += t["rerun_ok"]
         entry["violations"] += len(t["violations"])
         entry["left"] += t["left"]
+        entry["injected"] += t.get("injected", 0)
         entry["recovery"].append(t["rerun_s"] / t["clean_s"] if t["clean_s"] else 0)
     for entry in by.values():
         entry["recovery"] = round(statistics.median(entry["recovery"]), 2)
@@ -44,15 +54,18 @@ def table(results: dict) -> str:
     lines = [f"The fault campaign (`python -m bench.faults`, seed {s['seed']}): each job run in its own process "
              "group and SIGKILLed at each named step boundary it reports (`coldcopy.steps`), at "
              f"{s['extra']} more step times and {s['instants']} random instants per job; the server restarted "
-             "mid-run, two runs at once, the spool's filesystem full (512 kB tmpfs); then rerun, then its "
+             "mid-run, two runs at once, the spool's filesystem full (512 kB tmpfs), the bucket failing (a proxy "
+             "in front of the S3 server answering one request, or 20 in a row, with 500, 503, SlowDown, a reset "
+             "connection, a truncated GET or an answer past the 5 s read timeout); then rerun, then its "
              "next run's part, then one invariant checker (`coldcopy.testing.faults.invariants`). PostgreSQL "
              f"{results['machine']['postgresql']}, {results['machine']['cores']} cores.", "",
-             "| job | fault | faults | first run cut short | rerun finished the job | invariant violations | "
-             "left after the next run | recovery (rerun / clean run) |", "|---|---|---|---|---|---|---|---|"]
+             "| job | fault | faults | bucket requests failed | first run cut short | rerun finished the job | "
+             "invariant violations | left after the next run | recovery (rerun / clean run) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["job"], r["kind"])):
-        lines.append(f"| {r['job']} | {KINDS.get(r['kind'], r['kind'])} | "
-                     f"{r['faults']} | {r['killed']} | {r['finished']} | **{r['violations']}** | {r['left']} | "
-                     f"{r['recovery']:.2f}× |")
+        lines.append(f"| {r['job']} | {KINDS.get(r['kind'], r['kind'])} | {r['faults']} | "
+                     f"{r.get('injected', 0) if r['kind'].startswith('bucket') else '–'} | {r['killed']} | "
+                     f"{r['finished']} | **{r['violations']}** | {r['left']} | {r['recovery']:.2f}× |")
     total = sum(r["faults"] for r in rows)
     bad = sum(r["violations"] for r in rows)
     lines += ["", f"In all: **{total} faults**, {len(steps)} distinct step boundaries killed, **{bad} violations** "
@@ -69,6 +82,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=45)
     parser.add_argument("--extra", type=int, default=8)
     parser.add_argument("--instants", type=int, default=8)
+    parser.add_argument("--bucket", type=int, default=8, help="bucket faults per job beyond one of each kind")
     parser.add_argument("--jobs", default=",".join(JOBS))
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
@@ -80,7 +94,7 @@ def main() -> None:
         server = cluster.dsn
         with common.s3_endpoint() as endpoint, \
                 Campaign(server, endpoint, seed=args.seed, restart=cluster.restart) as campaign:
-            trials = campaign.run(args.jobs.split(","), extra=args.extra, instants=args.instants)
+            trials = campaign.run(args.jobs.split(","), extra=args.extra, instants=args.instants, bucket=args.bucket)
         write(args, trials, server)
     finally:
         cluster.stop()
@@ -89,7 +103,7 @@ def main() -> None:
 
 def write(args, trials: list[dict], server: str) -> None:
     common.write_results("faults", {"seed": args.seed, "extra": args.extra, "instants": args.instants,
-                                    "jobs": args.jobs.split(",")},
+                                    "bucket": args.bucket, "jobs": args.jobs.split(",")},
                          {"summary": summary(trials), "trials": trials}, server, echo=False)
 
 

@@ -5,6 +5,7 @@ kills at the same places."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -23,6 +24,7 @@ import psycopg
 
 from coldcopy.testing import local_env
 from coldcopy.testing.faults import invariants, kinds
+from coldcopy.testing.faults.bucket import FAULTS, READ_TIMEOUT_S, FaultyBucket
 from coldcopy.testing.faults.jobs import CONTEXT_ENV, JOBS, Context, Job
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -39,6 +41,7 @@ class Trial:
     rerun_error: str = ""
     violations: list[str] = field(default_factory=list)
     left: int = 0  # objects and databases the checker found left behind
+    injected: int = 0  # bucket faults: the requests that got one (0: the run made no matching request)
     clean_s: float = 0.0
     rerun_s: float = 0.0
 
@@ -75,17 +78,21 @@ class Campaign:
                 refresher_for(conn, view).run(RefreshRun(run_id="faults_template"))
         self.templates = {"empty": f"cc_faults_empty_{stamp}", "generated": f"cc_faults_generated_{stamp}"}
         self.expected_schema = invariants.schema(generated)
+        self.proxy = FaultyBucket(self.endpoint).__enter__()  # every job's bucket: passes through until armed
         return self
 
     def __exit__(self, *exc) -> None:
+        if hasattr(self, "proxy"):
+            self.proxy.__exit__(*exc)
         for name in self.templates.values():
             local_env.drop_database(self.server, name)
 
     # one run of a job
     def _env(self, ctx: Context, bucket: str, **extra: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("COLDCOPY_")}
-        env.update({CONTEXT_ENV: ctx.to_env(), "AIRFLOW_CONN_COLDCOPY_SPACES": local_env.spaces_connection(
-            self.endpoint, bucket), **extra})
+        spaces = json.loads(local_env.spaces_connection(self.proxy.url, bucket))
+        spaces["extra"]["config_kwargs"] = {"read_timeout": READ_TIMEOUT_S, "connect_timeout": READ_TIMEOUT_S}
+        env.update({CONTEXT_ENV: ctx.to_env(), "AIRFLOW_CONN_COLDCOPY_SPACES": json.dumps(spaces), **extra})
         return env
 
     def start(self, job: Job, env: dict, phase: str | None = None) -> subprocess.Popen:
@@ -147,11 +154,14 @@ class Campaign:
                 raise RuntimeError(f"{job.name}: preparing a trial failed: {stderr[-2000:]}")
 
     def steps(self, job: Job) -> tuple[list[str], float]:
-        """The step boundaries one clean run of ``job`` passes, in order (``name#n``), and its duration."""
+        """The step boundaries one clean run of ``job`` passes, in order (``name#n``), and its duration; the
+        bucket requests it made are counted (:attr:`requests`)."""
         ctx, bucket, database = self._setup(job)
         self._prepare(job, self._env(ctx, bucket))
         with tempfile.NamedTemporaryFile("r", suffix=".steps") as trace:
+            before = self.proxy.requests
             code, seconds, stderr = self._child(job, self._env(ctx, bucket, COLDCOPY_STEP_TRACE=trace.name))
+            self.requests = self.proxy.requests - before
             names = trace.read().split()
         self._teardown(database, bucket)
         if code != 0:
@@ -173,7 +183,9 @@ class Campaign:
             self._prepare(job, env)
             before = self.expected_schema if job.invariant == "schema" else invariants.reference(job.invariant,
                                                                                                ctx.dsn)
+            self.injected = []
             trial.killed, left = kinds.inflict(self, job, env, kind, target)
+            trial.injected = len(self.injected)
             code, trial.rerun_s, stderr = self._child(job, env)
             trial.rerun_s = round(trial.rerun_s, 2)
             trial.rerun_ok = code == 0
@@ -192,15 +204,22 @@ class Campaign:
         return trial
 
     def plan(self, job: Job, steps: list[str], clean_s: float, *, extra: int, instants: int,
-             others: bool = True) -> list[tuple[str, str]]:
+             others: bool = True, bucket: int = 0, faults: tuple[str, ...] = FAULTS) -> list[tuple[str, str]]:
         """Every step name's first time, ``extra`` other times drawn from the rest, ``instants`` random delays
         within a clean run's duration; and (``others``) a server restart at one, two runs at once, and for a job
-        that spools, its filesystem full."""
+        that spools, its filesystem full; for a job using the bucket, each of ``faults`` once and ``bucket`` more,
+        on a request drawn from those a clean run makes (a failing minute: 20 in a row)."""
         first = [s for s in steps if s.endswith("#1")]
         rest = [s for s in steps if not s.endswith("#1")]
         chosen = first + self.random.sample(rest, min(extra, len(rest)))
         delay = lambda: f"{self.random.uniform(0.3, max(clean_s, 0.6)):.2f}s"  # noqa: E731
         planned = [("step", s) for s in chosen] + [("instant", delay()) for _ in range(instants)]
+        if job.methods:
+            for fault in list(faults) + [self.random.choice(FAULTS) for _ in range(bucket)]:
+                method = "GET" if fault == "truncate" else self.random.choice(job.methods)
+                count = 20 if fault in ("503", "slowdown") and self.random.random() < 0.3 else 1
+                after = self.random.randrange(max(1, getattr(self, "requests", 1) // len(job.methods)))
+                planned.append(("bucket", f"{fault} {method} {after}+{count}"))
         if others:
             planned += [("restart", delay())] if self.restart is not None else []
             planned += [("double", "two runs")] + ([("disk_full", f"{kinds.SPOOL_BYTES // 1024} kB")]
@@ -208,12 +227,14 @@ class Campaign:
         return planned
 
     def run(self, jobs: list[str] | None = None, *, extra: int = 0, instants: int = 0, others: bool = True,
-            log=print) -> list[dict]:
+            bucket: int = 0, bucket_faults: dict[str, tuple[str, ...]] | None = None, log=print) -> list[dict]:
+        """``bucket_faults``: per job, the bucket's faults each tried once (every one by default)."""
         trials = []
         for name in jobs or list(JOBS):
             job = JOBS[name]
             steps, clean_s = self.steps(job)
-            for kind, target in self.plan(job, steps, clean_s, extra=extra, instants=instants, others=others):
+            for kind, target in self.plan(job, steps, clean_s, extra=extra, instants=instants, others=others,
+                                              bucket=bucket, faults=(bucket_faults or {}).get(name, FAULTS)):
                 trial = self.trial(job, kind, target, clean_s)
                 log(f"{trial.job} {trial.kind} {trial.target}: killed={trial.killed} rerun_ok={trial.rerun_ok} "
                     f"{trial.rerun_error} violations={trial.violations}")

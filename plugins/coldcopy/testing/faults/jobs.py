@@ -50,6 +50,7 @@ class Job:
     next_day: Callable[[Context], None] | None = None  # what the next scheduled run does that a rerun does not
     prepare: Callable[[Context], None] | None = None  # the state a real run meets (run before the reference)
     spools: bool = False  # writes a spool file (TMPDIR): its filesystem can fill
+    methods: tuple[str, ...] = ()  # the bucket requests it makes (HTTP methods): the bucket's faults fall on them
 
 
 def backup(ctx: Context) -> None:
@@ -173,9 +174,11 @@ def gdpr(ctx: Context) -> None:
 
 
 JOBS = {job.name: job for job in (
-    Job("backup", backup, "generated", "rows", backup_next_day, backup_prepare, spools=True),
-    Job("partition_rotation", partition_rotation, "generated", "archive", prepare=partition_prepare),
+    Job("backup", backup, "generated", "rows", backup_next_day, backup_prepare, spools=True,
+        methods=("PUT", "POST", "GET", "DELETE", "HEAD")),
+    Job("partition_rotation", partition_rotation, "generated", "archive", prepare=partition_prepare,
+        methods=("PUT", "POST", "GET", "HEAD")),
     Job("refresh", refresh, "generated", "summaries", prepare=refresh_prepare),
-    Job("gdpr", gdpr, "generated", "erasure", prepare=gdpr_prepare),
+    Job("gdpr", gdpr, "generated", "erasure", prepare=gdpr_prepare, methods=("PUT", "GET")),
     Job("migrations", migrations, "empty", "schema"),
 )}

@@ -1,6 +1,7 @@
 """The faults a trial inflicts on a job's first run (issue 45): SIGKILL at a named step or a random instant, the
 database server restarted mid-run, two runs at once (a scheduler's double start after a failover), the spool's
-filesystem full. Each returns whether the run was cut short and what it left that no later run may leave."""
+filesystem full, the bucket failing (:mod:`coldcopy.testing.faults.bucket`). Each returns whether the run was cut
+short and what it left that no later run may leave."""
 
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def inflict(campaign, job, env: dict, kind: str, target: str) -> tuple[bool, lis
             left = [p.name for p in spool.iterdir()]
         return code != 0, [f"spool: {len(left)} file(s) left on the full filesystem: {', '.join(left[:3])}"] if left \
             else []
+    if kind == "bucket":  # the bucket fails under the first run (the retry and the next run see it well again)
+        campaign.proxy.arm_target(target)
+        try:
+            code = campaign.finish(campaign.start(job, env))[0]
+        finally:
+            campaign.injected = campaign.proxy.disarm()
+        return code != 0 and bool(campaign.injected), []
     raise ValueError(f"unknown fault kind {kind!r}")
 
 
