@@ -13,6 +13,7 @@ from psycopg import sql
 from coldcopy import safe_names
 from coldcopy.lock_retries import LockRetriesExhausted, LockRetryPolicy, under_lock_timeout
 from coldcopy.maintenance.targets import ACCESS_EXCLUSIVE_LOCK_TIMEOUT_MS, Done, Target
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Execution:
             raise
         if outcome == "skipped" and target.action == "reindex":
             self._drop_ccnew_of(schema, name)
+        step(f"maintenance.{target.action}")  # done (or skipped), not yet logged
         after = self.size_of(target.name) if outcome == "done" and before is not None else None
         self.record(target.action, target.name, started_at, started, outcome, detail, before, after)
         return Done(outcome, detail, before, after, time.monotonic() - started)

@@ -173,12 +173,51 @@ def gdpr(ctx: Context) -> None:
             requests.handle(request_id, bucket, run_id=f"faults__{conn.info.dbname}")
 
 
+def maintenance(ctx: Context) -> None:
+    """db_maintenance_weekly's four steps as its mapped tasks run them (leftovers of failed concurrent builds
+    dropped, REINDEX CONCURRENTLY, VACUUM FULL, ANALYZE), the thresholds lowered so that the small campaign
+    database has targets: its five largest indexes, its bloated small tables."""
+    from coldcopy.lock_retries import LockRetryPolicy
+    from coldcopy.maintenance import Maintenance, MaintenanceThresholds
+
+    lowered = MaintenanceThresholds(reindex_min_bytes=0, reindex_bloat=0.0, reindex_cooldown_days=0, full_bloat=0.0,
+                                    full_min_bytes=64 * 1024, analyze_base=0, analyze_scale=0.0)
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        m = Maintenance(conn, thresholds=lowered, statement_timeout="5min",
+                        lock_retry=LockRetryPolicy(attempts=20, lock_timeout_ms=500, backoff_s=0.1))
+        for target in m.invalid_leftovers() + m.reindex_plan() + m.full_vacuum_plan()[0][:3] + \
+                m.stale_statistics()[:5]:
+            m.run(target)
+
+
+def maintenance_prepare(ctx: Context) -> None:
+    """A week of churn: deletes and updates that leave tables and indexes bloated, statistics stale."""
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE public.leads SET first_name = coalesce(first_name, '') || '.' WHERE random() < 0.5")
+        conn.execute("UPDATE public.campaigns SET name = name || '.'")
+
+
+def refresh_rebuild(ctx: Context) -> None:
+    """A refresh run with force: every summary rebuilt from its definition (as after a migration)."""
+    from coldcopy.refresh.dispatch import refresher_for
+    from coldcopy.refresh.runs import RefreshRun
+    from coldcopy.refresh_schedule import REFRESH_JOBS
+
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        run = RefreshRun(run_id=f"faults_force__{conn.info.dbname}")
+        for job in REFRESH_JOBS.values():
+            for view in job.views:
+                refresher_for(conn, view, force=True).run(run)
+
+
 JOBS = {job.name: job for job in (
     Job("backup", backup, "generated", "rows", backup_next_day, backup_prepare, spools=True,
         methods=("PUT", "POST", "GET", "DELETE", "HEAD")),
     Job("partition_rotation", partition_rotation, "generated", "archive", prepare=partition_prepare,
         methods=("PUT", "POST", "GET", "HEAD")),
     Job("refresh", refresh, "generated", "summaries", prepare=refresh_prepare),
+    Job("refresh_rebuild", refresh_rebuild, "generated", "summaries", prepare=refresh_prepare),
+    Job("maintenance", maintenance, "generated", "rows", prepare=maintenance_prepare),
     Job("gdpr", gdpr, "generated", "erasure", prepare=gdpr_prepare, methods=("PUT", "GET")),
     Job("migrations", migrations, "empty", "schema"),
 )}
