@@ -78,6 +78,9 @@ CREATE TABLE IF NOT EXISTS coldcopy_ops.ivm_state (
 -- method: how its applies work: 'delta' (its aggregate state below, proven equal to the definition when it was
 -- built from it) or 'groups' (the changed groups recomputed from the definition).
 ALTER TABLE coldcopy_ops.ivm_state ADD COLUMN IF NOT EXISTS method text NOT NULL DEFAULT 'groups';
+-- first_day: a per-day state's first day held (workspace_usage's), set by its rebuild and each day dropped; NULL: the
+-- window's first day at clock_at (the state was built then).
+ALTER TABLE coldcopy_ops.ivm_state ADD COLUMN IF NOT EXISTS first_day date;
 
 -- The aggregate state of the summaries maintained by deltas (coldcopy.refresh.incremental.aggregates): per
 -- group, `rows` (the hidden count: the group goes when it reaches 0), each count the summary shows or derives

@@ -112,3 +112,13 @@ def test_the_applications_updates_of_leads_record_nothing_unless_a_lead_changes_
         applied = SummaryMaintainer(conn, "analytics.workspace_usage").apply()
         assert (applied.mode, applied.method) == ("incremental", "delta")
         assert differences(conn, "analytics.workspace_usage") == 0
+
+
+def test_a_summary_whose_migration_waits_does_not_stop_the_others_capture(generated_db):
+    """helper-18: with 308 not applied yet (workspace_usage still a materialized view, no definition), the campaigns'
+    update filter read every consumer's definition and campaign_analytics failed on every refresh."""
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        conn.execute("DROP VIEW analytics.workspace_usage_definition")
+        applied = SummaryMaintainer(conn, CAMPAIGNS).apply()
+        assert applied.mode == "rebuild" and differences(conn, CAMPAIGNS) == 0
+        assert "workspace_id" in _when_columns(conn, "public.campaigns")

@@ -83,3 +83,32 @@ def test_the_counts_move_only_for_the_workspaces_whose_rows_changed(generated_db
                             "(%s, %s)", (a, b)).fetchone()[0] == 0
         maintainer.apply()
         assert differences(conn, NAME) == 0
+
+
+def test_a_delta_table_shared_by_four_sources_is_created_again_once(generated_db):
+    """helper-18: ivm_delta_workspaces serves four captures; it was recreated once per capture, the second time
+    its index already there (DuplicateTable), so every apply failed for good."""
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        maintainer = SummaryMaintainer(conn, NAME)
+        maintainer.apply()
+        conn.execute("DROP TABLE coldcopy_ops.ivm_delta_workspaces")
+        conn.execute("INSERT INTO leads (workspace_id, email) SELECT id, 'lost@example.com' FROM workspaces LIMIT 1")
+        applied = maintainer.apply()
+        assert applied.mode == "rebuild" and "delta table was missing" in applied.reason
+        assert differences(conn, NAME) == 0 and maintainer.apply().mode == "incremental"
+
+
+def test_clocks_set_back_a_little_at_a_time_past_the_state_rebuild_it(generated_db):
+    """helper-18: each set-back under a day passed a check against the last apply's clock, while the state had
+    dropped the days the windows read again: the first day the state holds is recorded and checked."""
+    with psycopg.connect(generated_db, autocommit=True) as conn:
+        maintainer = SummaryMaintainer(conn, NAME)
+        maintainer.apply()
+        # the state as a build 40 days ahead left it (its first day then), the last apply's clock 20 hours ahead
+        conn.execute("UPDATE coldcopy_ops.ivm_state SET first_day = (now() + interval '9 days')::date, "
+                     "clock_at = now() + interval '20 hours' WHERE summary = %s", (NAME,))
+        applied = maintainer.apply()
+        assert applied.mode == "rebuild", applied
+        assert differences(conn, NAME) == 0
+        assert conn.execute("SELECT first_day = ((date_trunc('day', now() AT TIME ZONE 'UTC') - interval '31 days'))"
+                            "::date FROM coldcopy_ops.ivm_state WHERE summary = %s", (NAME,)).fetchone()[0]

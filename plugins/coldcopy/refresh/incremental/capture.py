@@ -189,27 +189,31 @@ def _recreate_lost_deltas(conn: psycopg.Connection, summary: Summary, policy: Lo
     it degrades, skips it): its sources' summaries are marked due and the table is created again, in one
     transaction — from its own statements of incremental.sql, so no other delta table is locked (applying the
     whole file again would take SHARE on each, its CREATE INDEX IF NOT EXISTS, and writers would queue)."""
-    gone = [c for c in summary.captures() if conn.execute("SELECT to_regclass(%s) IS NULL",
-                                                          (f"coldcopy_ops.{c.delta}",)).fetchone()[0]]
+    gone: dict[str, list[str]] = {}  # delta table → its sources (one delta table serves several: workspaces')
+    for c in summary.captures():
+        missing = c.delta in gone or conn.execute("SELECT to_regclass(%s) IS NULL",
+                                                  (f"coldcopy_ops.{c.delta}",)).fetchone()[0]
+        if missing:
+            gone.setdefault(c.delta, []).append(c.table)
     if not gone:
         return
     ddl = (ops_schema.OPS_SQL_DIR / "incremental.sql").read_text()
 
     def recreate() -> list[str]:
-        for c in gone:
-            statements = re.findall(rf"CREATE TABLE IF NOT EXISTS coldcopy_ops\.{c.delta} [^;]*;"
-                                    rf"|ALTER TABLE coldcopy_ops\.{c.delta}\b[^;]*;"
-                                    rf"|CREATE INDEX \w+ ON coldcopy_ops\.{c.delta} \([^)]*\)", ddl)
+        for delta in gone:
+            statements = re.findall(rf"CREATE TABLE IF NOT EXISTS coldcopy_ops\.{delta} [^;]*;"
+                                    rf"|ALTER TABLE coldcopy_ops\.{delta}\b[^;]*;"
+                                    rf"|CREATE INDEX \w+ ON coldcopy_ops\.{delta} \([^)]*\)", ddl)
             if not any(s.startswith("CREATE TABLE") for s in statements):
-                raise RuntimeError(f"coldcopy_ops.{c.delta} is missing and sql/ops/incremental.sql does not create it")
+                raise RuntimeError(f"coldcopy_ops.{delta} is missing and sql/ops/incremental.sql does not create it")
             for statement in statements:
                 conn.execute(statement)
-            conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(sql.Identifier("coldcopy_ops", c.delta)))
-        return note_lost(conn, [c.table for c in gone], "its delta table was missing")
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(sql.Identifier("coldcopy_ops", delta)))
+        return note_lost(conn, [t for tables in gone.values() for t in tables], "its delta table was missing")
 
     readers = under_lock_timeout(conn, recreate, policy, what="delta tables created again")
     log.warning("delta table(s) %s were missing: created again; %s rebuild on their next apply",
-                ", ".join(c.delta for c in gone), ", ".join(readers))
+                ", ".join(gone), ", ".join(readers))
 
 
 def pending(delta: str) -> sql.Composed:

@@ -29,7 +29,10 @@ FUNCTION = "ivm_capture_changed_id"
 def read_columns(conn: psycopg.Connection, table: str) -> list[str]:
     """The columns of ``table`` that the definitions of the summaries reading it read; every column of the table
     when a definition reads it only through another view (the catalog then names that view, not the table)."""
-    views = [s.definition for s in consumers(table)]
+    # the definitions there are (a summary whose migration is not applied yet has none: its materialized view's
+    # path refreshes it, and it reads nothing through this trigger)
+    views = [v for (v,) in conn.execute("SELECT v FROM unnest(%s::text[]) v WHERE to_regclass(v) IS NOT NULL",
+                                        ([s.definition for s in consumers(table)],)).fetchall()]
     columns = [r[0] for r in conn.execute(
         "SELECT DISTINCT a.attname::text FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass "
         "AND d.objid = r.oid JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "

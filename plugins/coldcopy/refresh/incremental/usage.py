@@ -12,7 +12,8 @@ tables (active members, leads, active campaigns, e-mail accounts).
   ``ivm_delta_workspaces``, and the campaigns' own capture, which records each image's workspace).
 
 Each apply's cost follows the sent events that changed, one day of sent events at the edge and the workspaces
-whose rows changed, never a month of events. A clock set back past the state's first day rebuilds it.
+whose rows changed, never a month of events. A clock set back past the state's first day held
+(``ivm_state.first_day``) rebuilds it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from coldcopy.refresh.incremental.aggregates import (
     EVENT_ROWS,
     USAGE_EDGE_DAY,
     USAGE_LAST_30_DAYS,
+    USAGE_MONTH,
     USAGE_THIS_MONTH,
     USAGE_WINDOWS,
     WorkspaceUsage,
@@ -44,16 +46,22 @@ class UsageApplier:
     def build_truth(self) -> None:
         replace_with(self.conn, self.state, self.days.grouped(sql.SQL(EVENT_ROWS), signed=False),
                      self.a.days.key, columns=("workspace_id", "day", "rows"))
+        self._held_from(sql.SQL(self.a.days.cutoff()))
         self.conn.execute(sql.SQL("CREATE TEMP TABLE ivm_truth ON COMMIT DROP AS {}").format(self.rows.projected()))
 
     def apply(self, pending: sql.Composable, params: dict, *, day_moved: bool) -> int | None:
         """The captured event rows ``pending`` into the state, the workspaces that moved written; None when the
         clock went back past the state's first day (a rebuild)."""
         conn = self.conn
-        went_back, month_turned = conn.execute(
-            "SELECT now() < %(previous_clock)s::timestamptz - interval '1 day', "
-            "date_trunc('month', now()) <> date_trunc('month', %(previous_clock)s::timestamptz)", params).fetchone()
-        if went_back:
+        # The first day the windows read now (and the last apply's edge, to find the workspaces it crossed), against
+        # the first day the state holds: a clock set back past it (once, or a little each time) rebuilds.
+        missing, month_turned = conn.execute(
+            "SELECT least(" + USAGE_MONTH + ", " + USAGE_EDGE_DAY + ", ((%(previous_clock)s::timestamptz - interval "
+            "'30 days') AT TIME ZONE 'UTC')::date) < coalesce((SELECT first_day FROM coldcopy_ops.ivm_state WHERE "
+            "summary = %(summary)s), ((date_trunc('day', %(previous_clock)s::timestamptz) - interval '31 days') "
+            "AT TIME ZONE 'UTC')::date), date_trunc('month', now()) <> date_trunc('month', "
+            "%(previous_clock)s::timestamptz)", {**params, "summary": self.a.summary}).fetchone()
+        if missing:
             return None
         # the workspaces whose window figures can have moved: sent events changed, events on the days the 30-day
         # edge crossed (read before those days leave the state), every workspace when the month turned
@@ -64,6 +72,8 @@ class UsageApplier:
             self.days.add()
         if day_moved:
             conn.execute(sql.SQL("DELETE FROM {} WHERE day < {}").format(self.state, sql.SQL(self.a.days.cutoff())))
+            self._held_from(sql.SQL("greatest(coalesce(first_day, {}), {})").format(
+                sql.SQL(self.a.days.cutoff()), sql.SQL(self.a.days.cutoff())))
         # the workspaces whose rows changed: recounted and written whole (a workspace gone, its row gone)
         conn.execute(sql.SQL(_ROWS_MOVED).format(w=capture.pending("ivm_delta_workspaces"),
                                                  c=capture.pending("ivm_delta_campaigns")), params)
@@ -73,6 +83,12 @@ class UsageApplier:
         moved = conn.execute(_WINDOWS_WRITTEN).rowcount  # the others: their two window figures, where they moved
         conn.execute("DROP TABLE ivm_d, ivm_windows, ivm_keys")
         return counted + moved
+
+
+    def _held_from(self, first_day: sql.Composable) -> None:
+        """Record the state's first day held (in the summary's row of ivm_state, when it has one)."""
+        self.conn.execute(sql.SQL("UPDATE coldcopy_ops.ivm_state SET first_day = {} WHERE summary = %s").format(
+            first_day), (self.a.summary,))
 
 
 _WINDOWS_MOVED = (

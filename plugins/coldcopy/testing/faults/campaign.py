@@ -36,7 +36,7 @@ class Trial:
     job: str
     kind: str  # step, instant (SIGKILLed), restart (the server), double (two runs at once), disk_full (the spool)
     target: str  # the step (name#n) or the delay
-    killed: bool = False  # the first run was cut short (False: it finished before the fault fell)
+    killed: bool = False  # the first run was cut short (False: it finished before the fault fell, or got past it)
     rerun_ok: bool = False
     rerun_error: str = ""
     violations: list[str] = field(default_factory=list)
@@ -92,7 +92,12 @@ class Campaign:
         env = {k: v for k, v in os.environ.items() if not k.startswith("COLDCOPY_")}
         spaces = json.loads(local_env.spaces_connection(self.proxy.url, bucket))
         spaces["extra"]["config_kwargs"] = {"read_timeout": READ_TIMEOUT_S, "connect_timeout": READ_TIMEOUT_S}
-        env.update({CONTEXT_ENV: ctx.to_env(), "AIRFLOW_CONN_COLDCOPY_SPACES": json.dumps(spaces), **extra})
+        secret = lambda value: json.dumps({"conn_type": "generic", "password": value})  # noqa: E731
+        env.update({CONTEXT_ENV: ctx.to_env(), "AIRFLOW_CONN_COLDCOPY_SPACES": json.dumps(spaces),
+                    "AIRFLOW_CONN_COLDCOPY_DB": local_env.airflow_connection(ctx.dsn),
+                    "AIRFLOW_CONN_COLDCOPY_BACKUP_KEY": secret(ctx.passphrase),
+                    "AIRFLOW_CONN_COLDCOPY_MANIFEST_KEY": secret(ctx.manifest_secret),
+                    "AIRFLOW_CONN_COLDCOPY_SUBJECT_PEPPER": secret(ctx.pepper), **extra})
         return env
 
     def start(self, job: Job, env: dict, phase: str | None = None) -> subprocess.Popen:
@@ -140,6 +145,7 @@ class Campaign:
 
     def _teardown(self, database: str, bucket: str) -> None:
         local_env.drop_database(self.server, database)
+        local_env.drop_database(self.server, f"{database}_restored")
         store = self._bucket(bucket)
         for key in store.list_keys(""):
             store.delete(key)
@@ -184,13 +190,17 @@ class Campaign:
             before = self.expected_schema if job.invariant == "schema" else invariants.reference(job.invariant,
                                                                                                ctx.dsn)
             self.injected = []
-            trial.killed, left = kinds.inflict(self, job, env, kind, target)
+            codes, left = kinds.inflict(self, job, env, kind, target)
             trial.injected = len(self.injected)
-            code, trial.rerun_s, stderr = self._child(job, env)
-            trial.rerun_s = round(trial.rerun_s, 2)
-            trial.rerun_ok = code == 0
-            trial.rerun_error = "" if trial.rerun_ok else stderr.strip().splitlines()[-1][:300] if stderr else \
-                f"exit {code}"
+            trial.killed = any(c != 0 for c in codes) and (kind != "bucket" or trial.injected > 0)
+            if job.once and 0 in codes:  # a one-shot job (a restore) that finished: nothing for a rerun to do
+                trial.rerun_ok = True
+            else:
+                code, trial.rerun_s, stderr = self._child(job, env)
+                trial.rerun_s = round(trial.rerun_s, 2)
+                trial.rerun_ok = code == 0
+                trial.rerun_error = "" if trial.rerun_ok else stderr.strip().splitlines()[-1][:300] if stderr \
+                    else f"exit {code}"
             if job.next_day is not None:
                 self._child(job, env, phase="--next-day")
             left += [f"spool: {p.name} left in the worker's temporary directory after the rerun"

@@ -97,6 +97,17 @@ def violations(invariant: str, dsn: str, before: dict, bucket, keyring, admin_ds
         after = rows(dsn)
         found += [f"rows: {t} {before.get(t)} → {after.get(t)}" for t in sorted(set(before) | set(after))
                   if before.get(t) != after.get(t) and not t.startswith("analytics.")] + summaries(dsn)
+    elif invariant == "restored":  # the target as the backup held it (the source, unchanged since), whole
+        from coldcopy.testing.faults.jobs import restored_name
+
+        target = psycopg.conninfo.make_conninfo(dsn, dbname=restored_name(dsn))
+        try:
+            after = rows(target)
+        except psycopg.OperationalError:
+            after = {}
+            found.append(f"restored: {restored_name(dsn)} does not exist after the rerun")
+        found += [f"restored: {t} {before.get(t)} → {after.get(t)}" for t in sorted(set(before) | set(after))
+                  if after and before.get(t) != after.get(t)][:10]
     elif invariant == "rows":
         after = rows(dsn)
         found += [f"rows: {t} {before.get(t)} → {after.get(t)}" for t in sorted(set(before) | set(after))

@@ -51,6 +51,7 @@ class Job:
     prepare: Callable[[Context], None] | None = None  # the state a real run meets (run before the reference)
     spools: bool = False  # writes a spool file (TMPDIR): its filesystem can fill
     methods: tuple[str, ...] = ()  # the bucket requests it makes (HTTP methods): the bucket's faults fall on them
+    once: bool = False  # a one-shot job (a restore): run again only when no run finished, as Airflow's retry
 
 
 def backup(ctx: Context) -> None:
@@ -210,6 +211,27 @@ def refresh_rebuild(ctx: Context) -> None:
                 refresher_for(conn, view, force=True).run(run)
 
 
+def restored_name(dsn: str) -> str:
+    """The database a restore trial restores into: the target's name, suffixed."""
+    return f"{psycopg.conninfo.conninfo_to_dict(dsn)['dbname']}_restored"
+
+
+def restore_prepare(ctx: Context) -> None:
+    """Last night's backup of the target, in the bucket."""
+    from coldcopy.backups import BackupRunner
+    from coldcopy.object_store import Bucket
+
+    BackupRunner(ctx.dsn, Bucket.from_connection(), ctx.passphrase, keyring=ctx.keyring()).backup()
+
+
+def restore(ctx: Context) -> None:
+    """restore_from_spaces, whole database: the latest backup into a new database, through its quarantine
+    (``<target>__restoring``), erasures re-applied, renamed to the target (the operator as the DAG runs it)."""
+    from coldcopy.operators.restore import RestoreFromSpacesOperator
+
+    RestoreFromSpacesOperator(task_id="restore", backup="latest", target_database=restored_name(ctx.dsn)).execute({})
+
+
 JOBS = {job.name: job for job in (
     Job("backup", backup, "generated", "rows", backup_next_day, backup_prepare, spools=True,
         methods=("PUT", "POST", "GET", "DELETE", "HEAD")),
@@ -220,4 +242,6 @@ JOBS = {job.name: job for job in (
     Job("maintenance", maintenance, "generated", "rows", prepare=maintenance_prepare),
     Job("gdpr", gdpr, "generated", "erasure", prepare=gdpr_prepare, methods=("PUT", "GET")),
     Job("migrations", migrations, "empty", "schema"),
+    Job("restore", restore, "generated", "restored", prepare=restore_prepare, spools=True,
+        methods=("GET", "HEAD"), once=True),
 )}

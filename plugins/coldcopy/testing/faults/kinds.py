@@ -6,7 +6,6 @@ short and what it left that no later run may leave."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -17,27 +16,26 @@ from pathlib import Path
 SPOOL_BYTES = 512 * 1024  # the full filesystem: smaller than any backup the jobs spool
 
 
-def inflict(campaign, job, env: dict, kind: str, target: str) -> tuple[bool, list[str]]:
+def inflict(campaign, job, env: dict, kind: str, target: str) -> tuple[list[int], list[str]]:
+    """The exit codes of the first run (both runs, for ``double``) and what they left that no run may leave."""
     if kind == "step":
-        return campaign.finish(campaign.start(job, {**env, "COLDCOPY_KILL_AT": target}))[0] == -signal.SIGKILL, []
+        return [campaign.finish(campaign.start(job, {**env, "COLDCOPY_KILL_AT": target}))[0]], []
     if kind == "instant":
-        return campaign.finish(campaign.start(job, env), delay=_seconds(target))[0] == -signal.SIGKILL, []
+        return [campaign.finish(campaign.start(job, env), delay=_seconds(target))[0]], []
     if kind == "restart":
         child = campaign.start(job, env)
         time.sleep(_seconds(target))
-        if child.poll() is not None:
-            return False, []
-        campaign.restart()  # pg_ctl restart -m fast: every session terminated, the server back in a second
-        return campaign.finish(child)[0] != 0, []
+        if child.poll() is None:
+            campaign.restart()  # pg_ctl restart -m fast: every session terminated, the server back in a second
+        return [campaign.finish(child)[0]], []
     if kind == "double":
         first, second = campaign.start(job, env), campaign.start(job, env)
-        codes = [campaign.finish(first)[0], campaign.finish(second)[0]]
-        return any(codes), []
+        return [campaign.finish(first)[0], campaign.finish(second)[0]], []
     if kind == "disk_full":
         with small_filesystem() as spool:
             code = campaign.finish(campaign.start(job, {**env, "TMPDIR": str(spool)}))[0]
             left = [p.name for p in spool.iterdir()]
-        return code != 0, [f"spool: {len(left)} file(s) left on the full filesystem: {', '.join(left[:3])}"] if left \
+        return [code], [f"spool: {len(left)} file(s) left on the full filesystem: {', '.join(left[:3])}"] if left \
             else []
     if kind == "bucket":  # the bucket fails under the first run (the retry and the next run see it well again)
         campaign.proxy.arm_target(target)
@@ -45,7 +43,7 @@ def inflict(campaign, job, env: dict, kind: str, target: str) -> tuple[bool, lis
             code = campaign.finish(campaign.start(job, env))[0]
         finally:
             campaign.injected = campaign.proxy.disarm()
-        return code != 0 and bool(campaign.injected), []
+        return [code], []
     raise ValueError(f"unknown fault kind {kind!r}")
 
 
