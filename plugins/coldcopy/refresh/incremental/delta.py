@@ -118,17 +118,20 @@ class DeltaApplier:
             self._multiplicities(pending, having=" HAVING sum(n) <> 0")), params)
         conn.execute("ANALYZE ivm_m")
         same = sql.SQL("{} AND t.kind = m.kind AND t.value = m.value").format(_match("t", "m", a.key))
+        # One pass: the multiplicities added to, and from each one's value after (less the change: before) whether
+        # it crossed 0 <-> 1; the zeros deleted after.
+        m_key = sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(k)) for k in a.key)
+        conn.execute(sql.SQL("CREATE TEMP TABLE ivm_x ON COMMIT DROP AS SELECT {key}, kind, 0::bigint AS moved, "
+                             "false AS below FROM ivm_m WITH NO DATA").format(key=_list(a.key)))
         conn.execute(sql.SQL(
-            "CREATE TEMP TABLE ivm_x ON COMMIT DROP AS SELECT {key}, m.kind, sum(CASE "
-            "WHEN coalesce(t.n, 0) = 0 AND m.n > 0 THEN 1 WHEN t.n > 0 AND t.n + m.n = 0 THEN -1 ELSE 0 END) AS moved, "
-            "bool_or(coalesce(t.n, 0) + m.n < 0) AS below FROM ivm_m m LEFT JOIN {mult} t ON {same} "
-            "GROUP BY {key}, m.kind").format(key=sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(k))
-                                                                  for k in a.key), mult=self.mult, same=same))
+            "WITH up AS (INSERT INTO {mult} AS t ({key}, kind, value, n) SELECT {key}, kind, value, n FROM ivm_m "
+            "ON CONFLICT ({key}, kind, value) DO UPDATE SET n = t.n + EXCLUDED.n RETURNING t.*) "
+            "INSERT INTO ivm_x SELECT {m_key}, m.kind, sum(CASE WHEN t.n > 0 AND t.n - m.n <= 0 THEN 1 "
+            "WHEN t.n <= 0 AND t.n - m.n > 0 THEN -1 ELSE 0 END), bool_or(t.n < 0) "
+            "FROM up t JOIN ivm_m m ON {same} GROUP BY {m_key}, m.kind").format(
+            mult=self.mult, key=_list(a.key), m_key=m_key, same=same))
         if conn.execute("SELECT count(*) FROM ivm_x WHERE below").fetchone()[0]:
             raise Inconsistent(f"{a.summary}: a multiplicity of a distinct value went below zero")
-        conn.execute(sql.SQL("INSERT INTO {mult} AS t ({key}, kind, value, n) SELECT {key}, kind, value, n FROM ivm_m "
-                             "ON CONFLICT ({key}, kind, value) DO UPDATE SET n = t.n + EXCLUDED.n").format(
-            mult=self.mult, key=_list(a.key)))
         conn.execute(sql.SQL("DELETE FROM {} t USING ivm_m m WHERE {} AND t.n = 0").format(self.mult, same))
         maxima = {x for m, _, _ in a.maxima for x in (m, f"{m}__gone")}
         zeros = sql.SQL(", ").join(sql.SQL("NULL" if c in maxima else "0") for c in self._delta_columns())

@@ -60,14 +60,16 @@ class StepApplier:
             capture.pending("ivm_delta_email_messages")), params)
         conn.execute("ANALYZE ivm_mm")
         conn.execute("CREATE TEMP TABLE ivm_before ON COMMIT DROP AS " + _CONTRIBUTIONS)
-        conn.execute("INSERT INTO coldcopy_ops.ivm_msg_events AS t SELECT * FROM ivm_ev ON CONFLICT (message_id, "
-                     "workspace_id) DO UPDATE SET opened = t.opened + EXCLUDED.opened, "
-                     "replied = t.replied + EXCLUDED.replied")
-        if conn.execute("SELECT count(*) FROM coldcopy_ops.ivm_msg_events t JOIN ivm_ev e USING (message_id, "
-                        "workspace_id) WHERE t.opened < 0 OR t.replied < 0").fetchone()[0]:
+        below, zeros = conn.execute(
+            "WITH up AS (INSERT INTO coldcopy_ops.ivm_msg_events AS t SELECT * FROM ivm_ev ON CONFLICT (message_id, "
+            "workspace_id) DO UPDATE SET opened = t.opened + EXCLUDED.opened, replied = t.replied + EXCLUDED.replied "
+            "RETURNING t.opened, t.replied) SELECT count(*) FILTER (WHERE opened < 0 OR replied < 0), "
+            "count(*) FILTER (WHERE opened = 0 AND replied = 0) FROM up").fetchone()
+        if below:
             raise Inconsistent(f"{self.a.summary}: a message's event count went below zero")
-        conn.execute("DELETE FROM coldcopy_ops.ivm_msg_events t USING ivm_ev e WHERE t.message_id = e.message_id "
-                     "AND t.workspace_id = e.workspace_id AND t.opened = 0 AND t.replied = 0")
+        if zeros:
+            conn.execute("DELETE FROM coldcopy_ops.ivm_msg_events t USING ivm_ev e WHERE t.message_id = e.message_id "
+                         "AND t.workspace_id = e.workspace_id AND t.opened = 0 AND t.replied = 0")
         conn.execute("DELETE FROM coldcopy_ops.ivm_msg_steps WHERE message_id = ANY(" + _CHANGED + ")")
         conn.execute("INSERT INTO coldcopy_ops.ivm_msg_steps " + _STEPS + " AND id = ANY(" + _CHANGED + ")")
         conn.execute("CREATE TEMP TABLE ivm_after ON COMMIT DROP AS " + _CONTRIBUTIONS)
@@ -76,16 +78,17 @@ class StepApplier:
                      "sum(replied)::bigint AS replied FROM (TABLE ivm_after UNION ALL SELECT sequence_id, "
                      "workspace_id, -messages_sent, -opened, -replied FROM ivm_before) c GROUP BY 1, 2 "
                      "HAVING sum(messages_sent) <> 0 OR sum(opened) <> 0 OR sum(replied) <> 0")
-        conn.execute(sql.SQL("INSERT INTO {} AS s SELECT * FROM ivm_d ON CONFLICT (sequence_id, workspace_id) DO "
-                             "UPDATE SET messages_sent = s.messages_sent + EXCLUDED.messages_sent, "
-                             "opened = s.opened + EXCLUDED.opened, replied = s.replied + EXCLUDED.replied").format(
-            self.state))
-        below = conn.execute(sql.SQL("SELECT count(*) FROM {} s JOIN ivm_d d USING (sequence_id, workspace_id) "
-                                     "WHERE s.messages_sent < 0 OR s.opened < 0 OR s.replied < 0").format(self.state))
-        if below.fetchone()[0]:
+        below, zeros = conn.execute(sql.SQL(
+            "WITH up AS (INSERT INTO {} AS s SELECT * FROM ivm_d ON CONFLICT (sequence_id, workspace_id) DO "
+            "UPDATE SET messages_sent = s.messages_sent + EXCLUDED.messages_sent, opened = s.opened + EXCLUDED.opened, "
+            "replied = s.replied + EXCLUDED.replied RETURNING s.messages_sent, s.opened, s.replied) "
+            "SELECT count(*) FILTER (WHERE messages_sent < 0 OR opened < 0 OR replied < 0), "
+            "count(*) FILTER (WHERE messages_sent = 0) FROM up").format(self.state)).fetchone()
+        if below:
             raise Inconsistent(f"{self.a.summary}: a step's count went below zero")
-        conn.execute(sql.SQL("DELETE FROM {} s USING ivm_d d WHERE s.sequence_id = d.sequence_id AND "
-                             "s.workspace_id = d.workspace_id AND s.messages_sent = 0").format(self.state))
+        if zeros:
+            conn.execute(sql.SQL("DELETE FROM {} s USING ivm_d d WHERE s.sequence_id = d.sequence_id AND "
+                                 "s.workspace_id = d.workspace_id AND s.messages_sent = 0").format(self.state))
         delta, column = self.a.frame_changes
         conn.execute(sql.SQL("CREATE TEMP TABLE ivm_keys ON COMMIT DROP AS SELECT sequence_id FROM ivm_d UNION "
                              "SELECT {} FROM {} c").format(sql.Identifier(column), capture.pending(delta)), params)
