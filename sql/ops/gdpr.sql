@@ -98,3 +98,19 @@ $$;
 -- oracle of the erased people's keys for whoever may call it.
 REVOKE ALL ON FUNCTION coldcopy_ops.refuse_erased_subject(), coldcopy_ops.keyed(text),
   coldcopy_ops.subject_hash(uuid, text) FROM PUBLIC;
+
+-- Retention archives (coldcopy.gdpr.retention), each batch's object: recorded 'uploading' by its own statement
+-- before a byte is written (with the session that writes it), 'done' in the transaction that deletes its rows. A
+-- batch cut short leaves an entry 'uploading' whose session is gone: the next run deletes its object and manifest
+-- (copies of rows still in the table, archived again), so no row is archived twice.
+CREATE TABLE IF NOT EXISTS coldcopy_ops.retention_archives (
+  object_key text PRIMARY KEY,
+  policy_id uuid NOT NULL,
+  state text NOT NULL DEFAULT 'uploading' CHECK (state IN ('uploading', 'done')),
+  rows integer,
+  pid integer NOT NULL,
+  backend_start timestamptz,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  done_at timestamptz
+);
+REVOKE ALL ON coldcopy_ops.retention_archives FROM PUBLIC;

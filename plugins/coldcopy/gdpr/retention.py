@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import logging
+import uuid
 
 import psycopg
 from psycopg import sql
@@ -15,6 +16,7 @@ from coldcopy.crypto import get_bound, gpg_symmetric
 from coldcopy.gdpr.subjects import AGE_COLUMNS, PERSONAL_COLUMNS, RETENTION_PREFIX, RETENTION_TABLES, GdprError
 from coldcopy.lock_retries import LockRetryPolicy, under_lock_timeout
 from coldcopy.object_store import Bucket
+from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +96,13 @@ class RetentionPolicies:
                 count = under_lock_timeout(self.conn, lambda s=statement: self.conn.execute(s, params).rowcount,
                                            self.lock_retry, what=f"retention batch in {table.as_string(self.conn)}")
             elif action == "archive":
+                if batches == 0:
+                    self.sweep_unfinished(bucket)
+                # each batch manages its transactions: its intent committed first, then upload and delete in one
                 count = under_lock_timeout(
                     self.conn, lambda n=batches: self._archive_batch(table, expired, params, policy, n, bucket),
-                    self.lock_retry, what=f"retention archive batch in {table.as_string(self.conn)}")
+                    self.lock_retry, what=f"retention archive batch in {table.as_string(self.conn)}",
+                    transaction=False)
             else:
                 raise GdprError(f"policy {policy['id']}: unknown action {action!r}")
             rows += count
@@ -125,6 +131,23 @@ class RetentionPolicies:
             return None
         return sql.SQL(", ").join(sets), sql.SQL(" AND ").join(done)
 
+    def sweep_unfinished(self, bucket: Bucket) -> list[str]:
+        """Delete the archives of batches cut short (their entry still 'uploading', the session that wrote it gone,
+        or a day old): manifest first, then object (their rows are still in their table). Returns their keys."""
+        with self.conn.transaction():
+            keys = [k for (k,) in self.conn.execute(
+                "SELECT r.object_key FROM coldcopy_ops.retention_archives r WHERE r.state = 'uploading' AND "
+                "(r.started_at < now() - interval '1 day' OR NOT EXISTS (SELECT FROM pg_stat_activity a WHERE "
+                "a.pid = r.pid AND a.backend_start IS NOT DISTINCT FROM r.backend_start)) FOR UPDATE SKIP LOCKED")]
+            for key in keys:
+                bucket.delete(key.removesuffix(".jsonl.gz.gpg") + ".manifest.json")
+                bucket.delete(key)
+            self.conn.execute("DELETE FROM coldcopy_ops.retention_archives WHERE object_key = ANY(%s)", (keys,))
+        if keys:
+            log.warning("retention: %d archive(s) of batches cut short deleted (their rows are archived again): %s",
+                        len(keys), ", ".join(keys[:5]))
+        return keys
+
     def _archive_batch(self, table, expired, params, policy, number: int, bucket) -> int:
         """One transaction: lock the batch, upload it (JSON lines, gzip, OpenPGP AES256 like the backups:
         ``gpg --decrypt | gunzip`` opens it) with its signed manifest, read the object back and check it
@@ -132,22 +155,49 @@ class RetentionPolicies:
         copy is in the bucket."""
         if not self.passphrase:
             raise GdprError(f"policy {policy['id']}: archiving needs the backup passphrase (coldcopy_backup_key)")
+        stamp = self.conn.execute("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD\"T\"HH24MISS')").fetchone()[0]
+        key = (f"{RETENTION_PREFIX}/{table.as_string(self.conn).replace(chr(34), '')}/{policy['workspace_id']}/"
+               f"{stamp}-{number:05d}-{uuid.uuid4().hex[:8]}.jsonl.gz.gpg")
+        # the intent, committed on its own before a byte is written: a run cut short from here on leaves an entry
+        # whose session is gone, and the next run deletes what it wrote (sweep_unfinished)
+        self.conn.execute("INSERT INTO coldcopy_ops.retention_archives (object_key, policy_id, pid, backend_start) "
+                          "SELECT %s, %s, pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = "
+                          "pg_backend_pid())", (key, policy["id"]))
+        step("retention.intent_recorded")
+        try:
+            return self._archive_rows(table, expired, params, policy, key, bucket)
+        except BaseException:  # failed, not killed: what it wrote goes now (a kill leaves it to the next run)
+            try:
+                self.conn.rollback()
+                self.conn.execute("UPDATE coldcopy_ops.retention_archives SET pid = 0 WHERE object_key = %s AND "
+                                  "state = 'uploading'", (key,))
+                self.sweep_unfinished(bucket)
+            except Exception:  # noqa: BLE001 - the next run's sweep does it
+                log.warning("retention: %s not deleted after its batch failed; the next run deletes it", key)
+            raise
+
+    def _archive_rows(self, table, expired, params, policy, key: str, bucket) -> int:
         with self.conn.transaction():
             rows = self.conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE (tableoid, ctid) IN (").format(table)
                                      + expired + sql.SQL(") FOR UPDATE"), params).fetchall()
             if not rows:
+                self.conn.execute("DELETE FROM coldcopy_ops.retention_archives WHERE object_key = %s", (key,))
                 return 0
             body = gpg_symmetric(gzip.compress("".join(json.dumps(r, default=str) + "\n" for (r,) in rows).encode()),
                                  self.passphrase, "--compress-algo", "none")
-            stamp = self.conn.execute("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD\"T\"HH24MISS')").fetchone()[0]
-            key = (f"{RETENTION_PREFIX}/{table.as_string(self.conn).replace(chr(34), '')}/{policy['workspace_id']}/"
-                   f"{stamp}-{number:05d}.jsonl.gz.gpg")
             manifest = {"object_key": key, "byte_size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
                         "rows": len(rows), "table": table.as_string(self.conn), "policy_id": str(policy["id"]),
                         "workspace_id": str(policy["workspace_id"]), "format": "json lines | gzip | OpenPGP AES256"}
             bucket.put(key, body, "application/pgp-encrypted")
+            step("retention.uploaded")
             bucket.put(key.removesuffix(".jsonl.gz.gpg") + ".manifest.json",
                        manifests.dump(manifest, self.keyring, type="retention_archive"), "application/json")
+            step("retention.manifest_written")
             get_bound(bucket, key, manifest)  # read back before the rows go
-            return self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table)
-                                     + expired + sql.SQL(")"), params).rowcount
+            self.conn.execute("UPDATE coldcopy_ops.retention_archives SET state = 'done', rows = %s, done_at = now() "
+                              "WHERE object_key = %s", (len(rows), key))
+            deleted = self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table)
+                                        + expired + sql.SQL(")"), params).rowcount
+            step("retention.rows_deleted")  # not yet committed
+        step("retention.batch_committed")
+        return deleted

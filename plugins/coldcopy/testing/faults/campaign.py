@@ -206,7 +206,7 @@ class Campaign:
             left += [f"spool: {p.name} left in the worker's temporary directory after the rerun"
                      for p in spool.iterdir()]
             trial.violations = left + invariants.violations(job.invariant, ctx.dsn, before, self._bucket(bucket),
-                                                            ctx.keyring(), self.server, since)
+                                                            ctx.keyring(), self.server, since, ctx.passphrase)
             trial.left = sum(v.startswith(("bucket:", "server:", "spool:")) for v in trial.violations)
         finally:
             self._teardown(database, bucket)

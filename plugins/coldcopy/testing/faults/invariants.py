@@ -39,6 +39,13 @@ def reference(invariant: str, dsn: str) -> dict:
                 "l.workspace_id = r.workspace_id AND l.email = r.email WHERE r.request_type = 'erasure' AND "
                 "r.status = 'verified'").fetchone()
         return {"rows": rows(dsn), "request": subject[0], "needles": list(subject[1:])}
+    if invariant == "retention":  # the rows the policy archives, one by one (their hashes), and every table's rows
+        with psycopg.connect(dsn) as conn:
+            expired = [h for (h,) in conn.execute(
+                "SELECT hashtextextended(to_jsonb(e)::text, 0) FROM public.email_events e JOIN "
+                "public.data_retention_policies p ON p.workspace_id = e.workspace_id AND p.table_name = "
+                "'email_events' WHERE e.occurred_at < now() - p.retain_for").fetchall()]
+        return {"rows": rows(dsn), "expired": sorted(expired)}
     return schema(dsn) if invariant == "schema" else rows(dsn)
 
 
@@ -85,7 +92,7 @@ def summaries(dsn: str) -> list[str]:
 
 
 def violations(invariant: str, dsn: str, before: dict, bucket, keyring, admin_dsn: str,
-               since: datetime) -> list[str]:
+               since: datetime, passphrase: str = "") -> list[str]:
     found = []
     if invariant == "schema":
         after = schema(dsn)
@@ -108,6 +115,8 @@ def violations(invariant: str, dsn: str, before: dict, bucket, keyring, admin_ds
             found.append(f"restored: {restored_name(dsn)} does not exist after the rerun")
         found += [f"restored: {t} {before.get(t)} → {after.get(t)}" for t in sorted(set(before) | set(after))
                   if after and before.get(t) != after.get(t)][:10]
+    elif invariant == "retention":
+        found += _retained(dsn, before, bucket, keyring, passphrase)
     elif invariant == "rows":
         after = rows(dsn)
         found += [f"rows: {t} {before.get(t)} → {after.get(t)}" for t in sorted(set(before) | set(after))
@@ -115,6 +124,44 @@ def violations(invariant: str, dsn: str, before: dict, bucket, keyring, admin_ds
     else:
         found += _archived(dsn, before, bucket, keyring)
     found += _bucket(bucket, keyring) + _server(dsn, admin_dsn, since)
+    return found
+
+
+def _retained(dsn: str, before: dict, bucket, keyring, passphrase: str) -> list[str]:
+    """Every expired row gone from email_events and in exactly one bound retention archive; no other row of any
+    table changed (the email_events partitions: by exactly the expired rows)."""
+    import gzip
+
+    from coldcopy.crypto import get_bound, gpg_open
+
+    found, archived = [], []
+    for key in bucket.list_keys("gdpr/retention/"):
+        if not key.endswith(".manifest.json"):
+            continue
+        try:
+            manifest = manifests.load(bucket.get(key), keyring, where=key, type="retention_archive")
+            body = get_bound(bucket, manifest["object_key"], manifest)
+        except Exception as error:  # noqa: BLE001 - reported
+            found.append(f"retention: {key} does not open: {error}"[:300])
+            continue
+        rows_ = gzip.decompress(gpg_open(body, passphrase)).decode().splitlines()
+        with psycopg.connect(dsn) as conn:
+            archived += [h for (h,) in conn.execute(
+                "SELECT hashtextextended(r::jsonb::text, 0) FROM unnest(%s::text[]) r", (rows_,)).fetchall()]
+    expired, seen = set(before["expired"]), {}
+    for h in archived:
+        seen[h] = seen.get(h, 0) + 1
+    found += [f"retention: {len(expired - set(seen))} expired row(s) in no archive"] if expired - set(seen) else []
+    found += [f"retention: {sum(1 for c in seen.values() if c > 1)} row(s) archived more than once"] \
+        if any(c > 1 for c in seen.values()) else []
+    after = rows(dsn)
+    changed = {t for t in set(before["rows"]) | set(after) if before["rows"].get(t) != after.get(t)}
+    found += [f"rows: {t} changed" for t in sorted(changed)  # the policy's last_applied_at is the job's to set
+              if not t.startswith("public.email_events") and t != "public.data_retention_policies"]
+    left = sum(after[t][0] for t in after if t.startswith("public.email_events_")) - \
+        sum(before["rows"][t][0] for t in before["rows"] if t.startswith("public.email_events_"))
+    if left != -len(expired):
+        found.append(f"retention: email_events lost {-left} row(s), {len(expired)} expired")
     return found
 
 

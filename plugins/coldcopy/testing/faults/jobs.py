@@ -232,6 +232,34 @@ def restore(ctx: Context) -> None:
     RestoreFromSpacesOperator(task_id="restore", backup="latest", target_database=restored_name(ctx.dsn)).execute({})
 
 
+RETAIN = "200 days"  # the campaign's retention policy: a workspace's email_events archived past this age
+
+
+def retention_prepare(ctx: Context) -> None:
+    """An archive policy for the busiest workspace's email_events (its rows past :data:`RETAIN`)."""
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.data_retention_policies (workspace_id, table_name, retain_for, action) "
+                     "SELECT workspace_id, 'email_events', %s, 'archive' FROM public.email_events "
+                     "GROUP BY workspace_id ORDER BY count(*) DESC LIMIT 1", (RETAIN,))
+
+
+def retention(ctx: Context) -> None:
+    """gdpr_retention: every policy applied as its mapped tasks do (archive: each batch uploaded, its manifest
+    written and read back, then its rows deleted, in one transaction), in batches of 500."""
+    from coldcopy.gdpr import Gdpr
+    from coldcopy.lock_retries import LockRetryPolicy
+    from coldcopy.object_store import Bucket
+    from coldcopy.refresh.erasures import Dashboards
+
+    with psycopg.connect(ctx.dsn, autocommit=True) as conn:
+        gdpr = Gdpr(conn, dashboards=Dashboards, keyring=ctx.keyring(), passphrase=ctx.passphrase, pepper=ctx.pepper,
+                    lock_retry=LockRetryPolicy(attempts=20, lock_timeout_ms=500, backoff_s=0.1), batch=500)
+        bucket = Bucket.from_connection()
+        for (policy_id,) in conn.execute("SELECT id FROM public.data_retention_policies ORDER BY id").fetchall():
+            policy = gdpr.policy(str(policy_id))
+            gdpr.log_retention(policy, "done", **gdpr.apply_retention(policy, bucket))
+
+
 JOBS = {job.name: job for job in (
     Job("backup", backup, "generated", "rows", backup_next_day, backup_prepare, spools=True,
         methods=("PUT", "POST", "GET", "DELETE", "HEAD")),
@@ -242,6 +270,7 @@ JOBS = {job.name: job for job in (
     Job("maintenance", maintenance, "generated", "rows", prepare=maintenance_prepare),
     Job("gdpr", gdpr, "generated", "erasure", prepare=gdpr_prepare, methods=("PUT", "GET")),
     Job("migrations", migrations, "empty", "schema"),
+    Job("gdpr_retention", retention, "generated", "retention", prepare=retention_prepare, methods=("PUT", "GET")),
     Job("restore", restore, "generated", "restored", prepare=restore_prepare, spools=True,
         methods=("GET", "HEAD"), once=True),
 )}
