@@ -69,7 +69,7 @@ def test_a_batch_killed_before_its_delete_committed_is_archived_once(generated_d
     policy, expired = _policy(conn)
     rows = _expired_rows(conn)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("COLDCOPY_")}, "DSN": generated_db,
-           "POLICY": policy, "COLDCOPY_KILL_AT": "retention.manifest_written#2"}
+           "POLICY": policy, "COLDCOPY_KILL_AT": "gdpr_retention.manifest_written#2"}
     killed = subprocess.run([sys.executable, "-c", KILLED], env=env, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert _archived(spaces) == 200  # two batches' manifests: the first committed, the second cut short

@@ -163,7 +163,7 @@ class RetentionPolicies:
         self.conn.execute("INSERT INTO coldcopy_ops.retention_archives (object_key, policy_id, pid, backend_start) "
                           "SELECT %s, %s, pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = "
                           "pg_backend_pid())", (key, policy["id"]))
-        step("retention.intent_recorded")
+        step("gdpr_retention.intent_recorded")
         try:
             return self._archive_rows(table, expired, params, policy, key, bucket)
         except BaseException:  # failed, not killed: what it wrote goes now (a kill leaves it to the next run)
@@ -189,15 +189,15 @@ class RetentionPolicies:
                         "rows": len(rows), "table": table.as_string(self.conn), "policy_id": str(policy["id"]),
                         "workspace_id": str(policy["workspace_id"]), "format": "json lines | gzip | OpenPGP AES256"}
             bucket.put(key, body, "application/pgp-encrypted")
-            step("retention.uploaded")
+            step("gdpr_retention.uploaded")
             bucket.put(key.removesuffix(".jsonl.gz.gpg") + ".manifest.json",
                        manifests.dump(manifest, self.keyring, type="retention_archive"), "application/json")
-            step("retention.manifest_written")
+            step("gdpr_retention.manifest_written")
             get_bound(bucket, key, manifest)  # read back before the rows go
             self.conn.execute("UPDATE coldcopy_ops.retention_archives SET state = 'done', rows = %s, done_at = now() "
                               "WHERE object_key = %s", (len(rows), key))
             deleted = self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table)
                                         + expired + sql.SQL(")"), params).rowcount
-            step("retention.rows_deleted")  # not yet committed
-        step("retention.batch_committed")
+            step("gdpr_retention.rows_deleted")  # not yet committed
+        step("gdpr_retention.batch_committed")
         return deleted

@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from coldcopy.operators import approval
 from coldcopy.operators.backups import BaseBackupOperator
+from coldcopy.steps import step
 
 RESTORE = "restore"
 
@@ -241,8 +242,10 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         try:
             quarantine_dsn = self.hook().dsn(dbname=quarantine)
             runner.restore(key, quarantine_dsn, manifest=manifest, jobs=runner.restore_jobs)
+            step("restore.loaded")  # the quarantine holds the backup's rows, erased people among them
             self.replay(runner, quarantine_dsn, jobs=runner.restore_jobs, segments=segments)
             erasures, problems = self.reapply_erasures(runner, manifest, quarantine_dsn)
+            step("restore.erasures_reapplied")
             if self.workspace:
                 from coldcopy.pitr.workspace import WorkspaceError, keep_only
 
@@ -253,10 +256,14 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
             with self._admin() as admin:
                 if exists:
                     admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(target)))  # empty (checked)
-                admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(quarantine),
-                                                                               sql.Identifier(target)))
-                if not self.target_schema:  # a workspace's scratch stays closed until copied and dropped
-                    scratch_dbs.hand_over(admin, target)
+                # renamed and handed over in one transaction: a try cut short between the two left a whole
+                # target the next try refused (populated) and no one had opened
+                with admin.transaction():
+                    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(quarantine),
+                                                                                   sql.Identifier(target)))
+                    step("restore.renamed")  # not committed: still the quarantine, closed to PUBLIC
+                    if not self.target_schema:  # a workspace's scratch stays closed until copied and dropped
+                        scratch_dbs.hand_over(admin, target)
         except BaseException:
             with self._admin() as admin:
                 scratch_dbs.drop(admin, quarantine)
