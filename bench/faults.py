@@ -94,8 +94,10 @@ def main() -> None:
         server = cluster.dsn
         with common.s3_endpoint() as endpoint, \
                 Campaign(server, endpoint, seed=args.seed, restart=cluster.restart) as campaign:
-            trials = campaign.run(args.jobs.split(","), extra=args.extra, instants=args.instants, bucket=args.bucket)
-        write(args, trials, server)
+            trials = []
+            for job in args.jobs.split(","):  # written after each job: a run stopped part-way keeps what it did
+                trials += campaign.run([job], extra=args.extra, instants=args.instants, bucket=args.bucket)
+                write(args, trials, server)
     finally:
         cluster.stop()
     print(table(common.load_results("faults")))
