@@ -245,7 +245,7 @@ def main() -> None:
         print(incremental_report.table(common.load_results("incremental")))
         return
     server = local_env.admin_dsn()
-    scales = [int(s) for s in args.scales.split(",")]
+    scales = [int(s) for s in args.scales.split(",") if s.strip()]  # --scales '': the capture's cost only
     # Written after each scale and after the load figure, so that a run stopped part-way keeps what it measured;
     # --merge keeps the scales (and the load figure) on file that this run does not measure again.
     on_file = common.load_results("incremental") if args.merge and (common.RESULTS / "incremental.json").exists() \

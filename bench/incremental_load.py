@@ -26,8 +26,8 @@ def trigger_cost(server: str, scale: int, clients: int, rounds: int) -> dict:
     with (common.bench_database(server, scale, "ivm_load") as dsn, servers.LocalPgBouncer(server) as bouncer,
           psycopg.connect(dsn, autocommit=True) as conn):
         name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-        for name in SUMMARIES:  # the first build
-            SummaryMaintainer(conn, name).apply()
+        for summary_name in SUMMARIES:  # the first build (not ``name``: the database the clients connect to)
+            SummaryMaintainer(conn, summary_name).apply()
         password = app_load.prepare(dsn)
         app_load.run(bouncer, name, password, clients=clients, seconds=10)  # warm-up, untimed
 

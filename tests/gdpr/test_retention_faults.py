@@ -106,3 +106,78 @@ def test_a_batch_failing_after_its_upload_leaves_no_copy(generated_db, spaces, b
     with psycopg.connect(generated_db) as check:
         assert check.execute("SELECT count(*) FROM email_events e JOIN data_retention_policies p ON p.workspace_id = "
                              "e.workspace_id WHERE e.occurred_at < now() - p.retain_for").fetchone()[0] == 0
+
+
+def test_a_row_that_moves_while_its_batch_waits_is_never_deleted_unarchived(generated_db, spaces, backup_key):
+    """helper-19: the batch archived the rows its locking SELECT returned, then deleted what the expired query
+    named again — a row updated meanwhile (new ctid) was skipped by the first and deleted by the second."""
+    import threading
+
+    conn, gdpr = gdpr_on(generated_db)
+    policy, expired = _policy(conn)
+    rows = _expired_rows(conn)
+    gdpr.batch = 100
+    first = conn.execute("SELECT e.id FROM email_events e JOIN data_retention_policies p ON p.workspace_id = "
+                         "e.workspace_id WHERE e.occurred_at < now() - p.retain_for LIMIT 1").fetchone()[0]
+    with psycopg.connect(generated_db) as writer:
+        writer.execute("UPDATE email_events SET event_type = event_type WHERE id = %s", (first,))
+        done = threading.Thread(target=lambda: gdpr.apply_retention(gdpr.policy(policy), spaces))
+        done.start()
+        with psycopg.connect(generated_db, autocommit=True) as watch:
+            for _ in range(200):
+                if watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                                 "datname = current_database()").fetchone()[0]:
+                    break
+                threading.Event().wait(0.05)
+        writer.commit()
+        done.join()
+    gdpr.apply_retention(gdpr.policy(policy), spaces)
+    with psycopg.connect(generated_db) as check:
+        gone = set(rows) - {str(i) for (i,) in check.execute("SELECT id FROM email_events")}
+    assert gone <= set(_archived_rows(spaces)), sorted(gone - set(_archived_rows(spaces)))[:5]
+    assert _archived_rows(spaces) == sorted(gone)
+
+
+def test_a_sweep_by_another_run_never_takes_a_live_batchs_archive(generated_db, spaces, backup_key, monkeypatch):
+    """helper-19: a sweep that could not see the batch's session (another role's, in pg_stat_activity) deleted a
+    live batch's archive, which then committed its delete: rows in no archive. The batch holds its intent's row
+    lock; the sweep skips locked intents."""
+    from coldcopy.gdpr import retention
+
+    conn, gdpr = gdpr_on(generated_db)
+    policy, expired = _policy(conn)
+    rows = _expired_rows(conn)
+    gdpr.batch = 100
+    original, other = retention.get_bound, gdpr_on(generated_db)[1]
+    archive_rows = retention.RetentionPolicies._archive_rows
+
+    def unseen(self, table, expired, params, policy, key, bucket):  # the batch's session looks gone to a sweeper
+        self.conn.execute("UPDATE coldcopy_ops.retention_archives SET backend_start = '2000-01-01' WHERE "
+                          "object_key = %s", (key,))
+        return archive_rows(self, table, expired, params, policy, key, bucket)
+
+    def sweeping(bucket, key, manifest):  # another run's sweep, while the batch holds its intent
+        body = original(bucket, key, manifest)
+        other.retention.sweep_unfinished(spaces)
+        return body
+
+    monkeypatch.setattr(retention.RetentionPolicies, "_archive_rows", unseen)
+    monkeypatch.setattr(retention, "get_bound", sweeping)
+    gdpr.apply_retention(gdpr.policy(policy), spaces)
+    assert _archived_rows(spaces) == rows
+
+
+def test_an_unrecorded_batch_archive_is_swept_after_a_while_and_no_other(generated_db, spaces, backup_key):
+    from datetime import UTC, datetime, timedelta
+
+    conn, gdpr = gdpr_on(generated_db)
+    prefix = "gdpr/retention/public.email_events/ws"
+    for name in ("20261208T000000-00000-0123abcd", "legacy-20250101T000000-00001"):
+        spaces.put(f"{prefix}/{name}.jsonl.gz.gpg", b"x")
+        spaces.put(f"{prefix}/{name}.manifest.json", b"{}")
+    assert gdpr.retention.sweep_unfinished(spaces) == []  # too recent to tell from a live batch's
+    later = datetime.now(UTC) + timedelta(hours=7)
+    swept = gdpr.retention.sweep_unfinished(spaces, now=later)
+    assert swept == [f"{prefix}/20261208T000000-00000-0123abcd.jsonl.gz.gpg"]
+    assert sorted(spaces.list_keys(prefix)) == [f"{prefix}/legacy-20250101T000000-00001.jsonl.gz.gpg",
+                                                f"{prefix}/legacy-20250101T000000-00001.manifest.json"]

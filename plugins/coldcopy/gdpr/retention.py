@@ -6,7 +6,9 @@ import gzip
 import hashlib
 import json
 import logging
+import re
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -19,6 +21,11 @@ from coldcopy.object_store import Bucket
 from coldcopy.steps import step
 
 log = logging.getLogger(__name__)
+
+# An archive batch's name (``…/<UTC second>-<batch>-<8 hex>.jsonl.gz.gpg``): one this code wrote, recorded by an intent
+_BATCH_KEY = re.compile(r"/\d{8}T\d{6}-\d{5}-[0-9a-f]{8}\.jsonl\.gz\.gpg$")
+# an archive batch of that name that no intent records this long after it was written is a leftover
+ORPHAN_AFTER = timedelta(hours=6)
 
 
 class RetentionPolicies:
@@ -131,14 +138,18 @@ class RetentionPolicies:
             return None
         return sql.SQL(", ").join(sets), sql.SQL(" AND ").join(done)
 
-    def sweep_unfinished(self, bucket: Bucket) -> list[str]:
-        """Delete the archives of batches cut short (their entry still 'uploading', the session that wrote it gone,
-        or a day old): manifest first, then object (their rows are still in their table). Returns their keys."""
+    def sweep_unfinished(self, bucket: Bucket, *, now: datetime | None = None) -> list[str]:
+        """Delete the archives of batches cut short, manifest first, then object (their rows are still in their
+        table): those whose intent is still 'uploading' and not held by a live batch (its transaction holds the
+        intent's row lock: ``SKIP LOCKED`` passes it, whoever may see it in pg_stat_activity); and, past
+        :data:`ORPHAN_AFTER`, an archive named as this code names them that no intent records (a batch whose
+        session died while its process kept uploading, after a sweep had taken its intent). Returns their keys."""
         with self.conn.transaction():
             keys = [k for (k,) in self.conn.execute(
                 "SELECT r.object_key FROM coldcopy_ops.retention_archives r WHERE r.state = 'uploading' AND "
                 "(r.started_at < now() - interval '1 day' OR NOT EXISTS (SELECT FROM pg_stat_activity a WHERE "
                 "a.pid = r.pid AND a.backend_start IS NOT DISTINCT FROM r.backend_start)) FOR UPDATE SKIP LOCKED")]
+            keys += self._unrecorded(bucket, now or datetime.now(UTC))
             for key in keys:
                 bucket.delete(key.removesuffix(".jsonl.gz.gpg") + ".manifest.json")
                 bucket.delete(key)
@@ -147,6 +158,16 @@ class RetentionPolicies:
             log.warning("retention: %d archive(s) of batches cut short deleted (their rows are archived again): %s",
                         len(keys), ", ".join(keys[:5]))
         return keys
+
+    def _unrecorded(self, bucket: Bucket, now: datetime) -> list[str]:
+        objects = [o for o in bucket.list_objects(f"{RETENTION_PREFIX}/") if _BATCH_KEY.search(o["Key"])
+                   and o["LastModified"] < now - ORPHAN_AFTER]
+        if not objects:
+            return []
+        recorded = {k for (k,) in self.conn.execute(
+            "SELECT object_key FROM coldcopy_ops.retention_archives WHERE object_key = ANY(%s)",
+            ([o["Key"] for o in objects],))}
+        return [o["Key"] for o in objects if o["Key"] not in recorded]
 
     def _archive_batch(self, table, expired, params, policy, number: int, bucket) -> int:
         """One transaction: lock the batch, upload it (JSON lines, gzip, OpenPGP AES256 like the backups:
@@ -178,12 +199,18 @@ class RetentionPolicies:
 
     def _archive_rows(self, table, expired, params, policy, key: str, bucket) -> int:
         with self.conn.transaction():
-            rows = self.conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE (tableoid, ctid) IN (").format(table)
-                                     + expired + sql.SQL(") FOR UPDATE"), params).fetchall()
-            if not rows:
+            # the batch's own intent, held until it commits: no sweep takes it from a live batch
+            if not self.conn.execute("SELECT 1 FROM coldcopy_ops.retention_archives WHERE object_key = %s AND "
+                                     "state = 'uploading' FOR UPDATE", (key,)).fetchone():
+                raise GdprError(f"{key}: its intent was swept before the batch began; retried under another name")
+            locked = self.conn.execute(sql.SQL("SELECT t.tableoid, t.ctid, to_jsonb(t) FROM {} t WHERE "
+                                               "(tableoid, ctid) IN (").format(table) + expired
+                                       + sql.SQL(") FOR UPDATE"), params).fetchall()
+            if not locked:
                 self.conn.execute("DELETE FROM coldcopy_ops.retention_archives WHERE object_key = %s", (key,))
                 return 0
-            body = gpg_symmetric(gzip.compress("".join(json.dumps(r, default=str) + "\n" for (r,) in rows).encode()),
+            rows = [r for _, _, r in locked]
+            body = gpg_symmetric(gzip.compress("".join(json.dumps(r, default=str) + "\n" for r in rows).encode()),
                                  self.passphrase, "--compress-algo", "none")
             manifest = {"object_key": key, "byte_size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
                         "rows": len(rows), "table": table.as_string(self.conn), "policy_id": str(policy["id"]),
@@ -196,8 +223,12 @@ class RetentionPolicies:
             get_bound(bucket, key, manifest)  # read back before the rows go
             self.conn.execute("UPDATE coldcopy_ops.retention_archives SET state = 'done', rows = %s, done_at = now() "
                               "WHERE object_key = %s", (len(rows), key))
-            deleted = self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (").format(table)
-                                        + expired + sql.SQL(")"), params).rowcount
+            # exactly the rows locked and archived (the expired query again could name a row that moved meanwhile)
+            deleted = self.conn.execute(sql.SQL("DELETE FROM {} WHERE (tableoid, ctid) IN (SELECT unnest(%s::oid[]), "
+                                                "unnest(%s::tid[]))").format(table),
+                                        ([o for o, _, _ in locked], [c for _, c, _ in locked])).rowcount
+            if deleted != len(rows):
+                raise GdprError(f"{key}: {deleted} row(s) deleted of the {len(rows)} archived; rolled back")
             step("gdpr_retention.rows_deleted")  # not yet committed
         step("gdpr_retention.batch_committed")
         return deleted
