@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -214,10 +215,17 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
         from psycopg import sql
 
         from coldcopy import scratch as scratch_dbs
+        from coldcopy.backups import restored_mark
 
         quarantine = f"{target}__restoring"
+        what = restored_mark.mark(key, self.as_of, self.workspace)
         with self._admin() as admin:
-            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
+            exists = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                                   (target,)).fetchone()
+            if exists and restored_mark.read(exists[0]) == what:  # an earlier try of this very restore finished
+                self.log.info("%s was restored from %s by an earlier try, which was cut short after its hand-over",
+                              target, key)
+                return {}, []
             if exists:
                 with psycopg.connect(self.hook().dsn(dbname=target)) as conn:
                     populated = conn.execute(
@@ -264,6 +272,9 @@ class RestoreFromSpacesOperator(BaseBackupOperator):
                     step("restore.renamed")  # not committed: still the quarantine, closed to PUBLIC
                     if not self.target_schema:  # a workspace's scratch stays closed until copied and dropped
                         scratch_dbs.hand_over(admin, target)
+                        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                            sql.Identifier(target), sql.Literal(json.dumps(what))))
+                step("restore.handed_over")
         except BaseException:
             with self._admin() as admin:
                 scratch_dbs.drop(admin, quarantine)
